@@ -1,0 +1,161 @@
+"""misbridge settings: a TOML file, every key overridable from the environment.
+
+``MISBRIDGE_CONFIG`` (or ``--config``) names the TOML file; ``MISBRIDGE_<SECTION>__<KEY>``
+overrides one key (``MISBRIDGE_DEVICE__URL=/dev/mispos``). Secrets are never settings:
+settings only name the *file* a secret is read from (systemd credentials, see docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from misbridge.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("/etc/misbridge/misbridge.toml")
+
+
+class IdentitySettings(BaseModel):
+    """Who this cashier terminal is, as the e-Buy envelope names it."""
+
+    device_no: str = Field("POS01", description="deviceNo: cashier terminal number")
+    shop_no: str = Field("CN123456", description="shopNo: merchant / shop number")
+    brand: str = Field("663", description="brand: brand number allocated by e-Buy")
+
+
+class DeviceSettings(BaseModel):
+    """The PIN pad link."""
+
+    url: str = Field("/dev/mispos", description="serial device path or pyserial URL (socket://host:port)")
+    baudrate: int = Field(115200, gt=0)
+    protocol: str = Field("mispos-v1", description="PIN-pad driver, see docs/device-protocol.md")
+    card_timeout_s: int = Field(60, ge=5, le=300, description="customer time to present a card")
+    pin_timeout_s: int = Field(60, ge=5, le=300, description="customer time to enter the PIN")
+    reply_grace_s: float = Field(5.0, gt=0, le=30, description="extra wait for the pad's reply")
+    command_timeout_s: float = Field(5.0, gt=0, le=60, description="wait for non-customer commands")
+    key_index: int = Field(1, ge=1, le=99, description="working-key slot the pad encrypts with")
+
+
+class SigningSettings(BaseModel):
+    """Request/response signature (the book says MD5; the details are ours, docs/backend.md)."""
+
+    enabled: bool = True
+    key_file: Path | None = Field(None, description="file holding the signing key (systemd credential)")
+    include_body: bool = Field(True, description="sign the Base64 body too (recommended)")
+    truncate: int = Field(0, ge=0, le=32, description="keep only the first N hex chars (0 = all 32)")
+    verify_responses: bool = True
+
+
+class BackendSettings(BaseModel):
+    """The e-Buy backend (HTTP/HTTPS POST of the envelope)."""
+
+    url: str = Field("https://ebuy.invalid/ebuyweb-posp/api", description="base URL; /{action} is appended")
+    connect_timeout_s: float = Field(5.0, gt=0)
+    read_timeout_s: float = Field(45.0, gt=0, description="per-read timeout after the request was written")
+    request_deadline_s: float = Field(50.0, gt=0, description="hard limit on one backend call")
+    ca_bundle: Path | None = None
+    signing: SigningSettings = SigningSettings()
+
+
+class ApiSettings(BaseModel):
+    """The two POS front doors; loopback only unless explicitly allowed."""
+
+    host: str = "127.0.0.1"
+    socket_port: int = Field(9100, ge=0, le=65535, description="e-Buy message-structure socket")
+    http_port: int = Field(9101, ge=0, le=65535, description="HTTP/JSON front door")
+    allow_non_loopback: bool = False
+    socket_read_timeout_s: float = Field(5.0, gt=0, description="max gap while a framed message arrives")
+    pos_deadline_s: float = Field(300.0, gt=0, description="longest a POS request may take end to end")
+
+
+class JournalSettings(BaseModel):
+    """The SQLite journal."""
+
+    path: Path = Path("/var/lib/misbridge/journal.db")
+
+
+class Settings(BaseSettings):
+    """All misbridge settings."""
+
+    model_config = SettingsConfigDict(env_prefix="MISBRIDGE_", env_nested_delimiter="__", extra="forbid")
+
+    identity: IdentitySettings = IdentitySettings()
+    device: DeviceSettings = DeviceSettings()
+    backend: BackendSettings = BackendSettings()
+    api: ApiSettings = ApiSettings()
+    journal: JournalSettings = JournalSettings()
+    log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML path is read here, at call time: a toml_file in model_config would be fixed
+        # when the class is defined (python-ecosystem-notes §7).
+        toml_path = os.environ.get("MISBRIDGE_CONFIG", "")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _timers_consistent(self) -> Settings:
+        device_steps = (
+            self.device.card_timeout_s + self.device.pin_timeout_s + 2 * self.device.reply_grace_s
+        )
+        internal = device_steps + self.backend.request_deadline_s
+        if self.api.pos_deadline_s <= internal:
+            raise ValueError(
+                f"api.pos_deadline_s ({self.api.pos_deadline_s}) must exceed card + PIN + grace + "
+                f"backend deadline ({internal})"
+            )
+        if self.backend.request_deadline_s <= self.backend.connect_timeout_s:
+            raise ValueError("backend.request_deadline_s must exceed backend.connect_timeout_s")
+        return self
+
+
+def load_settings(config_path: Path | None = None, **overrides: object) -> Settings:
+    """Build settings from the TOML file (if any), the environment and ``overrides``.
+
+    Raises:
+        ConfigError: the file is missing or a value is invalid; the message names each key.
+    """
+    if config_path is not None:
+        if not config_path.is_file():
+            raise ConfigError(f"configuration file {config_path} does not exist")
+        os.environ["MISBRIDGE_CONFIG"] = str(config_path)
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValueError as err:
+        raise ConfigError(f"invalid configuration: {err}") from err
+
+
+def read_secret(path: Path | None, *, credential_name: str = "") -> SecretStr | None:
+    """Read a secret from a file, or from ``$CREDENTIALS_DIRECTORY/<credential_name>``.
+
+    Returns None when neither is available. Trailing newlines are stripped.
+    """
+    candidates: list[Path] = []
+    if path is not None:
+        candidates.append(path)
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir and credential_name:
+        candidates.append(Path(cred_dir) / credential_name)
+    for candidate in candidates:
+        if candidate.is_file():
+            return SecretStr(candidate.read_text(encoding="utf-8").rstrip("\r\n"))
+    return None

@@ -1,0 +1,229 @@
+"""Validation of the POS's request bodies (book §10), with errors that name the field.
+
+The models describe what misbridge checks before the customer is ever prompted. Unknown
+extra fields are allowed and kept: misbridge forwards the body exactly as the POS sent it,
+so a field added by a newer book version still reaches the backend. Amounts must be JSON
+numbers (the book's Price), at most two decimals, never negative.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from misbridge.errors import RequestError, ReturnCode
+
+#: Card actions: the book's "Transaction Flow" sends them through the PIN pad (§12).
+CARD_ACTIONS = ("cardRedemption", "cardPayment")
+#: Every action string of the 4.0 book (§12); known but not handled ones get MB06.
+BOOK_ACTIONS = (
+    "cardPayment", "cardRedemption", "qrcodeSale", "inquiry", "voidCardSale", "voidQrcodeSale",
+    "refundCardSale", "refundQrcodeSale", "ecouponInquiry", "accumulating", "summary", "batchUpload",
+)  # fmt: skip
+#: Largest amount accepted: 10 integer digits + 2 decimals fits a double exactly (15 digits).
+MAX_AMOUNT = Decimal("9999999999.99")
+#: Keys that would carry card or PIN data; the POS must never send them (the pad reads the card).
+FORBIDDEN_KEYS = ("cardInfo", "password", "pin", "pinBlock", "track1", "track2", "track3", "icData")
+TRACE_NO_PATTERN = r"^[0-9A-Za-z_-]{1,40}$"
+
+
+def _price(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | Decimal):
+        kind = type(value).__name__
+        raise PydanticCustomError("amount", "must be a JSON number, got {kind}", {"kind": kind})
+    amount = Decimal(value)
+    if not amount.is_finite() or amount < 0:
+        raise PydanticCustomError("amount", "must be zero or positive, got {value}", {"value": str(value)})
+    if amount.as_tuple().exponent < -2:  # type: ignore[operator]
+        raise PydanticCustomError("amount", "has more than 2 decimals: {value}", {"value": str(value)})
+    if amount > MAX_AMOUNT:
+        raise PydanticCustomError("amount", "is larger than {limit}", {"limit": str(MAX_AMOUNT)})
+    return amount
+
+
+#: The book's Price: a JSON number in dollars (yuan), kept as an exact Decimal.
+Price = Annotated[Decimal, BeforeValidator(_price)]
+_Text = Annotated[str, Field(strict=True)]
+_Count = Annotated[int, Field(strict=True, ge=1)]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=False)
+
+
+class GoodsDetail(_Lenient):
+    """One goods line (book §8.1)."""
+
+    goodsCategory: _Text
+    goodsId: _Text
+    goodsName: _Text
+    price: Price
+    quantity: _Count
+    rebateCode: _Text | None = None
+
+
+class MemberDetail(_Lenient):
+    """Member information (book §8.4: no table, types taken from the examples)."""
+
+    memberId: _Text | None = None
+    memberName: _Text | None = None
+    grade: _Text | None = None
+    status: _Text | None = None
+    balance: Price | None = None
+    pointBalance: Annotated[int, Field(strict=True)] | None = None
+
+
+class _Traced(_Lenient):
+    traceNo: Annotated[str, Field(strict=True, pattern=TRACE_NO_PATTERN)]
+
+
+class CardRedemptionRequest(_Traced):
+    """``cardRedemption`` request body (book §10.2)."""
+
+    totalAmount: Price
+    undiscountAmount: Price
+    goodsDetail: Annotated[list[GoodsDetail], Field(min_length=1)]
+    memberDetail: MemberDetail | None = None
+
+    @model_validator(mode="after")
+    def _undiscount_within_total(self) -> CardRedemptionRequest:
+        if self.undiscountAmount > self.totalAmount:
+            raise PydanticCustomError(
+                "undiscount",
+                "undiscountAmount ({u}) is greater than totalAmount ({t})",
+                {"u": str(self.undiscountAmount), "t": str(self.totalAmount)},
+            )
+        return self
+
+
+class CardPaymentRequest(CardRedemptionRequest):
+    """``cardPayment`` request body (book §10.1): a card redemption with an acquirer."""
+
+    acquirer: _Text
+
+
+class InquiryRequest(_Traced):
+    """``inquiry`` request body (book §10.4)."""
+
+    originalTraceNo: Annotated[str, Field(strict=True, pattern=TRACE_NO_PATTERN)]
+
+
+REQUEST_MODELS: dict[str, type[_Traced]] = {
+    "cardRedemption": CardRedemptionRequest,
+    "cardPayment": CardPaymentRequest,
+    "inquiry": InquiryRequest,
+}
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _code_for(error_type: str, path: str) -> ReturnCode:
+    if error_type == "missing":
+        return ReturnCode.MISSING_FIELD
+    if error_type == "amount":
+        return ReturnCode.BAD_AMOUNT
+    if error_type == "undiscount":
+        return ReturnCode.UNDISCOUNT_OVER_TOTAL
+    if path == "goodsDetail" and error_type == "too_short":
+        return ReturnCode.EMPTY_GOODS
+    if path in ("traceNo", "originalTraceNo") and error_type in ("string_pattern_mismatch",):
+        return ReturnCode.BAD_TRACE_NO
+    return ReturnCode.BAD_FIELD
+
+
+def translate_validation_error(err: ValidationError) -> RequestError:
+    """Turn pydantic's first error into a RequestError naming the field and the reason."""
+    first = err.errors(include_url=False)[0]
+    path = _field_path(tuple(first["loc"]))
+    code = _code_for(first["type"], path)
+    if code is ReturnCode.UNDISCOUNT_OVER_TOTAL:
+        path = "undiscountAmount"
+    if code is ReturnCode.EMPTY_GOODS:
+        message = "'goodsDetail' must list at least one goods line"
+    elif first["type"] == "missing":
+        message = f"mandatory field '{path}' is missing"
+    elif first["type"] == "string_pattern_mismatch":
+        message = f"'{path}' must be 1 to 40 letters, digits, '_' or '-'"
+    else:
+        message = f"'{path}' {first['msg']}" if path else str(first["msg"])
+    return RequestError(message, return_code=code, field=path)
+
+
+def _reject_card_data(body: Mapping[str, Any]) -> None:
+    for key in FORBIDDEN_KEYS:
+        if key in body:
+            raise RequestError(
+                f"'{key}' must not be sent by the POS: card and PIN data come only from the PIN pad",
+                return_code=ReturnCode.BAD_FIELD,
+                field=key,
+            )
+
+
+def validate_request(action: str, body: Mapping[str, Any]) -> _Traced:
+    """Validate a POS request body for ``action``.
+
+    Returns:
+        The parsed model (amounts as Decimal). The caller keeps forwarding ``body`` itself,
+        so extra fields and the POS's number formatting are preserved.
+
+    Raises:
+        RequestError: MB05 unknown action, MB06 book action not handled, MB10-MB15 invalid body.
+    """
+    model = REQUEST_MODELS.get(action)
+    if model is None:
+        if action in BOOK_ACTIONS:
+            raise RequestError(
+                f"action '{action}' is an e-Buy action that misbridge does not handle; "
+                f"supported: {', '.join(REQUEST_MODELS)}",
+                return_code=ReturnCode.UNSUPPORTED_ACTION,
+                field="action",
+            )
+        raise RequestError(
+            f"unknown action '{action}'; supported: {', '.join(REQUEST_MODELS)}",
+            return_code=ReturnCode.UNKNOWN_ACTION,
+            field="action",
+        )
+    _reject_card_data(body)
+    try:
+        return model.model_validate(dict(body))
+    except ValidationError as err:
+        raise translate_validation_error(err) from err
+
+
+def amount_minor_units(amount: Decimal) -> int:
+    """Dollars (yuan) to minor units (fen) for the PIN pad's display: 40.8 -> 4080."""
+    return int((amount * 100).to_integral_value())
+
+
+def trans_date(now: datetime | None = None) -> str:
+    """A transDate in the book's format, yyyyMMddHHmmss, local time."""
+    return (now or datetime.now().astimezone()).strftime("%Y%m%d%H%M%S")
+
+
+def error_response(trace_no: str, error: RequestError | Exception, code: ReturnCode) -> dict[str, Any]:
+    """An e-Buy shaped response for a request misbridge itself refused or could not finish."""
+    return {
+        "traceNo": trace_no,
+        "orderNo": "",
+        "transDate": trans_date(),
+        "returnCode": code.code,
+        "returnDesc": str(error),
+        "paidAmount": 0,
+    }

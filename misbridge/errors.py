@@ -1,0 +1,216 @@
+"""The one exception tree of misbridge, and the return codes the POS sees.
+
+Every error misbridge raises derives from :class:`MisbridgeError`.  Foreign errors
+(``serial.SerialException``, ``httpx.*``, ``sqlite3.*``) are translated at the edge
+that meets them and never travel further.  Each error carries the e-Buy style
+``returnCode`` that the POS receives (see ``docs/return-codes.md``) and an HTTP
+status hint for the HTTP front door.
+
+Tree::
+
+    MisbridgeError
+    ├── ConfigError
+    ├── RequestError                 the POS sent something invalid (never prompts the customer)
+    ├── LinkError                    PIN-pad wire protocol (misbridge.link)
+    │   ├── FramingError
+    │   ├── MessageError
+    │   └── LinkFailedError          retransmits exhausted
+    ├── DeviceError                  the PIN pad as a device
+    │   ├── DeviceNotConnected
+    │   ├── DeviceTimeout            (also TimeoutError)
+    │   ├── CustomerCancelled
+    │   ├── CardReadError
+    │   └── DeviceRejected
+    ├── BackendError                 the e-Buy backend
+    │   ├── BackendNotSent           provably never reached the backend: safe to retry
+    │   └── BackendOutcomeUnknown    may have been processed: never re-submit
+    ├── JournalError
+    └── InvalidTransition
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ReturnCode(Enum):
+    """misbridge's own returnCodes (the book only defines "00" = success).
+
+    The value is ``(code, http_status, meaning)``.  Codes start with ``MB`` so they can
+    never collide with a backend's numeric codes.
+    """
+
+    NOT_JSON = ("MB01", 400, "request is not valid JSON")
+    BAD_LENGTH_PREFIX = ("MB02", 400, "length prefix does not match the bytes that followed")
+    BAD_ENVELOPE = ("MB03", 400, "envelope field missing or of the wrong type")
+    BAD_BODY_ENCODING = ("MB04", 400, "body is not Base64 of UTF-8 JSON")
+    UNKNOWN_ACTION = ("MB05", 404, "unknown action")
+    UNSUPPORTED_ACTION = ("MB06", 501, "e-Buy action that misbridge does not handle")
+    MISSING_FIELD = ("MB10", 422, "mandatory field missing")
+    BAD_FIELD = ("MB11", 422, "field has the wrong type or format")
+    BAD_AMOUNT = ("MB12", 422, "amount is negative, not a number or has more than 2 decimals")
+    UNDISCOUNT_OVER_TOTAL = ("MB13", 422, "undiscountAmount is greater than totalAmount")
+    EMPTY_GOODS = ("MB14", 422, "goodsDetail is empty")
+    BAD_TRACE_NO = ("MB15", 422, "traceNo is empty, too long or has invalid characters")
+    DEVICE_NOT_CONNECTED = ("MB20", 503, "PIN pad not connected")
+    CARD_TIMEOUT = ("MB21", 408, "no card presented before the card timeout")
+    PIN_TIMEOUT = ("MB22", 408, "no PIN entered before the PIN timeout")
+    CUSTOMER_CANCELLED = ("MB23", 409, "customer cancelled on the PIN pad")
+    CARD_READ_ERROR = ("MB24", 422, "the PIN pad could not read the card")
+    DEVICE_BUSY = ("MB25", 409, "PIN pad busy with another transaction")
+    DEVICE_ERROR = ("MB26", 502, "PIN pad reported an error")
+    CARD_REMOVED = ("MB27", 409, "card removed before the transaction finished")
+    BACKEND_NOT_SENT = ("MB30", 503, "e-Buy backend unreachable; nothing was sent, no money moved")
+    BACKEND_UNKNOWN = ("MB31", 504, "e-Buy backend outcome unknown; misbridge is resolving it")
+    DUPLICATE_IN_FLIGHT = ("MB40", 409, "a transaction with this traceNo is already in progress")
+    TRACE_NO_CONFLICT = ("MB41", 409, "traceNo already used with a different request")
+    SHUTTING_DOWN = ("MB91", 503, "misbridge is shutting down")
+    INTERNAL = ("MB99", 500, "internal error")
+
+    @property
+    def code(self) -> str:
+        """The returnCode string sent to the POS."""
+        return self.value[0]
+
+    @property
+    def http_status(self) -> int:
+        """HTTP status used by the HTTP front door for this code."""
+        return self.value[1]
+
+    @property
+    def meaning(self) -> str:
+        """One-line meaning, as listed in docs/return-codes.md."""
+        return self.value[2]
+
+
+class MisbridgeError(Exception):
+    """Root of every misbridge exception.
+
+    Args:
+        message: a human-readable sentence; becomes ``returnDesc`` for the POS.
+        return_code: overrides the class default when one class covers several codes.
+    """
+
+    default_code: ReturnCode = ReturnCode.INTERNAL
+
+    def __init__(self, message: str, *, return_code: ReturnCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.return_code = return_code or self.default_code
+
+    @property
+    def http_status(self) -> int:
+        """HTTP status hint for the HTTP front door."""
+        return self.return_code.http_status
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.return_code.code}: {self.message!r})"
+
+
+class ConfigError(MisbridgeError):
+    """The configuration is invalid or inconsistent."""
+
+
+class RequestError(MisbridgeError):
+    """The POS request is invalid; it is refused before the customer is prompted.
+
+    Args:
+        field: dotted path of the offending field (``goodsDetail[0].price``), if any.
+    """
+
+    default_code = ReturnCode.BAD_FIELD
+
+    def __init__(self, message: str, *, return_code: ReturnCode | None = None, field: str = "") -> None:
+        super().__init__(message, return_code=return_code)
+        self.field = field
+
+
+class LinkError(MisbridgeError):
+    """The PIN-pad link protocol failed."""
+
+    default_code = ReturnCode.DEVICE_ERROR
+
+
+class FramingError(LinkError):
+    """Bytes on the line do not form a valid frame (bad LRC, ETX, BCD length...)."""
+
+
+class MessageError(LinkError):
+    """A well-framed payload is not a valid PIN-pad message (bad type, TLV or field)."""
+
+
+class LinkFailedError(LinkError):
+    """A frame was not acknowledged after the maximum number of retransmits."""
+
+    default_code = ReturnCode.DEVICE_NOT_CONNECTED
+
+
+class DeviceError(MisbridgeError):
+    """The PIN pad failed or refused a command."""
+
+    default_code = ReturnCode.DEVICE_ERROR
+
+
+class DeviceNotConnected(DeviceError):
+    """No PIN pad link is up (unplugged, never opened, or the link failed)."""
+
+    default_code = ReturnCode.DEVICE_NOT_CONNECTED
+
+
+class DeviceTimeout(DeviceError, TimeoutError):
+    """The PIN pad did not answer in time, or the customer did not act in time."""
+
+    default_code = ReturnCode.CARD_TIMEOUT
+
+
+class CustomerCancelled(DeviceError):
+    """The customer pressed Cancel on the PIN pad."""
+
+    default_code = ReturnCode.CUSTOMER_CANCELLED
+
+
+class CardReadError(DeviceError):
+    """The PIN pad could not read the card."""
+
+    default_code = ReturnCode.CARD_READ_ERROR
+
+
+class DeviceRejected(DeviceError):
+    """The PIN pad answered a command with a non-OK result code.
+
+    Args:
+        device_code: the pad's two-character result code (docs/device-protocol.md).
+    """
+
+    def __init__(self, message: str, *, device_code: str, return_code: ReturnCode | None = None) -> None:
+        super().__init__(message, return_code=return_code)
+        self.device_code = device_code
+
+
+class BackendError(MisbridgeError):
+    """The e-Buy backend call failed."""
+
+    default_code = ReturnCode.BACKEND_UNKNOWN
+
+
+class BackendNotSent(BackendError):
+    """The request provably never reached the backend (connect refused/timeout, pool timeout)."""
+
+    default_code = ReturnCode.BACKEND_NOT_SENT
+
+
+class BackendOutcomeUnknown(BackendError):
+    """The request may have been processed: read timeout, reset, bad reply, bad signature...
+
+    Such a transaction is never re-submitted; it is resolved by inquiry and, if needed, void.
+    """
+
+    default_code = ReturnCode.BACKEND_UNKNOWN
+
+
+class JournalError(MisbridgeError):
+    """The SQLite journal could not be read or written."""
+
+
+class InvalidTransition(MisbridgeError):
+    """An event was sent to the transaction state machine in a state that does not accept it."""

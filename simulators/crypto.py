@@ -1,0 +1,102 @@
+"""Test-key cryptography shared by the PIN-pad and backend simulators.
+
+This is what a real PIN pad does inside its secure hardware and what the e-Buy backend
+does in its HSM: ISO 9564 format-0 PIN blocks (e-Buy book §7.4) and 3DES encryption of
+PAN and tracks with the working key ("3DES Encryption with pinKey, result format is HEX",
+§8.5). It lives in ``simulators`` on purpose: misbridge itself never builds or opens a
+PIN block and never holds the working key (R15).
+"""
+
+from __future__ import annotations
+
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
+from cryptography.hazmat.primitives.ciphers import Cipher, modes
+
+#: Double-length test working key shared by both simulators (never a production key).
+TEST_WORKING_KEY_HEX = "0123456789ABCDEFFEDCBA9876543210"
+BLOCK = 8
+_PAD = b"F"
+
+
+def _triple_des(key: bytes) -> Cipher[modes.ECB]:
+    # cryptography deprecates two-key 3DES; K1 K2 K1 is the same cipher written as three keys.
+    full_key = key + key[:8] if len(key) == 16 else key
+    # ECB: the PIN block is one 8-byte block, and the book encrypts card text block by block.
+    return Cipher(TripleDES(full_key), modes.ECB())  # noqa: S305
+
+
+def encrypt_block(data: bytes, key: bytes) -> bytes:
+    """3DES-ECB encrypt data whose length is a multiple of 8."""
+    encryptor = _triple_des(key).encryptor()
+    return encryptor.update(data) + encryptor.finalize()
+
+
+def decrypt_block(data: bytes, key: bytes) -> bytes:
+    """3DES-ECB decrypt data whose length is a multiple of 8."""
+    decryptor = _triple_des(key).decryptor()
+    return decryptor.update(data) + decryptor.finalize()
+
+
+def encrypt_text(text: str, key: bytes) -> str:
+    """Encrypt ASCII text (PAN, track) the way the pad does: pad with 'F' to 8 bytes, 3DES-ECB, HEX."""
+    raw = text.encode("ascii")
+    raw += _PAD * (-len(raw) % BLOCK)
+    return encrypt_block(raw, key).hex().upper()
+
+
+def decrypt_text(hex_text: str, key: bytes) -> str:
+    """Reverse :func:`encrypt_text`.
+
+    Raises:
+        ValueError: not hex, not a whole number of blocks, or not ASCII after decryption.
+    """
+    raw = bytes.fromhex(hex_text)
+    if not raw or len(raw) % BLOCK:
+        raise ValueError("encrypted text is not a whole number of 8-byte blocks")
+    return decrypt_block(raw, key).rstrip(_PAD).decode("ascii")
+
+
+def pan_field(pan: str) -> bytes:
+    """The 8-byte PAN field of format 0: 0000 + the 12 digits left of the check digit."""
+    digits = pan[:-1][-12:].rjust(12, "0")
+    return bytes.fromhex("0000" + digits)
+
+
+def pin_field(pin: str) -> bytes:
+    """The 8-byte PIN field of format 0: 0, length, digits, F padding.
+
+    Raises:
+        ValueError: the PIN is not 4..12 digits.
+    """
+    if not (pin.isdigit() and 4 <= len(pin) <= 12):
+        raise ValueError("a PIN is 4 to 12 digits")
+    return bytes.fromhex(f"0{len(pin):X}{pin}".ljust(16, "F"))
+
+
+def clear_pin_block(pin: str, pan: str) -> bytes:
+    """ISO 9564 format 0 (ANSI X9.8): PIN field XOR PAN field."""
+    return bytes(a ^ b for a, b in zip(pin_field(pin), pan_field(pan), strict=True))
+
+
+def encrypt_pin_block(pin: str, pan: str, key: bytes) -> str:
+    """The encrypted PIN block as 16 uppercase hex characters."""
+    return encrypt_block(clear_pin_block(pin, pan), key).hex().upper()
+
+
+def decrypt_pin(pin_block_hex: str, pan: str, key: bytes) -> str:
+    """Recover the PIN from an encrypted format-0 block (what the backend's HSM does).
+
+    Raises:
+        ValueError: the block is malformed (wrong length, bad control nibble or padding).
+    """
+    block = decrypt_block(bytes.fromhex(pin_block_hex), key)
+    if len(block) != BLOCK:
+        raise ValueError("a PIN block is 8 bytes")
+    field = bytes(a ^ b for a, b in zip(block, pan_field(pan), strict=True)).hex().upper()
+    length = int(field[1], 16)
+    if field[0] != "0" or not 4 <= length <= 12:
+        raise ValueError("not a format-0 PIN block")
+    pin, padding = field[2 : 2 + length], field[2 + length :]
+    if not pin.isdigit() or set(padding) - {"F"}:
+        raise ValueError("PIN block digits or padding are invalid")
+    return pin
