@@ -62,7 +62,6 @@ class ReturnCode(Enum):
     CARD_REMOVED = ("MB27", 409, "card removed before the transaction finished")
     BACKEND_NOT_SENT = ("MB30", 503, "e-Buy backend unreachable; nothing was sent, no money moved")
     BACKEND_UNKNOWN = ("MB31", 504, "e-Buy backend outcome unknown; misbridge is resolving it")
-    DUPLICATE_IN_FLIGHT = ("MB40", 409, "a transaction with this traceNo is already in progress")
     TRACE_NO_CONFLICT = ("MB41", 409, "traceNo already used with a different request")
     SHUTTING_DOWN = ("MB91", 503, "misbridge is shutting down")
     INTERNAL = ("MB99", 500, "internal error")

@@ -26,3 +26,9 @@ def loads(text: str | bytes) -> Any:
 def dumps(value: Any) -> str:
     """Serialise to compact JSON; Decimal values are written as JSON numbers, digits kept."""
     return simplejson.dumps(value, use_decimal=True, ensure_ascii=False, separators=(",", ":"))
+
+
+
+def pretty(value: Any) -> str:
+    """Indented JSON for people (demo, support tools); numbers keep their digits."""
+    return simplejson.dumps(value, use_decimal=True, ensure_ascii=False, indent=2)

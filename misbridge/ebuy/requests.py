@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -54,7 +55,11 @@ def _price(value: Any) -> Decimal:
 
 
 #: The book's Price: a JSON number in dollars (yuan), kept as an exact Decimal.
-Price = Annotated[Decimal, BeforeValidator(_price)]
+Price = Annotated[
+    Decimal,
+    BeforeValidator(_price),
+    WithJsonSchema({"type": "number", "minimum": 0, "maximum": float(MAX_AMOUNT)}),
+]
 _Text = Annotated[str, Field(strict=True)]
 _Count = Annotated[int, Field(strict=True, ge=1)]
 

@@ -1,0 +1,27 @@
+"""docs/ must stay true to the code."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from misbridge.errors import ReturnCode
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@pytest.mark.parametrize("code", list(ReturnCode), ids=lambda c: c.code)
+def test_every_return_code_is_documented_with_its_status_and_meaning(code: ReturnCode) -> None:
+    text = (DOCS / "return-codes.md").read_text(encoding="utf-8")
+    row = re.search(rf"^\| `{code.code}` \| (\d+) \| ([^|]+) \|", text, re.MULTILINE)
+    assert row, f"{code.code} missing from docs/return-codes.md"
+    assert int(row.group(1)) == code.http_status
+    assert row.group(2).strip() == code.meaning
+
+
+def test_no_undocumented_code_in_the_table() -> None:
+    text = (DOCS / "return-codes.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"^\| `(MB\d\d)` \|", text, re.MULTILINE))
+    assert documented == {code.code for code in ReturnCode}
