@@ -1,0 +1,121 @@
+"""Value objects the journal stores and returns, and the request fingerprint.
+
+Requests and responses are dicts whose values may hold :class:`decimal.Decimal` amounts; they
+are stored as JSON written by :mod:`misbridge.ebuy.jsonio`, so ``1000.00`` reads back as
+``Decimal("1000.00")``.  The caller scrubs the request before it gets here: no card data.
+
+Timestamps are timezone-aware :class:`~datetime.datetime` values here and ISO-8601 UTC text
+in the database (:func:`iso_utc`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from misbridge.ebuy import jsonio
+
+__all__ = ["TransactionRecord", "TransitionRecord", "iso_utc", "request_hash", "utc_now"]
+
+
+def utc_now() -> datetime:
+    """The current time, timezone-aware UTC (the journal's default clock)."""
+    return datetime.now(UTC)
+
+
+def iso_utc(moment: datetime) -> str:
+    """``moment`` as the journal's timestamp text: ISO-8601 in UTC with microseconds.
+
+    The fixed width makes text order equal time order.
+
+    Raises:
+        ValueError: ``moment`` is naive (no timezone).
+    """
+    _require_aware("timestamp", moment)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _require_aware(name: str, moment: datetime) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"journal {name} must be timezone-aware, got {moment!r}")
+
+
+def _sorted_keys(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list | tuple):
+        return [_sorted_keys(item) for item in value]
+    return value
+
+
+def request_hash(request: Mapping[str, Any]) -> str:
+    """SHA-256 hex of the canonical JSON of ``request``: keys sorted at every level, compact.
+
+    Equal requests give equal hashes whatever their key order.  Numbers keep the digits they
+    were given, as on the wire: ``Decimal("1.50")`` and ``Decimal("1.5")`` hash differently.
+    """
+    canonical = jsonio.dumps(_sorted_keys(request))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class TransactionRecord:
+    """One row of ``transactions``: a transaction's request, current state and result.
+
+    Build a new one with :meth:`new`; the journal returns them from ``get`` and
+    ``list_by_states``.  ``request_hash`` is the SHA-256 hex fingerprint of the canonical
+    request (:func:`request_hash`), kept to recognise a repeated ``trace_no``.
+
+    Raises:
+        ValueError: a timestamp is naive.
+    """
+
+    trace_no: str
+    action: str
+    state: str
+    request: dict[str, Any]
+    request_hash: str
+    created_at: datetime
+    updated_at: datetime
+    masked_pan: str | None = None
+    card_type: str | None = None
+    response: dict[str, Any] | None = None
+    return_code: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_aware("created_at", self.created_at)
+        _require_aware("updated_at", self.updated_at)
+
+    @classmethod
+    def new(
+        cls, trace_no: str, action: str, state: str, request: dict[str, Any], *, now: datetime | None = None
+    ) -> TransactionRecord:
+        """A record for ``Journal.record_intent``: hash computed, both timestamps ``now``.
+
+        ``now`` defaults to the current time.  The timestamps are truncated to microseconds
+        in UTC, as stored, so the record equals what the journal reads back.
+
+        Raises:
+            ValueError: ``now`` is naive.
+        """
+        stamp = datetime.fromisoformat(iso_utc(utc_now() if now is None else now))
+        return cls(trace_no, action, state, request, request_hash(request), stamp, stamp)
+
+
+@dataclass(frozen=True)
+class TransitionRecord:
+    """One row of ``transitions``: the audit trail of a transaction's state changes.
+
+    The first row of every transaction is ``("", <initial state>, "intent")``.
+    """
+
+    id: int
+    trace_no: str
+    from_state: str
+    to_state: str
+    event: str
+    at: datetime
+    detail: str = ""
