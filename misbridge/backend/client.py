@@ -1,0 +1,282 @@
+"""The e-Buy backend client: POST the signed envelope, classify what came back.
+
+This is the only module that catches ``httpx`` errors; each one leaves as a
+:class:`~misbridge.errors.BackendError`. The classification is money safety
+(docs/backend.md, "Errors"):
+
+* **NOT SENT** (:data:`~misbridge.backend.retry.NOT_SENT`): the request never left this
+  host. It is retried within the deadline; if it never gets through,
+  :class:`~misbridge.errors.BackendNotSent`.
+* **UNKNOWN**: anything that happens once the request may have been written: read or write
+  timeout, reset, the overall deadline, a non-200 status, a reply that is not JSON, lacks an
+  envelope field, has an undecodable body, a missing or wrong signature, another ``traceNo``
+  or another action. :class:`~misbridge.errors.BackendOutcomeUnknown`, never retried.
+* A definite, well-signed reply is a :class:`BackendReply`, approval or decline alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from loguru import logger
+from pydantic import SecretStr
+
+from misbridge.backend.retry import NOT_SENT, SUBMIT_RETRY, RetryPolicy, call_retrying_not_sent
+from misbridge.config import BackendSettings, IdentitySettings
+from misbridge.ebuy import jsonio, signing
+from misbridge.ebuy.envelope import ENVELOPE_FIELDS, Envelope, decode_body, envelope_dict
+from misbridge.errors import (
+    BackendNotSent,
+    BackendOutcomeUnknown,
+    ConfigError,
+    RequestError,
+    ReturnCode,
+)
+
+#: The returnCode of an approved transaction (book §9: "00 represent successful transaction").
+APPROVED_CODE = "00"
+#: What an action name may look like; it becomes the last URL path segment.
+_ACTION = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
+
+
+@dataclass(frozen=True)
+class BackendReply:
+    """A definite backend answer: the reply passed every check of :meth:`BackendClient.submit`.
+
+    Attributes:
+        action: the envelope's action (equal to the request's).
+        body: the decoded reply body; amounts are Decimal; unknown fields kept as received.
+        envelope: the reply envelope as received (``body`` still Base64, ``sign`` and any
+            extra fields included).
+    """
+
+    action: str
+    body: dict[str, Any]
+    envelope: dict[str, Any]
+
+    @property
+    def return_code(self) -> str:
+        """The body's ``returnCode`` ("00" = success)."""
+        return str(self.body["returnCode"])
+
+    @property
+    def approved(self) -> bool:
+        """True only for returnCode "00"; anything else is a definite decline."""
+        return self.return_code == APPROVED_CODE
+
+
+class BackendClient:
+    """Sends e-Buy actions to the backend as signed envelopes over HTTP(S).
+
+    Args:
+        settings: URL, timeouts, TLS bundle and signing options.
+        identity: deviceNo, shopNo and brand for the envelope.
+        signing_key: the shared signing key; requests are signed and replies verified only
+            when ``settings.signing.enabled`` and a key is given.
+        transport: an httpx transport to use instead of the network (tests).
+        retry_policy: how NOT SENT requests are retried.
+
+    Raises:
+        ConfigError: the URL is not an http(s) URL, or the CA bundle cannot be loaded.
+    """
+
+    def __init__(
+        self,
+        settings: BackendSettings,
+        identity: IdentitySettings,
+        signing_key: SecretStr | None,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        retry_policy: RetryPolicy = SUBMIT_RETRY,
+    ) -> None:
+        self._settings = settings
+        self._identity = identity
+        self._key = signing_key.get_secret_value() if signing_key and settings.signing.enabled else None
+        self._retry_policy = retry_policy
+        self._base_url = _checked_base_url(settings.url)
+        if settings.signing.enabled and self._key is None:
+            logger.warning("backend signing is enabled but no signing key is configured: requests go unsigned")
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(
+                connect=settings.connect_timeout_s,
+                read=settings.read_timeout_s,
+                write=settings.read_timeout_s,
+                pool=settings.connect_timeout_s,
+            ),
+            verify=_tls_context(settings) if transport is None else True,  # a transport brings its own TLS
+            transport=transport,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def submit(self, action: str, body: Mapping[str, Any]) -> BackendReply:
+        """Send one action and return the backend's definite reply.
+
+        Args:
+            action: the e-Buy action (``cardRedemption``, ``inquiry``, ``voidCardSale``...).
+            body: the action's request body; it must hold a string ``traceNo``.
+
+        Raises:
+            RequestError: ``action`` is not a plain name or ``body`` has no string ``traceNo``
+                (nothing was sent).
+            BackendNotSent: the request never reached the backend; nothing happened there.
+            BackendOutcomeUnknown: the backend may have processed the request; do not
+                re-submit, resolve it by inquiry (and void).
+        """
+        _check_action(action)
+        trace_no = _trace_no(body)
+        payload = self._request_envelope(action, body)
+        started = time.monotonic()
+        attempts = 0
+
+        def count(attempt: int) -> None:
+            nonlocal attempts
+            attempts = attempt
+
+        try:
+            response = await self._post(action, payload, count)
+            reply = self._check_reply(action, trace_no, response)
+        except (BackendNotSent, BackendOutcomeUnknown) as err:
+            _log_failure(action, trace_no, err, attempts, started)
+            raise
+        logger.info(
+            "backend {} traceNo={} returnCode={} attempts={} {}ms",
+            action, trace_no, reply.return_code, attempts, _ms_since(started),
+        )
+        return reply
+
+    def _request_envelope(self, action: str, body: Mapping[str, Any]) -> bytes:
+        identity = self._identity
+        fields = envelope_dict(
+            Envelope(action, identity.device_no, identity.shop_no, identity.brand, dict(body))
+        )
+        if self._key is not None:
+            fields[signing.SIGN_FIELD] = signing.sign(
+                fields, self._key, include_body=self._settings.signing.include_body,
+                truncate=self._settings.signing.truncate,
+            )
+        return jsonio.dumps(fields).encode("utf-8")
+
+    async def _post(
+        self, action: str, payload: bytes, on_attempt: Callable[[int], None]
+    ) -> httpx.Response:
+        settings = self._settings
+        url = f"{self._base_url}/{action}"
+
+        async def attempt() -> httpx.Response:
+            return await self._http.post(url, content=payload, headers={"Content-Type": "application/json"})
+
+        try:
+            async with asyncio.timeout(settings.request_deadline_s):
+                return await call_retrying_not_sent(
+                    self._retry_policy, attempt,
+                    deadline_s=settings.request_deadline_s,
+                    connect_timeout_s=settings.connect_timeout_s,
+                    read_timeout_s=settings.read_timeout_s,
+                    on_attempt=on_attempt,
+                )
+        except NOT_SENT as err:
+            raise BackendNotSent(f"backend not reached ({type(err).__name__}); nothing was sent") from err
+        except TimeoutError as err:
+            raise BackendOutcomeUnknown(
+                f"no reply within the {settings.request_deadline_s}s request deadline"
+            ) from err
+        except (httpx.HTTPError, OSError) as err:
+            raise BackendOutcomeUnknown(
+                f"{type(err).__name__} after the request may have been written"
+            ) from err
+
+    def _check_reply(self, action: str, trace_no: str, response: httpx.Response) -> BackendReply:
+        if response.status_code != httpx.codes.OK:
+            raise BackendOutcomeUnknown(f"backend answered HTTP {response.status_code}")
+        envelope = _reply_envelope(response.content)
+        self._check_signature(envelope)
+        if envelope["action"] != action:
+            raise BackendOutcomeUnknown(f"reply is for action {envelope['action']!r}, not {action!r}")
+        try:
+            body = decode_body(envelope["body"])
+        except RequestError as err:
+            raise BackendOutcomeUnknown("reply body is not Base64 of UTF-8 JSON") from err
+        if body.get("traceNo") != trace_no:
+            raise BackendOutcomeUnknown("reply traceNo does not match the request traceNo")
+        if not isinstance(body.get("returnCode"), str):
+            raise BackendOutcomeUnknown("reply body has no returnCode string")
+        return BackendReply(action=action, body=body, envelope=envelope)
+
+    def _check_signature(self, envelope: Mapping[str, Any]) -> None:
+        options = self._settings.signing
+        if self._key is None or not options.verify_responses:
+            return
+        if signing.SIGN_FIELD not in envelope:
+            raise BackendOutcomeUnknown("reply has no signature")
+        if not signing.verify(envelope, self._key, include_body=options.include_body, truncate=options.truncate):
+            raise BackendOutcomeUnknown("reply signature does not verify")
+
+
+def _checked_base_url(url: str) -> str:
+    try:
+        scheme = httpx.URL(url).scheme
+    except httpx.InvalidURL as err:
+        raise ConfigError(f"backend url {url!r} is not a valid URL: {err}") from err
+    if scheme not in ("http", "https"):
+        raise ConfigError(f"backend url {url!r} must be http:// or https://")
+    return url.rstrip("/")
+
+
+def _tls_context(settings: BackendSettings) -> ssl.SSLContext:
+    cafile = str(settings.ca_bundle) if settings.ca_bundle is not None else None
+    try:
+        context = ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(f"backend ca_bundle {cafile!r} cannot be loaded: {err}") from err
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _check_action(action: str) -> None:
+    if not _ACTION.fullmatch(action):
+        raise RequestError(f"invalid backend action {action!r}", return_code=ReturnCode.UNKNOWN_ACTION,
+                           field="action")
+
+
+def _trace_no(body: Mapping[str, Any]) -> str:
+    trace_no = body.get("traceNo")
+    if not isinstance(trace_no, str) or not trace_no:
+        raise RequestError("backend request body needs a traceNo string", return_code=ReturnCode.MISSING_FIELD,
+                           field="traceNo")
+    return trace_no
+
+
+def _reply_envelope(content: bytes) -> dict[str, Any]:
+    try:
+        value = jsonio.loads(content)
+    except (jsonio.JSONDecodeError, UnicodeError) as err:
+        raise BackendOutcomeUnknown("reply is not JSON") from err
+    if not isinstance(value, dict):
+        raise BackendOutcomeUnknown("reply is not a JSON object")
+    for name in ENVELOPE_FIELDS:
+        if not isinstance(value.get(name), str):
+            raise BackendOutcomeUnknown(f"reply envelope field {name!r} is missing or not a string")
+    return value
+
+
+def _log_failure(action: str, trace_no: str, err: Exception, attempts: int, started: float) -> None:
+    outcome = "NOT SENT" if isinstance(err, BackendNotSent) else "UNKNOWN"
+    logger.warning(
+        "backend {} traceNo={} {}: {} attempts={} {}ms",
+        action, trace_no, outcome, err, attempts, _ms_since(started),
+    )
+
+
+def _ms_since(started: float) -> int:
+    return round((time.monotonic() - started) * 1000)
