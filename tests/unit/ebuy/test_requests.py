@@ -35,7 +35,8 @@ def test_book_example_is_valid() -> None:
     parsed = validate_request("cardRedemption", card_redemption_request())
     assert isinstance(parsed, CardRedemptionRequest)
     assert parsed.totalAmount == Decimal("40.8")
-    assert parsed.memberDetail is not None and parsed.memberDetail.balance == Decimal("1000.00")
+    assert parsed.memberDetail is not None
+    assert parsed.memberDetail.balance == Decimal("1000.00")
 
 
 def test_extra_fields_are_allowed() -> None:

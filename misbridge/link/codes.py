@@ -1,0 +1,113 @@
+"""Code tables of mispos-v1: message types (§5), TLV tags (§4), result codes (§6) and the
+enumerated field values, each member named exactly as in ``docs/device-protocol.md``.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, StrEnum
+from typing import Final
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "CardType",
+    "DeviceState",
+    "MessageType",
+    "ProgressStage",
+    "ResultCode",
+    "Tag",
+]
+
+#: §4 PROTOCOL_VERSION: ``1`` for this document.
+PROTOCOL_VERSION: Final = 1
+
+
+class MessageType(IntEnum):
+    """§5: the TYPE byte.  Host -> pad commands are 0x0_, pad -> host messages 0x8_."""
+
+    DEVICE_INFO = 0x01
+    READ_CARD = 0x02
+    READ_PIN = 0x03
+    CANCEL = 0x04
+    DISPLAY_TEXT = 0x05
+    STATUS = 0x06
+    LOAD_WORKING_KEY = 0x07
+    DEVICE_INFO_REPLY = 0x81
+    CARD_DATA = 0x82
+    PIN_BLOCK = 0x83
+    PROGRESS = 0x84
+    STATUS_REPLY = 0x85
+    RESULT = 0x8F
+
+
+class Tag(IntEnum):
+    """§4: TLV tags."""
+
+    AMOUNT = 0x9F01
+    PROMPT = 0x9F02
+    TIMEOUT_S = 0x9F03
+    CARD_TYPE = 0x9F04
+    MASKED_PAN = 0x9F05
+    ENC_PAN = 0x9F06
+    ENC_TRACK2 = 0x9F07
+    ENC_TRACK1 = 0x9F08
+    ENC_TRACK3 = 0x9F09
+    EXPIRY = 0x9F0A
+    CARD_SN = 0x9F0B
+    ENC_IC_DATA = 0x9F0C
+    PIN_BLOCK = 0x9F10
+    KEY_INDEX = 0x9F11
+    PIN_MIN_LEN = 0x9F12
+    PIN_MAX_LEN = 0x9F13
+    RESULT_CODE = 0x9F20
+    RESULT_TEXT = 0x9F21
+    REQUEST_ID = 0x9F22
+    PROGRESS_STAGE = 0x9F30
+    DIGITS_ENTERED = 0x9F31
+    MODEL = 0x9F40
+    FIRMWARE = 0x9F41
+    SERIAL_NO = 0x9F42
+    PROTOCOL_VERSION = 0x9F43
+    DEVICE_STATE = 0x9F50
+    ENC_WORKING_KEY = 0x9F51
+    KEY_CHECK_VALUE = 0x9F52
+    DISPLAY_SECONDS = 0x9F53
+
+
+class ResultCode(StrEnum):
+    """§6: RESULT_CODE values."""
+
+    OK = "00"
+    CUSTOMER_CANCEL = "01"
+    TIMEOUT = "02"
+    CARD_READ_ERROR = "03"
+    CARD_REMOVED = "04"
+    BUSY = "05"
+    NO_KEY = "06"
+    BAD_COMMAND = "07"
+    HOST_CANCELLED = "08"
+    HARDWARE_ERROR = "09"
+
+
+class ProgressStage(StrEnum):
+    """§5: PROGRESS_STAGE values."""
+
+    WAITING_FOR_CARD = "01"
+    CARD_READ = "02"
+    WAITING_FOR_PIN = "03"
+    PIN_DIGIT_ENTERED = "04"
+    PIN_COMPLETE = "05"
+
+
+class DeviceState(StrEnum):
+    """§4: DEVICE_STATE values."""
+
+    IDLE = "00"
+    BUSY = "01"
+
+
+class CardType(StrEnum):
+    """§4: CARD_TYPE values (the e-Buy cardInfo cardType)."""
+
+    MAGNETIC_STRIPE = "00"
+    IC = "01"
+    NFC_IC = "02"

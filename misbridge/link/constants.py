@@ -1,0 +1,69 @@
+"""Constants of the mispos-v1 link, named exactly as in ``docs/device-protocol.md``.
+
+Every value carries the section of the protocol document that defines it, so a reader can
+check the code against the specification line by line.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+__all__ = [
+    "ACK_TIMEOUT_S",
+    "DEFAULT_BAUDRATE",
+    "FRAME_OVERHEAD",
+    "INTER_BYTE_TIMEOUT_S",
+    "LEN_FIELD_SIZE",
+    "MAX_DATA_LEN",
+    "MAX_FRAME_LEN",
+    "MAX_PAYLOAD_LEN",
+    "MAX_RETRANSMITS",
+    "MIN_DATA_LEN",
+    "NAK_HOLDOFF_S",
+    "SEQ_MAX",
+    "SEQ_MIN",
+    "TEXT_ENCODING",
+    "ControlByte",
+]
+
+
+class ControlByte(IntEnum):
+    """Control bytes of the line (§2 Frames)."""
+
+    STX = 0x02  # start of a data frame
+    ETX = 0x03  # end of a data frame
+    ACK = 0x06  # positive acknowledgement; always followed by one SEQ byte
+    NAK = 0x15  # negative acknowledgement; a single byte
+
+
+# §1 Physical layer: 115200 baud, 8N1, no flow control.
+DEFAULT_BAUDRATE = 115200
+# §1 Physical layer: UTF-8 for every text field; all other fields are ASCII.
+TEXT_ENCODING = "utf-8"
+
+# §2 Frames: LEN is 2 bytes of packed BCD.
+LEN_FIELD_SIZE = 2
+# §2 Frames: STX + LEN + ETX + LRC around DATA.
+FRAME_OVERHEAD = 1 + LEN_FIELD_SIZE + 1 + 1
+# §2 Frames: largest DATA; with STX, LEN, ETX, LRC a frame is at most 1024 bytes.
+MAX_DATA_LEN = 1019
+# §2 Frames / §3 table: the receive buffer never holds more than this.
+MAX_FRAME_LEN = 1024
+# §3 Receiving rule 3: DATA shorter than SEQ + TYPE is a bad frame.
+MIN_DATA_LEN = 2
+# §2 Frames: DATA is SEQ + TYPE + TLVs, so a message (TYPE + TLVs) has one byte less.
+MAX_PAYLOAD_LEN = MAX_DATA_LEN - 1
+
+# §2 Frames: SEQ is 1..255 and after 255 comes 1; 0 is never used.
+SEQ_MIN = 1
+SEQ_MAX = 255
+
+# §3 Sending rule 2: wait this long for ACK/NAK before retransmitting.
+ACK_TIMEOUT_S = 1.0
+# §3 Receiving rule 5: a started frame with no new byte for this long is discarded and NAKed.
+INTER_BYTE_TIMEOUT_S = 0.5
+# §3 Sending rule 5: retransmissions before the link fails (four sends in all).
+MAX_RETRANSMITS = 3
+# §3 refinements: after a NAK, hold back further NAKs this long unless a good frame arrives.
+# One ACK timeout: by then the sender has retransmitted.
+NAK_HOLDOFF_S = ACK_TIMEOUT_S
