@@ -1,0 +1,173 @@
+"""What misbridge needs from a PIN pad, independent of the pad's wire protocol.
+
+:class:`PinPadDriver` is the contract the transaction flow uses; ``mispos-v1``
+(:mod:`misbridge.device.mispos`, docs/device-protocol.md) is the first implementation. Another pad
+family is one new module plus one :data:`DRIVERS` entry, chosen by ``device.protocol``
+(docs/device-protocol.md §8). Errors are the typed ones of :mod:`misbridge.errors`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from misbridge.config import DeviceSettings
+from misbridge.errors import ConfigError
+
+
+class ProgressStep(StrEnum):
+    """Progress of a card or PIN step, as passed to the progress callback (a ``str``)."""
+
+    WAITING_CARD = "waiting_card"
+    CARD_READ = "card_read"
+    WAITING_PIN = "waiting_pin"
+    PIN_DIGIT = "pin_digit"
+    PIN_COMPLETE = "pin_complete"
+
+
+#: Progress callback: ``(stage, digits_entered)``; stage is a :class:`ProgressStep` value.
+ProgressCallback = Callable[[str, int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PadInfo:
+    """Identity of the connected pad, as reported by DEVICE_INFO."""
+
+    model: str
+    firmware: str
+    serial_no: str
+    protocol: int
+
+
+@dataclass(frozen=True, slots=True)
+class CardRead:
+    """A card as read and encrypted by the pad; only ``masked_pan`` is clear.
+
+    The encrypted fields are opaque hex for the backend and are kept out of ``repr`` so that a
+    logged object never carries them.
+    """
+
+    card_type: str
+    masked_pan: str
+    enc_pan_hex: str = field(repr=False)
+    enc_track2_hex: str = field(repr=False)
+    expiry: str = field(repr=False)
+    enc_track1_hex: str = field(default="", repr=False)
+    enc_track3_hex: str = field(default="", repr=False)
+    card_sn: str = ""
+    enc_ic_data_hex: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptedPin:
+    """The pad's encrypted ISO 9564 PIN block (opaque hex) and the key slot it used."""
+
+    pin_block_hex: str = field(repr=False)
+    key_index: int
+
+
+@runtime_checkable
+class PinPadDriver(Protocol):
+    """A PIN pad as the transaction flow sees it.
+
+    Every command raises :class:`~misbridge.errors.DeviceNotConnected` at once when the pad is
+    not connected (the customer is never prompted on a dead link), and the other
+    :class:`~misbridge.errors.DeviceError` subclasses for what the pad reports.
+    """
+
+    #: Called with ``(stage, digits_entered)`` for each progress report during card and PIN steps.
+    on_progress: ProgressCallback | None
+
+    @property
+    def connected(self) -> bool:
+        """True while the link is up and the pad answered DEVICE_INFO."""
+        ...
+
+    @property
+    def info(self) -> PadInfo | None:
+        """The pad's identity from the last successful connection, else None."""
+        ...
+
+    async def start(self) -> None:
+        """Start connecting in the background (and reconnecting after failures); returns at once."""
+        ...
+
+    async def stop(self) -> None:
+        """Stop reconnecting, fail pending commands with DeviceNotConnected and close the port."""
+        ...
+
+    # The timeout is the API (bool result, not an exception), hence no asyncio.timeout() here.
+    async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait up to ``timeout`` seconds for the pad to be connected; True when it is."""
+        ...
+
+    async def device_info(self) -> PadInfo:
+        """Ask the pad for its identity.
+
+        Raises:
+            DeviceNotConnected: no link. DeviceTimeout: no reply in the command timeout.
+        """
+        ...
+
+    async def read_card(self, amount_minor: int, timeout_s: int, prompt: str = "") -> CardRead:
+        """Ask the customer for a card; ``timeout_s`` is the customer's time.
+
+        Raises:
+            DeviceNotConnected: no link (raised before anything is shown to the customer).
+            DeviceTimeout: no card in time (return code CARD_TIMEOUT).
+            CustomerCancelled: the customer pressed Cancel.
+            CardReadError: the card could not be read.
+            DeviceRejected: any other refusal (busy, no key, bad command, hardware).
+        """
+        ...
+
+    async def read_pin(
+        self, amount_minor: int, timeout_s: int, prompt: str = "", key_index: int = 1
+    ) -> EncryptedPin:
+        """Ask the customer for the PIN of the card read last; returns the encrypted block.
+
+        Raises:
+            DeviceNotConnected, DeviceTimeout (PIN_TIMEOUT), CustomerCancelled,
+            DeviceRejected (CARD_REMOVED, busy, no key, no card read first...).
+        """
+        ...
+
+    async def cancel(self) -> None:
+        """Cancel the running card or PIN step, if any; the step then raises its error."""
+        ...
+
+    async def display_text(self, text: str, seconds: int = 0) -> None:
+        """Show ``text`` on the pad (0 seconds: until the next command)."""
+        ...
+
+    async def status(self) -> str:
+        """The pad's state: ``"idle"`` or ``"busy"``."""
+        ...
+
+    async def load_working_key(self, key_index: int, enc_key_hex: str, kcv_hex: str) -> None:
+        """Load a working key (encrypted under the pad's master key) into ``key_index``."""
+        ...
+
+
+#: ``device.protocol`` -> driver factory. Filled by the driver modules when imported.
+DRIVERS: dict[str, Callable[[DeviceSettings], PinPadDriver]] = {}
+
+
+def register_driver(name: str, factory: Callable[[DeviceSettings], PinPadDriver]) -> None:
+    """Make ``factory`` available as ``device.protocol = name``."""
+    DRIVERS[name] = factory
+
+
+def create_driver(settings: DeviceSettings) -> PinPadDriver:
+    """Build the driver named by ``settings.protocol``.
+
+    Raises:
+        ConfigError: no driver has that name; the message lists the known ones.
+    """
+    factory = DRIVERS.get(settings.protocol)
+    if factory is None:
+        known = ", ".join(sorted(DRIVERS)) or "none"
+        raise ConfigError(f"unknown device.protocol {settings.protocol!r} (known: {known})")
+    return factory(settings)

@@ -1,0 +1,275 @@
+"""Asyncio glue between one byte transport and one sans-IO host :class:`LinkSession`.
+
+The session (misbridge.link) owns every protocol rule; this module only moves bytes and time:
+
+* a read task feeds ``session.receive_data(data, loop.time())``;
+* a loop timer (``call_at``) fires ``session.handle_timeout(loop.time())`` at ``next_deadline()``;
+* after every session call the bytes of ``data_to_send()`` are written and the events handled.
+
+Decoded replies go to the waiter of their ``request_id``; PROGRESS goes to the progress callback.
+A failed link, a transport error or end of file fails every waiter with DeviceNotConnected and
+marks the link down for good: the owner closes it and opens a new one (a fresh session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from loguru import logger
+
+from misbridge.errors import DeviceNotConnected, DeviceTimeout, LinkFailedError, MessageError, ReturnCode
+from misbridge.link import (
+    Cancel,
+    DuplicateSuppressed,
+    FrameRejected,
+    GarbageDiscarded,
+    LinkEvent,
+    LinkFailed,
+    LinkSession,
+    Message,
+    PayloadAcked,
+    PayloadReceived,
+    Progress,
+    Retransmitted,
+    decode_message,
+    encode_message,
+)
+from misbridge.transport.base import ByteTransport
+
+#: Request ids are 1..9999 (docs/device-protocol.md §4 REQUEST_ID), then 1 again.
+REQUEST_ID_MIN = 1
+REQUEST_ID_MAX = 9999
+
+
+class LinkDriver:
+    """One open link to a pad: a transport plus a host-role session.
+
+    Args:
+        transport: an open byte transport; the driver closes it in :meth:`aclose`.
+        session: a fresh ``LinkSession(Role.HOST, ...)``.
+        on_progress: receives every PROGRESS message.
+        on_down: called once, synchronously, when the link goes down.
+        name: label for log lines (the device URL).
+    """
+
+    def __init__(
+        self,
+        transport: ByteTransport,
+        session: LinkSession,
+        *,
+        on_progress: Callable[[Progress], None] | None = None,
+        on_down: Callable[[DeviceNotConnected], None] | None = None,
+        name: str = "pinpad",
+    ) -> None:
+        self._transport = transport
+        self._session = session
+        self._on_progress = on_progress
+        self._on_down = on_down
+        self._name = name
+        self._loop = asyncio.get_running_loop()
+        self._waiters: dict[int, asyncio.Future[Message]] = {}
+        self._exclusive = asyncio.Lock()
+        self._next_id = REQUEST_ID_MIN
+        self._timer: asyncio.TimerHandle | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._down_error: DeviceNotConnected | None = None
+        self._down = asyncio.Event()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the read task; call once, right after construction."""
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read_loop(), name=f"link-read {self._name}")
+
+    @property
+    def up(self) -> bool:
+        """True until the link fails, the transport fails or :meth:`aclose` is called."""
+        return self._down_error is None
+
+    @property
+    def down_error(self) -> DeviceNotConnected | None:
+        """Why the link went down, once it did."""
+        return self._down_error
+
+    @property
+    def busy(self) -> bool:
+        """True while a command (other than CANCEL) waits for its reply."""
+        return self._exclusive.locked()
+
+    async def wait_down(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - bool, not raise
+        """Wait until the link is down; False if ``timeout`` seconds passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._down.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def aclose(self) -> None:
+        """Mark the link down, fail waiters, stop the read task and close the transport."""
+        if self._closed:
+            return
+        self._closed = True
+        self._go_down(DeviceNotConnected(f"link to {self._name} closed"))
+        if self._reader is not None and not self._reader.done():
+            self._reader.cancel()
+            # wait() never raises, so our own cancellation is not swallowed here.
+            await asyncio.wait([self._reader])
+        await self._transport.aclose()
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def next_request_id(self) -> int:
+        """A new request id, 1..9999 cycling."""
+        request_id = self._next_id
+        self._next_id = REQUEST_ID_MIN if request_id >= REQUEST_ID_MAX else request_id + 1
+        return request_id
+
+    # The timeout must become a DeviceTimeout carrying ``timeout_code``, so it is a parameter.
+    async def request(
+        self,
+        msg: Message,
+        *,
+        timeout: float,  # noqa: ASYNC109
+        timeout_code: ReturnCode = ReturnCode.DEVICE_ERROR,
+    ) -> Message:
+        """Send ``msg`` and return the reply carrying its request id.
+
+        Commands are sent one at a time (a second caller waits for the first reply); CANCEL is
+        sent at once, even while a READ_CARD or READ_PIN runs. The wait for the lock counts in
+        ``timeout``. PROGRESS messages are never replies.
+
+        Raises:
+            DeviceNotConnected: the link is down or goes down before the reply.
+            DeviceTimeout: no reply within ``timeout`` seconds (with ``timeout_code``).
+        """
+        self._check_up()
+        try:
+            async with asyncio.timeout(timeout):
+                if isinstance(msg, Cancel):
+                    return await self._exchange(msg)
+                async with self._exclusive:
+                    return await self._exchange(msg)
+        except TimeoutError:
+            raise DeviceTimeout(
+                f"{self._name}: no reply to {type(msg).__name__} within {timeout:g} s",
+                return_code=timeout_code,
+            ) from None
+
+    async def _exchange(self, msg: Message) -> Message:
+        self._check_up()
+        request_id = msg.request_id
+        if request_id in self._waiters:
+            raise ValueError(f"request id {request_id} is already waiting for a reply")
+        waiter: asyncio.Future[Message] = self._loop.create_future()
+        self._waiters[request_id] = waiter
+        try:
+            logger.debug("{}: send {} id={}", self._name, type(msg).__name__, request_id)
+            try:
+                self._session.send(encode_message(msg), self._loop.time())
+            except LinkFailedError as err:
+                self._go_down(DeviceNotConnected(f"link to {self._name} failed: {err.message}"))
+            self._pump()
+            return await waiter
+        finally:
+            self._waiters.pop(request_id, None)
+
+    def _check_up(self) -> None:
+        if self._down_error is not None:
+            raise DeviceNotConnected(self._down_error.message)
+
+    # -- I/O ---------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                data = await self._transport.read()
+                self._session.receive_data(data, self._loop.time())
+                self._pump()
+        except DeviceNotConnected as err:
+            self._go_down(err)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self.up:
+            self._session.handle_timeout(self._loop.time())
+            self._pump()
+
+    def _pump(self) -> None:
+        """Write what the session produced, handle its events and re-arm the timer."""
+        data = self._session.data_to_send()
+        if data:
+            try:
+                self._transport.write(data)
+            except DeviceNotConnected as err:
+                self._go_down(err)
+                return
+        for event in self._session.events():
+            self._handle_event(event)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self._session.next_deadline()
+        if deadline is not None and self.up:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _handle_event(self, event: LinkEvent) -> None:
+        if isinstance(event, PayloadReceived):
+            self._payload_received(event.payload)
+        elif isinstance(event, LinkFailed):
+            logger.warning("{}: link failed: {}", self._name, event.reason)
+            self._go_down(DeviceNotConnected(f"link to {self._name} failed: {event.reason}"))
+        elif isinstance(event, PayloadAcked):
+            logger.debug("{}: frame {} acknowledged", self._name, event.seq)
+        elif isinstance(event, Retransmitted):
+            logger.debug("{}: frame {} resent (attempt {}, {})", self._name, event.seq, event.attempt,
+                          event.cause)
+        elif isinstance(event, FrameRejected | DuplicateSuppressed | GarbageDiscarded):
+            logger.debug("{}: {}", self._name, event)
+
+    def _payload_received(self, payload: bytes) -> None:
+        try:
+            msg = decode_message(payload)
+        except MessageError as err:
+            logger.warning("{}: invalid message from the pad ignored: {}", self._name, err)
+            return
+        if isinstance(msg, Progress):
+            self._progress_received(msg)
+            return
+        waiter = self._waiters.get(msg.request_id)
+        if waiter is None or waiter.done():
+            logger.debug("{}: reply {} id={} has no waiter (late or unknown)", self._name,
+                          type(msg).__name__, msg.request_id)
+            return
+        logger.debug("{}: reply {} id={}", self._name, type(msg).__name__, msg.request_id)
+        waiter.set_result(msg)
+
+    def _progress_received(self, msg: Progress) -> None:
+        if self._on_progress is None:
+            return
+        try:
+            self._on_progress(msg)
+        except Exception:  # noqa: BLE001 - a faulty observer must not break the link; logged with traceback
+            logger.exception("{}: progress callback failed", self._name)
+
+    def _go_down(self, error: DeviceNotConnected) -> None:
+        if self._down_error is not None:
+            return
+        self._down_error = error
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for waiter in self._waiters.values():
+            if not waiter.done():
+                waiter.set_exception(DeviceNotConnected(error.message))
+        self._down.set()
+        if self._on_down is not None:
+            self._on_down(error)

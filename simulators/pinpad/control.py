@@ -1,0 +1,136 @@
+"""Control channel: script the simulated customers from another process.
+
+A Unix stream socket accepting JSON lines ``{"card": "points", "pin": "123456", "action": "pay"}``
+(every key optional, as in :class:`~simulators.pinpad.customer.Customer`); each line enqueues one
+customer and is answered with ``{"ok": true}`` or ``{"ok": false, "error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from simulators.pinpad.customer import Customer
+from simulators.pinpad.device import SimulatedPinPad
+
+_LOGGER = logging.getLogger(__name__)
+
+_FIELDS = frozenset({"card", "pin", "action"})
+MAX_LINE = 4096
+
+
+def parse_customer(line: bytes) -> Customer:
+    """Build a customer from one JSON line.
+
+    Raises:
+        ValueError: not a JSON object, unknown keys, or an invalid card/PIN/action.
+    """
+    try:
+        fields: Any = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"not JSON: {err}") from err
+    if not isinstance(fields, dict):
+        raise ValueError("expected a JSON object")
+    unknown = set(fields) - _FIELDS
+    if unknown:
+        raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
+    if not all(isinstance(value, str) or (key == "pin" and value is None) for key, value in fields.items()):
+        raise ValueError("card, pin and action are strings")
+    return Customer(**fields)
+
+
+def reply_for(pad: SimulatedPinPad, line: bytes) -> dict[str, Any]:
+    """Enqueue the customer in ``line`` on ``pad`` and return the reply object."""
+    try:
+        pad.enqueue_customer(parse_customer(line))
+    except ValueError as err:
+        return {"ok": False, "error": str(err)}
+    return {"ok": True}
+
+
+class ControlServer:
+    """Serves the control socket at ``path`` for ``pad``."""
+
+    def __init__(self, pad: SimulatedPinPad, path: str | os.PathLike[str]) -> None:
+        self._pad = pad
+        self._path = Path(path)
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.StreamWriter] = set()
+
+    @property
+    def path(self) -> str:
+        """The socket path."""
+        return str(self._path)
+
+    async def start(self) -> None:
+        """Bind the socket (replacing a stale one) and start accepting clients."""
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+        self._server = await asyncio.start_unix_server(self._serve_client, path=self._path, limit=MAX_LINE)
+
+    async def stop(self) -> None:
+        """Stop accepting, close clients and remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+            for writer in list(self._clients):
+                writer.close()  # ends the client's readline(); its handler then returns
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+
+    async def _serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
+        try:
+            while line := await reader.readline():
+                if not line.strip():
+                    continue
+                writer.write(json.dumps(reply_for(self._pad, line)).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, ValueError) as err:  # ValueError: line over MAX_LINE
+            _LOGGER.debug("control client dropped: %s", err)
+        finally:
+            self._clients.discard(writer)
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+
+async def enqueue_remote(path: str | os.PathLike[str], **fields: str | None) -> None:
+    """Enqueue one customer on the simulator listening at ``path`` (async client).
+
+    Raises:
+        ValueError: the simulator refused the customer.
+        OSError: no simulator listens at ``path``.
+    """
+    reader, writer = await asyncio.open_unix_connection(path)
+    try:
+        writer.write(json.dumps(fields).encode() + b"\n")
+        await writer.drain()
+        _check_reply(await reader.readline())
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def enqueue_remote_sync(path: str | os.PathLike[str], timeout: float = 5.0, **fields: str | None) -> None:
+    """Blocking variant of :func:`enqueue_remote`, for synchronous test code."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(os.fspath(path))
+        sock.sendall(json.dumps(fields).encode() + b"\n")
+        with sock.makefile("rb") as stream:
+            _check_reply(stream.readline())
+
+
+def _check_reply(line: bytes) -> None:
+    reply = json.loads(line) if line else {"ok": False, "error": "no reply"}
+    if not reply.get("ok"):
+        raise ValueError(f"simulator refused the customer: {reply.get('error')}")
