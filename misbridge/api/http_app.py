@@ -1,0 +1,105 @@
+"""Front door 2: HTTP/JSON (default 127.0.0.1:9101).
+
+``POST /v1/{action}`` takes the plain body JSON of an e-Buy action and returns the plain
+response JSON. Refusals use the same e-Buy response shape with an ``MBxx`` returnCode and
+an HTTP status that matches it; processed transactions (approved or declined by the
+backend) answer 200.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from misbridge.api.schemas import openapi_document
+from misbridge.ebuy import jsonio
+from misbridge.ebuy.requests import error_response
+from misbridge.errors import RequestError, ReturnCode
+from misbridge.journal.records import TransactionRecord
+
+_STATUS_BY_CODE = {member.code: member.http_status for member in ReturnCode}
+
+
+class PosService(Protocol):
+    """What the HTTP door needs from the service (kept narrow for tests)."""
+
+    async def handle(self, action: str, body: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def transaction(self, trace_no: str) -> TransactionRecord | None: ...
+
+    def health(self) -> tuple[bool, dict[str, Any]]: ...
+
+
+class JsonResponse(Response):
+    """JSON response written with exact decimals (40.8 stays 40.8)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return jsonio.dumps(content).encode("utf-8")
+
+
+def _refusal(err: RequestError) -> JsonResponse:
+    return JsonResponse(error_response("", err, err.return_code), status_code=err.http_status)
+
+
+def _status_for(body: dict[str, Any]) -> int:
+    return _STATUS_BY_CODE.get(str(body.get("returnCode", "")), 200)
+
+
+def create_app(service: PosService) -> Starlette:
+    """Build the Starlette app for a running service."""
+
+    async def post_action(request: Request) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            err = RequestError("Content-Type must be application/json", return_code=ReturnCode.NOT_JSON)
+            return JsonResponse(error_response("", err, err.return_code), status_code=415)
+        try:
+            body = jsonio.loads(await request.body())
+        except (jsonio.JSONDecodeError, UnicodeError) as exc:
+            return _refusal(RequestError(f"request body is not JSON: {exc}", return_code=ReturnCode.NOT_JSON))
+        if not isinstance(body, dict):
+            return _refusal(RequestError("request body must be a JSON object", return_code=ReturnCode.NOT_JSON))
+        answer = await service.handle(request.path_params["action"], body)
+        return JsonResponse(answer, status_code=_status_for(answer))
+
+    async def get_transaction(request: Request) -> Response:
+        record = await service.transaction(request.path_params["trace_no"])
+        if record is None:
+            return JsonResponse({"traceNo": request.path_params["trace_no"], "error": "not found"}, 404)
+        return JsonResponse(transaction_view(record))
+
+    async def get_health(_: Request) -> Response:
+        ready, detail = service.health()
+        return JsonResponse(detail, status_code=200 if ready else 503)
+
+    async def get_openapi(_: Request) -> Response:
+        return JsonResponse(openapi_document())
+
+    return Starlette(
+        routes=[
+            Route("/v1/transactions/{trace_no}", get_transaction, methods=["GET"]),
+            Route("/v1/{action}", post_action, methods=["POST"]),
+            Route("/health", get_health, methods=["GET"]),
+            Route("/openapi.json", get_openapi, methods=["GET"]),
+        ]
+    )
+
+
+def transaction_view(record: TransactionRecord) -> dict[str, Any]:
+    """What the POS may see of a journal row: state, masked card, final response."""
+    return {
+        "traceNo": record.trace_no,
+        "action": record.action,
+        "state": record.state,
+        "maskedPan": record.masked_pan,
+        "returnCode": record.return_code,
+        "response": record.response,
+        "createdAt": record.created_at.isoformat(),
+        "updatedAt": record.updated_at.isoformat(),
+    }

@@ -1,0 +1,259 @@
+"""TransactionService: the one place that wires state machine, PIN pad, backend and journal.
+
+A card action runs as: validate (nothing is prompted for an invalid request) → record the
+intent → READ_CARD → READ_PIN → record ``submitting`` → submit to the backend → record the
+outcome → answer the POS. Every state change is committed to the journal *before* the next
+side effect, and the state machine (``core/machine.py``) refuses any step out of order.
+
+Each transaction runs in its own task owned by the service, so a POS that disconnects or
+times out never cancels a money-moving step half way; a repeat of the same traceNo joins the
+task already running instead of prompting the customer again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from misbridge.backend.client import BackendClient
+from misbridge.config import Settings
+from misbridge.core.machine import FINAL_STATES, MachineModel, TransactionMachine, TxnState
+from misbridge.device.base import CardRead, EncryptedPin, PinPadDriver
+from misbridge.ebuy.requests import (
+    CARD_ACTIONS,
+    CardRedemptionRequest,
+    amount_minor_units,
+    error_response,
+    validate_request,
+)
+from misbridge.errors import (
+    BackendNotSent,
+    BackendOutcomeUnknown,
+    DeviceError,
+    DeviceNotConnected,
+    MisbridgeError,
+    RequestError,
+    ReturnCode,
+)
+from misbridge.journal.records import TransactionRecord, request_hash
+from misbridge.journal.store import Journal
+
+Response = dict[str, Any]
+
+
+def card_info(card: CardRead, pin: EncryptedPin) -> dict[str, str]:
+    """The book's cardInfo object (§8.5) from what the pad returned; encrypted fields stay HEX."""
+    info = {
+        "cardNo": card.enc_pan_hex,
+        "password": pin.pin_block_hex,
+        "valid": card.expiry,
+        "track2": card.enc_track2_hex,
+        "cardType": card.card_type,
+    }
+    optional = {
+        "track1": card.enc_track1_hex,
+        "track3": card.enc_track3_hex,
+        "cardSn": card.card_sn,
+        "icData": card.enc_ic_data_hex,
+    }
+    info.update({key: value for key, value in optional.items() if value})
+    return info
+
+
+@dataclass
+class _InFlight:
+    fingerprint: str
+    task: asyncio.Task[Response]
+
+
+class _Flow:
+    """One transaction's machine plus its journal writes; every step commits before returning."""
+
+    def __init__(self, journal: Journal, trace_no: str, state: str = TxnState.RECEIVED) -> None:
+        self.journal = journal
+        self.trace_no = trace_no
+        self.machine = TransactionMachine(model=MachineModel(state=state))
+
+    @property
+    def state(self) -> str:
+        return str(self.machine.model.state)
+
+    async def step(self, event: str, **journal_fields: Any) -> None:
+        before = self.state
+        after = self.machine.fire(event)
+        await self.journal.record_transition(self.trace_no, before, str(after), event, **journal_fields)
+        logger.bind(traceNo=self.trace_no, state=str(after)).info("{} -> {} on {}", before, after, event)
+
+
+class TransactionService:
+    """Runs POS requests to completion. ``handle`` never raises for anything the POS caused."""
+
+    def __init__(self, settings: Settings, journal: Journal, pinpad: PinPadDriver, backend: BackendClient) -> None:
+        self._settings = settings
+        self._journal = journal
+        self._pinpad = pinpad
+        self._backend = backend
+        self._in_flight: dict[str, _InFlight] = {}
+        self._accepting = True
+
+    @property
+    def pinpad(self) -> PinPadDriver:
+        """The PIN-pad driver (read-only: health reporting)."""
+        return self._pinpad
+
+    @property
+    def journal(self) -> Journal:
+        """The journal (read-only: status queries)."""
+        return self._journal
+
+    def stop_accepting(self) -> None:
+        """Refuse new transactions (shutdown); running ones go on to their end."""
+        self._accepting = False
+
+    async def drain(self) -> None:
+        """Wait until every running transaction has finished."""
+        tasks = [entry.task for entry in self._in_flight.values()]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def transaction(self, trace_no: str) -> TransactionRecord | None:
+        """The journal row of ``trace_no``, if misbridge has seen it."""
+        return await self._journal.get(trace_no)
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness and details for ``/health``: ready means the PIN pad link is up."""
+        info = self._pinpad.info
+        device = {
+            "connected": self._pinpad.connected,
+            "model": info.model if info else None,
+            "firmware": info.firmware if info else None,
+            "serialNo": info.serial_no if info else None,
+        }
+        ready = self._pinpad.connected and self._accepting
+        return ready, {
+            "status": "ready" if ready else "not ready",
+            "accepting": self._accepting,
+            "device": device,
+            "inFlight": sorted(self._in_flight),
+        }
+
+    async def handle(self, action: str, body: Mapping[str, Any]) -> Response:
+        """Process one POS request and return the e-Buy response body."""
+        trace_no = body.get("traceNo") if isinstance(body.get("traceNo"), str) else ""
+        assert isinstance(trace_no, str)
+        try:
+            request = validate_request(action, body)
+            if not self._accepting:
+                raise RequestError("misbridge is shutting down", return_code=ReturnCode.SHUTTING_DOWN)
+        except RequestError as err:
+            logger.bind(traceNo=trace_no, action=action).warning("refused: {} {}", err.return_code.code, err)
+            return error_response(trace_no, err, err.return_code)
+        if action in CARD_ACTIONS:
+            assert isinstance(request, CardRedemptionRequest)
+            return await self._join_or_start(action, dict(body), request)
+        return await self._forward(action, dict(body))
+
+    async def _join_or_start(self, action: str, body: dict[str, Any], request: CardRedemptionRequest) -> Response:
+        trace_no = request.traceNo
+        fingerprint = request_hash(body)
+        running = self._in_flight.get(trace_no)
+        if running is not None:
+            if running.fingerprint != fingerprint:
+                err = RequestError(
+                    f"traceNo {trace_no} is in progress with a different request",
+                    return_code=ReturnCode.TRACE_NO_CONFLICT,
+                )
+                return error_response(trace_no, err, err.return_code)
+            # The same request again while it runs: wait for the one answer, never prompt twice.
+            return await asyncio.shield(running.task)
+        busy_with = next(iter(self._in_flight), None)
+        if busy_with is not None:
+            err = RequestError(
+                f"the PIN pad is busy with transaction {busy_with}", return_code=ReturnCode.DEVICE_BUSY
+            )
+            return error_response(trace_no, err, err.return_code)
+        task = asyncio.create_task(self._card_transaction(action, body, request, fingerprint))
+        self._in_flight[trace_no] = _InFlight(fingerprint, task)
+        task.add_done_callback(lambda _: self._in_flight.pop(trace_no, None))
+        # shield: a POS that goes away must not cancel a transaction that may move money.
+        return await asyncio.shield(task)
+
+    async def _card_transaction(
+        self, action: str, body: dict[str, Any], request: CardRedemptionRequest, fingerprint: str
+    ) -> Response:
+        trace_no = request.traceNo
+        existing = await self._journal.get(trace_no)
+        if existing is not None:
+            return self._repeat_answer(existing, action, fingerprint)
+        await self._journal.record_intent(TransactionRecord.new(trace_no, action, TxnState.RECEIVED, body))
+        flow = _Flow(self._journal, trace_no)
+        try:
+            card, pin = await self._read_card_and_pin(flow, request)
+        except (DeviceError, MisbridgeError) as err:
+            return await self._abort(flow, err)
+        return await self._submit(flow, action, {**body, "cardInfo": card_info(card, pin)})
+
+    async def _read_card_and_pin(
+        self, flow: _Flow, request: CardRedemptionRequest
+    ) -> tuple[CardRead, EncryptedPin]:
+        device = self._settings.device
+        if not self._pinpad.connected:
+            raise DeviceNotConnected("PIN pad not connected: check the cable and the device path")
+        amount = amount_minor_units(request.totalAmount)
+        await flow.step("start_card")
+        card = await self._pinpad.read_card(amount, device.card_timeout_s, f"Amount {request.totalAmount}")
+        await flow.step("card_read", masked_pan=card.masked_pan, card_type=card.card_type)
+        pin = await self._pinpad.read_pin(amount, device.pin_timeout_s, "Enter PIN", key_index=device.key_index)
+        return card, pin
+
+    async def _abort(self, flow: _Flow, err: MisbridgeError) -> Response:
+        response = error_response(flow.trace_no, err, err.return_code)
+        await flow.step("abort", response=response, return_code=err.return_code.code, detail=str(err))
+        return response
+
+    async def _submit(self, flow: _Flow, action: str, outbound: dict[str, Any]) -> Response:
+        # The intent to submit is durable before the first byte leaves (R1).
+        await flow.step("pin_entered")
+        try:
+            reply = await self._backend.submit(action, outbound)
+        except BackendNotSent as err:
+            response = error_response(flow.trace_no, err, err.return_code)
+            await flow.step("not_sent", response=response, return_code=err.return_code.code, detail=str(err))
+            return response
+        except BackendOutcomeUnknown as err:
+            response = error_response(flow.trace_no, err, err.return_code)
+            await flow.step(
+                "outcome_unknown", response=response, return_code=err.return_code.code, detail=str(err)
+            )
+            return response
+        event = "approve" if reply.approved else "decline"
+        await flow.step(event, response=reply.body, return_code=reply.return_code)
+        return reply.body
+
+    def _repeat_answer(self, existing: TransactionRecord, action: str, fingerprint: str) -> Response:
+        trace_no = existing.trace_no
+        if existing.request_hash != fingerprint or existing.action != action:
+            err = RequestError(
+                f"traceNo {trace_no} was already used for a different request",
+                return_code=ReturnCode.TRACE_NO_CONFLICT,
+            )
+            return error_response(trace_no, err, err.return_code)
+        if existing.state in FINAL_STATES and existing.response is not None:
+            return dict(existing.response)
+        err = RequestError(
+            f"traceNo {trace_no} is not finished (state {existing.state}); its outcome is being resolved",
+            return_code=ReturnCode.BACKEND_UNKNOWN,
+        )
+        return error_response(trace_no, err, err.return_code)
+
+    async def _forward(self, action: str, body: dict[str, Any]) -> Response:
+        trace_no = str(body.get("traceNo", ""))
+        try:
+            reply = await self._backend.submit(action, body)
+        except (BackendNotSent, BackendOutcomeUnknown) as err:
+            return error_response(trace_no, err, err.return_code)
+        return reply.body

@@ -1,0 +1,142 @@
+"""The composition root: builds journal, PIN-pad driver, backend client, service and front doors.
+
+``Daemon`` is what ``misbridge serve`` runs and what ``misbridge demo`` and the integration
+tests start in-process. It is the only module that knows every layer; the layers themselves
+follow the import rules in docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import signal
+from pathlib import Path
+
+from loguru import logger
+from pydantic import SecretStr
+
+from misbridge.api.http_app import create_app
+from misbridge.api.socket_server import PosSocketServer
+from misbridge.asgi import AsgiServer
+from misbridge.backend.client import BackendClient
+from misbridge.config import Settings, read_secret
+from misbridge.core.service import TransactionService
+from misbridge.device.base import PinPadDriver, create_driver
+from misbridge.errors import ConfigError
+from misbridge.journal.store import Journal
+
+#: Name of the signing-key credential under $CREDENTIALS_DIRECTORY (systemd LoadCredential=).
+SIGNING_KEY_CREDENTIAL = "ebuy-signing-key"
+#: How long start-up waits for the PIN pad before serving anyway (requests then get MB20).
+DEVICE_WAIT_S = 5.0
+
+
+def check_bind_address(settings: Settings) -> None:
+    """Refuse a non-loopback listen address unless explicitly allowed.
+
+    Raises:
+        ConfigError: api.host is not a loopback address and api.allow_non_loopback is false.
+    """
+    host = settings.api.host
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        if not settings.api.allow_non_loopback:
+            raise ConfigError(
+                f"api.host {host!r} is not a loopback address; set api.allow_non_loopback = true to allow it"
+            )
+        logger.warning("the POS API listens on non-loopback address {}: anyone on that network can reach it", host)
+
+
+def load_signing_key(settings: Settings) -> SecretStr | None:
+    """The backend signing key from its file or systemd credential (never from argv or TOML).
+
+    Raises:
+        ConfigError: signing is enabled but no key is available.
+    """
+    signing = settings.backend.signing
+    if not signing.enabled:
+        return None
+    key = read_secret(signing.key_file, credential_name=SIGNING_KEY_CREDENTIAL)
+    if key is None:
+        raise ConfigError(
+            "backend.signing.enabled is true but no signing key was found: set backend.signing.key_file "
+            f"or provide the systemd credential {SIGNING_KEY_CREDENTIAL!r}"
+        )
+    return key
+
+
+class Daemon:
+    """A running misbridge: start() brings every part up, stop() takes it down in order."""
+
+    def __init__(self, settings: Settings, *, signing_key: SecretStr | None) -> None:
+        self.settings = settings
+        self._signing_key = signing_key
+        self.socket_port = 0
+        self.http_port = 0
+        self._journal: Journal | None = None
+        self._pinpad: PinPadDriver | None = None
+        self._backend: BackendClient | None = None
+        self._service: TransactionService | None = None
+        self._socket_server: PosSocketServer | None = None
+        self._http_server: AsgiServer | None = None
+
+    @property
+    def service(self) -> TransactionService:
+        """The running transaction service."""
+        assert self._service is not None, "daemon not started"
+        return self._service
+
+    async def start(self) -> None:
+        """Open the journal, start the PIN-pad link and backend client, then open the front doors."""
+        settings = self.settings
+        check_bind_address(settings)
+        Path(settings.journal.path).parent.mkdir(parents=True, exist_ok=True)
+        self._journal = await Journal.open(Path(settings.journal.path))
+        self._pinpad = create_driver(settings.device)
+        await self._pinpad.start()
+        if not await self._pinpad.wait_connected(DEVICE_WAIT_S):
+            logger.warning("PIN pad at {} not connected yet; retrying in the background", settings.device.url)
+        self._backend = BackendClient(settings.backend, settings.identity, self._signing_key)
+        self._service = TransactionService(settings, self._journal, self._pinpad, self._backend)
+        self._socket_server = PosSocketServer(self._service.handle, settings.api, settings.identity)
+        self.socket_port = await self._socket_server.start()
+        self._http_server = AsgiServer(create_app(self._service), settings.api.host, settings.api.http_port)
+        self.http_port = await self._http_server.start()
+        logger.info("misbridge ready: socket {}:{}, HTTP {}:{}", settings.api.host, self.socket_port,
+                    settings.api.host, self.http_port)
+
+    async def stop(self) -> None:
+        """Stop taking requests, let running transactions finish, then close everything."""
+        if self._service is not None:
+            self._service.stop_accepting()
+        if self._socket_server is not None:
+            await self._socket_server.stop()
+        if self._http_server is not None:
+            await self._http_server.stop()
+        if self._service is not None:
+            await self._service.drain()
+        if self._pinpad is not None:
+            await self._pinpad.stop()
+        if self._backend is not None:
+            await self._backend.aclose()
+        if self._journal is not None:
+            await self._journal.close()
+        logger.info("misbridge stopped")
+
+
+async def wait_for_stop_signal() -> None:
+    """Return when SIGTERM or SIGINT arrives."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(ValueError, RuntimeError):
+                loop.remove_signal_handler(sig)

@@ -1,0 +1,103 @@
+"""``misbridge demo``: one card redemption end to end on the simulators, printed for a person.
+
+Starts the PIN-pad and backend simulators as subprocesses, the daemon in-process on free
+ports, sends the book's §10.2 request through the e-Buy socket front door as a cashier POS
+would, then prints the response and the receipt built from printDetail.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import unicodedata
+from io import StringIO
+from pathlib import Path
+from typing import Any, TextIO
+
+from misbridge.api.pos_client import envelope_for, socket_request
+from misbridge.config import Settings
+from misbridge.daemon import Daemon, load_signing_key
+from misbridge.ebuy import jsonio
+from misbridge.ebuy.envelope import encode_envelope, frame_message
+from misbridge.ebuy.examples import card_redemption_request
+from misbridge.simlaunch import Simulators, launched_simulators
+
+RULE = "-" * 46
+
+
+def demo_settings(sims: Simulators, workdir: Path) -> Settings:
+    """Settings that wire the daemon to the running simulators on free loopback ports."""
+    return Settings(
+        device={"url": str(sims.device_path)},
+        backend={"url": sims.backend_url, "signing": {"key_file": sims.signing_key_file}},
+        api={"socket_port": 0, "http_port": 0},
+        journal={"path": workdir / "journal.db"},
+    )
+
+
+RECEIPT_WIDTH = 42
+
+
+def display_width(text: str) -> int:
+    """Terminal columns ``text`` takes: Chinese characters are two columns wide."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
+def _line(out: TextIO, left: str, right: str = "") -> None:
+    gap = max(1, RECEIPT_WIDTH - display_width(left) - display_width(right))
+    out.write(f"  {left}{' ' * gap if right else ''}{right}\n")
+
+
+def format_receipt(request: dict[str, Any], response: dict[str, Any]) -> str:
+    """A till receipt from the request's goods and the response's printDetail and fundChannel."""
+    out = StringIO()
+    detail = response.get("printDetail") or {}
+    out.write(f"{RULE}\n  e-Buy card redemption\n{RULE}\n")
+    _line(out, f"Trace {response.get('traceNo', '')}")
+    _line(out, f"Order {response.get('orderNo', '')}", str(response.get("transDate", "")))
+    _line(out, f"Card {detail.get('cardNo64', '')}", str(detail.get("bank", "")))
+    for goods in request.get("goodsDetail", []):
+        _line(out, f"{goods['goodsName']} x{goods['quantity']}", f"{goods['price'] * goods['quantity']:.2f}")
+    _line(out, "Total", f"{request['totalAmount']:.2f}")
+    for channel in response.get("fundChannel", []):
+        _line(out, f"  {channel.get('channelName', channel.get('channelNo'))}", str(channel.get("channelAmount")))
+    if detail.get("pointSale"):
+        _line(out, "Points redeemed", str(detail["pointSale"]))
+    verdict = "APPROVED" if response.get("returnCode") == "00" else "NOT APPROVED"
+    _line(out, f"{verdict} ({response.get('returnCode')} {response.get('returnDesc', '')})")
+    out.write(f"{RULE}\n")
+    return out.getvalue()
+
+
+async def run_demo(out: TextIO, *, card: str | None = None) -> int:
+    """Run the demo; returns 0 when the backend approved."""
+    with tempfile.TemporaryDirectory(prefix="misbridge-demo-") as tmp:
+        workdir = Path(tmp)
+        async with launched_simulators(workdir, card=card) as sims:
+            out.write(f"PIN pad simulator   {sims.device_path}\n")
+            out.write(f"backend simulator   {sims.backend_url}\n")
+            settings = demo_settings(sims, workdir)
+            daemon = Daemon(settings, signing_key=load_signing_key(settings))
+            await daemon.start()
+            try:
+                return await _redeem(out, daemon)
+            finally:
+                await daemon.stop()
+
+
+async def _redeem(out: TextIO, daemon: Daemon) -> int:
+    host = daemon.settings.api.host
+    out.write(f"misbridge           socket {host}:{daemon.socket_port}, HTTP {host}:{daemon.http_port}\n\n")
+    request = card_redemption_request()
+    envelope = envelope_for("cardRedemption", request)
+    frame = frame_message(encode_envelope(envelope))
+    out.write(f"POS -> misbridge    cardRedemption traceNo {request['traceNo']} totalAmount {request['totalAmount']}\n")
+    out.write(f"                    frame 0x{frame[0]:02X} 0x{frame[1]:02X} + {len(frame) - 2} bytes of JSON\n")
+    out.write("customer            swipes the card and enters the PIN on the simulated pad\n\n")
+    answer = await socket_request(host, daemon.socket_port, envelope)
+    response = answer.body
+    out.write("misbridge -> POS    response body:\n")
+    out.write("\n".join("  " + line for line in jsonio.pretty(response).splitlines()) + "\n\n")
+    out.write(format_receipt(request, response))
+    out.flush()
+    return 0 if response.get("returnCode") == "00" else 1
+
