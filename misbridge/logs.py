@@ -8,38 +8,17 @@ every sink: loguru's variable dumps in tracebacks could print card data.
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
 
+from misbridge.pan import mask_card_numbers
+
 if TYPE_CHECKING:
     from loguru import Record
 
-_DIGIT_RUN = re.compile(r"(?<!\d)\d{13,19}(?!\d)")
 _FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} {level:<7} {name}: {message}{extra[fields]}"
-
-
-def luhn_valid(digits: str) -> bool:
-    """True when the digit string passes the Luhn check (what card numbers do)."""
-    total = 0
-    for index, char in enumerate(reversed(digits)):
-        value = int(char)
-        if index % 2:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
-
-
-def mask_pan(pan: str) -> str:
-    """First 6 and last 4 digits of a card number, the rest ``*``."""
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
-
-
-def mask_card_numbers(text: str) -> str:
-    """Replace every Luhn-valid 13-19 digit run in ``text`` by its masked form."""
-    return _DIGIT_RUN.sub(lambda m: mask_pan(m.group()) if luhn_valid(m.group()) else m.group(), text)
 
 
 def _patch(record: Record) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from misbridge.pan import mask_pan
+
 
 class Usage(StrEnum):
     """The six usages listed on the book's Card Redemption page."""
@@ -48,22 +50,6 @@ class TestCard:
     def masked_pan(self) -> str:
         """First 6 and last 4 digits, the rest '*' (PCI DSS 3.4.1)."""
         return mask_pan(self.pan)
-
-
-def mask_pan(pan: str) -> str:
-    """First 6 / last 4 of a PAN, stars in between."""
-    return pan[:6] + "*" * (len(pan) - 10) + pan[-4:]
-
-
-def luhn_ok(number: str) -> bool:
-    """True when ``number`` passes the Luhn check."""
-    total = 0
-    for index, char in enumerate(reversed(number)):
-        digit = int(char)
-        if index % 2:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return total % 10 == 0
 
 
 CARDS: dict[str, TestCard] = {

@@ -93,8 +93,8 @@ IMPORT_RULES: dict[str, ImportRule] = {
         "misbridge.journal.records", "starlette", "pydantic", "loguru",
     ),
     "simulators": _rule(
-        "misbridge.link", "misbridge.ebuy", "misbridge.errors", "misbridge.asgi", "cryptography", "starlette",
-        subprocess=True,
+        "misbridge.link", "misbridge.ebuy", "misbridge.errors", "misbridge.asgi", "misbridge.pan", "cryptography",
+        "starlette", subprocess=True,
     ),
 }
 

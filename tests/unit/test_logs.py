@@ -6,7 +6,8 @@ import io
 
 from loguru import logger
 
-from misbridge.logs import configure_logging, luhn_valid, mask_card_numbers
+from misbridge.logs import configure_logging
+from misbridge.pan import luhn_valid, mask_card_numbers
 
 CANARY_PAN = "4111111111111111"
 
