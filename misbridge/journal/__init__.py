@@ -1,21 +1,47 @@
 """The SQLite transaction journal: intents before effects, compare-and-set state changes.
 
-Public API: :class:`Journal` (``store``), :class:`TransactionRecord` and
-:class:`TransitionRecord` (``records``), the errors :class:`DuplicateTraceNoError` and
-:class:`StateConflictError`, and :data:`FINAL_STATES` (``schema``), the states the database
-refuses to leave.  This package does not import :mod:`misbridge.core`.
+Public API: :class:`Journal` (``store``); :class:`TransactionRecord`,
+:class:`TransitionRecord`, :class:`CallRecord` and :class:`ReversalRecord` (``records``); the
+errors :class:`DuplicateTraceNoError`, :class:`StateConflictError` and
+:class:`ReversalConflictError`; and :data:`FINAL_STATES` (``schema``), the states the
+database refuses to leave.  Besides the transactions, the journal numbers the requests
+misbridge originates (``Journal.allocate_call``) and holds the durable reversal queue
+(``Journal.enqueue_reversal`` and friends).  This package does not import :mod:`misbridge.core`.
 """
 
-from misbridge.journal.records import TransactionRecord, TransitionRecord, iso_utc, request_hash, utc_now
+from misbridge.journal.records import (
+    CallKind,
+    CallRecord,
+    CallState,
+    ReversalRecord,
+    ReversalState,
+    TransactionRecord,
+    TransitionRecord,
+    iso_utc,
+    request_hash,
+    utc_now,
+)
 from misbridge.journal.schema import FINAL_STATES, SCHEMA_VERSION
-from misbridge.journal.store import DuplicateTraceNoError, Journal, JournalSettings, StateConflictError
+from misbridge.journal.store import (
+    DuplicateTraceNoError,
+    Journal,
+    JournalSettings,
+    ReversalConflictError,
+    StateConflictError,
+)
 
 __all__ = [
     "FINAL_STATES",
     "SCHEMA_VERSION",
+    "CallKind",
+    "CallRecord",
+    "CallState",
     "DuplicateTraceNoError",
     "Journal",
     "JournalSettings",
+    "ReversalConflictError",
+    "ReversalRecord",
+    "ReversalState",
     "StateConflictError",
     "TransactionRecord",
     "TransitionRecord",

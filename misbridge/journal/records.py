@@ -14,11 +14,32 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, get_args
 
 from misbridge.ebuy import jsonio
 
-__all__ = ["TransactionRecord", "TransitionRecord", "iso_utc", "request_hash", "utc_now"]
+__all__ = [
+    "CallKind",
+    "CallRecord",
+    "CallState",
+    "ReversalRecord",
+    "ReversalState",
+    "TransactionRecord",
+    "TransitionRecord",
+    "iso_utc",
+    "request_hash",
+    "utc_now",
+]
+
+CallKind = Literal["inquiry", "void"]
+"""A request misbridge originates to the backend."""
+
+CallState = Literal["sent", "answered", "unknown"]
+"""Where an originated request stands: ``sent`` (committed before the first byte), then
+``answered`` or ``unknown`` (no usable reply: it may or may not have been processed)."""
+
+ReversalState = Literal["pending", "done", "needs_manual"]
+"""Where a reversal queue entry stands; ``done`` is final."""
 
 
 def utc_now() -> datetime:
@@ -41,6 +62,11 @@ def iso_utc(moment: datetime) -> str:
 def _require_aware(name: str, moment: datetime) -> None:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError(f"journal {name} must be timezone-aware, got {moment!r}")
+
+
+def _require_one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"journal {name} must be one of {allowed!r}, got {value!r}")
 
 
 def _sorted_keys(value: Any) -> Any:
@@ -119,3 +145,57 @@ class TransitionRecord:
     event: str
     at: datetime
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One row of ``backend_calls``: a request misbridge originated about ``original_trace_no``.
+
+    ``trace_no`` is the request's own, never-repeated traceNo (``Journal.allocate_call``);
+    ``return_code`` and ``response`` are set with the result (``Journal.record_call_result``).
+
+    Raises:
+        ValueError: a timestamp is naive, or ``kind``/``state`` is not a known value.
+    """
+
+    trace_no: str
+    original_trace_no: str
+    kind: CallKind
+    state: CallState
+    return_code: str | None
+    response: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+
+    def __post_init__(self) -> None:
+        _require_one_of("call kind", self.kind, get_args(CallKind))
+        _require_one_of("call state", self.state, get_args(CallState))
+        _require_aware("created_at", self.created_at)
+        _require_aware("updated_at", self.updated_at)
+
+
+@dataclass(frozen=True)
+class ReversalRecord:
+    """One row of ``reversals``: the durable void queue entry of ``original_trace_no``.
+
+    ``attempts`` counts the void attempts recorded so far (failed ones and the one that
+    completed); ``next_attempt_at`` is when the entry is next due; ``last_error`` is the
+    reason the latest failed attempt gave (``""`` before any).
+
+    Raises:
+        ValueError: a timestamp is naive, or ``state`` is not a known value.
+    """
+
+    original_trace_no: str
+    state: ReversalState
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    last_error: str = ""
+
+    def __post_init__(self) -> None:
+        _require_one_of("reversal state", self.state, get_args(ReversalState))
+        _require_aware("next_attempt_at", self.next_attempt_at)
+        _require_aware("created_at", self.created_at)
+        _require_aware("updated_at", self.updated_at)

@@ -1,4 +1,4 @@
-"""Journal schema: DDL, the final-state trigger and ``PRAGMA user_version`` migrations.
+"""Journal schema: DDL, the guard triggers and ``PRAGMA user_version`` migrations.
 
 The journal does not import :mod:`misbridge.core` (the import direction is core -> journal),
 so the states the trigger treats as final are the constant :data:`FINAL_STATES` here; a
@@ -6,6 +6,14 @@ core unit test asserts it equals ``misbridge.core.machine.FINAL_STATES``.
 
 The trigger is created by migration 1, so changing the final states later needs a new
 migration that drops and recreates it.
+
+Versions:
+
+1. ``transactions`` and ``transitions``, and the final-state trigger.
+2. What misbridge originates itself (issue #4): ``counters`` (the ``trace_serial`` that
+   numbers every request misbridge sends, which only grows), ``backend_calls`` (one row per
+   originated ``inquiry`` or void) and ``reversals`` (the durable store-and-forward void
+   queue), each with triggers that keep the money-safety rules even against hand-written SQL.
 """
 
 from __future__ import annotations
@@ -18,13 +26,36 @@ from typing import Final
 
 from misbridge.errors import JournalError
 
-__all__ = ["FINAL_STATES", "SCHEMA_VERSION", "immediate_transaction", "migrate", "schema_v1"]
+__all__ = [
+    "CALL_KINDS",
+    "CALL_STATES",
+    "FINAL_STATES",
+    "REVERSAL_STATES",
+    "SCHEMA_VERSION",
+    "TRACE_SERIAL",
+    "immediate_transaction",
+    "migrate",
+    "schema_v1",
+    "schema_v2",
+]
 
 FINAL_STATES: Final[tuple[str, ...]] = ("approved", "declined", "aborted", "voided")
 """States no transaction may leave; enforced by the ``transactions_final_is_final`` trigger."""
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The ``PRAGMA user_version`` that :func:`migrate` brings a database to."""
+
+TRACE_SERIAL: Final = "trace_serial"
+"""The ``counters`` row that numbers the requests misbridge originates; it never goes down."""
+
+CALL_KINDS: Final[tuple[str, ...]] = ("inquiry", "void")
+"""The requests misbridge originates (``backend_calls.kind``)."""
+
+CALL_STATES: Final[tuple[str, ...]] = ("sent", "answered", "unknown")
+"""``backend_calls.state``: ``sent`` until the one result, ``answered`` or ``unknown``."""
+
+REVERSAL_STATES: Final[tuple[str, ...]] = ("pending", "done", "needs_manual")
+"""``reversals.state``: ``done`` is final, a ``pending`` entry is never deleted."""
 
 _STATE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
@@ -77,7 +108,99 @@ def schema_v1(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
     ]
 
 
-_MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {1: schema_v1}
+def schema_v2(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
+    """The statements that take version 1 to version 2: traceNo serial, backend calls, reversals.
+
+    ``final_states`` is not used (the final-state trigger belongs to version 1); it is taken
+    so every migration step has the same signature.
+
+    Guards, as triggers so that hand-written SQL cannot break them either:
+
+    * ``trace_serial`` only grows and no counter is renamed or deleted, so no serial is reused;
+    * a misbridge-originated traceNo never equals a POS traceNo in ``transactions``;
+    * a backend call gets exactly one result: once not ``sent``, its row does not change;
+    * a ``done`` reversal never changes again, ``attempts`` never goes down, and a
+      ``pending`` reversal is never deleted (store-and-forward: never dropped).
+    """
+    del final_states  # same signature as schema_v1
+    return [
+        """CREATE TABLE counters (
+            name  TEXT PRIMARY KEY NOT NULL,
+            value INTEGER NOT NULL CHECK (value >= 0)
+        ) STRICT""",
+        f"INSERT INTO counters (name, value) VALUES ('{TRACE_SERIAL}', 0)",  # noqa: S608 - a module constant
+        """CREATE TRIGGER counters_only_grow
+            BEFORE UPDATE ON counters
+            WHEN NEW.value < OLD.value OR NEW.name IS NOT OLD.name
+            BEGIN
+                SELECT RAISE(ABORT, 'a counter only grows');
+            END""",
+        """CREATE TRIGGER counters_are_kept
+            BEFORE DELETE ON counters
+            BEGIN
+                SELECT RAISE(ABORT, 'a counter is never deleted');
+            END""",
+        f"""CREATE TABLE backend_calls (
+            trace_no          TEXT PRIMARY KEY NOT NULL,
+            original_trace_no TEXT NOT NULL REFERENCES transactions (trace_no),
+            kind              TEXT NOT NULL CHECK (kind IN ({_sql_list(CALL_KINDS)})),
+            state             TEXT NOT NULL CHECK (state IN ({_sql_list(CALL_STATES)})),
+            return_code       TEXT,
+            response_json     TEXT,
+            created_at        TEXT NOT NULL,
+            updated_at        TEXT NOT NULL
+        ) STRICT""",
+        "CREATE INDEX backend_calls_by_original ON backend_calls (original_trace_no, created_at)",
+        """CREATE TRIGGER backend_calls_trace_no_is_new
+            BEFORE INSERT ON backend_calls
+            WHEN EXISTS (SELECT 1 FROM transactions WHERE trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo is already used by a transaction');
+            END""",
+        """CREATE TRIGGER transactions_trace_no_is_new
+            BEFORE INSERT ON transactions
+            WHEN EXISTS (SELECT 1 FROM backend_calls WHERE trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo is already used by a backend call');
+            END""",
+        """CREATE TRIGGER backend_calls_result_is_final
+            BEFORE UPDATE ON backend_calls
+            WHEN OLD.state <> 'sent'
+            BEGIN
+                SELECT RAISE(ABORT, 'backend call already has its result');
+            END""",
+        f"""CREATE TABLE reversals (
+            original_trace_no TEXT PRIMARY KEY NOT NULL REFERENCES transactions (trace_no),
+            state             TEXT NOT NULL CHECK (state IN ({_sql_list(REVERSAL_STATES)})),
+            attempts          INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+            next_attempt_at   TEXT NOT NULL,
+            created_at        TEXT NOT NULL,
+            updated_at        TEXT NOT NULL,
+            last_error        TEXT NOT NULL DEFAULT ''
+        ) STRICT""",
+        "CREATE INDEX reversals_by_state ON reversals (state, next_attempt_at)",
+        """CREATE TRIGGER reversals_done_is_final
+            BEFORE UPDATE ON reversals
+            WHEN OLD.state = 'done'
+            BEGIN
+                SELECT RAISE(ABORT, 'reversal is done');
+            END""",
+        """CREATE TRIGGER reversals_attempts_only_grow
+            BEFORE UPDATE OF attempts ON reversals
+            WHEN NEW.attempts < OLD.attempts
+            BEGIN
+                SELECT RAISE(ABORT, 'reversal attempts only grow');
+            END""",
+        """CREATE TRIGGER reversals_pending_is_kept
+            BEFORE DELETE ON reversals
+            WHEN OLD.state = 'pending'
+            BEGIN
+                SELECT RAISE(ABORT, 'a pending reversal is never dropped');
+            END""",
+    ]
+
+
+_MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {1: schema_v1, 2: schema_v2}
 """Statements that take a database from version ``n - 1`` to version ``n``."""
 
 

@@ -12,6 +12,19 @@ Durability (reliability-requirements.md §4, R1-R4):
 * State changes are compare-and-set on the current state, and a trigger refuses any change
   to a transaction in a final state (:mod:`misbridge.journal.schema`).
 
+What misbridge originates itself (schema v2, issue #4):
+
+* :meth:`Journal.allocate_call` numbers every ``inquiry`` and void with a new traceNo,
+  ``yyyyMMddHHmmss`` (local time) + a 10-digit serial from the ``trace_serial`` counter, and
+  bumps the counter and inserts the ``backend_calls`` row in one commit before returning it:
+  a traceNo the backend may have seen is never handed out again, crash or not.
+* The reversal queue (jPOS SAF style) is the ``reversals`` table: one entry per original,
+  created in the same commit as the transaction's move to ``voiding``
+  (:meth:`Journal.enqueue_reversal`) and closed in the same commit as its move out of it
+  (:meth:`Journal.complete_reversal`, :meth:`Journal.escalate_reversal`).  The journal keeps
+  the bookkeeping (attempts, next attempt, last error); the caller decides the backoff and
+  the expiry.
+
 A write whose awaiting task is cancelled still runs to completion (or failure) on the worker
 thread; re-read with :meth:`Journal.get` to learn which.
 """
@@ -27,20 +40,34 @@ from datetime import datetime
 from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
 from misbridge.ebuy import jsonio
 from misbridge.errors import JournalError
-from misbridge.journal.records import TransactionRecord, TransitionRecord, iso_utc, utc_now
-from misbridge.journal.schema import immediate_transaction, migrate
+from misbridge.journal.records import (
+    CallKind,
+    CallRecord,
+    ReversalRecord,
+    ReversalState,
+    TransactionRecord,
+    TransitionRecord,
+    iso_utc,
+    utc_now,
+)
+from misbridge.journal.schema import TRACE_SERIAL, immediate_transaction, migrate
 
-__all__ = ["DuplicateTraceNoError", "Journal", "JournalSettings", "StateConflictError"]
+__all__ = ["DuplicateTraceNoError", "Journal", "JournalSettings", "ReversalConflictError", "StateConflictError"]
 
 _T = TypeVar("_T")
 
 _BUSY_TIMEOUT_S: Final = 5.0  # another process (backup, ops shell) may hold the lock briefly
 _SYNCHRONOUS_NAMES: Final = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 _INTENT_EVENT: Final = "intent"
+_TRACE_PREFIX_FORMAT: Final = "%Y%m%d%H%M%S"
+_SERIAL_DIGITS: Final = 10
+_MAX_SERIAL: Final = 10**_SERIAL_DIGITS - 1
+_CALL_RESULTS: Final[tuple[str, ...]] = ("answered", "unknown")
+_VOIDING: Final = "voiding"
 
 
 class DuplicateTraceNoError(JournalError):
@@ -58,6 +85,22 @@ class StateConflictError(JournalError):
         found = "no such transaction" if actual is None else f"it is {actual!r}"
         super().__init__(f"transaction {trace_no!r}: expected state {expected!r} but {found}")
         self.trace_no = trace_no
+        self.expected = expected
+        self.actual = actual
+
+
+class ReversalConflictError(JournalError):
+    """A reversal queue change found the entry in another state (``actual=None``: no entry).
+
+    ``expected`` is the state the change needed, or ``None`` when it needed no entry at all
+    (:meth:`Journal.enqueue_reversal` of an original that is already queued).
+    """
+
+    def __init__(self, original_trace_no: str, expected: str | None, actual: str | None) -> None:
+        wanted = "no entry" if expected is None else f"state {expected!r}"
+        found = "there is none" if actual is None else f"it is {actual!r}"
+        super().__init__(f"reversal of {original_trace_no!r}: expected {wanted} but {found}")
+        self.original_trace_no = original_trace_no
         self.expected = expected
         self.actual = actual
 
@@ -165,15 +208,14 @@ class Journal:
             JournalError: the transaction is in a final state (the trigger refused), or the
                 write failed.
         """
-        change = _Change(
-            trace_no=trace_no,
-            from_state=from_state,
-            to_state=to_state,
-            event=event,
-            at=self._now(),
+        change = self._change(
+            trace_no,
+            from_state,
+            to_state,
+            event,
             masked_pan=masked_pan,
             card_type=card_type,
-            response_json=None if response is None else jsonio.dumps(response),
+            response=response,
             return_code=return_code,
             detail=detail,
         )
@@ -219,6 +261,175 @@ class Journal:
         """
         return await self._run("count", _count)
 
+    # --- Requests misbridge originates: traceNo allocation and their results. -------------
+
+    async def allocate_call(self, original_trace_no: str, kind: CallKind, *, local_now: datetime | None = None) -> str:
+        """Allocate a new traceNo for a ``kind`` request about ``original_trace_no``; return it.
+
+        The traceNo is ``local_now`` formatted ``%Y%m%d%H%M%S`` followed by the next
+        ``trace_serial`` zero-padded to 10 digits (24 characters).  ``local_now`` is used in
+        the offset it carries; by default it is the journal clock in the machine's local
+        time zone.  The serial is global and only grows (no reset at day rollover), so it
+        never repeats, within one second or across restarts and crashes; a serial that would
+        make a traceNo equal to a POS traceNo already in the journal is skipped.
+
+        The counter bump and the ``backend_calls`` row (state ``sent``) are one transaction:
+        this returns after the COMMIT, before anything may be sent with the traceNo.
+
+        Raises:
+            JournalError: ``original_trace_no`` is not in the journal, ``kind`` is unknown, a
+                time is naive, the serial is exhausted, or the write failed.
+        """
+        local = self._clock().astimezone() if local_now is None else local_now
+        _iso("local_now", local)  # refuses a naive time
+        prefix = local.strftime(_TRACE_PREFIX_FORMAT)
+        return await self._run("allocate_call", _allocate_call, original_trace_no, kind, prefix, self._now())
+
+    async def record_call_result(
+        self,
+        trace_no: str,
+        *,
+        state: Literal["answered", "unknown"],
+        return_code: str | None = None,
+        response: dict[str, Any] | None = None,
+    ) -> None:
+        """Record the one result of the originated request ``trace_no``.
+
+        ``state`` is ``"answered"`` (a reply arrived: ``return_code`` and ``response`` hold
+        it) or ``"unknown"`` (no usable reply).  A call gets exactly one result.
+
+        Raises:
+            JournalError: ``state`` is not ``answered``/``unknown``, the call is unknown or
+                already has its result, or the write failed.
+        """
+        if state not in _CALL_RESULTS:
+            raise JournalError(f"journal record_call_result: state must be one of {_CALL_RESULTS!r}, got {state!r}")
+        response_json = None if response is None else jsonio.dumps(response)
+        await self._run(
+            "record_call_result", _record_call_result, trace_no, state, return_code, response_json, self._now()
+        )
+
+    async def calls(self, original_trace_no: str) -> list[CallRecord]:
+        """The requests misbridge originated about ``original_trace_no``, oldest first.
+
+        Raises:
+            JournalError: the read failed or a row is corrupt.
+        """
+        return await self._run("calls", _select_calls, original_trace_no)
+
+    # --- The reversal queue. ----------------------------------------------------------------
+
+    async def enqueue_reversal(
+        self,
+        trace_no: str,
+        *,
+        from_state: str,
+        event: str,
+        to_state: str = _VOIDING,
+        detail: str = "",
+        first_attempt_at: datetime | None = None,
+    ) -> None:
+        """Move ``trace_no`` from ``from_state`` to ``to_state`` and queue its reversal, atomically.
+
+        One transaction: the compare-and-set transition with its transitions row (as
+        :meth:`record_transition`) and a ``pending`` queue entry with 0 attempts, due at
+        ``first_attempt_at`` (default: now).  Either both are committed or neither.
+
+        Raises:
+            ReversalConflictError: ``trace_no`` already has a queue entry (whatever its state).
+            StateConflictError: the transaction is not in ``from_state`` (or does not exist).
+            JournalError: a time is naive, the trigger refused, or the write failed.
+        """
+        change = self._change(trace_no, from_state, to_state, event, detail=detail)
+        due = change.at if first_attempt_at is None else _iso("first_attempt_at", first_attempt_at)
+        await self._run("enqueue_reversal", _enqueue_reversal, change, due)
+
+    async def due_reversals(self, now: datetime | None = None) -> list[ReversalRecord]:
+        """The ``pending`` queue entries due at ``now`` (default: the clock), oldest first.
+
+        Raises:
+            JournalError: ``now`` is naive, the read failed or a row is corrupt.
+        """
+        at = self._now() if now is None else _iso("now", now)
+        return await self._run("due_reversals", _select_reversals, at)
+
+    async def pending_reversals(self) -> list[ReversalRecord]:
+        """Every ``pending`` queue entry, due or not, oldest first.
+
+        Raises:
+            JournalError: the read failed or a row is corrupt.
+        """
+        return await self._run("pending_reversals", _select_reversals, None)
+
+    async def reversal(self, original_trace_no: str) -> ReversalRecord | None:
+        """The queue entry of ``original_trace_no`` in any state, or ``None`` if it has none.
+
+        Raises:
+            JournalError: the read failed or the row is corrupt.
+        """
+        return await self._run("reversal", _select_reversal, original_trace_no)
+
+    async def count_reversals(self, state: ReversalState) -> int:
+        """The number of queue entries in ``state``.
+
+        Raises:
+            JournalError: the read failed.
+        """
+        return await self._run("count_reversals", _count_reversals, state)
+
+    async def record_reversal_attempt(self, original_trace_no: str, *, next_attempt_at: datetime, error: str) -> None:
+        """Record a failed void attempt: ``attempts`` + 1, due again at ``next_attempt_at``.
+
+        The entry stays ``pending`` (a reversal is never dropped); ``error`` becomes its
+        ``last_error``.
+
+        Raises:
+            ReversalConflictError: there is no entry, or it is not ``pending``.
+            JournalError: ``next_attempt_at`` is naive, or the write failed.
+        """
+        due = _iso("next_attempt_at", next_attempt_at)
+        await self._run("record_reversal_attempt", _record_reversal_attempt, original_trace_no, due, error, self._now())
+
+    async def complete_reversal(
+        self,
+        original_trace_no: str,
+        *,
+        event: str = "voided",
+        response: dict[str, Any] | None = None,
+        return_code: str | None = None,
+        detail: str = "",
+    ) -> None:
+        """Close the queue entry as ``done`` and move the transaction ``voiding -> voided``, atomically.
+
+        One transaction: the entry becomes ``done`` with ``attempts`` + 1 (the attempt that
+        succeeded), and the transaction's compare-and-set transition (``response`` and
+        ``return_code`` as in :meth:`record_transition`) with its transitions row.
+
+        Raises:
+            ReversalConflictError: there is no entry, or it is not ``pending``.
+            StateConflictError: the transaction is not ``voiding``.
+            JournalError: the write failed.
+        """
+        change = self._change(
+            original_trace_no, _VOIDING, "voided", event, response=response, return_code=return_code, detail=detail
+        )
+        await self._run("complete_reversal", _close_reversal, change, "done", 1)
+
+    async def escalate_reversal(self, original_trace_no: str, *, detail: str) -> None:
+        """Give the queue entry to a person: entry and transaction become ``needs_manual``, atomically.
+
+        One transaction: the entry becomes ``needs_manual`` (``attempts`` and ``last_error``
+        kept) and the transaction moves ``voiding -> needs_manual`` (event ``escalate``,
+        ``detail`` in its transitions row).
+
+        Raises:
+            ReversalConflictError: there is no entry, or it is not ``pending``.
+            StateConflictError: the transaction is not ``voiding``.
+            JournalError: the write failed.
+        """
+        change = self._change(original_trace_no, _VOIDING, "needs_manual", "escalate", detail=detail)
+        await self._run("escalate_reversal", _close_reversal, change, "needs_manual", 0)
+
     async def settings(self) -> JournalSettings:
         """The journal mode, synchronous level, foreign-key enforcement and schema version in force.
 
@@ -228,10 +439,33 @@ class Journal:
         return await self._run("settings", _settings)
 
     def _now(self) -> str:
-        try:
-            return iso_utc(self._clock())
-        except ValueError as err:
-            raise JournalError(str(err)) from err
+        return _iso("clock time", self._clock())
+
+    def _change(
+        self,
+        trace_no: str,
+        from_state: str,
+        to_state: str,
+        event: str,
+        *,
+        masked_pan: str | None = None,
+        card_type: str | None = None,
+        response: dict[str, Any] | None = None,
+        return_code: str | None = None,
+        detail: str = "",
+    ) -> _Change:
+        return _Change(
+            trace_no=trace_no,
+            from_state=from_state,
+            to_state=to_state,
+            event=event,
+            at=self._now(),
+            masked_pan=masked_pan,
+            card_type=card_type,
+            response_json=None if response is None else jsonio.dumps(response),
+            return_code=return_code,
+            detail=detail,
+        )
 
     async def _run(self, what: str, func: Callable[..., _T], *args: Any) -> _T:
         if self._closed:
@@ -241,6 +475,13 @@ class Journal:
             return await asyncio.get_running_loop().run_in_executor(self._executor, call)
         except sqlite3.Error as err:
             raise JournalError(f"journal {what} failed: {err}") from err
+
+
+def _iso(name: str, moment: datetime) -> str:
+    try:
+        return iso_utc(moment)
+    except ValueError as err:
+        raise JournalError(f"journal {name}: {err}") from err
 
 
 # --- Everything below runs on the journal thread. ----------------------------------------
@@ -279,6 +520,8 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _insert_intent(conn: sqlite3.Connection, record: TransactionRecord) -> None:
     created_at, updated_at = iso_utc(record.created_at), iso_utc(record.updated_at)
     with immediate_transaction(conn):
+        if _exists(conn, "SELECT 1 FROM backend_calls WHERE trace_no = ?", record.trace_no):
+            raise DuplicateTraceNoError(record.trace_no)  # misbridge sent a request with this traceNo
         cursor = conn.execute(
             "INSERT INTO transactions (trace_no, action, state, request_json, request_hash, masked_pan,"
             " card_type, response_json, return_code, created_at, updated_at)"
@@ -313,21 +556,126 @@ def _insert_transition(
 
 def _compare_and_set(conn: sqlite3.Connection, change: _Change) -> None:
     with immediate_transaction(conn):
+        _compare_and_set_in_transaction(conn, change)
+
+
+def _compare_and_set_in_transaction(conn: sqlite3.Connection, change: _Change) -> None:
+    cursor = conn.execute(
+        "UPDATE transactions SET state = :to_state, updated_at = :at,"
+        " masked_pan = COALESCE(:masked_pan, masked_pan),"
+        " card_type = COALESCE(:card_type, card_type),"
+        " response_json = COALESCE(:response_json, response_json),"
+        " return_code = COALESCE(:return_code, return_code)"
+        " WHERE trace_no = :trace_no AND state = :from_state",
+        vars(change),
+    )
+    if cursor.rowcount == 0:
+        row = conn.execute("SELECT state FROM transactions WHERE trace_no = ?", (change.trace_no,)).fetchone()
+        raise StateConflictError(change.trace_no, change.from_state, None if row is None else str(row[0]))
+    _insert_transition(
+        conn, change.trace_no, change.from_state, change.to_state, change.event, change.at, change.detail
+    )
+
+
+def _exists(conn: sqlite3.Connection, query: str, key: str) -> bool:
+    return conn.execute(query, (key,)).fetchone() is not None
+
+
+def _next_serial(conn: sqlite3.Connection) -> int:
+    cursor = conn.execute("UPDATE counters SET value = value + 1 WHERE name = ?", (TRACE_SERIAL,))
+    if cursor.rowcount != 1:
+        raise JournalError(f"journal counter {TRACE_SERIAL!r} is missing")
+    serial = int(conn.execute("SELECT value FROM counters WHERE name = ?", (TRACE_SERIAL,)).fetchone()[0])
+    if serial > _MAX_SERIAL:
+        raise JournalError(f"journal counter {TRACE_SERIAL!r} is exhausted ({_SERIAL_DIGITS} digits)")
+    return serial
+
+
+def _insert_call(conn: sqlite3.Connection, trace_no: str, original_trace_no: str, kind: str, at: str) -> None:
+    conn.execute(
+        "INSERT INTO backend_calls (trace_no, original_trace_no, kind, state, created_at, updated_at)"
+        " VALUES (?, ?, ?, 'sent', ?, ?)",
+        (trace_no, original_trace_no, kind, at, at),
+    )
+
+
+def _allocate_call(conn: sqlite3.Connection, original_trace_no: str, kind: str, prefix: str, at: str) -> str:
+    with immediate_transaction(conn):
+        if not _exists(conn, "SELECT 1 FROM transactions WHERE trace_no = ?", original_trace_no):
+            raise JournalError(f"journal allocate_call: no transaction {original_trace_no!r}")
+        while True:  # skip a serial that would repeat a POS traceNo (the POS may send 24 digits too)
+            trace_no = f"{prefix}{_next_serial(conn):0{_SERIAL_DIGITS}d}"
+            if not _exists(conn, "SELECT 1 FROM transactions WHERE trace_no = ?", trace_no):
+                break
+        _insert_call(conn, trace_no, original_trace_no, kind, at)
+    return trace_no
+
+
+def _record_call_result(
+    conn: sqlite3.Connection, trace_no: str, state: str, return_code: str | None, response_json: str | None, at: str
+) -> None:
+    with immediate_transaction(conn):
         cursor = conn.execute(
-            "UPDATE transactions SET state = :to_state, updated_at = :at,"
-            " masked_pan = COALESCE(:masked_pan, masked_pan),"
-            " card_type = COALESCE(:card_type, card_type),"
-            " response_json = COALESCE(:response_json, response_json),"
-            " return_code = COALESCE(:return_code, return_code)"
-            " WHERE trace_no = :trace_no AND state = :from_state",
-            vars(change),
+            "UPDATE backend_calls SET state = ?, return_code = ?, response_json = ?, updated_at = ?"
+            " WHERE trace_no = ? AND state = 'sent'",
+            (state, return_code, response_json, at, trace_no),
         )
         if cursor.rowcount == 0:
-            row = conn.execute("SELECT state FROM transactions WHERE trace_no = ?", (change.trace_no,)).fetchone()
-            raise StateConflictError(change.trace_no, change.from_state, None if row is None else str(row[0]))
-        _insert_transition(
-            conn, change.trace_no, change.from_state, change.to_state, change.event, change.at, change.detail
+            row = conn.execute("SELECT state FROM backend_calls WHERE trace_no = ?", (trace_no,)).fetchone()
+            found = "there is no such call" if row is None else f"it is already {row[0]!r}"
+            raise JournalError(f"journal record_call_result: backend call {trace_no!r}: {found}")
+
+
+def _reversal_state(conn: sqlite3.Connection, original_trace_no: str) -> str | None:
+    row = conn.execute("SELECT state FROM reversals WHERE original_trace_no = ?", (original_trace_no,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _enqueue_reversal(conn: sqlite3.Connection, change: _Change, due: str) -> None:
+    with immediate_transaction(conn):
+        existing = _reversal_state(conn, change.trace_no)
+        if existing is not None:
+            raise ReversalConflictError(change.trace_no, None, existing)
+        _compare_and_set_in_transaction(conn, change)
+        conn.execute(
+            "INSERT INTO reversals (original_trace_no, state, attempts, next_attempt_at, created_at, updated_at)"
+            " VALUES (?, 'pending', 0, ?, ?, ?)",
+            (change.trace_no, due, change.at, change.at),
         )
+
+
+def _update_pending_reversal(conn: sqlite3.Connection, original_trace_no: str, assignments: str, *args: Any) -> None:
+    cursor = conn.execute(
+        f"UPDATE reversals SET {assignments} WHERE original_trace_no = ? AND state = 'pending'",  # noqa: S608 - assignments are literals of this module
+        (*args, original_trace_no),
+    )
+    if cursor.rowcount == 0:
+        raise ReversalConflictError(original_trace_no, "pending", _reversal_state(conn, original_trace_no))
+
+
+def _record_reversal_attempt(conn: sqlite3.Connection, original_trace_no: str, due: str, error: str, at: str) -> None:
+    with immediate_transaction(conn):
+        _update_pending_reversal(
+            conn,
+            original_trace_no,
+            "attempts = attempts + 1, next_attempt_at = ?, last_error = ?, updated_at = ?",
+            due,
+            error,
+            at,
+        )
+
+
+def _close_reversal(conn: sqlite3.Connection, change: _Change, state: str, extra_attempts: int) -> None:
+    with immediate_transaction(conn):
+        _update_pending_reversal(
+            conn,
+            change.trace_no,
+            "state = ?, attempts = attempts + ?, updated_at = ?",
+            state,
+            extra_attempts,
+            change.at,
+        )
+        _compare_and_set_in_transaction(conn, change)
 
 
 def _load_dict(text: str, what: str) -> dict[str, Any]:
@@ -397,6 +745,70 @@ def _select_by_states(conn: sqlite3.Connection, states: tuple[str, ...]) -> list
         states,
     ).fetchall()
     return [_to_record(row) for row in rows]
+
+
+def _time(row: sqlite3.Row, column: str) -> datetime:
+    return datetime.fromisoformat(row[column])
+
+
+def _to_call(row: sqlite3.Row) -> CallRecord:
+    trace_no = str(row["trace_no"])
+    response_json = row["response_json"]
+    try:
+        return CallRecord(
+            trace_no=trace_no,
+            original_trace_no=row["original_trace_no"],
+            kind=row["kind"],
+            state=row["state"],
+            return_code=row["return_code"],
+            response=None if response_json is None else _load_dict(response_json, f"response of call {trace_no!r}"),
+            created_at=_time(row, "created_at"),
+            updated_at=_time(row, "updated_at"),
+        )
+    except (TypeError, ValueError) as err:
+        raise JournalError(f"journal backend call {trace_no!r} is corrupt: {err}") from err
+
+
+def _select_calls(conn: sqlite3.Connection, original_trace_no: str) -> list[CallRecord]:
+    rows = conn.execute(
+        "SELECT * FROM backend_calls WHERE original_trace_no = ? ORDER BY created_at, rowid", (original_trace_no,)
+    ).fetchall()
+    return [_to_call(row) for row in rows]
+
+
+def _to_reversal(row: sqlite3.Row) -> ReversalRecord:
+    original = str(row["original_trace_no"])
+    try:
+        return ReversalRecord(
+            original_trace_no=original,
+            state=row["state"],
+            attempts=int(row["attempts"]),
+            next_attempt_at=_time(row, "next_attempt_at"),
+            created_at=_time(row, "created_at"),
+            updated_at=_time(row, "updated_at"),
+            last_error=row["last_error"],
+        )
+    except (TypeError, ValueError) as err:
+        raise JournalError(f"journal reversal of {original!r} is corrupt: {err}") from err
+
+
+def _select_reversals(conn: sqlite3.Connection, due_at: str | None) -> list[ReversalRecord]:
+    """Pending entries, oldest first; only those due at ``due_at`` unless it is ``None``."""
+    rows = conn.execute(
+        "SELECT * FROM reversals WHERE state = 'pending' AND (:due_at IS NULL OR next_attempt_at <= :due_at)"
+        " ORDER BY created_at, rowid",
+        {"due_at": due_at},
+    ).fetchall()
+    return [_to_reversal(row) for row in rows]
+
+
+def _select_reversal(conn: sqlite3.Connection, original_trace_no: str) -> ReversalRecord | None:
+    row = conn.execute("SELECT * FROM reversals WHERE original_trace_no = ?", (original_trace_no,)).fetchone()
+    return None if row is None else _to_reversal(row)
+
+
+def _count_reversals(conn: sqlite3.Connection, state: str) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM reversals WHERE state = ?", (state,)).fetchone()[0])
 
 
 def _integrity_check(conn: sqlite3.Connection) -> str:

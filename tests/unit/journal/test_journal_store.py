@@ -14,6 +14,7 @@ import pytest
 
 from misbridge.errors import JournalError
 from misbridge.journal import (
+    SCHEMA_VERSION,
     DuplicateTraceNoError,
     Journal,
     JournalSettings,
@@ -169,12 +170,12 @@ async def test_reopen_reads_back_exactly(db_path: Path) -> None:
 
 async def test_durability_settings_are_in_force(journal: Journal, db_path: Path) -> None:
     assert await journal.settings() == JournalSettings(
-        journal_mode="wal", synchronous="FULL", foreign_keys=True, schema_version=1
+        journal_mode="wal", synchronous="FULL", foreign_keys=True, schema_version=SCHEMA_VERSION
     )
     raw = sqlite3.connect(db_path)
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persisted in the file
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
     finally:
         raw.close()
 
