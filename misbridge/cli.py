@@ -30,6 +30,11 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run one card redemption on the simulators and print it")
     demo.add_argument("--card", help="test card the simulated customer presents (default: points-cash)")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the daemon's log lines")
+    demo.add_argument(
+        "--scenario", default="approve", choices=["approve", "lost-reply", "lost-reply-void"],
+        help="approve (default); lost-reply: the backend's answer is lost and misbridge inquires; "
+        "lost-reply-void: inquiries fail too and misbridge voids the sale",
+    )  # fmt: skip
     check = commands.add_parser("check-config", help="validate a configuration file and print every problem")
     check.add_argument("--config", type=Path, required=True)
     return parser
@@ -43,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             configure_logging("INFO" if args.verbose else "WARNING")
             from misbridge.demo import run_demo
 
-            return asyncio.run(run_demo(sys.stdout, card=args.card))
+            return asyncio.run(run_demo(sys.stdout, card=args.card, scenario=args.scenario))
         if args.command == "check-config":
             load_settings(args.config)
             print(f"{args.config}: OK")

@@ -66,6 +66,21 @@ class BackendSettings(BaseModel):
     signing: SigningSettings = SigningSettings()
 
 
+class ResolutionSettings(BaseModel):
+    """How unknown outcomes are resolved (inquiry) and undone (void): docs/reliability.md."""
+
+    inquiry_interval_s: float = Field(5.0, gt=0, description="pause between two inquiries of one transaction")
+    inquiry_bound_s: float = Field(90.0, gt=0, description="after this long still unknown -> void")
+    void_action: str = Field("voidCardSale", description="backend action that undoes a card sale")
+    reversal_backoff_initial_s: float = Field(1.0, gt=0)
+    reversal_backoff_max_s: float = Field(60.0, gt=0)
+    reversal_expire_s: float = Field(86400.0, gt=0, description="a void unconfirmed this long -> needs_manual")
+    drain_before_sale_s: float = Field(5.0, ge=0, description="time spent sending due voids before a new sale")
+    not_found_codes: list[str] = Field(["25"], description="inquiry codes meaning: the backend never had it")
+    pending_codes: list[str] = Field(["26"], description="inquiry/void codes meaning: still in progress, ask again")
+    void_done_codes: list[str] = Field(["00", "22", "25"], description="void codes meaning: nothing remains moved")
+
+
 class ApiSettings(BaseModel):
     """The two POS front doors; loopback only unless explicitly allowed."""
 
@@ -91,6 +106,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = IdentitySettings()
     device: DeviceSettings = DeviceSettings()
     backend: BackendSettings = BackendSettings()
+    resolution: ResolutionSettings = ResolutionSettings()
     api: ApiSettings = ApiSettings()
     journal: JournalSettings = JournalSettings()
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -117,12 +133,15 @@ class Settings(BaseSettings):
         device_steps = (
             self.device.card_timeout_s + self.device.pin_timeout_s + 2 * self.device.reply_grace_s
         )
-        internal = device_steps + self.backend.request_deadline_s
+        internal = device_steps + self.backend.request_deadline_s + self.resolution.inquiry_bound_s
         if self.api.pos_deadline_s <= internal:
             raise ValueError(
-                f"api.pos_deadline_s ({self.api.pos_deadline_s}) must exceed card + PIN + grace + "
-                f"backend deadline ({internal})"
+                f"api.pos_deadline_s ({self.api.pos_deadline_s:g}) must exceed device.card_timeout_s + "
+                f"device.pin_timeout_s + 2 x device.reply_grace_s + backend.request_deadline_s + "
+                f"resolution.inquiry_bound_s ({internal:g}): the POS must never give up before misbridge does"
             )
+        if self.resolution.reversal_backoff_max_s < self.resolution.reversal_backoff_initial_s:
+            raise ValueError("resolution.reversal_backoff_max_s must be >= resolution.reversal_backoff_initial_s")
         if self.backend.request_deadline_s <= self.backend.connect_timeout_s:
             raise ValueError("backend.request_deadline_s must exceed backend.connect_timeout_s")
         return self

@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import ipaddress
 import signal
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from loguru import logger
 from pydantic import SecretStr
@@ -22,6 +24,7 @@ from misbridge.asgi import AsgiServer
 from misbridge.backend.client import BackendClient
 from misbridge.config import Settings, read_secret
 from misbridge.core.service import TransactionService
+from misbridge.crashpoints import crash_point
 from misbridge.device.base import PinPadDriver, create_driver
 from misbridge.errors import ConfigError
 from misbridge.journal.store import Journal
@@ -83,6 +86,7 @@ class Daemon:
         self._service: TransactionService | None = None
         self._socket_server: PosSocketServer | None = None
         self._http_server: AsgiServer | None = None
+        self._background: set[asyncio.Task[None]] = set()
 
     @property
     def service(self) -> TransactionService:
@@ -106,8 +110,18 @@ class Daemon:
         self.socket_port = await self._socket_server.start()
         self._http_server = AsgiServer(create_app(self._service), settings.api.host, settings.api.http_port)
         self.http_port = await self._http_server.start()
+        # The doors are open so /health and inquiries answer, but card requests get MB92 until
+        # every interrupted transaction is finished (recovery commits each step, so a crash
+        # during recovery just means recovery runs again).
+        await self._service.recover()
+        self._spawn(self._service.resolver.run_worker(), "reversal queue")
         logger.info("misbridge ready: socket {}:{}, HTTP {}:{}", settings.api.host, self.socket_port,
                     settings.api.host, self.http_port)
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def stop(self) -> None:
         """Stop taking requests, let running transactions finish, then close everything."""
@@ -118,7 +132,11 @@ class Daemon:
         if self._http_server is not None:
             await self._http_server.stop()
         if self._service is not None:
+            crash_point("shutdown.drain")
             await self._service.drain()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self._pinpad is not None:
             await self._pinpad.stop()
         if self._backend is not None:

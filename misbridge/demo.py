@@ -7,11 +7,14 @@ would, then prints the response and the receipt built from printDetail.
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 import unicodedata
 from io import StringIO
 from pathlib import Path
 from typing import Any, TextIO
+
+import httpx
 
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.config import Settings
@@ -19,16 +22,33 @@ from misbridge.daemon import Daemon, load_signing_key
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.envelope import encode_envelope, frame_message
 from misbridge.ebuy.examples import card_redemption_request
+from misbridge.errors import ReturnCode
 from misbridge.simlaunch import Simulators, launched_simulators
 
 RULE = "-" * 46
+
+
+#: Scenario name -> (what it shows, backend faults scripted before the request).
+SCENARIOS: dict[str, tuple[str, list[dict[str, Any]]]] = {
+    "approve": ("a normal card redemption", []),
+    "lost-reply": (
+        "the backend approves but its reply is lost: misbridge inquires and the POS gets the approval",
+        [{"action": "sale", "fault": "drop-after-commit"}],
+    ),
+    "lost-reply-void": (
+        "the reply is lost and inquiries fail too: misbridge voids the sale, the customer is not charged",
+        [{"action": "sale", "fault": "drop-after-commit"},
+         {"action": "inquiry", "fault": "http-500-after-commit", "times": 1000}],
+    ),
+}  # fmt: skip
 
 
 def demo_settings(sims: Simulators, workdir: Path) -> Settings:
     """Settings that wire the daemon to the running simulators on free loopback ports."""
     return Settings(
         device={"url": str(sims.device_path)},
-        backend={"url": sims.backend_url, "signing": {"key_file": sims.signing_key_file}},
+        backend={"url": sims.backend_url, "signing": {"key_file": sims.signing_key_file}, "read_timeout_s": 5.0},
+        resolution={"inquiry_interval_s": 0.5, "inquiry_bound_s": 3.0, "reversal_backoff_initial_s": 0.5},
         api={"socket_port": 0, "http_port": 0},
         journal={"path": workdir / "journal.db"},
     )
@@ -68,23 +88,55 @@ def format_receipt(request: dict[str, Any], response: dict[str, Any]) -> str:
     return out.getvalue()
 
 
-async def run_demo(out: TextIO, *, card: str | None = None) -> int:
-    """Run the demo; returns 0 when the backend approved."""
+async def run_demo(out: TextIO, *, card: str | None = None, scenario: str = "approve") -> int:
+    """Run the demo; returns 0 when the scenario ended as it should (approved, or voided)."""
+    description, faults = SCENARIOS[scenario]
     with tempfile.TemporaryDirectory(prefix="misbridge-demo-") as tmp:
         workdir = Path(tmp)
         async with launched_simulators(workdir, card=card) as sims:
+            out.write(f"scenario            {scenario}: {description}\n")
             out.write(f"PIN pad simulator   {sims.device_path}\n")
             out.write(f"backend simulator   {sims.backend_url}\n")
             settings = demo_settings(sims, workdir)
             daemon = Daemon(settings, signing_key=load_signing_key(settings))
             await daemon.start()
             try:
-                return await _redeem(out, daemon)
+                await _script_backend_faults(sims.backend_url, faults)
+                response = await _redeem(out, daemon)
+                await _print_trail(out, daemon, response["traceNo"], expect_void=scenario == "lost-reply-void")
             finally:
                 await daemon.stop()
+    expected = ReturnCode.VOIDED.code if scenario == "lost-reply-void" else "00"
+    return 0 if response.get("returnCode") == expected else 1
 
 
-async def _redeem(out: TextIO, daemon: Daemon) -> int:
+async def _script_backend_faults(backend_url: str, faults: list[dict[str, Any]]) -> None:
+    base = backend_url.split("/ebuyweb-posp")[0]
+    async with httpx.AsyncClient(base_url=base) as client:
+        for fault in faults:
+            (await client.post("/_sim/faults", json=fault)).raise_for_status()
+
+
+async def _print_trail(out: TextIO, daemon: Daemon, trace_no: str, *, expect_void: bool) -> None:
+    view = await daemon.service.transaction(trace_no)
+    for _ in range(100):  # a queued void is sent by the reversal worker shortly after
+        if view is None or not expect_void or view["state"] == "voided":
+            break
+        await asyncio.sleep(0.1)
+        view = await daemon.service.transaction(trace_no)
+    if view is None:
+        return
+    out.write(f"journal trail of {trace_no} (docs/state-machine.md):\n")
+    for step in view["transitions"]:
+        detail = f"  ({step['detail']})" if step["detail"] else ""
+        out.write(f"  {step['at'][11:23]}  {step['event']:<17} -> {step['to']}{detail}\n")
+    for call in view["backendCalls"]:
+        out.write(f"  originated {call['kind']:<8} traceNo {call['traceNo']}: {call['state']}, "
+                  f"returnCode {call['returnCode']}\n")
+    out.write("\n")
+
+
+async def _redeem(out: TextIO, daemon: Daemon) -> dict[str, Any]:
     host = daemon.settings.api.host
     out.write(f"misbridge           socket {host}:{daemon.socket_port}, HTTP {host}:{daemon.http_port}\n\n")
     request = card_redemption_request()
@@ -97,7 +149,8 @@ async def _redeem(out: TextIO, daemon: Daemon) -> int:
     response = answer.body
     out.write("misbridge -> POS    response body:\n")
     out.write("\n".join("  " + line for line in jsonio.pretty(response).splitlines()) + "\n\n")
-    out.write(format_receipt(request, response))
+    if response.get("returnCode") == "00":
+        out.write(format_receipt(request, response))
     out.flush()
-    return 0 if response.get("returnCode") == "00" else 1
+    return response
 

@@ -60,10 +60,15 @@ class ReturnCode(Enum):
     DEVICE_BUSY = ("MB25", 409, "PIN pad busy with another transaction")
     DEVICE_ERROR = ("MB26", 502, "PIN pad reported an error")
     CARD_REMOVED = ("MB27", 409, "card removed before the transaction finished")
+    INTERRUPTED = ("MB28", 503, "interrupted by a misbridge restart before anything was sent; no money moved")
     BACKEND_NOT_SENT = ("MB30", 503, "e-Buy backend unreachable; nothing was sent, no money moved")
     BACKEND_UNKNOWN = ("MB31", 504, "e-Buy backend outcome unknown; misbridge is resolving it")
+    VOIDED = ("MB32", 502, "outcome could not be confirmed, so misbridge voids it; the customer is not charged")
+    NOT_PROCESSED = ("MB33", 502, "the backend has no record of the transaction; no money moved")
+    NEEDS_MANUAL = ("MB34", 502, "the void was not confirmed within the expiry; reconcile by hand")
     TRACE_NO_CONFLICT = ("MB41", 409, "traceNo already used with a different request")
     SHUTTING_DOWN = ("MB91", 503, "misbridge is shutting down")
+    RECOVERING = ("MB92", 503, "misbridge is finishing interrupted transactions; retry shortly")
     INTERNAL = ("MB99", 500, "internal error")
 
     @property

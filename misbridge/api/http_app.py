@@ -11,15 +11,16 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from misbridge.api.schemas import openapi_document
+from misbridge.crashpoints import crash_point
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.requests import error_response
 from misbridge.errors import RequestError, ReturnCode
-from misbridge.journal.records import TransactionRecord
 
 _STATUS_BY_CODE = {member.code: member.http_status for member in ReturnCode}
 
@@ -29,7 +30,7 @@ class PosService(Protocol):
 
     async def handle(self, action: str, body: dict[str, Any]) -> dict[str, Any]: ...
 
-    async def transaction(self, trace_no: str) -> TransactionRecord | None: ...
+    async def transaction(self, trace_no: str) -> dict[str, Any] | None: ...
 
     def health(self) -> tuple[bool, dict[str, Any]]: ...
 
@@ -66,13 +67,14 @@ def create_app(service: PosService) -> Starlette:
         if not isinstance(body, dict):
             return _refusal(RequestError("request body must be a JSON object", return_code=ReturnCode.NOT_JSON))
         answer = await service.handle(request.path_params["action"], body)
-        return JsonResponse(answer, status_code=_status_for(answer))
+        after_reply = BackgroundTask(crash_point, "pos.after_reply")
+        return JsonResponse(answer, status_code=_status_for(answer), background=after_reply)
 
     async def get_transaction(request: Request) -> Response:
-        record = await service.transaction(request.path_params["trace_no"])
-        if record is None:
+        view = await service.transaction(request.path_params["trace_no"])
+        if view is None:
             return JsonResponse({"traceNo": request.path_params["trace_no"], "error": "not found"}, 404)
-        return JsonResponse(transaction_view(record))
+        return JsonResponse(view)
 
     async def get_health(_: Request) -> Response:
         ready, detail = service.health()
@@ -90,16 +92,3 @@ def create_app(service: PosService) -> Starlette:
         ]
     )
 
-
-def transaction_view(record: TransactionRecord) -> dict[str, Any]:
-    """What the POS may see of a journal row: state, masked card, final response."""
-    return {
-        "traceNo": record.trace_no,
-        "action": record.action,
-        "state": record.state,
-        "maskedPan": record.masked_pan,
-        "returnCode": record.return_code,
-        "response": record.response,
-        "createdAt": record.created_at.isoformat(),
-        "updatedAt": record.updated_at.isoformat(),
-    }

@@ -18,6 +18,7 @@ from typing import Any
 from loguru import logger
 
 from misbridge.config import ApiSettings, IdentitySettings
+from misbridge.crashpoints import crash_point
 from misbridge.ebuy.envelope import (
     LENGTH_PREFIX_LEN,
     Envelope,
@@ -96,6 +97,7 @@ class PosSocketServer:
             return err.return_code not in _STREAM_BROKEN
         body = await self._handler(envelope.action, envelope.body)
         await self._send(writer, envelope, body)
+        crash_point("pos.after_reply")
         return True
 
     async def _read_exactly(self, reader: asyncio.StreamReader, expected: int) -> bytes:

@@ -30,6 +30,7 @@ from pydantic import SecretStr
 
 from misbridge.backend.retry import NOT_SENT, SUBMIT_RETRY, RetryPolicy, call_retrying_not_sent
 from misbridge.config import BackendSettings, IdentitySettings
+from misbridge.crashpoints import crash_point
 from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import ENVELOPE_FIELDS, Envelope, decode_body, envelope_dict
 from misbridge.errors import (
@@ -113,6 +114,7 @@ class BackendClient:
             verify=_tls_context(settings) if transport is None else True,  # a transport brings its own TLS
             transport=transport,
             follow_redirects=False,
+            event_hooks={"response": [_after_write]},
         )
 
     async def aclose(self) -> None:
@@ -221,6 +223,12 @@ class BackendClient:
             raise BackendOutcomeUnknown("reply has no signature")
         if not signing.verify(envelope, self._key, include_body=options.include_body, truncate=options.truncate):
             raise BackendOutcomeUnknown("reply signature does not verify")
+
+
+async def _after_write(response: httpx.Response) -> None:
+    # Reply headers are in: the request was written and the backend acted on it. A crash here
+    # is the "approved but the answer was lost" case the crash harness must survive.
+    crash_point(f"backend.{response.request.url.path.rsplit('/', 1)[-1]}.after_write")
 
 
 def _checked_base_url(url: str) -> str:

@@ -21,7 +21,10 @@ from loguru import logger
 
 from misbridge.backend.client import BackendClient
 from misbridge.config import Settings
-from misbridge.core.machine import FINAL_STATES, MachineModel, TransactionMachine, TxnState
+from misbridge.core.flow import Flow
+from misbridge.core.machine import FINAL_STATES, TxnState
+from misbridge.core.resolution import Resolver, pos_response
+from misbridge.crashpoints import crash_point
 from misbridge.device.base import CardRead, EncryptedPin, PinPadDriver
 from misbridge.ebuy.requests import (
     CARD_ACTIONS,
@@ -70,25 +73,6 @@ class _InFlight:
     task: asyncio.Task[Response]
 
 
-class _Flow:
-    """One transaction's machine plus its journal writes; every step commits before returning."""
-
-    def __init__(self, journal: Journal, trace_no: str, state: str = TxnState.RECEIVED) -> None:
-        self.journal = journal
-        self.trace_no = trace_no
-        self.machine = TransactionMachine(model=MachineModel(state=state))
-
-    @property
-    def state(self) -> str:
-        return str(self.machine.model.state)
-
-    async def step(self, event: str, **journal_fields: Any) -> None:
-        before = self.state
-        after = self.machine.fire(event)
-        await self.journal.record_transition(self.trace_no, before, str(after), event, **journal_fields)
-        logger.bind(traceNo=self.trace_no, state=str(after)).info("{} -> {} on {}", before, after, event)
-
-
 class TransactionService:
     """Runs POS requests to completion. ``handle`` never raises for anything the POS caused."""
 
@@ -97,8 +81,23 @@ class TransactionService:
         self._journal = journal
         self._pinpad = pinpad
         self._backend = backend
+        self._resolver = Resolver(settings.resolution, journal, backend)
         self._in_flight: dict[str, _InFlight] = {}
         self._accepting = True
+        self._recovering = False
+
+    @property
+    def resolver(self) -> Resolver:
+        """Inquiry, reversal queue and recovery (the daemon runs its worker)."""
+        return self._resolver
+
+    async def recover(self) -> int:
+        """Finish what a previous run left half done; card requests get MB92 meanwhile."""
+        self._recovering = True
+        try:
+            return await self._resolver.recover()
+        finally:
+            self._recovering = False
 
     @property
     def pinpad(self) -> PinPadDriver:
@@ -120,9 +119,35 @@ class TransactionService:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def transaction(self, trace_no: str) -> TransactionRecord | None:
-        """The journal row of ``trace_no``, if misbridge has seen it."""
-        return await self._journal.get(trace_no)
+    async def transaction(self, trace_no: str) -> dict[str, Any] | None:
+        """What support and the POS may see of ``trace_no``: state, masked card, final answer,
+        the journaled trail, any reversal and every request misbridge originated about it."""
+        record = await self._journal.get(trace_no)
+        if record is None:
+            return None
+        reversal = await self._journal.reversal(trace_no)
+        return {
+            "traceNo": record.trace_no,
+            "action": record.action,
+            "state": record.state,
+            "maskedPan": record.masked_pan,
+            "returnCode": record.return_code,
+            "response": record.response,
+            "createdAt": record.created_at.isoformat(),
+            "updatedAt": record.updated_at.isoformat(),
+            "transitions": [
+                {"from": t.from_state, "to": t.to_state, "event": t.event, "at": t.at.isoformat(), "detail": t.detail}
+                for t in await self._journal.transitions(trace_no)
+            ],
+            "reversal": None if reversal is None else {
+                "state": reversal.state, "attempts": reversal.attempts, "lastError": reversal.last_error,
+                "nextAttemptAt": reversal.next_attempt_at.isoformat(), "createdAt": reversal.created_at.isoformat(),
+            },
+            "backendCalls": [
+                {"traceNo": c.trace_no, "kind": c.kind, "state": c.state, "returnCode": c.return_code}
+                for c in await self._journal.calls(trace_no)
+            ],
+        }
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         """Readiness and details for ``/health``: ready means the PIN pad link is up."""
@@ -133,10 +158,11 @@ class TransactionService:
             "firmware": info.firmware if info else None,
             "serialNo": info.serial_no if info else None,
         }
-        ready = self._pinpad.connected and self._accepting
+        ready = self._pinpad.connected and self._accepting and not self._recovering
         return ready, {
             "status": "ready" if ready else "not ready",
             "accepting": self._accepting,
+            "recovering": self._recovering,
             "device": device,
             "inFlight": sorted(self._in_flight),
         }
@@ -149,15 +175,20 @@ class TransactionService:
             request = validate_request(action, body)
             if not self._accepting:
                 raise RequestError("misbridge is shutting down", return_code=ReturnCode.SHUTTING_DOWN)
+            if self._recovering and action in CARD_ACTIONS:
+                raise RequestError(ReturnCode.RECOVERING.meaning, return_code=ReturnCode.RECOVERING)
         except RequestError as err:
             logger.bind(traceNo=trace_no, action=action).warning("refused: {} {}", err.return_code.code, err)
             return error_response(trace_no, err, err.return_code)
         if action in CARD_ACTIONS:
             assert isinstance(request, CardRedemptionRequest)
-            return await self._join_or_start(action, dict(body), request)
-        return await self._forward(action, dict(body))
+            claim_deadline = asyncio.get_running_loop().time() + self._settings.api.pos_deadline_s - _CLAIM_MARGIN_S
+            return await self._join_or_start(action, dict(body), request, claim_deadline)
+        return await self._inquiry(dict(body))
 
-    async def _join_or_start(self, action: str, body: dict[str, Any], request: CardRedemptionRequest) -> Response:
+    async def _join_or_start(
+        self, action: str, body: dict[str, Any], request: CardRedemptionRequest, claim_deadline: float
+    ) -> Response:
         trace_no = request.traceNo
         fingerprint = request_hash(body)
         running = self._in_flight.get(trace_no)
@@ -176,29 +207,36 @@ class TransactionService:
                 f"the PIN pad is busy with transaction {busy_with}", return_code=ReturnCode.DEVICE_BUSY
             )
             return error_response(trace_no, err, err.return_code)
-        task = asyncio.create_task(self._card_transaction(action, body, request, fingerprint))
+        task = asyncio.create_task(self._card_transaction(action, body, request, fingerprint, claim_deadline))
         self._in_flight[trace_no] = _InFlight(fingerprint, task)
         task.add_done_callback(lambda _: self._in_flight.pop(trace_no, None))
         # shield: a POS that goes away must not cancel a transaction that may move money.
         return await asyncio.shield(task)
 
     async def _card_transaction(
-        self, action: str, body: dict[str, Any], request: CardRedemptionRequest, fingerprint: str
+        self, action: str, body: dict[str, Any], request: CardRedemptionRequest, fingerprint: str,
+        claim_deadline: float,
     ) -> Response:
         trace_no = request.traceNo
         existing = await self._journal.get(trace_no)
         if existing is not None:
             return self._repeat_answer(existing, action, fingerprint)
+        # Pending voids go out before a new sale (the 冲正-before-next-transaction practice).
+        await self._resolver.drain(budget_s=self._settings.resolution.drain_before_sale_s)
+        crash_point("intake.before_intent")
         await self._journal.record_intent(TransactionRecord.new(trace_no, action, TxnState.RECEIVED, body))
-        flow = _Flow(self._journal, trace_no)
+        crash_point("intake.after_intent")
+        flow = Flow(self._journal, trace_no)
         try:
             card, pin = await self._read_card_and_pin(flow, request)
         except (DeviceError, MisbridgeError) as err:
             return await self._abort(flow, err)
-        return await self._submit(flow, action, {**body, "cardInfo": card_info(card, pin)})
+        response = await self._submit(flow, action, {**body, "cardInfo": card_info(card, pin)}, claim_deadline)
+        crash_point("outcome.after_commit")
+        return response
 
     async def _read_card_and_pin(
-        self, flow: _Flow, request: CardRedemptionRequest
+        self, flow: Flow, request: CardRedemptionRequest
     ) -> tuple[CardRead, EncryptedPin]:
         device = self._settings.device
         if not self._pinpad.connected:
@@ -206,18 +244,22 @@ class TransactionService:
         amount = amount_minor_units(request.totalAmount)
         await flow.step("start_card")
         card = await self._pinpad.read_card(amount, device.card_timeout_s, f"Amount {request.totalAmount}")
+        crash_point("card.before_commit")
         await flow.step("card_read", masked_pan=card.masked_pan, card_type=card.card_type)
+        crash_point("card.after_commit")
         pin = await self._pinpad.read_pin(amount, device.pin_timeout_s, "Enter PIN", key_index=device.key_index)
+        crash_point("pin.before_commit")
         return card, pin
 
-    async def _abort(self, flow: _Flow, err: MisbridgeError) -> Response:
+    async def _abort(self, flow: Flow, err: MisbridgeError) -> Response:
         response = error_response(flow.trace_no, err, err.return_code)
         await flow.step("abort", response=response, return_code=err.return_code.code, detail=str(err))
         return response
 
-    async def _submit(self, flow: _Flow, action: str, outbound: dict[str, Any]) -> Response:
+    async def _submit(self, flow: Flow, action: str, outbound: dict[str, Any], claim_deadline: float) -> Response:
         # The intent to submit is durable before the first byte leaves (R1).
         await flow.step("pin_entered")
+        crash_point("submit.after_commit")
         try:
             reply = await self._backend.submit(action, outbound)
         except BackendNotSent as err:
@@ -225,11 +267,14 @@ class TransactionService:
             await flow.step("not_sent", response=response, return_code=err.return_code.code, detail=str(err))
             return response
         except BackendOutcomeUnknown as err:
-            response = error_response(flow.trace_no, err, err.return_code)
-            await flow.step(
-                "outcome_unknown", response=response, return_code=err.return_code.code, detail=str(err)
-            )
-            return response
+            # Never re-submitted: find out by inquiry, void if it cannot be confirmed (R7).
+            await flow.step("outcome_unknown", detail=str(err))
+            final = await self._resolver.resolve(flow.trace_no, claim_deadline=claim_deadline)
+            record = await self._journal.get(flow.trace_no)
+            if final in FINAL_STATES and record is not None and record.response is not None:
+                return dict(record.response)
+            return pos_response(flow.trace_no, ReturnCode.VOIDED)
+        crash_point("submit.after_reply")
         event = "approve" if reply.approved else "decline"
         await flow.step(event, response=reply.body, return_code=reply.return_code)
         return reply.body
@@ -242,18 +287,42 @@ class TransactionService:
                 return_code=ReturnCode.TRACE_NO_CONFLICT,
             )
             return error_response(trace_no, err, err.return_code)
-        if existing.state in FINAL_STATES and existing.response is not None:
-            return dict(existing.response)
-        err = RequestError(
-            f"traceNo {trace_no} is not finished (state {existing.state}); its outcome is being resolved",
-            return_code=ReturnCode.BACKEND_UNKNOWN,
-        )
-        return error_response(trace_no, err, err.return_code)
+        return answer_from_journal(existing)
 
-    async def _forward(self, action: str, body: dict[str, Any]) -> Response:
+    async def _inquiry(self, body: dict[str, Any]) -> Response:
+        """``inquiry`` from the POS: answered from the journal when misbridge knows the original."""
         trace_no = str(body.get("traceNo", ""))
-        try:
-            reply = await self._backend.submit(action, body)
-        except (BackendNotSent, BackendOutcomeUnknown) as err:
-            return error_response(trace_no, err, err.return_code)
-        return reply.body
+        original = await self._journal.get(str(body["originalTraceNo"]))
+        if original is None:  # a transaction misbridge never saw: ask the backend
+            try:
+                reply = await self._backend.submit("inquiry", body)
+            except (BackendNotSent, BackendOutcomeUnknown) as err:
+                return error_response(trace_no, err, err.return_code)
+            return reply.body
+        running = self._in_flight.get(original.trace_no)
+        if running is not None:
+            await asyncio.shield(running.task)
+            original = await self._journal.get(original.trace_no) or original
+        return answer_from_journal(original) | {"traceNo": trace_no, "originalTraceNo": original.trace_no}
+
+
+#: Margin between the POS's deadline and the last moment misbridge hands it an approval.
+_CLAIM_MARGIN_S = 2.0
+
+_STATE_CODES = {
+    TxnState.RECEIVED: ReturnCode.INTERRUPTED,
+    TxnState.READING_CARD: ReturnCode.INTERRUPTED,
+    TxnState.READING_PIN: ReturnCode.INTERRUPTED,
+    TxnState.SUBMITTING: ReturnCode.BACKEND_UNKNOWN,
+    TxnState.UNKNOWN: ReturnCode.BACKEND_UNKNOWN,
+    TxnState.INQUIRING: ReturnCode.BACKEND_UNKNOWN,
+    TxnState.VOIDING: ReturnCode.VOIDED,
+    TxnState.NEEDS_MANUAL: ReturnCode.NEEDS_MANUAL,
+}
+
+
+def answer_from_journal(record: TransactionRecord) -> Response:
+    """What the POS is told about a transaction the journal holds: its final answer, or its state."""
+    if record.state in FINAL_STATES and record.response is not None:
+        return dict(record.response)
+    return pos_response(record.trace_no, _STATE_CODES.get(TxnState(record.state), ReturnCode.BACKEND_UNKNOWN))

@@ -81,20 +81,21 @@ IMPORT_RULES: dict[str, ImportRule] = {
         "misbridge.link", "misbridge.transport", "misbridge.errors", "misbridge.config", "loguru"
     ),
     "misbridge.backend": _rule(
-        "misbridge.ebuy", "misbridge.errors", "misbridge.config", "httpx", "tenacity", "pydantic", "loguru"
+        "misbridge.ebuy", "misbridge.errors", "misbridge.config", "misbridge.crashpoints", "httpx", "tenacity",
+        "pydantic", "loguru"
     ),
     "misbridge.journal": _rule("misbridge.ebuy", "misbridge.errors", sqlite=True),
     "misbridge.core": _rule(
         "misbridge.device", "misbridge.backend", "misbridge.journal", "misbridge.ebuy", "misbridge.errors",
-        "misbridge.config", "statemachine", "loguru",
+        "misbridge.config", "misbridge.crashpoints", "statemachine", "loguru",
     ),
     "misbridge.api": _rule(
         "misbridge.__version__", "misbridge.ebuy", "misbridge.errors", "misbridge.config",
-        "misbridge.journal.records", "starlette", "pydantic", "loguru",
+        "misbridge.journal.records", "misbridge.crashpoints", "starlette", "pydantic", "loguru",
     ),
     "simulators": _rule(
         "misbridge.link", "misbridge.ebuy", "misbridge.errors", "misbridge.asgi", "misbridge.pan", "cryptography",
-        "starlette", subprocess=True,
+        "starlette", "pydantic", subprocess=True,
     ),
 }
 

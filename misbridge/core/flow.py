@@ -1,0 +1,37 @@
+"""One transaction step = one state-machine move + one journal commit, in that order."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loguru import logger
+
+from misbridge.core.machine import TransactionMachine, TxnState
+from misbridge.journal.store import Journal
+
+
+async def journaled_step(journal: Journal, trace_no: str, state: str, event: str, **fields: Any) -> TxnState:
+    """Move ``trace_no`` from ``state`` by ``event``; returns the new state once it is committed.
+
+    Raises:
+        InvalidTransition: the machine does not allow ``event`` in ``state``.
+        JournalError: the journal row is not in ``state`` any more, or the write failed.
+    """
+    target = TransactionMachine.restore(state).fire(event)
+    await journal.record_transition(trace_no, state, str(target), event, **fields)
+    logger.bind(traceNo=trace_no, state=str(target)).info("{} -> {} on {}", state, target, event)
+    return target
+
+
+class Flow:
+    """A transaction's current state plus the journal it is committed to."""
+
+    def __init__(self, journal: Journal, trace_no: str, state: str = TxnState.RECEIVED) -> None:
+        self.journal = journal
+        self.trace_no = trace_no
+        self.state = state
+
+    async def step(self, event: str, **fields: Any) -> TxnState:
+        """Fire ``event`` and commit it; the flow's state follows only after the commit."""
+        self.state = await journaled_step(self.journal, self.trace_no, self.state, event, **fields)
+        return TxnState(self.state)

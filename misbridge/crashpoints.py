@@ -1,0 +1,62 @@
+"""Test-only crash points: kill the process at a named durable step.
+
+``MISBRIDGE_CRASH_AT=<point>[:<nth>]`` makes the *nth* (default first) pass through ``<point>``
+call ``os._exit(137)``, the way a power cut or ``kill -9`` ends a process: no cleanup, no
+flush beyond what was already committed. The hook is **inert** unless ``MISBRIDGE_TEST_HOOKS=1``
+is also set, so a stray variable on a store machine does nothing. The harness in
+``tests/crash`` uses every point in :data:`POINTS` (docs/reliability.md lists them).
+"""
+
+from __future__ import annotations
+
+import os
+
+ENV_POINT = "MISBRIDGE_CRASH_AT"
+ENV_ENABLE = "MISBRIDGE_TEST_HOOKS"
+EXIT_CODE = 137
+
+#: Every named durable step, in the order a transaction meets them.
+POINTS: tuple[str, ...] = (
+    "intake.before_intent",  # request validated, intent not yet committed
+    "intake.after_intent",  # intent committed, pad not yet asked
+    "card.before_commit",  # card data arrived, not yet committed
+    "card.after_commit",  # card committed, PIN not yet asked
+    "pin.before_commit",  # PIN block arrived, submitting not yet committed
+    "submit.after_commit",  # submitting committed, no byte sent to the backend yet
+    "backend.cardRedemption.after_write",  # sale written, reply headers arrived, body not read
+    "submit.after_reply",  # reply parsed, outcome not yet committed
+    "outcome.after_commit",  # outcome committed, POS not yet told
+    "pos.after_reply",  # POS told
+    "inquiry.after_alloc",  # inquiry traceNo committed, inquiry not yet sent
+    "backend.inquiry.after_write",  # inquiry written, reply not read
+    "inquiry.after_reply",  # inquiry answered, verdict not yet committed
+    "inquiry.after_commit",  # verdict committed
+    "void.after_enqueue",  # void queued (state voiding) and not yet sent
+    "void.after_alloc",  # void traceNo committed, not yet sent
+    "backend.voidCardSale.after_write",  # void written, reply not read
+    "void.after_reply",  # void answered, not yet committed
+    "void.after_commit",  # void done and committed
+    "recovery.start",  # start-up recovery begun, nothing recovered yet
+    "recovery.after_first",  # first interrupted transaction recovered
+    "shutdown.drain",  # SIGTERM received, running transactions draining
+)
+
+
+def _parse(value: str) -> tuple[str, int] | None:
+    if not value:
+        return None
+    point, _, nth = value.partition(":")
+    return point, int(nth) if nth else 1
+
+
+_TARGET = _parse(os.environ.get(ENV_POINT, "")) if os.environ.get(ENV_ENABLE) == "1" else None
+_passes: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """Die here if the test hook names this point; otherwise do nothing (one dict lookup)."""
+    if _TARGET is None or _TARGET[0] != name:
+        return
+    _passes[name] = _passes.get(name, 0) + 1
+    if _passes[name] == _TARGET[1]:
+        os._exit(EXIT_CODE)
