@@ -8,6 +8,7 @@ settings only name the *file* a secret is read from (systemd credentials, see do
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,8 @@ from pydantic_settings import (
 from misbridge.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/misbridge/misbridge.toml")
+#: The TOML file of the Settings being built by load_settings (None: $MISBRIDGE_CONFIG, if set).
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("misbridge_config_file", default=None)
 
 
 class IdentitySettings(BaseModel):
@@ -122,7 +125,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # The TOML path is read here, at call time: a toml_file in model_config would be fixed
         # when the class is defined (python-ecosystem-notes §7).
-        toml_path = os.environ.get("MISBRIDGE_CONFIG", "")
+        toml_path = _CONFIG_FILE.get() or os.environ.get("MISBRIDGE_CONFIG", "")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_path:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(toml_path)))
@@ -153,14 +156,15 @@ def load_settings(config_path: Path | None = None, **overrides: object) -> Setti
     Raises:
         ConfigError: the file is missing or a value is invalid; the message names each key.
     """
-    if config_path is not None:
-        if not config_path.is_file():
-            raise ConfigError(f"configuration file {config_path} does not exist")
-        os.environ["MISBRIDGE_CONFIG"] = str(config_path)
+    if config_path is not None and not config_path.is_file():
+        raise ConfigError(f"configuration file {config_path} does not exist")
+    token = _CONFIG_FILE.set(config_path)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValueError as err:
         raise ConfigError(f"invalid configuration: {err}") from err
+    finally:
+        _CONFIG_FILE.reset(token)
 
 
 def read_secret(path: Path | None, *, credential_name: str = "") -> SecretStr | None:
