@@ -134,6 +134,7 @@ class Daemon:
         if self._service is not None:
             crash_point("shutdown.drain")
             await self._service.drain()
+            await self._service.resolver.finish()
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

@@ -87,6 +87,7 @@ class Resolver:
         self._clock = clock
         self._void_lock = asyncio.Lock()  # one void in flight, whoever sends it (worker or drain)
         self._wake = asyncio.Event()
+        self._drain_task: asyncio.Task[int] | None = None
 
     # -- inquiry ----------------------------------------------------------------------------
 
@@ -235,6 +236,24 @@ class Resolver:
             await self.attempt_void(reversal)
             attempted += 1
         return attempted
+
+    async def drain_before_sale(self) -> None:
+        """Send due voids before a new sale, waiting at most ``drain_before_sale_s`` for them.
+
+        The drain runs as its own task: when the budget runs out the sale goes ahead and the
+        voids carry on in the background, never cut off half way.
+        """
+        if not await self._journal.due_reversals():
+            return
+        if self._drain_task is None or self._drain_task.done():
+            self._drain_task = asyncio.create_task(self.drain(budget_s=float("inf")), name="drain before sale")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(self._drain_task), self._settings.drain_before_sale_s)
+
+    async def finish(self) -> None:
+        """Wait for a drain started before a sale to finish (shutdown: a void is never cut off)."""
+        if self._drain_task is not None:
+            await asyncio.gather(self._drain_task, return_exceptions=True)
 
     async def run_worker(self) -> None:
         """Drain the reversal queue forever: due entries now, then sleep until the next is due."""

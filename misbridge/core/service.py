@@ -222,7 +222,7 @@ class TransactionService:
         if existing is not None:
             return self._repeat_answer(existing, action, fingerprint)
         # Pending voids go out before a new sale (the 冲正-before-next-transaction practice).
-        await self._resolver.drain(budget_s=self._settings.resolution.drain_before_sale_s)
+        await self._resolver.drain_before_sale()
         crash_point("intake.before_intent")
         await self._journal.record_intent(TransactionRecord.new(trace_no, action, TxnState.RECEIVED, body))
         crash_point("intake.after_intent")
