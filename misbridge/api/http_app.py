@@ -32,7 +32,7 @@ class PosService(Protocol):
 
     async def transaction(self, trace_no: str) -> dict[str, Any] | None: ...
 
-    def health(self) -> tuple[bool, dict[str, Any]]: ...
+    async def health(self) -> tuple[bool, dict[str, Any]]: ...
 
 
 class JsonResponse(Response):
@@ -77,7 +77,7 @@ def create_app(service: PosService) -> Starlette:
         return JsonResponse(view)
 
     async def get_health(_: Request) -> Response:
-        ready, detail = service.health()
+        ready, detail = await service.health()
         return JsonResponse(detail, status_code=200 if ready else 503)
 
     async def get_openapi(_: Request) -> Response:

@@ -149,8 +149,11 @@ class TransactionService:
             ],
         }
 
-    def health(self) -> tuple[bool, dict[str, Any]]:
-        """Readiness and details for ``/health``: ready means the PIN pad link is up."""
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        """Readiness and details for ``/health``: ready means the PIN pad link is up.
+
+        ``alerts`` lists what needs a person: a reversal in NEEDS_MANUAL never clears by itself.
+        """
         info = self._pinpad.info
         device = {
             "connected": self._pinpad.connected,
@@ -159,12 +162,16 @@ class TransactionService:
             "serialNo": info.serial_no if info else None,
         }
         ready = self._pinpad.connected and self._accepting and not self._recovering
+        needs_manual = await self._journal.count_reversals("needs_manual")
+        alerts = [f"{needs_manual} reversal(s) need manual resolution"] if needs_manual else []
         return ready, {
             "status": "ready" if ready else "not ready",
             "accepting": self._accepting,
             "recovering": self._recovering,
             "device": device,
             "inFlight": sorted(self._in_flight),
+            "reversals": {"pending": await self._journal.count_reversals("pending"), "needsManual": needs_manual},
+            "alerts": alerts,
         }
 
     async def handle(self, action: str, body: Mapping[str, Any]) -> Response:

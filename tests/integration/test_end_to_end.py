@@ -240,7 +240,7 @@ async def test_concurrent_transaction_is_refused_as_busy(bench: Bench) -> None:
     first = asyncio.create_task(_socket(bench, "cardRedemption", _request()))
     await asyncio.sleep(0)  # let the first one claim the pad
     for _ in range(50):
-        if bench.daemon.service.health()[1]["inFlight"]:
+        if (await bench.daemon.service.health())[1]["inFlight"]:
             break
         await asyncio.sleep(0.01)
     second = await _socket(bench, "cardRedemption", _request())
