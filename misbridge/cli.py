@@ -10,7 +10,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from misbridge import __version__
+from misbridge import __version__, systemd
 from misbridge.config import Settings, load_settings
 from misbridge.daemon import Daemon, load_signing_key, wait_for_stop_signal
 from misbridge.errors import ConfigError
@@ -87,7 +87,10 @@ async def _serve(config: Path | None, *, simulators: bool) -> int:
 
 async def _run_daemon(settings: Settings) -> int:
     daemon = Daemon(settings, signing_key=load_signing_key(settings))
+    systemd.status("starting: journal, PIN pad link, recovery of interrupted transactions")
     await daemon.start()
+    systemd.ready(f"serving: e-Buy socket {settings.api.host}:{daemon.socket_port}, HTTP port {daemon.http_port}")
+    watchdog = asyncio.create_task(systemd.watchdog_loop(daemon.is_alive), name="systemd watchdog")
     print(
         f"misbridge serving: e-Buy socket {settings.api.host}:{daemon.socket_port}, "
         f"HTTP http://{settings.api.host}:{daemon.http_port}  (Ctrl-C to stop)",
@@ -97,5 +100,7 @@ async def _run_daemon(settings: Settings) -> int:
         await wait_for_stop_signal()
         logger.info("stop requested")
     finally:
+        systemd.stopping("draining transactions in flight")
         await daemon.stop()
+        watchdog.cancel()  # after stop: the pings go on while running transactions drain
     return 0

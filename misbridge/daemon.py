@@ -94,6 +94,10 @@ class Daemon:
         assert self._service is not None, "daemon not started"
         return self._service
 
+    def is_alive(self) -> bool:
+        """Watchdog self-check: started, and the reversal-queue worker has not died."""
+        return self._service is not None and any(t.get_name() == "reversal queue" for t in self._background)
+
     async def start(self) -> None:
         """Open the journal, start the PIN-pad link and backend client, then open the front doors."""
         settings = self.settings

@@ -1,0 +1,63 @@
+"""Where misbridge's secrets come from: systemd credentials first-class, files as the fallback.
+
+Secrets (the backend signing key, the POS API bearer token, a TLS client key) are never
+settings, environment variables or arguments (reliability requirement R20). Under systemd the
+unit loads them with ``LoadCredential=`` (or ``LoadCredentialEncrypted=``) into
+``$CREDENTIALS_DIRECTORY``, a per-service, non-swappable, 0400 directory only this service can
+read. The credential names below are the contract with systemd/misbridge.service; a test
+keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from loguru import logger
+from pydantic import SecretStr
+
+#: The e-Buy request/response signing key (backend.signing).
+SIGNING_KEY_CREDENTIAL = "ebuy-signing-key"
+#: The bearer token the POS presents to the local API.
+API_TOKEN_CREDENTIAL = "api-token"  # noqa: S105 - the credential's name, not a token
+#: The private key of a TLS client certificate towards the backend (if the backend wants one).
+TLS_CLIENT_KEY_CREDENTIAL = "tls-client-key"
+
+#: Credentials systemd/misbridge.service loads unconditionally (both files must exist).
+UNIT_CREDENTIALS = (SIGNING_KEY_CREDENTIAL, API_TOKEN_CREDENTIAL)
+
+
+def credentials_directory() -> Path | None:
+    """``$CREDENTIALS_DIRECTORY`` if systemd set it and it exists, else None."""
+    value = os.environ.get("CREDENTIALS_DIRECTORY", "")
+    path = Path(value) if value else None
+    return path if path is not None and path.is_dir() else None
+
+
+def secret_file_problem(path: Path) -> str | None:
+    """Why ``path`` is a poor place for a secret (readable by group or others), or None."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        return f"cannot stat {path}: {err.strerror}"
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"{path} is accessible to group or others (mode {stat.filemode(mode)}); use chmod 0400 or 0600"
+    return None
+
+
+def load_secret(name: str, path: Path | None = None) -> SecretStr | None:
+    """The secret called ``name``: from ``path`` if given and present, else from the credential.
+
+    Trailing newlines are stripped (``echo key > file`` adds one). A file ``path`` readable by
+    group or others is still used but logged as a warning (its path only, never its content).
+    Returns None when neither source has it.
+    """
+    if path is not None and path.is_file():
+        if problem := secret_file_problem(path):
+            logger.warning("secret {!r}: {}", name, problem)
+        return SecretStr(path.read_text(encoding="utf-8").rstrip("\r\n"))
+    directory = credentials_directory()
+    if directory is not None and (directory / name).is_file():
+        return SecretStr((directory / name).read_text(encoding="utf-8").rstrip("\r\n"))
+    return None
