@@ -1,27 +1,29 @@
-"""The simulator's action handlers: cardRedemption, inquiry and voidCardSale.
+"""The simulator's action handlers: cardRedemption / cardPayment, inquiry and voidCardSale.
 
 Each handler gets the decoded request body and the traceNo's ledger record (already counted,
-already checked to be unused), decides, records the outcome and returns the response body.
+already checked to be unused, and marked in progress), decides, records the outcome and
+returns the response body. Handlers never await: a decision is one step, so the ledger never
+shows half of one.
 """
 
 from __future__ import annotations
 
 import copy
 import hmac
-import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from simulators.backend.codes import SUCCESS_DESC, Declined, SimCode
-from simulators.backend.ledger import Ledger, TraceRecord, TraceState
+from simulators.backend.ledger import SALE_ACTIONS, Ledger, TraceRecord, TraceState
 from simulators.backend.settlement import Settlement, settle
 from simulators.cards import TestCard, Usage
 from simulators.crypto import decrypt_pin, decrypt_text
 
 CARD_REDEMPTION = "cardRedemption"
+CARD_PAYMENT = "cardPayment"
 INQUIRY = "inquiry"
 VOID_CARD_SALE = "voidCardSale"
 CURRENCY = "CNY"
@@ -30,13 +32,12 @@ _MAX_DECIMALS = 2
 
 @dataclass
 class SimContext:
-    """What handlers share: the ledger, the cards, the working key, the clock and the order counter."""
+    """What handlers share: the ledger (which also numbers orders), the cards, the working key, the clock."""
 
     ledger: Ledger
     cards: Mapping[str, TestCard]
     working_key: bytes
     clock: Callable[[], datetime] = datetime.now
-    _sequence: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     def card_by_pan(self, pan: str) -> TestCard | None:
         """The test card with this PAN, if the simulated bank knows it."""
@@ -48,7 +49,7 @@ class SimContext:
 
     def next_order_no(self, trans_date: str) -> str:
         """A 12-digit orderNo, unique within this simulator: yyMMdd + a 6-digit sequence."""
-        return f"{trans_date[2:8]}{next(self._sequence) % 1_000_000:06d}"
+        return f"{trans_date[2:8]}{self.ledger.next_order_serial() % 1_000_000:06d}"
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,10 @@ def decline_body(trace_no: str, trans_date: str, code: SimCode | str, desc: str)
 
 
 def card_redemption(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) -> dict[str, Any]:
-    """Decrypt the card and PIN, apply the card's usage, answer like the book's §10.2 example."""
+    """Decrypt the card and PIN, apply the card's usage, answer like the book's §10.2 example.
+
+    cardPayment (§10.1, the same body plus ``acquirer``) is handled alike.
+    """
     trans_date = ctx.trans_date()
     try:
         sale = _parse_sale(body)
@@ -94,7 +98,7 @@ def card_redemption(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) 
 
 
 def inquiry(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) -> dict[str, Any]:
-    """Answer with the original's response (own traceNo, originalTraceNo added), or 23 / 25."""
+    """Answer with the original's response (own traceNo, originalTraceNo added), or 23 / 25 / 26."""
     trans_date = ctx.trans_date()
     try:
         original = _original(ctx, record, body)
@@ -111,7 +115,10 @@ def inquiry(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) -> dict[
 
 
 def void_card_sale(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) -> dict[str, Any]:
-    """Reverse an approved sale's effect on the card (a system void: no card or PIN needed)."""
+    """Reverse an approved sale's effect on the card (a system void: no card or PIN needed).
+
+    An original still in progress is not voided ("26": ask again once it is decided).
+    """
     trans_date = ctx.trans_date()
     try:
         original = _original(ctx, record, body)
@@ -121,7 +128,7 @@ def void_card_sale(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) -
     account = ctx.ledger.apply(
         card_name, points_delta=-original.points_delta, balance_delta=-original.balance_delta
     )
-    original.state = TraceState.VOIDED
+    original.state, original.voided_by = TraceState.VOIDED, record.trace_no
     record.card, record.total_amount = card_name, original.total_amount
     record.points_delta, record.balance_delta = -original.points_delta, -original.balance_delta
     record.fund_channel = copy.deepcopy(original.fund_channel)
@@ -144,6 +151,7 @@ def void_card_sale(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) -
 #: The actions the simulator implements.
 HANDLERS: dict[str, Handler] = {
     CARD_REDEMPTION: card_redemption,
+    CARD_PAYMENT: card_redemption,
     INQUIRY: inquiry,
     VOID_CARD_SALE: void_card_sale,
 }
@@ -262,15 +270,19 @@ def _original(ctx: SimContext, record: TraceRecord, body: Mapping[str, Any]) -> 
         raise _format_error("originalTraceNo is required")
     record.original_trace_no = original_no
     original = ctx.ledger.get(original_no)
-    if original is None or not original.processed or original is record:
+    if original is None or not original.used or original is record:
+        if original is not record:
+            ctx.ledger.bar(original_no)  # "not found" must stay true: a late original is refused
         raise Declined(SimCode.ORIGINAL_NOT_FOUND, "original transaction not found")
+    if original.in_progress:
+        raise Declined(SimCode.ORIGINAL_IN_PROGRESS, "original transaction in progress")
     return original
 
 
 def _voidable_card(original: TraceRecord) -> str:
     if original.state is TraceState.VOIDED:
         raise Declined(SimCode.ALREADY_VOIDED, "already voided")
-    approved_sale = original.action == CARD_REDEMPTION and original.state is TraceState.APPROVED
+    approved_sale = original.action in SALE_ACTIONS and original.state is TraceState.APPROVED
     if not approved_sale or original.card is None:
         raise Declined(SimCode.ORIGINAL_NOT_FOUND, "original transaction is not an approved sale; nothing to void")
     return original.card

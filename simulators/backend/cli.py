@@ -2,6 +2,10 @@
 
 ``simulators/cli.py`` owns the top-level parser; it calls :func:`add_arguments` for the
 ``backend`` sub-command and awaits :func:`run`.
+
+A test that needs the backend to be unreachable for a while stops this process and starts it
+again on the same ``--port`` (the socket has SO_REUSEADDR, so the port is free at once); with
+``--ledger-file`` the restarted simulator carries on with the same ledger.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sign-truncate", type=int, default=0, metavar="N", help="keep N hex chars of the MD5 (0 = all 32)"
     )
+    parser.add_argument(
+        "--ledger-file", type=Path, default=None, metavar="PATH",
+        help="keep the ledger in this JSON file: read at start if present, rewritten after every change",
+    )
 
 
 def signing_key(args: argparse.Namespace) -> str | None:
@@ -50,15 +58,20 @@ def signing_key(args: argparse.Namespace) -> str | None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    """Serve until cancelled or SIGINT/SIGTERM; returns the exit status (0, or 2 for a bad key file)."""
+    """Serve until cancelled or SIGINT/SIGTERM; returns the exit status (0, or 2 for a bad key or ledger file)."""
     try:
         key = signing_key(args)
     except OSError as err:
         print(f"cannot read --key-file: {err}", file=sys.stderr)
         return 2
-    sim = BackendSimulator(
-        signing_key=key, include_body=not args.sign_exclude_body, truncate=args.sign_truncate, prefix=args.prefix
-    )
+    try:
+        sim = BackendSimulator(
+            signing_key=key, include_body=not args.sign_exclude_body, truncate=args.sign_truncate,
+            prefix=args.prefix, ledger_file=args.ledger_file,
+        )
+    except (OSError, ValueError) as err:
+        print(f"cannot use --ledger-file: {err}", file=sys.stderr)
+        return 2
     url = await sim.start(args.host, args.port)
     print(f"e-Buy backend simulator listening on {url}", flush=True)
     try:

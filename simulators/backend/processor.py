@@ -1,6 +1,9 @@
 """Envelope in, envelope out: the simulator's checks before and around the action handlers.
 
-Order of checks for one POST ``{prefix}/{action}``:
+A request goes through two steps, so that faults can come between them
+(simulators.backend.faults) and an inquiry can see a sale that is still being processed:
+
+:meth:`Processor.receive`, at once when the request arrives:
 
 1. the envelope is JSON with string ``action``, ``deviceNo``, ``shopNo``, ``brand``, ``body``
    (else "30");
@@ -8,8 +11,11 @@ Order of checks for one POST ``{prefix}/{action}``:
 3. the signature verifies (when the simulator has a key; else "63");
 4. the body decodes and the path names the envelope's action (else "30");
 5. the action is one the simulator implements (else "12"); the body has a ``traceNo`` (else "30");
-6. the traceNo was never processed before (else "94"; the original is not applied again);
-7. the action's handler decides.
+6. the traceNo was never used before (else "94"; the original is not applied again);
+7. the record is marked ``in_progress``: the traceNo is taken from now on.
+
+:meth:`Processor.commit`, after any scripted delay: the action's handler decides (or the
+rejection of steps 1-6 is answered).
 
 Every reply is a well-formed envelope signed with the simulator's key.
 """
@@ -25,6 +31,7 @@ from misbridge.ebuy.envelope import ENVELOPE_FIELDS, Envelope, decode_body, enve
 from misbridge.errors import RequestError
 from simulators.backend.actions import HANDLERS, SimContext, decline_body
 from simulators.backend.codes import SimCode
+from simulators.backend.ledger import TraceRecord, TraceState
 
 
 @dataclass(frozen=True)
@@ -48,11 +55,44 @@ class SigningOptions:
         return signing.verify(fields, self.key, include_body=self.include_body, truncate=self.truncate)
 
 
+@dataclass
+class Intake:
+    """One received request, between :meth:`Processor.receive` and :meth:`Processor.commit`.
+
+    Attributes:
+        path_action: the action named by the URL.
+        envelope: the parsed envelope, None when it was not a valid one.
+        body: the decoded body, None when it did not decode.
+        trace_no: the body's traceNo ("" when absent).
+        record: the traceNo's ledger record (None without a traceNo).
+        rejection: the reply body when refused before any handler (63, 30, 12, 94), else None.
+    """
+
+    path_action: str
+    envelope: dict[str, Any] | None
+    body: dict[str, Any] | None
+    trace_no: str
+    record: TraceRecord | None
+    rejection: dict[str, Any] | None
+
+    @property
+    def accepted(self) -> bool:
+        """True when it passed every check: its record went in progress, for a handler (or a decline fault)."""
+        return self.rejection is None and self.record is not None
+
+    @property
+    def original_trace_no(self) -> str:
+        """The body's originalTraceNo ("" when absent): what an inquiry or void is about."""
+        value = self.body.get("originalTraceNo") if self.body is not None else None
+        return value if isinstance(value, str) else ""
+
+
 class Processor:
     """Turns one request (path action + raw bytes) into one reply envelope (a dict to serialise).
 
-    Synchronous on purpose: a request is decided without awaiting, so concurrent requests
-    never interleave inside the ledger.
+    Every step is synchronous on purpose: a step never awaits, so concurrent requests never
+    interleave inside the ledger. Only the time between :meth:`receive` and :meth:`commit`
+    may be long (a scripted delay); the record is ``in_progress`` meanwhile.
     """
 
     def __init__(self, ctx: SimContext, options: SigningOptions) -> None:
@@ -60,18 +100,55 @@ class Processor:
         self.options = options
 
     def handle(self, path_action: str, raw: bytes) -> dict[str, Any]:
-        """Decide one request and return the signed reply envelope."""
+        """Receive and decide one request at once; returns the signed reply envelope."""
+        return self.commit(self.receive(path_action, raw))
+
+    def receive(self, path_action: str, raw: bytes) -> Intake:
+        """Parse and check a request, count it, and mark its record in progress if it is accepted."""
         envelope = _parse(raw)
         if envelope is None:
             detail = "envelope must be JSON with string action, deviceNo, shopNo, brand and body"
-            return self._reply(Envelope(path_action, "", "", "", self._reject("", SimCode.FORMAT_ERROR, detail)))
+            return Intake(path_action, None, None, "", None, self._reject("", SimCode.FORMAT_ERROR, detail))
         body = _decode(envelope)
         trace_no = body.get("traceNo") if body is not None else None
         trace_no = trace_no if isinstance(trace_no, str) else ""
-        action = envelope["action"]
-        reply_body = self._decide(path_action, envelope, body, trace_no)
+        record = self.ctx.ledger.count_submission(trace_no, envelope["action"]) if trace_no else None
+        rejection = self._check(path_action, envelope, body, trace_no, record)
+        intake = Intake(path_action, envelope, body, trace_no, record, rejection)
+        if record is not None and not record.used and intake.original_trace_no:
+            record.original_trace_no = intake.original_trace_no  # what a void or inquiry targets, even if faulted
+        if rejection is None and record is not None:
+            record.action, record.state = envelope["action"], TraceState.IN_PROGRESS
+        return intake
+
+    def commit(self, intake: Intake) -> dict[str, Any]:
+        """Let the action's handler decide an accepted request (or answer its rejection)."""
+        if intake.rejection is not None:
+            return self.reply(intake, intake.rejection)
+        record, envelope, body = intake.record, intake.envelope, intake.body
+        if record is None or envelope is None or body is None or not record.in_progress:
+            raise RuntimeError(f"traceNo {intake.trace_no!r} is not in progress: declined or abandoned already")
+        return self.reply(intake, HANDLERS[envelope["action"]](self.ctx, record, body))
+
+    def abandon(self, intake: Intake) -> None:
+        """Give an accepted request up without deciding it: its record is ``not_applied`` again."""
+        if intake.accepted and intake.record is not None and intake.record.in_progress:
+            intake.record.state = TraceState.NOT_APPLIED
+
+    def decline(self, intake: Intake, code: str, desc: str) -> dict[str, Any]:
+        """Answer ``code`` without running the handler; an accepted request is recorded as declined."""
+        reply_body = decline_body(intake.trace_no, self.ctx.trans_date(), code, desc)
+        if intake.accepted and intake.record is not None and intake.record.in_progress:
+            intake.record.state, intake.record.response = TraceState.DECLINED, reply_body
+        return self.reply(intake, reply_body)
+
+    def reply(self, intake: Intake, reply_body: dict[str, Any]) -> dict[str, Any]:
+        """The signed reply envelope carrying ``reply_body``, echoing the request's envelope fields."""
+        envelope = intake.envelope
+        if envelope is None:
+            return self._reply(Envelope(intake.path_action, "", "", "", reply_body))
         return self._reply(
-            Envelope(action, envelope["deviceNo"], envelope["shopNo"], envelope["brand"], reply_body)
+            Envelope(envelope["action"], envelope["deviceNo"], envelope["shopNo"], envelope["brand"], reply_body)
         )
 
     def sign_envelope(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -82,26 +159,28 @@ class Processor:
             fields[signing.SIGN_FIELD] = signature
         return fields
 
-    def _decide(
-        self, path_action: str, envelope: Mapping[str, Any], body: dict[str, Any] | None, trace_no: str
-    ) -> dict[str, Any]:
+    def _check(
+        self,
+        path_action: str,
+        envelope: Mapping[str, Any],
+        body: dict[str, Any] | None,
+        trace_no: str,
+        record: TraceRecord | None,
+    ) -> dict[str, Any] | None:
         action = envelope["action"]
-        record = self.ctx.ledger.count_submission(trace_no, action) if trace_no else None
         if not self.options.verify(envelope):
             return self._reject(trace_no, SimCode.BAD_SIGNATURE, "")
         if body is None:
             return self._reject(trace_no, SimCode.FORMAT_ERROR, "body is not Base64 of UTF-8 JSON")
         if action != path_action:
             return self._reject(trace_no, SimCode.FORMAT_ERROR, f"path action {path_action!r} != envelope action")
-        handler = HANDLERS.get(action)
-        if handler is None:
+        if action not in HANDLERS:
             return self._reject(trace_no, SimCode.UNSUPPORTED_ACTION, "")
         if record is None:
             return self._reject(trace_no, SimCode.FORMAT_ERROR, "traceNo is required")
-        if record.processed:
+        if record.used:
             return self._reject(trace_no, SimCode.DUPLICATE_TRACE_NO, "")
-        record.action = action
-        return handler(self.ctx, record, body)
+        return None
 
     def _reject(self, trace_no: str, code: SimCode, detail: str) -> dict[str, Any]:
         desc = _REJECT_DESC[code] + (f": {detail}" if detail else "")

@@ -1,22 +1,42 @@
-"""The real BackendClient against the real backend simulator over a localhost socket."""
+"""The real BackendClient against the real backend simulator over a localhost socket.
+
+Includes the fault table (docs/backend.md, "Scripted faults"): every fault, for sales,
+inquiries and voids, with what misbridge's client concludes and what the ledger shows.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import ssl
+import sys
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from pydantic import SecretStr
 
 from misbridge.backend import BackendClient, BackendReply
 from misbridge.config import BackendSettings, IdentitySettings, SigningSettings
 from misbridge.ebuy import jsonio
-from misbridge.errors import BackendOutcomeUnknown
-from simulators.backend import TEST_SIGNING_KEY, BackendSimulator, Fault, TraceState
+from misbridge.errors import BackendNotSent, BackendOutcomeUnknown
+from simulators.backend import (
+    DEFAULT_PREFIX,
+    TEST_SIGNING_KEY,
+    BackendSimulator,
+    Fault,
+    FaultAction,
+    TraceState,
+    blackhole_listener,
+    refusing_port,
+)
 from simulators.cards import CARDS, TestCard
 from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
 
@@ -255,6 +275,19 @@ async def test_inquiry_of_an_unknown_trace_no_is_25(client: BackendClient) -> No
     assert (reply.return_code, reply.body["returnDesc"]) == ("25", "original transaction not found")
 
 
+@pytest.mark.parametrize("action", ["inquiry", "voidCardSale"])
+async def test_not_found_stays_true_a_late_original_is_refused(
+    client: BackendClient, sim: BackendSimulator, action: str
+) -> None:
+    late = sale("prepaid")
+    reply = await client.submit(action, {"traceNo": trace_no(), "originalTraceNo": late["traceNo"]})
+    assert reply.return_code == "25"
+    assert (await redeem(client, late)).return_code == "94"
+    assert sim.ledger.balance("prepaid") == CARDS["prepaid"].balance
+    again = await client.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": late["traceNo"]})
+    assert again.return_code == "25"
+
+
 async def test_inquiry_of_a_voided_sale_is_23(client: BackendClient) -> None:
     original = await redeem(client, sale("prepaid"))
     await client.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": original.body["traceNo"]})
@@ -349,12 +382,11 @@ async def test_truncated_signatures_without_body_interoperate() -> None:
 # --- processed, then the reply goes wrong: UNKNOWN, resolved by inquiry (R7) -----------------------
 
 
-@pytest.mark.parametrize("fault", [Fault.DELAY, Fault.HTTP_500, Fault.NOT_JSON, Fault.BAD_SIGN, Fault.NO_SIGN,
-                                   Fault.WRONG_TRACE])
+@pytest.mark.parametrize("fault", [fault for fault in Fault if fault.value.endswith("-after-commit")])
 async def test_lost_reply_is_unknown_and_inquiry_finds_the_approval(
     client: BackendClient, sim: BackendSimulator, fault: Fault
 ) -> None:
-    sim.faults.add(fault, action="cardRedemption", delay_s=2.0)
+    sim.faults.add(fault, action=FaultAction.SALE, delay_s=0.8 if fault.delays else 0.0)
     body = sale("points")
     with pytest.raises(BackendOutcomeUnknown):
         await redeem(client, body)
@@ -376,3 +408,475 @@ async def test_ledger_endpoint_over_the_socket(client: BackendClient, sim: Backe
     assert (record["submissions"], record["state"], record["pointsDelta"]) == (2, "approved", -20_000)
     assert record["fundChannel"][1] == {"channelNo": "002", "channelName": "用户积分支付", "channelAmount": "20"}
     assert ledger["balances"]["points-cash"] == {"points": 10_000, "balance": 0}
+
+
+# --- cardPayment ---------------------------------------------------------------------------------
+
+
+async def test_card_payment_is_a_sale_too(client: BackendClient, sim: BackendSimulator) -> None:
+    body = {**sale("prepaid"), "acquirer": "citicCashpay"}
+    reply = await client.submit("cardPayment", body)
+    assert reply.approved
+    assert sim.ledger.balance("prepaid") == D("459.20")
+    void = await client.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
+    assert void.approved
+    assert sim.ledger.balance("prepaid") == D("500.00")
+
+
+# --- the fault table: every fault, for sale, inquiry and void, through the real client -----------
+#
+# Short timeouts: a delay fault of DELAY_S outlasts READ_S, so the client gives up while the
+# simulator carries on, as a real backend would.
+
+READ_S = 0.3
+DELAY_S = 0.6  # twice READ_S: the client has surely given up before the simulator moves on
+#: One TLS context for every plain control client: building one per client costs ~50 ms (and it is HTTP anyway).
+TLS = ssl.create_default_context()
+in_module_loop = pytest.mark.asyncio(loop_scope="module")
+NOT_APPLIED, IN_PROGRESS, APPROVED, DECLINED, VOIDED = (state.value for state in TraceState)
+
+
+def fast_settings(url: str) -> BackendSettings:
+    return BackendSettings(url=url, connect_timeout_s=0.3, read_timeout_s=READ_S, request_deadline_s=1.5)
+
+
+@pytest.fixture
+async def fast(sim: BackendSimulator) -> AsyncIterator[BackendClient]:
+    backend = BackendClient(fast_settings(sim.url), IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
+    yield backend
+    await backend.aclose()
+
+
+@pytest.fixture
+async def control(sim: BackendSimulator) -> AsyncIterator[httpx.AsyncClient]:
+    """A separate plain HTTP client on the simulator's /_sim endpoints, as another process would use."""
+    async with httpx.AsyncClient(base_url=sim.url.removesuffix(DEFAULT_PREFIX), timeout=5, verify=TLS) as http:
+        yield http
+
+
+async def script(control: httpx.AsyncClient, *faults: dict[str, Any]) -> list[dict[str, Any]]:
+    response = await control.post("/_sim/faults", content=jsonio.dumps(list(faults)))
+    assert response.status_code == 200, response.text
+    pending: list[dict[str, Any]] = response.json()["pending"]
+    return pending
+
+
+async def entry(control: httpx.AsyncClient, trace: str) -> dict[str, Any]:
+    response = await control.get(f"/_sim/ledger/{trace}")
+    assert response.status_code == 200, response.text
+    record: dict[str, Any] = jsonio.loads(response.content)
+    return record
+
+
+async def decided(control: httpx.AsyncClient, trace: str) -> dict[str, Any]:
+    """The record of ``trace`` once its handler has decided (a delay-before-commit may hold it)."""
+    for _ in range(100):
+        record = await entry(control, trace)
+        if record["state"] != IN_PROGRESS:
+            return record
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{trace} is still in progress")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One fault and what misbridge's client concludes: ``unknown`` matches the error, or a decline code."""
+
+    name: str
+    fault: dict[str, Any]
+    unknown: str | None = None
+    decline: str | None = None
+
+    @property
+    def commits(self) -> bool:
+        return Fault(self.fault["fault"]).commits
+
+
+CASES = [
+    Case("delay-before-commit", {"fault": "delay-before-commit", "delay_s": DELAY_S}, unknown="ReadTimeout"),
+    Case("delay-after-commit", {"fault": "delay-after-commit", "delay_s": DELAY_S}, unknown="ReadTimeout"),
+    Case("drop-before-commit", {"fault": "drop-before-commit"}, unknown="RemoteProtocolError"),
+    Case("drop-before-commit-rst", {"fault": "drop-before-commit", "reset": True}, unknown="ReadError"),
+    Case("drop-after-commit", {"fault": "drop-after-commit"}, unknown="RemoteProtocolError"),
+    Case("drop-after-commit-rst", {"fault": "drop-after-commit", "reset": True}, unknown="ReadError"),
+    Case("http-500-before-commit", {"fault": "http-500-before-commit"}, unknown="HTTP 500"),
+    Case("http-500-after-commit", {"fault": "http-500-after-commit"}, unknown="HTTP 500"),
+    Case("non-json-after-commit", {"fault": "non-json-after-commit"}, unknown="not JSON"),
+    Case("bad-sign-after-commit", {"fault": "bad-sign-after-commit"}, unknown="signature does not verify"),
+    Case("wrong-trace-after-commit", {"fault": "wrong-trace-after-commit"}, unknown="traceNo does not match"),
+    Case("missing-sign-after-commit", {"fault": "missing-sign-after-commit"}, unknown="no signature"),
+    Case("decline-12", {"fault": "decline", "code": "12"}, decline="12"),
+    Case("decline-91", {"fault": "decline", "code": "91", "desc": "issuer unavailable"}, decline="91"),
+]
+CASE_IDS = [case.name for case in CASES]
+
+
+async def submit_expecting(client: BackendClient, action: str, body: dict[str, Any], case: Case) -> None:
+    """Submit and check the client's conclusion: UNKNOWN (never NOT SENT, never a decline) or the decline."""
+    if case.decline is not None:
+        reply = await client.submit(action, body)
+        assert reply.return_code == case.decline
+        return
+    with pytest.raises(BackendOutcomeUnknown) as raised:
+        await client.submit(action, body)
+    assert case.unknown is not None
+    assert case.unknown in f"{raised.value} {type(raised.value.__cause__).__name__}"
+
+
+@dataclass(frozen=True)
+class Table:
+    """One simulator and its two clients, shared by the fault-table rows (a fresh one per row costs 0.2 s)."""
+
+    sim: BackendSimulator
+    fast: BackendClient
+    control: httpx.AsyncClient
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def shared_table() -> AsyncIterator[Table]:
+    simulator = BackendSimulator()
+    url = await simulator.start()
+    backend = BackendClient(fast_settings(url), IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
+    try:
+        async with httpx.AsyncClient(base_url=url.removesuffix(DEFAULT_PREFIX), timeout=5, verify=TLS) as http:
+            yield Table(simulator, backend, http)
+    finally:
+        await backend.aclose()
+        await simulator.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def table(shared_table: Table) -> Table:
+    """The shared simulator with an empty fault script. Rows compare balances before and after."""
+    assert (await shared_table.control.delete("/_sim/faults")).status_code == 200
+    return shared_table
+
+
+def points_and_balance(sim: BackendSimulator, card: str) -> tuple[int, Decimal]:
+    return sim.ledger.points(card), sim.ledger.balance(card)
+
+
+@in_module_loop
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+async def test_sale_fault_table(table: Table, case: Case) -> None:
+    sim, fast, control = table.sim, table.fast, table.control
+    # The pool holds a keep-alive connection: a fault on a reused connection must not make httpx resend.
+    assert (await fast.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": "none"})).return_code == "25"
+    body, points = sale("points"), sim.ledger.points("points")
+    await script(control, {"action": "sale", **case.fault})
+    await submit_expecting(fast, "cardRedemption", body, case)
+    record = await decided(control, body["traceNo"])
+    state = APPROVED if case.commits else DECLINED if case.decline else NOT_APPLIED
+    assert (record["submissions"], record["state"], record["applied"]) == (1, state, state == APPROVED)
+    assert sim.ledger.points("points") == (points - 40_800 if state == APPROVED else points)
+    # misbridge's resolution (R7): inquire; an approval is confirmed, anything else is not applied.
+    inquiry = await fast.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
+    assert inquiry.return_code == {APPROVED: "00", DECLINED: case.decline, NOT_APPLIED: "25"}[state]
+    # ... and a void leaves nothing moved either way (25 = nothing to void).
+    void = await fast.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
+    assert void.return_code == ("00" if state == APPROVED else "25")
+    assert sim.ledger.points("points") == points
+    assert (await entry(control, body["traceNo"]))["submissions"] == 1
+    assert len(sim.faults) == 0
+
+
+@in_module_loop
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+async def test_void_fault_table(table: Table, case: Case) -> None:
+    sim, fast, control = table.sim, table.fast, table.control
+    original, before = sale("member"), points_and_balance(sim, "member")
+    assert (await fast.submit("cardRedemption", original)).approved
+    void = {"traceNo": trace_no(), "originalTraceNo": original["traceNo"]}
+    await script(control, {"action": "void", **case.fault})
+    await submit_expecting(fast, "voidCardSale", void, case)
+    record = await decided(control, void["traceNo"])
+    state = APPROVED if case.commits else DECLINED if case.decline else NOT_APPLIED
+    assert (record["kind"], record["state"], record["originalTraceNo"]) == ("void", state, original["traceNo"])
+    target = await entry(control, original["traceNo"])
+    assert target["state"] == (VOIDED if case.commits else APPROVED)
+    assert target["voidedBy"] == (void["traceNo"] if case.commits else None)
+    # The reversal queue tries again under a new traceNo: "00" or "22" both mean reversed (R9).
+    again = await fast.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": original["traceNo"]})
+    assert again.return_code == ("22" if case.commits else "00")
+    assert points_and_balance(sim, "member") == before
+    assert not (await entry(control, original["traceNo"]))["applied"]
+
+
+@in_module_loop
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+async def test_inquiry_fault_table(table: Table, case: Case) -> None:
+    sim, fast, control = table.sim, table.fast, table.control
+    original, before = sale("prepaid"), points_and_balance(sim, "prepaid")
+    assert (await fast.submit("cardRedemption", original)).approved
+    inquiry = {"traceNo": trace_no(), "originalTraceNo": original["traceNo"]}
+    await script(control, {"action": "inquiry", **case.fault})
+    await submit_expecting(fast, "inquiry", inquiry, case)
+    record = await decided(control, inquiry["traceNo"])
+    state = APPROVED if case.commits else DECLINED if case.decline else NOT_APPLIED
+    assert (record["kind"], record["state"], record["applied"]) == ("inquiry", state, False)
+    assert points_and_balance(sim, "prepaid") == (before[0], before[1] - D("40.8"))  # inquiries move nothing
+    again = await fast.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": original["traceNo"]})
+    assert again.approved
+    assert (await fast.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": original["traceNo"]})).approved
+
+
+# --- in progress: an inquiry during a slow commit says 26, not "not found" ----------------------
+
+
+async def test_inquiry_during_delay_before_commit_is_26_then_00(
+    fast: BackendClient, sim: BackendSimulator, control: httpx.AsyncClient
+) -> None:
+    body = sale("prepaid")
+    await script(control, {"action": "sale", "fault": "delay-before-commit", "delay_s": 0.8})
+    with pytest.raises(BackendOutcomeUnknown):
+        await fast.submit("cardRedemption", body)
+    record = await entry(control, body["traceNo"])
+    assert (record["state"], record["applied"], record["submissions"]) == (IN_PROGRESS, False, 1)
+    pending = await fast.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
+    assert (pending.return_code, pending.body["returnDesc"]) == ("26", "original transaction in progress")
+    early_void = await fast.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
+    assert early_void.return_code == "26"
+    assert sim.ledger.balance("prepaid") == D("500.00")
+    assert (await decided(control, body["traceNo"]))["state"] == APPROVED
+    assert sim.ledger.balance("prepaid") == D("459.20")  # the commit happened after the client gave up
+    confirmed = await fast.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
+    assert confirmed.approved
+    assert confirmed.body["fundChannel"] == [{"channelNo": "004", "channelName": "预付卡支付",
+                                              "channelAmount": "40.8"}]
+    void = await fast.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
+    assert void.approved
+    assert sim.ledger.balance("prepaid") == D("500.00")
+    assert sim.ledger.submissions(body["traceNo"]) == 1
+
+
+async def test_a_repeat_while_in_progress_is_94_and_not_applied_twice(
+    fast: BackendClient, sim: BackendSimulator, control: httpx.AsyncClient
+) -> None:
+    body = sale("points")
+    await script(control, {"action": "sale", "fault": "delay-before-commit", "delay_s": DELAY_S})
+    with pytest.raises(BackendOutcomeUnknown):
+        await fast.submit("cardRedemption", body)
+    assert (await fast.submit("cardRedemption", body)).return_code == "94"
+    record = await decided(control, body["traceNo"])
+    assert (record["submissions"], record["state"]) == (2, APPROVED)
+    assert sim.ledger.points("points") == 500_000 - 40_800
+
+
+# --- scripting faults over HTTP ------------------------------------------------------------------
+
+
+async def test_fault_script_over_http(
+    fast: BackendClient, sim: BackendSimulator, control: httpx.AsyncClient
+) -> None:
+    target, other = sale("points"), sale("points")
+    pending = await script(
+        control,
+        {"action": "sale", "fault": "http-500-before-commit", "trace_no": target["traceNo"], "times": 2},
+        {"action": "void", "fault": "decline", "code": "91"},
+    )
+    assert [(p["action"], p["fault"], p["times"]) for p in pending] == [
+        ("sale", "http-500-before-commit", 2), ("void", "decline", 1),
+    ]
+    assert (await fast.submit("cardRedemption", other)).approved  # another traceNo: not faulted
+    with pytest.raises(BackendOutcomeUnknown, match="HTTP 500"):
+        await fast.submit("cardRedemption", target)
+    listed = (await control.get("/_sim/faults")).json()["pending"]
+    assert [p["times"] for p in listed] == [1, 1]
+    cleared = (await control.delete("/_sim/faults")).json()
+    assert cleared == {"cleared": 2, "pending": []}
+    assert len(sim.faults) == 0
+    # The traceNo is still free: nothing was applied, so the same request is processed now.
+    assert (await fast.submit("cardRedemption", target)).approved
+    assert (await entry(control, target["traceNo"]))["submissions"] == 2
+
+
+async def test_faults_are_fifo_and_match_inquiries_by_original(
+    fast: BackendClient, control: httpx.AsyncClient
+) -> None:
+    original = sale("points")
+    assert (await fast.submit("cardRedemption", original)).approved
+    await script(
+        control,
+        {"action": "inquiry", "fault": "decline", "code": "96", "trace_no": original["traceNo"]},
+        {"action": "inquiry", "fault": "decline", "code": "91"},
+    )
+    first = await fast.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": "none"})
+    second = await fast.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": original["traceNo"]})
+    third = await fast.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": original["traceNo"]})
+    assert [first.return_code, second.return_code, third.return_code] == ["91", "96", "00"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "complaint"),
+    [
+        ({"action": "sale", "fault": "explode"}, "fault"),
+        ({"action": "refund", "fault": "decline", "code": "12"}, "action"),
+        ({"action": "sale", "fault": "delay-before-commit"}, "delay_s"),
+        ({"action": "sale", "fault": "decline"}, "code"),
+        ({"action": "sale", "fault": "decline", "code": "00"}, "code"),
+        ({"action": "sale", "fault": "http-500-after-commit", "delay_s": 1}, "delay_s"),
+        ({"action": "sale", "fault": "http-500-after-commit", "reset": True}, "reset"),
+        ({"action": "sale", "fault": "drop-after-commit", "times": 0}, "times"),
+        ({"action": "sale", "fault": "drop-after-commit", "when": "now"}, "when"),
+    ],
+)
+async def test_bad_fault_scripts_are_400(
+    control: httpx.AsyncClient, sim: BackendSimulator, fault: dict[str, Any], complaint: str
+) -> None:
+    response = await control.post("/_sim/faults", content=jsonio.dumps(fault))
+    assert response.status_code == 400
+    assert complaint in response.json()["error"]
+    assert len(sim.faults) == 0
+
+
+async def test_not_json_fault_script_is_400(control: httpx.AsyncClient) -> None:
+    response = await control.post("/_sim/faults", content=b"{")
+    assert response.status_code == 400
+
+
+# --- the ledger, one traceNo at a time -----------------------------------------------------------
+
+
+async def test_ledger_entry_endpoint(fast: BackendClient, control: httpx.AsyncClient) -> None:
+    assert (await control.get("/_sim/ledger/never-seen")).status_code == 404
+    body = sale("points-cash")
+    assert (await fast.submit("cardRedemption", body)).approved
+    void = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]}
+    assert (await fast.submit("voidCardSale", void)).approved
+    sold = await entry(control, body["traceNo"])
+    assert {k: sold[k] for k in ("traceNo", "kind", "state", "applied", "submissions", "voidedBy")} == {
+        "traceNo": body["traceNo"], "kind": "sale", "state": VOIDED, "applied": False, "submissions": 1,
+        "voidedBy": void["traceNo"],
+    }
+    assert (sold["pointsDelta"], sold["totalAmount"]) == (-20_000, D("40.8"))
+    voided = await entry(control, void["traceNo"])
+    assert (voided["kind"], voided["state"], voided["originalTraceNo"], voided["pointsDelta"]) == (
+        "void", APPROVED, body["traceNo"], 20_000,
+    )
+    whole = jsonio.loads((await control.get("/_sim/ledger")).content)
+    assert whole["transactions"][body["traceNo"]] == sold
+
+
+async def test_a_rejected_submission_is_not_applied(sim: BackendSimulator, control: httpx.AsyncClient) -> None:
+    wrong = BackendClient(settings_for(sim.url, verify_responses=False), IdentitySettings(), SecretStr("wrong"))
+    body = sale("points")
+    try:
+        assert (await wrong.submit("cardRedemption", body)).return_code == "63"
+    finally:
+        await wrong.aclose()
+    record = await entry(control, body["traceNo"])
+    assert (record["state"], record["applied"], record["submissions"]) == (NOT_APPLIED, False, 1)
+
+
+# --- connect-level faults: NOT SENT ---------------------------------------------------------------
+
+
+async def test_refusing_port_is_not_sent() -> None:
+    url = f"http://127.0.0.1:{refusing_port()}{DEFAULT_PREFIX}"
+    backend = BackendClient(fast_settings(url), IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
+    started = time.monotonic()
+    try:
+        with pytest.raises(BackendNotSent) as raised:
+            await backend.submit("cardRedemption", sale("points"))
+    finally:
+        await backend.aclose()
+    assert isinstance(raised.value.__cause__, httpx.ConnectError)
+    assert time.monotonic() - started < 1.5
+
+
+async def test_blackhole_listener_is_not_sent_within_the_deadline() -> None:
+    async with blackhole_listener() as (host, port):
+        backend = BackendClient(
+            fast_settings(f"http://{host}:{port}{DEFAULT_PREFIX}"), IdentitySettings(), SecretStr(TEST_SIGNING_KEY)
+        )
+        started = time.monotonic()
+        try:
+            with pytest.raises(BackendNotSent) as raised:
+                await backend.submit("cardRedemption", sale("points"))
+        finally:
+            await backend.aclose()
+    assert isinstance(raised.value.__cause__, httpx.ConnectTimeout)
+    assert time.monotonic() - started < 1.5
+
+
+# --- outages: stop, start again on the same port, same ledger -------------------------------------
+
+
+async def test_ledger_file_survives_a_restart_on_the_same_port(tmp_path: Path) -> None:
+    ledger_file = tmp_path / "ledger.json"
+    first = BackendSimulator(ledger_file=ledger_file)
+    url = await first.start()
+    backend = BackendClient(fast_settings(url), IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
+    try:
+        approved, declined = sale("member"), sale("points", pin="000000")
+        first_reply = await backend.submit("cardRedemption", approved)
+        assert first_reply.approved
+        assert (await backend.submit("cardRedemption", declined)).return_code == "55"
+        await first.stop()
+        with pytest.raises(BackendNotSent):  # down: nothing listens on the port
+            await backend.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": approved["traceNo"]})
+        second = BackendSimulator(ledger_file=ledger_file)
+        assert await second.start(port=first_port(url)) == url  # SO_REUSEADDR: the same port at once
+        try:
+            assert second.ledger.balance("member") == D("959.20")
+            inquiry = await backend.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": approved["traceNo"]})
+            assert inquiry.approved
+            assert inquiry.body["orderNo"] == first_reply.body["orderNo"]
+            assert (await backend.submit("cardRedemption", approved)).return_code == "94"
+            assert (await backend.submit("cardRedemption", declined)).return_code == "94"
+            other = await backend.submit("cardRedemption", sale("prepaid"))
+            assert other.body["orderNo"] != first_reply.body["orderNo"]  # the order counter survived too
+            void = {"traceNo": trace_no(), "originalTraceNo": approved["traceNo"]}
+            assert (await backend.submit("voidCardSale", void)).approved
+            assert second.ledger.balance("member") == D("1000.00")
+            assert second.ledger.submissions(approved["traceNo"]) == 2
+        finally:
+            await second.stop()
+    finally:
+        await backend.aclose()
+        await first.stop()
+    saved = jsonio.loads(ledger_file.read_bytes())
+    assert {record["traceNo"]: record["state"] for record in saved["records"]}[approved["traceNo"]] == VOIDED
+
+
+def first_port(url: str) -> int:
+    return int(url.split(":")[2].split("/")[0])
+
+
+async def test_cli_simulator_restarted_on_the_same_port_keeps_its_ledger(tmp_path: Path) -> None:
+    ledger_file = tmp_path / "ledger.json"
+    process, url = await start_cli(tmp_path, "--port", "0", "--ledger-file", str(ledger_file))
+    backend = BackendClient(fast_settings(url), IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
+    try:
+        body = sale("points")
+        assert (await backend.submit("cardRedemption", body)).approved
+        await stop_cli(process)
+        process, again = await start_cli(tmp_path, "--port", str(first_port(url)), "--ledger-file", str(ledger_file))
+        assert again == url
+        try:
+            base = url.removesuffix(DEFAULT_PREFIX)
+            async with httpx.AsyncClient(base_url=base, verify=TLS) as control:
+                record = await entry(control, body["traceNo"])
+            assert (record["state"], record["applied"], record["pointsDelta"]) == (APPROVED, True, -40_800)
+            inquiry = await backend.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
+            assert inquiry.approved
+        finally:
+            await stop_cli(process)
+    finally:
+        await backend.aclose()
+
+
+async def start_cli(workdir: Path, *args: str) -> tuple[asyncio.subprocess.Process, str]:
+    with (workdir / "sim.log").open("ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "simulators", "backend", *args, stdout=asyncio.subprocess.PIPE, stderr=log
+        )
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 15)
+    assert line.startswith(b"e-Buy backend simulator listening on "), (workdir / "sim.log").read_text()
+    return process, line.decode().split()[-1]
+
+
+async def stop_cli(process: asyncio.subprocess.Process) -> None:
+    process.terminate()
+    assert await asyncio.wait_for(process.wait(), 10) == 0

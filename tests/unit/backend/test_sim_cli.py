@@ -77,3 +77,15 @@ async def test_sigterm_stops_it_with_status_0(capsys: pytest.CaptureFixture[str]
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(task, 5) == 0
     assert signal.getsignal(signal.SIGTERM) == original
+
+
+def test_ledger_file_option(tmp_path: Path) -> None:
+    assert parse().ledger_file is None
+    assert parse("--ledger-file", str(tmp_path / "l.json")).ledger_file == tmp_path / "l.json"
+
+
+async def test_unreadable_ledger_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ledger_file = tmp_path / "ledger.json"
+    ledger_file.write_text("not a ledger", encoding="utf-8")
+    assert await run(parse("--port", "0", "--ledger-file", str(ledger_file))) == 2
+    assert "--ledger-file" in capsys.readouterr().err
