@@ -162,8 +162,16 @@ class Resolver:
     # -- the reversal queue -----------------------------------------------------------------
 
     async def enqueue_void(self, trace_no: str, from_state: str, event: str, detail: str) -> None:
-        """Move ``trace_no`` to ``voiding`` and queue its void, atomically."""
-        await self._journal.enqueue_reversal(trace_no, from_state=from_state, event=event, detail=detail)
+        """Move ``trace_no`` to ``voiding`` and queue its void, atomically.
+
+        The MB32 answer is stored in the same commit: every later answer about this traceNo
+        (the waiting POS, a repeat, an inquiry) is this one, byte for byte.
+        """
+        answer = pos_response(trace_no, ReturnCode.VOIDED)
+        await self._journal.enqueue_reversal(
+            trace_no, from_state=from_state, event=event, detail=detail,
+            response=answer, return_code=ReturnCode.VOIDED.code,
+        )  # fmt: skip
         logger.bind(traceNo=trace_no).warning("void queued: {}", detail)
         crash_point("void.after_enqueue")
         self._wake.set()
@@ -200,10 +208,8 @@ class Resolver:
         code = reply.return_code
         await self._journal.record_call_result(call_no, state="answered", return_code=code, response=reply.body)
         if code in self._settings.void_done_codes:
-            response = pos_response(original, ReturnCode.VOIDED)
-            await self._journal.complete_reversal(
-                original, response=response, return_code=ReturnCode.VOIDED.code, detail=f"void answered {code}"
-            )
+            # The stored MB32 answer (written when the void was queued) stays the answer.
+            await self._journal.complete_reversal(original, detail=f"void answered {code}")
             logger.bind(traceNo=original).info("voided (backend answered {})", code)
             crash_point("void.after_commit")
         elif code in self._settings.pending_codes:

@@ -22,7 +22,7 @@ from loguru import logger
 from misbridge.backend.client import BackendClient
 from misbridge.config import Settings
 from misbridge.core.flow import Flow
-from misbridge.core.machine import FINAL_STATES, TxnState
+from misbridge.core.machine import TxnState
 from misbridge.core.resolution import Resolver, pos_response
 from misbridge.crashpoints import crash_point
 from misbridge.device.base import CardRead, EncryptedPin, PinPadDriver
@@ -276,11 +276,9 @@ class TransactionService:
         except BackendOutcomeUnknown as err:
             # Never re-submitted: find out by inquiry, void if it cannot be confirmed (R7).
             await flow.step("outcome_unknown", detail=str(err))
-            final = await self._resolver.resolve(flow.trace_no, claim_deadline=claim_deadline)
-            record = await self._journal.get(flow.trace_no)
-            if final in FINAL_STATES and record is not None and record.response is not None:
-                return dict(record.response)
-            return pos_response(flow.trace_no, ReturnCode.VOIDED)
+            await self._resolver.resolve(flow.trace_no, claim_deadline=claim_deadline)
+            record = await self._journal.get(flow.trace_no)  # resolve() stored the answer it ended with
+            return answer_from_journal(record) if record else pos_response(flow.trace_no, ReturnCode.BACKEND_UNKNOWN)
         crash_point("submit.after_reply")
         event = "approve" if reply.approved else "decline"
         await flow.step(event, response=reply.body, return_code=reply.return_code)
@@ -329,7 +327,11 @@ _STATE_CODES = {
 
 
 def answer_from_journal(record: TransactionRecord) -> Response:
-    """What the POS is told about a transaction the journal holds: its final answer, or its state."""
-    if record.state in FINAL_STATES and record.response is not None:
+    """What the POS is told about a transaction the journal holds.
+
+    The stored answer when there is one (final states, and voiding/needs_manual which keep the
+    MB32 the POS was first given); otherwise a code for the state it is in.
+    """
+    if record.response is not None:
         return dict(record.response)
     return pos_response(record.trace_no, _STATE_CODES.get(TxnState(record.state), ReturnCode.BACKEND_UNKNOWN))

@@ -54,7 +54,7 @@ from misbridge.journal.records import (
     iso_utc,
     utc_now,
 )
-from misbridge.journal.schema import TRACE_SERIAL, immediate_transaction, migrate
+from misbridge.journal.schema import FINAL_STATES, PURGES_TABLE, TRACE_SERIAL, immediate_transaction, migrate
 
 __all__ = ["DuplicateTraceNoError", "Journal", "JournalSettings", "ReversalConflictError", "StateConflictError"]
 
@@ -68,6 +68,7 @@ _SERIAL_DIGITS: Final = 10
 _MAX_SERIAL: Final = 10**_SERIAL_DIGITS - 1
 _CALL_RESULTS: Final[tuple[str, ...]] = ("answered", "unknown")
 _VOIDING: Final = "voiding"
+_PURGE_BATCH: Final = 500
 
 
 class DuplicateTraceNoError(JournalError):
@@ -328,11 +329,14 @@ class Journal:
         to_state: str = _VOIDING,
         detail: str = "",
         first_attempt_at: datetime | None = None,
+        response: dict[str, Any] | None = None,
+        return_code: str | None = None,
     ) -> None:
         """Move ``trace_no`` from ``from_state`` to ``to_state`` and queue its reversal, atomically.
 
         One transaction: the compare-and-set transition with its transitions row (as
-        :meth:`record_transition`) and a ``pending`` queue entry with 0 attempts, due at
+        :meth:`record_transition`, including ``response``/``return_code``: the answer the POS
+        is given from now on) and a ``pending`` queue entry with 0 attempts, due at
         ``first_attempt_at`` (default: now).  Either both are committed or neither.
 
         Raises:
@@ -340,7 +344,9 @@ class Journal:
             StateConflictError: the transaction is not in ``from_state`` (or does not exist).
             JournalError: a time is naive, the trigger refused, or the write failed.
         """
-        change = self._change(trace_no, from_state, to_state, event, detail=detail)
+        change = self._change(
+            trace_no, from_state, to_state, event, detail=detail, response=response, return_code=return_code
+        )
         due = change.at if first_attempt_at is None else _iso("first_attempt_at", first_attempt_at)
         await self._run("enqueue_reversal", _enqueue_reversal, change, due)
 
@@ -429,6 +435,33 @@ class Journal:
         """
         change = self._change(original_trace_no, _VOIDING, "needs_manual", "escalate", detail=detail)
         await self._run("escalate_reversal", _close_reversal, change, "needs_manual", 0)
+
+    async def purge(self, older_than: datetime, *, batch_size: int = _PURGE_BATCH) -> int:
+        """Delete final transactions last changed before ``older_than``; return how many.
+
+        Retention (R16): a transaction in a final state (:data:`~misbridge.journal.schema.FINAL_STATES`)
+        whose ``updated_at`` is before ``older_than`` is deleted together with its transitions,
+        the backend calls misbridge made about it and its ``done`` reversal. A transaction in any
+        other state, or with a reversal that is not ``done``, is never touched, however old.
+        The counters are kept, so a misbridge-originated traceNo is still never reused.
+
+        The purge records itself in the ``purges`` table: one row per call (time, cutoff and
+        the rows deleted per table), written in the same commit as each batch of at most
+        ``batch_size`` transactions, so the daemon's writes never wait long.
+
+        Raises:
+            JournalError: ``older_than`` is naive, ``batch_size`` < 1, or the write failed.
+        """
+        if batch_size < 1:
+            raise JournalError("journal purge: batch_size must be at least 1")
+        cutoff = _iso("older_than", older_than)
+        purge_id: int | None = None
+        total = 0
+        while True:
+            purge_id, deleted = await self._run("purge", _purge_batch, cutoff, self._now(), purge_id, batch_size)
+            total += deleted
+            if deleted < batch_size:
+                return total
 
     async def settings(self) -> JournalSettings:
         """The journal mode, synchronous level, foreign-key enforcement and schema version in force.
@@ -676,6 +709,47 @@ def _close_reversal(conn: sqlite3.Connection, change: _Change, state: str, extra
             change.at,
         )
         _compare_and_set_in_transaction(conn, change)
+
+
+def _purge_batch(
+    conn: sqlite3.Connection, cutoff: str, at: str, purge_id: int | None, batch_size: int
+) -> tuple[int, int]:
+    """Delete up to ``batch_size`` purgeable transactions; return (purge row id, transactions deleted)."""
+    final = ", ".join("?" * len(FINAL_STATES))
+    with immediate_transaction(conn):
+        conn.execute(PURGES_TABLE)
+        if purge_id is None:
+            purge_id = int(conn.execute("INSERT INTO purges (at, cutoff) VALUES (?, ?)", (at, cutoff)).lastrowid or 0)
+        victims = [
+            (str(row[0]),)
+            for row in conn.execute(
+                f"SELECT trace_no FROM transactions AS t WHERE state IN ({final}) AND updated_at < ?"  # noqa: S608 - only "?" placeholders are formatted in
+                " AND NOT EXISTS (SELECT 1 FROM reversals AS r WHERE r.original_trace_no = t.trace_no"
+                " AND r.state <> 'done') ORDER BY updated_at LIMIT ?",
+                (*FINAL_STATES, cutoff, batch_size),
+            )
+        ]
+        counts = {
+            "transitions": _delete_each(conn, "DELETE FROM transitions WHERE trace_no = ?", victims),
+            "backend_calls": _delete_each(conn, "DELETE FROM backend_calls WHERE original_trace_no = ?", victims),
+            "reversals": _delete_each(
+                conn, "DELETE FROM reversals WHERE original_trace_no = ? AND state = 'done'", victims
+            ),
+            "transactions": _delete_each(
+                conn, f"DELETE FROM transactions WHERE trace_no = ? AND state IN ({final})",  # noqa: S608 - placeholders only
+                [(trace_no, *FINAL_STATES) for (trace_no,) in victims],
+            ),
+        }
+        conn.execute(
+            "UPDATE purges SET transactions = transactions + :transactions, transitions = transitions + :transitions,"
+            " backend_calls = backend_calls + :backend_calls, reversals = reversals + :reversals WHERE id = :id",
+            {**counts, "id": purge_id},
+        )
+    return purge_id, counts["transactions"]
+
+
+def _delete_each(conn: sqlite3.Connection, statement: str, rows: Iterable[tuple[str, ...]]) -> int:
+    return sum(conn.execute(statement, row).rowcount for row in rows)
 
 
 def _load_dict(text: str, what: str) -> dict[str, Any]:

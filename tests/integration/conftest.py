@@ -16,6 +16,7 @@ import pytest_asyncio
 from misbridge.config import Settings
 from misbridge.daemon import Daemon, load_signing_key
 from misbridge.simlaunch import Simulators, launched_simulators
+from tests.integration.faults import FaultBench, running_fault_bench
 
 
 @dataclass
@@ -82,3 +83,10 @@ async def bench(tmp_path_factory: Any) -> AsyncIterator[Bench]:
                 yield Bench(daemon, sims, http)
         finally:
             await daemon.stop()
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def fault_bench(tmp_path_factory: Any) -> AsyncIterator[FaultBench]:
+    """Simulators plus a daemon with short timers that a test may restart (tests/integration/faults.py)."""
+    async with running_fault_bench(tmp_path_factory.mktemp("faults")) as bench:
+        yield bench
