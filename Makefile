@@ -13,6 +13,7 @@ help:
 	@echo "make demo   - set up .venv and run one card redemption on the simulators"
 	@echo "make test   - set up .venv, then ruff, mypy --strict and the whole test suite"
 	@echo "make soak   - long soak and fuzz runs (not part of make test)"
+	@echo "make test-browser - the browser attack test with headless Chromium (installs chromium)"
 	@echo "make serve  - run the daemon wired to both simulators on the default ports"
 	@echo "make install [DESTDIR=...] - install the service (docs/operations.md)"
 	@echo "make lint-system - udevadm verify 254 on the udev rules (downloads it once)"
@@ -49,7 +50,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not soak and not hardware" $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not soak and not hardware and not browser" $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
@@ -155,3 +156,22 @@ lint-system: $(STAMP)
 	MISBRIDGE_REQUIRE_SYSTEM_TOOLS=1 \
 	MISBRIDGE_UDEVADM="$$([ -x $(SYSTEM_TOOLS)/udevadm ] && echo $(SYSTEM_TOOLS)/udevadm || command -v udevadm)" \
 		$(BIN)/pytest -q tests/system $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------------------------------------
+# make test-browser: R17's attack from a real web page (tests/security/test_browser_attack.py),
+# with headless Chromium from Debian's `chromium` package, installed here when missing (as root,
+# or with password-less sudo). Not part of `make test`, which must not need a browser.
+# `make browser-deps` only installs; it exits 1 when chromium cannot be had (.ci/run then warns).
+.PHONY: browser-deps test-browser
+browser-deps:
+	@command -v chromium >/dev/null && exit 0; \
+	 echo "Installing Debian's chromium (headless browser for make test-browser) ..."; \
+	 if [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	 elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	 else echo "Please install chromium (apt-get install chromium) and re-run."; exit 1; fi; \
+	 command -v chromium >/dev/null || { echo "chromium is still missing after apt-get install"; exit 1; }
+
+test-browser: $(STAMP) browser-deps
+	MISBRIDGE_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -m browser $(PYTEST_ARGS)

@@ -1,19 +1,22 @@
-"""The ``misbridge`` command: ``serve``, ``demo`` and ``check-config``."""
+"""The ``misbridge`` command: ``serve``, ``demo``, ``check-config`` and ``journal``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 from pathlib import Path
 
 from loguru import logger
 
-from misbridge import __version__, systemd
-from misbridge.config import Settings, load_settings
+from misbridge import __version__, journaltool, systemd
+from misbridge.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from misbridge.daemon import Daemon, load_signing_key, wait_for_stop_signal
-from misbridge.errors import ConfigError
+from misbridge.ebuy import jsonio
+from misbridge.errors import ConfigError, JournalError
+from misbridge.journal.store import Journal
 from misbridge.logs import configure_logging
 
 
@@ -37,7 +40,35 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     check = commands.add_parser("check-config", help="validate a configuration file and print every problem")
     check.add_argument("--config", type=Path, required=True)
+    _add_journal_parser(commands)
     return parser
+
+
+def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    journal = commands.add_parser(
+        "journal", help="list, show, export (masked) or purge the transaction journal",
+        description="Read the journal read-only (safe while misbridge runs), or purge old final transactions.",
+    )  # fmt: skip
+    journal.add_argument("--config", type=Path, help="TOML configuration (default: $MISBRIDGE_CONFIG, "
+                         "else /etc/misbridge/misbridge.toml if it exists)")
+    journal.add_argument("--journal", type=Path, help="journal file (default: journal.path of the configuration)")
+    tools = journal.add_subparsers(dest="journal_command", required=True)
+    since_help = "only transactions created since then: 7d, 12h, 30m or an ISO date/time (local time if naive)"
+    state_help = "only this state (approved, declined, aborted, voided, needs_manual, ...), or final / open"
+    listing = tools.add_parser("list", help="newest transactions first, as a table")
+    listing.add_argument("--since", help=since_help)
+    listing.add_argument("--state", help=state_help)
+    listing.add_argument("--limit", type=int, default=50, help="at most this many lines (default 50)")
+    show = tools.add_parser("show", help="one transaction: request, answer, transitions, backend calls, reversal")
+    show.add_argument("trace_no", metavar="TRACENO")
+    export = tools.add_parser("export", help="every matching transaction, oldest first, for reconciliation")
+    export.add_argument("--format", choices=["csv", "json"], default="csv")
+    export.add_argument("--since", help=since_help)
+    export.add_argument("--state", help=state_help)
+    export.add_argument("--output", type=Path, help="write to this file instead of standard output")
+    purge = tools.add_parser("purge", help="delete final transactions older than the retention (never open ones)")
+    purge.add_argument("--older-than-days", type=int, help="retention in days (default: journal.retention_days)")
+    purge.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,12 +84,74 @@ def main(argv: list[str] | None = None) -> int:
             load_settings(args.config)
             print(f"{args.config}: OK")
             return 0
+        if args.command == "journal":
+            return _journal(args)
         return asyncio.run(_serve(args.config, simulators=args.simulators))
     except ConfigError as err:
         print(f"misbridge: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _journal(args: argparse.Namespace) -> int:
+    """``misbridge journal ...``; 0 done, 1 not found or unreadable, 2 configuration or usage error."""
+    config = args.config
+    if config is None and not os.environ.get("MISBRIDGE_CONFIG") and DEFAULT_CONFIG_PATH.is_file():
+        config = DEFAULT_CONFIG_PATH
+    settings = load_settings(config)
+    path: Path = args.journal or settings.journal.path
+    try:
+        since = journaltool.parse_since(args.since) if getattr(args, "since", None) else None
+    except ValueError as err:
+        print(f"misbridge: {err}", file=sys.stderr)
+        return 2
+    try:
+        if args.journal_command == "list":
+            rows = journaltool.list_transactions(path, since=since, state=args.state, limit=max(args.limit, 0))
+            print(journaltool.format_table(rows))
+        elif args.journal_command == "show":
+            view = journaltool.show(path, args.trace_no)
+            if view is None:
+                print(f"misbridge: no transaction {args.trace_no!r} in {path}", file=sys.stderr)
+                return 1
+            print(jsonio.pretty(view))
+        elif args.journal_command == "export":
+            if args.output is None:
+                journaltool.export(path, sys.stdout, fmt=args.format, since=since, state=args.state)
+            else:
+                with args.output.open("w", encoding="utf-8", newline="") as out:
+                    count = journaltool.export(path, out, fmt=args.format, since=since, state=args.state)
+                print(f"{count} transaction(s) written to {args.output}", file=sys.stderr)
+        else:
+            days = settings.journal.retention_days if args.older_than_days is None else args.older_than_days
+            return _journal_purge(path, days, args.dry_run)
+    except JournalError as err:
+        print(f"misbridge: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _journal_purge(path: Path, retention_days: int, dry_run: bool) -> int:
+    if retention_days < 1:
+        print("misbridge: the retention must be at least 1 day", file=sys.stderr)
+        return 2
+    cutoff = journaltool.retention_cutoff(retention_days)
+    if dry_run:
+        count = journaltool.purgeable_count(path, cutoff)
+        print(f"{count} final transaction(s) last changed before {cutoff:%Y-%m-%d %H:%M} UTC would be purged")
+        return 0
+    if not path.is_file():
+        raise JournalError(f"journal {path} does not exist")
+    configure_logging("INFO")
+
+    async def run() -> int:
+        async with await Journal.open(path) as journal:
+            return await journaltool.purge(journal, retention_days)
+
+    count = asyncio.run(run())
+    print(f"{count} final transaction(s) last changed before {cutoff:%Y-%m-%d %H:%M} UTC purged")
+    return 0
 
 
 async def _serve(config: Path | None, *, simulators: bool) -> int:
@@ -91,9 +184,11 @@ async def _run_daemon(settings: Settings) -> int:
     await daemon.start()
     systemd.ready(f"serving: e-Buy socket {settings.api.host}:{daemon.socket_port}, HTTP port {daemon.http_port}")
     watchdog = asyncio.create_task(systemd.watchdog_loop(daemon.is_alive), name="systemd watchdog")
+    http = (
+        f"unix:{settings.api.http_socket}" if settings.api.http_socket else f"http://{settings.api.host}:{daemon.http_port}"
+    )
     print(
-        f"misbridge serving: e-Buy socket {settings.api.host}:{daemon.socket_port}, "
-        f"HTTP http://{settings.api.host}:{daemon.http_port}  (Ctrl-C to stop)",
+        f"misbridge serving: e-Buy socket {settings.api.host}:{daemon.socket_port}, HTTP {http}  (Ctrl-C to stop)",
         flush=True,
     )
     try:

@@ -93,12 +93,39 @@ class ApiSettings(BaseModel):
     allow_non_loopback: bool = False
     socket_read_timeout_s: float = Field(5.0, gt=0, description="max gap while a framed message arrives")
     pos_deadline_s: float = Field(300.0, gt=0, description="longest a POS request may take end to end")
+    allowed_hosts: list[str] = Field(
+        [],
+        description="extra Host header values the HTTP door accepts besides 127.0.0.1, localhost and [::1] "
+        "on its port ('name' or 'name:port'); any other Host gets 421 (DNS rebinding)",
+    )
+    allowed_origins: list[str] = Field(
+        [],
+        description="browser origins (scheme://host[:port]) allowed to call the HTTP door; a request with "
+        "any other Origin header gets 403. Leave empty unless the POS is a web page",
+    )
+    token_file: Path | None = Field(
+        None,
+        description="file holding the POS API bearer token, for running outside systemd (else the systemd "
+        "credential api-token); when a token is set every request but GET /health and /metrics needs it",
+    )
+    http_socket: Path | None = Field(
+        None,
+        description="serve the HTTP door on this Unix socket (mode 0660) instead of 127.0.0.1:http_port",
+    )
+    http_socket_group: str = Field(
+        "", description="group given the Unix socket of api.http_socket (empty: the service's own group)"
+    )
 
 
 class JournalSettings(BaseModel):
     """The SQLite journal."""
 
     path: Path = Path("/var/lib/misbridge/journal.db")
+    retention_days: int = Field(
+        90, ge=1, le=3650,
+        description="final transactions older than this many days are purged (misbridge journal purge); "
+        "unfinished ones are never purged",
+    )
 
 
 class Settings(BaseSettings):

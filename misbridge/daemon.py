@@ -19,7 +19,9 @@ from loguru import logger
 from pydantic import SecretStr
 
 from misbridge.api.http_app import create_app
+from misbridge.api.security import ApiSecurity
 from misbridge.api.socket_server import PosSocketServer
+from misbridge.api.unix_socket import bind_unix_socket
 from misbridge.asgi import AsgiServer
 from misbridge.backend.client import BackendClient
 from misbridge.config import Settings, read_secret
@@ -28,6 +30,9 @@ from misbridge.crashpoints import crash_point
 from misbridge.device.base import PinPadDriver, create_driver
 from misbridge.errors import ConfigError
 from misbridge.journal.store import Journal
+from misbridge.journaltool import run_retention
+from misbridge.metrics import Metrics
+from misbridge.secrets import API_TOKEN_CREDENTIAL, load_secret
 
 #: Name of the signing-key credential under $CREDENTIALS_DIRECTORY (systemd LoadCredential=).
 SIGNING_KEY_CREDENTIAL = "ebuy-signing-key"
@@ -72,11 +77,25 @@ def load_signing_key(settings: Settings) -> SecretStr | None:
     return key
 
 
+def load_api_security(settings: Settings) -> ApiSecurity:
+    """The HTTP door's rules, with the bearer token from api.token_file or the api-token credential.
+
+    Raises:
+        ConfigError: the token is empty or api.allowed_origins is malformed.
+    """
+    token = load_secret(API_TOKEN_CREDENTIAL, settings.api.token_file)
+    if token is None:
+        logger.warning("the POS API has no token (credential {!r}): any local program may start transactions",
+                       API_TOKEN_CREDENTIAL)
+    return ApiSecurity.from_settings(settings.api, token)
+
+
 class Daemon:
     """A running misbridge: start() brings every part up, stop() takes it down in order."""
 
-    def __init__(self, settings: Settings, *, signing_key: SecretStr | None) -> None:
+    def __init__(self, settings: Settings, *, signing_key: SecretStr | None, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
         self._signing_key = signing_key
         self.socket_port = 0
         self.http_port = 0
@@ -102,6 +121,7 @@ class Daemon:
         """Open the journal, start the PIN-pad link and backend client, then open the front doors."""
         settings = self.settings
         check_bind_address(settings)
+        security = load_api_security(settings)
         Path(settings.journal.path).parent.mkdir(parents=True, exist_ok=True)
         self._journal = await Journal.open(Path(settings.journal.path))
         self._pinpad = create_driver(settings.device)
@@ -112,13 +132,22 @@ class Daemon:
         self._service = TransactionService(settings, self._journal, self._pinpad, self._backend)
         self._socket_server = PosSocketServer(self._service.handle, settings.api, settings.identity)
         self.socket_port = await self._socket_server.start()
-        self._http_server = AsgiServer(create_app(self._service), settings.api.host, settings.api.http_port)
+        pinpad = self._pinpad
+        self.metrics.watch(journal=self._journal, journal_path=Path(settings.journal.path),
+                           device_connected=lambda: pinpad.connected)
+        app = create_app(self._service, security, metrics=self.metrics)
+        if settings.api.http_socket is not None:
+            sock = bind_unix_socket(settings.api.http_socket, group=settings.api.http_socket_group)
+            self._http_server = AsgiServer(app, sock=sock)
+        else:
+            self._http_server = AsgiServer(app, settings.api.host, settings.api.http_port)
         self.http_port = await self._http_server.start()
         # The doors are open so /health and inquiries answer, but card requests get MB92 until
         # every interrupted transaction is finished (recovery commits each step, so a crash
         # during recovery just means recovery runs again).
         await self._service.recover()
         self._spawn(self._service.resolver.run_worker(), "reversal queue")
+        self._spawn(run_retention(self._journal, settings.journal.retention_days), "journal retention")
         logger.info("misbridge ready: socket {}:{}, HTTP {}:{}", settings.api.host, self.socket_port,
                     settings.api.host, self.http_port)
 

@@ -3,7 +3,10 @@
 ``POST /v1/{action}`` takes the plain body JSON of an e-Buy action and returns the plain
 response JSON. Refusals use the same e-Buy response shape with an ``MBxx`` returnCode and
 an HTTP status that matches it; processed transactions (approved or declined by the
-backend) answer 200.
+backend) answer 200. Every request first passes the door's security rules
+(:mod:`misbridge.api.security`: Host, Origin, bearer token), whose refusals are plain
+``{"error": ...}`` with 421, 403 or 401. ``GET /metrics`` serves the Prometheus text format
+when the daemon hands in a metrics source.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from misbridge.api.schemas import openapi_document
+from misbridge.api.security import ApiSecurity, SecurityMiddleware
 from misbridge.crashpoints import crash_point
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.requests import error_response
@@ -33,6 +37,14 @@ class PosService(Protocol):
     async def transaction(self, trace_no: str) -> dict[str, Any] | None: ...
 
     async def health(self) -> tuple[bool, dict[str, Any]]: ...
+
+
+class MetricsSource(Protocol):
+    """What ``GET /metrics`` needs (``misbridge.metrics.Metrics`` has it; the api layer does not import it)."""
+
+    async def render(self) -> tuple[bytes, str]: ...
+
+    def api_refused(self, status: int) -> None: ...
 
 
 class JsonResponse(Response):
@@ -52,8 +64,16 @@ def _status_for(body: dict[str, Any]) -> int:
     return _STATUS_BY_CODE.get(str(body.get("returnCode", "")), 200)
 
 
-def create_app(service: PosService) -> Starlette:
-    """Build the Starlette app for a running service."""
+def create_app(
+    service: PosService, security: ApiSecurity | None = None, *, metrics: MetricsSource | None = None
+) -> Starlette:
+    """Build the Starlette app for a running service.
+
+    Args:
+        service: what runs the transactions.
+        security: the door's rules; the default checks Host and Origin but asks for no token.
+        metrics: serves ``GET /metrics`` and counts refusals; without it ``/metrics`` is 404.
+    """
 
     async def post_action(request: Request) -> Response:
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -83,12 +103,22 @@ def create_app(service: PosService) -> Starlette:
     async def get_openapi(_: Request) -> Response:
         return JsonResponse(openapi_document())
 
-    return Starlette(
-        routes=[
-            Route("/v1/transactions/{trace_no}", get_transaction, methods=["GET"]),
-            Route("/v1/{action}", post_action, methods=["POST"]),
-            Route("/health", get_health, methods=["GET"]),
-            Route("/openapi.json", get_openapi, methods=["GET"]),
-        ]
-    )
+    routes = [
+        Route("/v1/transactions/{trace_no}", get_transaction, methods=["GET"]),
+        Route("/v1/{action}", post_action, methods=["POST"]),
+        Route("/health", get_health, methods=["GET"]),
+        Route("/openapi.json", get_openapi, methods=["GET"]),
+    ]
+    if metrics is not None:
+        source = metrics
+
+        async def get_metrics(_: Request) -> Response:
+            body, content_type = await source.render()
+            return Response(body, media_type=content_type)
+
+        routes.append(Route("/metrics", get_metrics, methods=["GET"]))
+    app = Starlette(routes=routes)
+    on_refusal = None if metrics is None else metrics.api_refused
+    app.add_middleware(SecurityMiddleware, security=security or ApiSecurity(), on_refusal=on_refusal)
+    return app
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -33,6 +34,10 @@ from misbridge.errors import RequestError, ReturnCode
 Handler = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
 #: Errors after which the byte stream has no trustworthy message boundary.
 _STREAM_BROKEN = (ReturnCode.BAD_LENGTH_PREFIX, ReturnCode.NOT_JSON)
+#: Bytes a JSON document may start with (whitespace, then a value).
+_JSON_FIRST_BYTES = frozenset(b' \t\r\n{["-0123456789tfn')
+#: The first three bytes of an HTTP request line: an upper-case method.
+_HTTP_METHOD_START = re.compile(rb"[A-Z]{3}")
 
 
 class PosSocketServer:
@@ -90,7 +95,7 @@ class PosSocketServer:
             return False
         expected = read_length_prefix(prefix)
         try:
-            payload = await self._read_exactly(reader, expected)
+            payload = await self._read_payload(reader, prefix, expected)
             envelope = parse_envelope(payload)
         except RequestError as err:
             await self._send_error(writer, err)
@@ -100,17 +105,40 @@ class PosSocketServer:
         crash_point("pos.after_reply")
         return True
 
-    async def _read_exactly(self, reader: asyncio.StreamReader, expected: int) -> bytes:
+    async def _read_payload(self, reader: asyncio.StreamReader, prefix: bytes, expected: int) -> bytes:
+        """The ``expected`` message bytes; refused at its first byte if that cannot start JSON.
+
+        A browser (or any HTTP client) pointed at this port sends ``POST /... HTTP/1.1``: its
+        first two bytes become the length prefix and the next byte is a letter, which no JSON
+        document starts with. Refusing there answers at once instead of after the read timeout.
+        Either way the request never reaches the service (docs/pos-api.md, "Browsers").
+        """
+        if expected == 0:
+            return b""
+        first = await self._read_exactly(reader, 1, announced=expected)
+        if first[0] not in _JSON_FIRST_BYTES:
+            if _HTTP_METHOD_START.fullmatch(prefix + first):
+                logger.warning("an HTTP request arrived on the e-Buy socket door (a browser or HTTP client?)")
+            raise RequestError(
+                f"message is not JSON: no JSON document starts with byte {first!r}", return_code=ReturnCode.NOT_JSON
+            )
+        return first + await self._read_exactly(reader, expected - 1, announced=expected, already=1)
+
+    async def _read_exactly(
+        self, reader: asyncio.StreamReader, count: int, *, announced: int, already: int = 0
+    ) -> bytes:
+        """``count`` more bytes of a message of ``announced`` bytes of which ``already`` arrived."""
         timeout = self._api.socket_read_timeout_s
         try:
-            return await asyncio.wait_for(reader.readexactly(expected), timeout)
+            return await asyncio.wait_for(reader.readexactly(count), timeout)
         except asyncio.IncompleteReadError as err:
             raise self._framing_error(
-                f"length prefix announced {expected} bytes but the connection closed after {len(err.partial)}"
+                f"length prefix announced {announced} bytes but the connection closed after "
+                f"{already + len(err.partial)}"
             ) from err
         except TimeoutError as err:
             raise self._framing_error(
-                f"length prefix announced {expected} bytes but they did not arrive within {timeout:g} s"
+                f"length prefix announced {announced} bytes but they did not arrive within {timeout:g} s"
             ) from err
 
     @staticmethod

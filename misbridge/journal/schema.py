@@ -30,6 +30,7 @@ __all__ = [
     "CALL_KINDS",
     "CALL_STATES",
     "FINAL_STATES",
+    "PURGES_TABLE",
     "REVERSAL_STATES",
     "SCHEMA_VERSION",
     "TRACE_SERIAL",
@@ -56,6 +57,21 @@ CALL_STATES: Final[tuple[str, ...]] = ("sent", "answered", "unknown")
 
 REVERSAL_STATES: Final[tuple[str, ...]] = ("pending", "done", "needs_manual")
 """``reversals.state``: ``done`` is final, a ``pending`` entry is never deleted."""
+
+PURGES_TABLE: Final = """CREATE TABLE IF NOT EXISTS purges (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    at            TEXT NOT NULL,
+    cutoff        TEXT NOT NULL,
+    transactions  INTEGER NOT NULL DEFAULT 0,
+    transitions   INTEGER NOT NULL DEFAULT 0,
+    backend_calls INTEGER NOT NULL DEFAULT 0,
+    reversals     INTEGER NOT NULL DEFAULT 0
+) STRICT"""
+"""The retention purge's own record (R16: the purge is itself journaled): one row per purge run.
+
+Created by the first :meth:`~misbridge.journal.store.Journal.purge` (``IF NOT EXISTS``), not by a
+migration, so :data:`SCHEMA_VERSION` is unchanged; a later migration may adopt it as is.
+"""
 
 _STATE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 

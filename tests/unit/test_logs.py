@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import io
+import os
+import re
+import sys
+from collections.abc import Iterator
 
+import pytest
 from loguru import logger
 
-from misbridge.logs import configure_logging
+from misbridge.logs import REDACTED, configure_logging, journald_stderr, scrub_text
 from misbridge.pan import luhn_valid, mask_card_numbers
 
 CANARY_PAN = "4111111111111111"
@@ -36,3 +41,142 @@ def test_messages_and_extras_are_masked_before_any_sink() -> None:
     output = sink.getvalue()
     assert CANARY_PAN not in output
     assert output.count("411111******1111") == 2
+
+
+# --- track data, card-data fields, exceptions, journald format --------------------------------
+
+TRACK2 = "6225620000018888=28121018888000"
+TRACK1 = "%B6225620000018888^ZHANG/SAN^2812101000000000000000000?"
+PIN_BLOCK = "1A2B3C4D5E6F7081"
+ENC_PAN = "9F8E7D6C5B4A39281706F5E4D3C2B1A0"
+
+
+def _capture(level: str = "DEBUG", *, journald: bool = False) -> io.StringIO:
+    sink = io.StringIO()
+    configure_logging(level, stream=sink, journald=journald)
+    return sink
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    yield
+    configure_logging("WARNING")
+
+
+def _assert_clean(output: str) -> None:
+    for secret in (CANARY_PAN, TRACK2, TRACK1, PIN_BLOCK, ENC_PAN, "28121018888000", "ZHANG/SAN"):
+        assert secret not in output, f"{secret!r} leaked into: {output}"
+
+
+@pytest.mark.parametrize(
+    "field", ["password", "track1", "track2", "track3", "icData", "cardNo", "pinBlock", "cardInfo", "CARDNO"]
+)
+def test_card_data_fields_bound_as_extras_are_redacted(field: str) -> None:
+    sink = _capture()
+    logger.bind(**{field: PIN_BLOCK}).info("submitting")
+    assert f" {field}={REDACTED}" in sink.getvalue()
+    _assert_clean(sink.getvalue())
+
+
+def test_nested_card_data_in_an_extra_is_redacted_at_any_depth() -> None:
+    sink = _capture()
+    body = {"traceNo": "T1", "cardInfo": {"cardNo": ENC_PAN, "password": PIN_BLOCK, "track2": ENC_PAN},
+            "items": [{"track2": TRACK2, "note": f"card {CANARY_PAN}"}]}  # fmt: skip
+    logger.bind(request=body, outbound={"cardNo": ENC_PAN, "password": PIN_BLOCK}).info("outbound")
+    output = sink.getvalue()
+    _assert_clean(output)
+    assert "T1" in output
+    assert "411111******1111" in output
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        f"cardNo={ENC_PAN} password={PIN_BLOCK}",
+        f'{{"cardNo": "{ENC_PAN}", "password": "{PIN_BLOCK}", "track2": "{ENC_PAN}"}}',
+        f"{{'cardNo': '{ENC_PAN}', 'icData': '{ENC_PAN}'}}",
+        f"track2: {TRACK2}",
+        f"swiped {TRACK2} then {TRACK1}",
+        f"cardInfo={{'password': '{PIN_BLOCK}'}}",
+    ],
+)
+def test_card_data_in_the_message_text_is_removed(message: str) -> None:
+    sink = _capture()
+    logger.info("pad said {}", message)
+    _assert_clean(sink.getvalue())
+    assert REDACTED in sink.getvalue()
+
+
+def test_ordinary_fields_are_left_alone() -> None:
+    assert scrub_text("state=reading_pin pin_timeout_s=60 cardType=00 cardNo64=622562****8888") == (
+        "state=reading_pin pin_timeout_s=60 cardType=00 cardNo64=622562****8888"
+    )
+    assert scrub_text("traceNo=20261123150102000000000001 orderNo=261123000001") == (
+        "traceNo=20261123150102000000000001 orderNo=261123000001"
+    )
+
+
+def test_exceptions_are_masked_and_stay_without_variable_dumps() -> None:
+    sink = _capture()
+    secret_local = f"local {CANARY_PAN}"
+    try:
+        raise ValueError(f"bad card {CANARY_PAN} track {TRACK2}")
+    except ValueError:
+        logger.exception("failed")
+    output = sink.getvalue()
+    _assert_clean(output)
+    assert secret_local not in output  # diagnose=False: no local variables
+    assert "ValueError: bad card 411111******1111 track [redacted]" in output
+
+
+def test_one_line_per_event_with_structured_fields() -> None:
+    sink = _capture("INFO")
+    logger.bind(traceNo="T9", state="approved", action="cardRedemption", duration_ms=1234, detail="two words").info(
+        "transaction finished"
+    )
+    lines = sink.getvalue().splitlines()
+    assert len(lines) == 1
+    assert lines[0].endswith(
+        'transaction finished traceNo=T9 state=approved action=cardRedemption duration_ms=1234 detail="two words"'
+    )
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} INFO    tests\.unit\.test_logs: ", lines[0])
+
+
+def test_journald_format_has_a_priority_prefix_no_colour_and_one_line_per_event() -> None:
+    sink = _capture(journald=True)
+    logger.bind(traceNo="T9").info("ready")
+    logger.warning("two\nlines")
+    logger.error("bad")
+    logger.debug("detail")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logger.exception("crashed")
+    lines = sink.getvalue().splitlines()
+    assert lines[0] == "<6>tests.unit.test_logs: ready traceNo=T9"
+    assert lines[1] == "<4>tests.unit.test_logs: two\\nlines"
+    assert lines[2] == "<3>tests.unit.test_logs: bad"
+    assert lines[3] == "<7>tests.unit.test_logs: detail"
+    assert lines[4].startswith("<3>tests.unit.test_logs: crashed\\nTraceback (most recent call last):")
+    assert lines[4].endswith("RuntimeError: boom")
+    assert len(lines) == 5
+    assert "\x1b[" not in sink.getvalue()
+
+
+def test_journal_stream_is_detected_only_when_it_names_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    assert not journald_stderr()
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    assert not journald_stderr()
+    stat = os.fstat(sys.stderr.fileno())
+    monkeypatch.setenv("JOURNAL_STREAM", f"{stat.st_dev}:{stat.st_ino}")
+    assert journald_stderr()
+    monkeypatch.setenv("JOURNAL_STREAM", "garbage")
+    assert not journald_stderr()
+
+
+def test_every_sink_has_diagnose_off() -> None:
+    _capture()
+    handlers = logger._core.handlers  # type: ignore[attr-defined]
+    assert handlers
+    assert all(not h._exception_formatter._diagnose for h in handlers.values())

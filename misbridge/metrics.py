@@ -1,0 +1,263 @@
+"""Prometheus metrics: what the service, the PIN-pad link and the backend client count and time.
+
+Every metric lives in the :class:`Metrics` object's own ``CollectorRegistry`` (never the
+process-global default one), so two daemons in one test process do not collide and a test
+can read exact values. The composition root makes one :class:`Metrics`, hands it to the
+layers that record into it, tells it where the journal and the pad are
+(:meth:`Metrics.watch`), and serves :meth:`Metrics.render` as ``GET /metrics``.
+
+Gauges that describe stored state (reversal queue, transactions being resolved, journal
+size) are read from the journal when scraped, so they are right after a restart too; the
+pad's ``connected`` flag is read at scrape time as well. Counters and histograms start at
+zero with each process, as Prometheus expects (``rate()`` handles restarts).
+
+Label values are clamped to known sets (unknown actions become ``other``): a POS sending
+random action names must not create unbounded series.
+
+Names (see docs/operations.md, "Metrics"):
+
+==================================================  ==========================================
+``misbridge_transactions_total{action,outcome}``    card transactions finished
+``misbridge_stage_duration_seconds{stage}``         card, pin, backend and total latency
+``misbridge_link_naks_total{direction}``            NAKs sent / received on the pad link
+``misbridge_link_retransmits_total{cause}``         frames sent again (nak / timeout)
+``misbridge_link_resyncs_total``                    bad frames or garbage skipped to resync
+``misbridge_backend_retries_total{action}``         NOT SENT requests tried again
+``misbridge_inquiries_total{verdict}``              inquiries misbridge sent, by result
+``misbridge_api_refusals_total{status}``            HTTP requests refused (401/403/421)
+``misbridge_reversal_queue{state}``                 reversal queue: pending, needs_manual
+``misbridge_transactions_unresolved``               unknown / inquiring / voiding right now
+``misbridge_device_connected``                      1 when the PIN-pad link is up
+``misbridge_journal_bytes``                         journal file + its WAL, in bytes
+==================================================  ==========================================
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from loguru import logger
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from misbridge import __version__
+from misbridge.ebuy.requests import BOOK_ACTIONS, REQUEST_MODELS
+from misbridge.errors import JournalError
+from misbridge.journal.records import ReversalState
+from misbridge.link.events import DuplicateSuppressed, FrameRejected, GarbageDiscarded, LinkEvent, Retransmitted
+
+__all__ = ["OUTCOMES", "STAGES", "UNRESOLVED_STATES", "JournalStats", "Metrics"]
+
+#: The timed stages of a card transaction.
+STAGES: Final = ("card", "pin", "backend", "total")
+#: Outcome label values: the journal state a transaction ended in, or ``refused`` (never started).
+OUTCOMES: Final = (
+    "approved", "declined", "aborted", "voided", "voiding", "needs_manual", "unknown", "inquiring", "refused",
+)  # fmt: skip
+#: Inquiry verdicts (``misbridge.core.resolution.Verdict.kind``): what an inquiry established.
+VERDICTS: Final = ("approved", "failed", "pending", "unknown")
+#: Journal states of a transaction whose outcome misbridge is still resolving.
+UNRESOLVED_STATES: Final = ("unknown", "inquiring", "voiding")
+_ACTIONS: Final = frozenset(REQUEST_MODELS) | frozenset(BOOK_ACTIONS)
+_OTHER: Final = "other"
+#: Seconds; a customer step takes seconds to a minute, a backend call up to its 50 s deadline.
+_BUCKETS: Final = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0, 300.0)
+_STATUS = re.compile(r"[1-5]\d\d")
+
+
+class JournalStats(Protocol):
+    """What the scrape reads from the journal (``misbridge.journal.store.Journal`` has it)."""
+
+    async def count_reversals(self, state: ReversalState) -> int: ...
+
+    async def list_by_states(self, states: Iterable[str]) -> list[Any]: ...
+
+
+def _clamp(value: str, allowed: Iterable[str]) -> str:
+    return value if value in allowed else _OTHER
+
+
+class Metrics:
+    """The misbridge metrics, in a registry of their own.
+
+    Args:
+        registry: where to register; a new private ``CollectorRegistry`` by default.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.transactions = Counter(
+            "misbridge_transactions", "Card transactions finished, by action and outcome (final journal state)",
+            ["action", "outcome"], registry=reg,
+        )  # fmt: skip
+        self.stage_seconds = Histogram(
+            "misbridge_stage_duration_seconds", "Duration of a transaction stage: card, pin, backend, total",
+            ["stage"], buckets=_BUCKETS, registry=reg,
+        )  # fmt: skip
+        self.link_naks = Counter(
+            "misbridge_link_naks", "NAKs on the PIN-pad link: sent (a bad frame arrived) or received", ["direction"],
+            registry=reg,
+        )  # fmt: skip
+        self.link_retransmits = Counter(
+            "misbridge_link_retransmits", "Frames sent again to the PIN pad, by cause (nak, timeout)", ["cause"],
+            registry=reg,
+        )  # fmt: skip
+        self.link_resyncs = Counter(
+            "misbridge_link_resyncs", "Times the link decoder skipped a bad frame or stray bytes to resync",
+            registry=reg,
+        )  # fmt: skip
+        self.link_duplicates = Counter(
+            "misbridge_link_duplicates", "Frames the pad sent twice (our ACK was lost), suppressed", registry=reg
+        )
+        self.backend_retries = Counter(
+            "misbridge_backend_retries", "Backend requests tried again because they were provably not sent",
+            ["action"], registry=reg,
+        )  # fmt: skip
+        self.inquiries = Counter(
+            "misbridge_inquiries", "Inquiries misbridge sent to resolve an unknown outcome, by verdict", ["verdict"],
+            registry=reg,
+        )  # fmt: skip
+        self.api_refusals = Counter(
+            "misbridge_api_refusals", "HTTP requests refused by the door's security rules, by status",
+            ["status"], registry=reg,
+        )  # fmt: skip
+        self.reversal_queue = Gauge(
+            "misbridge_reversal_queue", "Reversal queue entries by state (pending, needs_manual), read at scrape",
+            ["state"], registry=reg,
+        )  # fmt: skip
+        self.unresolved = Gauge(
+            "misbridge_transactions_unresolved",
+            "Transactions whose outcome is being resolved (unknown, inquiring, voiding), read at scrape",
+            registry=reg,
+        )
+        self.device_connected = Gauge(
+            "misbridge_device_connected", "1 when the PIN-pad link is up, else 0", registry=reg
+        )
+        self.journal_bytes = Gauge(
+            "misbridge_journal_bytes", "Size of the journal database plus its WAL file, in bytes", registry=reg
+        )
+        self.build_info = Gauge("misbridge_build_info", "Always 1; the version label", ["version"], registry=reg)
+        self.build_info.labels(version=__version__).set(1)
+        for state in ("pending", "needs_manual"):
+            self.reversal_queue.labels(state=state)
+        self._journal: JournalStats | None = None
+        self._journal_path: Path | None = None
+        self._device_connected: Callable[[], bool] | None = None
+
+    # -- wiring --------------------------------------------------------------------------------
+
+    def watch(
+        self,
+        *,
+        journal: JournalStats | None = None,
+        journal_path: Path | None = None,
+        device_connected: Callable[[], bool] | None = None,
+    ) -> None:
+        """Say where the scrape-time gauges come from (each argument given replaces the old one)."""
+        if journal is not None:
+            self._journal = journal
+        if journal_path is not None:
+            self._journal_path = journal_path
+        if device_connected is not None:
+            self._device_connected = device_connected
+
+    # -- recording (called by the service, the device driver and the backend client) ---------
+
+    def transaction_finished(self, action: str, outcome: str) -> None:
+        """Count one card transaction that ended in ``outcome`` (its journal state, or ``refused``)."""
+        self.transactions.labels(action=_clamp(action, _ACTIONS), outcome=_clamp(outcome, OUTCOMES)).inc()
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        """Record how long ``stage`` (``card``, ``pin``, ``backend`` or ``total``) took.
+
+        Raises:
+            ValueError: ``stage`` is not one of :data:`STAGES`.
+        """
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; one of {STAGES}")
+        self.stage_seconds.labels(stage=stage).observe(max(seconds, 0.0))
+
+    @contextmanager
+    def time_stage(self, stage: str) -> Iterator[None]:
+        """``with metrics.time_stage("card"): ...`` records the block's duration (also on error)."""
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.observe_stage(stage, time.monotonic() - started)
+
+    def record_link_event(self, event: LinkEvent) -> None:
+        """Count a PIN-pad link diagnostic event (every event may be passed; others are ignored)."""
+        if isinstance(event, FrameRejected):
+            self.link_resyncs.inc()
+            if event.nak_sent:
+                self.link_naks.labels(direction="sent").inc()
+        elif isinstance(event, Retransmitted):
+            self.link_retransmits.labels(cause=event.cause).inc()
+            if event.cause == "nak":
+                self.link_naks.labels(direction="received").inc()
+        elif isinstance(event, GarbageDiscarded):
+            self.link_resyncs.inc()
+        elif isinstance(event, DuplicateSuppressed):
+            self.link_duplicates.inc()
+
+    def backend_attempt(self, action: str, attempt: int) -> None:
+        """Tell of attempt number ``attempt`` (1, 2, ...) of a backend request; 2 and up are retries."""
+        if attempt > 1:
+            self.backend_retries.labels(action=_clamp(action, _ACTIONS)).inc()
+
+    def inquiry_sent(self, verdict: str) -> None:
+        """Count one inquiry misbridge originated, by what it established."""
+        self.inquiries.labels(verdict=_clamp(verdict, VERDICTS)).inc()
+
+    def api_refused(self, status: int) -> None:
+        """Count one HTTP request the door's security rules refused."""
+        text = str(status)
+        self.api_refusals.labels(status=text if _STATUS.fullmatch(text) else _OTHER).inc()
+
+    def set_device_connected(self, connected: bool) -> None:
+        """Set the device gauge now (the scrape also reads it when :meth:`watch` was given a source)."""
+        self.device_connected.set(1 if connected else 0)
+
+    # -- scraping -----------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """Read the scrape-time gauges from the journal, the journal files and the pad."""
+        if self._device_connected is not None:
+            self.set_device_connected(self._device_connected())
+        if self._journal_path is not None:
+            self.journal_bytes.set(journal_size(self._journal_path))
+        if self._journal is not None:
+            try:
+                for state in ("pending", "needs_manual"):
+                    self.reversal_queue.labels(state=state).set(await self._journal.count_reversals(state))
+                self.unresolved.set(len(await self._journal.list_by_states(UNRESOLVED_STATES)))
+            except JournalError as err:
+                logger.warning("metrics: journal gauges not refreshed: {}", err)
+
+    async def render(self) -> tuple[bytes, str]:
+        """Refresh, then the text exposition format and its content type (for ``GET /metrics``)."""
+        await self.refresh()
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """A sample's current value (0 if absent), e.g. ``value("misbridge_link_resyncs_total")``."""
+        found = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if found is None else float(found)
+
+
+def journal_size(path: Path) -> int:
+    """Bytes of the journal database and its ``-wal`` file (0 for a file that is missing)."""
+    total = 0
+    for candidate in (path, path.with_name(path.name + "-wal")):
+        try:
+            total += candidate.stat().st_size
+        except FileNotFoundError:
+            continue
+    return total

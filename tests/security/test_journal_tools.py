@@ -1,0 +1,209 @@
+"""``misbridge journal list|show|export|purge``: read-only, masked, safe while the daemon writes."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sqlite3
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from misbridge import journaltool
+from misbridge.cli import main
+from misbridge.ebuy import jsonio
+from misbridge.errors import JournalError
+from misbridge.journal.records import TransactionRecord, iso_utc
+from misbridge.journal.store import Journal
+from misbridge.logs import configure_logging
+from tests.security.journals import NOW, OLD, RECENT, ROWS, build_journal, request
+
+CANARY_PAN = "6225620000018888"
+ENC_HEX = "9F8E7D6C5B4A39281706F5E4D3C2B1A0"
+
+
+@pytest.fixture
+async def journal_path(tmp_path: Path) -> Path:
+    path = tmp_path / "journal.db"
+    await build_journal(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _no_site_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.delenv("MISBRIDGE_CONFIG", raising=False)
+    monkeypatch.setattr("misbridge.cli.DEFAULT_CONFIG_PATH", Path("/nonexistent/misbridge.toml"))
+    yield
+    configure_logging("WARNING")
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_list_is_newest_first_and_filters(journal_path: Path) -> None:
+    rows = journaltool.list_transactions(journal_path, limit=None)
+    assert {r.trace_no for r in rows} == set(ROWS)
+    assert rows[0].created_at >= rows[-1].created_at
+    assert [r.trace_no for r in journaltool.list_transactions(journal_path, limit=2)] == ["NEW-VOIDED", "NEW-APPROVED"]
+    assert {r.trace_no for r in journaltool.list_transactions(journal_path, state="approved")} == {
+        "OLD-APPROVED", "NEW-APPROVED"
+    }
+    assert {r.trace_no for r in journaltool.list_transactions(journal_path, state="open")} == {
+        "OLD-NEEDS-MANUAL", "OLD-VOIDING", "OLD-SUBMITTING", "OLD-INQUIRING"
+    }
+    assert len(journaltool.list_transactions(journal_path, state="final")) == 6
+    since = journaltool.list_transactions(journal_path, since=RECENT - timedelta(hours=1))
+    assert {r.trace_no for r in since} == {"NEW-APPROVED", "NEW-VOIDED"}
+    approved = next(r for r in rows if r.trace_no == "OLD-APPROVED")
+    assert (approved.masked_pan, approved.total_amount, approved.paid_amount, approved.order_no) == (
+        "622562******8888", "40.8", "40.8", "260601000001"
+    )
+
+
+def test_show_has_the_trail_calls_and_reversal(journal_path: Path) -> None:
+    view = journaltool.show(journal_path, "OLD-NEEDS-MANUAL")
+    assert view is not None
+    assert view["state"] == "needs_manual"
+    assert [t["event"] for t in view["transitions"]] == [
+        "intent", "start_card", "card_read", "pin_entered", "outcome_unknown", "give_up", "escalate"
+    ]
+    assert [(c["kind"], c["state"]) for c in view["backendCalls"]] == [("inquiry", "unknown"), ("void", "unknown")]
+    assert view["reversal"]["state"] == "needs_manual"
+    assert view["request"]["goodsDetail"][0]["goodsName"] == "牙膏"
+    # The traceNo of a call misbridge sent finds its original.
+    call_no = view["backendCalls"][1]["traceNo"]
+    assert journaltool.show(journal_path, call_no)["traceNo"] == "OLD-NEEDS-MANUAL"  # type: ignore[index]
+    assert journaltool.show(journal_path, "NOPE") is None
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_export_is_oldest_first_with_every_column(journal_path: Path, fmt: str) -> None:
+    out = io.StringIO()
+    assert journaltool.export(journal_path, out, fmt=fmt) == len(ROWS)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue()))) if fmt == "csv" else json.loads(out.getvalue())
+    assert list(rows[0]) == list(journaltool.EXPORT_COLUMNS)
+    assert rows[0]["traceNo"].startswith("OLD-")
+    assert rows[-1]["traceNo"].startswith("NEW-")
+    with pytest.raises(ValueError, match="format"):
+        journaltool.export(journal_path, out, fmt="xml")
+
+
+async def test_output_is_masked_even_if_card_data_were_stored(tmp_path: Path) -> None:
+    """Second line of defence: the journal never holds card data, but if a row did, no tool prints it."""
+    path = tmp_path / "journal.db"
+    body = {**request("LEAK"), "cardInfo": {"cardNo": ENC_HEX, "password": "1A2B3C4D5E6F7081"},
+            "memo": f"card {CANARY_PAN}", "track2": f"{CANARY_PAN}=28121018888000"}  # fmt: skip
+    async with await Journal.open(path) as journal:
+        await journal.record_intent(TransactionRecord.new("LEAK", "cardRedemption", "received", body))
+        await journal.record_transition("LEAK", "received", "aborted", "abort", masked_pan=CANARY_PAN,
+                                        detail=f"pan {CANARY_PAN}")  # fmt: skip
+    out = io.StringIO()
+    journaltool.export(path, out, fmt="json")
+    journaltool.export(path, out, fmt="csv")
+    out.write(jsonio.dumps(journaltool.show(path, "LEAK")))
+    out.write(journaltool.format_table(journaltool.list_transactions(path)))
+    text = out.getvalue()
+    for secret in (CANARY_PAN, ENC_HEX, "1A2B3C4D5E6F7081", "28121018888000"):
+        assert secret not in text
+    assert "622562******8888" in text
+
+
+async def test_reading_never_writes_and_works_while_the_daemon_writes(journal_path: Path) -> None:
+    before = _digest(journal_path)
+    journaltool.list_transactions(journal_path)
+    journaltool.show(journal_path, "OLD-VOIDED")
+    journaltool.export(journal_path, io.StringIO(), fmt="csv")
+    assert _digest(journal_path) == before
+    assert sorted(p.name for p in journal_path.parent.iterdir()) == ["journal.db"], "no -wal/-shm left behind"
+    async with await Journal.open(journal_path) as journal:  # the daemon, running
+        await journal.record_intent(TransactionRecord.new("LIVE", "cardRedemption", "received", request("LIVE")))
+        rows = journaltool.list_transactions(journal_path, limit=1)  # sees the WAL, takes no write lock
+        assert rows[0].trace_no == "LIVE"
+        await journal.record_transition("LIVE", "received", "aborted", "abort")
+        assert journaltool.show(journal_path, "LIVE")["state"] == "aborted"  # type: ignore[index]
+    assert len(journaltool.list_transactions(journal_path, limit=None)) == len(ROWS) + 1
+
+
+def test_read_only_connection_refuses_writes(journal_path: Path) -> None:
+    conn = journaltool.open_readonly(journal_path)
+    try:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            conn.execute("DELETE FROM transactions")
+    finally:
+        conn.close()
+
+
+def test_missing_or_foreign_files_are_journal_errors(tmp_path: Path) -> None:
+    with pytest.raises(JournalError, match="does not exist"):
+        journaltool.open_readonly(tmp_path / "nope.db")
+    other = tmp_path / "other.db"
+    other.write_text("not sqlite", encoding="utf-8")
+    with pytest.raises(JournalError, match="cannot read"):
+        journaltool.open_readonly(other)
+
+
+@pytest.mark.parametrize(
+    ("text", "delta"), [("7d", timedelta(days=7)), ("12h", timedelta(hours=12)), ("30m", timedelta(minutes=30))]
+)
+def test_parse_since_relative(text: str, delta: timedelta) -> None:
+    assert journaltool.parse_since(text, now=NOW) == NOW - delta
+
+
+def test_parse_since_absolute() -> None:
+    assert journaltool.parse_since("2026-01-31T10:00+00:00").isoformat() == "2026-01-31T10:00:00+00:00"
+    assert journaltool.parse_since("2026-01-31").tzinfo is not None  # naive -> local time
+    with pytest.raises(ValueError, match="--since"):
+        journaltool.parse_since("last tuesday")
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_cli_list_show_export(journal_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["journal", "--journal", str(journal_path), "list", "--state", "open", "--limit", "2"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["traceNo", "createdAt", "action", "state", "returnCode", "maskedPan", "totalAmount"]
+    assert len(table) == 3
+    assert main(["journal", "--journal", str(journal_path), "show", "OLD-VOIDED"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["reversal"]["state"] == "done"
+    assert main(["journal", "--journal", str(journal_path), "show", "NOPE"]) == 1
+    assert "no transaction" in capsys.readouterr().err
+    target = tmp_path / "out.csv"
+    assert main(["journal", "--journal", str(journal_path), "export", "--format", "csv", "--since",
+                 iso_utc(OLD - timedelta(days=1)), "--output", str(target)]) == 0  # fmt: skip
+    assert len(target.read_text(encoding="utf-8").splitlines()) == len(ROWS) + 1
+    assert main(["journal", "--journal", str(journal_path), "export", "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == len(ROWS)
+
+
+def test_cli_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["journal", "--journal", str(tmp_path / "nope.db"), "list"]) == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["journal", "--journal", str(tmp_path / "nope.db"), "list", "--since", "soon"]) == 2
+    assert main(["journal", "--journal", str(tmp_path / "nope.db"), "purge"]) == 1
+    assert main(["journal", "--journal", str(tmp_path / "nope.db"), "purge", "--older-than-days", "0"]) == 2
+
+
+def test_cli_purge_uses_the_retention_setting(
+    journal_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The rows were written at fixed dates in 2026 (tests/security/journals.py): every final row is
+    # older than 1 day today, and none is older than 3650 days.
+    config = tmp_path / "misbridge.toml"
+    config.write_text("[journal]\nretention_days = 3650\n", encoding="utf-8")
+    assert main(["journal", "--config", str(config), "--journal", str(journal_path), "purge", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("0 final transaction(s)")
+    assert main(["journal", "--journal", str(journal_path), "purge", "--older-than-days", "1", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("6 final transaction(s)")
+    assert len(journaltool.list_transactions(journal_path, limit=None)) == len(ROWS)  # dry run: nothing deleted
+    assert main(["journal", "--journal", str(journal_path), "purge", "--older-than-days", "1"]) == 0
+    assert capsys.readouterr().out.startswith("6 final transaction(s)")
+    assert {r.trace_no for r in journaltool.list_transactions(journal_path, limit=None)} == {
+        "OLD-NEEDS-MANUAL", "OLD-VOIDING", "OLD-SUBMITTING", "OLD-INQUIRING"
+    }

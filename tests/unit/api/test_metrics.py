@@ -1,0 +1,174 @@
+"""misbridge.metrics and GET /metrics: private registries, link events, scrape-time journal gauges."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
+
+from misbridge.api.http_app import create_app
+from misbridge.api.security import ApiSecurity
+from misbridge.config import ApiSettings
+from misbridge.errors import JournalError
+from misbridge.journal.records import ReversalState, TransactionRecord
+from misbridge.journal.store import Journal
+from misbridge.link.events import (
+    DuplicateSuppressed,
+    FrameRejected,
+    GarbageDiscarded,
+    PayloadAcked,
+    Retransmitted,
+)
+from misbridge.metrics import STAGES, Metrics, journal_size
+from tests.unit.api.test_security import FakeService
+
+
+def test_two_daemons_in_one_process_do_not_collide() -> None:
+    first, second = Metrics(), Metrics()
+    first.transaction_finished("cardRedemption", "approved")
+    assert first.value("misbridge_transactions_total", {"action": "cardRedemption", "outcome": "approved"}) == 1
+    assert second.value("misbridge_transactions_total", {"action": "cardRedemption", "outcome": "approved"}) == 0
+
+
+def test_label_values_are_clamped_to_known_sets() -> None:
+    metrics = Metrics()
+    metrics.transaction_finished("teleport", "vanished")
+    metrics.transaction_finished("cardPayment", "declined")
+    metrics.inquiry_sent("whatever")
+    metrics.api_refused(999_999)
+    assert metrics.value("misbridge_transactions_total", {"action": "other", "outcome": "other"}) == 1
+    assert metrics.value("misbridge_transactions_total", {"action": "cardPayment", "outcome": "declined"}) == 1
+    assert metrics.value("misbridge_inquiries_total", {"verdict": "other"}) == 1
+    assert metrics.value("misbridge_api_refusals_total", {"status": "other"}) == 1
+
+
+def test_stage_histograms() -> None:
+    metrics = Metrics()
+    for stage in STAGES:
+        metrics.observe_stage(stage, 1.5)
+    with metrics.time_stage("backend"):
+        pass
+    assert metrics.value("misbridge_stage_duration_seconds_count", {"stage": "backend"}) == 2
+    assert metrics.value("misbridge_stage_duration_seconds_bucket", {"stage": "card", "le": "2.5"}) == 1
+    assert metrics.value("misbridge_stage_duration_seconds_bucket", {"stage": "card", "le": "1.0"}) == 0
+    with pytest.raises(ValueError, match="unknown stage"):
+        metrics.observe_stage("coffee", 1.0)
+
+
+def test_link_events_are_counted() -> None:
+    metrics = Metrics()
+    for event in (
+        FrameRejected("bad LRC"),
+        FrameRejected("bad LRC", nak_sent=False),
+        Retransmitted(1, 1, "nak"),
+        Retransmitted(1, 2, "timeout"),
+        GarbageDiscarded(3),
+        DuplicateSuppressed(2),
+        PayloadAcked(1),
+    ):
+        metrics.record_link_event(event)
+    assert metrics.value("misbridge_link_naks_total", {"direction": "sent"}) == 1
+    assert metrics.value("misbridge_link_naks_total", {"direction": "received"}) == 1
+    assert metrics.value("misbridge_link_retransmits_total", {"cause": "nak"}) == 1
+    assert metrics.value("misbridge_link_retransmits_total", {"cause": "timeout"}) == 1
+    assert metrics.value("misbridge_link_resyncs_total") == 3
+    assert metrics.value("misbridge_link_duplicates_total") == 1
+
+
+def test_backend_retries_count_attempts_after_the_first() -> None:
+    metrics = Metrics()
+    for attempt in (1, 2, 3):
+        metrics.backend_attempt("cardRedemption", attempt)
+    assert metrics.value("misbridge_backend_retries_total", {"action": "cardRedemption"}) == 2
+
+
+class FakeJournal:
+    def __init__(self, counts: dict[str, int], unresolved: int, *, fail: bool = False) -> None:
+        self.counts = counts
+        self.unresolved = unresolved
+        self.fail = fail
+
+    async def count_reversals(self, state: ReversalState) -> int:
+        if self.fail:
+            raise JournalError("journal count_reversals failed: disk I/O error")
+        return self.counts.get(state, 0)
+
+    async def list_by_states(self, states: Iterable[str]) -> list[Any]:
+        assert set(states) == {"unknown", "inquiring", "voiding"}
+        return [object()] * self.unresolved
+
+
+async def test_scrape_time_gauges(tmp_path: Path) -> None:
+    db = tmp_path / "journal.db"
+    db.write_bytes(b"x" * 100)
+    (tmp_path / "journal.db-wal").write_bytes(b"y" * 23)
+    connected = [True]
+    metrics = Metrics()
+    metrics.watch(journal=FakeJournal({"pending": 2, "needs_manual": 1}, 4), journal_path=db,
+                  device_connected=lambda: connected[0])  # fmt: skip
+    body, content_type = await metrics.render()
+    assert content_type.startswith("text/plain; version=")
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    assert samples[("misbridge_reversal_queue", (("state", "pending"),))] == 2
+    assert samples[("misbridge_reversal_queue", (("state", "needs_manual"),))] == 1
+    assert samples[("misbridge_transactions_unresolved", ())] == 4
+    assert samples[("misbridge_device_connected", ())] == 1
+    assert samples[("misbridge_journal_bytes", ())] == 123
+    connected[0] = False
+    await metrics.refresh()
+    assert metrics.value("misbridge_device_connected") == 0
+
+
+async def test_a_journal_error_at_scrape_keeps_the_last_values() -> None:
+    metrics = Metrics()
+    journal = FakeJournal({"pending": 5}, 0)
+    metrics.watch(journal=journal)
+    await metrics.refresh()
+    journal.fail = True
+    await metrics.refresh()
+    assert metrics.value("misbridge_reversal_queue", {"state": "pending"}) == 5
+
+
+def test_journal_size_of_missing_files_is_zero(tmp_path: Path) -> None:
+    assert journal_size(tmp_path / "nothing.db") == 0
+
+
+async def test_gauges_from_a_real_journal(tmp_path: Path) -> None:
+    async with await Journal.open(tmp_path / "journal.db") as journal:
+        now = datetime.now(UTC)
+        for trace_no, state in (("A", "unknown"), ("B", "approved"), ("C", "inquiring")):
+            await journal.record_intent(TransactionRecord.new(trace_no, "cardRedemption", state, {"traceNo": trace_no},
+                                                              now=now))  # fmt: skip
+        await journal.enqueue_reversal("A", from_state="unknown", event="give_up")
+        metrics = Metrics()
+        metrics.watch(journal=journal, journal_path=tmp_path / "journal.db")
+        await metrics.refresh()
+    assert metrics.value("misbridge_reversal_queue", {"state": "pending"}) == 1
+    assert metrics.value("misbridge_transactions_unresolved") == 2  # voiding + inquiring
+    assert metrics.value("misbridge_journal_bytes") > 0
+
+
+async def test_metrics_endpoint_counts_refusals_and_needs_no_token() -> None:
+    metrics = Metrics()
+    security = ApiSecurity.from_settings(ApiSettings(), SecretStr("tok"))
+    app = create_app(FakeService(), security, metrics=metrics)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1:9101") as client:
+        assert (await client.get("/health", headers={"host": "evil.example"})).status_code == 421
+        assert (await client.post("/v1/cardRedemption", content=b"{}", headers={"origin": "null"})).status_code == 403
+        assert (await client.get("/v1/transactions/X")).status_code == 401
+        response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert 'misbridge_api_refusals_total{status="421"} 1.0' in response.text
+    assert 'misbridge_api_refusals_total{status="403"} 1.0' in response.text
+    assert 'misbridge_api_refusals_total{status="401"} 1.0' in response.text
+    assert 'misbridge_build_info{version="' in response.text
