@@ -125,11 +125,16 @@ class Daemon:
         Path(settings.journal.path).parent.mkdir(parents=True, exist_ok=True)
         self._journal = await Journal.open(Path(settings.journal.path))
         self._pinpad = create_driver(settings.device)
+        self._pinpad.on_link_event = self.metrics.record_link_event
         await self._pinpad.start()
         if not await self._pinpad.wait_connected(DEVICE_WAIT_S):
             logger.warning("PIN pad at {} not connected yet; retrying in the background", settings.device.url)
-        self._backend = BackendClient(settings.backend, settings.identity, self._signing_key)
-        self._service = TransactionService(settings, self._journal, self._pinpad, self._backend)
+        self._backend = BackendClient(
+            settings.backend, settings.identity, self._signing_key, on_attempt=self.metrics.backend_attempt
+        )
+        self._service = TransactionService(
+            settings, self._journal, self._pinpad, self._backend, metrics=self.metrics
+        )
         self._socket_server = PosSocketServer(self._service.handle, settings.api, settings.identity)
         self.socket_port = await self._socket_server.start()
         pinpad = self._pinpad

@@ -192,7 +192,7 @@ class Metrics:
         finally:
             self.observe_stage(stage, time.monotonic() - started)
 
-    def record_link_event(self, event: LinkEvent) -> None:
+    def record_link_event(self, event: LinkEvent | object) -> None:
         """Count a PIN-pad link diagnostic event (every event may be passed; others are ignored)."""
         if isinstance(event, FrameRejected):
             self.link_resyncs.inc()

@@ -96,8 +96,10 @@ class BackendClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         retry_policy: RetryPolicy = SUBMIT_RETRY,
+        on_attempt: Callable[[str, int], None] | None = None,
     ) -> None:
         self._settings = settings
+        self._on_attempt = on_attempt
         self._identity = identity
         self._key = signing_key.get_secret_value() if signing_key and settings.signing.enabled else None
         self._retry_policy = retry_policy
@@ -144,6 +146,8 @@ class BackendClient:
         def count(attempt: int) -> None:
             nonlocal attempts
             attempts = attempt
+            if self._on_attempt is not None:
+                self._on_attempt(action, attempt)
 
         try:
             response = await self._post(action, payload, count)

@@ -30,6 +30,7 @@ from loguru import logger
 from misbridge.config import ResolutionSettings
 from misbridge.core.flow import journaled_step
 from misbridge.core.machine import PRE_SUBMIT_STATES, TxnState
+from misbridge.core.observe import NoMetrics, TransactionMetrics
 from misbridge.crashpoints import crash_point
 from misbridge.ebuy.requests import error_response
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown, MisbridgeError, ReturnCode
@@ -80,8 +81,10 @@ class Resolver:
         backend: Backend,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: TransactionMetrics | None = None,
     ) -> None:
         self._settings = settings
+        self._metrics: TransactionMetrics = metrics or NoMetrics()
         self._journal = journal
         self._backend = backend
         self._clock = clock
@@ -93,6 +96,11 @@ class Resolver:
 
     async def inquire(self, trace_no: str) -> Verdict:
         """Send one ``inquiry`` for ``trace_no`` under a freshly allocated traceNo."""
+        verdict = await self._inquire(trace_no)
+        self._metrics.inquiry_sent(verdict.kind)
+        return verdict
+
+    async def _inquire(self, trace_no: str) -> Verdict:
         call_no = await self._journal.allocate_call(trace_no, "inquiry")
         crash_point("inquiry.after_alloc")
         try:

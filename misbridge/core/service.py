@@ -23,6 +23,7 @@ from misbridge.backend.client import BackendClient
 from misbridge.config import Settings
 from misbridge.core.flow import Flow
 from misbridge.core.machine import TxnState
+from misbridge.core.observe import NoMetrics, TransactionMetrics, timed
 from misbridge.core.resolution import Resolver, pos_response
 from misbridge.crashpoints import crash_point
 from misbridge.device.base import CardRead, EncryptedPin, PinPadDriver
@@ -76,12 +77,16 @@ class _InFlight:
 class TransactionService:
     """Runs POS requests to completion. ``handle`` never raises for anything the POS caused."""
 
-    def __init__(self, settings: Settings, journal: Journal, pinpad: PinPadDriver, backend: BackendClient) -> None:
+    def __init__(
+        self, settings: Settings, journal: Journal, pinpad: PinPadDriver, backend: BackendClient,
+        *, metrics: TransactionMetrics | None = None,
+    ) -> None:
         self._settings = settings
         self._journal = journal
         self._pinpad = pinpad
         self._backend = backend
-        self._resolver = Resolver(settings.resolution, journal, backend)
+        self._metrics: TransactionMetrics = metrics or NoMetrics()
+        self._resolver = Resolver(settings.resolution, journal, backend, metrics=self._metrics)
         self._in_flight: dict[str, _InFlight] = {}
         self._accepting = True
         self._recovering = False
@@ -186,6 +191,8 @@ class TransactionService:
                 raise RequestError(ReturnCode.RECOVERING.meaning, return_code=ReturnCode.RECOVERING)
         except RequestError as err:
             logger.bind(traceNo=trace_no, action=action).warning("refused: {} {}", err.return_code.code, err)
+            if action in CARD_ACTIONS:
+                self._metrics.transaction_finished(action, "refused")
             return error_response(trace_no, err, err.return_code)
         if action in CARD_ACTIONS:
             assert isinstance(request, CardRedemptionRequest)
@@ -234,12 +241,17 @@ class TransactionService:
         await self._journal.record_intent(TransactionRecord.new(trace_no, action, TxnState.RECEIVED, body))
         crash_point("intake.after_intent")
         flow = Flow(self._journal, trace_no)
-        try:
-            card, pin = await self._read_card_and_pin(flow, request)
-        except (DeviceError, MisbridgeError) as err:
-            return await self._abort(flow, err)
-        response = await self._submit(flow, action, {**body, "cardInfo": card_info(card, pin)}, claim_deadline)
+        with timed(self._metrics, "total"):
+            try:
+                card, pin = await self._read_card_and_pin(flow, request)
+            except (DeviceError, MisbridgeError) as err:
+                response = await self._abort(flow, err)
+            else:
+                outbound = {**body, "cardInfo": card_info(card, pin)}
+                response = await self._submit(flow, action, outbound, claim_deadline)
         crash_point("outcome.after_commit")
+        record = await self._journal.get(trace_no)
+        self._metrics.transaction_finished(action, record.state if record else "unknown")
         return response
 
     async def _read_card_and_pin(
@@ -250,11 +262,13 @@ class TransactionService:
             raise DeviceNotConnected("PIN pad not connected: check the cable and the device path")
         amount = amount_minor_units(request.totalAmount)
         await flow.step("start_card")
-        card = await self._pinpad.read_card(amount, device.card_timeout_s, f"Amount {request.totalAmount}")
+        with timed(self._metrics, "card"):
+            card = await self._pinpad.read_card(amount, device.card_timeout_s, f"Amount {request.totalAmount}")
         crash_point("card.before_commit")
         await flow.step("card_read", masked_pan=card.masked_pan, card_type=card.card_type)
         crash_point("card.after_commit")
-        pin = await self._pinpad.read_pin(amount, device.pin_timeout_s, "Enter PIN", key_index=device.key_index)
+        with timed(self._metrics, "pin"):
+            pin = await self._pinpad.read_pin(amount, device.pin_timeout_s, "Enter PIN", key_index=device.key_index)
         crash_point("pin.before_commit")
         return card, pin
 
@@ -268,7 +282,8 @@ class TransactionService:
         await flow.step("pin_entered")
         crash_point("submit.after_commit")
         try:
-            reply = await self._backend.submit(action, outbound)
+            with timed(self._metrics, "backend"):
+                reply = await self._backend.submit(action, outbound)
         except BackendNotSent as err:
             response = error_response(flow.trace_no, err, err.return_code)
             await flow.step("not_sent", response=response, return_code=err.return_code.code, detail=str(err))

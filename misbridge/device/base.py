@@ -79,6 +79,8 @@ class PinPadDriver(Protocol):
 
     #: Called with ``(stage, digits_entered)`` for each progress report during card and PIN steps.
     on_progress: ProgressCallback | None
+    #: Called with each link diagnostic event (NAKs, retransmits, resyncs) for the metrics.
+    on_link_event: Callable[[object], None] | None
 
     @property
     def connected(self) -> bool:

@@ -60,10 +60,12 @@ class LinkDriver:
         *,
         on_progress: Callable[[Progress], None] | None = None,
         on_down: Callable[[DeviceNotConnected], None] | None = None,
+        on_event: Callable[[LinkEvent], None] | None = None,
         name: str = "pinpad",
     ) -> None:
         self._transport = transport
         self._session = session
+        self._on_event = on_event
         self._on_progress = on_progress
         self._on_down = on_down
         self._name = name
@@ -222,6 +224,8 @@ class LinkDriver:
     # -- events ------------------------------------------------------------------------------
 
     def _handle_event(self, event: LinkEvent) -> None:
+        if self._on_event is not None:
+            self._on_event(event)
         if isinstance(event, PayloadReceived):
             self._payload_received(event.payload)
         elif isinstance(event, LinkFailed):

@@ -112,6 +112,7 @@ class MisPosV1Driver:
             known = ", ".join(sorted(TRANSPORTS))
             raise ConfigError(f"device.url {settings.url!r}: no transport for it (known schemes: {known})")
         self.on_progress: ProgressCallback | None = None
+        self.on_link_event: Callable[[object], None] | None = None
         self._settings = settings
         self._opener: Opener = opener or _open_by_url
         self._session_factory = session_factory
@@ -180,6 +181,10 @@ class MisPosV1Driver:
             await self._serve(link)
             await asyncio.sleep(delay)
 
+    def _link_event(self, event: object) -> None:
+        if self.on_link_event is not None:
+            self.on_link_event(event)
+
     async def _connect(self) -> LinkDriver:
         transport = await self._opener(self._settings.url, self._settings.baudrate)
         link = LinkDriver(
@@ -187,6 +192,7 @@ class MisPosV1Driver:
             self._session_factory(),
             on_progress=self._progress_received,
             on_down=self._link_down,
+            on_event=self._link_event,
             name=self._settings.url,
         )
         link.start()

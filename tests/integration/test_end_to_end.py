@@ -252,3 +252,21 @@ async def test_envelope_identity_is_echoed(bench: Bench) -> None:
     envelope = Envelope("cardRedemption", "POS77", "SHOP9", "001", _request())
     answer = await socket_request(bench.host, bench.daemon.socket_port, envelope)
     assert (answer.device_no, answer.shop_no, answer.brand) == ("POS77", "SHOP9", "001")
+
+
+async def test_metrics_follow_the_real_transactions(bench: Bench) -> None:
+    metrics = bench.daemon.metrics
+    approved_before = metrics.value("misbridge_transactions_total", {"action": "cardRedemption", "outcome": "approved"})
+    await _socket(bench, "cardRedemption", _request())
+    await bench.customer("prepaid", action="cancel-card")
+    await _socket(bench, "cardRedemption", _request())
+    await _socket(bench, "cardRedemption", _request(totalAmount="bad"))
+    labels = {"action": "cardRedemption"}
+    assert metrics.value("misbridge_transactions_total", {**labels, "outcome": "approved"}) == approved_before + 1
+    assert metrics.value("misbridge_transactions_total", {**labels, "outcome": "aborted"}) >= 1
+    assert metrics.value("misbridge_transactions_total", {**labels, "outcome": "refused"}) >= 1
+    for stage in ("card", "pin", "backend", "total"):
+        assert metrics.value("misbridge_stage_duration_seconds_count", {"stage": stage}) >= 1
+    text = (await bench.http.get("/metrics")).text
+    assert 'misbridge_device_connected 1.0' in text
+    assert "misbridge_journal_bytes" in text
