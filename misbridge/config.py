@@ -82,6 +82,11 @@ class ResolutionSettings(BaseModel):
     not_found_codes: list[str] = Field(["25"], description="inquiry codes meaning: the backend never had it")
     pending_codes: list[str] = Field(["26"], description="inquiry/void codes meaning: still in progress, ask again")
     void_done_codes: list[str] = Field(["00", "22", "25"], description="void codes meaning: nothing remains moved")
+    rejected_codes: list[str] = Field(
+        ["12", "30", "63", "94"],
+        description="codes that refuse the inquiry/void request itself (unsupported, format, signature, "
+        "duplicate traceNo): they say nothing about the original, so misbridge asks again",
+    )
 
 
 class ApiSettings(BaseModel):

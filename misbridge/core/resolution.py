@@ -121,6 +121,9 @@ class Resolver:
             return Verdict("approved", as_original)
         if code in self._settings.pending_codes:
             return Verdict("pending", {}, f"backend still processing ({code})")
+        if code in self._settings.rejected_codes:
+            # The inquiry itself was refused: nothing is known about the original yet.
+            return Verdict("unknown", {}, f"inquiry refused ({code}: {reply.body.get('returnDesc', '')})")
         if code in self._settings.not_found_codes:
             return Verdict("failed", pos_response(trace_no, ReturnCode.NOT_PROCESSED), f"not found ({code})")
         return Verdict("failed", as_original, f"original failed ({code})")
@@ -220,8 +223,8 @@ class Resolver:
             await self._journal.complete_reversal(original, detail=f"void answered {code}")
             logger.bind(traceNo=original).info("voided (backend answered {})", code)
             crash_point("void.after_commit")
-        elif code in self._settings.pending_codes:
-            await self._retry_later(reversal, f"original still in progress ({code})", now)
+        elif code in self._settings.pending_codes or code in self._settings.rejected_codes:
+            await self._retry_later(reversal, f"void not decided ({code}: {reply.body.get('returnDesc', '')})", now)
         else:
             await self._escalate(original, f"void refused with {code}: {reply.body.get('returnDesc', '')}")
 

@@ -89,7 +89,9 @@ class TransactionService:
         self._resolver = Resolver(settings.resolution, journal, backend, metrics=self._metrics)
         self._in_flight: dict[str, _InFlight] = {}
         self._accepting = True
-        self._recovering = False
+        # Not ready until recover() has run: a card request before that could overtake an
+        # interrupted transaction of the same customer.
+        self._recovering = True
 
     @property
     def resolver(self) -> Resolver:

@@ -157,10 +157,17 @@ class SimulatedPinPad:
 
     def _host_opened(self) -> None:
         # A (re)opened port is a fresh link on both sides (§3 Reset); the card is forgotten.
+        # The host that started the running command is gone (a daemon killed mid-READ_CARD or
+        # mid-READ_PIN, then restarted): drop that command without a word on the new link.
+        # Detaching it here also means its task, which ends a loop turn later, can neither
+        # answer HOST_CANCELLED to a CANCEL the old host sent nor clear a newer job.
         _LOGGER.debug("host opened the port: new link session")
-        if self._job is not None:
-            self._job.cancel()
+        job, self._job = self._job, None
+        self._host_cancelled_id = 0
+        if job is not None:
+            job.cancel()
         self._cancel_timer()
+        self._port.discard_output()  # bytes still queued for the old host are not for the new one
         self._session = self._new_session()
         self._card = None
 

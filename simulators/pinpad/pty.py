@@ -103,6 +103,13 @@ class PtyPort:
         self._pending += data
         self._flush()
 
+    def discard_output(self) -> None:
+        """Drop bytes queued for the daemon but not yet written (the link was reset)."""
+        self._pending.clear()
+        if self._writer_armed and self._loop is not None and self.is_open:
+            self._loop.remove_writer(self._master)
+        self._writer_armed = False
+
     def close(self) -> None:
         """Unplug: stop reading, close master and slave, remove our symlink.
 

@@ -649,11 +649,20 @@ TABLE: tuple[Case, ...] = (
     ),
     Case(
         "void-refused",
-        "as inquiry-failing-too, and the void is refused (12) -> needs_manual (R9, by design)",
+        "as inquiry-failing-too, and the void is refused (57) -> needs_manual (R9, by design)",
         "needs_manual",
         "MB32",
-        (_LOST_SALE_REPLY, _INQUIRY_FAILS, Fault("void", "decline", code="12")),
+        (_LOST_SALE_REPLY, _INQUIRY_FAILS, Fault("void", "decline", code="57")),
         inquiries="some",
+    ),
+    Case(
+        "inquiry-rejected",
+        "sale reply lost, first inquiry refused as a request (94) -> says nothing -> next inquiry 00 -> approved",
+        "approved",
+        "00",
+        (_LOST_SALE_REPLY, Fault("inquiry", "decline", code="94")),
+        inquiries="some",
+        inquiry_codes=("94", "00"),
     ),
     Case(
         "drop-before-commit",

@@ -1,0 +1,255 @@
+"""The Jepsen-style checker: after a run, compare the journal, the backend's ledger and what the POS heard.
+
+Inputs are plain data (the harness reads the journal read-only with :func:`read_journal` and the
+ledger over HTTP), so the rules are unit-tested without any process. For the run's traceNo:
+
+* **stuck**: the journal row is missing or not in a final state (``needs_manual`` included), or
+  its reversal is still ``pending`` / ``needs_manual``;
+* **lost**: the journal and the ledger disagree about the money: approved in the journal but not
+  applied at the backend, or applied at the backend but not approved in the journal;
+* **doubled**: the sale reached the backend more than once, or a traceNo misbridge originated
+  (inquiry, void) was submitted more than once, or more than one void was applied;
+* **answer**: the POS was told something the journal contradicts: the repeated request does
+  not get the stored response, the stored returnCode does not match the state ("00" exactly
+  when approved), or a first answer said "00" for a transaction that did not end approved, or
+  an outcome other than "00" for one that did (answers in :data:`NOT_AN_OUTCOME` excepted);
+* **integrity**: ``PRAGMA integrity_check`` is not ``ok``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from misbridge.ebuy import jsonio
+
+FINAL_STATES = frozenset({"approved", "declined", "aborted", "voided"})
+APPROVED_CODE = "00"
+#: Answers that say nothing about the outcome ("busy", "resolving", "shutting down", "recovering:
+#: retry shortly"): a POS that got one asks again, so it is no contradiction whatever the end.
+NOT_AN_OUTCOME = frozenset({"MB25", "MB31", "MB91", "MB92"})
+
+
+@dataclass(frozen=True)
+class JournalView:
+    """What the journal holds about one traceNo (None fields: no such row)."""
+
+    state: str | None
+    response: dict[str, Any] | None
+    return_code: str | None
+    reversal_state: str | None
+    #: (traceNo, kind) of every request misbridge originated for it (inquiries, voids).
+    calls: tuple[tuple[str, str], ...]
+    transitions: tuple[str, ...]
+    integrity: str
+
+    @property
+    def settled(self) -> bool:
+        """Final, with no reversal left to send."""
+        return self.state in FINAL_STATES and self.reversal_state in (None, "done")
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    """The backend simulator's record of one traceNo (``GET /_sim/ledger/{traceNo}``; 404 = never seen)."""
+
+    submissions: int = 0
+    state: str = "unseen"
+    applied: bool = False
+    voided_by: str | None = None
+
+    @classmethod
+    def from_json(cls, record: Mapping[str, Any] | None) -> LedgerEntry:
+        """The entry for a ledger record, or the empty entry for None (404)."""
+        if record is None:
+            return cls()
+        voided_by = record.get("voidedBy")
+        return cls(int(record.get("submissions", 0)), str(record.get("state", "")), bool(record.get("applied")),
+                   str(voided_by) if voided_by else None)
+
+
+@dataclass
+class Verdict:
+    """The violations of one run, by column."""
+
+    lost: list[str] = field(default_factory=list)
+    doubled: list[str] = field(default_factory=list)
+    stuck: list[str] = field(default_factory=list)
+    answer: list[str] = field(default_factory=list)
+    integrity: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """No violation at all."""
+        return not (self.lost or self.doubled or self.stuck or self.answer or self.integrity)
+
+    def messages(self) -> list[str]:
+        """Every violation as ``column: text``."""
+        columns = ("lost", "doubled", "stuck", "answer", "integrity")
+        return [f"{name}: {text}" for name in columns for text in getattr(self, name)]
+
+
+def check_run(
+    journal: JournalView,
+    sale: LedgerEntry,
+    calls: Mapping[str, LedgerEntry],
+    *,
+    repeated_answer: Mapping[str, Any] | None,
+    first_answer: Mapping[str, Any] | None,
+) -> Verdict:
+    """Apply the rules of the module docstring to one run.
+
+    Args:
+        journal: the journal's view of the run's traceNo, read after the clean daemon stopped.
+        sale: the ledger entry of the run's traceNo.
+        calls: ledger entries of the traceNos misbridge originated for it, by traceNo.
+        repeated_answer: the body the clean daemon answered to the repeated POS request.
+        first_answer: the body the crashing daemon answered, if it answered before dying.
+    """
+    verdict = Verdict()
+    state = journal.state
+    if state is None:
+        verdict.stuck.append("no journal row after the repeated request")
+    elif state not in FINAL_STATES:
+        verdict.stuck.append(f"journal state {state}")
+    if journal.reversal_state not in (None, "done"):
+        verdict.stuck.append(f"reversal {journal.reversal_state}")
+    _check_money(verdict, state, sale)
+    _check_doubles(verdict, sale, journal, calls)
+    _check_answers(verdict, journal, repeated_answer, first_answer)
+    if journal.integrity != "ok":
+        verdict.integrity.append(journal.integrity)
+    return verdict
+
+
+def _check_money(verdict: Verdict, state: str | None, sale: LedgerEntry) -> None:
+    if sale.applied and state != "approved":
+        verdict.lost.append(f"backend applied the sale (ledger {sale.state}) but the journal says {state}")
+    if state == "approved" and not sale.applied:
+        verdict.lost.append(f"journal approved but the backend did not apply the sale (ledger {sale.state})")
+
+
+def _check_doubles(
+    verdict: Verdict, sale: LedgerEntry, journal: JournalView, calls: Mapping[str, LedgerEntry]
+) -> None:
+    if sale.submissions > 1:
+        verdict.doubled.append(f"sale submitted {sale.submissions} times")
+    for trace_no, kind in journal.calls:
+        entry = calls.get(trace_no, LedgerEntry())
+        if entry.submissions > 1:
+            verdict.doubled.append(f"{kind} {trace_no} submitted {entry.submissions} times")
+    applied_voids = [no for no, kind in journal.calls if kind == "void" and calls.get(no, LedgerEntry()).applied]
+    if len(applied_voids) > 1:
+        verdict.doubled.append(f"{len(applied_voids)} voids applied: {', '.join(applied_voids)}")
+    if sale.voided_by is not None and sale.voided_by not in {no for no, _ in journal.calls}:
+        verdict.doubled.append(f"sale voided by {sale.voided_by}, a traceNo the journal never allocated")
+
+
+def _check_answers(
+    verdict: Verdict,
+    journal: JournalView,
+    repeated: Mapping[str, Any] | None,
+    first: Mapping[str, Any] | None,
+) -> None:
+    state = journal.state
+    if state not in FINAL_STATES:
+        return  # already stuck; what it was told cannot be judged against a non-final state
+    stored = journal.response
+    if stored is None:
+        verdict.answer.append(f"final state {state} without a stored response")
+        return
+    stored_code = str(stored.get("returnCode", ""))
+    if stored_code != (journal.return_code or stored_code):
+        verdict.answer.append(f"return_code column {journal.return_code} != response returnCode {stored_code}")
+    if (stored_code == APPROVED_CODE) != (state == "approved"):
+        verdict.answer.append(f"stored returnCode {stored_code!r} in state {state}")
+    if repeated is None:
+        verdict.answer.append("no answer to the repeated request")
+    elif dict(repeated) != stored:
+        verdict.answer.append(f"repeated request answered {_brief(repeated)}, journal holds {_brief(stored)}")
+    if first is None:
+        return
+    first_code = str(first.get("returnCode", ""))
+    if first_code not in NOT_AN_OUTCOME and (first_code == APPROVED_CODE) != (state == "approved"):
+        verdict.answer.append(f"the POS was first told {_brief(first)} but the transaction ended {state}")
+
+
+def _brief(body: Mapping[str, Any]) -> str:
+    return f"{body.get('returnCode')!r} ({body.get('returnDesc', '')})"
+
+
+@contextlib.contextmanager
+def _read_only(path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5.0, isolation_level=None)
+    try:
+        conn.row_factory = sqlite3.Row
+        yield conn
+    finally:
+        conn.close()
+
+
+def read_state(path: Path, trace_no: str) -> tuple[str | None, str | None]:
+    """(transaction state, reversal state) of ``trace_no``; (None, None) before the journal exists."""
+    if not path.exists():
+        return None, None
+    with _read_only(path) as conn:
+        row = conn.execute("SELECT state FROM transactions WHERE trace_no = ?", (trace_no,)).fetchone()
+        rev = conn.execute("SELECT state FROM reversals WHERE original_trace_no = ?", (trace_no,)).fetchone()
+    return (row["state"] if row else None), (rev["state"] if rev else None)
+
+
+def read_journal(path: Path, trace_no: str) -> JournalView:
+    """Everything the checker needs about ``trace_no``, from a read-only connection.
+
+    Raises:
+        sqlite3.Error: the journal cannot be read.
+    """
+    if not path.exists():
+        return JournalView(None, None, None, None, (), (), "journal file missing")
+    with _read_only(path) as conn:
+        row = conn.execute(
+            "SELECT state, response_json, return_code FROM transactions WHERE trace_no = ?", (trace_no,)
+        ).fetchone()
+        rev = conn.execute("SELECT state FROM reversals WHERE original_trace_no = ?", (trace_no,)).fetchone()
+        calls = conn.execute(
+            "SELECT trace_no, kind FROM backend_calls WHERE original_trace_no = ? ORDER BY created_at, trace_no",
+            (trace_no,),
+        ).fetchall()
+        steps = conn.execute(
+            "SELECT from_state, event, to_state FROM transitions WHERE trace_no = ? ORDER BY id", (trace_no,)
+        ).fetchall()
+        integrity = "\n".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall())
+    response = jsonio.loads(row["response_json"]) if row and row["response_json"] else None
+    return JournalView(
+        state=row["state"] if row else None,
+        response=response if isinstance(response, dict) else None,
+        return_code=row["return_code"] if row else None,
+        reversal_state=rev["state"] if rev else None,
+        calls=tuple((str(c["trace_no"]), str(c["kind"])) for c in calls),
+        transitions=tuple(f"{s['from_state']} -{s['event']}-> {s['to_state']}" for s in steps),
+        integrity=integrity,
+    )
+
+
+def sweep(path: Path) -> list[str]:
+    """Whole-journal check at the end of a lane: every transaction final, no reversal left, integrity ok.
+
+    Each run checks its own traceNo; this catches a run that disturbed an earlier one.
+    """
+    if not path.exists():
+        return []
+    with _read_only(path) as conn:
+        open_rows = conn.execute(
+            "SELECT trace_no, state FROM transactions WHERE state NOT IN ('approved', 'declined', 'aborted', 'voided')"
+        ).fetchall()
+        reversals = conn.execute("SELECT original_trace_no, state FROM reversals WHERE state <> 'done'").fetchall()
+        integrity = "\n".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall())
+    problems = [f"transaction {row['trace_no']} left {row['state']}" for row in open_rows]
+    problems += [f"reversal of {row['original_trace_no']} left {row['state']}" for row in reversals]
+    if integrity != "ok":
+        problems.append(f"integrity_check: {integrity}")
+    return problems

@@ -1,0 +1,246 @@
+"""What one crash run does for each crash point: backend faults, which pass crashes, how it is reached.
+
+Every point in :data:`misbridge.crashpoints.POINTS` has a scenario here (a unit test checks it),
+so a new point without one fails the suite instead of being silently skipped. A scenario is a
+:class:`Plan`, drawn with the run's own ``random.Random`` so that a seed reproduces the run:
+
+* **sale points** (intake, card, PIN, submit, outcome, POS reply): the customer pays; for the
+  points the request passes after the backend answered, the backend sometimes declines (scripted
+  ``decline``) or, for outcome and POS reply, loses its reply so the outcome is resolved by
+  inquiry first (and sometimes voided);
+* **inquiry points**: the sale's reply is lost or spoiled after (or before) the backend commits,
+  so the outcome is unknown; sometimes the first inquiry fails too and the *second* pass crashes;
+* **void points**: the sale's outcome is unknown and every inquiry fails until the inquiry bound
+  passes, so a void is queued; sometimes the first void attempt fails before or after the
+  backend applies it, and the retry is the pass that crashes;
+* **recovery points**: a first daemon crashes at a *prep* point to leave a non-final transaction,
+  a second one crashes inside start-up recovery, then the clean daemon finishes the job;
+* ``shutdown.drain``: the backend holds the sale, and SIGTERM arrives while the transaction is
+  ``submitting``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from misbridge.crashpoints import POINTS
+
+#: Where a sale's POS request first meets each point, in order (the hook counts passes).
+SALE_POINTS: tuple[str, ...] = (
+    "intake.before_intent",
+    "intake.after_intent",
+    "card.before_commit",
+    "card.after_commit",
+    "pin.before_commit",
+    "submit.after_commit",
+    "backend.cardRedemption.after_write",
+    "submit.after_reply",
+    "outcome.after_commit",
+    "pos.after_reply",
+)
+INQUIRY_POINTS: tuple[str, ...] = (
+    "inquiry.after_alloc",
+    "backend.inquiry.after_write",
+    "inquiry.after_reply",
+    "inquiry.after_commit",
+)
+VOID_POINTS: tuple[str, ...] = (
+    "void.after_enqueue",
+    "void.after_alloc",
+    "backend.voidCardSale.after_write",
+    "void.after_reply",
+    "void.after_commit",
+)
+RECOVERY_POINTS: tuple[str, ...] = ("recovery.start", "recovery.after_first")
+SHUTDOWN_POINTS: tuple[str, ...] = ("shutdown.drain",)
+
+#: Sale points a request passes only after the backend answered (a scripted decline matters there).
+BACKEND_REACHED: tuple[str, ...] = ("backend.cardRedemption.after_write", "submit.after_reply",
+                                    "outcome.after_commit", "pos.after_reply")
+#: Points whose crash leaves a transaction in a pre-submit state (what recovery.after_first needs).
+PRE_SUBMIT_PREP: tuple[str, ...] = ("intake.after_intent", "card.before_commit", "card.after_commit",
+                                    "pin.before_commit")
+#: Points that leave some non-final transaction for recovery.start to find.
+NON_FINAL_PREP: tuple[str, ...] = (
+    *PRE_SUBMIT_PREP,
+    "submit.after_commit",
+    "backend.cardRedemption.after_write",
+    "inquiry.after_alloc",
+    "backend.inquiry.after_write",
+    "void.after_enqueue",
+    "void.after_alloc",
+    "backend.voidCardSale.after_write",
+)
+
+#: Inquiries scripted to fail in the void scenarios: more than fit in the inquiry bound.
+FAILING_INQUIRIES = 200
+#: How long ``delay-*`` faults hold a request (shutdown.drain: SIGTERM lands meanwhile).
+HOLD_S = 0.3
+#: A reply held past the client's read timeout (the harness's READ_TIMEOUT_S is 1 s).
+LATE_S = 1.5
+
+#: Inquiry bound of the daemons in the inquiry scenarios: they crash at the 1st or 2nd inquiry, so a
+#: long bound costs nothing and keeps a loaded machine from voiding before the 2nd inquiry.
+LONG_INQUIRY_BOUND_S = 3.0
+
+#: Sale faults after which the outcome is unknown to misbridge; the value says whether money moved.
+UNKNOWN_SALE_FAULTS: dict[str, bool] = {
+    "drop-after-commit": True,
+    "http-500-after-commit": True,
+    "bad-sign-after-commit": True,
+    "delay-after-commit": True,
+    "drop-before-commit": False,
+}
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One ``POST /_sim/faults`` entry; the run's traceNo is filled in when it is sent."""
+
+    action: str
+    fault: str
+    times: int = 1
+    delay_s: float = 0.0
+    code: str | None = None
+    reset: bool = False
+
+    def request(self, trace_no: str) -> dict[str, Any]:
+        """The JSON object for the simulator, limited to requests about ``trace_no``."""
+        body: dict[str, Any] = {"action": self.action, "fault": self.fault, "times": self.times,
+                                "trace_no": trace_no}
+        if self.delay_s:
+            body["delay_s"] = self.delay_s
+        if self.code is not None:
+            body["code"] = self.code
+        if self.reset:
+            body["reset"] = True
+        return body
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One daemon that is expected to die at ``crash_at`` (``point`` or ``point:nth``)."""
+
+    crash_at: str
+    faults: tuple[FaultSpec, ...] = ()
+    #: Send the POS request to this daemon (False: the daemon only starts and recovers).
+    sends_request: bool = True
+    #: Journal state of the run's transaction at which the harness sends SIGTERM.
+    sigterm_at_state: str | None = None
+    #: Run this daemon with :data:`LONG_INQUIRY_BOUND_S` instead of the short inquiry bound.
+    long_inquiry_bound: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The daemons one run starts before the clean one, and a word on the variant drawn."""
+
+    point: str
+    #: Daemons started one after the other; the *last* one's exit 137 means the point was reached.
+    stages: tuple[Stage, ...]
+    variant: str
+
+
+def _nth(point: str, nth: int) -> str:
+    return point if nth == 1 else f"{point}:{nth}"
+
+
+def _unknown_sale(rng: random.Random) -> tuple[FaultSpec, str]:
+    name = rng.choice(sorted(UNKNOWN_SALE_FAULTS))
+    if name == "delay-after-commit":
+        return FaultSpec("sale", name, delay_s=LATE_S), name
+    if name.startswith("drop-"):
+        reset = rng.random() < 0.5
+        return FaultSpec("sale", name, reset=reset), f"{name}{' (RST)' if reset else ''}"
+    return FaultSpec("sale", name), name
+
+
+def sale_stage(point: str, rng: random.Random) -> tuple[Stage, str]:
+    """A crash at one of :data:`SALE_POINTS`."""
+    roll = rng.random()
+    after_backend = point in ("outcome.after_commit", "pos.after_reply")
+    if point == "backend.cardRedemption.after_write" and roll < 0.3:
+        # Any HTTP response passes the hook: a 500 after the commit crashes with money moved.
+        return Stage(point, (FaultSpec("sale", "http-500-after-commit"),)), "http-500-after-commit"
+    if after_backend and roll < 0.25:
+        fault, name = _unknown_sale(rng)
+        return Stage(point, (fault,)), f"sale {name}, resolved by inquiry"
+    if after_backend and roll < 0.4:
+        fault, name = _unknown_sale(rng)
+        inquiries = FaultSpec("inquiry", "http-500-after-commit", times=FAILING_INQUIRIES)
+        return Stage(point, (fault, inquiries)), f"sale {name}, inquiries fail, void queued"
+    if point in BACKEND_REACHED and rng.random() < 0.25:
+        return Stage(point, (FaultSpec("sale", "decline", code="51"),)), "backend declines (51)"
+    return Stage(point), "approved path"
+
+
+def inquiry_stage(point: str, rng: random.Random) -> tuple[Stage, str]:
+    """A crash at one of :data:`INQUIRY_POINTS`: the sale's outcome is unknown first."""
+    sale, name = _unknown_sale(rng)
+    faults = [sale]
+    first_fails = rng.random() < 0.4
+    nth = 1
+    if first_fails:
+        faults.append(FaultSpec("inquiry", "http-500-after-commit"))
+        # The failed inquiry passes the allocation and the response hook, not the reply commit.
+        nth = 2 if point in ("inquiry.after_alloc", "backend.inquiry.after_write") else 1
+    variant = f"sale {name}" + (", first inquiry HTTP 500" if first_fails else "")
+    return Stage(_nth(point, nth), tuple(faults), long_inquiry_bound=True), variant
+
+
+def void_stage(point: str, rng: random.Random) -> tuple[Stage, str]:
+    """A crash at one of :data:`VOID_POINTS`: unknown sale, every inquiry fails, a void is queued."""
+    sale, name = _unknown_sale(rng)
+    inquiry_fault = rng.choice(("http-500-after-commit", "http-500-before-commit", "drop-after-commit"))
+    faults = [sale, FaultSpec("inquiry", inquiry_fault, times=FAILING_INQUIRIES)]
+    first_void = rng.choice(("", "", "http-500-before-commit", "drop-after-commit"))
+    nth = 1
+    if first_void:
+        faults.append(FaultSpec("void", first_void))
+        if point == "void.after_alloc":
+            nth = 2
+        elif point == "backend.voidCardSale.after_write" and first_void.startswith("http-500"):
+            nth = 2  # the 500 was a response too; a dropped connection never reaches the hook
+    variant = f"sale {name}, inquiries {inquiry_fault}" + (f", first void {first_void}" if first_void else "")
+    return Stage(_nth(point, nth), tuple(faults)), variant
+
+
+def prep_stage(point: str, rng: random.Random) -> tuple[Stage, str]:
+    """The stage that crashes at ``point`` (any sale, inquiry or void point)."""
+    if point in SALE_POINTS:
+        return sale_stage(point, rng)
+    if point in INQUIRY_POINTS:
+        return inquiry_stage(point, rng)
+    if point in VOID_POINTS:
+        return void_stage(point, rng)
+    raise ValueError(f"{point} is not a transaction point")
+
+
+def plan_for(point: str, rng: random.Random) -> Plan:
+    """The scenario of one run that crashes at ``point``.
+
+    Raises:
+        ValueError: no scenario for ``point`` (a crash point without a plan is a harness bug).
+    """
+    if point in SALE_POINTS or point in INQUIRY_POINTS or point in VOID_POINTS:
+        stage, variant = prep_stage(point, rng)
+        return Plan(point, (stage,), variant)
+    if point in RECOVERY_POINTS:
+        choices = PRE_SUBMIT_PREP if point == "recovery.after_first" else NON_FINAL_PREP
+        prep_point = rng.choice(choices)
+        prep, prep_variant = prep_stage(prep_point, rng)
+        recovery = Stage(point, sends_request=False)
+        return Plan(point, (prep, recovery), f"first crash at {prep.crash_at} ({prep_variant})")
+    if point in SHUTDOWN_POINTS:
+        held = rng.choice(("delay-before-commit", "delay-after-commit"))
+        stage = Stage(point, (FaultSpec("sale", held, delay_s=HOLD_S),), sigterm_at_state="submitting")
+        return Plan(point, (stage,), f"SIGTERM while the backend holds the sale ({held})")
+    raise ValueError(f"no crash scenario for point {point!r}")
+
+
+def uncovered_points() -> list[str]:
+    """Points of :data:`misbridge.crashpoints.POINTS` this module has no scenario for."""
+    known = {*SALE_POINTS, *INQUIRY_POINTS, *VOID_POINTS, *RECOVERY_POINTS, *SHUTDOWN_POINTS}
+    return [point for point in POINTS if point not in known]

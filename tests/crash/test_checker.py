@@ -1,0 +1,164 @@
+"""The crash checker's rules and scenarios, without any process: a checker that never fails proves nothing."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from misbridge.core.machine import TxnState
+from misbridge.crashpoints import POINTS
+from misbridge.journal.records import TransactionRecord
+from misbridge.journal.store import Journal
+from tests.crash import scenarios
+from tests.crash.checker import JournalView, LedgerEntry, Verdict, check_run, read_journal, read_state, sweep
+
+APPROVED = {"traceNo": "T1", "returnCode": "00", "returnDesc": "SUCCESS"}
+VOIDED = {"traceNo": "T1", "returnCode": "MB32", "returnDesc": "voided"}
+
+
+def view(state: str | None = "approved", response: dict[str, Any] | None = None, *,
+         reversal: str | None = None, calls: tuple[tuple[str, str], ...] = (), integrity: str = "ok") -> JournalView:
+    stored = response if response is not None else (APPROVED if state == "approved" else VOIDED)
+    code = str(stored["returnCode"]) if state is not None else None
+    return JournalView(state, stored if state is not None else None, code, reversal, calls, (), integrity)
+
+
+def check(journal: JournalView, sale: LedgerEntry, calls: dict[str, LedgerEntry] | None = None, *,
+          repeated: dict[str, Any] | None = None, first: dict[str, Any] | None = None) -> Verdict:
+    answer = repeated if repeated is not None else journal.response
+    return check_run(journal, sale, calls or {}, repeated_answer=answer, first_answer=first)
+
+
+APPLIED = LedgerEntry(1, "approved", applied=True)
+
+
+def test_an_approved_and_applied_sale_passes() -> None:
+    assert check(view(), APPLIED).ok
+
+
+def test_a_voided_sale_passes_with_its_one_void() -> None:
+    calls = {"V1": LedgerEntry(1, "approved", applied=True), "I1": LedgerEntry(1, "approved")}
+    verdict = check(view("voided", reversal="done", calls=(("I1", "inquiry"), ("V1", "void"))),
+                    LedgerEntry(1, "voided", voided_by="V1"), calls)
+    assert verdict.ok, verdict.messages()
+
+
+@pytest.mark.parametrize(("state", "sale"), [
+    ("approved", LedgerEntry(1, "voided")),  # the merchant believes in money it does not have
+    ("approved", LedgerEntry()),
+    ("voided", APPLIED),  # the customer paid, the journal says voided
+    ("declined", APPLIED),
+    ("aborted", APPLIED),
+])
+def test_journal_and_ledger_disagreeing_is_lost(state: str, sale: LedgerEntry) -> None:
+    verdict = check(view(state), sale)
+    assert verdict.lost
+    assert not verdict.doubled
+
+
+def test_two_submissions_of_the_sale_are_doubled() -> None:
+    assert check(view(), LedgerEntry(2, "approved", applied=True)).doubled
+
+
+def test_a_reused_originated_trace_no_is_doubled() -> None:
+    calls = {"I1": LedgerEntry(2, "approved")}
+    assert check(view(calls=(("I1", "inquiry"),)), APPLIED, calls).doubled
+
+
+def test_two_applied_voids_are_doubled() -> None:
+    calls = {"V1": LedgerEntry(1, "approved", applied=True), "V2": LedgerEntry(1, "approved", applied=True)}
+    verdict = check(view("voided", calls=(("V1", "void"), ("V2", "void"))), LedgerEntry(1, "voided", voided_by="V1"),
+                    calls)
+    assert verdict.doubled
+
+
+def test_a_void_the_journal_never_allocated_is_doubled() -> None:
+    assert check(view("voided"), LedgerEntry(1, "voided", voided_by="ELSEWHERE")).doubled
+
+
+@pytest.mark.parametrize("journal", [
+    view(None),
+    view("unknown"),
+    view("voiding"),
+    view("needs_manual"),
+    view("voided", reversal="pending"),
+    view("voided", reversal="needs_manual"),
+])
+def test_not_settled_is_stuck(journal: JournalView) -> None:
+    assert check(journal, LedgerEntry()).stuck
+
+
+def test_a_repeated_answer_other_than_the_stored_one_is_an_answer_violation() -> None:
+    assert check(view(), APPLIED, repeated={**APPROVED, "orderNo": "other"}).answer
+
+
+def test_no_answer_to_the_repeat_is_an_answer_violation() -> None:
+    assert check_run(view(), APPLIED, {}, repeated_answer=None, first_answer=None).answer
+
+
+def test_a_stored_00_in_a_state_other_than_approved_is_an_answer_violation() -> None:
+    assert check(view("declined", APPROVED), LedgerEntry(1, "declined")).answer
+
+
+@pytest.mark.parametrize(("state", "first", "bad"), [
+    ("voided", APPROVED, True),  # told approved, not charged
+    ("approved", VOIDED, True),  # told voided, charged
+    ("approved", {"returnCode": "MB92"}, False),  # "recovering, retry": the retry was approved
+    ("voided", {"returnCode": "MB31"}, False),  # "resolving": says nothing yet
+    ("approved", APPROVED, False),
+])
+def test_the_first_answer_must_not_contradict_the_end(state: str, first: dict[str, Any], bad: bool) -> None:
+    sale = APPLIED if state == "approved" else LedgerEntry(1, "voided")
+    assert bool(check(view(state), sale, first=first).answer) is bad
+
+
+def test_integrity_problems_are_reported() -> None:
+    assert check(view(integrity="*** in database main ***"), APPLIED).integrity
+
+
+async def test_read_journal_sees_state_response_and_integrity(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    assert read_state(path, "T1") == (None, None)
+    journal = await Journal.open(path)
+    try:
+        await journal.record_intent(TransactionRecord.new("T1", "cardRedemption", TxnState.RECEIVED, {"traceNo": "T1"}))
+        await journal.record_transition("T1", "received", "aborted", "abort", response=VOIDED, return_code="MB32")
+        assert read_state(path, "T1") == ("aborted", None)  # readable while the daemon holds it open
+    finally:
+        await journal.close()
+    assert sweep(path) == []
+    journal = await Journal.open(path)
+    try:
+        await journal.record_intent(TransactionRecord.new("T2", "cardRedemption", TxnState.RECEIVED, {"traceNo": "T2"}))
+    finally:
+        await journal.close()
+    assert sweep(path) == ["transaction T2 left received"]
+    seen = read_journal(path, "T1")
+    assert (seen.state, seen.response, seen.return_code, seen.integrity) == ("aborted", VOIDED, "MB32", "ok")
+    assert seen.transitions == (" -intent-> received", "received -abort-> aborted")
+    assert seen.settled
+    assert read_journal(path, "T3").state is None
+
+
+def test_every_crash_point_has_a_scenario() -> None:
+    assert len(POINTS) >= 18
+    assert scenarios.uncovered_points() == []
+    for point in POINTS:
+        for index in range(20):
+            plan = scenarios.plan_for(point, random.Random(index))
+            assert plan.stages[-1].crash_at.split(":")[0] == point
+            assert all(stage.crash_at.split(":")[0] in POINTS for stage in plan.stages)
+
+
+def test_a_seed_reproduces_the_scenario() -> None:
+    first = [scenarios.plan_for(p, random.Random(f"s:{p}")) for p in POINTS]
+    again = [scenarios.plan_for(p, random.Random(f"s:{p}")) for p in POINTS]
+    assert first == again
+
+
+def test_an_unknown_point_has_no_scenario() -> None:
+    with pytest.raises(ValueError, match="no crash scenario"):
+        scenarios.plan_for("nowhere", random.Random(0))

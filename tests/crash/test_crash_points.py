@@ -1,0 +1,50 @@
+"""R3: crash misbridge at every named crash point, restart it, and find 0 lost, 0 doubled, 0 stuck.
+
+The harness forks daemons, so it runs in its own process (``python -m tests.crash.harness``), never
+inside pytest. ``make test`` runs every point x 20; ``make soak`` (``-m soak``) every point x 200.
+The table is printed on failure and with ``pytest -s``; docs/reliability.md has a measured one.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from misbridge.crashpoints import POINTS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_harness(runs: int, tmp_path: Path, timeout_s: float) -> None:
+    report = tmp_path / "crash.json"
+    completed = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "tests.crash.harness", "--points", "all", "--runs", str(runs),
+         "--json", str(report), "--workdir", str(tmp_path / "work"), "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False,
+    )  # fmt: skip
+    sys.stdout.write(completed.stdout)
+    sys.stderr.write(completed.stderr[-20_000:])
+    assert completed.returncode == 0, completed.stdout[-20_000:] + completed.stderr[-5_000:]
+    rows = {row["point"]: row for row in json.loads(report.read_text(encoding="utf-8"))["rows"]}
+    assert len(POINTS) >= 18
+    assert sorted(rows) == sorted(POINTS)
+    for point in POINTS:
+        row = rows[point]
+        assert row["runs"] == runs, row
+        assert row["reached"] == runs, f"{point} was not reached in every run: {row}"
+        assert (row["lost"], row["doubled"], row["stuck"], row["answer"], row["integrity"]) == (0, 0, 0, 0, 0), row
+
+
+@pytest.mark.timeout(1200)
+def test_every_crash_point_20_runs(tmp_path: Path) -> None:
+    run_harness(20, tmp_path, timeout_s=1150)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(4 * 3600)
+def test_every_crash_point_200_runs(tmp_path: Path) -> None:
+    run_harness(200, tmp_path, timeout_s=4 * 3600 - 60)
