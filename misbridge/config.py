@@ -65,7 +65,15 @@ class BackendSettings(BaseModel):
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(45.0, gt=0, description="per-read timeout after the request was written")
     request_deadline_s: float = Field(50.0, gt=0, description="hard limit on one backend call")
-    ca_bundle: Path | None = None
+    ca_bundle: Path | None = Field(None, description="PEM file of the CAs trusted for the backend (default: system)")
+    client_cert: Path | None = Field(
+        None, description="PEM certificate chain presented to the backend (mutual TLS); not a secret"
+    )
+    client_key_file: Path | None = Field(
+        None,
+        description="private key of client_cert; default: the systemd credential tls-client-key "
+        "($CREDENTIALS_DIRECTORY/tls-client-key)",
+    )
     signing: SigningSettings = SigningSettings()
 
 
@@ -197,6 +205,18 @@ def load_settings(config_path: Path | None = None, **overrides: object) -> Setti
         raise ConfigError(f"invalid configuration: {err}") from err
     finally:
         _CONFIG_FILE.reset(token)
+
+
+def credential_file(path: Path | None, *, credential_name: str) -> Path | None:
+    """The file holding a secret: ``path`` if given, else ``$CREDENTIALS_DIRECTORY/<name>`` if present.
+
+    For secrets a library must read from a path itself (a TLS private key).
+    """
+    if path is not None:
+        return path
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    candidate = Path(cred_dir) / credential_name if cred_dir else None
+    return candidate if candidate is not None and candidate.is_file() else None
 
 
 def read_secret(path: Path | None, *, credential_name: str = "") -> SecretStr | None:

@@ -29,7 +29,7 @@ from loguru import logger
 from pydantic import SecretStr
 
 from misbridge.backend.retry import NOT_SENT, SUBMIT_RETRY, RetryPolicy, call_retrying_not_sent
-from misbridge.config import BackendSettings, IdentitySettings
+from misbridge.config import BackendSettings, IdentitySettings, credential_file
 from misbridge.crashpoints import crash_point
 from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import ENVELOPE_FIELDS, Envelope, decode_body, envelope_dict
@@ -245,6 +245,10 @@ def _checked_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
+#: systemd credential holding the client certificate's private key (docs/operations.md).
+TLS_CLIENT_KEY_CREDENTIAL = "tls-client-key"
+
+
 def _tls_context(settings: BackendSettings) -> ssl.SSLContext:
     cafile = str(settings.ca_bundle) if settings.ca_bundle is not None else None
     try:
@@ -252,6 +256,15 @@ def _tls_context(settings: BackendSettings) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as err:
         raise ConfigError(f"backend ca_bundle {cafile!r} cannot be loaded: {err}") from err
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if settings.client_cert is not None:
+        key = credential_file(settings.client_key_file, credential_name=TLS_CLIENT_KEY_CREDENTIAL)
+        try:
+            context.load_cert_chain(str(settings.client_cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as err:
+            raise ConfigError(
+                f"backend client_cert {str(settings.client_cert)!r} (key {str(key) if key else 'in the same file'!r}) "
+                f"cannot be loaded: {err}"
+            ) from err
     return context
 
 
