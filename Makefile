@@ -175,3 +175,11 @@ browser-deps:
 
 test-browser: $(STAMP) browser-deps
 	MISBRIDGE_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -m browser $(PYTEST_ARGS)
+
+# ---------------------------------------------------------------------------------------------
+# make bench: issue 7's benchmark suite (bench/, docs/performance.md); about 6 minutes on 2 cores.
+# BENCH_ARGS scales it, e.g. BENCH_ARGS="--redemptions 200 --growth 400 --idle-s 10".
+BENCH_ARGS ?=
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all $(BENCH_ARGS)

@@ -1,0 +1,61 @@
+"""Run every bench script (each as its own process) and print the one combined table.
+
+``make bench`` calls this. Each script prints its own table as it finishes; the combined table,
+the machine and the command come last. Options scale the run (defaults: what ``make bench`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import Row, format_table, load_rows, machine_facts
+
+
+def main() -> int:
+    """Run the scripts; 0 when all of them ran (a missed goal is a result, not a failure)."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--redemptions", type=int, default=1000)
+    parser.add_argument("--growth", type=int, default=4000)
+    parser.add_argument("--idle-s", type=float, default=60.0)
+    parser.add_argument("--fault-count", type=int, default=20)
+    args = parser.parse_args()
+    scripts: list[tuple[str, list[str]]] = [
+        ("bench.codec", []),
+        ("bench.startup", ["--idle-s", str(args.idle_s)]),
+        ("bench.redemptions", ["--redemptions", str(args.redemptions), "--growth", str(args.growth)]),
+        ("bench.faults", ["--count", str(args.fault_count)]),
+    ]
+    order = ["bench.redemptions", "bench.startup", "bench.codec", "bench.faults"]
+    rows: dict[str, list[Row]] = {}
+    failed: list[str] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="misbridge-bench-rows-") as tmp:
+        for module, extra in scripts:
+            out = Path(tmp) / f"{module}.json"
+            print(f"== {module} {' '.join(extra)}", flush=True)
+            done = subprocess.run([sys.executable, "-m", module, "--json", str(out), *extra], check=False)  # noqa: S603
+            if done.returncode != 0 or not out.exists():
+                failed.append(module)
+                rows[module] = [Row(module, "", f"FAILED (exit {done.returncode})", "n/a")]
+            else:
+                rows[module] = load_rows(out)
+            print(flush=True)
+    facts = machine_facts()
+    print("== misbridge benchmark (issue 7)")
+    print(format_table([row for module in order for row in rows.get(module, [])]))
+    print(
+        f"\nmachine: nproc {facts['nproc']}, {facts['cpu']}, Python {facts['python']}; "
+        f"command: {' '.join(['python -m bench.run_all', *sys.argv[1:]])}; took {time.monotonic() - started:.0f} s"
+    )
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
