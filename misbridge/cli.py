@@ -41,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate a configuration file and print every problem")
     check.add_argument("--config", type=Path, required=True)
     _add_journal_parser(commands)
+    probe = commands.add_parser(
+        "probe", help="list serial ports and USB PIN pads; --try URL asks a pad for its DEVICE_INFO"
+    )
+    probe.add_argument("--try", dest="try_url", metavar="URL",
+                       help="device path or URL to ask (/dev/mispos, /dev/ttyACM0, usb://1209:0001)")
+    probe.add_argument("--baudrate", type=int, default=115200, help="line speed for --try (default 115200)")
+    probe.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the pad (default 5)")
     return parser
 
 
@@ -76,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            configure_logging("INFO" if args.verbose else "WARNING")
+            configure_logging("INFO" if args.verbose else "ERROR")
             from misbridge.demo import run_demo
 
             return asyncio.run(run_demo(sys.stdout, card=args.card, scenario=args.scenario))
@@ -86,6 +93,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "journal":
             return _journal(args)
+        if args.command == "probe":
+            configure_logging("CRITICAL")
+            from misbridge.probe import run_probe
+
+            status, text = run_probe(args.try_url, baudrate=args.baudrate, timeout=args.timeout)
+            print(text, file=sys.stdout if status == 0 else sys.stderr)
+            return status
         return asyncio.run(_serve(args.config, simulators=args.simulators))
     except ConfigError as err:
         print(f"misbridge: {err}", file=sys.stderr)

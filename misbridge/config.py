@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,7 +27,12 @@ DEFAULT_CONFIG_PATH = Path("/etc/misbridge/misbridge.toml")
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("misbridge_config_file", default=None)
 
 
-class IdentitySettings(BaseModel):
+class _Section(BaseModel):
+    # A misspelt key must be an error, not a silently ignored line.
+    model_config = ConfigDict(extra="forbid")
+
+
+class IdentitySettings(_Section):
     """Who this cashier terminal is, as the e-Buy envelope names it."""
 
     device_no: str = Field("POS01", description="deviceNo: cashier terminal number")
@@ -35,7 +40,7 @@ class IdentitySettings(BaseModel):
     brand: str = Field("663", description="brand: brand number allocated by e-Buy")
 
 
-class DeviceSettings(BaseModel):
+class DeviceSettings(_Section):
     """The PIN pad link."""
 
     url: str = Field("/dev/mispos", description="serial device path or pyserial URL (socket://host:port)")
@@ -48,7 +53,7 @@ class DeviceSettings(BaseModel):
     key_index: int = Field(1, ge=1, le=99, description="working-key slot the pad encrypts with")
 
 
-class SigningSettings(BaseModel):
+class SigningSettings(_Section):
     """Request/response signature (the book says MD5; the details are ours, docs/backend.md)."""
 
     enabled: bool = True
@@ -58,7 +63,7 @@ class SigningSettings(BaseModel):
     verify_responses: bool = True
 
 
-class BackendSettings(BaseModel):
+class BackendSettings(_Section):
     """The e-Buy backend (HTTP/HTTPS POST of the envelope)."""
 
     url: str = Field("https://ebuy.invalid/ebuyweb-posp/api", description="base URL; /{action} is appended")
@@ -77,7 +82,7 @@ class BackendSettings(BaseModel):
     signing: SigningSettings = SigningSettings()
 
 
-class ResolutionSettings(BaseModel):
+class ResolutionSettings(_Section):
     """How unknown outcomes are resolved (inquiry) and undone (void): docs/reliability.md."""
 
     inquiry_interval_s: float = Field(5.0, gt=0, description="pause between two inquiries of one transaction")
@@ -97,7 +102,7 @@ class ResolutionSettings(BaseModel):
     )
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(_Section):
     """The two POS front doors; loopback only unless explicitly allowed."""
 
     host: str = "127.0.0.1"
@@ -130,7 +135,7 @@ class ApiSettings(BaseModel):
     )
 
 
-class JournalSettings(BaseModel):
+class JournalSettings(_Section):
     """The SQLite journal."""
 
     path: Path = Path("/var/lib/misbridge/journal.db")
@@ -201,10 +206,26 @@ def load_settings(config_path: Path | None = None, **overrides: object) -> Setti
     token = _CONFIG_FILE.set(config_path)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as err:
+        source = config_path or os.environ.get("MISBRIDGE_CONFIG") or "the environment"
+        raise ConfigError(f"invalid configuration in {source}:\n{describe_errors(err)}") from err
     except ValueError as err:
         raise ConfigError(f"invalid configuration: {err}") from err
     finally:
         _CONFIG_FILE.reset(token)
+
+
+def describe_errors(err: ValidationError) -> str:
+    """One line per problem: the dotted key, the reason, and the value that was given."""
+    lines = []
+    for problem in err.errors(include_url=False):
+        key = ".".join(str(part) for part in problem["loc"]) or "(settings)"
+        reason = str(problem["msg"]).removeprefix("Value error, ")
+        given = f" (got {problem['input']!r})" if problem["type"] not in ("missing", "value_error") else ""
+        if problem["type"] == "extra_forbidden":
+            reason, given = "unknown setting (misspelt?)", ""
+        lines.append(f"  {key}: {reason}{given}")
+    return "\n".join(lines)
 
 
 def credential_file(path: Path | None, *, credential_name: str) -> Path | None:

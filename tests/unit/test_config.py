@@ -63,3 +63,14 @@ def test_invalid_file_names_the_key(tmp_path: Path) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(tmp_path / "absent.toml")
+
+
+def test_misspelt_key_and_bad_values_are_each_named(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[device]\nbaudrate = -5\n[api]\nport = 9100\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config)
+    message = str(caught.value)
+    assert "device.baudrate: Input should be greater than 0 (got -5)" in message
+    assert "api.port: unknown setting" in message
+    assert str(config) in message
