@@ -1,4 +1,4 @@
-"""Byte pipes to the PIN pad (serial, pyserial URLs; USB later). They know nothing of frames."""
+"""Byte pipes to the PIN pad (serial, pyserial URLs, USB bulk). They know nothing of frames."""
 
 from misbridge.transport.base import TRANSPORTS, ByteTransport, TransportOpener, open_transport, url_scheme
 

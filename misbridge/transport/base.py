@@ -64,6 +64,13 @@ async def _open_serial(url: str, baudrate: int) -> ByteTransport:
     return await SerialTransport.open(url, baudrate=baudrate)
 
 
+async def _open_usb(url: str, baudrate: int) -> ByteTransport:
+    # Imported lazily: pyusb is only needed by installations that use a usb:// pad.
+    from misbridge.transport.usb import UsbTransport
+
+    return await UsbTransport.open(url, baudrate=baudrate)
+
+
 #: URL scheme -> opener. Plain paths use ``SERIAL_SCHEME``. pyserial URL handlers that work
 #: under asyncio go to the serial opener, which hands the URL to ``serial.serial_for_url``:
 #: ``socket://host:port`` (serial-over-TCP bridges).
@@ -71,11 +78,12 @@ async def _open_serial(url: str, baudrate: int) -> ByteTransport:
 #: and PIN-block bytes to a file, and PIN blocks must never reach a log. The simulator's masked
 #: frame trace is the bench tool for looking at the line.
 #: ``loop://`` and ``rfc2217://`` are absent: they have no file descriptor for the event loop.
-#: A USB bulk transport will register ``"usb"`` here (``usb://VID:PID``,
-#: ``misbridge/transport/usb.py``, pyusb calls in a worker thread).
+#: ``usb://VID:PID[?serial=...]``: pads with bulk endpoints, through pyusb in a worker thread
+#: (``misbridge/transport/usb.py``).
 TRANSPORTS: dict[str, TransportOpener] = {
     SERIAL_SCHEME: _open_serial,
     "socket": _open_serial,
+    "usb": _open_usb,
 }
 
 

@@ -8,47 +8,102 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from typing import IO, Any
 
 from simulators.cards import CARDS, DEFAULT_CARD
 from simulators.pinpad.control import ControlServer
-from simulators.pinpad.customer import Customer
+from simulators.pinpad.customer import Action, Customer
 from simulators.pinpad.device import SimulatedPinPad
+from simulators.pinpad.faults import EVENTS, Faults, Scenario, load_scenario
+
+#: Fault flag (argparse dest) -> Faults field.
+_FAULT_FLAGS = {"nak": "nak", "withhold_ack": "withhold_ack", "bad_lrc": "bad_lrc", "garbage": "garbage",
+                "duplicate": "duplicate", "silence": "silence_s", "slow_ms": "slow_ms",
+                "unplug_after": "unplug_after", "cut_frame": "cut_frame"}
+#: Pad option (argparse dest) -> (scenario [pad] key, built-in default).
+_PAD_OPTIONS: dict[str, tuple[str, Any]] = {
+    "card": ("card", DEFAULT_CARD), "pin": ("pin", None), "action": ("action", Action.PAY.value),
+    "timeout_cap": ("timeout_cap", 60.0), "card_delay": ("card_delay", 0.0), "pin_delay": ("pin_delay", 0.0),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the PIN-pad simulator options to ``parser``."""
-    parser.add_argument("--card", default=DEFAULT_CARD, choices=sorted(CARDS),
+    parser.add_argument("--card", default=None, choices=sorted(CARDS),
                         help=f"card the default customer presents (default: {DEFAULT_CARD})")
-    parser.add_argument("--pin", default=None, help="PIN the default customer types (default: the card's PIN)")
+    parser.add_argument("--pin", default=None,
+                        help="PIN the default customer types, e.g. a wrong one (default: the card's PIN)")
+    parser.add_argument("--action", default=None, choices=[a.value for a in Action],
+                        help="what the default customer does (default: pay)")
     parser.add_argument("--link", default=None, metavar="PATH",
                         help="stable symlink to the pty slave, like a udev rule gives a real pad")
     parser.add_argument("--control", default=None, metavar="PATH",
                         help="Unix socket accepting JSON-line customers for tests")
-    parser.add_argument("--timeout-cap", type=float, default=60.0, metavar="S",
+    parser.add_argument("--timeout-cap", type=float, default=None, metavar="S",
                         help="longest wait before answering TIMEOUT (default: 60)")
-    parser.add_argument("--card-delay", type=float, default=0.0, metavar="S",
+    parser.add_argument("--card-delay", type=float, default=None, metavar="S",
                         help="seconds the customer takes to present the card")
-    parser.add_argument("--pin-delay", type=float, default=0.0, metavar="S",
+    parser.add_argument("--pin-delay", type=float, default=None, metavar="S",
                         help="seconds the customer takes to type the PIN")
+    parser.add_argument("--scenario", default=None, metavar="FILE",
+                        help="TOML scenario: [pad], [faults], [[customers]]; flags given here win")
+    parser.add_argument("--trace", nargs="?", const="-", default=None, metavar="FILE",
+                        help="one line per frame (hex and decoded, PAN masked, encrypted fields elided)"
+                             " on stderr, or appended to FILE")
+    faults = parser.add_argument_group("line faults (counts apply to the next N frames)")
+    faults.add_argument("--nak", type=int, default=None, metavar="N", help="NAK the next N host frames")
+    faults.add_argument("--withhold-ack", type=int, default=None, metavar="N", help="send no ACK for N host frames")
+    faults.add_argument("--bad-lrc", type=int, default=None, metavar="N", help="bad LRC on the next N frames sent")
+    faults.add_argument("--garbage", type=int, default=None, metavar="N", help="garbage burst before N frames")
+    faults.add_argument("--duplicate", type=int, default=None, metavar="N", help="send the next N frames twice")
+    faults.add_argument("--silence", type=float, default=None, metavar="S",
+                        help="send nothing for S seconds from the next command")
+    faults.add_argument("--slow-ms", type=float, default=None, metavar="MS", help="MS milliseconds per byte sent")
+    faults.add_argument("--unplug-after", default=None, choices=EVENTS, metavar="EVENT",
+                        help=f"unplug once this frame was acknowledged: {', '.join(EVENTS)}")
+    faults.add_argument("--cut-frame", action="store_const", const=True, default=None,
+                        help="send half of the next frame, then unplug")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="trace every message on stderr (masked PAN only; never tracks or PIN blocks)")
 
 
-def build_pad(args: argparse.Namespace) -> SimulatedPinPad:
-    """A pad configured from parsed arguments.
+def build_pad(args: argparse.Namespace, trace: Callable[[str], None] | None = None) -> SimulatedPinPad:
+    """A pad configured from the scenario file (if any) and the flags, flags winning.
 
     Raises:
-        ValueError: ``--pin`` is not 4..12 digits.
+        ValueError: an invalid ``--pin``, fault value or scenario file.
     """
-    Customer(args.card, args.pin)  # validates --pin
-    return SimulatedPinPad(
-        default_card=args.card,
-        default_pin=args.pin,
-        timeout_cap_s=args.timeout_cap,
-        card_delay_s=args.card_delay,
-        pin_delay_s=args.pin_delay,
+    scenario = load_scenario(args.scenario) if getattr(args, "scenario", None) else Scenario()
+    pad_opts = {dest: scenario.pad.get(key, default) for dest, (key, default) in _PAD_OPTIONS.items()}
+    pad_opts.update({dest: getattr(args, dest) for dest in _PAD_OPTIONS if getattr(args, dest, None) is not None})
+    fault_values = vars(scenario.faults) | {
+        field: getattr(args, dest) for dest, field in _FAULT_FLAGS.items() if getattr(args, dest, None) is not None
+    }
+    Customer(pad_opts["card"], pad_opts["pin"], pad_opts["action"])  # validates --pin and --action
+    pad = SimulatedPinPad(
+        default_card=pad_opts["card"],
+        default_pin=pad_opts["pin"],
+        default_action=pad_opts["action"],
+        timeout_cap_s=float(pad_opts["timeout_cap"]),
+        card_delay_s=float(pad_opts["card_delay"]),
+        pin_delay_s=float(pad_opts["pin_delay"]),
         link=args.link,
+        faults=Faults(**fault_values),
+        trace=trace,
     )
+    for customer in scenario.customers:
+        pad.enqueue_customer(customer)
+    return pad
+
+
+def _trace_sink(target: str | None) -> tuple[Callable[[str], None] | None, IO[str] | None]:
+    if target is None:
+        return None, None
+    if target == "-":
+        return lambda line: print(line, file=sys.stderr, flush=True), None
+    stream = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed by run()
+    return lambda line: print(line, file=stream), stream
 
 
 def banner(pad: SimulatedPinPad, control: str | None) -> str:
@@ -63,9 +118,16 @@ def banner(pad: SimulatedPinPad, control: str | None) -> str:
 async def run(args: argparse.Namespace) -> int:
     """Serve the simulator until cancelled, SIGINT or SIGTERM; returns the exit status."""
     try:
-        pad = build_pad(args)
+        trace, trace_file = _trace_sink(getattr(args, "trace", None))
+    except OSError as err:
+        print(f"misbridge-sim pinpad: cannot open the trace file: {err}", file=sys.stderr)
+        return 2
+    try:
+        pad = build_pad(args, trace)
     except ValueError as err:
         print(f"misbridge-sim pinpad: {err}", file=sys.stderr)
+        if trace_file is not None:
+            trace_file.close()
         return 2
     if getattr(args, "verbose", False):
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
@@ -88,4 +150,6 @@ async def run(args: argparse.Namespace) -> int:
             await control.stop()
         with contextlib.suppress(OSError):
             await pad.stop()
+        if trace_file is not None:
+            trace_file.close()
     return 0

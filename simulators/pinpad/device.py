@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Awaitable
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from misbridge.errors import MessageError
 from misbridge.link import (
@@ -31,6 +33,7 @@ from misbridge.link import (
     LinkSession,
     LoadWorkingKey,
     Message,
+    PayloadAcked,
     PayloadReceived,
     PinBlock,
     Progress,
@@ -44,9 +47,11 @@ from misbridge.link import (
     decode_message,
     encode_message,
 )
+from misbridge.link.frames import AckControl, BadFrame, DataFrame, Discarded, FrameDecoder, NakControl, encode_frame
 from simulators.cards import DEFAULT_CARD, TestCard
 from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
 from simulators.pinpad.customer import Action, Customer
+from simulators.pinpad.faults import GARBAGE, Faults, describe_unit, event_of, is_data_frame, split_units
 from simulators.pinpad.pty import PtyPort
 
 _LOGGER = logging.getLogger(__name__)
@@ -74,11 +79,14 @@ class SimulatedPinPad:
     Args:
         default_card: card presented when no customer was enqueued.
         default_pin: PIN typed by that default customer (None: the card's correct PIN).
+        default_action: what that default customer does (an :class:`Action` value).
         working_key_hex: the 3DES working key in slot 1 (the test key by default).
         timeout_cap_s: the pad waits min(TIMEOUT_S, this) before answering TIMEOUT.
         card_delay_s: time the customer takes to present the card.
         pin_delay_s: time the customer takes to type the whole PIN.
         link: path of a stable symlink to the pty slave (what a udev rule gives a real pad).
+        faults: line faults to inject (:class:`~simulators.pinpad.faults.Faults`); also ``pad.faults``.
+        trace: receives one readable line per unit on the line (hex and decoded, secrets elided).
     """
 
     def __init__(
@@ -86,13 +94,25 @@ class SimulatedPinPad:
         *,
         default_card: str = DEFAULT_CARD,
         default_pin: str | None = None,
+        default_action: str = Action.PAY,
         working_key_hex: str = TEST_WORKING_KEY_HEX,
         timeout_cap_s: float = 60.0,
         card_delay_s: float = 0.0,
         pin_delay_s: float = 0.0,
         link: str | None = None,
+        faults: Faults | None = None,
+        trace: Callable[[str], None] | None = None,
     ) -> None:
-        self._default = Customer(default_card, default_pin)
+        self.faults = faults or Faults()
+        self._trace_line = trace
+        self._trace_decoder = FrameDecoder()
+        self._silent_until = 0.0
+        self._drip = bytearray()
+        self._drip_timer: asyncio.TimerHandle | None = None
+        self._unplug_on_ack: int | None = None
+        #: Commands received and dispatched, by message class name (each exactly once per command).
+        self.commands: collections.Counter[str] = collections.Counter()
+        self._default = Customer(default_card, default_pin, default_action)
         self._keys = {DEFAULT_KEY_INDEX: bytes.fromhex(working_key_hex)}
         self._timeout_cap_s = timeout_cap_s
         self._card_delay_s = card_delay_s
@@ -141,6 +161,8 @@ class SimulatedPinPad:
     def unplug(self) -> None:
         """Pull the cable: close the pty now; the daemon's next read fails."""
         self._cancel_timer()
+        self._stop_drip()
+        self._unplug_on_ack = None
         if self._job is not None:
             self._job.cancel()
         self._port.close()
@@ -168,10 +190,16 @@ class SimulatedPinPad:
             job.cancel()
         self._cancel_timer()
         self._port.discard_output()  # bytes still queued for the old host are not for the new one
+        self._stop_drip()
+        self._unplug_on_ack = None
+        self._trace_decoder = FrameDecoder()
         self._session = self._new_session()
         self._card = None
 
     def _bytes_received(self, data: bytes) -> None:
+        if self._trace_line is not None:
+            for item in self._trace_decoder.feed(data, self._now()):
+                self._trace_in(item)
         self._session.receive_data(data, self._now())
         self._pump()
 
@@ -181,10 +209,13 @@ class SimulatedPinPad:
         self._pump()
 
     def _pump(self) -> None:
-        self._port.write(self._session.data_to_send())
+        self._emit(self._session.data_to_send())
         for event in self._session.events():
             if isinstance(event, PayloadReceived):
                 self._payload_received(event.payload)
+            elif isinstance(event, PayloadAcked) and event.seq == self._unplug_on_ack:
+                _LOGGER.debug("unplugging after the host acknowledged frame %d", event.seq)
+                asyncio.get_running_loop().call_soon(self.unplug)
             elif isinstance(event, LinkFailed):
                 _LOGGER.debug("link failed (%s); waiting for the host to reopen", event.reason)
         self._arm_timer()
@@ -207,8 +238,97 @@ class SimulatedPinPad:
         if not self._port.is_open or self._session.failed:
             return
         _trace("tx", msg)
-        self._session.send(encode_message(msg), self._now())
+        seq = self._session.send(encode_message(msg), self._now())
+        if self.faults.unplug_after is not None and self.faults.unplug_after == event_of(msg):
+            self.faults.unplug_after = None
+            self._unplug_on_ack = seq
         self._pump()
+
+    # -- faults and trace --------------------------------------------------------------------
+
+    def _emit(self, data: bytes) -> None:
+        """Write session output to the host through the armed faults."""
+        for unit in split_units(data):
+            if self._now() < self._silent_until:
+                self._trace_out(unit, "dropped, pad silent")
+                continue
+            for out in self._spoil(unit):
+                self._trace_out(out)
+                self._write(out)
+            if not self._port.is_open:
+                return
+
+    def _spoil(self, unit: bytes) -> list[bytes]:
+        f = self.faults
+        if unit[:1] == b"\x06":
+            if f.nak:
+                f.nak -= 1
+                return [b"\x15"]
+            if f.withhold_ack:
+                f.withhold_ack -= 1
+                self._trace_out(unit, "withheld")
+                return []
+            return [unit]
+        if not is_data_frame(unit):
+            return [unit]
+        if f.cut_frame:
+            f.cut_frame = False
+            asyncio.get_running_loop().call_soon(self.unplug)
+            return [unit[: len(unit) // 2]]
+        out = [unit]
+        if f.bad_lrc:
+            f.bad_lrc -= 1
+            out = [unit[:-1] + bytes([unit[-1] ^ 0xFF])]
+        if f.duplicate:
+            f.duplicate -= 1
+            out = out * 2
+        if f.garbage:
+            f.garbage -= 1
+            out = [GARBAGE, *out]
+        return out
+
+    def _write(self, data: bytes) -> None:
+        if self.faults.slow_ms <= 0 and not self._drip:
+            self._port.write(data)
+            return
+        self._drip += data
+        if self._drip_timer is None:
+            self._drip_one()
+
+    def _drip_one(self) -> None:
+        self._drip_timer = None
+        if not self._drip or not self._port.is_open:
+            self._drip.clear()
+            return
+        self._port.write(bytes(self._drip[:1]))
+        del self._drip[:1]
+        if self._drip:
+            delay = max(self.faults.slow_ms, 0.0) / 1000
+            self._drip_timer = asyncio.get_running_loop().call_later(delay, self._drip_one)
+
+    def _stop_drip(self) -> None:
+        if self._drip_timer is not None:
+            self._drip_timer.cancel()
+            self._drip_timer = None
+        self._drip.clear()
+
+    def _trace_out(self, unit: bytes, note: str = "") -> None:
+        if self._trace_line is not None:
+            self._trace_line(_trace_text("pad>host", describe_unit(unit), note))
+
+    def _trace_in(self, item: AckControl | NakControl | BadFrame | Discarded | DataFrame) -> None:
+        assert self._trace_line is not None
+        if isinstance(item, DataFrame):
+            text = describe_unit(encode_frame(item.data))
+        elif isinstance(item, AckControl):
+            text = describe_unit(bytes([0x06, item.seq]))
+        elif isinstance(item, NakControl):
+            text = describe_unit(b"\x15")
+        elif isinstance(item, BadFrame):
+            text = f"bad frame ({item.reason})"
+        else:
+            text = f"garbage ({item.count} bytes discarded)"
+        self._trace_line(_trace_text("host>pad", text, ""))
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -219,6 +339,14 @@ class SimulatedPinPad:
             _LOGGER.debug("rx invalid message: %s", err)
             return
         _trace("rx", msg)
+        self.commands[type(msg).__name__] += 1
+        if self.faults.silence_s > 0:
+            self._silent_until = self._now() + self.faults.silence_s
+            self.faults.silence_s = 0.0
+        if self.faults.unplug_after == "command":
+            self.faults.unplug_after = None
+            asyncio.get_running_loop().call_soon(self.unplug)
+            return
         self._dispatch(msg)
 
     def _dispatch(self, msg: Message) -> None:
@@ -257,10 +385,12 @@ class SimulatedPinPad:
         else:
             self._send(Result(rid, ResultCode.BAD_COMMAND, f"unexpected {type(msg).__name__}"))
 
-    def _start_job(self, request_id: int, work: Awaitable[None]) -> None:
+    def _start_job(self, request_id: int, work: Coroutine[Any, Any, None]) -> None:
         self._job_id = request_id
         self._host_cancelled_id = 0
         self._job = asyncio.ensure_future(self._run_job(request_id, work))
+        # An unplug can cancel the job before it ran: close the step so it is not left unawaited.
+        self._job.add_done_callback(lambda _task: work.close())
 
     async def _run_job(self, request_id: int, work: Awaitable[None]) -> None:
         try:
@@ -339,3 +469,8 @@ class SimulatedPinPad:
         block = encrypt_pin_block(pin, card.pan, self._keys[msg.key_index])
         self._send(PinBlock(rid, block, msg.key_index))
 
+
+
+def _trace_text(direction: str, text: str, note: str) -> str:
+    stamp = time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
+    return f"{stamp} {direction} {text}{f'  [{note}]' if note else ''}"

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -30,12 +31,25 @@ from misbridge.errors import (
     DeviceTimeout,
     ReturnCode,
 )
-from misbridge.link import DisplayText, LinkSession, ReadCard, Result, ResultCode, Role
+from misbridge.link import (
+    DisplayText,
+    DuplicateSuppressed,
+    FrameRejected,
+    GarbageDiscarded,
+    LinkSession,
+    ReadCard,
+    Result,
+    ResultCode,
+    Retransmitted,
+    Role,
+)
+from misbridge.probe import try_pad
 from misbridge.transport import open_transport
 from simulators.cards import CARDS, DEFAULT_CARD
 from simulators.crypto import TEST_WORKING_KEY_HEX, decrypt_pin, decrypt_text, encrypt_text
 from simulators.pinpad import Customer, SimulatedPinPad
 from simulators.pinpad.control import ControlServer, enqueue_remote
+from simulators.pinpad.faults import Faults
 
 KEY = bytes.fromhex(TEST_WORKING_KEY_HEX)
 ROOT = Path(__file__).resolve().parents[2]
@@ -330,3 +344,174 @@ async def test_command_line_simulator_serves_until_sigterm(tmp_path: Path) -> No
             assert await process.wait() == 0
     assert not link.exists()
     assert not control.exists()
+
+
+# -- line faults the technicians' simulator injects ------------------------------------------
+
+FAULT_CASES = {
+    "nak": (Faults(nak=2), Retransmitted),
+    "withhold-ack": (Faults(withhold_ack=1), Retransmitted),
+    "bad-lrc": (Faults(bad_lrc=2), FrameRejected),
+    "garbage": (Faults(garbage=3), GarbageDiscarded),
+    "duplicate": (Faults(duplicate=3), DuplicateSuppressed),
+    "silence": (Faults(silence_s=1.5), None),  # the pad resends its own frames after the silence
+    "slow-bytes": (Faults(slow_ms=2), None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FAULT_CASES))
+async def test_the_link_recovers_from_line_faults_and_delivers_each_event_once(
+    link_path: Path, case: str
+) -> None:
+    faults, expected_event = FAULT_CASES[case]
+    pad = SimulatedPinPad(link=str(link_path))
+    await pad.start()
+    drv = MisPosV1Driver(settings_for(link_path), keepalive_s=None)
+    await drv.start()
+    events: list[object] = []
+    progress: list[tuple[str, int]] = []
+    try:
+        assert await drv.wait_connected(3)
+        drv.on_link_event = events.append
+        drv.on_progress = lambda stage, digits: progress.append((stage, digits))
+        pad.faults = faults
+        pad.enqueue_customer(Customer("member"))
+        card = CARDS["member"]
+        async with asyncio.timeout(10):
+            read = await drv.read_card(100, 30)
+            pin = await drv.read_pin(100, 30)
+        assert read.masked_pan == card.masked_pan
+        assert decrypt_pin(pin.pin_block_hex, card.pan, KEY) == card.pin
+        # Each event exactly once, whatever the line did.
+        digits = [("pin_digit", n) for n in range(1, len(card.pin) + 1)]
+        assert progress == [("waiting_card", 0), ("waiting_pin", 0), *digits]
+        assert pad.commands == {"DeviceInfoRequest": 1, "ReadCard": 1, "ReadPin": 1}
+        if expected_event is not None:
+            assert any(isinstance(e, expected_event) for e in events), events
+        assert drv.connected
+        assert await drv.status() == "idle"
+    finally:
+        await drv.stop()
+        await pad.stop()
+
+
+async def test_the_trace_shows_frames_with_the_pan_masked_and_secrets_elided(
+    link_path: Path,
+) -> None:
+    lines: list[str] = []
+    pad = SimulatedPinPad(link=str(link_path), trace=lines.append, faults=Faults(garbage=1))
+    await pad.start()
+    drv = MisPosV1Driver(settings_for(link_path), keepalive_s=None)
+    await drv.start()
+    try:
+        assert await drv.wait_connected(3)
+        pad.enqueue_customer(Customer("member"))
+        read = await drv.read_card(100, 30)
+        pin = await drv.read_pin(100, 30)
+    finally:
+        await drv.stop()
+        await pad.stop()
+    card = CARDS["member"]
+    text = "\n".join(lines)
+    assert any("host>pad frame" in line and "ReadCard" in line and "amount_minor=100" in line for line in lines)
+    assert any("pad>host frame" in line and f"masked_pan={card.masked_pan}" in line and "elided" in line
+               for line in lines)
+    assert any("pad>host ACK seq=" in line for line in lines)
+    assert any("host>pad ACK seq=" in line for line in lines)
+    assert any("pad>host garbage" in line for line in lines)
+    for secret in (card.pan, read.enc_pan_hex, pin.pin_block_hex, read.enc_pan_hex[:16].lower()):
+        assert secret.lower() not in text.lower()
+    hex_pan = " ".join(f"{b:02x}" for b in card.pan.encode())
+    assert hex_pan not in text
+
+
+async def test_command_line_faults_scenario_and_trace_file(tmp_path: Path) -> None:
+    link, trace = tmp_path / "pinpad", tmp_path / "trace.log"
+    scenario = tmp_path / "bench.toml"
+    scenario.write_text(
+        '[pad]\ncard = "points"\ntimeout_cap = 0.2\n'
+        "[faults]\nnak = 1\nbad_lrc = 1\n"
+        '[[customers]]\ncard = "member"\n[[customers]]\naction = "card-error"\n'
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "simulators", "pinpad", "--link", str(link), "--scenario", str(scenario),
+        "--duplicate", "1", "--trace", str(trace),
+        stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(10):
+            assert (await process.stdout.readline()).startswith(b"PIN pad simulator on")
+        drv = MisPosV1Driver(settings_for(link), keepalive_s=None)
+        await drv.start()
+        try:
+            assert await drv.wait_connected(5)
+            assert (await drv.read_card(100, 30)).masked_pan == CARDS["member"].masked_pan
+            with pytest.raises(CardReadError):
+                await drv.read_card(100, 30)
+            assert (await drv.read_card(100, 30)).masked_pan == CARDS["points"].masked_pan
+        finally:
+            await drv.stop()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(5):
+            assert await process.wait() == 0
+    lines = trace.read_text().splitlines()
+    assert any("pad>host NAK" in line for line in lines)
+    assert any("DeviceInfo id=" in line and "model=MISBRIDGE-SIM" in line for line in lines)
+    assert CARDS["member"].pan not in trace.read_text()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--nak", "-1"], "nak must not be negative"),
+        (["--pin", "12"], "4 to 12 digits"),
+    ],
+)
+def test_command_line_rejects_bad_values(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from simulators.cli import main
+
+    assert main(["pinpad", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+# -- misbridge probe -------------------------------------------------------------------------
+
+
+async def test_probe_try_reads_the_pads_identity(pad: SimulatedPinPad, link_path: Path) -> None:
+    info = await try_pad(str(link_path), timeout=3)
+    assert (info.model, info.firmware, info.serial_no) == ("MISBRIDGE-SIM", "1.0.0", "SIM0001")
+
+
+async def test_probe_try_reports_a_missing_pad(tmp_path: Path) -> None:
+    with pytest.raises(DeviceNotConnected, match="cannot open"):
+        await try_pad(str(tmp_path / "nothing"), timeout=0.5)
+
+
+def _misbridge(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", "misbridge", *args],
+        capture_output=True, text=True, timeout=30, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False,
+    )  # fmt: skip
+
+
+def test_probe_command_line(tmp_path: Path) -> None:
+    async def serve_and_probe() -> subprocess.CompletedProcess[str]:
+        simulator = SimulatedPinPad(link=str(tmp_path / "pad"))
+        await simulator.start()
+        try:
+            return await asyncio.to_thread(_misbridge, "probe", "--try", str(tmp_path / "pad"))
+        finally:
+            await simulator.stop()
+
+    done = asyncio.run(serve_and_probe())
+    assert done.returncode == 0, done.stderr
+    assert "model MISBRIDGE-SIM, firmware 1.0.0, serial SIM0001" in done.stdout
+    missing = _misbridge("probe", "--try", str(tmp_path / "gone"), "--timeout", "0.5")
+    assert missing.returncode == 1
+    assert "cannot open PIN pad" in missing.stderr
+    listed = _misbridge("probe")
+    assert listed.returncode == 0, listed.stderr
+    assert "Serial ports:" in listed.stdout
+    assert "USB PIN pads" in listed.stdout

@@ -76,7 +76,7 @@ IMPORT_RULES: dict[str, ImportRule] = {
         ),
     ),
     "misbridge.ebuy": _rule("misbridge.errors", "pydantic", "pydantic_core", "simplejson"),
-    "misbridge.transport": _rule("misbridge.errors", "serial", "serial_asyncio_fast", "loguru"),
+    "misbridge.transport": _rule("misbridge.errors", "serial", "serial_asyncio_fast", "usb", "loguru"),
     "misbridge.device": _rule(
         "misbridge.link", "misbridge.transport", "misbridge.errors", "misbridge.config", "loguru"
     ),

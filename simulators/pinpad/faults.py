@@ -1,0 +1,170 @@
+"""Line faults the simulated pad injects, and the readable frame trace.
+
+The pad's link session produces correct bytes; :class:`Faults` says how to spoil the next ones
+on their way to the host. Counters apply to the next *n* units of their kind and count down:
+
+- ``nak``: answer the next n host frames with NAK instead of ACK (the host retransmits; the pad
+  already has the command and suppresses the duplicate);
+- ``withhold_ack``: send nothing for the next n ACKs (the host retransmits after its ACK timeout);
+- ``bad_lrc``: flip the LRC of the next n data frames sent (the host NAKs; the pad resends);
+- ``garbage``: put a burst of garbage bytes before each of the next n data frames;
+- ``duplicate``: send each of the next n data frames twice;
+- ``silence_s``: from the next command received, send nothing for this long (armed once);
+- ``slow_ms``: send every byte this many milliseconds after the previous one (stays on);
+- ``unplug_after``: unplug once the host acknowledged the frame of this event (see
+  :data:`EVENTS`), or at once after receiving the next command for ``"command"``;
+- ``cut_frame``: send half of the next data frame, then unplug (the host sees a torn frame).
+
+The trace (:func:`describe_unit`) is one line per unit on the line: hex and decoded. PANs are
+masked by the pad itself; encrypted fields (tracks, PAN, IC data, PIN block, working key) are
+elided from both the hex and the decoded text.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from misbridge.errors import MessageError
+from misbridge.link import ControlByte, Message, decode_bcd_length, decode_message
+from misbridge.link.messages import CardData, LoadWorkingKey, PinBlock, Progress, ProgressStage
+from simulators.pinpad.customer import Customer
+
+#: Events ``unplug_after`` accepts: the pad unplugs once the host acknowledged that frame.
+EVENTS = ("command", "device-info", "waiting-card", "card-data", "waiting-pin", "pin-block", "result")
+
+#: The garbage burst: printable bytes only, so it never looks like STX, ACK or NAK.
+GARBAGE = b"#GARBAGE~LINE~NOISE#"
+
+#: Fields that may appear in a trace line; nothing encrypted is among them.
+TRACE_FIELDS = ("amount_minor", "timeout_s", "masked_pan", "card_type", "stage", "digits_entered",
+                "code", "state", "key_index", "model", "firmware", "serial_no")
+#: Messages whose TLVs carry encrypted data: their hex is shown without the TLV part.
+_SECRET_TYPES = (CardData, PinBlock, LoadWorkingKey)
+
+
+@dataclass
+class Faults:
+    """Faults still to inject; the pad counts them down as it applies them."""
+
+    nak: int = 0
+    withhold_ack: int = 0
+    bad_lrc: int = 0
+    garbage: int = 0
+    duplicate: int = 0
+    silence_s: float = 0.0
+    slow_ms: float = 0.0
+    unplug_after: str | None = None
+    cut_frame: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("nak", "withhold_ack", "bad_lrc", "garbage", "duplicate", "silence_s", "slow_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+        if self.unplug_after is not None and self.unplug_after not in EVENTS:
+            raise ValueError(f"unknown unplug_after event {self.unplug_after!r} (known: {', '.join(EVENTS)})")
+
+
+def event_of(msg: Message) -> str | None:
+    """The :data:`EVENTS` name of a message the pad sends, if it has one."""
+    if isinstance(msg, Progress):
+        stages: dict[str, str] = {ProgressStage.WAITING_FOR_CARD: "waiting-card",
+                                  ProgressStage.WAITING_FOR_PIN: "waiting-pin"}
+        return stages.get(msg.stage)
+    names = {"DeviceInfo": "device-info", "CardData": "card-data", "PinBlock": "pin-block", "Result": "result"}
+    return names.get(type(msg).__name__)
+
+
+def split_units(data: bytes) -> list[bytes]:
+    """Split well-formed session output into ``ACK SEQ``, ``NAK`` and whole data frames."""
+    units: list[bytes] = []
+    i = 0
+    while i < len(data):
+        byte = data[i]
+        if byte == ControlByte.ACK:
+            size = 2
+        elif byte == ControlByte.STX and i + 3 <= len(data):
+            size = 5 + decode_bcd_length(data[i + 1 : i + 3])
+        else:
+            size = 1
+        units.append(data[i : i + size])
+        i += size
+    return units
+
+
+def is_data_frame(unit: bytes) -> bool:
+    """True for ``STX ... LRC``."""
+    return len(unit) > 5 and unit[0] == ControlByte.STX
+
+
+def describe_unit(unit: bytes) -> str:
+    """One trace line body for a unit on the line: decoded text, then ``|`` and the hex."""
+    if unit[:1] == bytes([ControlByte.ACK]) and len(unit) == 2:
+        return f"ACK seq={unit[1]} | {unit.hex(' ')}"
+    if unit == bytes([ControlByte.NAK]):
+        return f"NAK | {unit.hex(' ')}"
+    if not is_data_frame(unit):
+        return f"garbage ({len(unit)} bytes) | {unit[:32].hex(' ')}{' ...' if len(unit) > 32 else ''}"
+    seq, payload = unit[3], unit[4:-2]
+    try:
+        msg = decode_message(payload)
+    except MessageError as err:
+        return f"frame seq={seq} undecodable ({err}) | {unit[:5].hex(' ')} ... ({len(unit)} bytes)"
+    shown = " ".join(f"{name}={getattr(msg, name)}" for name in TRACE_FIELDS if hasattr(msg, name))
+    text = f"frame seq={seq} {type(msg).__name__} id={msg.request_id} {shown}".rstrip()
+    if isinstance(msg, _SECRET_TYPES):
+        hexed = f"{unit[:5].hex(' ')} ..({len(unit) - 7} bytes elided).. {unit[-2:].hex(' ')}"
+    else:
+        hexed = unit.hex(" ")
+    return f"{text} | {hexed}"
+
+
+@dataclass
+class Scenario:
+    """A TOML scenario: pad settings, faults and the queue of customers."""
+
+    pad: dict[str, Any] = field(default_factory=dict)
+    faults: Faults = field(default_factory=Faults)
+    customers: list[Customer] = field(default_factory=list)
+
+
+_PAD_KEYS = frozenset({"card", "pin", "timeout_cap", "card_delay", "pin_delay"})
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a scenario file::
+
+        [pad]                    # any of card, pin, timeout_cap, card_delay, pin_delay
+        card = "points"
+        [faults]                 # any field of Faults
+        nak = 1
+        unplug_after = "card-data"
+        [[customers]]            # queued in order; then the default customer
+        card = "member"
+        action = "cancel-pin"
+
+    Raises:
+        ValueError: not TOML, unknown sections or keys, or invalid values.
+    """
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise ValueError(f"scenario {path}: {err}") from err
+    unknown = set(data) - {"pad", "faults", "customers"}
+    if unknown:
+        raise ValueError(f"scenario {path}: unknown sections {', '.join(sorted(unknown))}")
+    pad = dict(data.get("pad", {}))
+    if set(pad) - _PAD_KEYS:
+        raise ValueError(f"scenario {path}: unknown [pad] keys {', '.join(sorted(set(pad) - _PAD_KEYS))}")
+    fault_data = dict(data.get("faults", {}))
+    known = {f.name for f in fields(Faults)}
+    if set(fault_data) - known:
+        raise ValueError(f"scenario {path}: unknown [faults] keys {', '.join(sorted(set(fault_data) - known))}")
+    try:
+        faults = Faults(**fault_data)
+        customers = [Customer(**c) for c in data.get("customers", [])]
+    except TypeError as err:
+        raise ValueError(f"scenario {path}: {err}") from err
+    return Scenario(pad, faults, customers)
