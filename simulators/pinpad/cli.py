@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
 from simulators.cards import CARDS, DEFAULT_CARD
@@ -64,11 +64,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"unplug once this frame was acknowledged: {', '.join(EVENTS)}")
     faults.add_argument("--cut-frame", action="store_const", const=True, default=None,
                         help="send half of the next frame, then unplug")
+    parser.add_argument("--interactive", action="store_true",
+                        help="ask on the terminal which card the customer presents and which PIN they type")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="trace every message on stderr (masked PAN only; never tracks or PIN blocks)")
 
 
-def build_pad(args: argparse.Namespace, trace: Callable[[str], None] | None = None) -> SimulatedPinPad:
+def build_pad(
+    args: argparse.Namespace,
+    trace: Callable[[str], None] | None = None,
+    ask: Callable[[str], Awaitable[str]] | None = None,
+) -> SimulatedPinPad:
     """A pad configured from the scenario file (if any) and the flags, flags winning.
 
     Raises:
@@ -91,6 +97,7 @@ def build_pad(args: argparse.Namespace, trace: Callable[[str], None] | None = No
         link=args.link,
         faults=Faults(**fault_values),
         trace=trace,
+        ask=ask,
     )
     for customer in scenario.customers:
         pad.enqueue_customer(customer)
@@ -104,6 +111,19 @@ def _trace_sink(target: str | None) -> tuple[Callable[[str], None] | None, IO[st
         return lambda line: print(line, file=sys.stderr, flush=True), None
     stream = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed by run()
     return lambda line: print(line, file=stream), stream
+
+
+async def _terminal_asker() -> Callable[[str], Awaitable[str]]:
+    """Questions on stdout, answers from stdin, read without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+
+    async def ask(question: str) -> str:
+        print(question, end="", flush=True)
+        return (await reader.readline()).decode("utf-8", "replace").strip()
+
+    return ask
 
 
 def banner(pad: SimulatedPinPad, control: str | None) -> str:
@@ -122,8 +142,9 @@ async def run(args: argparse.Namespace) -> int:
     except OSError as err:
         print(f"misbridge-sim pinpad: cannot open the trace file: {err}", file=sys.stderr)
         return 2
+    ask = await _terminal_asker() if getattr(args, "interactive", False) else None
     try:
-        pad = build_pad(args, trace)
+        pad = build_pad(args, trace, ask)
     except ValueError as err:
         print(f"misbridge-sim pinpad: {err}", file=sys.stderr)
         if trace_file is not None:

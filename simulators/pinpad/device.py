@@ -48,7 +48,7 @@ from misbridge.link import (
     encode_message,
 )
 from misbridge.link.frames import AckControl, BadFrame, DataFrame, Discarded, FrameDecoder, NakControl, encode_frame
-from simulators.cards import DEFAULT_CARD, TestCard
+from simulators.cards import CARDS, DEFAULT_CARD, TestCard
 from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
 from simulators.pinpad.customer import Action, Customer
 from simulators.pinpad.faults import GARBAGE, Faults, describe_unit, event_of, is_data_frame, split_units
@@ -102,8 +102,12 @@ class SimulatedPinPad:
         link: str | None = None,
         faults: Faults | None = None,
         trace: Callable[[str], None] | None = None,
+        ask: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
         self.faults = faults or Faults()
+        #: Interactive mode: asked for the card and the PIN when no scripted customer is queued.
+        self._ask = ask
+        self._asked_customer = False
         self._trace_line = trace
         self._trace_decoder = FrameDecoder()
         self._silent_until = 0.0
@@ -420,8 +424,14 @@ class SimulatedPinPad:
     async def _read_card(self, msg: ReadCard) -> None:
         rid = msg.request_id
         self._card = None
-        self._customer = self._customers.popleft() if self._customers else self._default
         self._send(Progress(rid, ProgressStage.WAITING_FOR_CARD))
+        self._asked_customer = not self._customers and self._ask is not None
+        if self._customers:
+            self._customer = self._customers.popleft()
+        elif self._ask is not None:
+            self._customer = await self._ask_for_card(msg)
+        else:
+            self._customer = self._default
         action = self._customer.action
         if action is Action.NO_CARD:
             await self._customer_waits(msg.timeout_s)
@@ -447,6 +457,20 @@ class SimulatedPinPad:
             expiry=card.expiry,
         ))
 
+    async def _ask_for_card(self, msg: ReadCard) -> Customer:
+        """Interactive mode: the technician names the card (or what the customer does)."""
+        amount = f"{msg.amount_minor // 100}.{msg.amount_minor % 100:02d}"
+        prompt = (f"READ_CARD {amount}: card [{self._default.card}] ({' '.join(sorted(CARDS))}) "
+                  f"or cancel / none / error: ")
+        while True:
+            answer = await self._ask(prompt) if self._ask else ""
+            special = {"cancel": Action.CANCEL_CARD, "none": Action.NO_CARD, "error": Action.CARD_ERROR}
+            if answer in special:
+                return Customer(self._default.card, action=special[answer])
+            if not answer or answer in CARDS:
+                return Customer(answer or self._default.card)
+            prompt = f"unknown card {answer!r}; card: "
+
     async def _read_pin(self, msg: ReadPin, card: TestCard) -> None:
         rid = msg.request_id
         action = self._customer.action
@@ -460,6 +484,14 @@ class SimulatedPinPad:
             self._send(Result(rid, ResultCode.CARD_REMOVED, "card removed"))
             return
         pin = self._customer.typed_pin
+        if self._asked_customer and self._ask is not None:
+            question = f"PIN for {card.masked_pan} (Enter: the right PIN {card.pin}; or digits, 'cancel'): "
+            answer = await self._ask(question)
+            if answer == "cancel":
+                self._send(Result(rid, ResultCode.CUSTOMER_CANCEL, "cancelled"))
+                return
+            if answer:
+                pin = answer
         for typed in range(1, len(pin) + 1):
             await asyncio.sleep(self._pin_delay_s / len(pin))
             if action is Action.CANCEL_PIN and typed > len(pin) // 2:
