@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -227,31 +227,3 @@ def describe_errors(err: ValidationError) -> str:
         lines.append(f"  {key}: {reason}{given}")
     return "\n".join(lines)
 
-
-def credential_file(path: Path | None, *, credential_name: str) -> Path | None:
-    """The file holding a secret: ``path`` if given, else ``$CREDENTIALS_DIRECTORY/<name>`` if present.
-
-    For secrets a library must read from a path itself (a TLS private key).
-    """
-    if path is not None:
-        return path
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    candidate = Path(cred_dir) / credential_name if cred_dir else None
-    return candidate if candidate is not None and candidate.is_file() else None
-
-
-def read_secret(path: Path | None, *, credential_name: str = "") -> SecretStr | None:
-    """Read a secret from a file, or from ``$CREDENTIALS_DIRECTORY/<credential_name>``.
-
-    Returns None when neither is available. Trailing newlines are stripped.
-    """
-    candidates: list[Path] = []
-    if path is not None:
-        candidates.append(path)
-    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
-    if cred_dir and credential_name:
-        candidates.append(Path(cred_dir) / credential_name)
-    for candidate in candidates:
-        if candidate.is_file():
-            return SecretStr(candidate.read_text(encoding="utf-8").rstrip("\r\n"))
-    return None

@@ -24,7 +24,7 @@ from misbridge.api.socket_server import PosSocketServer
 from misbridge.api.unix_socket import bind_unix_socket
 from misbridge.asgi import AsgiServer
 from misbridge.backend.client import BackendClient
-from misbridge.config import Settings, read_secret
+from misbridge.config import Settings
 from misbridge.core.service import TransactionService
 from misbridge.crashpoints import crash_point
 from misbridge.device.base import PinPadDriver, create_driver
@@ -32,10 +32,8 @@ from misbridge.errors import ConfigError
 from misbridge.journal.store import Journal
 from misbridge.journaltool import run_retention
 from misbridge.metrics import Metrics
-from misbridge.secrets import API_TOKEN_CREDENTIAL, load_secret
+from misbridge.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIAL, load_secret
 
-#: Name of the signing-key credential under $CREDENTIALS_DIRECTORY (systemd LoadCredential=).
-SIGNING_KEY_CREDENTIAL = "ebuy-signing-key"
 #: How long start-up waits for the PIN pad before serving anyway (requests then get MB20).
 DEVICE_WAIT_S = 5.0
 
@@ -68,7 +66,7 @@ def load_signing_key(settings: Settings) -> SecretStr | None:
     signing = settings.backend.signing
     if not signing.enabled:
         return None
-    key = read_secret(signing.key_file, credential_name=SIGNING_KEY_CREDENTIAL)
+    key = load_secret(SIGNING_KEY_CREDENTIAL, signing.key_file)
     if key is None:
         raise ConfigError(
             "backend.signing.enabled is true but no signing key was found: set backend.signing.key_file "

@@ -46,6 +46,18 @@ def secret_file_problem(path: Path) -> str | None:
     return None
 
 
+def secret_path(name: str, path: Path | None = None) -> Path | None:
+    """The file holding secret ``name``, for a library that reads it itself (a TLS private key).
+
+    ``path`` when given (whether or not it exists: the reader then names it in its error), else
+    the credential file if systemd provided one, else None.
+    """
+    if path is not None:
+        return path
+    directory = credentials_directory()
+    return directory / name if directory is not None and (directory / name).is_file() else None
+
+
 def load_secret(name: str, path: Path | None = None) -> SecretStr | None:
     """The secret called ``name``: from ``path`` if given and present, else from the credential.
 

@@ -29,7 +29,7 @@ from loguru import logger
 from pydantic import SecretStr
 
 from misbridge.backend.retry import NOT_SENT, SUBMIT_RETRY, RetryPolicy, call_retrying_not_sent
-from misbridge.config import BackendSettings, IdentitySettings, credential_file
+from misbridge.config import BackendSettings, IdentitySettings
 from misbridge.crashpoints import crash_point
 from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import ENVELOPE_FIELDS, Envelope, decode_body, envelope_dict
@@ -40,6 +40,7 @@ from misbridge.errors import (
     RequestError,
     ReturnCode,
 )
+from misbridge.secrets import TLS_CLIENT_KEY_CREDENTIAL, secret_path
 
 #: The returnCode of an approved transaction (book §9: "00 represent successful transaction").
 APPROVED_CODE = "00"
@@ -245,10 +246,6 @@ def _checked_base_url(url: str) -> str:
     return url.rstrip("/")
 
 
-#: systemd credential holding the client certificate's private key (docs/operations.md).
-TLS_CLIENT_KEY_CREDENTIAL = "tls-client-key"
-
-
 def _tls_context(settings: BackendSettings) -> ssl.SSLContext:
     cafile = str(settings.ca_bundle) if settings.ca_bundle is not None else None
     try:
@@ -257,7 +254,7 @@ def _tls_context(settings: BackendSettings) -> ssl.SSLContext:
         raise ConfigError(f"backend ca_bundle {cafile!r} cannot be loaded: {err}") from err
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     if settings.client_cert is not None:
-        key = credential_file(settings.client_key_file, credential_name=TLS_CLIENT_KEY_CREDENTIAL)
+        key = secret_path(TLS_CLIENT_KEY_CREDENTIAL, settings.client_key_file)
         try:
             context.load_cert_chain(str(settings.client_cert), str(key) if key else None)
         except (OSError, ssl.SSLError) as err:

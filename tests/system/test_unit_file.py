@@ -112,12 +112,6 @@ def test_secrets_come_as_credentials_the_code_knows(unit: list[Setting]) -> None
     assert values(unit, "SetCredential") == [], "a credential's value must never be written in the unit"
 
 
-def test_signing_key_credential_name_matches_the_daemon() -> None:
-    from misbridge.daemon import SIGNING_KEY_CREDENTIAL
-
-    assert secrets.SIGNING_KEY_CREDENTIAL == SIGNING_KEY_CREDENTIAL
-
-
 def test_binds_nothing_but_what_we_expect(unit: list[Setting]) -> None:
     for key in ("BindPaths", "BindReadOnlyPaths", "ReadWritePaths", "TemporaryFileSystem", "RootDirectory",
                 "SupplementaryGroups", "AmbientCapabilities", "CapabilityBoundingSet"):  # fmt: skip

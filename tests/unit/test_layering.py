@@ -81,7 +81,8 @@ IMPORT_RULES: dict[str, ImportRule] = {
         "misbridge.link", "misbridge.transport", "misbridge.errors", "misbridge.config", "loguru"
     ),
     "misbridge.backend": _rule(
-        "misbridge.ebuy", "misbridge.errors", "misbridge.config", "misbridge.crashpoints", "httpx", "tenacity",
+        "misbridge.ebuy", "misbridge.errors", "misbridge.config", "misbridge.crashpoints", "misbridge.secrets",
+        "httpx", "tenacity",
         "pydantic", "loguru"
     ),
     "misbridge.journal": _rule("misbridge.ebuy", "misbridge.errors", sqlite=True),

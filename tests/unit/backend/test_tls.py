@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from misbridge.backend.client import TLS_CLIENT_KEY_CREDENTIAL, BackendClient
+from misbridge.backend.client import BackendClient
 from misbridge.config import BackendSettings, IdentitySettings
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown, ConfigError
-from misbridge.secrets import TLS_CLIENT_KEY_CREDENTIAL as UNIT_NAME
+from misbridge.secrets import TLS_CLIENT_KEY_CREDENTIAL
 
 NOW = datetime.datetime.now(datetime.UTC)
 
@@ -101,10 +101,6 @@ def _client(port: int, **tls: Path | None) -> BackendClient:
 
 
 BODY = {"traceNo": "TLS0001"}
-
-
-def test_credential_name_matches_the_unit_file_names() -> None:
-    assert TLS_CLIENT_KEY_CREDENTIAL == UNIT_NAME
 
 
 async def test_mutual_tls_presents_the_client_certificate(tmp_path: Path) -> None:
