@@ -252,8 +252,7 @@ class TransactionService:
                 outbound = {**body, "cardInfo": card_info(card, pin)}
                 response = await self._submit(flow, action, outbound, claim_deadline)
         crash_point("outcome.after_commit")
-        record = await self._journal.get(trace_no)
-        self._metrics.transaction_finished(action, record.state if record else "unknown")
+        self._metrics.transaction_finished(action, flow.state)
         return response
 
     async def _read_card_and_pin(
@@ -293,7 +292,8 @@ class TransactionService:
         except BackendOutcomeUnknown as err:
             # Never re-submitted: find out by inquiry, void if it cannot be confirmed (R7).
             await flow.step("outcome_unknown", detail=str(err))
-            await self._resolver.resolve(flow.trace_no, claim_deadline=claim_deadline)
+            # resolve() moved the journal row itself; the flow follows what it ended in.
+            flow.state = await self._resolver.resolve(flow.trace_no, claim_deadline=claim_deadline)
             record = await self._journal.get(flow.trace_no)  # resolve() stored the answer it ended with
             return answer_from_journal(record) if record else pos_response(flow.trace_no, ReturnCode.BACKEND_UNKNOWN)
         crash_point("submit.after_reply")
