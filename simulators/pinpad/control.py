@@ -1,6 +1,7 @@
 """Control channel: script the simulated customers from another process.
 
-A Unix stream socket accepting JSON lines ``{"card": "points", "pin": "123456", "action": "pay"}``
+A Unix stream socket accepting JSON lines
+``{"card": "points", "pin": "123456", "action": "pay", "hesitate_s": 0}``
 (every key optional, as in :class:`~simulators.pinpad.customer.Customer`); each line enqueues one
 customer and is answered with ``{"ok": true}`` or ``{"ok": false, "error": "..."}``.
 """
@@ -21,7 +22,7 @@ from simulators.pinpad.device import SimulatedPinPad
 
 _LOGGER = logging.getLogger(__name__)
 
-_FIELDS = frozenset({"card", "pin", "action"})
+_FIELDS = frozenset({"card", "pin", "action", "hesitate_s"})
 MAX_LINE = 4096
 
 
@@ -40,9 +41,12 @@ def parse_customer(line: bytes) -> Customer:
     unknown = set(fields) - _FIELDS
     if unknown:
         raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
+    hesitate = fields.pop("hesitate_s", 0.0)
+    if isinstance(hesitate, bool) or not isinstance(hesitate, int | float):
+        raise ValueError("hesitate_s is a number of seconds")
     if not all(isinstance(value, str) or (key == "pin" and value is None) for key, value in fields.items()):
         raise ValueError("card, pin and action are strings")
-    return Customer(**fields)
+    return Customer(**fields, hesitate_s=float(hesitate))
 
 
 def reply_for(pad: SimulatedPinPad, line: bytes) -> dict[str, Any]:

@@ -7,6 +7,9 @@ from enum import StrEnum
 
 from simulators.cards import CARDS, DEFAULT_CARD, TestCard
 
+#: The longest a scripted customer may hesitate before presenting the card.
+MAX_HESITATE_S = 600.0
+
 
 class Action(StrEnum):
     """What the customer does at the pad."""
@@ -28,14 +31,18 @@ class Customer:
         card: a name from :data:`simulators.cards.CARDS`.
         pin: the PIN typed; None types the card's correct PIN.
         action: one of :class:`Action` (its string value is accepted).
+        hesitate_s: extra seconds this customer takes before presenting the card (holds the pad
+            busy for a known time, e.g. to test that a second sale is refused meanwhile).
 
     Raises:
-        ValueError: unknown card or action, or a PIN that is not 4..12 digits.
+        ValueError: unknown card or action, a PIN that is not 4..12 digits, or a negative or
+            over-long hesitation.
     """
 
     card: str = DEFAULT_CARD
     pin: str | None = None
     action: str = Action.PAY
+    hesitate_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.card not in CARDS:
@@ -44,6 +51,8 @@ class Customer:
             raise ValueError(f"unknown action {self.action!r} (known: {', '.join(a.value for a in Action)})")
         if self.pin is not None and not (self.pin.isdigit() and 4 <= len(self.pin) <= 12):
             raise ValueError("a PIN is 4 to 12 digits")
+        if not 0.0 <= self.hesitate_s <= MAX_HESITATE_S:
+            raise ValueError(f"hesitate_s must be between 0 and {MAX_HESITATE_S:g} seconds")
         object.__setattr__(self, "action", Action(self.action))
 
     @property

@@ -437,7 +437,7 @@ class SimulatedPinPad:
             await self._customer_waits(msg.timeout_s)
             self._send(Result(rid, ResultCode.TIMEOUT, "no card"))
             return
-        await asyncio.sleep(self._card_delay_s)
+        await asyncio.sleep(self._card_delay_s + self._customer.hesitate_s)
         failures = {
             Action.CANCEL_CARD: (ResultCode.CUSTOMER_CANCEL, "cancelled"),
             Action.CARD_ERROR: (ResultCode.CARD_READ_ERROR, "card read error"),

@@ -31,9 +31,11 @@ class Bench:
     def host(self) -> str:
         return self.daemon.settings.api.host
 
-    async def customer(self, card: str, *, pin: str | None = None, action: str = "pay") -> None:
+    async def customer(
+        self, card: str, *, pin: str | None = None, action: str = "pay", hesitate_s: float = 0.0
+    ) -> None:
         """Script the next customer at the simulated PIN pad."""
-        order: dict[str, Any] = {"card": card, "action": action}
+        order: dict[str, Any] = {"card": card, "action": action, "hesitate_s": hesitate_s}
         if pin is not None:
             order["pin"] = pin
         reader, writer = await asyncio.open_unix_connection(str(self.sims.control_path))

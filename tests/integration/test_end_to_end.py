@@ -236,14 +236,18 @@ async def test_inquiry_is_forwarded_to_the_backend(bench: Bench) -> None:
 
 
 async def test_concurrent_transaction_is_refused_as_busy(bench: Bench) -> None:
-    await bench.customer("prepaid")
+    # The customer hesitates, so the first sale holds the pad for a known time however fast the
+    # box is (without it the first sale could finish before the second arrives).
+    await bench.customer("prepaid", hesitate_s=2.0)
     first = asyncio.create_task(_socket(bench, "cardRedemption", _request()))
-    await asyncio.sleep(0)  # let the first one claim the pad
-    for _ in range(50):
+    for _ in range(100):
         if (await bench.daemon.service.health())[1]["inFlight"]:
             break
         await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the first sale never started")
     second = await _socket(bench, "cardRedemption", _request())
+    assert not first.done(), "the first sale must still hold the pad when the second is refused"
     assert second["returnCode"] == "MB25"
     assert (await first)["returnCode"] == "00"
 
