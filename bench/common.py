@@ -91,12 +91,17 @@ def ms(seconds: float) -> str:
     return f"{value:.3f} ms" if value < 1 else f"{value:.2f} ms" if value < 100 else f"{value:.0f} ms"
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of one process so far (``/proc/<pid>/stat`` utime + stime)."""
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of one process so far (``/proc/<pid>/stat`` utime, stime)."""
     stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
     fields = stat.rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # fields 14 and 15 of proc(5)
+    return int(fields[11]) / ticks, int(fields[12]) / ticks  # fields 14 and 15 of proc(5)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process so far."""
+    return sum(cpu_split(pid))
 
 
 def rss_mb(pid: int) -> float:

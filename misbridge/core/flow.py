@@ -6,8 +6,11 @@ from typing import Any
 
 from loguru import logger
 
-from misbridge.core.machine import TransactionMachine, TxnState
+from misbridge.core.machine import TxnState, next_state
 from misbridge.journal.store import Journal
+
+#: Step fields safe and useful in the log line (never the POS response or anything unmasked).
+_LOGGED_FIELDS = ("masked_pan", "card_type", "return_code")
 
 
 async def journaled_step(journal: Journal, trace_no: str, state: str, event: str, **fields: Any) -> TxnState:
@@ -17,9 +20,12 @@ async def journaled_step(journal: Journal, trace_no: str, state: str, event: str
         InvalidTransition: the machine does not allow ``event`` in ``state``.
         JournalError: the journal row is not in ``state`` any more, or the write failed.
     """
-    target = TransactionMachine.restore(state).fire(event)
+    target = next_state(state, event)
     await journal.record_transition(trace_no, state, str(target), event, **fields)
-    logger.bind(traceNo=trace_no, state=str(target)).info("{} -> {} on {}", state, target, event)
+    # One INFO line per step carries what the step learned (masked PAN, return code), so the
+    # device and backend layers need no INFO line of their own for the same event.
+    shown = {name: fields[name] for name in _LOGGED_FIELDS if fields.get(name) is not None}
+    logger.bind(traceNo=trace_no, state=str(target), **shown).info("{} -> {} on {}", state, target, event)
     return target
 
 

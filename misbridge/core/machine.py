@@ -22,7 +22,11 @@ Rules (after h11's ``_state.py``):
    when it is stale.  Regenerate with ``python -m misbridge.core.machine --write-docs``.
 
 The derived tables :data:`TRANSITIONS`, :data:`EVENTS` and :data:`FINAL_STATES` are read
-from the class, so they cannot drift from it.
+from the class, so they cannot drift from it.  :func:`next_state` answers "where does this
+event take this state" from that table: building a :class:`TransactionMachine` costs about
+0.6 ms of CPU (the library registers every callback per instance), paid six times per sale,
+while the table answers in microseconds.  It is exact because no transition has a guard;
+import fails if one is ever added (see :func:`_assert_unguarded`).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ __all__ = [
     "TransitionSpec",
     "TxnState",
     "mermaid_diagram",
+    "next_state",
     "replace_generated_block",
 ]
 
@@ -218,6 +223,40 @@ FINAL_STATES: Final[frozenset[TxnState]] = frozenset(
     TxnState(state.value) for state in TransactionMachine.states if state.final
 )
 """States nothing leaves: approved, declined, aborted, voided (the journal's trigger enforces it)."""
+
+_MOVES: Final[dict[tuple[str, str], TxnState]] = {(spec.source.value, spec.event): spec.target for spec in TRANSITIONS}
+
+
+def _assert_unguarded() -> None:
+    # The table in next_state() ignores guards; a guarded transition would make it wrong, so
+    # adding one must also change next_state() (e.g. back to restore(state).fire(event)).
+    for state in TransactionMachine.states:
+        for transition in state.transitions:
+            if list(transition.cond) or list(transition.validators):
+                raise TypeError(f"transition {state.id} -> {transition.target.id} has a guard; next_state() cannot")
+
+
+_assert_unguarded()
+
+
+def next_state(state: str, event: str) -> TxnState:
+    """The state ``event`` moves a transaction in ``state`` to; the same answer (and the same
+    errors) as ``TransactionMachine.restore(state).fire(event)``, without building a machine.
+
+    Raises:
+        InvalidTransition: ``state`` is not a transaction state, ``event`` is not an event,
+            or ``state`` does not accept ``event`` (final states accept nothing).
+    """
+    state = str(state)  # a TxnState reads as its journal value in the messages
+    if state not in _STATE_VALUES:
+        raise InvalidTransition(f"{state!r} is not a transaction state")
+    if event not in EVENTS:
+        raise InvalidTransition(f"unknown event {event!r} (state {state!r})")
+    target = _MOVES.get((state, event))
+    if target is None:
+        raise InvalidTransition(f"event {event!r} is not allowed in state {state!r}")
+    return target
+
 
 PRE_SUBMIT_STATES: Final[frozenset[TxnState]] = frozenset(
     {TxnState.RECEIVED, TxnState.READING_CARD, TxnState.READING_PIN}

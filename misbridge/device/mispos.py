@@ -299,7 +299,7 @@ class MisPosV1Driver:
         link = self._require_link()
         msg = ReadCard(link.next_request_id(), amount_minor, timeout_s, prompt)
         card = expect(await self._customer_step(link, msg, timeout_s, Step.CARD), CardData, Step.CARD)
-        logger.info("card read: {} (type {})", card.masked_pan, card.card_type)
+        logger.debug("card read: {} (type {})", card.masked_pan, card.card_type)  # the step logs it at INFO
         return _card_read(card)
 
     async def read_pin(
@@ -309,7 +309,7 @@ class MisPosV1Driver:
         link = self._require_link()
         msg = ReadPin(link.next_request_id(), amount_minor, timeout_s, prompt, key_index=key_index)
         block = expect(await self._customer_step(link, msg, timeout_s, Step.PIN), PinBlock, Step.PIN)
-        logger.info("PIN entered (key index {})", block.key_index)
+        logger.debug("PIN entered (key index {})", block.key_index)
         return EncryptedPin(block.pin_block_hex, block.key_index)
 
     async def _customer_step(self, link: LinkDriver, msg: Message, timeout_s: int, step: Step) -> Message:

@@ -9,9 +9,11 @@ import sys
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from loguru import logger
 
-from misbridge.logs import REDACTED, configure_logging, journald_stderr, scrub_text
+from misbridge.logs import REDACTED, SENSITIVE_FIELDS, _scrub_suspect, configure_logging, journald_stderr, scrub_text
 from misbridge.pan import luhn_valid, mask_card_numbers
 
 CANARY_PAN = "4111111111111111"
@@ -180,3 +182,21 @@ def test_every_sink_has_diagnose_off() -> None:
     handlers = logger._core.handlers  # type: ignore[attr-defined]
     assert handlers
     assert all(not h._exception_formatter._diagnose for h in handlers.values())
+
+
+# Pieces a log text is built from: digits (card numbers, tracks), separators the patterns look
+# for, and the card-data field names in any case.
+_PIECES = st.one_of(
+    st.text(alphabet="0123456789", min_size=1, max_size=20),
+    # the shortest forms: a 13-digit card number, a track 2 with a 12-digit PAN
+    st.sampled_from([CANARY_PAN, "4222222222222", "123456789012=2512", f"{CANARY_PAN}=2512101", f"%B{CANARY_PAN}^DOE/J^2512101?", "=", ": ", '"', "'", " ",
+                     ",", "{", "}", "^", "%B", "D"]),
+    st.sampled_from(sorted(SENSITIVE_FIELDS)).map(lambda name: name.upper() if len(name) % 2 else name),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECES, max_size=12).map("".join))
+def test_the_quick_pre_check_never_skips_what_the_full_scrub_would_change(text: str) -> None:
+    assert scrub_text(text) == _scrub_suspect(text)

@@ -16,6 +16,7 @@ from misbridge.core.machine import (
     MachineModel,
     TransactionMachine,
     TxnState,
+    next_state,
 )
 from misbridge.errors import InvalidTransition
 from misbridge.journal.schema import FINAL_STATES as JOURNAL_FINAL_STATES
@@ -233,3 +234,23 @@ def test_fire_cannot_be_delayed_or_queued(reserved: str) -> None:
     with pytest.raises(TypeError):
         machine.fire("start_card", **{reserved: 1})
     assert machine.state is S.RECEIVED
+
+
+def _fired(state: str, event: str) -> TxnState | str:
+    try:
+        return TransactionMachine.restore(state).fire(event)
+    except InvalidTransition as err:
+        return f"raises: {err}"
+
+
+def _looked_up(state: str, event: str) -> TxnState | str:
+    try:
+        return next_state(state, event)
+    except InvalidTransition as err:
+        return f"raises: {err}"
+
+
+@pytest.mark.parametrize("state", [*TxnState, "settled", ""])
+def test_next_state_answers_exactly_as_the_machine(state: str) -> None:
+    for event in [*sorted(EVENTS), *BOGUS_EVENTS]:
+        assert _looked_up(state, event) == _fired(state, event), (state, event)
