@@ -31,9 +31,12 @@ from starlette.types import ASGIApp
 
 #: How often :meth:`AsgiServer.start` looks whether uvicorn has started listening.
 _START_POLL_S = 0.005
-#: uvicorn's tick: it refreshes the Date header and checks for exit once per tick.
-_TICK_S = 0.1
-_TICKS_PER_DAY = 864_000
+#: Our tick: uvicorn refreshes the Date header and checks for exit once per tick. uvicorn's own
+#: is 0.1 s (refreshing the date every 10th); once a second is what the Date header needs, and
+#: an idle daemon then wakes once a second instead of ten times (stop() does not wait for it).
+_TICK_S = 1.0
+#: on_tick(counter) refreshes the Date header only when counter % 10 == 0: ours always is.
+_REFRESH_DATE = 0
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -48,10 +51,9 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
     async def main_loop(self) -> None:
-        # uvicorn's own loop sleeps 0.1 s between ticks; this one also wakes when stop() asks.
-        counter = 0
-        while not await self.on_tick(counter):
-            counter = (counter + 1) % _TICKS_PER_DAY
+        # uvicorn's own loop sleeps 0.1 s between ticks; this one ticks once a second and also
+        # wakes at once when stop() asks.
+        while not await self.on_tick(_REFRESH_DATE):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.exit_requested.wait(), _TICK_S)
 

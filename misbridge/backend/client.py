@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from loguru import logger
@@ -114,11 +115,22 @@ class BackendClient:
                 write=settings.read_timeout_s,
                 pool=settings.connect_timeout_s,
             ),
-            verify=_tls_context(settings) if transport is None else True,  # a transport brings its own TLS
+            verify=self._tls_context(settings, transport),
             transport=transport,
             follow_redirects=False,
             event_hooks={"response": [_after_write]},
         )
+
+    @staticmethod
+    def _tls_context(settings: BackendSettings, transport: httpx.AsyncBaseTransport | None) -> ssl.SSLContext | bool:
+        if transport is not None:
+            return True  # a transport brings its own TLS
+        plain_http = urlsplit(settings.url).scheme == "http"
+        if plain_http and settings.ca_bundle is None and settings.client_cert is None:
+            # Plain HTTP never uses it, but httpx builds one anyway (loading a CA bundle costs
+            # ~30 ms of start-up): hand it one that trusts nothing, so it fails closed if ever used.
+            return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        return _tls_context(settings)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

@@ -158,3 +158,23 @@ async def test_a_server_from_another_ca_is_refused_before_sending(tmp_path: Path
 def test_unreadable_client_certificate_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="client_cert"):
         _client(443, client_cert=tmp_path / "missing.pem")
+
+
+def test_a_plain_http_backend_gets_a_context_that_trusts_nothing() -> None:
+    # httpx builds a TLS context even for http://; ours skips loading a CA bundle there and,
+    # should TLS ever be attempted on that client, fails closed.
+    plain = BackendClient._tls_context(BackendSettings(url="http://127.0.0.1:8080/ebuyweb-posp/api"), None)
+    assert isinstance(plain, ssl.SSLContext)
+    assert plain.verify_mode == ssl.CERT_REQUIRED
+    assert plain.check_hostname
+    assert plain.get_ca_certs() == []
+    assert plain.cert_store_stats()["x509_ca"] == 0
+
+
+def test_https_and_http_with_tls_settings_get_the_full_context(tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    for url in ("https://backend.example/ebuyweb-posp/api", "http://backend.example/ebuyweb-posp/api"):
+        context = BackendClient._tls_context(BackendSettings(url=url, ca_bundle=pki.ca), None)
+        assert isinstance(context, ssl.SSLContext)
+        assert context.minimum_version == ssl.TLSVersion.TLSv1_2
+        assert context.cert_store_stats()["x509_ca"] == 1
