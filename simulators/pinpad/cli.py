@@ -20,7 +20,8 @@ from simulators.pinpad.faults import EVENTS, Faults, Scenario, load_scenario
 #: Fault flag (argparse dest) -> Faults field.
 _FAULT_FLAGS = {"nak": "nak", "withhold_ack": "withhold_ack", "bad_lrc": "bad_lrc", "garbage": "garbage",
                 "duplicate": "duplicate", "silence": "silence_s", "slow_ms": "slow_ms",
-                "unplug_after": "unplug_after", "cut_frame": "cut_frame"}
+                "unplug_after": "unplug_after", "cut_frame": "cut_frame",
+                "nak_rate": "nak_rate", "bad_lrc_rate": "bad_lrc_rate", "fault_seed": "seed"}
 #: Pad option (argparse dest) -> (scenario [pad] key, built-in default).
 _PAD_OPTIONS: dict[str, tuple[str, Any]] = {
     "card": ("card", DEFAULT_CARD), "pin": ("pin", None), "action": ("action", Action.PAY.value),
@@ -51,7 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trace", nargs="?", const="-", default=None, metavar="FILE",
                         help="one line per frame (hex and decoded, PAN masked, encrypted fields elided)"
                              " on stderr, or appended to FILE")
-    faults = parser.add_argument_group("line faults (counts apply to the next N frames)")
+    faults = parser.add_argument_group(
+        "line faults (counts apply to the next N frames; rates to every frame, at random)"
+    )
     faults.add_argument("--nak", type=int, default=None, metavar="N", help="NAK the next N host frames")
     faults.add_argument("--withhold-ack", type=int, default=None, metavar="N", help="send no ACK for N host frames")
     faults.add_argument("--bad-lrc", type=int, default=None, metavar="N", help="bad LRC on the next N frames sent")
@@ -64,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"unplug once this frame was acknowledged: {', '.join(EVENTS)}")
     faults.add_argument("--cut-frame", action="store_const", const=True, default=None,
                         help="send half of the next frame, then unplug")
+    faults.add_argument("--nak-rate", type=float, default=None, metavar="P",
+                        help="NAK each host frame with probability P (0 <= P < 1)")
+    faults.add_argument("--bad-lrc-rate", type=float, default=None, metavar="P",
+                        help="bad LRC on each frame sent, resends included, with probability P (0 <= P < 1)")
+    faults.add_argument("--fault-seed", type=int, default=None, metavar="N",
+                        help="seed of the rate faults' random draws (default: 0; same seed, same faults)")
     parser.add_argument("--interactive", action="store_true",
                         help="ask on the terminal which card the customer presents and which PIN they type")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -83,7 +92,7 @@ def build_pad(
     scenario = load_scenario(args.scenario) if getattr(args, "scenario", None) else Scenario()
     pad_opts = {dest: scenario.pad.get(key, default) for dest, (key, default) in _PAD_OPTIONS.items()}
     pad_opts.update({dest: getattr(args, dest) for dest in _PAD_OPTIONS if getattr(args, dest, None) is not None})
-    fault_values = vars(scenario.faults) | {
+    fault_values = scenario.faults.settings() | {
         field: getattr(args, dest) for dest, field in _FAULT_FLAGS.items() if getattr(args, dest, None) is not None
     }
     Customer(pad_opts["card"], pad_opts["pin"], pad_opts["action"])  # validates --pin and --action
@@ -171,6 +180,9 @@ async def run(args: argparse.Namespace) -> int:
             await control.stop()
         with contextlib.suppress(OSError):
             await pad.stop()
+        if pad.faults.injected:
+            # One line for whoever measures under faults (bench/faults.py reads it from the log).
+            print(f"misbridge-sim pinpad: faults injected: {pad.faults.summary()}", file=sys.stderr, flush=True)
         if trace_file is not None:
             trace_file.close()
     return 0

@@ -256,39 +256,39 @@ class SimulatedPinPad:
             if self._now() < self._silent_until:
                 self._trace_out(unit, "dropped, pad silent")
                 continue
-            for out in self._spoil(unit):
-                self._trace_out(out)
+            for out, note in self._spoil(unit):
+                self._trace_out(out, note)
                 self._write(out)
             if not self._port.is_open:
                 return
 
-    def _spoil(self, unit: bytes) -> list[bytes]:
+    def _spoil(self, unit: bytes) -> list[tuple[bytes, str]]:
+        """What goes on the line for one unit of session output, each with a trace note.
+
+        Counters and rates alike go through :meth:`Faults.take`, once per unit: a resent frame
+        (or the ACK of a resent host frame) is decided again, on its own.
+        """
         f = self.faults
         if unit[:1] == b"\x06":
-            if f.nak:
-                f.nak -= 1
-                return [b"\x15"]
-            if f.withhold_ack:
-                f.withhold_ack -= 1
+            if f.take("nak"):
+                return [(b"\x15", f"fault: NAK instead of ACK seq={unit[1]}")]
+            if f.take("withhold_ack"):
                 self._trace_out(unit, "withheld")
                 return []
-            return [unit]
+            return [(unit, "")]
         if not is_data_frame(unit):
-            return [unit]
+            return [(unit, "")]
         if f.cut_frame:
             f.cut_frame = False
             asyncio.get_running_loop().call_soon(self.unplug)
-            return [unit[: len(unit) // 2]]
-        out = [unit]
-        if f.bad_lrc:
-            f.bad_lrc -= 1
-            out = [unit[:-1] + bytes([unit[-1] ^ 0xFF])]
-        if f.duplicate:
-            f.duplicate -= 1
+            return [(unit[: len(unit) // 2], "fault: frame cut")]
+        out = [(unit, "")]
+        if f.take("bad_lrc"):
+            out = [(unit[:-1] + bytes([unit[-1] ^ 0xFF]), "fault: LRC flipped")]
+        if f.take("duplicate"):
             out = out * 2
-        if f.garbage:
-            f.garbage -= 1
-            out = [GARBAGE, *out]
+        if f.take("garbage"):
+            out = [(GARBAGE, ""), *out]
         return out
 
     def _write(self, data: bytes) -> None:

@@ -15,6 +15,32 @@ on their way to the host. Counters apply to the next *n* units of their kind and
   :data:`EVENTS`), or at once after receiving the next command for ``"command"``;
 - ``cut_frame``: send half of the next data frame, then unplug (the host sees a torn frame).
 
+Rates spoil units at random instead of the next n, for as long as the pad runs:
+
+- ``nak_rate``: probability (0 <= p < 1) that each ACK the pad owes a host data frame goes out
+  as NAK instead (the host retransmits, the pad suppresses the duplicate and acknowledges it
+  again, and that ACK is rolled for again);
+- ``bad_lrc_rate``: probability that each data frame the pad sends, a resend included, goes out
+  with its LRC flipped (the host NAKs; the pad resends);
+- ``seed``: seeds the draws, so a run is reproducible: ``nak_rate`` and ``bad_lrc_rate`` each
+  have their own :class:`random.Random` (seeded from ``seed`` and the fault's name), drawn once
+  per ACK / per data frame while the rate is above 0, so the k-th ACK and the k-th data frame of
+  a run get the same fate whatever the timing and whatever the other rate.
+
+A rate and its counter go through the same step (:meth:`Faults.take`): the counter is used up
+first, the rate decides for every unit after that. Each send of a frame is decided on its own,
+so a resend can be spoiled again, but the host link's budget is finite: ``MAX_RETRANSMITS`` (3,
+misbridge/link/constants.py) retransmissions, four sends in all, then the link fails. A frame
+is lost that way only if all four of its sends are spoiled: p**4, at 5 % 0.05**4 = 6.25e-6
+(about one frame in 160 000; a card redemption is about a dozen frames, 2 commands from the
+host and ~10 replies from the pad, so about 1 redemption in 13 000 would see the link fail).
+A bad-LRC frame can also cost a host frame one send: the host does not read an ACK right
+behind a bad frame (see misbridge.link.frames.FrameDecoder), so it resends that frame after
+its 1 s ACK timeout; and a frame spoiled twice in a row gets no second NAK (the host's NAK
+hold-off), so the pad resends it after its ACK timeout. The first uses up a host
+retransmission like a spoiled send, so for the host's commands the odds per send are a
+little above p.
+
 The trace (:func:`describe_unit`) is one line per unit on the line: hex and decoded. PANs are
 masked by the pad itself; encrypted fields (tracks, PAN, IC data, PIN block, working key) are
 elided from both the hex and the decoded text.
@@ -22,6 +48,8 @@ elided from both the hex and the decoded text.
 
 from __future__ import annotations
 
+import collections
+import random
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -38,6 +66,9 @@ EVENTS = ("command", "device-info", "waiting-card", "card-data", "waiting-pin", 
 #: The garbage burst: printable bytes only, so it never looks like STX, ACK or NAK.
 GARBAGE = b"#GARBAGE~LINE~NOISE#"
 
+#: The rate faults: a probability per unit, drawn from a seeded generator (see the module docstring).
+RATES = ("nak_rate", "bad_lrc_rate")
+
 #: Fields that may appear in a trace line; nothing encrypted is among them.
 TRACE_FIELDS = ("amount_minor", "timeout_s", "masked_pan", "card_type", "stage", "digits_entered",
                 "code", "state", "key_index", "model", "firmware", "serial_no")
@@ -47,7 +78,12 @@ _SECRET_TYPES = (CardData, PinBlock, LoadWorkingKey)
 
 @dataclass
 class Faults:
-    """Faults still to inject; the pad counts them down as it applies them."""
+    """Faults still to inject; the pad counts them down as it applies them.
+
+    Raises:
+        ValueError: a negative count or delay, a rate outside ``0 <= p < 1``, a seed that is
+            not an integer, or an unknown ``unplug_after`` event; the message names the field.
+    """
 
     nak: int = 0
     withhold_ack: int = 0
@@ -58,13 +94,56 @@ class Faults:
     slow_ms: float = 0.0
     unplug_after: str | None = None
     cut_frame: bool = False
+    nak_rate: float = 0.0
+    bad_lrc_rate: float = 0.0
+    seed: int = 0
+    #: Faults applied so far, by kind (``nak``, ``bad_lrc``, ...), counters and rates alike.
+    injected: collections.Counter[str] = field(default_factory=collections.Counter, init=False, compare=False)
+    #: Units a kind was considered for (every ACK for ``nak``, every data frame for ``bad_lrc``).
+    seen: collections.Counter[str] = field(default_factory=collections.Counter, init=False, compare=False)
+    _rngs: dict[str, random.Random] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("nak", "withhold_ack", "bad_lrc", "garbage", "duplicate", "silence_s", "slow_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
+        for name in RATES:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1:
+                why = ""
+                if isinstance(value, int | float) and value >= 1:
+                    why = " (at 1 every frame is spoiled and nothing gets through; 5 % is 0.05)"
+                raise ValueError(f"{name} must be a probability with 0 <= {name} < 1, not {value!r}{why}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, not {self.seed!r}")
         if self.unplug_after is not None and self.unplug_after not in EVENTS:
             raise ValueError(f"unknown unplug_after event {self.unplug_after!r} (known: {', '.join(EVENTS)})")
+        self._rngs = {name: random.Random(f"{name}:{self.seed}") for name in RATES}
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments (what a scenario file or the flags set), without the tallies."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+    def take(self, kind: str) -> bool:
+        """Whether to spoil the current unit with fault ``kind``; uses up one of its count.
+
+        The counter goes first; once it is 0, ``<kind>_rate`` (if there is one) decides. While
+        the rate is above 0 every call draws, used or not, so the k-th unit's fate depends on k
+        only. What was applied is tallied in :attr:`injected`, the units seen in :attr:`seen`.
+        """
+        self.seen[kind] += 1
+        rate = getattr(self, f"{kind}_rate", 0.0)
+        rolled = rate > 0 and self._rngs[f"{kind}_rate"].random() < rate
+        if getattr(self, kind) > 0:
+            setattr(self, kind, getattr(self, kind) - 1)
+        elif not rolled:
+            return False
+        self.injected[kind] += 1
+        return True
+
+    def summary(self) -> str:
+        """The faults applied so far, e.g. ``nak 7/152, bad_lrc 9/160`` (applied/units seen)."""
+        return ", ".join(f"{kind} {count}/{self.seen[kind]}" for kind, count in sorted(self.injected.items()))
 
 
 def event_of(msg: Message) -> str | None:
@@ -141,6 +220,8 @@ def load_scenario(path: str | Path) -> Scenario:
         [faults]                 # any field of Faults
         nak = 1
         unplug_after = "card-data"
+        bad_lrc_rate = 0.05      # rates: 0 <= p < 1, drawn from a generator seeded with seed
+        seed = 7
         [[customers]]            # queued in order; then the default customer
         card = "member"
         action = "cancel-pin"
@@ -159,7 +240,7 @@ def load_scenario(path: str | Path) -> Scenario:
     if set(pad) - _PAD_KEYS:
         raise ValueError(f"scenario {path}: unknown [pad] keys {', '.join(sorted(set(pad) - _PAD_KEYS))}")
     fault_data = dict(data.get("faults", {}))
-    known = {f.name for f in fields(Faults)}
+    known = set(Faults().settings())
     if set(fault_data) - known:
         raise ValueError(f"scenario {path}: unknown [faults] keys {', '.join(sorted(set(fault_data) - known))}")
     try:
