@@ -13,7 +13,7 @@ help:
 	@echo "make demo   - set up .venv and run one card redemption on the simulators"
 	@echo "make test   - set up .venv, then ruff, mypy --strict and the whole test suite"
 	@echo "make soak   - long soak and fuzz runs (not part of make test)"
-	@echo "make bench  - the benchmark table of docs/performance.md (about 6 minutes)"
+	@echo "make bench  - the benchmark table of docs/performance.md (about 5 minutes)"
 	@echo "make profile - where the daemon spends its CPU under load (py-spy)"
 	@echo "make test-browser - the browser attack test with headless Chromium (installs chromium)"
 	@echo "make serve  - run the daemon wired to both simulators on the default ports"
@@ -179,7 +179,7 @@ test-browser: $(STAMP) browser-deps
 	MISBRIDGE_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -m browser $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------------------------
-# make bench: issue 7's benchmark suite (bench/, docs/performance.md); about 6 minutes on 2 cores.
+# make bench: issue 7's benchmark suite (bench/, docs/performance.md); about 5 minutes on 2 cores.
 # BENCH_ARGS scales it, e.g. BENCH_ARGS="--redemptions 200 --growth 400 --idle-s 10".
 BENCH_ARGS ?=
 # make profile: py-spy attached to the daemon under the same load (python -m bench.profile).

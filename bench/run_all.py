@@ -20,7 +20,7 @@ def main() -> int:
     """Run the scripts; 0 when all of them ran (a missed goal is a result, not a failure)."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--redemptions", type=int, default=1000)
-    parser.add_argument("--growth", type=int, default=4000)
+    parser.add_argument("--growth", type=int, default=10000)
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--fault-count", type=int, default=20)
     args = parser.parse_args()

@@ -170,7 +170,7 @@ async def test_reopen_reads_back_exactly(db_path: Path) -> None:
 
 async def test_durability_settings_are_in_force(journal: Journal, db_path: Path) -> None:
     assert await journal.settings() == JournalSettings(
-        journal_mode="wal", synchronous="FULL", foreign_keys=True, schema_version=SCHEMA_VERSION
+        journal_mode="wal", synchronous="FULL", foreign_keys=True, schema_version=SCHEMA_VERSION, page_cache_kib=512
     )
     raw = sqlite3.connect(db_path)
     try:
