@@ -66,8 +66,12 @@ _FIELD_VALUE = re.compile(
     rf"""(?ix)(?<![A-Za-z0-9_])(["']?(?:{_NAMES})["']?\s*[:=]\s*)(?!\{{|\[)(["']?)([^"',}}\]\s]+)"""
 )
 # Nothing above can match a text without a run of 12 digits (tracks and PANs need one) or a
-# card-data field name: one search for either lets the ordinary log line skip four substitutions.
-_SUSPECT = re.compile(rf"\d{{12}}|(?i:{_NAMES})")
+# card-data field name (in any case): checking for either first lets the ordinary log line skip
+# four substitutions. Under re.IGNORECASE four non-ASCII letters match ASCII ones (Python's re
+# documentation); they are mapped before the substring test so it stays a superset of the regex.
+_TWELVE_DIGITS = re.compile(r"\d{12}")
+_IGNORECASE_TWINS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
+_NAMES_LOWER = tuple(sorted(SENSITIVE_FIELDS))
 _NEEDS_QUOTES = re.compile(r"[\s\"'=]")
 _INTERNAL = ("_fields", "_exc", "_exc1", "_prio", "_msg1")
 # loguru appends "\n{exception}" to a string format; the patcher has already moved the
@@ -78,9 +82,16 @@ _JOURNAL_FORMAT = "<{extra[_prio]}>{name}: {extra[_msg1]}{extra[_fields]}{extra[
 
 def scrub_text(text: str) -> str:
     """``text`` with tracks and card-data field values removed and card numbers masked."""
-    if _SUSPECT.search(text) is None:
-        return text
-    return _scrub_suspect(text)
+    if _may_hold_card_data(text):
+        return _scrub_suspect(text)
+    return text
+
+
+def _may_hold_card_data(text: str) -> bool:
+    if _TWELVE_DIGITS.search(text):
+        return True
+    folded = text.translate(_IGNORECASE_TWINS).lower()
+    return any(name in folded for name in _NAMES_LOWER)
 
 
 def _scrub_suspect(text: str) -> str:
