@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from statemachine import Event, State, StateChart
-from statemachine.contrib.diagram import formatter
 from statemachine.exceptions import TransitionNotAllowed
 from statemachine.transition_list import TransitionList
 
@@ -278,6 +277,10 @@ DOCS_PATH: Final = Path(__file__).resolve().parents[2] / "docs" / "state-machine
 
 def mermaid_diagram() -> str:
     """Mermaid ``stateDiagram-v2`` source for :class:`TransactionMachine`, generated from the class."""
+    # Imported here: only the docs generator and its test need it, and it adds tens of
+    # milliseconds to the daemon's start-up.
+    from statemachine.contrib.diagram import formatter
+
     return formatter.render(TransactionMachine, "mermaid").strip() + "\n"
 
 
