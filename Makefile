@@ -16,6 +16,7 @@ help:
 	@echo "make bench  - the benchmark table of docs/performance.md (about 5 minutes)"
 	@echo "make profile - where the daemon spends its CPU under load (py-spy)"
 	@echo "make test-browser - the browser attack test with headless Chromium (installs chromium)"
+	@echo "make test-hardware DEVICE_URL=/dev/mispos [CUSTOMER=1] - the opt-in suite on a real PIN pad"
 	@echo "make serve  - run the daemon wired to both simulators on the default ports"
 	@echo "make install [DESTDIR=...] - install the service (docs/operations.md)"
 	@echo "make lint-system - udevadm verify 254 on the udev rules (downloads it once)"
@@ -174,6 +175,15 @@ browser-deps:
 		sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	 else echo "Please install chromium (apt-get install chromium) and re-run."; exit 1; fi; \
 	 command -v chromium >/dev/null || { echo "chromium is still missing after apt-get install"; exit 1; }
+
+# make test-hardware DEVICE_URL=/dev/mispos [CUSTOMER=1]: the opt-in suite on a real pad
+# (tests/hardware/); CUSTOMER=1 adds the card and PIN tests, which need a person at the pad.
+DEVICE_URL ?=
+CUSTOMER ?=
+.PHONY: test-hardware
+test-hardware: $(STAMP)
+	@[ -n "$(DEVICE_URL)" ] || { echo "usage: make test-hardware DEVICE_URL=/dev/mispos [CUSTOMER=1]"; exit 2; }
+	$(BIN)/pytest -q -m hardware --device-url="$(DEVICE_URL)" $(if $(CUSTOMER),--device-customer) $(PYTEST_ARGS) tests/hardware
 
 test-browser: $(STAMP) browser-deps
 	MISBRIDGE_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -m browser $(PYTEST_ARGS)
