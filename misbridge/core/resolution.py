@@ -91,6 +91,7 @@ class Resolver:
         self._void_lock = asyncio.Lock()  # one void in flight, whoever sends it (worker or drain)
         self._wake = asyncio.Event()
         self._drain_task: asyncio.Task[int] | None = None
+        self._stopping = False  # shutdown: finish the void in flight, start no other
 
     # -- inquiry ----------------------------------------------------------------------------
 
@@ -195,6 +196,8 @@ class Resolver:
     async def attempt_void(self, reversal: ReversalRecord) -> None:
         """One void attempt for a queued reversal (the caller holds no lock; this takes it)."""
         async with self._void_lock:
+            if self._stopping:
+                return  # shutdown: it stays pending in the journal for the next start
             current = await self._journal.reversal(reversal.original_trace_no)
             if current is None or current.state != "pending":
                 return  # someone else finished it while we waited for the lock
@@ -213,7 +216,7 @@ class Resolver:
             reply = await self._backend.submit(self._settings.void_action, self._void_body(call_no, record))
         except (BackendNotSent, BackendOutcomeUnknown) as err:
             await self._journal.record_call_result(call_no, state="unknown")
-            await self._retry_later(reversal, str(err), now)
+            await self._retry_later(reversal, str(err))
             return
         crash_point("void.after_reply")
         code = reply.return_code
@@ -224,7 +227,7 @@ class Resolver:
             logger.bind(traceNo=original).info("voided (backend answered {})", code)
             crash_point("void.after_commit")
         elif code in self._settings.pending_codes or code in self._settings.rejected_codes:
-            await self._retry_later(reversal, f"void not decided ({code}: {reply.body.get('returnDesc', '')})", now)
+            await self._retry_later(reversal, f"void not decided ({code}: {reply.body.get('returnDesc', '')})")
         else:
             await self._escalate(original, f"void refused with {code}: {reply.body.get('returnDesc', '')}")
 
@@ -234,8 +237,10 @@ class Resolver:
             body["acquirer"] = record.request["acquirer"]  # book §10.5: mandatory for acquiring voids
         return body
 
-    async def _retry_later(self, reversal: ReversalRecord, error: str, now: datetime) -> None:
-        next_at = now + self._backoff(reversal.attempts)
+    async def _retry_later(self, reversal: ReversalRecord, error: str) -> None:
+        # Counted from the failure, not from the attempt's start (R8): an attempt that hung for
+        # the whole read timeout must not make the next one due at once.
+        next_at = datetime.now(UTC) + self._backoff(reversal.attempts)
         await self._journal.record_reversal_attempt(reversal.original_trace_no, next_attempt_at=next_at, error=error)
         logger.bind(traceNo=reversal.original_trace_no).warning("void attempt failed ({}); next at {}", error, next_at)
 
@@ -248,7 +253,7 @@ class Resolver:
         attempted = 0
         deadline = self._clock() + budget_s
         for reversal in await self._journal.due_reversals():
-            if self._clock() >= deadline:
+            if self._clock() >= deadline or self._stopping:
                 break
             await self.attempt_void(reversal)
             attempted += 1
@@ -262,13 +267,22 @@ class Resolver:
         """
         if not await self._journal.due_reversals():
             return
+        await self._drain_within(self._settings.drain_before_sale_s)
+
+    async def _drain_within(self, budget_s: float) -> None:
+        # The drain is its own task, so the budget holds even while one void hangs for its
+        # whole read timeout: the caller goes on and the drain carries on in the background.
         if self._drain_task is None or self._drain_task.done():
-            self._drain_task = asyncio.create_task(self.drain(budget_s=float("inf")), name="drain before sale")
+            self._drain_task = asyncio.create_task(self.drain(budget_s=float("inf")), name="reversal drain")
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(self._drain_task), self._settings.drain_before_sale_s)
+            await asyncio.wait_for(asyncio.shield(self._drain_task), budget_s)
 
     async def finish(self) -> None:
-        """Wait for a drain started before a sale to finish (shutdown: a void is never cut off)."""
+        """Shutdown: let the void in flight finish (never cut off half way) and start no other.
+
+        Voids still due stay pending in the journal; the next start sends them.
+        """
+        self._stopping = True
         if self._drain_task is not None:
             await asyncio.gather(self._drain_task, return_exceptions=True)
 
@@ -316,7 +330,7 @@ class Resolver:
         unknown = await self._journal.list_by_states([TxnState.UNKNOWN])
         await asyncio.gather(*(self.resolve(record.trace_no, claim_deadline=None) for record in unknown))
         touched += len(unknown)
-        await self.drain(budget_s=self._settings.drain_before_sale_s)
+        await self._drain_within(self._settings.drain_before_sale_s)
         if touched:
             logger.info("recovery finished {} interrupted transaction(s)", touched)
         return touched
