@@ -248,12 +248,14 @@ class Resolver:
         await self._journal.escalate_reversal(original, detail=detail)
         logger.bind(traceNo=original, alert="NEEDS_MANUAL").error("reversal needs manual resolution: {}", detail)
 
-    async def drain(self, *, budget_s: float) -> int:
-        """Attempt every void that is due now, within ``budget_s``; returns how many were attempted."""
+    async def drain(self) -> int:
+        """Attempt every void that is due now (until shutdown); returns how many were attempted.
+
+        Callers that may only wait so long use :meth:`_drain_within`, which bounds the wait, not the drain.
+        """
         attempted = 0
-        deadline = self._clock() + budget_s
         for reversal in await self._journal.due_reversals():
-            if self._clock() >= deadline or self._stopping:
+            if self._stopping:
                 break
             await self.attempt_void(reversal)
             attempted += 1
@@ -273,7 +275,8 @@ class Resolver:
         # The drain is its own task, so the budget holds even while one void hangs for its
         # whole read timeout: the caller goes on and the drain carries on in the background.
         if self._drain_task is None or self._drain_task.done():
-            self._drain_task = asyncio.create_task(self.drain(budget_s=float("inf")), name="reversal drain")
+            self._drain_task = asyncio.create_task(self.drain(), name="reversal drain")
+            self._drain_task.add_done_callback(_log_drain_failure)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(self._drain_task), budget_s)
 
@@ -290,7 +293,7 @@ class Resolver:
         """Drain the reversal queue forever: due entries now, then sleep until the next is due."""
         while True:
             try:
-                await self.drain(budget_s=float("inf"))
+                await self.drain()
                 delay = await self._until_next_due()
             except MisbridgeError as err:  # a journal or backend hiccup must not stop the queue
                 logger.error("reversal worker: {}", err)
@@ -334,3 +337,10 @@ class Resolver:
         if touched:
             logger.info("recovery finished {} interrupted transaction(s)", touched)
         return touched
+
+
+def _log_drain_failure(task: asyncio.Task[int]) -> None:
+    # The caller stops waiting after its budget; an error after that would otherwise surface
+    # nowhere (finish() gathers with return_exceptions). The voids stay pending in the journal.
+    if not task.cancelled() and (err := task.exception()) is not None:
+        logger.error("reversal drain stopped: {}", err)
