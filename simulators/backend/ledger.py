@@ -116,17 +116,13 @@ class TraceRecord:
         """The returnCode first sent for it ("" when not decided)."""
         return str(self.response.get("returnCode", ""))
 
-    def to_json(self) -> dict[str, Any]:
-        """The record as ``/_sim/ledger`` shows it (amounts as Decimal numbers)."""
+    def _common(self) -> dict[str, Any]:
+        # What the ledger view and the ledger file both carry.
         return {
             "traceNo": self.trace_no,
             "action": self.action,
-            "kind": self.kind,
             "submissions": self.submissions,
             "state": self.state.value,
-            "applied": self.applied,
-            "returnCode": self.return_code,
-            "returnDesc": self.response.get("returnDesc", ""),
             "card": self.card,
             "totalAmount": self.total_amount,
             "undiscountAmount": self.undiscount_amount,
@@ -137,23 +133,19 @@ class TraceRecord:
             "voidedBy": self.voided_by,
         }
 
+    def to_json(self) -> dict[str, Any]:
+        """The record as ``/_sim/ledger`` shows it (amounts as Decimal numbers)."""
+        return {
+            **self._common(),
+            "kind": self.kind,
+            "applied": self.applied,
+            "returnCode": self.return_code,
+            "returnDesc": self.response.get("returnDesc", ""),
+        }
+
     def to_state(self) -> dict[str, Any]:
         """Everything needed to rebuild the record (the ledger file's form)."""
-        return {
-            "traceNo": self.trace_no,
-            "action": self.action,
-            "submissions": self.submissions,
-            "state": self.state.value,
-            "response": self.response,
-            "card": self.card,
-            "totalAmount": self.total_amount,
-            "undiscountAmount": self.undiscount_amount,
-            "fundChannel": self.fund_channel,
-            "pointsDelta": self.points_delta,
-            "balanceDelta": self.balance_delta,
-            "originalTraceNo": self.original_trace_no,
-            "voidedBy": self.voided_by,
-        }
+        return {**self._common(), "response": self.response}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> TraceRecord:
