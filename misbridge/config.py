@@ -133,6 +133,33 @@ class ApiSettings(_Section):
     http_socket_group: str = Field(
         "", description="group given the Unix socket of api.http_socket (empty: the service's own group)"
     )
+    allowed_users: list[str] = Field(
+        [],
+        description="local users (names or numeric uids) whose programs may use both doors; the kernel says "
+        "who opened each connection (docs/operations.md, 'Who may talk to misbridge')",
+    )
+    allowed_groups: list[str] = Field(
+        [],
+        description="local groups whose members may use both doors (membership from the user database), "
+        "e.g. misbridge-pos, the group the package creates for the POS application's user",
+    )
+    allow_root: bool = Field(True, description="root may always use the doors (it could bypass any check)")
+    allow_self: bool = Field(True, description="the daemon's own user may use the doors (misbridge's own tools)")
+    request_timeout_s: float = Field(
+        5.0, gt=0, le=60,
+        description="a whole request (socket: prefix and JSON; HTTP: head and body) must arrive within this "
+        "many seconds of the connection or of the previous answer",
+    )
+    idle_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="a socket-door connection with no request for this long is closed"
+    )
+    max_connections: int = Field(64, ge=1, le=900, description="open connections per door")
+    max_connections_per_user: int = Field(16, ge=1, le=900, description="open connections per door and local user")
+    unknown_inquiries_per_minute: int = Field(
+        10, ge=0, le=10000,
+        description="inquiries about originals misbridge does not know that are forwarded to the backend per "
+        "minute; more get MB43 (each forwarded one bars its originalTraceNo for later sales)",
+    )
 
 
 class JournalSettings(_Section):
