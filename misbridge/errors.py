@@ -65,6 +65,7 @@ class ReturnCode(Enum):
     DEVICE_ERROR = ("MB26", 502, "PIN pad reported an error")
     CARD_REMOVED = ("MB27", 409, "card removed before the transaction finished")
     INTERRUPTED = ("MB28", 503, "interrupted by a misbridge restart before anything was sent; no money moved")
+    POS_GONE = ("MB29", 408, "the POS closed its connection before the customer was prompted; no money moved")
     BACKEND_NOT_SENT = ("MB30", 503, "e-Buy backend unreachable; nothing was sent, no money moved")
     BACKEND_UNKNOWN = ("MB31", 504, "e-Buy backend outcome unknown; misbridge is resolving it")
     VOIDED = ("MB32", 502, "outcome could not be confirmed, so misbridge voids it; the customer is not charged")

@@ -181,8 +181,15 @@ class TransactionService:
             "alerts": alerts,
         }
 
-    async def handle(self, action: str, body: Mapping[str, Any]) -> Response:
-        """Process one POS request and return the e-Buy response body."""
+    async def handle(
+        self, action: str, body: Mapping[str, Any], *, caller_gone: asyncio.Event | None = None
+    ) -> Response:
+        """Process one POS request and return the e-Buy response body.
+
+        Args:
+            caller_gone: set by the door when the POS closes its connection; a card sale whose
+                customer was not prompted yet then ends with MB29 instead of running unseen.
+        """
         trace_no = body.get("traceNo") if isinstance(body.get("traceNo"), str) else ""
         assert isinstance(trace_no, str)
         try:
