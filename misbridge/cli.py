@@ -12,6 +12,7 @@ from pathlib import Path
 from loguru import logger
 
 from misbridge import __version__, journaltool, systemd
+from misbridge.api.peer import CallerPolicy
 from misbridge.config import DEFAULT_CONFIG_PATH, Settings, load_settings
 from misbridge.daemon import Daemon, load_signing_key, wait_for_stop_signal
 from misbridge.ebuy import jsonio
@@ -88,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return asyncio.run(run_demo(sys.stdout, card=args.card, scenario=args.scenario))
         if args.command == "check-config":
-            load_settings(args.config)
-            print(f"{args.config}: OK")
-            return 0
+            return _check_config(args.config)
         if args.command == "journal":
             return _journal(args)
         if args.command == "probe":
@@ -106,6 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _check_config(config: Path) -> int:
+    """Validate ``config``, then print the allow-list of both doors as misbridge resolves it."""
+    settings = load_settings(config)
+    policy = CallerPolicy.from_settings(settings.api)
+    print(f"{config}: OK")
+    print("Local users allowed on both doors (docs/operations.md, 'Who may talk to misbridge'):")
+    for line in policy.summary():
+        print(f"  {line}")
+    return 0
 
 
 def _journal(args: argparse.Namespace) -> int:
