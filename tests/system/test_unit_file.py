@@ -17,7 +17,7 @@ import pytest
 
 from misbridge import secrets
 from misbridge.config import ApiSettings, BackendSettings, JournalSettings
-from tests.system.tools import UNIT, Setting, parse_unit, run, tool, values
+from tests.system.tools import REPO, UNIT, Setting, parse_unit, run, tool, values
 
 #: R21: the exposure systemd-analyze security may report (0 = locked down, 10 = unsafe).
 MAX_EXPOSURE = 2.0
@@ -133,3 +133,27 @@ def test_the_unit_never_needs_the_pad_to_start(unit: list[Setting]) -> None:
     # misbridge serves MB20 and reconnects; a hard dependency would stop it on every unplug.
     for key in ("Requires", "BindsTo", "Requisite", "PartOf"):
         assert not [v for v in values(unit, key, section="Unit") if "dev-" in v or ".device" in v]
+
+
+def test_callers_keep_their_uids(unit: list[Setting]) -> None:
+    # In a private user namespace every user but root and misbridge reads as 65534, so the POS
+    # user could never pass the allow-list (misbridge.api.peer). "identity" needs systemd >= 257.
+    assert values(unit, "PrivateUsers") in ([], ["no"], ["identity"])
+
+
+def test_the_fd_limit_fits_both_doors_at_their_largest_cap(unit: list[Setting]) -> None:
+    (limit,) = values(unit, "LimitNOFILE")
+    largest_cap = next(rule.le for rule in ApiSettings.model_fields["max_connections"].metadata if hasattr(rule, "le"))
+    internal = 256  # journal, pad, backend, event loop, refused connections being answered
+    assert int(limit) >= 2 * largest_cap + internal
+    assert int(limit) > 1024, "systemd's default soft limit is what the fd flood of issue 10 exhausted"
+
+
+def test_the_package_creates_the_pos_group(tmp_path: Path) -> None:
+    sysusers = tool("systemd-sysusers", package="systemd")
+    (tmp_path / "etc").mkdir()
+    conf = REPO / "packaging" / "sysusers.conf"
+    result = run([sysusers, f"--root={tmp_path}", str(conf)])
+    assert result.returncode == 0, result.stdout + result.stderr
+    groups = [line.split(":")[0] for line in (tmp_path / "etc/group").read_text(encoding="utf-8").splitlines()]
+    assert sorted(groups) == ["misbridge", "misbridge-pos"]
