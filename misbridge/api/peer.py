@@ -323,16 +323,17 @@ class CallerPolicy:
         self._groups_of_uid: dict[int, tuple[float, frozenset[int]]] = {}
 
     @classmethod
-    def from_settings(cls, api: ApiSettings, *, uid_map: Path = UID_MAP) -> CallerPolicy:
+    def from_settings(cls, api: ApiSettings, *, uid_map: Path | None = None) -> CallerPolicy:
         """The policy of ``api`` (raises ConfigError for an unknown user or group name).
 
         Also refuses the overflow uid/gid 65534 and any allowed user this process's user
-        namespace does not map (``uid_map``): the kernel would show that user as 65534.
+        namespace does not map (``uid_map``, default :data:`UID_MAP`): the kernel would show
+        that user as 65534.
         """
         users = [_resolve_user(entry) for entry in api.allowed_users]
         groups = [_resolve_group(entry) for entry in api.allowed_groups]
         policy = cls(users=users, groups=groups, allow_root=api.allow_root, allow_self=api.allow_self)
-        policy._check_mapped(uid_map)
+        policy._check_mapped(uid_map or UID_MAP)
         return policy
 
     @classmethod

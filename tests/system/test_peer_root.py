@@ -34,7 +34,7 @@ from tests.system.tools import REPO
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0,
-    reason="needs root: drops a forked child to another user and uses mount/user namespaces (runs in CI as root)",
+    reason="needs root: drops a forked child to another user and uses mount/user namespaces (run the suite as root)",
 )
 
 _REAL_SOCKET = socket.socket

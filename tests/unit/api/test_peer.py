@@ -90,6 +90,15 @@ def tcp_pair(
                 yield connecting, accepted
 
 
+@pytest.fixture(autouse=True)
+def _every_uid_mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The allow-list tests must not depend on the user namespace they run in (a container may map
+    # few uids); the start-up check has its own tests below, with explicit maps.
+    full = tmp_path / "full_uid_map"
+    full.write_text(FULL_MAP, encoding="ascii")
+    monkeypatch.setattr(peer, "UID_MAP", full)
+
+
 def _policy(**api: Any) -> CallerPolicy:
     return CallerPolicy.from_settings(ApiSettings(**api))
 
@@ -359,9 +368,9 @@ def test_a_shifted_container_map_is_fine(tmp_path: Path) -> None:
     CallerPolicy.from_settings(ApiSettings(allowed_users=[other.pw_name]), uid_map=shifted)
 
 
-def test_start_up_check_reads_the_real_uid_map_by_default() -> None:
-    assert Path(peer.UID_MAP) == Path("/proc/self/uid_map")
-    _policy(allowed_users=[pwd.getpwuid(ME).pw_name])
+def test_start_up_check_reads_the_real_uid_map_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.undo()
+    assert Path("/proc/self/uid_map") == peer.UID_MAP
 
 
 # --- check-config ---------------------------------------------------------------------------------------
