@@ -63,7 +63,8 @@ def test_the_example_parses_with_misbridge_check_config(example: str, tmp_path: 
     file = tmp_path / "misbridge.toml"
     file.write_text(example, encoding="utf-8")
     result = run([sys.executable, "-m", "misbridge", "check-config", "--config", str(file)])
-    assert (result.returncode, result.stdout.strip()) == (0, f"{file}: OK"), result.stderr
+    assert (result.returncode, result.stdout.splitlines()[0]) == (0, f"{file}: OK"), result.stderr
+    assert "  root (uid 0): api.allow_root" in result.stdout.splitlines()
 
 
 def test_every_setting_is_documented_with_its_environment_variable(example: str) -> None:
