@@ -23,6 +23,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final
 
 from misbridge.errors import RequestError, ReturnCode
@@ -57,7 +58,7 @@ STORED_IDENTIFIERS: Final = REQUEST_IDENTIFIERS | {"orderNo"}
 #: The field that may hold a GTIN (EAN-8, UPC-A, EAN-13, GTIN-14) barcode.
 BARCODE_FIELD: Final = "goodsId"
 GTIN_LENGTHS: Final = (8, 12, 13, 14)
-#: What a stored copy holds instead of a dropped card-data field or a too deep subtree.
+#: What a stored copy holds instead of an object or array nested deeper than MAX_DEPTH.
 REMOVED: Final = "[removed]"
 
 _NAME_NOISE = re.compile(r"[\s_.\-]+")
@@ -255,18 +256,28 @@ def _is_exempt(parent: _Node, key: str | int, value: Any, identifiers: frozenset
     return key == BARCODE_FIELD and isinstance(value, str) and gtin_valid(value)
 
 
+@lru_cache(maxsize=1024)
+def _key_problem(key: str) -> str | None:
+    # Requests repeat the same few keys on every goods line: decide each name once.
+    if is_card_data_field(key):
+        return "is a card-data field"
+    if holds_card_number(key):
+        return "has a field name holding what looks like a card number"
+    return None
+
+
 def _check_key(node: _Node, key: str | int) -> None:
-    if isinstance(key, str):
-        if is_card_data_field(key):
-            raise _refusal(_child_path(node.path, key), "is a card-data field")
-        if holds_card_number(key):
-            raise _refusal(node.path or "body", "has a field name holding what looks like a card number")
+    if isinstance(key, str) and (problem := _key_problem(key)) is not None:
+        path = _child_path(node.path, key) if problem.startswith("is") else node.path or "body"
+        raise _refusal(path, problem)
 
 
-def _check_value(path: str, value: Any) -> None:
+def _holds_card_number(value: Any) -> bool:
     text = value if isinstance(value, str) else _number_text(value)
-    if text is not None and holds_card_number(text):
-        raise _refusal(path, "holds what looks like a card number (a Luhn-valid run of 13-19 digits)")
+    return text is not None and holds_card_number(text)
+
+
+_CARD_NUMBER_PROBLEM = "holds what looks like a card number (a Luhn-valid run of 13-19 digits)"
 
 
 def refuse_card_data(body: Mapping[str, Any], *, identifiers: frozenset[str] = REQUEST_IDENTIFIERS) -> None:
@@ -290,11 +301,10 @@ def refuse_card_data(body: Mapping[str, Any], *, identifiers: frozenset[str] = R
         pending = []
         for key, value in _children(node):
             _check_key(node, key)
-            path = _child_path(node.path, key)
-            if not _is_exempt(node, key, value, identifiers):
-                _check_value(path, value)
             if isinstance(value, Mapping | list | tuple):
-                pending.append(_Node(path, value, node.depth + 1))
+                pending.append(_Node(_child_path(node.path, key), value, node.depth + 1))
+            elif not _is_exempt(node, key, value, identifiers) and _holds_card_number(value):
+                raise _refusal(_child_path(node.path, key), _CARD_NUMBER_PROBLEM)
         stack += reversed(pending)
 
 
@@ -306,7 +316,8 @@ def refuse_card_data_in_text(name: str, text: str) -> None:
     """
     if is_card_data_field(name):
         raise _refusal(name, "is a card-data field")
-    _check_value(name, text)
+    if holds_card_number(text):
+        raise _refusal(name, _CARD_NUMBER_PROBLEM)
 
 
 # --- storage -------------------------------------------------------------------------------

@@ -16,13 +16,13 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     WithJsonSchema,
-    field_validator,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -55,8 +55,6 @@ def _price(value: Any) -> Decimal:
         kind = type(value).__name__
         raise PydanticCustomError("amount", "must be a JSON number, got {kind}", {"kind": kind})
     amount = Decimal(value)
-    if amount.is_finite() and amount.is_zero() and amount.is_signed():
-        raise PydanticCustomError("amount", "must not be a negative zero, got {value}", {"value": str(value)})
     if not amount.is_finite() or amount < 0:
         raise PydanticCustomError("amount", "must be zero or positive, got {value}", {"value": str(value)})
     if amount.as_tuple().exponent < -2:  # type: ignore[operator]
@@ -66,11 +64,25 @@ def _price(value: Any) -> Decimal:
     return amount
 
 
+def _above_zero(amount: Decimal) -> Decimal:
+    # A sale of 0 would prompt the customer for card and PIN, then fail at the backend.
+    if amount == 0:  # -0 and 0.00 included
+        raise PydanticCustomError("amount", "must be greater than 0")
+    return amount
+
+
 #: The book's Price: a JSON number in dollars (yuan), kept as an exact Decimal.
 Price = Annotated[
     Decimal,
     BeforeValidator(_price),
     WithJsonSchema({"type": "number", "minimum": 0, "maximum": float(MAX_AMOUNT)}),
+]
+#: A Price that must be more than 0: what the customer is asked to pay.
+TotalPrice = Annotated[
+    Decimal,
+    BeforeValidator(_price),
+    AfterValidator(_above_zero),
+    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": float(MAX_AMOUNT)}),
 ]
 _Text = Annotated[str, Field(strict=True, max_length=MAX_TEXT_LEN)]
 _Count = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
@@ -110,18 +122,10 @@ class _Traced(_Lenient):
 class CardRedemptionRequest(_Traced):
     """``cardRedemption`` request body (book §10.2)."""
 
-    totalAmount: Price
+    totalAmount: TotalPrice
     undiscountAmount: Price
     goodsDetail: Annotated[list[GoodsDetail], Field(min_length=1)]
     memberDetail: MemberDetail | None = None
-
-    @field_validator("totalAmount")
-    @classmethod
-    def _total_above_zero(cls, total: Decimal) -> Decimal:
-        # A sale of 0 would prompt the customer for card and PIN, then fail at the backend.
-        if total == 0:
-            raise PydanticCustomError("amount", "must be greater than 0")
-        return total
 
     @model_validator(mode="after")
     def _undiscount_within_total(self) -> CardRedemptionRequest:
