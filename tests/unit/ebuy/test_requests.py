@@ -6,13 +6,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
 from misbridge.ebuy.requests import (
     MAX_QUANTITY,
+    REQUEST_MODELS,
     CardRedemptionRequest,
     amount_minor_units,
     validate_request,
@@ -176,3 +177,29 @@ def test_the_schema_says_a_total_is_above_zero() -> None:
     schema = CardRedemptionRequest.model_json_schema()
     assert schema["properties"]["totalAmount"]["exclusiveMinimum"] == 0
     assert schema["properties"]["undiscountAmount"]["minimum"] == 0
+
+
+_JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(10**40), max_value=10**40),
+    st.decimals(allow_nan=False, allow_infinity=False), st.text(max_size=30),
+    st.sampled_from(["4111 1111 1111 1111", "6901234567892", "20260501123000", "T1", "-0.00"]),
+)  # fmt: skip
+_KEYS = st.one_of(st.text(max_size=10), st.sampled_from(["traceNo", "goodsDetail", "goodsId", "PIN", "price", "x"]))
+_JSON_VALUES = st.recursive(
+    _JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=5),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([*REQUEST_MODELS, "qrcodeSale", "x" * 100, "\x00"]), st.dictionaries(_KEYS, _JSON_VALUES))
+def test_any_body_is_a_model_or_a_request_error(action: str, body: dict[str, Any]) -> None:
+    refusal: RequestError | None = None
+    try:
+        validate_request(action, body)
+    except RequestError as err:
+        refusal = err
+    if refusal is not None:
+        assert refusal.return_code.code.startswith("MB")
+        assert len(str(refusal)) < 1_000
