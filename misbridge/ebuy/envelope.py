@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from misbridge.ebuy import jsonio
+from misbridge.ebuy import carddata, jsonio
 from misbridge.errors import RequestError, ReturnCode
 
 #: Envelope keys in the order the book's example shows them.
@@ -23,6 +23,8 @@ ENVELOPE_FIELDS = ("action", "deviceNo", "shopNo", "brand", "body")
 LENGTH_PREFIX_LEN = 2
 #: The largest JSON a 2-byte prefix can announce.
 MAX_MESSAGE_LEN = 0xFFFF
+#: Envelope keys of older books whose values are opaque (a hex signature, a time), not text.
+OPAQUE_ENVELOPE_FIELDS = frozenset({"sign", "timestamp"})
 
 
 @dataclass(frozen=True)
@@ -50,11 +52,16 @@ def decode_body(encoded: str) -> dict[str, Any]:
     """Decode a Base64 body into its JSON object.
 
     Raises:
-        RequestError: MB04 when it is not Base64, not UTF-8 or not a JSON object.
+        RequestError: MB04 when it is not Base64, not UTF-8, not a JSON object, or breaks
+            the JSON limits of :func:`misbridge.ebuy.jsonio.loads`.
     """
     try:
         raw = base64.b64decode(encoded.encode("ascii"), validate=True)
         value = jsonio.loads(raw.decode("utf-8"))
+    except jsonio.JSONLimitError as err:
+        raise RequestError(
+            f"body breaks misbridge's JSON limits: {err}", return_code=ReturnCode.BAD_BODY_ENCODING, field="body"
+        ) from err
     except (binascii.Error, UnicodeError, ValueError) as err:
         raise RequestError(
             f"body is not Base64 of UTF-8 JSON: {err}", return_code=ReturnCode.BAD_BODY_ENCODING, field="body"
@@ -88,11 +95,16 @@ def parse_envelope(raw: bytes | str) -> Envelope:
     """Parse envelope JSON and decode its body.
 
     Raises:
-        RequestError: MB01 not JSON, MB03 a missing or non-string envelope field,
-            MB04 a body that is not Base64 UTF-8 JSON.
+        RequestError: MB01 not JSON or beyond the JSON limits, MB03 a missing or non-string
+            envelope field, MB16 card data in the envelope (a card-data key, a card number in
+            ``action``, ``deviceNo``, ``shopNo``, ``brand`` or another key), MB04 a body that
+            is not Base64 UTF-8 JSON. The body's own content is checked later, by
+            :func:`misbridge.ebuy.requests.validate_request`.
     """
     try:
         value = jsonio.loads(raw)
+    except jsonio.JSONLimitError as err:
+        raise RequestError(f"message breaks misbridge's JSON limits: {err}", return_code=ReturnCode.NOT_JSON) from err
     except (jsonio.JSONDecodeError, UnicodeError) as err:
         raise RequestError(f"message is not JSON: {err}", return_code=ReturnCode.NOT_JSON) from err
     if not isinstance(value, dict):
@@ -108,6 +120,7 @@ def parse_envelope(raw: bytes | str) -> Envelope:
                 return_code=ReturnCode.BAD_ENVELOPE,
                 field=name,
             )
+    carddata.refuse_card_data({k: v for k, v in value.items() if k != "body"}, identifiers=OPAQUE_ENVELOPE_FIELDS)
     return Envelope(
         action=value["action"],
         device_no=value["deviceNo"],

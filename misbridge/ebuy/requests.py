@@ -3,7 +3,9 @@
 The models describe what misbridge checks before the customer is ever prompted. Unknown
 extra fields are allowed and kept: misbridge forwards the body exactly as the POS sent it,
 so a field added by a newer book version still reaches the backend. Amounts must be JSON
-numbers (the book's Price), at most two decimals, never negative.
+numbers (the book's Price), at most two decimals, never negative; a total is more than 0.
+Card data is refused anywhere in the body before the models run (:mod:`misbridge.ebuy.carddata`).
+Limits: docs/pos-api.md, "Input limits and card data".
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from misbridge.ebuy import carddata
 from misbridge.errors import RequestError, ReturnCode
 
 #: Card actions: the book's "Transaction Flow" sends them through the PIN pad (§12).
@@ -35,9 +39,15 @@ BOOK_ACTIONS = (
 )  # fmt: skip
 #: Largest amount accepted: 10 integer digits + 2 decimals fits a double exactly (15 digits).
 MAX_AMOUNT = Decimal("9999999999.99")
-#: Keys that would carry card or PIN data; the POS must never send them (the pad reads the card).
-FORBIDDEN_KEYS = ("cardInfo", "password", "pin", "pinBlock", "track1", "track2", "track3", "icData")
 TRACE_NO_PATTERN = r"^[0-9A-Za-z_-]{1,40}$"
+#: Most units on one goods line.
+MAX_QUANTITY = 99_999
+#: Longest text accepted in a field the models name (goodsName, memberName, ...).
+MAX_TEXT_LEN = 256
+#: Largest magnitude of memberDetail.pointBalance: 15 digits, exact in any JSON reader.
+MAX_POINTS = 999_999_999_999_999
+#: Longest action name shown whole in an error message.
+MAX_SHOWN_ACTION = 64
 
 
 def _price(value: Any) -> Decimal:
@@ -54,14 +64,29 @@ def _price(value: Any) -> Decimal:
     return amount
 
 
+def _above_zero(amount: Decimal) -> Decimal:
+    # A sale of 0 would prompt the customer for card and PIN, then fail at the backend.
+    if amount == 0:  # -0 and 0.00 included
+        raise PydanticCustomError("amount", "must be greater than 0")
+    return amount
+
+
 #: The book's Price: a JSON number in dollars (yuan), kept as an exact Decimal.
 Price = Annotated[
     Decimal,
     BeforeValidator(_price),
     WithJsonSchema({"type": "number", "minimum": 0, "maximum": float(MAX_AMOUNT)}),
 ]
-_Text = Annotated[str, Field(strict=True)]
-_Count = Annotated[int, Field(strict=True, ge=1)]
+#: A Price that must be more than 0: what the customer is asked to pay.
+TotalPrice = Annotated[
+    Decimal,
+    BeforeValidator(_price),
+    AfterValidator(_above_zero),
+    WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": float(MAX_AMOUNT)}),
+]
+_Text = Annotated[str, Field(strict=True, max_length=MAX_TEXT_LEN)]
+_Count = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
+_Points = Annotated[int, Field(strict=True, ge=-MAX_POINTS, le=MAX_POINTS)]
 
 
 class _Lenient(BaseModel):
@@ -87,7 +112,7 @@ class MemberDetail(_Lenient):
     grade: _Text | None = None
     status: _Text | None = None
     balance: Price | None = None
-    pointBalance: Annotated[int, Field(strict=True)] | None = None
+    pointBalance: _Points | None = None
 
 
 class _Traced(_Lenient):
@@ -97,7 +122,7 @@ class _Traced(_Lenient):
 class CardRedemptionRequest(_Traced):
     """``cardRedemption`` request body (book §10.2)."""
 
-    totalAmount: Price
+    totalAmount: TotalPrice
     undiscountAmount: Price
     goodsDetail: Annotated[list[GoodsDetail], Field(min_length=1)]
     memberDetail: MemberDetail | None = None
@@ -171,14 +196,26 @@ def translate_validation_error(err: ValidationError) -> RequestError:
     return RequestError(message, return_code=code, field=path)
 
 
-def _reject_card_data(body: Mapping[str, Any]) -> None:
-    for key in FORBIDDEN_KEYS:
-        if key in body:
-            raise RequestError(
-                f"'{key}' must not be sent by the POS: card and PIN data come only from the PIN pad",
-                return_code=ReturnCode.BAD_FIELD,
-                field=key,
-            )
+def shown_action(action: str) -> str:
+    """``action`` quoted for a message or a log line: printable, card numbers masked, at most
+    :data:`MAX_SHOWN_ACTION` characters (a longer one is cut and its length given)."""
+    return carddata.shown(action, MAX_SHOWN_ACTION)
+
+
+def _refuse_action(action: str) -> RequestError:
+    if action in BOOK_ACTIONS:
+        return RequestError(
+            f"action '{action}' is an e-Buy action that misbridge does not handle; "
+            f"supported: {', '.join(REQUEST_MODELS)}",
+            return_code=ReturnCode.UNSUPPORTED_ACTION,
+            field="action",
+        )
+    carddata.refuse_card_data_in_text("action", action)
+    return RequestError(
+        f"unknown action {shown_action(action)}; supported: {', '.join(REQUEST_MODELS)}",
+        return_code=ReturnCode.UNKNOWN_ACTION,
+        field="action",
+    )
 
 
 def validate_request(action: str, body: Mapping[str, Any]) -> _Traced:
@@ -189,23 +226,15 @@ def validate_request(action: str, body: Mapping[str, Any]) -> _Traced:
         so extra fields and the POS's number formatting are preserved.
 
     Raises:
-        RequestError: MB05 unknown action, MB06 book action not handled, MB10-MB15 invalid body.
+        RequestError: MB05 unknown action (shown shortened, see :func:`shown_action`), MB06
+            book action not handled, MB16 card data anywhere in the body or in the action
+            name, MB11 a body nested deeper than :data:`misbridge.ebuy.carddata.MAX_DEPTH`,
+            MB10-MB15 invalid body.
     """
     model = REQUEST_MODELS.get(action)
     if model is None:
-        if action in BOOK_ACTIONS:
-            raise RequestError(
-                f"action '{action}' is an e-Buy action that misbridge does not handle; "
-                f"supported: {', '.join(REQUEST_MODELS)}",
-                return_code=ReturnCode.UNSUPPORTED_ACTION,
-                field="action",
-            )
-        raise RequestError(
-            f"unknown action '{action}'; supported: {', '.join(REQUEST_MODELS)}",
-            return_code=ReturnCode.UNKNOWN_ACTION,
-            field="action",
-        )
-    _reject_card_data(body)
+        raise _refuse_action(action)
+    carddata.refuse_card_data(body)
     try:
         return model.model_validate(dict(body))
     except ValidationError as err:

@@ -2,7 +2,13 @@
 
 Requests and responses are dicts whose values may hold :class:`decimal.Decimal` amounts; they
 are stored as JSON written by :mod:`misbridge.ebuy.jsonio`, so ``1000.00`` reads back as
-``Decimal("1000.00")``.  The caller scrubs the request before it gets here: no card data.
+``Decimal("1000.00")``.
+
+No card data at rest, even if a request got past validation with some: :meth:`TransactionRecord.new`
+keeps the :func:`storable` copy of the request (card-data fields dropped, card numbers masked to
+first 6 / last 4) while its fingerprint is that of the request as received, so a repeat of the
+same request is still recognised. :func:`storable` is also the form in which the journal
+writes a response.
 
 Timestamps are timezone-aware :class:`~datetime.datetime` values here and ISO-8601 UTC text
 in the database (:func:`iso_utc`).
@@ -16,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal, get_args
 
-from misbridge.ebuy import jsonio
+from misbridge.ebuy import carddata, jsonio
 
 __all__ = [
     "CallKind",
@@ -28,6 +34,7 @@ __all__ = [
     "TransitionRecord",
     "iso_utc",
     "request_hash",
+    "storable",
     "utc_now",
 ]
 
@@ -69,11 +76,26 @@ def _require_one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ValueError(f"journal {name} must be one of {allowed!r}, got {value!r}")
 
 
-def _sorted_keys(value: Any) -> Any:
+def storable(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The copy of a request or response body the journal may hold: no card data.
+
+    Card-data fields are dropped at any depth and card numbers masked to first 6 / last 4
+    (:func:`misbridge.ebuy.carddata.storable`); traceNo, originalTraceNo, orderNo and GTIN
+    goodsIds stay as they are. A body without card data comes back equal.
+    """
+    copy: dict[str, Any] = carddata.storable(body)
+    return copy
+
+
+def _sorted_keys(value: Any, depth: int = 1) -> Any:
+    # The doors refuse JSON nested deeper than MAX_DEPTH and validation refuses such a body,
+    # so this never gets near the recursion limit; the check keeps it so for any caller.
+    if depth > carddata.MAX_DEPTH and isinstance(value, Mapping | list | tuple):
+        raise ValueError(f"request nests deeper than {carddata.MAX_DEPTH} levels; it cannot be fingerprinted")
     if isinstance(value, Mapping):
-        return {key: _sorted_keys(value[key]) for key in sorted(value)}
+        return {key: _sorted_keys(value[key], depth + 1) for key in sorted(value)}
     if isinstance(value, list | tuple):
-        return [_sorted_keys(item) for item in value]
+        return [_sorted_keys(item, depth + 1) for item in value]
     return value
 
 
@@ -82,6 +104,9 @@ def request_hash(request: Mapping[str, Any]) -> str:
 
     Equal requests give equal hashes whatever their key order.  Numbers keep the digits they
     were given, as on the wire: ``Decimal("1.50")`` and ``Decimal("1.5")`` hash differently.
+
+    Raises:
+        ValueError: ``request`` nests deeper than :data:`misbridge.ebuy.carddata.MAX_DEPTH`.
     """
     canonical = jsonio.dumps(_sorted_keys(request))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -121,14 +146,16 @@ class TransactionRecord:
     ) -> TransactionRecord:
         """A record for ``Journal.record_intent``: hash computed, both timestamps ``now``.
 
-        ``now`` defaults to the current time.  The timestamps are truncated to microseconds
-        in UTC, as stored, so the record equals what the journal reads back.
+        The record keeps the :func:`storable` copy of ``request`` and the :func:`request_hash`
+        of ``request`` itself.  ``now`` defaults to the current time.  The timestamps are
+        truncated to microseconds in UTC, as stored, so the record equals what the journal
+        reads back.
 
         Raises:
-            ValueError: ``now`` is naive.
+            ValueError: ``now`` is naive, or ``request`` nests too deep to fingerprint.
         """
         stamp = datetime.fromisoformat(iso_utc(utc_now() if now is None else now))
-        return cls(trace_no, action, state, request, request_hash(request), stamp, stamp)
+        return cls(trace_no, action, state, storable(request), request_hash(request), stamp, stamp)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,12 @@ must be **0 hits** for the canaries and for any Luhn-valid run of 13-19 digits, 
 are part of a known non-card identifier (a ``yyyyMMddHHmmss`` date-time, a traceNo misbridge
 allocated, a long hex hash).
 
+A careless POS is played too (issue 10, item 4): it sends every card-data field name of
+docs/pos-api.md ("Input limits and card data") in the body, in memberDetail, in a goods line and
+in the envelope, spelled in several cases, and card numbers in free text (contiguous, spaced,
+dashed), in an action name and in an envelope field. Each must be refused with MB16 and its
+values (canaries of their own, :data:`CARELESS_CANARIES`) must be found nowhere.
+
 Not scanned: the simulators' own log. The simulators play the pad and the bank, which hold the
 card by design; they are not part of misbridge.
 """
@@ -24,12 +30,13 @@ import base64
 import binascii
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -56,9 +63,36 @@ _HEX_TOKEN = re.compile(rb"[0-9A-Fa-f]{32,}")
 _BASE64 = re.compile(rb"[A-Za-z0-9+/]{24,}={0,2}")
 
 
+#: A card number only the careless POS sends (Luhn-valid, not a simulator card), and its forms.
+CARELESS_PAN = "4000056655665556"
+CARELESS_PAN_FORMS = {
+    "spaced": "4000 0566 5566 5556", "dashed": "4000-0566-5566-5556", "grouped 4-6-6": "4000 056655 665556",
+}  # fmt: skip
+#: Every card-data field name a careless POS could use, spelled as it might (docs/pos-api.md).
+CARELESS_FIELDS = (
+    "cardNo", "CARDNO", "card_no", "cardNumber", "pan", "PAN", "cvv", "CVV2", "cvc", "cvn", "password", "Password",
+    "pin", "PIN", "pinBlock", "PIN_BLOCK", "track1", "track2", "TRACK2", "track3", "trackData", "icData", "cardInfo",
+    "cardSn", "expiry", "expiryDate", "validDate",
+)  # fmt: skip
+
+
+def careless_value(field_name: str) -> str:
+    """The value a careless POS sends in ``field_name``: a canary of its own."""
+    return f"CARELESS-{field_name.upper()}-{CARELESS_PAN}"
+
+
+def careless_canaries() -> dict[str, bytes]:
+    """Name -> bytes the careless POS sent that must never appear."""
+    found = {f"careless {name} value": careless_value(name).encode() for name in CARELESS_FIELDS}
+    found["careless PAN"] = CARELESS_PAN.encode()
+    found.update({f"careless PAN {how}": form.encode() for how, form in CARELESS_PAN_FORMS.items()})
+    return found
+
+
 def canaries() -> dict[str, bytes]:
-    """Name -> bytes that must never appear: clear card data and the pad's encrypted HEX."""
-    found: dict[str, bytes] = {}
+    """Name -> bytes that must never appear: clear card data, the pad's encrypted HEX, and
+    what the careless POS sent."""
+    found: dict[str, bytes] = careless_canaries()
     for card in CARDS.values():
         found[f"{card.name} PAN"] = card.pan.encode()
         found[f"{card.name} track2"] = card.track2.encode()
@@ -131,6 +165,8 @@ def test_the_scanner_finds_what_it_must() -> None:
     assert scanner.hits("t", b"masked 622562******8888 order 261123000001 trace T1") == []
     stamp = datetime.now().strftime("%Y%m%d%H%M%S").encode()
     assert scanner.hits("t", b'"transDate":"' + stamp + b'"') == []
+    assert scanner.hits("t", b"goodsName=x 4000 0566 5566 5556") != []
+    assert scanner.hits("t", careless_value("TRACK2").lower().encode()) != []
 
 
 # --- the run ---------------------------------------------------------------------------------
@@ -164,6 +200,15 @@ class Run:
         self.serial += 1
         return f"CANARY-T{chr(ord('A') + self.serial // 26)}{chr(ord('A') + self.serial % 26)}"
 
+    async def send(self, action: str, body: dict[str, Any], *, door: str) -> dict[str, Any]:
+        """One request through a door; the answer body."""
+        if door == "http":
+            reply = await self.http.post(f"/v1/{quote(action)}", content=jsonio.dumps(body),
+                                         headers={"content-type": "application/json"})  # fmt: skip
+            answer: dict[str, Any] = jsonio.loads(reply.content)
+            return answer
+        return (await socket_request("127.0.0.1", self.daemon.socket_port, envelope_for(action, body))).body
+
     async def sale(self, card: str, *, pin: str | None = None, action: str = "pay", door: str = "http") -> str:
         await enqueue_remote(self.sims.control_path, card=card, pin=pin, action=action)
         trace_no = self.trace_no()
@@ -177,6 +222,52 @@ class Run:
             answer = (await socket_request("127.0.0.1", self.daemon.socket_port, envelope)).body
         self.answers.append(answer)
         return str(answer["returnCode"])
+
+
+def _careless_bodies(trace_no: Callable[[], str]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, body): every card-data field in four places, and card numbers in free text."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    for name in CARELESS_FIELDS:
+        for where in ("body", "memberDetail", "goodsDetail[1]", "extension.payment[0]"):
+            body = _body(trace_no())
+            holder = {"body": body, "memberDetail": body["memberDetail"], "goodsDetail[1]": body["goodsDetail"][1]}
+            if where == "extension.payment[0]":
+                body["extension"] = {"payment": [{}]}
+                holder[where] = body["extension"]["payment"][0]
+            holder[where][name] = careless_value(name)
+            out.append((f"{where}.{name}", body))
+    for how, form in {"contiguous": CARELESS_PAN, **CARELESS_PAN_FORMS}.items():
+        body = _body(trace_no())
+        body["goodsDetail"][0]["goodsName"] = f"牙膏 {form}"
+        out.append((f"goodsName ({how})", body))
+    body = _body(trace_no())
+    body["memberDetail"]["memberId"] = CARELESS_PAN
+    out.append(("memberDetail.memberId", body))
+    body = _body(trace_no())
+    body["memo"] = int(CARELESS_PAN)
+    out.append(("memo (a JSON number)", body))
+    return out
+
+
+async def _careless_pos(run: Run) -> None:
+    """Every careless request is refused with MB16, through both doors."""
+    refused: list[str] = []
+    for index, (where, body) in enumerate(_careless_bodies(run.trace_no)):
+        answer = await run.send("cardRedemption", body, door="http" if index % 2 else "socket")
+        if answer["returnCode"] != "MB16":
+            refused.append(f"{where}: {answer['returnCode']} {answer['returnDesc']}")
+    for how, form in CARELESS_PAN_FORMS.items():  # the HTTP door: test_a_grouped_card_number_in_an_http_action...
+        answer = await run.send(f"pay {form}", _body(run.trace_no()), door="socket")
+        if answer["returnCode"] != "MB16":
+            refused.append(f"action with a {how} PAN on the socket door: {answer['returnCode']}")
+    answer = await run.send(f"pay {CARELESS_PAN}", _body(run.trace_no()), door="http")
+    if answer["returnCode"] != "MB16":
+        refused.append(f"action with a PAN on the HTTP door: {answer['returnCode']}")
+    envelope = envelope_for("cardRedemption", _body(run.trace_no()), device_no=f"POS {CARELESS_PAN_FORMS['dashed']}")
+    answer = (await socket_request("127.0.0.1", run.daemon.socket_port, envelope)).body
+    if answer["returnCode"] != "MB16":
+        refused.append(f"deviceNo with a PAN: {answer['returnCode']}")
+    assert refused == [], "careless requests not refused with MB16:\n" + "\n".join(refused)
 
 
 async def _drive(run: Run) -> None:
@@ -194,13 +285,15 @@ async def _drive(run: Run) -> None:
     assert jsonio.loads(repeat.content)["returnCode"] == "00"
     assert (await run.http.get(f"/v1/transactions/{approved}")).json()["maskedPan"].count("*") == 6
     assert (await run.http.get("/health")).status_code == 200
+    await _careless_pos(run)
 
 
 def _read(path: Path) -> bytes:
     return path.read_bytes() if path.exists() else b""
 
 
-async def test_no_card_data_in_journal_wal_logs_or_output(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+async def _run_daemon(tmp_path: Path, drive: Callable[[Run], Awaitable[None]]) -> dict[str, bytes]:
+    """Run the daemon on the simulators, ``drive`` it; every blob it wrote, read while running and after."""
     logs = io.StringIO()
     configure_logging("DEBUG", stream=logs)
     blobs: dict[str, bytes] = {}
@@ -213,10 +306,9 @@ async def test_no_card_data_in_journal_wal_logs_or_output(tmp_path: Path, capfd:
             try:
                 base = f"http://127.0.0.1:{daemon.http_port}"
                 async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-                    await _drive(Run(daemon, sims, http))
+                    await drive(Run(daemon, sims, http))
                 blobs["journal.db (running)"] = _read(db)
                 blobs["journal.db-wal (running)"] = _read(db.with_name("journal.db-wal"))
-                assert blobs["journal.db-wal (running)"], "the WAL should hold the run's commits"
             finally:
                 await daemon.stop()
     finally:
@@ -224,6 +316,13 @@ async def test_no_card_data_in_journal_wal_logs_or_output(tmp_path: Path, capfd:
     blobs["journal.db (stopped)"] = _read(db)
     blobs["journal.db-wal (stopped)"] = _read(db.with_name("journal.db-wal"))
     blobs["daemon log"] = logs.getvalue().encode()
+    return blobs
+
+
+async def test_no_card_data_in_journal_wal_logs_or_output(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    db = tmp_path / "journal.db"
+    blobs = await _run_daemon(tmp_path, _drive)
+    assert blobs["journal.db-wal (running)"], "the WAL should hold the run's commits"
     captured = capfd.readouterr()
     blobs["stdout"] = captured.out.encode()
     blobs["stderr"] = captured.err.encode()
@@ -233,7 +332,7 @@ async def test_no_card_data_in_journal_wal_logs_or_output(tmp_path: Path, capfd:
     assert {r.state for r in rows} == {"approved", "declined", "aborted"}
     assert len(rows) == len(CARDS) + 2
     assert all(r.masked_pan.count("*") == 6 for r in rows)
-    assert "traceNo=CANARY-" in logs.getvalue(), "the daemon logged the run"
+    assert b"traceNo=CANARY-" in blobs["daemon log"], "the daemon logged the run"
 
     calls = {c["traceNo"].encode() for r in rows for c in (show(db, r.trace_no) or {}).get("backendCalls", [])}
     scanner = Scanner(canaries(), known_identifiers=calls)
@@ -241,3 +340,27 @@ async def test_no_card_data_in_journal_wal_logs_or_output(tmp_path: Path, capfd:
     assert hits == [], "card data found:\n" + "\n".join(hits)
     assert sum(len(b) for b in blobs.values()) > 10_000
     assert Decimal(str(rows[0].total_amount)) == Decimal("40.8")
+
+
+async def _http_actions_with_a_pan(run: Run) -> None:
+    for form in CARELESS_PAN_FORMS.values():
+        answer = await run.send(f"pay {form}", _body(run.trace_no()), door="http")
+        assert answer["returnCode"] == "MB16", answer
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the service logs the refused action as sent and the log scrubber only looks at texts with 12 digits "
+    "in a row; passes once logs.py asks misbridge.pan.may_hold_card_number (see the issue-10 input report)",
+)
+async def test_a_grouped_card_number_in_an_http_action_never_reaches_the_log(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    blobs = await _run_daemon(tmp_path, _http_actions_with_a_pan)
+    captured = capfd.readouterr()
+    blobs["stdout"] = captured.out.encode()
+    blobs["stderr"] = captured.err.encode()
+    assert b"MB16" in blobs["daemon log"], "the daemon logged the refusals"
+    scanner = Scanner(careless_canaries())
+    hits = [hit for name, blob in blobs.items() for hit in scanner.hits(name, blob)]
+    assert hits == [], "card data found:\n" + "\n".join(hits)

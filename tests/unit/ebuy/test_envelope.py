@@ -92,3 +92,77 @@ def test_body_that_is_not_utf8_is_refused() -> None:
 def test_frame_refuses_more_than_65535_bytes() -> None:
     with pytest.raises(ValueError, match="2-byte length prefix"):
         frame_message(b"x" * 65536)
+
+
+# --- hostile envelopes (issue 10, items 3, 4 and 8) ----------------------------------------------
+
+PAN = "4111111111111111"
+
+
+def _envelope(body_text: str = '{"traceNo":"T1","originalTraceNo":"T0"}', **fields: str) -> bytes:
+    values = {"action": "inquiry", "deviceNo": "POS01", "shopNo": "CN123456", "brand": "663", **fields}
+    values["body"] = base64.b64encode(body_text.encode("utf-8")).decode("ascii")
+    return jsonio.dumps(values).encode("utf-8")
+
+
+def _refusal(raw: bytes) -> RequestError:
+    with pytest.raises(RequestError) as caught:
+        parse_envelope(raw)
+    return caught.value
+
+
+@pytest.mark.parametrize(
+    ("raw", "says"),
+    [
+        (b'{"action":"inquiry","action":"cardRedemption","deviceNo":"P","shopNo":"S","brand":"B","body":""}',
+         "duplicate key 'action'"),
+        (b'{"a":' * 10_000 + b"1" + b"}" * 10_000, "at most 32"),
+        (b"[" * 10_000 + b"]" * 10_000, "at most 32"),
+        (b'{"action":"inquiry","n":' + b"7" * 5_000 + b"}", "5000 digits"),
+        (b'{"action":"\\udfff","deviceNo":"P","shopNo":"S","brand":"B","body":""}', "surrogate"),
+    ],
+)  # fmt: skip
+def test_envelopes_beyond_the_json_limits_get_mb01(raw: bytes, says: str) -> None:
+    refusal = _refusal(raw)
+    assert refusal.return_code is ReturnCode.NOT_JSON
+    assert says in str(refusal)
+    assert len(str(refusal)) < 300
+
+
+@pytest.mark.parametrize(
+    ("body_text", "says"),
+    [
+        ('{"traceNo":"T1","traceNo":"T2","originalTraceNo":"T0"}', "duplicate key 'traceNo'"),
+        ('{"traceNo":"T1","goodsDetail":[{"price":8,"price":0}]}', "duplicate key 'price'"),
+        ('{"x":' + "[" * 10_000 + "]" * 10_000 + "}", "at most 32"),
+        ('{"quantity":' + "9" * 4_301 + "}", "4301 digits"),
+        ('{"traceNo":"\\udfff"}', "surrogate"),
+    ],
+)
+def test_bodies_beyond_the_json_limits_get_mb04(body_text: str, says: str) -> None:
+    refusal = _refusal(_envelope(body_text))
+    assert (refusal.return_code, refusal.field) == (ReturnCode.BAD_BODY_ENCODING, "body")
+    assert says in str(refusal)
+    assert len(str(refusal)) < 300
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        ({"deviceNo": f"POS {PAN}"}, "deviceNo"),
+        ({"shopNo": "4111-1111-1111-1111"}, "shopNo"),
+        ({"brand": "4111 1111 1111 1111"}, "brand"),
+        ({"action": "pay 4111 1111 1111 1111"}, "action"),
+        ({"cardNo": "x"}, "cardNo"),
+        ({"TRACK2": "x"}, "TRACK2"),
+    ],
+)
+def test_card_data_in_the_envelope_gets_mb16_without_the_value(fields: dict[str, str], path: str) -> None:
+    refusal = _refusal(_envelope(**fields))
+    assert (refusal.return_code, refusal.field) == (ReturnCode.CARD_DATA_REFUSED, path)
+    assert "1111" not in str(refusal)
+
+
+def test_an_older_books_signature_is_not_read_as_text() -> None:
+    raw = jsonio.dumps({**jsonio.loads(_envelope()), "sign": "AB4111111111111111CD", "timestamp": "20260501123000"})
+    assert parse_envelope(raw.encode("utf-8")).extra["sign"] == "AB4111111111111111CD"

@@ -6,12 +6,14 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
 from misbridge.ebuy.requests import (
+    MAX_QUANTITY,
+    REQUEST_MODELS,
     CardRedemptionRequest,
     amount_minor_units,
     validate_request,
@@ -67,8 +69,8 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], ReturnCode, str]] = [
     ("cardRedemption", _with(traceNo="a b"), ReturnCode.BAD_TRACE_NO, "traceNo"),
     ("cardRedemption", _with(traceNo=123), ReturnCode.BAD_FIELD, "traceNo"),
     ("cardRedemption", _with(memberDetail="M1"), ReturnCode.BAD_FIELD, "memberDetail"),
-    ("cardRedemption", _with(cardInfo={"cardNo": "x"}), ReturnCode.BAD_FIELD, "cardInfo"),
-    ("cardRedemption", _with(password="123456"), ReturnCode.BAD_FIELD, "password"),
+    ("cardRedemption", _with(cardInfo={"cardNo": "x"}), ReturnCode.CARD_DATA_REFUSED, "cardInfo"),
+    ("cardRedemption", _with(password="123456"), ReturnCode.CARD_DATA_REFUSED, "password"),
     ("cardPayment", card_redemption_request(), ReturnCode.MISSING_FIELD, "acquirer"),
     ("inquiry", {"traceNo": "T2"}, ReturnCode.MISSING_FIELD, "originalTraceNo"),
     ("qrcodeSale", card_redemption_request(), ReturnCode.UNSUPPORTED_ACTION, "action"),
@@ -87,7 +89,7 @@ def test_bad_input_is_refused_with_its_code_and_field(
     assert field.split("[")[0].split(".")[-1] in str(caught.value) or field == "action"
 
 
-@given(st.decimals(min_value=0, max_value=Decimal("9999999999.99"), places=2))
+@given(st.decimals(min_value=Decimal("0.01"), max_value=Decimal("9999999999.99"), places=2))
 def test_any_two_decimal_amount_survives_json_and_converts_exactly(amount: Decimal) -> None:
     body = _with(totalAmount=amount, undiscountAmount=Decimal(0))
     again = jsonio.loads(jsonio.dumps(body))
@@ -95,3 +97,109 @@ def test_any_two_decimal_amount_survives_json_and_converts_exactly(amount: Decim
     assert isinstance(parsed, CardRedemptionRequest)
     assert parsed.totalAmount == amount
     assert amount_minor_units(parsed.totalAmount) == int(amount * 100)
+
+
+# --- values that must never reach the customer (issue 10, item 8) ------------------------------
+
+
+@pytest.mark.parametrize("total", ["0", "-0", "0.00", "-0.00", "0e5"])
+def test_a_total_of_zero_is_refused_before_any_prompt(total: str) -> None:
+    body = jsonio.loads(jsonio.dumps(_with(undiscountAmount=0, totalAmount="@")).replace('"@"', total))
+    with pytest.raises(RequestError) as caught:
+        validate_request("cardRedemption", body)
+    assert (caught.value.return_code, caught.value.field) == (ReturnCode.BAD_AMOUNT, "totalAmount")
+    assert "totalAmount" in str(caught.value)
+    assert "must be greater than 0" in str(caught.value)
+
+
+def test_zero_undiscount_amount_and_a_free_goods_line_pass() -> None:
+    body = _with(undiscountAmount=Decimal("-0.00"))  # a zero, whatever its sign
+    body["goodsDetail"].append({**GOODS, "goodsId": "GIFT1", "price": 0, "quantity": 1})
+    validate_request("cardRedemption", body)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (_with(goodsDetail=[{**GOODS, "quantity": MAX_QUANTITY + 1}]), "goodsDetail[0].quantity"),
+        (_with(goodsDetail=[{**GOODS, "quantity": int("9" * 40)}]), "goodsDetail[0].quantity"),
+        (_with(goodsDetail=[{**GOODS, "goodsName": "牙" * 257}]), "goodsDetail[0].goodsName"),
+        (_with(goodsDetail=[{**GOODS, "goodsId": "P" * 257}]), "goodsDetail[0].goodsId"),
+        (_with(memberDetail={"memberName": "T" * 257}), "memberDetail.memberName"),
+        (_with(memberDetail={"pointBalance": 10**15}), "memberDetail.pointBalance"),
+    ],
+)
+def test_unbounded_values_are_refused(body: dict[str, Any], field: str) -> None:
+    with pytest.raises(RequestError) as caught:
+        validate_request("cardRedemption", body)
+    assert (caught.value.return_code, caught.value.field) == (ReturnCode.BAD_FIELD, field)
+    assert len(str(caught.value)) < 200
+
+
+def test_the_largest_accepted_values_pass() -> None:
+    body = _with(goodsDetail=[{**GOODS, "quantity": MAX_QUANTITY, "goodsName": "牙" * 256}],
+                 memberDetail={"pointBalance": 10**15 - 1})  # fmt: skip
+    validate_request("cardRedemption", body)
+
+
+# --- action names (issue 10, item 3) ------------------------------------------------------------
+
+
+def _action_refusal(action: str) -> RequestError:
+    with pytest.raises(RequestError) as caught:
+        validate_request(action, card_redemption_request())
+    return caught.value
+
+
+def test_a_30000_character_action_is_not_echoed_whole() -> None:
+    refusal = _action_refusal("x" * 30_000)
+    assert refusal.return_code is ReturnCode.UNKNOWN_ACTION
+    assert refusal.field == "action"
+    assert len(str(refusal)) < 200
+    assert "30000 characters" in str(refusal)
+
+
+def test_control_characters_in_an_action_are_escaped() -> None:
+    refusal = _action_refusal("pay\r\nX-Injected: 1\x1b[2J\x00")
+    assert refusal.return_code is ReturnCode.UNKNOWN_ACTION
+    assert not any(char in str(refusal) for char in "\r\n\x1b\x00")
+    assert "\\r\\n" in str(refusal)
+
+
+@pytest.mark.parametrize("action", ["pay 4111 1111 1111 1111", "4111-1111-1111-1111", "x4111111111111111"])
+def test_a_card_number_in_an_action_is_refused_and_never_repeated(action: str) -> None:
+    refusal = _action_refusal(action)
+    assert (refusal.return_code, refusal.field) == (ReturnCode.CARD_DATA_REFUSED, "action")
+    assert "1111" not in str(refusal)
+
+
+def test_the_schema_says_a_total_is_above_zero() -> None:
+    schema = CardRedemptionRequest.model_json_schema()
+    assert schema["properties"]["totalAmount"]["exclusiveMinimum"] == 0
+    assert schema["properties"]["undiscountAmount"]["minimum"] == 0
+
+
+_JSON_SCALARS = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(10**40), max_value=10**40),
+    st.decimals(allow_nan=False, allow_infinity=False), st.text(max_size=30),
+    st.sampled_from(["4111 1111 1111 1111", "6901234567892", "20260501123000", "T1", "-0.00"]),
+)  # fmt: skip
+_KEYS = st.one_of(st.text(max_size=10), st.sampled_from(["traceNo", "goodsDetail", "goodsId", "PIN", "price", "x"]))
+_JSON_VALUES = st.recursive(
+    _JSON_SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_KEYS, inner, max_size=5),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from([*REQUEST_MODELS, "qrcodeSale", "x" * 100, "\x00"]), st.dictionaries(_KEYS, _JSON_VALUES))
+def test_any_body_is_a_model_or_a_request_error(action: str, body: dict[str, Any]) -> None:
+    refusal: RequestError | None = None
+    try:
+        validate_request(action, body)
+    except RequestError as err:
+        refusal = err
+    if refusal is not None:
+        assert refusal.return_code.code.startswith("MB")
+        assert len(str(refusal)) < 1_000
