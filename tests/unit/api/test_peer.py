@@ -148,6 +148,13 @@ def test_a_listener_on_the_freed_port_is_refused(lookup: str) -> None:
     # its old port (here: one of ours, so a wrong answer would be "allowed").
     client = _REAL_SOCKET(socket.AF_INET, socket.SOCK_STREAM)
     client.setsockopt(socket.IPPROTO_TCP, socket.TCP_LINGER2, 1)  # leave FIN_WAIT2 after ~1 s
+    # Address and port reuse on both sides let the listener take the port while our own old
+    # socket lingers, so the test does not wait on the kernel's timers.
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    # An explicit bind takes a port no other socket uses; connect()'s own choice may share its
+    # port with another program's TIME_WAIT connection, which would block the listener for 60 s.
+    client.bind(("127.0.0.1", 0))
     with tcp_pair(client=client) as (_, accepted):
         client_port = client.getsockname()[1]
         client.shutdown(socket.SHUT_WR)
@@ -165,6 +172,8 @@ def _listener_on(port: int) -> Iterator[None]:
     deadline = time.monotonic() + 10
     while True:
         listener = _REAL_SOCKET(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             listener.bind(("127.0.0.1", port))
             break
