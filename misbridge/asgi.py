@@ -180,7 +180,8 @@ class GatedH11Protocol(H11Protocol):
         timeout = self.gate.request_timeout_s
         self.gate.log_edge(self._ticket, ReturnCode.REQUEST_TIMEOUT, f"request incomplete after {timeout:g} s")
         answer = b""
-        if self.cycle is None or not self.cycle.response_started:
+        # No answer when the app already started one (it answered without reading the body).
+        if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             description = f"the request (head and body) was not complete within {timeout:g} s"
             body = self.gate.answer_json(ReturnCode.REQUEST_TIMEOUT, description)
             answer = http_answer(ReturnCode.REQUEST_TIMEOUT.http_status, body)
