@@ -61,6 +61,12 @@ SCOPE_EXTENSION = "misbridge"
 _REQUEST_IN = frozenset({h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR})
 #: Longest text of a foreign exception put into a log line.
 _DETAIL_MAX_CHARS = 200
+#: accept() calls per wake-up of the listening socket, which uvicorn takes from ``backlog``.
+#: CPython 3.11's accept loop does not stop at EMFILE: it tries this many times, each failure
+#: scheduling another retry, which turned a descriptor shortage into a busy loop.
+ACCEPTS_PER_WAKEUP = 4
+#: The kernel's queue of connections not accepted yet (set again after uvicorn's listen()).
+LISTEN_BACKLOG = 512
 
 #: How often :meth:`AsgiServer.start` looks whether uvicorn has started listening.
 _START_POLL_S = 0.005
@@ -311,6 +317,7 @@ class AsgiServer:
             http="h11" if gate is None else gated_protocol(gate),
             ws="none",
             timeout_graceful_shutdown=graceful_shutdown_s,
+            backlog=ACCEPTS_PER_WAKEUP,
         )
         self._server = _EmbeddedServer(self._config)
         self._task: asyncio.Task[None] | None = None
@@ -345,6 +352,7 @@ class AsgiServer:
                 await self._task  # re-raise uvicorn's error, if any
                 raise RuntimeError("uvicorn stopped before it started listening")
             await asyncio.sleep(_START_POLL_S)
+        sock.listen(LISTEN_BACKLOG)
         return self._port
 
     async def stop(self) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Protocol, cast
@@ -68,6 +69,12 @@ _ECHO_MAX_CHARS = 64
 _READ_LIMIT = 64 * 1024
 #: Longest text of a foreign exception put into a returnDesc or a log line.
 _DETAIL_MAX_CHARS = 200
+#: accept() calls per wake-up of the listening socket. CPython 3.11's accept loop does not stop
+#: at EMFILE: it tries this many times, each failure scheduling another retry, which turned a
+#: descriptor shortage into a busy loop. A small number keeps that to a few tries per second.
+ACCEPTS_PER_WAKEUP = 4
+#: The kernel's queue of connections not accepted yet (set after asyncio's listen() call).
+LISTEN_BACKLOG = 512
 
 
 class _Next(Enum):
@@ -121,8 +128,10 @@ class PosSocketServer:
         def protocol() -> asyncio.StreamReaderProtocol:
             return asyncio.StreamReaderProtocol(_WatchedReader(), self._on_connection)
 
-        self._server = await loop.create_server(protocol, self._api.host, self._api.socket_port)
-        port = int(self._server.sockets[0].getsockname()[1])
+        sock = _bound_socket(self._api.host, self._api.socket_port)
+        self._server = await loop.create_server(protocol, sock=sock, backlog=ACCEPTS_PER_WAKEUP)
+        sock.listen(LISTEN_BACKLOG)
+        port = int(sock.getsockname()[1])
         logger.info("e-Buy socket front door listening on {}:{}", self._api.host, port)
         return port
 
@@ -311,6 +320,20 @@ class PosSocketServer:
         own = self._identity
         body = self.guard.answer_body(code)
         return frame_message(encode_envelope(Envelope("", own.device_no, own.shop_no, own.brand, body)))
+
+
+def _bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (IPv4 or IPv6), with SO_REUSEADDR, not yet listening."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 def _parse(payload: bytes) -> Envelope:

@@ -190,7 +190,8 @@ async def test_at_the_cap_a_connection_gets_one_mb76_envelope_and_is_closed(
     reader, writer = await door.connect()
     answer = await _answer(reader)
     assert answer.body["returnCode"] == "MB76", answer.body
-    assert answer.body["traceNo"] == "" and "paidAmount" in answer.body
+    assert answer.body["traceNo"] == ""
+    assert "paidAmount" in answer.body
     assert await _closed(reader)
     writer.close()
     # The held connections are still served, and refused peers took no slot.
@@ -293,13 +294,14 @@ async def test_caller_gone_is_set_when_the_pos_closes_while_its_request_runs(doo
     seen = asyncio.Event()
 
     async def wait_for_the_pos_to_leave(action: str, body: Body, caller_gone: asyncio.Event | None) -> Body:
-        assert caller_gone is not None and not caller_gone.is_set()
+        assert caller_gone is not None
+        assert not caller_gone.is_set()
         await asyncio.wait_for(caller_gone.wait(), 5)
         seen.set()
         return {"traceNo": body["traceNo"], "returnCode": "MB29"}
 
     door = await doors(Recorder(wait_for_the_pos_to_leave))
-    reader, writer = await door.connect()
+    _, writer = await door.connect()
     writer.write(_request("cardRedemption", {"traceNo": "T7"}))
     await writer.drain()
     for _ in range(100):
@@ -313,7 +315,8 @@ async def test_caller_gone_is_set_when_the_pos_closes_while_its_request_runs(doo
 async def test_watching_for_eof_does_not_eat_pipelined_requests(doors: Any) -> None:
     async def slow(action: str, body: Body, caller_gone: asyncio.Event | None) -> Body:
         await asyncio.sleep(0.2)
-        assert caller_gone is not None and not caller_gone.is_set()
+        assert caller_gone is not None
+        assert not caller_gone.is_set()
         return {"traceNo": body["traceNo"], "returnCode": "00"}
 
     door = await doors(Recorder(slow))
