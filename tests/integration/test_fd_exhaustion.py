@@ -274,6 +274,7 @@ async def test_the_issue_flood_under_ulimit_1024(tmp_path: Path) -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(300)
 async def test_the_issue_flood_under_ulimit_1024_with_caps_above_the_limit(tmp_path: Path) -> None:
     report = await run_flood(
         tmp_path, fd_limit=1024, per_door=1150, hold_s=100.0, max_connections=900, max_connections_per_user=900
