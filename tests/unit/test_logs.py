@@ -269,18 +269,18 @@ def test_stdlib_logging_goes_through_the_scrubber_as_one_line() -> None:
     try:
         raise ValueError(f"request body had card {CANARY_PAN}")
     except ValueError:
-        logging.getLogger("uvicorn.error").error("Exception in ASGI application\n", exc_info=True)
+        logging.getLogger("tests.stdlib.server").error("Exception in ASGI application\n", exc_info=True)
     output = sink.getvalue()
     assert CANARY_PAN not in output
     assert "411111******1111" in output
     assert len(output.splitlines()) == 1
-    assert " uvicorn.error: Exception in ASGI application" in output
+    assert " tests.stdlib.server: Exception in ASGI application" in output
 
 
 def test_stdlib_floods_are_rate_limited_per_template() -> None:
     sink = _capture("INFO")
     for port in range(500):
-        logging.getLogger("uvicorn.error").warning("Invalid HTTP request received from %s.", port)
+        logging.getLogger("tests.stdlib.server").warning("Invalid HTTP request received from %s.", port)
     assert len(sink.getvalue().splitlines()) == 1
 
 
@@ -289,7 +289,7 @@ def test_expected_socket_errors_at_the_edge_have_no_traceback() -> None:
     try:
         raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
     except ConnectionResetError:
-        logging.getLogger("asyncio").error("Fatal read error on socket transport", exc_info=True)
+        logging.getLogger("tests.stdlib.loop").error("Fatal read error on socket transport", exc_info=True)
     output = sink.getvalue()
     assert "Traceback" not in output
     assert "ConnectionResetError" in output
