@@ -14,6 +14,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import h11
@@ -26,6 +27,7 @@ from uvicorn.server import ServerState
 
 from misbridge.api.guard import DoorGuard
 from misbridge.api.peer import CallerPolicy, PeerIdentity
+from misbridge.api.unix_socket import bind_unix_socket
 from misbridge.asgi import SCOPE_EXTENSION, AsgiServer, GatedH11Protocol, gated_protocol
 from misbridge.config import ApiSettings
 from misbridge.errors import ReturnCode
@@ -280,3 +282,16 @@ def test_a_unix_socket_peer_is_invisible_to_asgi_so_the_check_lives_in_the_proto
                 return {"socket": left}.get(name, default)
 
         assert get_remote_addr(_Transport()) is None
+
+
+async def test_the_gate_identifies_callers_on_a_unix_socket_door(tmp_path: Path) -> None:
+    guard = DoorGuard("http", ApiSettings())
+    server = AsgiServer(app, sock=bind_unix_socket(tmp_path / "api.sock"), gate=guard, graceful_shutdown_s=1)
+    await server.start()
+    try:
+        transport = httpx.AsyncHTTPTransport(uds=str(tmp_path / "api.sock"))
+        async with httpx.AsyncClient(transport=transport) as client:
+            reply = await client.get("http://localhost/")
+    finally:
+        await server.stop()
+    assert reply.json() == {"uid": os.getuid()}
