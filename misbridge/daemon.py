@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import resource
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
@@ -18,7 +19,9 @@ from typing import Any
 from loguru import logger
 from pydantic import SecretStr
 
+from misbridge.api.guard import DoorGuard
 from misbridge.api.http_app import create_app
+from misbridge.api.peer import CallerPolicy
 from misbridge.api.security import ApiSecurity
 from misbridge.api.socket_server import PosSocketServer
 from misbridge.api.unix_socket import bind_unix_socket
@@ -31,11 +34,31 @@ from misbridge.device.base import PinPadDriver, create_driver
 from misbridge.errors import ConfigError
 from misbridge.journal.store import Journal
 from misbridge.journaltool import run_retention
+from misbridge.logs import quiet_loop_exception_handler
 from misbridge.metrics import Metrics
 from misbridge.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIAL, load_secret
 
 #: How long start-up waits for the PIN pad before serving anyway (requests then get MB20).
 DEVICE_WAIT_S = 5.0
+#: The soft descriptor limit asked for when the hard limit is unlimited.
+_FD_LIMIT_WHEN_UNLIMITED = 1 << 19
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit (as systemd advises services to); returns it.
+
+    The doors' caps keep misbridge far below 1 024 descriptors, but the soft limit is what a
+    flood of connections runs into first, and raising it costs nothing under epoll.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = _FD_LIMIT_WHEN_UNLIMITED if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError) as err:
+            logger.warning("could not raise the descriptor limit from {} to {}: {}", soft, target, err)
+    return int(soft)
 
 
 def check_bind_address(settings: Settings) -> None:
@@ -104,6 +127,8 @@ class Daemon:
         self._socket_server: PosSocketServer | None = None
         self._http_server: AsgiServer | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self._previous_exception_handler: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def service(self) -> TransactionService:
@@ -120,6 +145,9 @@ class Daemon:
         settings = self.settings
         check_bind_address(settings)
         security = load_api_security(settings)
+        policy = CallerPolicy.from_settings(settings.api)
+        logger.info("descriptor limit {}", raise_fd_limit())
+        self._quiet_the_loop()
         Path(settings.journal.path).parent.mkdir(parents=True, exist_ok=True)
         self._journal = await Journal.open(Path(settings.journal.path))
         self._pinpad = create_driver(settings.device)
@@ -133,17 +161,18 @@ class Daemon:
         self._service = TransactionService(
             settings, self._journal, self._pinpad, self._backend, metrics=self.metrics
         )
-        self._socket_server = PosSocketServer(self._service.handle, settings.api, settings.identity)
+        self._socket_server = PosSocketServer(self._service.handle, settings.api, settings.identity, policy=policy)
         self.socket_port = await self._socket_server.start()
         pinpad = self._pinpad
         self.metrics.watch(journal=self._journal, journal_path=Path(settings.journal.path),
                            device_connected=lambda: pinpad.connected)
         app = create_app(self._service, security, metrics=self.metrics)
+        gate = DoorGuard("http", settings.api, policy)
         if settings.api.http_socket is not None:
             sock = bind_unix_socket(settings.api.http_socket, group=settings.api.http_socket_group)
-            self._http_server = AsgiServer(app, sock=sock)
+            self._http_server = AsgiServer(app, sock=sock, gate=gate)
         else:
-            self._http_server = AsgiServer(app, settings.api.host, settings.api.http_port)
+            self._http_server = AsgiServer(app, settings.api.host, settings.api.http_port, gate=gate)
         self.http_port = await self._http_server.start()
         # The doors are open so /health and inquiries answer, but card requests get MB92 until
         # every interrupted transaction is finished (recovery commits each step, so a crash
@@ -153,6 +182,12 @@ class Daemon:
         self._spawn(run_retention(self._journal, settings.journal.retention_days), "journal retention")
         logger.info("misbridge ready: socket {}:{}, HTTP {}:{}", settings.api.host, self.socket_port,
                     settings.api.host, self.http_port)
+
+    def _quiet_the_loop(self) -> None:
+        """Install the exception handler that keeps a descriptor flood out of the log (restored by stop)."""
+        self._loop = asyncio.get_running_loop()
+        self._previous_exception_handler = self._loop.get_exception_handler()
+        self._loop.set_exception_handler(quiet_loop_exception_handler)
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.create_task(work, name=name)
@@ -180,6 +215,9 @@ class Daemon:
             await self._backend.aclose()
         if self._journal is not None:
             await self._journal.close()
+        if self._loop is not None:
+            self._loop.set_exception_handler(self._previous_exception_handler)
+            self._loop = None
         logger.info("misbridge stopped")
 
 

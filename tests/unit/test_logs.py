@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import io
+import logging
 import os
 import re
 import sys
@@ -13,7 +16,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from loguru import logger
 
-from misbridge.logs import REDACTED, SENSITIVE_FIELDS, _scrub_suspect, configure_logging, journald_stderr, scrub_text
+from misbridge import logs
+from misbridge.logs import (
+    RATE_WINDOW_S,
+    REDACTED,
+    SENSITIVE_FIELDS,
+    EdgeRateLimiter,
+    _scrub_suspect,
+    configure_logging,
+    journald_stderr,
+    quiet_loop_exception_handler,
+    scrub_text,
+)
 from misbridge.pan import luhn_valid, mask_card_numbers
 
 CANARY_PAN = "4111111111111111"
@@ -212,3 +226,121 @@ def test_the_quick_pre_check_never_skips_what_the_full_scrub_would_change(text: 
 @pytest.mark.parametrize("text", ["pa\u017fsword=1234", "P\u0130N=1234", "card\u0131nfo: x", "\u212aey=1 pin=0000"])
 def test_field_names_spelt_with_ignorecase_twins_are_still_scrubbed(text: str) -> None:
     assert REDACTED in scrub_text(text)
+
+
+# --- the edge of the daemon cannot flood the log (issue 10, items 2, 3 and 5) ------------------
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_rate_limiter_writes_the_first_line_then_one_count_per_window() -> None:
+    clock = _Clock()
+    limiter = EdgeRateLimiter(10.0, clock=clock)
+    assert limiter.admit(("socket", "MB74", 1000)) == 0
+    assert [limiter.admit(("socket", "MB74", 1000)) for _ in range(50)] == [None] * 50
+    assert limiter.admit(("socket", "MB74", 1001)) == 0  # another uid is another key
+    clock.now += 10.0
+    assert limiter.admit(("socket", "MB74", 1000)) == 50
+    assert limiter.admit(("socket", "MB74", 1000)) is None
+
+
+def test_lines_bound_with_a_rate_key_are_limited_and_summarised(monkeypatch: pytest.MonkeyPatch) -> None:
+    sink = _capture("INFO")
+    clock = _Clock()
+    monkeypatch.setattr(logs, "_limiter", EdgeRateLimiter(RATE_WINDOW_S, clock=clock))
+    for _ in range(1000):
+        logger.bind(_rate=("http", "MB76", 0)).warning("http door refused a connection")
+    clock.now += RATE_WINDOW_S
+    logger.bind(_rate=("http", "MB76", 0)).warning("http door refused a connection")
+    lines = sink.getvalue().splitlines()
+    assert len(lines) == 2
+    assert "999 more like this" in lines[1]
+    assert "_rate" not in sink.getvalue()
+
+
+def test_stdlib_logging_goes_through_the_scrubber_as_one_line() -> None:
+    sink = _capture("INFO")
+    try:
+        raise ValueError(f"request body had card {CANARY_PAN}")
+    except ValueError:
+        logging.getLogger("tests.stdlib.server").error("Exception in ASGI application\n", exc_info=True)
+    output = sink.getvalue()
+    assert CANARY_PAN not in output
+    assert "411111******1111" in output
+    assert len(output.splitlines()) == 1
+    assert " tests.stdlib.server: Exception in ASGI application" in output
+
+
+def test_stdlib_floods_are_rate_limited_per_template() -> None:
+    sink = _capture("INFO")
+    for port in range(500):
+        logging.getLogger("tests.stdlib.server").warning("Invalid HTTP request received from %s.", port)
+    assert len(sink.getvalue().splitlines()) == 1
+
+
+def test_expected_socket_errors_at_the_edge_have_no_traceback() -> None:
+    sink = _capture("INFO")
+    try:
+        raise ConnectionResetError(errno.ECONNRESET, "Connection reset by peer")
+    except ConnectionResetError:
+        logging.getLogger("tests.stdlib.loop").error("Fatal read error on socket transport", exc_info=True)
+    output = sink.getvalue()
+    assert "Traceback" not in output
+    assert "ConnectionResetError" in output
+    assert len(output.splitlines()) == 1
+
+
+def test_the_loop_handler_turns_an_accept_flood_out_of_descriptors_into_one_line() -> None:
+    sink = _capture("INFO")
+    loop = asyncio.new_event_loop()
+    try:
+        for _ in range(200):
+            error = OSError(errno.EMFILE, "Too many open files")
+            context = {"message": "socket.accept() out of system resource", "exception": error}
+            quiet_loop_exception_handler(loop, context)
+    finally:
+        loop.close()
+    lines = sink.getvalue().splitlines()
+    assert len(lines) == 1
+    assert "EMFILE" in lines[0]
+    assert "Traceback" not in lines[0]
+
+
+def test_an_unexpected_loop_error_is_one_scrubbed_line() -> None:
+    sink = _capture("INFO")
+    loop = asyncio.new_event_loop()
+    try:
+        try:
+            raise RuntimeError(f"bug with {CANARY_PAN}")
+        except RuntimeError as err:
+            quiet_loop_exception_handler(loop, {"message": "Task exception was never retrieved", "exception": err})
+    finally:
+        loop.close()
+    output = sink.getvalue()
+    assert len(output.splitlines()) == 1
+    assert CANARY_PAN not in output
+    assert "RuntimeError" in output
+
+
+def test_a_lone_surrogate_is_escaped_not_a_logging_error(capsys: pytest.CaptureFixture[str]) -> None:
+    sink = _capture("INFO")
+    logger.bind(action="\udfff").warning("unknown action {}", "\udfff")
+    assert "\\udfff" in sink.getvalue()
+    assert "Logging error" not in capsys.readouterr().err
+
+
+def test_a_file_or_pipe_gets_tracebacks_on_one_line() -> None:
+    sink = _capture("INFO")
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logger.exception("crashed")
+    lines = sink.getvalue().splitlines()
+    assert len(lines) == 1
+    assert "crashed\\nTraceback (most recent call last):" in lines[0]

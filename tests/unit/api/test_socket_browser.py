@@ -28,7 +28,9 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
 
-    async def __call__(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def __call__(
+        self, action: str, body: dict[str, Any], *, caller_gone: asyncio.Event | None = None
+    ) -> dict[str, Any]:
         self.calls.append((action, body))
         return {"traceNo": body.get("traceNo", ""), "returnCode": "00"}
 
@@ -113,5 +115,7 @@ async def test_no_method_or_body_gets_an_http_request_through(
 ) -> None:
     _, port, recorder = door
     answer, _ = await _send(port, _http(method, body))
-    assert answer["returnCode"] in ("MB01", "MB02"), answer
+    # MB07: a two-letter method makes "AB" the prefix and " " (JSON whitespace) the first byte,
+    # so the announced 16 706 bytes never arrive within the deadline.
+    assert answer["returnCode"] in ("MB01", "MB02", "MB07"), answer
     assert recorder.calls == []
