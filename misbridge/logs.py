@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from loguru import logger
 
-from misbridge.pan import mask_card_numbers
+from misbridge.pan import mask_card_numbers, may_hold_card_number
 
 if TYPE_CHECKING:
     from loguru import Record
@@ -159,7 +159,7 @@ def scrub_text(text: str) -> str:
 
 
 def _may_hold_card_data(text: str) -> bool:
-    if _TWELVE_DIGITS.search(text):
+    if _TWELVE_DIGITS.search(text) or may_hold_card_number(text):
         return True
     folded = text.translate(_IGNORECASE_TWINS).lower()
     return any(name in folded for name in _NAMES_LOWER)

@@ -95,7 +95,9 @@ def fault_settings(sims: Simulators, workdir: Path, *, backend_url: str | None =
             "reversal_backoff_max_s": BACKOFF_MAX_S,
             "drain_before_sale_s": 1.0,
         },
-        api={"socket_port": 0, "http_port": 0, "socket_read_timeout_s": 0.5, "pos_deadline_s": POS_DEADLINE_S},
+        # The duplicate-request tests open 50 connections at once from this one user.
+        api={"socket_port": 0, "http_port": 0, "socket_read_timeout_s": 0.5, "pos_deadline_s": POS_DEADLINE_S,
+             "max_connections_per_user": 64},
         journal={"path": workdir / "journal.db"},
     )
 
