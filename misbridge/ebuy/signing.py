@@ -75,10 +75,14 @@ def verify(fields: Mapping[str, object], key: str, *, include_body: bool = True,
         ValueError: ``truncate`` is negative or above 32.
     """
     received = fields.get(SIGN_FIELD)
-    expected = sign(fields, key, include_body=include_body, truncate=truncate)
     if not isinstance(received, str):
         return False
-    return hmac.compare_digest(received.encode("utf-8"), expected.encode("ascii"))
+    try:
+        expected = sign(fields, key, include_body=include_body, truncate=truncate)
+        presented = received.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate has no UTF-8 form, so nothing can have signed it
+        return False
+    return hmac.compare_digest(presented, expected.encode("ascii"))
 
 
 def _signed(name: str, value: object, *, include_body: bool) -> bool:

@@ -138,3 +138,10 @@ def test_without_body_signing_the_body_is_unprotected(envelope: dict[str, str], 
     # Why include_body defaults to True: with it off, any body passes.
     signed = {**envelope, "sign": signing.sign(envelope, KEY, include_body=False)}
     assert signing.verify({**signed, "body": other_body}, KEY, include_body=False)
+
+
+def test_a_lone_surrogate_fails_verification_instead_of_raising() -> None:
+    # Found by the mutation property above: "\ud800" has no UTF-8 form, and encoding it raised.
+    signed = {"action": "inquiry", "body": "e30=", "sign": signing.sign({"action": "inquiry", "body": "e30="}, KEY)}
+    assert not signing.verify({**signed, "body": "e30\ud800"}, KEY)
+    assert not signing.verify({**signed, "sign": signed["sign"][:-1] + "\ud800"}, KEY)
