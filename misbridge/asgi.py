@@ -59,6 +59,8 @@ from misbridge.errors import ReturnCode
 SCOPE_EXTENSION = "misbridge"
 #: h11 states of the peer after which its request has fully arrived (or never will).
 _REQUEST_IN = frozenset({h11.DONE, h11.MUST_CLOSE, h11.CLOSED, h11.ERROR})
+#: h11's default buffer for an incomplete head (h11 keeps the constant in a private module).
+_H11_DEFAULT_HEAD_LIMIT = 16 * 1024
 #: Longest text of a foreign exception put into a log line.
 _DETAIL_MAX_CHARS = 200
 #: accept() calls per wake-up of the listening socket, which uvicorn takes from ``backlog``.
@@ -155,6 +157,22 @@ class GatedH11Protocol(H11Protocol):
         super().data_received(data)
         if self.conn.their_state in _REQUEST_IN:
             self._disarm()
+
+    def send_400_response(self, msg: str) -> None:
+        """A head h11 cannot parse gets the book's JSON shape too, not uvicorn's plain text.
+
+        A head that outgrew h11's buffer is MB08 (too large); anything else is MB01.
+        """
+        if self._request_bytes > self._head_limit():
+            code, description = ReturnCode.REQUEST_TOO_LARGE, "the HTTP request head is larger than 16 KiB"
+        else:
+            code, description = ReturnCode.NOT_JSON, "not a valid HTTP/1.1 request"
+        self.gate.log_edge(self._ticket, code, description)
+        self._hand_over(http_answer(code.http_status, self.gate.answer_json(code, description)))
+
+    def _head_limit(self) -> int:
+        configured = self.config.h11_max_incomplete_event_size
+        return int(configured) if configured is not None else _H11_DEFAULT_HEAD_LIMIT
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

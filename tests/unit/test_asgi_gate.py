@@ -295,3 +295,29 @@ async def test_the_gate_identifies_callers_on_a_unix_socket_door(tmp_path: Path)
     finally:
         await server.stop()
     assert reply.json() == {"uid": os.getuid()}
+
+
+# --- heads h11 cannot parse -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status", "code"),
+    [
+        (b"NOT AN HTTP REQUEST\r\n\r\n", "400", "MB01"),
+        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nbad header line\r\n\r\n", "400", "MB01"),
+        # h11 parses a complete large head; one still growing past 16 KiB is what it refuses.
+        (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 20_000, "413", "MB08"),
+    ],
+    ids=["garbage", "bad-header", "head-over-16-kib"],
+)
+async def test_a_head_h11_cannot_parse_gets_book_shaped_json(
+    doors: Callable[..., Awaitable[Door]], log: io.StringIO, request_bytes: bytes, status: str, code: str
+) -> None:
+    # uvicorn answers these with a plain-text 400 ("Invalid HTTP request received.").
+    door = await doors()
+    answer, _ = await _raw(door.port, request_bytes)
+    status_line, headers, body = _split(answer)
+    assert status_line.split()[1] == status
+    assert headers["content-type"] == "application/json"
+    _assert_book_shape(body, code)
+    assert "Traceback" not in log.getvalue()
