@@ -1,38 +1,59 @@
 """Front door 2: HTTP/JSON (default 127.0.0.1:9101).
 
 ``POST /v1/{action}`` takes the plain body JSON of an e-Buy action and returns the plain
-response JSON. Refusals use the same e-Buy response shape with an ``MBxx`` returnCode and
-an HTTP status that matches it; processed transactions (approved or declined by the
-backend) answer 200. Every request first passes the door's security rules
-(:mod:`misbridge.api.security`: Host, Origin, bearer token), whose refusals are plain
-``{"error": ...}`` with 421, 403 or 401. ``GET /metrics`` serves the Prometheus text format
-when the daemon hands in a metrics source.
+response JSON. Every other answer of the door is JSON in the same e-Buy response shape with an
+``MBxx`` returnCode and the HTTP status that belongs to it: refusals of the door's security rules
+(:mod:`misbridge.api.security`: MB71 Host, MB72 Origin, MB73 token), a body over the book's
+65 535 bytes (MB08), an unknown path (MB09), a wrong method (MB70), an unknown traceNo (MB44),
+and an unhandled error (MB99, :mod:`misbridge.api.http_guards`). Processed transactions
+(approved or declined by the backend) answer 200. ``GET /metrics`` serves the Prometheus text
+format when the daemon hands in a metrics source.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import re
 from typing import Any, Protocol
 
+from loguru import logger
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive
 
+from misbridge.api.http_guards import (
+    MAX_BODY_BYTES,
+    TRACE_NO_SCOPE_KEY,
+    AnswerEveryRequest,
+    BodyLimit,
+    JsonResponse,
+    book_answer,
+    trace_no_of,
+)
 from misbridge.api.schemas import openapi_document
 from misbridge.api.security import ApiSecurity, SecurityMiddleware
 from misbridge.crashpoints import crash_point
 from misbridge.ebuy import jsonio
-from misbridge.ebuy.requests import error_response
+from misbridge.ebuy.requests import TRACE_NO_PATTERN
 from misbridge.errors import RequestError, ReturnCode
 
+__all__ = ["MAX_BODY_BYTES", "JsonResponse", "MetricsSource", "PosService", "create_app"]
+
 _STATUS_BY_CODE = {member.code: member.http_status for member in ReturnCode}
+_TRACE_NO = re.compile(TRACE_NO_PATTERN)
 
 
 class PosService(Protocol):
     """What the HTTP door needs from the service (kept narrow for tests)."""
 
-    async def handle(self, action: str, body: dict[str, Any]) -> dict[str, Any]: ...
+    async def handle(
+        self, action: str, body: dict[str, Any], *, caller_gone: asyncio.Event | None = None
+    ) -> dict[str, Any]: ...
 
     async def transaction(self, trace_no: str) -> dict[str, Any] | None: ...
 
@@ -47,21 +68,73 @@ class MetricsSource(Protocol):
     def api_refused(self, status: int) -> None: ...
 
 
-class JsonResponse(Response):
-    """JSON response written with exact decimals (40.8 stays 40.8)."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return jsonio.dumps(content).encode("utf-8")
-
-
-def _refusal(err: RequestError) -> JsonResponse:
-    return JsonResponse(error_response("", err, err.return_code), status_code=err.http_status)
+def _refusal(err: RequestError, *, status: int | None = None) -> JsonResponse:
+    return book_answer(err.return_code, str(err), status=status)
 
 
 def _status_for(body: dict[str, Any]) -> int:
     return _STATUS_BY_CODE.get(str(body.get("returnCode", "")), 200)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405 (and any other HTTPException) as book-shaped answers."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == ReturnCode.NO_SUCH_PATH.http_status:
+        return book_answer(ReturnCode.NO_SUCH_PATH, "no such path on the HTTP door; the paths are in GET /openapi.json")
+    if exc.status_code == ReturnCode.METHOD_NOT_ALLOWED.http_status:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return book_answer(
+            ReturnCode.METHOD_NOT_ALLOWED, f"method not allowed on this path; it takes {allowed}",
+            headers={"Allow": allowed},
+        )  # fmt: skip
+    # Not raised by any route today; answered rather than left to Starlette's plain text.
+    logger.bind(status=exc.status_code, path=request.url.path[:200]).error("unexpected HTTP exception")
+    return book_answer(ReturnCode.INTERNAL, ReturnCode.INTERNAL.meaning)
+
+
+async def _watch_for_hang_up(receive: Receive, caller_gone: asyncio.Event) -> None:
+    """Set ``caller_gone`` when the server reports the POS closed its connection.
+
+    Called only after the whole body was read, so the next message the server has for this
+    request is ``http.disconnect``: uvicorn sends it when the connection is lost.
+    """
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    caller_gone.set()
+
+
+async def _handle_watched(
+    service: PosService, action: str, body: dict[str, Any], receive: Receive
+) -> dict[str, Any]:
+    caller_gone = asyncio.Event()
+    watcher = asyncio.create_task(_watch_for_hang_up(receive, caller_gone))
+    try:
+        return await service.handle(action, body, caller_gone=caller_gone)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        if caller_gone.is_set():
+            logger.bind(traceNo=trace_no_of(body), action=action[:64]).info(
+                "the POS closed its HTTP connection before its answer"
+            )
+
+
+async def _read_json_object(request: Request) -> dict[str, Any] | JsonResponse:
+    """The request body as a JSON object, or the MB01 answer saying why it is not one."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        err = RequestError("Content-Type must be application/json", return_code=ReturnCode.NOT_JSON)
+        return _refusal(err, status=415)
+    try:
+        body = jsonio.loads(await request.body())
+    except RequestError as err:  # misbridge's own JSON limits
+        return _refusal(err)
+    except (jsonio.JSONDecodeError, UnicodeError) as exc:
+        return _refusal(RequestError(f"request body is not JSON: {exc}", return_code=ReturnCode.NOT_JSON))
+    if not isinstance(body, dict):
+        return _refusal(RequestError("request body must be a JSON object", return_code=ReturnCode.NOT_JSON))
+    return body
 
 
 def create_app(
@@ -76,32 +149,35 @@ def create_app(
     """
 
     async def post_action(request: Request) -> Response:
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
-            err = RequestError("Content-Type must be application/json", return_code=ReturnCode.NOT_JSON)
-            return JsonResponse(error_response("", err, err.return_code), status_code=415)
-        try:
-            body = jsonio.loads(await request.body())
-        except (jsonio.JSONDecodeError, UnicodeError) as exc:
-            return _refusal(RequestError(f"request body is not JSON: {exc}", return_code=ReturnCode.NOT_JSON))
-        if not isinstance(body, dict):
-            return _refusal(RequestError("request body must be a JSON object", return_code=ReturnCode.NOT_JSON))
-        answer = await service.handle(request.path_params["action"], body)
+        body = await _read_json_object(request)
+        if isinstance(body, Response):
+            return body
+        request.scope[TRACE_NO_SCOPE_KEY] = trace_no_of(body)
+        answer = await _handle_watched(service, request.path_params["action"], body, request.receive)
         after_reply = BackgroundTask(crash_point, "pos.after_reply")
         return JsonResponse(answer, status_code=_status_for(answer), background=after_reply)
 
     async def get_transaction(request: Request) -> Response:
-        view = await service.transaction(request.path_params["trace_no"])
+        trace_no = request.path_params["trace_no"]
+        if not _TRACE_NO.fullmatch(trace_no):
+            err = RequestError("'traceNo' must be 1 to 40 letters, digits, '_' or '-'",
+                               return_code=ReturnCode.BAD_TRACE_NO)  # fmt: skip
+            return _refusal(err)
+        view = await service.transaction(trace_no)
         if view is None:
-            return JsonResponse({"traceNo": request.path_params["trace_no"], "error": "not found"}, 404)
+            code = ReturnCode.TRANSACTION_NOT_FOUND
+            return book_answer(code, f"no transaction with traceNo {trace_no} in the journal", trace_no=trace_no)
         return JsonResponse(view)
 
     async def get_health(_: Request) -> Response:
         ready, detail = await service.health()
         return JsonResponse(detail, status_code=200 if ready else 503)
 
+    rules = security or ApiSecurity()
+    document = openapi_document(token_required=rules.token is not None, metrics=metrics is not None)
+
     async def get_openapi(_: Request) -> Response:
-        return JsonResponse(openapi_document())
+        return JsonResponse(document)
 
     routes = [
         Route("/v1/transactions/{trace_no}", get_transaction, methods=["GET"]),
@@ -117,8 +193,13 @@ def create_app(
             return Response(body, media_type=content_type)
 
         routes.append(Route("/metrics", get_metrics, methods=["GET"]))
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_exception})
+    # "/health/" is a path of its own (404), not a redirect: every answer is JSON with a code.
+    app.router.redirect_slashes = False
     on_refusal = None if metrics is None else metrics.api_refused
-    app.add_middleware(SecurityMiddleware, security=security or ApiSecurity(), on_refusal=on_refusal)
+    # add_middleware puts each one outside the ones before it: the guard is outermost, then the
+    # security rules (refused before a byte of the body is read), then the body limit.
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(SecurityMiddleware, security=rules, on_refusal=on_refusal)
+    app.add_middleware(AnswerEveryRequest)
     return app
-

@@ -19,8 +19,8 @@ arrives, and a POST here can start a card transaction. So every request passes, 
    browser cannot send cross-origin without a CORS preflight, and the preflight is refused by 2.
 
 No response ever carries an ``Access-Control-*`` header: they are stripped on the way out even
-if a route added one. Refusals 401/403/421 have no e-Buy return code that fits, so their body
-is plain ``{"error": "..."}`` (docs/pos-api.md).
+if a route added one. Refusals answer in the book's response shape like every other answer of
+the door, with MB71 (421), MB72 (403) or MB73 (401, with ``WWW-Authenticate``) (docs/pos-api.md).
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from dataclasses import dataclass, field
 from loguru import logger
 from pydantic import SecretStr
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from misbridge.api.http_guards import book_answer
 from misbridge.config import ApiSettings
-from misbridge.errors import ConfigError
+from misbridge.errors import ConfigError, ReturnCode
 
 #: Paths a GET may reach without the bearer token: liveness probes and the Prometheus scraper.
 OPEN_PATHS: frozenset[str] = frozenset({"/health", "/metrics"})
@@ -50,6 +50,8 @@ _FOREIGN_FETCH_SITES = frozenset({"cross-site", "same-site"})
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 #: The port a browser leaves out of ``Host`` for ``http://``.
 _HTTP_DEFAULT_PORT = 80
+#: What a 401 tells the client to send (RFC 6750).
+_CHALLENGE = 'Bearer realm="misbridge"'
 
 
 @dataclass(frozen=True)
@@ -173,31 +175,31 @@ class SecurityMiddleware:
             return
         refusal = self._check(scope)
         if refusal is not None:
-            status, message, headers = refusal
-            logger.bind(status=status, method=scope["method"], path=scope["path"]).warning(
-                "HTTP request refused: {}", message
+            code, message, headers = refusal
+            logger.bind(status=code.http_status, method=scope["method"], path=scope["path"][:200]).warning(
+                "HTTP request refused: {} {}", code.code, message
             )
             if self._on_refusal is not None:
-                self._on_refusal(status)
-            await JSONResponse({"error": message}, status_code=status, headers=headers)(scope, receive, send)
+                self._on_refusal(code.http_status)
+            await book_answer(code, message, headers=headers)(scope, receive, send)
             return
         await self._app(scope, receive, _without_cors(send))
 
-    def _check(self, scope: Scope) -> tuple[int, str, dict[str, str] | None] | None:
+    def _check(self, scope: Scope) -> tuple[ReturnCode, str, dict[str, str] | None] | None:
         headers = Headers(scope=scope)
         server = scope.get("server")
         port = server[1] if server else None
         if not self._security.host_allowed(headers.get("host"), port):
-            return 421, "misdirected request: the Host header does not name this service", None
+            return ReturnCode.HOST_REFUSED, "misdirected request: the Host header does not name this service", None
         origin = headers.get("origin")
         if origin is not None:
             if not self._security.origin_allowed(origin):
-                return 403, "requests from web pages are refused (Origin not allowed)", None
+                return ReturnCode.ORIGIN_REFUSED, "requests from web pages are refused (Origin not allowed)", None
         elif headers.get("sec-fetch-site", "").lower() in _FOREIGN_FETCH_SITES:
-            return 403, "requests from web pages are refused (cross-site)", None
+            return ReturnCode.ORIGIN_REFUSED, "requests from web pages are refused (cross-site)", None
         exempt = scope["method"] in _SAFE_METHODS and scope["path"] in self._security.open_paths
         if not exempt and not self._security.token_ok(headers.get("authorization")):
-            return 401, "missing or wrong bearer token", {"WWW-Authenticate": 'Bearer realm="misbridge"'}
+            return ReturnCode.TOKEN_REFUSED, "missing or wrong bearer token", {"WWW-Authenticate": _CHALLENGE}
         return None
 
 

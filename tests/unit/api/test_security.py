@@ -1,4 +1,4 @@
-"""The HTTP door's rules (R17): Host -> 421, Origin -> 403, bearer token -> 401, JSON only -> 415, no CORS.
+"""The HTTP door's rules (R17): Host 421 MB71, Origin 403 MB72, bearer token 401 MB73, JSON only 415, no CORS.
 
 The app runs in-process (httpx.ASGITransport: the scope's ``server`` is the URL's host and port)
 and, for the Unix-socket variant, on a real socket bound by ``bind_unix_socket``.
@@ -6,6 +6,7 @@ and, for the Unix-socket variant, on a real socket bound by ``bind_unix_socket``
 
 from __future__ import annotations
 
+import asyncio
 import os
 import stat
 from collections.abc import AsyncIterator
@@ -40,7 +41,9 @@ class FakeService:
     def __init__(self) -> None:
         self.handled: list[tuple[str, dict[str, Any]]] = []
 
-    async def handle(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def handle(
+        self, action: str, body: dict[str, Any], *, caller_gone: asyncio.Event | None = None
+    ) -> dict[str, Any]:
         self.handled.append((action, body))
         return {"traceNo": body.get("traceNo", ""), "orderNo": "1", "transDate": "20260101000000",
                 "returnCode": "00", "returnDesc": "ok", "paidAmount": 1}
@@ -119,7 +122,8 @@ async def test_any_other_host_is_421_and_reaches_nothing(
         await open_door.post("/v1/cardRedemption", content=SALE, headers={**JSON, "host": host}),
     ):
         assert response.status_code == 421
-        assert response.json() == {"error": "misdirected request: the Host header does not name this service"}
+        assert response.json()["returnCode"] == "MB71"
+        assert response.json()["returnDesc"] == "misdirected request: the Host header does not name this service"
         _no_cors(response)
     assert service.handled == []
     assert metrics.refused == [421, 421]
@@ -166,7 +170,8 @@ async def test_a_request_from_a_web_page_is_403(
             "/v1/cardRedemption", content=SALE, headers={"content-type": content_type, "origin": origin}
         )
         assert response.status_code == 403
-        assert "Origin" in response.json()["error"]
+        assert response.json()["returnCode"] == "MB72"
+        assert "Origin" in response.json()["returnDesc"]
         _no_cors(response)
     assert (await open_door.get("/health", headers={"origin": origin})).status_code == 403
     assert service.handled == []
@@ -244,7 +249,8 @@ async def test_without_the_right_token_every_transaction_request_is_401(
     ):
         assert response.status_code == 401
         assert response.headers["www-authenticate"] == 'Bearer realm="misbridge"'
-        assert response.json() == {"error": "missing or wrong bearer token"}
+        assert response.json()["returnCode"] == "MB73"
+        assert response.json()["returnDesc"] == "missing or wrong bearer token"
     assert service.handled == []
 
 

@@ -1,0 +1,75 @@
+"""Hooks for the schemathesis run over the HTTP door (loaded by the CLI through ``SCHEMATHESIS_HOOKS``).
+
+Both hooks touch only positive (schema-valid) card sales, so that they really reach the PIN pad
+and the backend instead of stopping at a refusal that JSON Schema cannot predict:
+
+* ``undiscountAmount <= totalAmount`` relates two fields, which JSON Schema cannot say; a sale
+  that breaks it would be refused with MB13 and counted as a valid request rejected. The hook
+  swaps the two amounts.
+* schemathesis draws the same few traceNos again and again ("0", "00"...), and a traceNo already
+  used for another request is MB41 before anything runs. The hook gives each sale a new one.
+
+Every answer is appended to ``$MISBRIDGE_SCHEMATHESIS_STATUSES`` as one ``METHOD path status
+returnCode mode`` line, so the test counts the answers, and the 5xx among them, itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from decimal import Decimal
+from typing import Any
+
+import schemathesis
+from schemathesis import GenerationMode
+
+Case = schemathesis.Case[Any]
+
+#: Environment variable naming the file the answer statuses are appended to.
+STATUS_FILE_VARIABLE = "MISBRIDGE_SCHEMATHESIS_STATUSES"
+_SALE_PATHS = ("/v1/cardRedemption", "/v1/cardPayment")
+
+
+def _amount(value: Any) -> Decimal | None:
+    """``value`` as a Decimal when it is a JSON number, else None."""
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):
+        return None
+    return Decimal(str(value))
+
+
+def _is_positive(case: Case) -> bool:
+    meta = case.meta
+    return meta is None or meta.generation.mode is GenerationMode.POSITIVE
+
+
+@schemathesis.hook
+def before_call(context: schemathesis.HookContext, case: Case, kwargs: dict[str, Any]) -> None:
+    """Make a positive sale one the door runs: a new traceNo, undiscountAmount not above totalAmount."""
+    body = case.body
+    if not (case.path in _SALE_PATHS and _is_positive(case) and isinstance(body, dict)):
+        return
+    body["traceNo"] = "S" + uuid.uuid4().hex[:20]
+    total, undiscount = _amount(body.get("totalAmount")), _amount(body.get("undiscountAmount"))
+    if total is not None and undiscount is not None and undiscount > total:
+        body["totalAmount"], body["undiscountAmount"] = body["undiscountAmount"], body["totalAmount"]
+
+
+def _return_code(response: schemathesis.Response) -> str:
+    try:
+        answer = json.loads(response.content)
+    except ValueError:
+        return "-"
+    code = answer.get("returnCode") if isinstance(answer, dict) else None
+    return code if isinstance(code, str) and code.isprintable() and " " not in code else "-"
+
+
+@schemathesis.hook
+def after_call(context: schemathesis.HookContext, case: Case, response: schemathesis.Response) -> None:
+    """Note the answer's status and returnCode for the test's own count."""
+    path = os.environ.get(STATUS_FILE_VARIABLE)
+    if not path:
+        return
+    mode = "positive" if _is_positive(case) else "negative"
+    with open(path, "a", encoding="utf-8") as statuses:
+        statuses.write(f"{case.method} {case.path} {response.status_code} {_return_code(response)} {mode}\n")

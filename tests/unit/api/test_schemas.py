@@ -1,0 +1,253 @@
+"""The OpenAPI document describes what the HTTP door really does (issue 10, item 10).
+
+Checked two ways: the document itself (security, /metrics, amounts, bounds, error responses) and
+the door's real answers, each validated against the schema the document gives for its status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import jsonschema_rs
+import pytest
+import schemathesis
+from pydantic import SecretStr
+from schemathesis.core.result import Err
+
+from misbridge.api.http_app import create_app
+from misbridge.api.schemas import card_key_pattern, openapi_document
+from misbridge.api.security import ApiSecurity
+from misbridge.config import ApiSettings
+from misbridge.ebuy.requests import FORBIDDEN_KEYS
+
+TOKEN = "tok-for-schema-tests"
+BASE = "http://127.0.0.1:9101"
+GOODS = {"goodsCategory": "1", "goodsId": "1", "goodsName": "x", "price": 1, "quantity": 1}
+SALE = {"traceNo": "T1", "totalAmount": 1, "undiscountAmount": 0, "goodsDetail": [GOODS]}
+#: What the backend simulator answers to a second inquiry about an unknown original, passed on as is.
+BARRED_INQUIRY_ANSWER = {"traceNo": "Q2", "originalTraceNo": "NOPE1", "returnCode": "25",
+                         "returnDesc": "not found; traceNo barred"}  # fmt: skip
+
+
+class AnsweringService:
+    def __init__(self) -> None:
+        self.answer: dict[str, Any] = {"traceNo": "T1", "orderNo": "1", "transDate": "20260101000000",
+                                       "returnCode": "00", "returnDesc": "SUCCESS", "paidAmount": 40.8}  # fmt: skip
+
+    async def handle(
+        self, action: str, body: dict[str, Any], *, caller_gone: asyncio.Event | None = None
+    ) -> dict[str, Any]:
+        return self.answer
+
+    async def transaction(self, trace_no: str) -> dict[str, Any] | None:
+        if trace_no != "KNOWN1":
+            return None
+        return {"traceNo": trace_no, "action": "cardRedemption", "state": "approved", "maskedPan": "622562****8888",
+                "returnCode": "00", "response": self.answer, "createdAt": "2026-01-01T00:00:00+00:00",
+                "updatedAt": "2026-01-01T00:00:01+00:00", "transitions": [], "reversal": None,
+                "backendCalls": []}  # fmt: skip
+
+    async def health(self) -> tuple[bool, dict[str, Any]]:
+        return False, {"status": "not ready", "device": {"connected": False}}
+
+
+class FakeMetrics:
+    async def render(self) -> tuple[bytes, str]:
+        return b"misbridge_up 1\n", "text/plain; version=0.0.4; charset=utf-8"
+
+    def api_refused(self, status: int) -> None:
+        pass
+
+
+@pytest.fixture
+def document() -> dict[str, Any]:
+    return openapi_document(token_required=True, metrics=True)
+
+
+def _resolve(document: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = document["components"]["schemas"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def _request_schema(document: dict[str, Any], action: str) -> dict[str, Any]:
+    ref = document["paths"][f"/v1/{action}"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    return _resolve(document, ref)
+
+
+# --- the document ------------------------------------------------------------------------------
+
+
+def test_schemathesis_can_load_the_document(document: dict[str, Any]) -> None:
+    schema = schemathesis.openapi.from_dict(document)
+    operations = {result.ok().label for result in schema.get_all_operations() if not isinstance(result, Err)}
+    assert "POST /v1/cardRedemption" in operations
+    assert "GET /metrics" in operations
+
+
+def test_bearer_is_required_except_on_health_and_metrics(document: dict[str, Any]) -> None:
+    scheme = document["components"]["securitySchemes"]["bearer"]
+    assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+    assert document["security"] == [{"bearer": []}]
+    assert document["paths"]["/health"]["get"]["security"] == []
+    assert document["paths"]["/metrics"]["get"]["security"] == []
+    sale = document["paths"]["/v1/cardRedemption"]["post"]
+    assert "security" not in sale  # the document-wide requirement applies
+    assert sale["responses"]["401"]["headers"]["WWW-Authenticate"]
+
+
+def test_a_door_without_a_token_documents_none_and_no_metrics_without_a_source() -> None:
+    document = openapi_document()
+    assert "security" not in document
+    assert "401" not in document["paths"]["/v1/cardRedemption"]["post"]["responses"]
+    assert "/metrics" not in document["paths"]
+
+
+def test_metrics_are_documented_as_prometheus_text(document: dict[str, Any]) -> None:
+    answer = document["paths"]["/metrics"]["get"]["responses"]["200"]
+    assert list(answer["content"]) == ["text/plain"]
+
+
+def test_every_error_status_uses_the_shared_error_schema(document: dict[str, Any]) -> None:
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            for status, response in operation["responses"].items():
+                if status.startswith("2"):
+                    continue
+                schema = response["content"]["application/json"]["schema"]
+                refs = [schema] if "$ref" in schema else schema["anyOf"]
+                assert {"$ref": "#/components/schemas/ErrorResponse"} in refs, (method, path, status)
+                assert re.search(r"\bMB\d\d ", response["description"]), (method, path, status)
+
+
+@pytest.mark.parametrize(("status", "code"), [("400", "MB01"), ("408", "MB29"), ("409", "MB41"), ("413", "MB08"),
+                                              ("415", "MB01"), ("421", "MB71"), ("422", "MB13"), ("500", "MB99"),
+                                              ("503", "MB20"), ("504", "MB31")])  # fmt: skip
+def test_a_sale_documents_each_status_with_its_codes(document: dict[str, Any], status: str, code: str) -> None:
+    assert code in document["paths"]["/v1/cardRedemption"]["post"]["responses"][status]["description"]
+
+
+def test_the_path_refusals_are_documented(document: dict[str, Any]) -> None:
+    responses = document["components"]["responses"]
+    assert responses["NoSuchPath"]["description"].startswith("MB09")
+    assert responses["MethodNotAllowed"]["description"].startswith("MB70")
+    assert "Allow" in responses["MethodNotAllowed"]["headers"]
+    transaction = document["paths"]["/v1/transactions/{traceNo}"]["get"]["responses"]
+    assert "MB44" in transaction["404"]["description"]
+    assert "MB15" in transaction["422"]["description"]
+
+
+@pytest.mark.parametrize("action", ["cardRedemption", "cardPayment"])
+def test_amounts_have_at_most_two_decimals_and_a_total_above_zero(document: dict[str, Any], action: str) -> None:
+    sale = _request_schema(document, action)["properties"]
+    assert sale["totalAmount"]["multipleOf"] == 0.01
+    assert sale["totalAmount"]["exclusiveMinimum"] == 0
+    assert sale["undiscountAmount"]["multipleOf"] == 0.01
+    assert "totalAmount" in sale["undiscountAmount"]["description"]
+    goods = _resolve(document, sale["goodsDetail"]["items"])["properties"]
+    assert goods["price"]["multipleOf"] == 0.01
+    assert goods["quantity"]["maximum"] == 99_999
+
+
+def test_card_data_keys_are_refused_in_any_case(document: dict[str, Any]) -> None:
+    pattern = re.compile(card_key_pattern())
+    for key in FORBIDDEN_KEYS:
+        for spelling in (key, key.upper(), key.swapcase()):
+            assert pattern.match(spelling), spelling
+    for other in ("cardType", "passwords", "pinned"):
+        assert not pattern.match(other), other
+    sale = _request_schema(document, "cardRedemption")
+    assert sale["propertyNames"] == {"not": {"pattern": card_key_pattern()}}
+
+
+def test_amount_validation_matches_two_decimals(document: dict[str, Any]) -> None:
+    price = jsonschema_rs.validator_for(_request_schema(document, "cardRedemption")["properties"]["totalAmount"])
+    assert [price.is_valid(amount) for amount in (40.8, 9999999999.99, 0.01)] == [True] * 3
+    assert [price.is_valid(amount) for amount in (1.005, 0, -1)] == [False] * 3
+
+
+# --- the door's answers against the document ---------------------------------------------------
+
+
+@pytest.fixture
+def service() -> AnsweringService:
+    return AnsweringService()
+
+
+@pytest.fixture
+async def door(service: AnsweringService) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, Any]]]:
+    security = ApiSecurity.from_settings(ApiSettings(), SecretStr(TOKEN))
+    transport = httpx.ASGITransport(app=create_app(service, security, metrics=FakeMetrics()))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        document = (await client.get("/openapi.json", headers={"authorization": f"Bearer {TOKEN}"})).json()
+        yield client, document
+
+
+def _conforms(document: dict[str, Any], path: str, method: str, response: httpx.Response) -> None:
+    """The answer's status is documented for the operation and its body validates against that schema."""
+    responses = document["paths"][path][method]["responses"]
+    assert str(response.status_code) in responses, (path, method, response.status_code)
+    content = responses[str(response.status_code)]["content"]
+    media_type = response.headers["content-type"].split(";")[0]
+    assert media_type in content, (path, response.headers["content-type"])
+    if media_type == "application/json":
+        schema = {**content[media_type]["schema"], "components": document["components"]}
+        jsonschema_rs.validator_for(schema).validate(response.json())
+
+
+AUTH = {"authorization": f"Bearer {TOKEN}"}
+JSON = {"content-type": "application/json"}
+TEXT = {"content-type": "text/plain"}
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "path", "kwargs"),
+    [("POST", "/v1/cardRedemption", "/v1/cardRedemption", {"json": SALE, "headers": AUTH}),
+     ("POST", "/v1/cardRedemption", "/v1/cardRedemption", {"json": SALE}),
+     ("POST", "/v1/cardRedemption", "/v1/cardRedemption", {"content": b"{", "headers": {**AUTH, **JSON}}),
+     ("POST", "/v1/cardRedemption", "/v1/cardRedemption", {"content": b"{}", "headers": {**AUTH, **TEXT}}),
+     ("POST", "/v1/cardRedemption", "/v1/cardRedemption", {"json": SALE, "headers": {**AUTH, "host": "evil.example"}}),
+     ("POST", "/v1/cardRedemption", "/v1/cardRedemption", {"json": SALE, "headers": {**AUTH, "origin": "null"}}),
+     ("POST", "/v1/inquiry", "/v1/inquiry", {"json": {"traceNo": "Q1", "originalTraceNo": "T1"}, "headers": AUTH}),
+     ("GET", "/v1/transactions/KNOWN1", "/v1/transactions/{traceNo}", {"headers": AUTH}),
+     ("GET", "/v1/transactions/NOPE", "/v1/transactions/{traceNo}", {"headers": AUTH}),
+     ("GET", "/v1/transactions/a.b", "/v1/transactions/{traceNo}", {"headers": AUTH}),
+     ("GET", "/v1/transactions/NOPE", "/v1/transactions/{traceNo}", {}),
+     ("GET", "/health", "/health", {}),
+     ("GET", "/metrics", "/metrics", {}),
+     ("GET", "/openapi.json", "/openapi.json", {"headers": AUTH})],
+)  # fmt: skip
+async def test_each_answer_conforms_to_the_document(
+    door: tuple[httpx.AsyncClient, dict[str, Any]], method: str, url: str, path: str, kwargs: dict[str, Any]
+) -> None:
+    client, document = door
+    _conforms(document, path, method.lower(), await client.request(method, url, **kwargs))
+
+
+async def test_an_answer_the_backend_left_without_order_no_conforms(
+    door: tuple[httpx.AsyncClient, dict[str, Any]], service: AnsweringService
+) -> None:
+    client, document = door
+    service.answer = BARRED_INQUIRY_ANSWER
+    response = await client.post("/v1/inquiry", json={"traceNo": "Q2", "originalTraceNo": "NOPE1"}, headers=AUTH)
+    assert response.status_code == 200
+    _conforms(document, "/v1/inquiry", "post", response)
+
+
+async def test_every_mb_code_answer_conforms_to_its_status(
+    door: tuple[httpx.AsyncClient, dict[str, Any]], service: AnsweringService
+) -> None:
+    """Whatever MB code the service gives a sale, the status it maps to is documented with that code."""
+    client, document = door
+    responses = document["paths"]["/v1/cardRedemption"]["post"]["responses"]
+    for code in ("MB10", "MB12", "MB13", "MB16", "MB20", "MB21", "MB25", "MB29", "MB31", "MB32", "MB41", "MB42",
+                 "MB43", "MB91", "MB92", "MB99"):  # fmt: skip
+        service.answer = {"traceNo": "T1", "orderNo": "", "transDate": "20260101000000", "returnCode": code,
+                          "returnDesc": "x", "paidAmount": 0}  # fmt: skip
+        response = await client.post("/v1/cardRedemption", json=SALE, headers=AUTH)
+        _conforms(document, "/v1/cardRedemption", "post", response)
+        assert code in responses[str(response.status_code)]["description"]
