@@ -85,8 +85,18 @@ TotalPrice = Annotated[
     WithJsonSchema({"type": "number", "exclusiveMinimum": 0, "maximum": float(MAX_AMOUNT)}),
 ]
 _Text = Annotated[str, Field(strict=True, max_length=MAX_TEXT_LEN)]
-_Count = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY)]
-_Points = Annotated[int, Field(strict=True, ge=-MAX_POINTS, le=MAX_POINTS)]
+
+
+def _whole_number(value: Any) -> Any:
+    # JSON has one number type: 2.0 is the integer 2 to JSON Schema (and to the OpenAPI document),
+    # so an integral decimal is taken as that integer; 2.5, "2" and true stay refused (strict int).
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+_Count = Annotated[int, BeforeValidator(_whole_number), Field(strict=True, ge=1, le=MAX_QUANTITY)]
+_Points = Annotated[int, BeforeValidator(_whole_number), Field(strict=True, ge=-MAX_POINTS, le=MAX_POINTS)]
 
 
 class _Lenient(BaseModel):

@@ -145,6 +145,20 @@ def test_the_largest_accepted_values_pass() -> None:
 # --- action names (issue 10, item 3) ------------------------------------------------------------
 
 
+@pytest.mark.parametrize("quantity", ["2.0", "2.00", "2E+0"])
+def test_an_integral_quantity_written_with_a_fraction_is_that_integer(quantity: str) -> None:
+    # JSON Schema (hence the OpenAPI document) counts 2.0 as an integer; the door must agree.
+    body = jsonio.loads(jsonio.dumps(_with(goodsDetail=[{**GOODS, "quantity": Decimal(quantity)}])))
+    assert validate_request("cardRedemption", body).goodsDetail[0].quantity == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("quantity", [Decimal("2.5"), "2", True])
+def test_a_quantity_that_is_not_a_whole_number_is_refused(quantity: Any) -> None:
+    with pytest.raises(RequestError) as refused:
+        validate_request("cardRedemption", _with(goodsDetail=[{**GOODS, "quantity": quantity}]))
+    assert (refused.value.return_code, refused.value.field) == (ReturnCode.BAD_FIELD, "goodsDetail[0].quantity")
+
+
 def _action_refusal(action: str) -> RequestError:
     with pytest.raises(RequestError) as caught:
         validate_request(action, card_redemption_request())
