@@ -22,7 +22,8 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from misbridge import __version__
-from misbridge.ebuy.requests import FORBIDDEN_KEYS, MAX_AMOUNT, REQUEST_MODELS, TRACE_NO_PATTERN
+from misbridge.ebuy.carddata import CARD_DATA_FIELDS
+from misbridge.ebuy.requests import MAX_AMOUNT, REQUEST_MODELS, TRACE_NO_PATTERN
 from misbridge.errors import ReturnCode
 
 #: The largest goods quantity the door accepts (validated in misbridge.ebuy.requests).
@@ -144,14 +145,19 @@ BEARER_SCHEME: dict[str, Any] = {
 # --- request schemas: the validating models, completed ---------------------------------------------
 
 
-def _ignoring_case(word: str) -> str:
-    """An ECMA 262 pattern matching ``word`` in any case (JSON Schema patterns have no ``i`` flag)."""
-    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+#: What the door ignores between the letters of a field name when it compares it with the
+#: card-data names (misbridge.ebuy.carddata.normalised_name): white space, "_", "." and "-".
+_NAME_NOISE = r"[\s_.\-]*"
 
 
-def card_key_pattern(keys: Iterable[str] = FORBIDDEN_KEYS) -> str:
-    """A pattern matching exactly the card-data keys the door refuses, in any case."""
-    return "^(" + "|".join(_ignoring_case(key) for key in sorted(keys)) + ")$"
+def _loosely(word: str) -> str:
+    """An ECMA 262 pattern for ``word`` in any case with name noise anywhere (no ``i`` flag in JSON Schema)."""
+    return _NAME_NOISE.join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+def card_key_pattern(keys: Iterable[str] = CARD_DATA_FIELDS) -> str:
+    """A pattern matching exactly the card-data keys the door refuses (any case, ``Card_No`` too)."""
+    return f"^{_NAME_NOISE}(" + "|".join(_loosely(key) for key in sorted(keys)) + f"){_NAME_NOISE}$"
 
 
 def _is_amount(node: dict[str, Any]) -> bool:

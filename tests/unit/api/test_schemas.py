@@ -22,7 +22,7 @@ from misbridge.api.http_app import create_app
 from misbridge.api.schemas import card_key_pattern, openapi_document
 from misbridge.api.security import ApiSecurity
 from misbridge.config import ApiSettings
-from misbridge.ebuy.requests import FORBIDDEN_KEYS
+from misbridge.ebuy.carddata import CARD_DATA_FIELDS, is_card_data_field
 
 TOKEN = "tok-for-schema-tests"
 BASE = "http://127.0.0.1:9101"
@@ -155,11 +155,13 @@ def test_amounts_have_at_most_two_decimals_and_a_total_above_zero(document: dict
 
 def test_card_data_keys_are_refused_in_any_case(document: dict[str, Any]) -> None:
     pattern = re.compile(card_key_pattern())
-    for key in FORBIDDEN_KEYS:
+    for key in (*CARD_DATA_FIELDS, "cardNo", "Card_No", "TRACK-2", " pin block", "cvv.2"):
         for spelling in (key, key.upper(), key.swapcase()):
             assert pattern.match(spelling), spelling
-    for other in ("cardType", "passwords", "pinned"):
+            assert is_card_data_field(spelling), spelling  # the document says what the door does
+    for other in ("cardType", "passwords", "pinned", "company", "valid"):
         assert not pattern.match(other), other
+        assert not is_card_data_field(other), other
     sale = _request_schema(document, "cardRedemption")
     assert sale["propertyNames"] == {"not": {"pattern": card_key_pattern()}}
 
