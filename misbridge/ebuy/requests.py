@@ -95,8 +95,10 @@ def _whole_number(value: Any) -> Any:
     return value
 
 
-_Count = Annotated[int, BeforeValidator(_whole_number), Field(strict=True, ge=1, le=MAX_QUANTITY)]
-_Points = Annotated[int, BeforeValidator(_whole_number), Field(strict=True, ge=-MAX_POINTS, le=MAX_POINTS)]
+# The Field comes first: after a validator pydantic would write its bounds into the JSON schema
+# as unknown keys ("ge") instead of minimum/maximum.
+_Count = Annotated[int, Field(strict=True, ge=1, le=MAX_QUANTITY), BeforeValidator(_whole_number)]
+_Points = Annotated[int, Field(strict=True, ge=-MAX_POINTS, le=MAX_POINTS), BeforeValidator(_whole_number)]
 
 
 class _Lenient(BaseModel):

@@ -150,7 +150,7 @@ def test_amounts_have_at_most_two_decimals_and_a_total_above_zero(document: dict
     assert "totalAmount" in sale["undiscountAmount"]["description"]
     goods = _resolve(document, sale["goodsDetail"]["items"])["properties"]
     assert goods["price"]["multipleOf"] == 0.01
-    assert goods["quantity"]["maximum"] == 99_999
+    assert (goods["quantity"]["minimum"], goods["quantity"]["maximum"]) == (1, 99_999)
 
 
 def test_card_data_keys_are_refused_in_any_case(document: dict[str, Any]) -> None:
