@@ -77,7 +77,10 @@ def check_bind_address(settings: Settings) -> None:
             raise ConfigError(
                 f"api.host {host!r} is not a loopback address; set api.allow_non_loopback = true to allow it"
             )
-        logger.warning("the POS API listens on non-loopback address {}: anyone on that network can reach it", host)
+        logger.warning(
+            "the POS API listens on non-loopback address {}: callers from other machines cannot be identified "
+            "and are refused with MB75 (docs/operations.md, 'Who may talk to misbridge')", host,
+        )  # fmt: skip
 
 
 def load_signing_key(settings: Settings) -> SecretStr | None:
