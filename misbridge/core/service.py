@@ -368,8 +368,9 @@ class TransactionService:
             await asyncio.wait({drain, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             gone.cancel()
-            if not drain.done():
-                drain.cancel()
+        if not drain.done():
+            drain.cancel()
+            await asyncio.wait({drain})  # returns once the wait is cancelled; our own cancellation still propagates
         if not drain.cancelled():
             drain.result()  # a journal error of the drain surfaces as before
 
