@@ -7,13 +7,21 @@ side effect, and the state machine (``core/machine.py``) refuses any step out of
 
 Each transaction runs in its own task owned by the service, so a POS that disconnects or
 times out never cancels a money-moving step half way; a repeat of the same traceNo joins the
-task already running instead of prompting the customer again.
+task already running instead of prompting the customer again. A POS that hung up before its
+customer was prompted does not see its sale run later: the sale ends with MB29 instead.
+
+A POS ``inquiry`` about an original the journal does not hold is forwarded to the backend,
+which then bars both its traceNos: so each forwarded inquiry is journaled before it leaves, they
+are rate-limited (``api.unknown_inquiries_per_minute``, MB43 beyond), and a sale with a barred
+traceNo is refused before the customer is prompted (MB42).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +52,7 @@ from misbridge.errors import (
     ReturnCode,
 )
 from misbridge.journal.records import TransactionRecord, request_hash
-from misbridge.journal.store import Journal
+from misbridge.journal.store import BarredTraceNoError, Journal, KnownOriginalError
 
 Response = dict[str, Any]
 
@@ -68,10 +76,83 @@ def card_info(card: CardRead, pin: EncryptedPin) -> dict[str, str]:
     return info
 
 
+class _Presence:
+    """Whether anybody still waits for a transaction's answer.
+
+    A door that can tell passes an event it sets when its POS hangs up; a caller that passes
+    none counts as waiting for ever. :attr:`all_gone` is set while every caller that joined the
+    transaction (the first request and its repeats) has gone, and cleared when one joins again.
+    """
+
+    def __init__(self) -> None:
+        self.all_gone = asyncio.Event()
+        self._waiting = 0
+        self._undetectable = False
+        self._watchers: set[asyncio.Task[None]] = set()
+
+    def join(self, caller_gone: asyncio.Event | None) -> None:
+        """Count one more caller waiting for the answer, until ``caller_gone`` is set."""
+        if caller_gone is None:
+            self._undetectable = True
+        elif not caller_gone.is_set():
+            self._waiting += 1
+            watcher = asyncio.create_task(self._leave_when(caller_gone), name="POS presence")
+            self._watchers.add(watcher)
+            watcher.add_done_callback(self._watchers.discard)
+        self._update()
+
+    def close(self) -> None:
+        """Stop watching (the transaction has ended)."""
+        for watcher in list(self._watchers):
+            watcher.cancel()
+
+    async def _leave_when(self, caller_gone: asyncio.Event) -> None:
+        await caller_gone.wait()
+        self._waiting -= 1
+        self._update()
+
+    def _update(self) -> None:
+        if self._undetectable or self._waiting > 0:
+            self.all_gone.clear()
+        else:
+            self.all_gone.set()
+
+
+class _RateGate:
+    """At most ``per_minute`` admissions in any 60 s (a sliding window); 0 admits nothing."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._per_minute = per_minute
+        self._clock = clock
+        self._admitted: deque[float] = deque()
+        self._last_refusal_logged = -self.WINDOW_S
+
+    def admit(self) -> bool:
+        """True (and counted) when one more fits in the window."""
+        now = self._clock()
+        while self._admitted and now - self._admitted[0] >= self.WINDOW_S:
+            self._admitted.popleft()
+        if len(self._admitted) >= self._per_minute:
+            return False
+        self._admitted.append(now)
+        return True
+
+    def should_log_refusal(self) -> bool:
+        """True at most once a window, so a flood of refusals writes one log line a minute."""
+        now = self._clock()
+        if now - self._last_refusal_logged < self.WINDOW_S:
+            return False
+        self._last_refusal_logged = now
+        return True
+
+
 @dataclass
 class _InFlight:
     fingerprint: str
     task: asyncio.Task[Response]
+    presence: _Presence
 
 
 class TransactionService:
@@ -88,6 +169,7 @@ class TransactionService:
         self._metrics: TransactionMetrics = metrics or NoMetrics()
         self._resolver = Resolver(settings.resolution, journal, backend, metrics=self._metrics)
         self._in_flight: dict[str, _InFlight] = {}
+        self._unknown_inquiries = _RateGate(settings.api.unknown_inquiries_per_minute)
         self._accepting = True
         # Not ready until recover() has run: a card request before that could overtake an
         # interrupted transaction of the same customer.
@@ -160,6 +242,7 @@ class TransactionService:
         """Readiness and details for ``/health``: ready means the PIN pad link is up.
 
         ``alerts`` lists what needs a person: a reversal in NEEDS_MANUAL never clears by itself.
+        Anyone may read ``/health``, so it shows counts, never a traceNo.
         """
         info = self._pinpad.info
         device = {
@@ -176,7 +259,7 @@ class TransactionService:
             "accepting": self._accepting,
             "recovering": self._recovering,
             "device": device,
-            "inFlight": sorted(self._in_flight),
+            "inFlight": len(self._in_flight),
             "reversals": {"pending": await self._journal.count_reversals("pending"), "needsManual": needs_manual},
             "alerts": alerts,
         }
@@ -206,11 +289,12 @@ class TransactionService:
         if action in CARD_ACTIONS:
             assert isinstance(request, CardRedemptionRequest)
             claim_deadline = asyncio.get_running_loop().time() + self._settings.api.pos_deadline_s - _CLAIM_MARGIN_S
-            return await self._join_or_start(action, dict(body), request, claim_deadline)
+            return await self._join_or_start(action, dict(body), request, claim_deadline, caller_gone)
         return await self._inquiry(dict(body))
 
     async def _join_or_start(
-        self, action: str, body: dict[str, Any], request: CardRedemptionRequest, claim_deadline: float
+        self, action: str, body: dict[str, Any], request: CardRedemptionRequest, claim_deadline: float,
+        caller_gone: asyncio.Event | None,
     ) -> Response:
         trace_no = request.traceNo
         fingerprint = request_hash(body)
@@ -223,36 +307,47 @@ class TransactionService:
                 )
                 return error_response(trace_no, err, err.return_code)
             # The same request again while it runs: wait for the one answer, never prompt twice.
+            running.presence.join(caller_gone)
             return await asyncio.shield(running.task)
-        busy_with = next(iter(self._in_flight), None)
-        if busy_with is not None:
-            err = RequestError(
-                f"the PIN pad is busy with transaction {busy_with}", return_code=ReturnCode.DEVICE_BUSY
-            )
+        if self._in_flight:
+            # Only a count: the running traceNo is not this caller's business (issue 10, item 6).
+            err = RequestError("the PIN pad is busy with another transaction", return_code=ReturnCode.DEVICE_BUSY)
             return error_response(trace_no, err, err.return_code)
-        task = asyncio.create_task(self._card_transaction(action, body, request, fingerprint, claim_deadline))
-        self._in_flight[trace_no] = _InFlight(fingerprint, task)
+        presence = _Presence()
+        presence.join(caller_gone)
+        task = asyncio.create_task(
+            self._card_transaction(action, body, request, fingerprint, claim_deadline, presence)
+        )
+        self._in_flight[trace_no] = _InFlight(fingerprint, task, presence)
         task.add_done_callback(lambda _: self._in_flight.pop(trace_no, None))
+        task.add_done_callback(lambda _: presence.close())
         # shield: a POS that goes away must not cancel a transaction that may move money.
         return await asyncio.shield(task)
 
     async def _card_transaction(
         self, action: str, body: dict[str, Any], request: CardRedemptionRequest, fingerprint: str,
-        claim_deadline: float,
+        claim_deadline: float, presence: _Presence,
     ) -> Response:
         trace_no = request.traceNo
         existing = await self._journal.get(trace_no)
         if existing is not None:
             return self._repeat_answer(existing, action, fingerprint)
         # Pending voids go out before a new sale (the 冲正-before-next-transaction practice).
-        await self._resolver.drain_before_sale()
+        await self._drain_unless_gone(presence)
         crash_point("intake.before_intent")
-        await self._journal.record_intent(TransactionRecord.new(trace_no, action, TxnState.RECEIVED, body))
+        try:
+            await self._journal.record_intent(TransactionRecord.new(trace_no, action, TxnState.RECEIVED, body))
+        except BarredTraceNoError as barred:
+            # The backend would refuse the sale as a duplicate after the PIN: refuse it now.
+            err = RequestError(f"{barred}; use a new traceNo", return_code=ReturnCode.TRACE_NO_BARRED)
+            logger.bind(traceNo=trace_no, action=action).warning("refused: {} {}", err.return_code.code, err)
+            self._metrics.transaction_finished(action, "refused")
+            return error_response(trace_no, err, err.return_code)
         crash_point("intake.after_intent")
         flow = Flow(self._journal, trace_no)
         with timed(self._metrics, "total"):
             try:
-                card, pin = await self._read_card_and_pin(flow, request)
+                card, pin = await self._read_card_and_pin(flow, request, presence)
             except (DeviceError, MisbridgeError) as err:
                 response = await self._abort(flow, err)
             else:
@@ -262,10 +357,30 @@ class TransactionService:
         self._metrics.transaction_finished(action, flow.state)
         return response
 
+    async def _drain_unless_gone(self, presence: _Presence) -> None:
+        """Wait for the drain before a sale, but no longer once every caller has hung up.
+
+        Cancelling the wait never cuts a void short: the drain runs as the resolver's own task.
+        """
+        drain = asyncio.create_task(self._resolver.drain_before_sale(), name="drain before sale")
+        gone = asyncio.create_task(presence.all_gone.wait(), name="POS gone")
+        try:
+            await asyncio.wait({drain, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+        if not drain.done():
+            drain.cancel()
+            await asyncio.wait({drain})  # returns once the wait is cancelled; our own cancellation still propagates
+        if not drain.cancelled():
+            drain.result()  # a journal error of the drain surfaces as before
+
     async def _read_card_and_pin(
-        self, flow: Flow, request: CardRedemptionRequest
+        self, flow: Flow, request: CardRedemptionRequest, presence: _Presence
     ) -> tuple[CardRead, EncryptedPin]:
         device = self._settings.device
+        if presence.all_gone.is_set():
+            # Nobody is there to hear the answer: do not ask the customer for a card (issue 10, item 2).
+            raise MisbridgeError(ReturnCode.POS_GONE.meaning, return_code=ReturnCode.POS_GONE)
         if not self._pinpad.connected:
             raise DeviceNotConnected("PIN pad not connected: check the cable and the device path")
         amount = amount_minor_units(request.totalAmount)
@@ -321,18 +436,49 @@ class TransactionService:
     async def _inquiry(self, body: dict[str, Any]) -> Response:
         """``inquiry`` from the POS: answered from the journal when misbridge knows the original."""
         trace_no = str(body.get("traceNo", ""))
-        original = await self._journal.get(str(body["originalTraceNo"]))
+        original_trace_no = str(body["originalTraceNo"])
+        original = await self._journal.get(original_trace_no)
         if original is None:  # a transaction misbridge never saw: ask the backend
-            try:
-                reply = await self._backend.submit("inquiry", body)
-            except (BackendNotSent, BackendOutcomeUnknown) as err:
-                return error_response(trace_no, err, err.return_code)
-            return reply.body
+            forwarded = await self._forward_inquiry(trace_no, original_trace_no, body)
+            if forwarded is not None:
+                return forwarded
+            original = await self._journal.get(original_trace_no)  # a sale was journaled meanwhile
+            if original is None:
+                return pos_response(trace_no, ReturnCode.INTERNAL, "the original vanished from the journal")
         running = self._in_flight.get(original.trace_no)
         if running is not None:
             await asyncio.shield(running.task)
             original = await self._journal.get(original.trace_no) or original
         return answer_from_journal(original) | {"traceNo": trace_no, "originalTraceNo": original.trace_no}
+
+    async def _forward_inquiry(self, trace_no: str, original_trace_no: str, body: dict[str, Any]) -> Response | None:
+        """Forward an inquiry about an unknown original, journaled and rate-limited.
+
+        Returns None when the original turned up in the journal meanwhile (answer from it).
+        """
+        if not self._unknown_inquiries.admit():
+            limit = self._settings.api.unknown_inquiries_per_minute
+            err = RequestError(
+                f"more than {limit} inquiries a minute about transactions misbridge does not know; not forwarded",
+                return_code=ReturnCode.UNKNOWN_ORIGINAL_REFUSED,
+            )
+            if self._unknown_inquiries.should_log_refusal():  # one line a minute, whatever the flood
+                logger.warning("refused: {} {}", err.return_code.code, err)
+            return error_response(trace_no, err, err.return_code)
+        try:
+            # Journaled before it leaves: the backend bars both traceNos from this moment on.
+            inquiry_id = await self._journal.record_pos_inquiry(trace_no, original_trace_no)
+        except KnownOriginalError:
+            return None
+        try:
+            reply = await self._backend.submit("inquiry", body)
+        except (BackendNotSent, BackendOutcomeUnknown) as err:
+            await self._journal.record_pos_inquiry_result(inquiry_id, state="unknown")
+            return error_response(trace_no, err, err.return_code)
+        await self._journal.record_pos_inquiry_result(
+            inquiry_id, state="answered", return_code=reply.return_code, response=reply.body
+        )
+        return reply.body
 
 
 #: Margin between the POS's deadline and the last moment misbridge hands it an approval.

@@ -14,6 +14,10 @@ Versions:
    numbers every request misbridge sends, which only grows), ``backend_calls`` (one row per
    originated ``inquiry`` or void) and ``reversals`` (the durable store-and-forward void
    queue), each with triggers that keep the money-safety rules even against hand-written SQL.
+3. What the POS asked the backend through misbridge (issue 10): ``pos_inquiries``, one row per
+   POS ``inquiry`` forwarded to the backend (the original was not in the journal). The backend
+   bars both traceNos of such an inquiry, so the rows are the record of traceNos a sale must not
+   use: a trigger refuses a transaction with one, and the rows are never deleted.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ __all__ = [
     "CALL_KINDS",
     "CALL_STATES",
     "FINAL_STATES",
+    "POS_INQUIRY_STATES",
     "PURGES_TABLE",
     "REVERSAL_STATES",
     "SCHEMA_VERSION",
@@ -38,12 +43,13 @@ __all__ = [
     "migrate",
     "schema_v1",
     "schema_v2",
+    "schema_v3",
 ]
 
 FINAL_STATES: Final[tuple[str, ...]] = ("approved", "declined", "aborted", "voided")
 """States no transaction may leave; enforced by the ``transactions_final_is_final`` trigger."""
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The ``PRAGMA user_version`` that :func:`migrate` brings a database to."""
 
 TRACE_SERIAL: Final = "trace_serial"
@@ -57,6 +63,9 @@ CALL_STATES: Final[tuple[str, ...]] = ("sent", "answered", "unknown")
 
 REVERSAL_STATES: Final[tuple[str, ...]] = ("pending", "done", "needs_manual")
 """``reversals.state``: ``done`` is final, a ``pending`` entry is never deleted."""
+
+POS_INQUIRY_STATES: Final[tuple[str, ...]] = CALL_STATES
+"""``pos_inquiries.state``: ``sent`` (committed before the request leaves), then ``answered`` or ``unknown``."""
 
 PURGES_TABLE: Final = """CREATE TABLE IF NOT EXISTS purges (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -216,7 +225,61 @@ def schema_v2(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
     ]
 
 
-_MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {1: schema_v1, 2: schema_v2}
+def schema_v3(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
+    """The statements that take version 2 to version 3: the POS inquiries forwarded to the backend.
+
+    ``final_states`` is not used (same signature as every step).
+
+    Guards, as triggers:
+
+    * a transaction is never created with a traceNo the backend saw in a forwarded inquiry, as
+      the inquiry's own traceNo or as its ``originalTraceNo`` (the backend would refuse the sale
+      as a duplicate after the customer typed the PIN);
+    * an inquiry is forwarded only about an original the journal does not hold;
+    * a forwarded inquiry gets exactly one result, and its row is never deleted.
+    """
+    del final_states  # same signature as schema_v1
+    return [
+        f"""CREATE TABLE pos_inquiries (
+            id                INTEGER PRIMARY KEY AUTOINCREMENT,
+            trace_no          TEXT NOT NULL,
+            original_trace_no TEXT NOT NULL,
+            state             TEXT NOT NULL CHECK (state IN ({_sql_list(POS_INQUIRY_STATES)})),
+            return_code       TEXT,
+            response_json     TEXT,
+            created_at        TEXT NOT NULL,
+            updated_at        TEXT NOT NULL
+        ) STRICT""",
+        "CREATE INDEX pos_inquiries_by_original ON pos_inquiries (original_trace_no)",
+        "CREATE INDEX pos_inquiries_by_trace_no ON pos_inquiries (trace_no)",
+        """CREATE TRIGGER transactions_trace_no_not_barred
+            BEFORE INSERT ON transactions
+            WHEN EXISTS (SELECT 1 FROM pos_inquiries
+                         WHERE original_trace_no = NEW.trace_no OR trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo was seen by the backend in a forwarded inquiry');
+            END""",
+        """CREATE TRIGGER pos_inquiries_original_is_unknown
+            BEFORE INSERT ON pos_inquiries
+            WHEN EXISTS (SELECT 1 FROM transactions WHERE trace_no = NEW.original_trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'the original is in the journal: answer from it');
+            END""",
+        """CREATE TRIGGER pos_inquiries_result_is_final
+            BEFORE UPDATE ON pos_inquiries
+            WHEN OLD.state <> 'sent'
+            BEGIN
+                SELECT RAISE(ABORT, 'forwarded inquiry already has its result');
+            END""",
+        """CREATE TRIGGER pos_inquiries_are_kept
+            BEFORE DELETE ON pos_inquiries
+            BEGIN
+                SELECT RAISE(ABORT, 'a forwarded inquiry is never deleted: it records barred traceNos');
+            END""",
+    ]
+
+
+_MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {1: schema_v1, 2: schema_v2, 3: schema_v3}
 """Statements that take a database from version ``n - 1`` to version ``n``."""
 
 

@@ -25,6 +25,12 @@ What misbridge originates itself (schema v2, issue #4):
   the bookkeeping (attempts, next attempt, last error); the caller decides the backoff and
   the expiry.
 
+The POS's own ``inquiry`` about an original the journal does not hold is forwarded to the
+backend (schema v3, issue 10): :meth:`Journal.record_pos_inquiry` commits a ``pos_inquiries`` row
+before it leaves, :meth:`Journal.record_pos_inquiry_result` its one result. The backend bars both
+traceNos of such an inquiry for ever, so :meth:`Journal.record_intent` refuses a transaction with
+either (:class:`BarredTraceNoError`) and :meth:`Journal.allocate_call` never hands one out.
+
 A write whose awaiting task is cancelled still runs to completion (or failure) on the worker
 thread; re-read with :meth:`Journal.get` to learn which.
 """
@@ -56,7 +62,16 @@ from misbridge.journal.records import (
 )
 from misbridge.journal.schema import FINAL_STATES, PURGES_TABLE, TRACE_SERIAL, immediate_transaction, migrate
 
-__all__ = ["DuplicateTraceNoError", "Journal", "JournalSettings", "ReversalConflictError", "StateConflictError"]
+__all__ = [
+    "BarredTraceNoError",
+    "DuplicateTraceNoError",
+    "Journal",
+    "JournalSettings",
+    "KnownOriginalError",
+    "PosInquiryRecord",
+    "ReversalConflictError",
+    "StateConflictError",
+]
 
 _T = TypeVar("_T")
 
@@ -77,6 +92,28 @@ class DuplicateTraceNoError(JournalError):
     def __init__(self, trace_no: str) -> None:
         super().__init__(f"transaction {trace_no!r} is already in the journal")
         self.trace_no = trace_no
+
+
+class BarredTraceNoError(DuplicateTraceNoError):
+    """An intent was recorded for a traceNo the backend has already seen in another request.
+
+    ``seen_as`` says how: the traceNo of a request misbridge originated, or the traceNo or
+    ``originalTraceNo`` of a POS inquiry misbridge forwarded. A sale with it would be refused by
+    the backend as a duplicate, after the customer typed the PIN.
+    """
+
+    def __init__(self, trace_no: str, seen_as: str) -> None:
+        super().__init__(trace_no)
+        self.args = (f"traceNo {trace_no!r} was already seen by the backend as {seen_as}",)
+        self.seen_as = seen_as
+
+
+class KnownOriginalError(JournalError):
+    """A POS inquiry was to be forwarded about an original the journal holds (answer from it instead)."""
+
+    def __init__(self, original_trace_no: str) -> None:
+        super().__init__(f"transaction {original_trace_no!r} is in the journal")
+        self.original_trace_no = original_trace_no
 
 
 class StateConflictError(JournalError):
@@ -104,6 +141,24 @@ class ReversalConflictError(JournalError):
         self.original_trace_no = original_trace_no
         self.expected = expected
         self.actual = actual
+
+
+@dataclass(frozen=True)
+class PosInquiryRecord:
+    """One POS ``inquiry`` misbridge forwarded to the backend (the original was not journaled).
+
+    ``state`` is ``sent`` (committed before the request left), then ``answered`` (``return_code``
+    and ``response`` hold the reply) or ``unknown`` (no usable reply).
+    """
+
+    id: int
+    trace_no: str
+    original_trace_no: str
+    state: str
+    return_code: str | None
+    response: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -318,6 +373,62 @@ class Journal:
             JournalError: the read failed or a row is corrupt.
         """
         return await self._run("calls", _select_calls, original_trace_no)
+
+    # --- POS inquiries forwarded to the backend. --------------------------------------------
+
+    async def record_pos_inquiry(self, trace_no: str, original_trace_no: str) -> int:
+        """Record that the POS inquiry ``trace_no`` about ``original_trace_no`` is about to be forwarded.
+
+        Returns the row's id once committed: before anything is sent. From then on neither
+        traceNo can start a transaction (:meth:`record_intent` raises :class:`BarredTraceNoError`).
+        The check that the original is unknown and the insert are one transaction, so a sale
+        whose intent is committed first is answered from the journal instead.
+
+        Raises:
+            KnownOriginalError: ``original_trace_no`` is in the journal.
+            JournalError: the write failed.
+        """
+        return await self._run("record_pos_inquiry", _insert_pos_inquiry, trace_no, original_trace_no, self._now())
+
+    async def record_pos_inquiry_result(
+        self,
+        inquiry_id: int,
+        *,
+        state: Literal["answered", "unknown"],
+        return_code: str | None = None,
+        response: dict[str, Any] | None = None,
+    ) -> None:
+        """Record the one result of the forwarded POS inquiry ``inquiry_id``.
+
+        Raises:
+            JournalError: ``state`` is not ``answered``/``unknown``, the row is unknown or
+                already has its result, or the write failed.
+        """
+        if state not in _CALL_RESULTS:
+            raise JournalError(
+                f"journal record_pos_inquiry_result: state must be one of {_CALL_RESULTS!r}, got {state!r}"
+            )
+        response_json = None if response is None else jsonio.dumps(response)
+        await self._run(
+            "record_pos_inquiry_result", _record_pos_inquiry_result, inquiry_id, state, return_code, response_json,
+            self._now(),
+        )  # fmt: skip
+
+    async def pos_inquiries(self, trace_no: str) -> list[PosInquiryRecord]:
+        """Forwarded POS inquiries with ``trace_no`` as their own traceNo or as the original, oldest first.
+
+        Raises:
+            JournalError: the read failed or a row is corrupt.
+        """
+        return await self._run("pos_inquiries", _select_pos_inquiries, trace_no)
+
+    async def barred_as(self, trace_no: str) -> str | None:
+        """How the backend has already seen ``trace_no`` (see :class:`BarredTraceNoError`), or ``None``.
+
+        Raises:
+            JournalError: the read failed.
+        """
+        return await self._run("barred_as", _barred_as, trace_no)
 
     # --- The reversal queue. ----------------------------------------------------------------
 
@@ -562,8 +673,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _insert_intent(conn: sqlite3.Connection, record: TransactionRecord) -> None:
     created_at, updated_at = iso_utc(record.created_at), iso_utc(record.updated_at)
     with immediate_transaction(conn):
-        if _exists(conn, "SELECT 1 FROM backend_calls WHERE trace_no = ?", record.trace_no):
-            raise DuplicateTraceNoError(record.trace_no)  # misbridge sent a request with this traceNo
+        seen_as = _barred_as(conn, record.trace_no)
+        if seen_as is not None:
+            raise BarredTraceNoError(record.trace_no, seen_as)
         cursor = conn.execute(
             "INSERT INTO transactions (trace_no, action, state, request_json, request_hash, masked_pan,"
             " card_type, response_json, return_code, created_at, updated_at)"
@@ -645,9 +757,10 @@ def _allocate_call(conn: sqlite3.Connection, original_trace_no: str, kind: str, 
     with immediate_transaction(conn):
         if not _exists(conn, "SELECT 1 FROM transactions WHERE trace_no = ?", original_trace_no):
             raise JournalError(f"journal allocate_call: no transaction {original_trace_no!r}")
-        while True:  # skip a serial that would repeat a POS traceNo (the POS may send 24 digits too)
+        while True:  # skip a serial that would repeat a traceNo the POS used (it may send 24 digits too)
             trace_no = f"{prefix}{_next_serial(conn):0{_SERIAL_DIGITS}d}"
-            if not _exists(conn, "SELECT 1 FROM transactions WHERE trace_no = ?", trace_no):
+            used = _exists(conn, "SELECT 1 FROM transactions WHERE trace_no = ?", trace_no)
+            if not used and _barred_as(conn, trace_no) is None:
                 break
         _insert_call(conn, trace_no, original_trace_no, kind, at)
     return trace_no
@@ -666,6 +779,44 @@ def _record_call_result(
             row = conn.execute("SELECT state FROM backend_calls WHERE trace_no = ?", (trace_no,)).fetchone()
             found = "there is no such call" if row is None else f"it is already {row[0]!r}"
             raise JournalError(f"journal record_call_result: backend call {trace_no!r}: {found}")
+
+
+_BARRED_AS: Final = (
+    ("SELECT 1 FROM backend_calls WHERE trace_no = ?", "the traceNo of a request misbridge sent"),
+    ("SELECT 1 FROM pos_inquiries WHERE trace_no = ?", "the traceNo of a forwarded POS inquiry"),
+    ("SELECT 1 FROM pos_inquiries WHERE original_trace_no = ?", "the originalTraceNo of a forwarded POS inquiry"),
+)
+
+
+def _barred_as(conn: sqlite3.Connection, trace_no: str) -> str | None:
+    return next((seen_as for query, seen_as in _BARRED_AS if _exists(conn, query, trace_no)), None)
+
+
+def _insert_pos_inquiry(conn: sqlite3.Connection, trace_no: str, original_trace_no: str, at: str) -> int:
+    with immediate_transaction(conn):
+        if _exists(conn, "SELECT 1 FROM transactions WHERE trace_no = ?", original_trace_no):
+            raise KnownOriginalError(original_trace_no)
+        cursor = conn.execute(
+            "INSERT INTO pos_inquiries (trace_no, original_trace_no, state, created_at, updated_at)"
+            " VALUES (?, ?, 'sent', ?, ?)",
+            (trace_no, original_trace_no, at, at),
+        )
+    return int(cursor.lastrowid or 0)
+
+
+def _record_pos_inquiry_result(
+    conn: sqlite3.Connection, inquiry_id: int, state: str, return_code: str | None, response_json: str | None, at: str
+) -> None:
+    with immediate_transaction(conn):
+        cursor = conn.execute(
+            "UPDATE pos_inquiries SET state = ?, return_code = ?, response_json = ?, updated_at = ?"
+            " WHERE id = ? AND state = 'sent'",
+            (state, return_code, response_json, at, inquiry_id),
+        )
+        if cursor.rowcount == 0:
+            row = conn.execute("SELECT state FROM pos_inquiries WHERE id = ?", (inquiry_id,)).fetchone()
+            found = "there is no such row" if row is None else f"it is already {row[0]!r}"
+            raise JournalError(f"journal record_pos_inquiry_result: forwarded inquiry {inquiry_id}: {found}")
 
 
 def _reversal_state(conn: sqlite3.Connection, original_trace_no: str) -> str | None:
@@ -850,6 +1001,31 @@ def _to_call(row: sqlite3.Row) -> CallRecord:
         )
     except (TypeError, ValueError) as err:
         raise JournalError(f"journal backend call {trace_no!r} is corrupt: {err}") from err
+
+
+def _to_pos_inquiry(row: sqlite3.Row) -> PosInquiryRecord:
+    inquiry_id = int(row["id"])
+    response_json = row["response_json"]
+    try:
+        return PosInquiryRecord(
+            id=inquiry_id,
+            trace_no=row["trace_no"],
+            original_trace_no=row["original_trace_no"],
+            state=row["state"],
+            return_code=row["return_code"],
+            response=None if response_json is None else _load_dict(response_json, f"response of inquiry {inquiry_id}"),
+            created_at=_time(row, "created_at"),
+            updated_at=_time(row, "updated_at"),
+        )
+    except (TypeError, ValueError) as err:
+        raise JournalError(f"journal forwarded inquiry {inquiry_id} is corrupt: {err}") from err
+
+
+def _select_pos_inquiries(conn: sqlite3.Connection, trace_no: str) -> list[PosInquiryRecord]:
+    rows = conn.execute(
+        "SELECT * FROM pos_inquiries WHERE trace_no = :t OR original_trace_no = :t ORDER BY id", {"t": trace_no}
+    ).fetchall()
+    return [_to_pos_inquiry(row) for row in rows]
 
 
 def _select_calls(conn: sqlite3.Connection, original_trace_no: str) -> list[CallRecord]:

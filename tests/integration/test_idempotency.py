@@ -22,6 +22,7 @@ import pytest
 from misbridge.ebuy import jsonio
 from simulators.cards import CARDS
 from tests.integration.faults import (
+    FINAL_STATES,
     TABLE,
     Door,
     Fault,
@@ -68,9 +69,11 @@ async def _approved(bench: FaultBench, door: Door = "socket") -> tuple[dict[str,
 
 
 async def _wait_in_flight(bench: FaultBench, trace_no: str) -> None:
+    """Until the journal shows ``trace_no`` started and not yet at rest (/health shows only a count)."""
     async with asyncio.timeout(5):
         while True:
-            if trace_no in (await bench.http.get("/health")).json()["inFlight"]:
+            view = await bench.view(trace_no)
+            if view is not None and view["state"] not in FINAL_STATES:
                 return
             await asyncio.sleep(0.005)
 

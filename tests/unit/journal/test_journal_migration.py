@@ -1,4 +1,8 @@
-"""Schema v1 -> v2: a journal file written by the first misbridge keeps its rows and gains the queue."""
+"""Schema migrations: a journal file written by an older misbridge opens and keeps its rows.
+
+v1 -> v2 adds the traceNo serial, the backend calls and the reversal queue; v2 -> v3 the POS
+inquiries forwarded to the backend (issue 10).
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,12 @@ import pytest
 
 from misbridge.errors import JournalError
 from misbridge.journal import SCHEMA_VERSION, Journal
-from misbridge.journal.schema import immediate_transaction, migrate, schema_v1
-from tests.unit.journal.helpers import raw, serial_of
+from misbridge.journal.schema import immediate_transaction, migrate, schema_v1, schema_v2
+from misbridge.journal.store import BarredTraceNoError
+from tests.unit.journal.helpers import add_transaction, raw, serial_of
 
 V2_TABLES = {"counters", "backend_calls", "reversals"}
+V3_TABLES = {"pos_inquiries"}
 
 
 def write_v1_file(path: Path) -> None:
@@ -61,7 +67,7 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
     assert not V2_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 2
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 3
         assert await journal.count() == 2
         old = await journal.get("OLD1")
         assert old is not None
@@ -78,14 +84,14 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
             await journal.record_transition("OLD2", "approved", "voiding", "void_unclaimed")
         assert await journal.integrity_check() == "ok"
 
-    assert version(db_path) == 2
-    assert tables(db_path) >= V2_TABLES | {"transactions", "transitions"}
+    assert version(db_path) == 3
+    assert tables(db_path) >= V2_TABLES | V3_TABLES | {"transactions", "transitions"}
 
 
-async def test_fresh_file_goes_straight_to_v2(db_path: Path) -> None:
+async def test_fresh_file_goes_straight_to_v3(db_path: Path) -> None:
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == 2
-    assert tables(db_path) >= V2_TABLES
+        assert (await journal.settings()).schema_version == 3
+    assert tables(db_path) >= V2_TABLES | V3_TABLES
     with raw(db_path) as conn:
         assert conn.execute("SELECT name, value FROM counters").fetchall() == [("trace_serial", 0)]
 
@@ -101,7 +107,7 @@ async def test_a_failed_v2_step_leaves_a_whole_v1_file(db_path: Path) -> None:
     with raw(db_path) as conn:
         conn.execute("DROP TABLE reversals")
     async with await Journal.open(db_path) as journal:  # and the next start finishes it
-        assert (await journal.settings()).schema_version == 2
+        assert (await journal.settings()).schema_version == 3
         assert await journal.count() == 2
 
 
@@ -110,6 +116,71 @@ def test_migrate_from_v1_reports_the_version_found(db_path: Path) -> None:
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         assert migrate(conn) == 1
-        assert migrate(conn) == 2
+        assert migrate(conn) == 3
     finally:
         conn.close()
+
+
+def write_v2_file(path: Path) -> None:
+    """A version-2 journal as the issue-4 misbridge left it: the v1 rows, an inquiry and a pending void."""
+    write_v1_file(path)
+    at = "2026-04-30T10:00:02.000000+00:00"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        with immediate_transaction(conn):
+            for statement in schema_v2():
+                conn.execute(statement)
+            conn.execute("PRAGMA user_version = 2")
+        with immediate_transaction(conn):
+            conn.execute("UPDATE counters SET value = 1 WHERE name = 'trace_serial'")
+            conn.execute(
+                "INSERT INTO backend_calls (trace_no, original_trace_no, kind, state, return_code, created_at,"
+                " updated_at) VALUES ('202604301000020000000001', 'OLD1', 'inquiry', 'answered', '25', ?, ?)",
+                (at, at),
+            )
+            conn.execute(
+                "INSERT INTO reversals (original_trace_no, state, attempts, next_attempt_at, created_at, updated_at)"
+                " VALUES ('OLD1', 'pending', 2, ?, ?, ?)",
+                (at, at, at),
+            )
+    finally:
+        conn.close()
+
+
+async def test_v2_file_is_migrated_keeps_its_rows_and_gains_the_forwarded_inquiries(db_path: Path) -> None:
+    write_v2_file(db_path)
+    assert version(db_path) == 2
+    assert not V3_TABLES & tables(db_path)
+
+    async with await Journal.open(db_path) as journal:
+        assert (await journal.settings()).schema_version == 3
+        assert await journal.count() == 2
+        assert [(c.trace_no, c.return_code) for c in await journal.calls("OLD1")] == [
+            ("202604301000020000000001", "25")
+        ]
+        pending = await journal.pending_reversals()
+        assert [(r.original_trace_no, r.attempts) for r in pending] == [("OLD1", 2)]
+        assert serial_of(await journal.allocate_call("OLD1", "void")) == 2, "the serial carries on"
+
+        inquiry = await journal.record_pos_inquiry("INQ1", "FUTURE1")
+        await journal.record_pos_inquiry_result(inquiry, state="answered", return_code="25")
+        assert await journal.barred_as("FUTURE1") is not None
+        with pytest.raises(BarredTraceNoError):
+            await add_transaction(journal, "FUTURE1", "received")
+        assert await journal.integrity_check() == "ok"
+    assert version(db_path) == 3
+
+
+async def test_a_failed_v3_step_leaves_a_whole_v2_file(db_path: Path) -> None:
+    write_v2_file(db_path)
+    with raw(db_path) as conn:
+        conn.execute("CREATE TABLE pos_inquiries_by_original (x)")  # the index name is taken: step 3 fails
+    with pytest.raises(JournalError, match="cannot open journal"):
+        await Journal.open(db_path)
+    assert version(db_path) == 2
+    assert "pos_inquiries" not in tables(db_path)
+    with raw(db_path) as conn:
+        conn.execute("DROP TABLE pos_inquiries_by_original")
+    async with await Journal.open(db_path) as journal:
+        assert (await journal.settings()).schema_version == 3
+        assert [r.original_trace_no for r in await journal.pending_reversals()] == ["OLD1"]
