@@ -80,15 +80,15 @@ ERROR_RESPONSE: dict[str, Any] = {
     },
 }  # fmt: skip
 
-# The book marks orderNo, transDate and paidAmount mandatory in every response, but misbridge passes
-# the backend's answer on unchanged, and a backend does leave them out (the simulator's "not found;
-# traceNo barred" inquiry answer has only traceNo, returnCode and returnDesc). So the document
-# promises what misbridge can: the three fields it reads itself.
+# The book marks every head field mandatory, and a backend does leave some out (a "not found"
+# inquiry answer has no order), so misbridge fills in what is missing on the way to the POS
+# (misbridge.ebuy.requests.complete_book_head). paidAmount stays optional: an approval that
+# lacks it cannot be completed, since only the backend knows what was paid.
 EBUY_RESPONSE: dict[str, Any] = {
     "type": "object",
     "description": "the e-Buy backend's response body, passed on unchanged (approved or declined: read "
                    "returnCode); fields beyond these are the backend's (goodsDetail, fundChannel, printDetail...)",
-    "required": ["traceNo", "returnCode", "returnDesc"],
+    "required": ["traceNo", "orderNo", "transDate", "returnCode", "returnDesc"],
     "additionalProperties": True,
     "properties": {
         "traceNo": {"type": "string", "description": _BOOK_HEAD_DESCRIPTIONS["traceNo"]},

@@ -19,6 +19,7 @@ traceNo is refused before the customer is prompted (MB42).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -35,11 +36,16 @@ from misbridge.core.observe import NoMetrics, TransactionMetrics, timed
 from misbridge.core.resolution import Resolver, pos_response
 from misbridge.crashpoints import crash_point
 from misbridge.device.base import CardRead, EncryptedPin, PinPadDriver
+from misbridge.ebuy import carddata
 from misbridge.ebuy.requests import (
+    BOOK_ACTIONS,
     CARD_ACTIONS,
+    TRACE_NO_PATTERN,
     CardRedemptionRequest,
     amount_minor_units,
+    complete_book_head,
     error_response,
+    shown_action,
     validate_request,
 )
 from misbridge.errors import (
@@ -282,7 +288,7 @@ class TransactionService:
             if self._recovering and action in CARD_ACTIONS:
                 raise RequestError(ReturnCode.RECOVERING.meaning, return_code=ReturnCode.RECOVERING)
         except RequestError as err:
-            logger.bind(traceNo=trace_no, action=action).warning("refused: {} {}", err.return_code.code, err)
+            _log_refusal(trace_no, action, err)
             if action in CARD_ACTIONS:
                 self._metrics.transaction_finished(action, "refused")
             return error_response(trace_no, err, err.return_code)
@@ -340,7 +346,7 @@ class TransactionService:
         except BarredTraceNoError as barred:
             # The backend would refuse the sale as a duplicate after the PIN: refuse it now.
             err = RequestError(f"{barred}; use a new traceNo", return_code=ReturnCode.TRACE_NO_BARRED)
-            logger.bind(traceNo=trace_no, action=action).warning("refused: {} {}", err.return_code.code, err)
+            _log_refusal(trace_no, action, err)
             self._metrics.transaction_finished(action, "refused")
             return error_response(trace_no, err, err.return_code)
         crash_point("intake.after_intent")
@@ -420,8 +426,9 @@ class TransactionService:
             return answer_from_journal(record) if record else pos_response(flow.trace_no, ReturnCode.BACKEND_UNKNOWN)
         crash_point("submit.after_reply")
         event = "approve" if reply.approved else "decline"
-        await flow.step(event, response=reply.body, return_code=reply.return_code)
-        return reply.body
+        answer = complete_book_head(reply.body, flow.trace_no)
+        await flow.step(event, response=answer, return_code=reply.return_code)
+        return answer
 
     def _repeat_answer(self, existing: TransactionRecord, action: str, fingerprint: str) -> Response:
         trace_no = existing.trace_no
@@ -475,10 +482,20 @@ class TransactionService:
         except (BackendNotSent, BackendOutcomeUnknown) as err:
             await self._journal.record_pos_inquiry_result(inquiry_id, state="unknown")
             return error_response(trace_no, err, err.return_code)
+        answer = complete_book_head(reply.body, trace_no)
         await self._journal.record_pos_inquiry_result(
-            inquiry_id, state="answered", return_code=reply.return_code, response=reply.body
+            inquiry_id, state="answered", return_code=reply.return_code, response=answer
         )
-        return reply.body
+        return answer
+
+
+def _log_refusal(trace_no: str, action: str, err: RequestError) -> None:
+    # A refused request's traceNo and action are whatever the POS sent: a known action and a
+    # traceNo that passed validation are logged as they are, anything else only as a bounded,
+    # printable, card-masked quote (a 30 000-character action must not become a 30 KB line).
+    shown_trace = trace_no if re.fullmatch(TRACE_NO_PATTERN, trace_no) else carddata.shown(trace_no, 40)
+    shown_name = action if action in BOOK_ACTIONS else shown_action(action)
+    logger.bind(traceNo=shown_trace, action=shown_name).warning("refused: {} {}", err.return_code.code, err)
 
 
 #: Margin between the POS's deadline and the last moment misbridge hands it an approval.
@@ -503,5 +520,5 @@ def answer_from_journal(record: TransactionRecord) -> Response:
     MB32 the POS was first given); otherwise a code for the state it is in.
     """
     if record.response is not None:
-        return dict(record.response)
+        return complete_book_head(record.response, record.trace_no)
     return pos_response(record.trace_no, _STATE_CODES.get(TxnState(record.state), ReturnCode.BACKEND_UNKNOWN))

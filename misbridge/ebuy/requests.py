@@ -40,6 +40,8 @@ BOOK_ACTIONS = (
 #: Largest amount accepted: 10 integer digits + 2 decimals fits a double exactly (15 digits).
 MAX_AMOUNT = Decimal("9999999999.99")
 TRACE_NO_PATTERN = r"^[0-9A-Za-z_-]{1,40}$"
+#: The book's one defined return code: success (§9).
+SUCCESS_CODE = "00"
 #: Most units on one goods line.
 MAX_QUANTITY = 99_999
 #: Longest text accepted in a field the models name (goodsName, memberName, ...).
@@ -273,3 +275,23 @@ def error_response(trace_no: str, error: RequestError | Exception, code: ReturnC
         "returnDesc": str(error),
         "paidAmount": 0,
     }
+
+
+def complete_book_head(answer: Mapping[str, Any], trace_no: str) -> dict[str, Any]:
+    """``answer`` (a backend's response passed on to the POS) with the book's mandatory head filled in.
+
+    The book marks traceNo, orderNo, transDate, returnCode, returnDesc and paidAmount mandatory
+    in every response, but a backend leaves some out (a "not found" inquiry answer has no
+    order). A missing traceNo is the request's, orderNo and returnDesc are empty, transDate is
+    now, and paidAmount is 0 for anything but an approval; nothing the backend sent is changed,
+    and an approval without paidAmount stays without one (misbridge cannot know the amount).
+    """
+    completed = dict(answer)
+    if not isinstance(completed.get("traceNo"), str):
+        completed["traceNo"] = trace_no
+    completed.setdefault("orderNo", "")
+    completed.setdefault("transDate", trans_date())
+    completed.setdefault("returnDesc", "")
+    if completed.get("returnCode") != SUCCESS_CODE:
+        completed.setdefault("paidAmount", 0)
+    return completed

@@ -58,6 +58,7 @@ from misbridge.journal.records import (
     TransactionRecord,
     TransitionRecord,
     iso_utc,
+    storable,
     utc_now,
 )
 from misbridge.journal.schema import FINAL_STATES, PURGES_TABLE, TRACE_SERIAL, immediate_transaction, migrate
@@ -361,7 +362,7 @@ class Journal:
         """
         if state not in _CALL_RESULTS:
             raise JournalError(f"journal record_call_result: state must be one of {_CALL_RESULTS!r}, got {state!r}")
-        response_json = None if response is None else jsonio.dumps(response)
+        response_json = None if response is None else jsonio.dumps(storable(response))
         await self._run(
             "record_call_result", _record_call_result, trace_no, state, return_code, response_json, self._now()
         )
@@ -408,7 +409,7 @@ class Journal:
             raise JournalError(
                 f"journal record_pos_inquiry_result: state must be one of {_CALL_RESULTS!r}, got {state!r}"
             )
-        response_json = None if response is None else jsonio.dumps(response)
+        response_json = None if response is None else jsonio.dumps(storable(response))
         await self._run(
             "record_pos_inquiry_result", _record_pos_inquiry_result, inquiry_id, state, return_code, response_json,
             self._now(),
@@ -607,7 +608,7 @@ class Journal:
             at=self._now(),
             masked_pan=masked_pan,
             card_type=card_type,
-            response_json=None if response is None else jsonio.dumps(response),
+            response_json=None if response is None else jsonio.dumps(storable(response)),
             return_code=return_code,
             detail=detail,
         )
@@ -688,7 +689,7 @@ def _insert_intent(conn: sqlite3.Connection, record: TransactionRecord) -> None:
                 record.request_hash,
                 record.masked_pan,
                 record.card_type,
-                None if record.response is None else jsonio.dumps(record.response),
+                None if record.response is None else jsonio.dumps(storable(record.response)),
                 record.return_code,
                 created_at,
                 updated_at,

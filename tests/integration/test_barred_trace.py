@@ -14,6 +14,7 @@ traceNos and make a real sale fail after the customer had typed the PIN. Now:
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -60,6 +61,23 @@ async def test_a_sale_with_a_trace_no_burned_by_an_inquiry_is_refused_before_the
     assert entry is not None
     assert entry.submissions == 0, "the refused sale reached the backend"
     await _assert_pad_not_prompted(bench, "prepaid")
+
+
+async def test_a_forwarded_inquiry_answer_carries_the_books_whole_head(fault_bench: FaultBench) -> None:
+    # The backend's "not found" answer has neither orderNo nor transDate (book: mandatory in every
+    # response); misbridge fills them in on both doors, and keeps what the backend did send.
+    bench = fault_bench
+    await bench.backend.clear_faults()
+    original = fresh_trace_no()
+    await bench.send("inquiry", {"traceNo": fresh_trace_no(), "originalTraceNo": original})
+    for door in ("socket", "http"):  # asked again: the backend answers from its barred record
+        inquiry_no = fresh_trace_no()
+        answer = await bench.send("inquiry", {"traceNo": inquiry_no, "originalTraceNo": original}, door)
+        assert answer["returnCode"] == "25", answer
+        assert answer["traceNo"] == inquiry_no
+        assert answer["orderNo"] == ""
+        assert re.fullmatch(r"[0-9]{14}", answer["transDate"]), answer
+        assert answer["paidAmount"] == 0
 
 
 async def test_the_inquirys_own_trace_no_cannot_start_a_sale_either(fault_bench: FaultBench) -> None:

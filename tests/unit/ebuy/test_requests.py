@@ -16,6 +16,7 @@ from misbridge.ebuy.requests import (
     REQUEST_MODELS,
     CardRedemptionRequest,
     amount_minor_units,
+    complete_book_head,
     validate_request,
 )
 from misbridge.errors import RequestError, ReturnCode
@@ -217,3 +218,18 @@ def test_any_body_is_a_model_or_a_request_error(action: str, body: dict[str, Any
     if refusal is not None:
         assert refusal.return_code.code.startswith("MB")
         assert len(str(refusal)) < 1_000
+
+
+def test_complete_book_head_fills_only_what_the_backend_left_out() -> None:
+    barred = {"traceNo": "Q1", "returnCode": "25", "returnDesc": "not found; traceNo barred"}
+    completed = complete_book_head(barred, "Q1")
+    assert completed["orderNo"] == ""
+    assert completed["paidAmount"] == 0
+    assert len(completed["transDate"]) == 14
+    assert completed["transDate"].isdigit()
+    assert {k: completed[k] for k in barred} == barred
+    approved = {"traceNo": "T1", "orderNo": "O9", "transDate": "20260101000000", "returnCode": "00",
+                "returnDesc": "SUCCESS", "paidAmount": Decimal("40.8")}  # fmt: skip
+    assert complete_book_head(approved, "T1") == approved
+    assert "paidAmount" not in complete_book_head({"returnCode": "00"}, "T2")  # only the backend knows it
+    assert complete_book_head({"returnCode": "00"}, "T2")["traceNo"] == "T2"

@@ -123,3 +123,21 @@ async def test_the_journal_file_never_holds_the_card_data(tmp_path: Path) -> Non
         assert PAN.encode() not in blob
         assert SECRET.encode() not in blob
         assert b"1111 1111" not in blob
+
+
+async def test_responses_are_written_without_card_data(tmp_path: Path) -> None:
+    db = tmp_path / "journal.db"
+    answer = {"traceNo": "T9", "orderNo": "4111111111111103", "returnCode": "00", "memo": f"card {PAN}",
+              "cardInfo": {"track2": SECRET}}  # fmt: skip
+    async with await Journal.open(db) as journal:
+        await journal.record_intent(TransactionRecord.new("T9", "cardRedemption", "submitting", {"traceNo": "T9"}))
+        await journal.record_transition("T9", "submitting", "approved", "approve", response=answer, return_code="00")
+        call = await journal.allocate_call("T9", "inquiry")
+        await journal.record_call_result(call, state="answered", return_code="00", response=answer)
+        wal = db.with_name("journal.db-wal").read_bytes()
+        stored = await journal.get("T9")
+    assert stored is not None
+    assert stored.response == {**storable(answer), "orderNo": "4111111111111103"}
+    for blob in (wal, db.read_bytes()):
+        assert PAN.encode() not in blob
+        assert SECRET.encode() not in blob
