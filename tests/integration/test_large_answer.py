@@ -45,6 +45,12 @@ _GOODS = (
 )
 
 
+def ean13(first_twelve: str) -> str:
+    """A real EAN-13: the twelve digits and their check digit (goodsIds are barcodes, see pos-api.md)."""
+    weighted = sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(first_twelve))
+    return first_twelve + str(-weighted % 10)
+
+
 def big_basket(trace_no: str) -> dict[str, Any]:
     """A cardRedemption of ``LINES`` goods lines as a supermarket POS sends them."""
     lines: list[dict[str, Any]] = []
@@ -52,7 +58,7 @@ def big_basket(trace_no: str) -> dict[str, Any]:
     for i in range(LINES):
         category, name, price = _GOODS[i % len(_GOODS)]
         lines.append({
-            "goodsCategory": category, "goodsId": f"69{i:011d}", "goodsName": name,
+            "goodsCategory": category, "goodsId": ean13(f"69{i:010d}"), "goodsName": name,
             "price": price, "quantity": 1 + i % 3, "rebateCode": "000",
             "goodsSpec": "1 unit", "memo": f"shelf {i % 40:02d}",
         })  # fmt: skip

@@ -17,6 +17,7 @@ from misbridge.api.pos_client import read_framed
 from misbridge.api.socket_server import PosSocketServer
 from misbridge.config import ApiSettings, IdentitySettings
 from misbridge.ebuy.envelope import Envelope, parse_envelope
+from misbridge.ebuy.fitting import DETAIL_FIELD, OMITTED_FIELD
 from misbridge.logs import configure_logging
 
 Body = dict[str, Any]
@@ -149,16 +150,19 @@ async def test_a_handler_that_raises_gets_mb99_and_one_scrubbed_line(
     assert "MB99" in log.getvalue()
 
 
-@pytest.mark.parametrize("mode", ["huge", "surrogate"])
-async def test_an_answer_that_cannot_be_framed_is_mb99_naming_the_trace_no(
-    door: tuple[int, Handler], log: io.StringIO, mode: str
+@pytest.mark.parametrize(("mode", "left_out"), [("huge", "goodsDetail"), ("surrogate", "memo")])
+async def test_an_answer_that_cannot_be_framed_whole_is_fitted_keeping_its_code(
+    door: tuple[int, Handler], log: io.StringIO, mode: str, left_out: str
 ) -> None:
+    # An approval must reach the POS (issue 10, item 1): never a silent close, never an MB99
+    # in place of a "00"; what did not fit is named and stays in the journal.
     port, handler = door
     handler.mode = mode
     answer = await _exchange(port, _envelope())
-    _assert_book_shape(answer.body, "MB99")
+    assert answer.body["returnCode"] == "00", answer.body
     assert answer.body["traceNo"] == "T1"
-    assert "inquiry" in answer.body["returnDesc"]
+    assert left_out in answer.body[OMITTED_FIELD]
+    assert answer.body[DETAIL_FIELD] == "/v1/transactions/T1"
     _assert_one_clean_line_per_event(log)
 
 
