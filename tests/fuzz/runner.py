@@ -88,13 +88,16 @@ def run_fuzzer(target: str, *, runs: int, seed: int, workdir: Path, timeout_s: f
     ]  # fmt: skip
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONHASHSEED": "0", "PYTHONPATH": path}
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / "libfuzzer.log"
     started = time.monotonic()
-    done = subprocess.run(  # noqa: S603 - our own interpreter and module, fixed arguments
-        command, cwd=ROOT, env=env, capture_output=True, text=True, errors="replace", timeout=timeout_s, check=False
-    )
+    # Into a file as it goes: `tail -f DIR/libfuzzer.log` shows a long run's progress.
+    with log_path.open("w", encoding="utf-8") as log_file:
+        done = subprocess.run(  # noqa: S603 - our own interpreter and module, fixed arguments
+            command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, timeout=timeout_s, check=False
+        )
     seconds = time.monotonic() - started
-    log = done.stdout + done.stderr
-    (workdir / "libfuzzer.log").write_text(log, encoding="utf-8")
+    log = log_path.read_text(encoding="utf-8", errors="replace")
     return FuzzRun(
         target=target,
         executions=_executions(log),

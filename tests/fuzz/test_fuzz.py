@@ -40,4 +40,5 @@ def test_a_short_fuzz_run_finds_nothing(target: str, tmp_path: Path) -> None:
 @pytest.mark.timeout(4 * 3600)
 @pytest.mark.parametrize("target", list(QUICK_RUNS))
 def test_a_million_fuzz_executions_find_nothing(target: str, tmp_path: Path) -> None:
+    print(f"\nfuzz {target}: {SOAK_RUNS} executions, progress in {tmp_path / 'libfuzzer.log'}", flush=True)  # noqa: T201
     _check(run_fuzzer(target, runs=SOAK_RUNS, seed=SEED, workdir=tmp_path, timeout_s=4 * 3600 - 60), SOAK_RUNS)
