@@ -52,12 +52,19 @@ _BOOK_PATHS: Final = (
 )  # fmt: skip
 
 
+#: Characters one input may spend on long strings, long numbers and deep nesting together: a
+#: little more than the book's 65 535-byte message, so one of each limit can be crossed while the
+#: cost of an execution stays bounded (the fuzzer would otherwise favour ever larger inputs).
+SIZE_BUDGET: Final = 70_000
+
+
 class Choices:
     """Reads the fuzz bytes one choice at a time; zeros once they run out."""
 
     def __init__(self, data: bytes) -> None:
         self._data = data
         self._pos = 0
+        self._budget = SIZE_BUDGET
 
     def byte(self) -> int:
         """The next byte, 0 past the end."""
@@ -68,6 +75,13 @@ class Choices:
     def below(self, n: int) -> int:
         """A number in ``0..n-1`` (``n`` at most 65 536)."""
         return ((self.byte() << 8 | self.byte()) if n > 256 else self.byte()) % n
+
+    def size(self, limit: int, cost: int = 1) -> int:
+        """A size in ``1..limit`` of things costing ``cost`` characters each, within the budget left."""
+        wanted = 1 + self.below(limit)
+        granted = max(1, min(wanted, self._budget // cost))
+        self._budget -= granted * cost
+        return granted
 
     def pick(self, options: Sequence[str]) -> str:
         """One of ``options``."""
@@ -91,7 +105,8 @@ def write_string(choices: Choices) -> str:
     if kind == 0:
         return _quote(choices.pick(_STRINGS))
     if kind == 1:
-        return _quote(choices.pick(("A", "9", "牙", "\udfff")) * (1 + choices.below(65_536)))
+        char = choices.pick(("A", "9", "牙", "\udfff"))
+        return _quote(char * choices.size(65_536, cost=len(_quote(char)) - 2))
     size = choices.below(32)
     raw = bytes(choices.byte() for _ in range(size))
     return _quote(raw.decode("utf-8", errors="surrogateescape"))
@@ -101,12 +116,12 @@ def _number(choices: Choices) -> str:
     kind = choices.below(4)
     if kind < 2:
         return choices.pick(_NUMBERS)
-    digits = "1" * (1 + choices.below(6_000))
+    digits = "1" * choices.size(6_000)
     return digits if kind == 2 else f"0.{digits}"
 
 
 def _nest(choices: Choices) -> Node:
-    depth = 1 + choices.below(3_000)
+    depth = choices.size(2_000, cost=6)
     inner = choices.pick(_LITERALS)
     if choices.byte() & 1:
         return "[" * depth + inner + "]" * depth
