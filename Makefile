@@ -13,6 +13,7 @@ help:
 	@echo "make demo   - set up .venv and run one card redemption on the simulators"
 	@echo "make test   - set up .venv, then ruff, mypy --strict and the whole test suite"
 	@echo "make soak   - long soak and fuzz runs (not part of make test)"
+	@echo "make fuzz   - only the three fuzzers of make soak, 10^6 executions each, with their figures"
 	@echo "make bench  - the benchmark table of docs/performance.md (about 5 minutes)"
 	@echo "make profile - where the daemon spends its CPU under load (py-spy)"
 	@echo "make test-browser - the browser attack test with headless Chromium (installs chromium)"
@@ -59,6 +60,11 @@ test: lint typecheck unit
 
 soak: $(STAMP)
 	$(BIN)/pytest -q -m soak $(PYTEST_ARGS)
+
+# The fuzzers are soak tests (tests/fuzz, docs/fuzzing.md): make soak runs them too.
+.PHONY: fuzz
+fuzz: $(STAMP)
+	$(BIN)/pytest -q -s -m soak tests/fuzz $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
