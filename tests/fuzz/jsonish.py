@@ -19,8 +19,8 @@ from functools import cache
 from typing import Any, Final, TypeAlias
 
 from misbridge.ebuy import jsonio
+from misbridge.ebuy.carddata import CARD_DATA_FIELDS
 from misbridge.ebuy.examples import card_redemption_request
-from misbridge.ebuy.requests import FORBIDDEN_KEYS
 
 __all__ = ["Choices", "Node", "book_body", "render", "write_body", "write_string", "write_value"]
 
@@ -33,7 +33,7 @@ _KEYS: Final = (
     "traceNo", "originalTraceNo", "totalAmount", "undiscountAmount", "goodsDetail", "memberDetail", "acquirer",
     "goodsCategory", "goodsId", "goodsName", "price", "quantity", "rebateCode",
     "memberId", "memberName", "grade", "status", "balance", "pointBalance",
-    "cardNo", "pan", "cvv", "Password", "TRACK2", "PinBlock", "cardinfo", "", "memo", *FORBIDDEN_KEYS,
+    "cardNo", "pan", "cvv", "Password", "TRACK2", "PinBlock", "cardinfo", "", "memo", *sorted(CARD_DATA_FIELDS),
 )  # fmt: skip
 _STRINGS: Final = (
     "", "99000009100010101732123", "P00001", "牙膏", "000", "01", "TONY", "1", "x" * 41, "trace no",

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from misbridge.ebuy import jsonio
+from misbridge.ebuy.carddata import CARD_DATA_FIELDS
 from misbridge.ebuy.envelope import Envelope, encode_envelope, frame_message
 from misbridge.ebuy.examples import CARD_REDEMPTION_REQUEST_TEXT, MESSAGE_STRUCTURE_EXAMPLE, card_redemption_request
-from misbridge.ebuy.requests import BOOK_ACTIONS, FORBIDDEN_KEYS
+from misbridge.ebuy.requests import BOOK_ACTIONS
 from misbridge.link import (
     Cancel,
     CardData,
@@ -147,7 +148,7 @@ _BODY_KEYS: Final = (
     "traceNo", "originalTraceNo", "totalAmount", "undiscountAmount", "goodsDetail", "memberDetail",
     "goodsCategory", "goodsId", "goodsName", "price", "quantity", "rebateCode", "acquirer",
     "memberId", "memberName", "grade", "status", "balance", "pointBalance",
-    "cardNo", "pan", "cvv", *FORBIDDEN_KEYS,
+    "cardNo", "pan", "cvv", *sorted(CARD_DATA_FIELDS),
 )  # fmt: skip
 _ENVELOPE_KEYS: Final = ("action", "deviceNo", "shopNo", "brand", "body", "sign")
 

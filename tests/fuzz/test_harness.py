@@ -108,7 +108,7 @@ def test_the_recorder_keeps_one_finding_per_place_with_its_shortest_input(tmp_pa
     index = (tmp_path / "findings.json").read_text(encoding="utf-8")
     findings = jsonio.loads(index)
     seen = [(f["error"], f["size"], f["count"]) for f in findings]
-    assert seen == [("ValueError", 4400, 3), ("JSONDecodeError", 1, 1)]
+    assert seen == [("JSONLimitError", 4400, 3), ("JSONDecodeError", 1, 1)]
     assert (tmp_path / findings[0]["reproducer"]).read_bytes() == b"1" * 4400
 
 
