@@ -181,7 +181,8 @@ def test_short_run_finds_door_and_document_agreeing_on_requests(short_run: Run) 
 @pytest.mark.soak
 @pytest.mark.timeout(3600)
 def test_soak_has_enough_answers_and_sales(soak_run: Run) -> None:
-    print("\nschemathesis soak:", soak_run.summary().splitlines()[0])  # the figures docs/reliability.md quotes
+    # The figures docs/reliability.md quotes (shown with pytest -s).
+    sys.stdout.write(f"\nschemathesis soak: {soak_run.summary().splitlines()[0]}\n")
     assert len(soak_run.answers) >= SOAK_MIN_ANSWERS, soak_run.summary()
     _assert_sales_ran(soak_run)
 
