@@ -54,6 +54,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from misbridge.errors import ReturnCode
+from misbridge.net import bind_tcp
+
+__all__ = ["SCOPE_EXTENSION", "AsgiServer", "GatedH11Protocol", "bind_tcp", "gated_protocol", "serve_asgi"]
 
 #: Key of this server's entry in ``scope["extensions"]``.
 SCOPE_EXTENSION = "misbridge"
@@ -391,21 +394,3 @@ async def serve_asgi(app: ASGIApp, sock: socket.socket, *, log_level: str = "war
     server = AsgiServer(app, sock=sock, log_level=log_level)
     await server.start()
     return server
-
-
-def bind_tcp(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (IPv4 or IPv6), with SO_REUSEADDR, not yet listening.
-
-    Raises:
-        OSError: the address cannot be resolved or bound.
-    """
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock

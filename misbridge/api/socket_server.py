@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 from collections.abc import Mapping
 from enum import Enum
 from typing import Any, Protocol, cast
@@ -47,6 +46,7 @@ from misbridge.ebuy.envelope import (
 from misbridge.ebuy.fitting import frame_reply
 from misbridge.ebuy.requests import BOOK_ACTIONS, error_response
 from misbridge.errors import RequestError, ReturnCode
+from misbridge.net import bind_tcp
 
 
 class Handler(Protocol):
@@ -128,7 +128,7 @@ class PosSocketServer:
         def protocol() -> asyncio.StreamReaderProtocol:
             return asyncio.StreamReaderProtocol(_WatchedReader(), self._on_connection)
 
-        sock = _bound_socket(self._api.host, self._api.socket_port)
+        sock = bind_tcp(self._api.host, self._api.socket_port)
         self._server = await loop.create_server(protocol, sock=sock, backlog=ACCEPTS_PER_WAKEUP)
         sock.listen(LISTEN_BACKLOG)
         port = int(sock.getsockname()[1])
@@ -320,20 +320,6 @@ class PosSocketServer:
         own = self._identity
         body = self.guard.answer_body(code)
         return frame_message(encode_envelope(Envelope("", own.device_no, own.shop_no, own.brand, body)))
-
-
-def _bound_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to ``host:port`` (IPv4 or IPv6), with SO_REUSEADDR, not yet listening."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-    except OSError:
-        sock.close()
-        raise
-    sock.setblocking(False)
-    return sock
 
 
 def _parse(payload: bytes) -> Envelope:

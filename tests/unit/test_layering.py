@@ -91,7 +91,7 @@ IMPORT_RULES: dict[str, ImportRule] = {
         "misbridge.config", "misbridge.crashpoints", "statemachine", "loguru",
     ),
     "misbridge.api": _rule(
-        "misbridge.__version__", "misbridge.ebuy", "misbridge.errors", "misbridge.config",
+        "misbridge.__version__", "misbridge.ebuy", "misbridge.errors", "misbridge.config", "misbridge.net",
         "misbridge.journal.records", "misbridge.crashpoints", "starlette", "pydantic", "loguru",
     ),
     "simulators": _rule(
