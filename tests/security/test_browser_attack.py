@@ -185,7 +185,9 @@ async def test_a_web_page_cannot_start_a_transaction(tmp_path: Path) -> None:
     assert len(report) == 16, report
     # ... they reached the doors and were refused ...
     assert log.count("HTTP request refused") >= 6, log
-    assert log.count("an HTTP request arrived on the e-Buy socket door") >= 5, log
+    # (the socket door's edge lines are rate-limited per door, code and user: the first in full,
+    # the rest summed up later, so one line stands for the five attempts)
+    assert log.count("an HTTP request arrived on the e-Buy socket door") >= 1, log
     assert all(not v.startswith("answered: status 200") for v in report.values()), report
     # ... and nothing happened.
     assert journaled == 0, report
