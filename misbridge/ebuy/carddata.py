@@ -206,9 +206,12 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
     numbers masked, and more than ``limit`` characters are cut with the full length given:
     ``'aaaa…' (30000 characters)``.
     """
-    cut = text if len(text) <= limit else text[:limit]
-    printable = repr(mask_card_numbers(cut).encode("utf-8", "backslashreplace").decode("utf-8"))
-    return printable if cut is text else f"{printable[:-1]}…{printable[-1]} ({len(text)} characters)"
+    # Mask before cutting: a card number across the cut would leave a digit run too short to be
+    # recognised, shown in clear.
+    masked = mask_card_numbers(text)
+    cut = masked if len(masked) <= limit else masked[:limit]
+    printable = repr(cut.encode("utf-8", "backslashreplace").decode("utf-8"))
+    return printable if len(text) <= limit else f"{printable[:-1]}…{printable[-1]} ({len(text)} characters)"
 
 
 # --- requests ------------------------------------------------------------------------------

@@ -238,3 +238,12 @@ def test_storable_returns_a_clean_body_unchanged_and_cuts_deep_subtrees() -> Non
     text = jsonio.dumps(stored)
     assert carddata.REMOVED in text
     assert text.replace(carddata.REMOVED, "").count("[") == 31
+
+
+def test_a_card_number_across_the_cut_of_a_shown_text_is_not_shown_in_clear() -> None:
+    # Cut first, masked second, this showed 13 of the 16 digits (the cut run fails Luhn).
+    text = "a" * 51 + "4111111111111111" + "zz"
+    assert "4111111111111" not in carddata.shown(text, 64)
+    with pytest.raises(jsonio.JSONDecodeError) as refused:
+        jsonio.loads(f'{{"{text}":1,"{text}":2}}')
+    assert "4111111111111" not in str(refused.value)
