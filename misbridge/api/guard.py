@@ -178,10 +178,14 @@ class DoorGuard:
         """:meth:`answer_body` as UTF-8 JSON (the HTTP door's refusal body)."""
         return jsonio.dumps(self.answer_body(code, description)).encode("utf-8")
 
-    def linger_then_close(self, transport: asyncio.BaseTransport, *, budget: int = LINGER_BYTES) -> None:
+    def linger_then_close(
+        self, transport: asyncio.BaseTransport, *, budget: int = LINGER_BYTES, keep: object = None
+    ) -> None:
         """Take over ``transport`` after an answer was written: half-close, drain a little, close.
 
         The transport's protocol is replaced; the caller must not use or close it afterwards.
+        ``keep`` is held until the drain ends: a StreamWriter left to the garbage collector
+        closes its transport in ``__del__`` and would cut the drain short with a reset.
         """
         if self._lingering >= MAX_LINGERING or transport.is_closing():
             transport.close()
@@ -190,7 +194,7 @@ class DoorGuard:
             transport.close()
             return
         self._lingering += 1
-        _Drain(transport, budget, self._linger_done).start()
+        _Drain(transport, budget, self._linger_done, keep).start()
 
     def _linger_done(self) -> None:
         self._lingering -= 1
@@ -199,8 +203,9 @@ class DoorGuard:
 class _Drain(asyncio.Protocol):
     """Reads and drops what a refused peer still sends, then closes (see the module docstring)."""
 
-    def __init__(self, transport: asyncio.Transport, budget: int, on_done: Any) -> None:
+    def __init__(self, transport: asyncio.Transport, budget: int, on_done: Any, keep: object = None) -> None:
         self._transport = transport
+        self._keep = keep
         self._budget = budget
         self._on_done = on_done
         self._timer: asyncio.TimerHandle | None = None
@@ -235,4 +240,5 @@ class _Drain(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
         self._transport.close()
+        self._keep = None
         self._on_done()

@@ -152,7 +152,7 @@ class PosSocketServer:
         ticket = self.guard.admit(writer.get_extra_info("socket"))
         if ticket.refusal is not None:
             writer.write(self._framed_refusal(ticket.refusal))
-            self.guard.linger_then_close(writer.transport)
+            self.guard.linger_then_close(writer.transport, keep=writer)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -168,7 +168,7 @@ class PosSocketServer:
             ticket.release()
             self._connections.discard(task)
             if next_step is _Next.LINGER and not watched.peer_done.is_set():
-                self.guard.linger_then_close(writer.transport, budget=BROKEN_STREAM_LINGER_BYTES)
+                self.guard.linger_then_close(writer.transport, budget=BROKEN_STREAM_LINGER_BYTES, keep=writer)
             else:
                 writer.close()
 

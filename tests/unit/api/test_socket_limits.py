@@ -6,6 +6,7 @@ Real sockets against a real PosSocketServer; only the handler behind it is a rec
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import struct
 import time
@@ -274,6 +275,19 @@ async def test_a_refused_caller_still_writing_reads_the_refusal_instead_of_a_res
         data = await asyncio.to_thread(_blocking_send_then_read, door.port, payload)
         (length,) = struct.unpack(">H", data[:2])
         assert parse_envelope(data[2 : 2 + length]).body["returnCode"] == "MB74"
+
+
+async def test_a_garbage_collection_during_the_drain_does_not_cut_it_short(doors: Any) -> None:
+    # The refused connection's StreamWriter closes its transport when collected: the drain keeps it.
+    door = await doors(policy=RefuseEveryone())
+    reader, writer = await door.connect()
+    assert (await _answer(reader)).body["returnCode"] == "MB74"
+    gc.collect()
+    await asyncio.sleep(0.05)
+    writer.write(b"x" * 1000)  # still writing into the drain: no reset while it lasts
+    await writer.drain()
+    assert door.server.guard.lingering == 1
+    await _close_all([(reader, writer)])
 
 
 async def test_at_most_eight_refused_connections_linger(doors: Any) -> None:
