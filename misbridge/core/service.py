@@ -372,6 +372,9 @@ class TransactionService:
         gone = asyncio.create_task(presence.all_gone.wait(), name="POS gone")
         try:
             await asyncio.wait({drain, gone}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            drain.cancel()  # we are cancelled (shutdown): leave no task unawaited behind
+            raise
         finally:
             gone.cancel()
         if not drain.done():
@@ -520,5 +523,7 @@ def answer_from_journal(record: TransactionRecord) -> Response:
     MB32 the POS was first given); otherwise a code for the state it is in.
     """
     if record.response is not None:
-        return complete_book_head(record.response, record.trace_no)
+        # A head field the backend left out is filled from the record, not the clock, so every
+        # replay of a stored answer is the same.
+        return complete_book_head(record.response, record.trace_no, at=record.updated_at)
     return pos_response(record.trace_no, _STATE_CODES.get(TxnState(record.state), ReturnCode.BACKEND_UNKNOWN))

@@ -277,20 +277,21 @@ def error_response(trace_no: str, error: RequestError | Exception, code: ReturnC
     }
 
 
-def complete_book_head(answer: Mapping[str, Any], trace_no: str) -> dict[str, Any]:
+def complete_book_head(answer: Mapping[str, Any], trace_no: str, *, at: datetime | None = None) -> dict[str, Any]:
     """``answer`` (a backend's response passed on to the POS) with the book's mandatory head filled in.
 
     The book marks traceNo, orderNo, transDate, returnCode, returnDesc and paidAmount mandatory
     in every response, but a backend leaves some out (a "not found" inquiry answer has no
     order). A missing traceNo is the request's, orderNo and returnDesc are empty, transDate is
-    now, and paidAmount is 0 for anything but an approval; nothing the backend sent is changed,
-    and an approval without paidAmount stays without one (misbridge cannot know the amount).
+    ``at`` (default now), and paidAmount is 0 for anything but an approval; nothing the backend
+    sent is changed, and an approval without paidAmount stays without one (misbridge cannot know
+    the amount).
     """
     completed = dict(answer)
-    if not isinstance(completed.get("traceNo"), str):
-        completed["traceNo"] = trace_no
+    completed.setdefault("traceNo", trace_no)
     completed.setdefault("orderNo", "")
-    completed.setdefault("transDate", trans_date())
+    if "transDate" not in completed:
+        completed["transDate"] = trans_date(None if at is None else at.astimezone())
     completed.setdefault("returnDesc", "")
     if completed.get("returnCode") != SUCCESS_CODE:
         completed.setdefault("paidAmount", 0)

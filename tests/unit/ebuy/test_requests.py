@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -233,3 +234,12 @@ def test_complete_book_head_fills_only_what_the_backend_left_out() -> None:
     assert complete_book_head(approved, "T1") == approved
     assert "paidAmount" not in complete_book_head({"returnCode": "00"}, "T2")  # only the backend knows it
     assert complete_book_head({"returnCode": "00"}, "T2")["traceNo"] == "T2"
+
+
+def test_a_filled_in_trans_date_comes_from_the_record_so_replays_agree() -> None:
+    stored_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    barred = {"traceNo": "Q1", "returnCode": "25", "returnDesc": "not found"}
+    first, again = (complete_book_head(barred, "Q1", at=stored_at) for _ in range(2))
+    assert first == again
+    assert first["transDate"] == stored_at.astimezone().strftime("%Y%m%d%H%M%S")
+    assert complete_book_head({"traceNo": None, "returnCode": "00"}, "T3")["traceNo"] is None  # as sent
