@@ -447,8 +447,20 @@ class TransactionService:
         """``inquiry`` from the POS: answered from the journal when misbridge knows the original."""
         trace_no = str(body.get("traceNo", ""))
         original_trace_no = str(body["originalTraceNo"])
+        starting = self._in_flight.get(original_trace_no)
+        if starting is not None:
+            # A sale that is still draining voids has no journal row yet: wait for it rather
+            # than forward the inquiry, which would bar its traceNo at the backend.
+            await asyncio.shield(starting.task)
         original = await self._journal.get(original_trace_no)
         if original is None:  # a transaction misbridge never saw: ask the backend
+            if trace_no in self._in_flight or await self._journal.get(trace_no) is not None:
+                # Forwarded, the inquiry would make the backend see that sale's traceNo twice.
+                err = RequestError(
+                    f"traceNo {trace_no} is already used by a transaction; an inquiry needs its own",
+                    return_code=ReturnCode.TRACE_NO_CONFLICT,
+                )
+                return error_response(trace_no, err, err.return_code)
             forwarded = await self._forward_inquiry(trace_no, original_trace_no, body)
             if forwarded is not None:
                 return forwarded

@@ -63,6 +63,19 @@ async def test_a_sale_with_a_trace_no_burned_by_an_inquiry_is_refused_before_the
     await _assert_pad_not_prompted(bench, "prepaid")
 
 
+async def test_an_inquiry_using_a_sales_trace_no_is_not_forwarded(fault_bench: FaultBench) -> None:
+    # The backend would see the sale's traceNo a second time (and bar it, were the sale still to come).
+    bench = fault_bench
+    await bench.backend.clear_faults()
+    await bench.customer("prepaid")
+    sale = await bench.send("cardRedemption", redemption_body())
+    assert sale["returnCode"] == "00", sale
+    unknown = fresh_trace_no()
+    answer = await bench.send("inquiry", {"traceNo": sale["traceNo"], "originalTraceNo": unknown})
+    assert answer["returnCode"] == "MB41", answer
+    assert await bench.backend.entry(unknown) is None, "the inquiry reached the backend"
+
+
 async def test_a_forwarded_inquiry_answer_carries_the_books_whole_head(fault_bench: FaultBench) -> None:
     # The backend's "not found" answer has neither orderNo nor transDate (book: mandatory in every
     # response); misbridge fills them in on both doors, and keeps what the backend did send.
