@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from loguru import logger
 
-from misbridge.pan import mask_card_numbers, may_hold_card_number
+from misbridge.pan import CARD_DATA_FIELDS, mask_card_numbers, may_hold_card_number
 
 if TYPE_CHECKING:
     from loguru import Record
@@ -68,8 +68,10 @@ __all__ = [
 
 #: What a removed value is replaced by.
 REDACTED: Final = "[redacted]"
-#: Field names (compared case-insensitively) whose values are card data, never to be logged.
-SENSITIVE_FIELDS: Final = frozenset(
+#: Field names (compared case-insensitively) whose values are card data, never to be logged: the
+#: names a request is refused for (CARD_DATA_FIELDS, one list for both) and the spellings with
+#: "_" the scrubber's ``name=value`` pattern must also find.
+SENSITIVE_FIELDS: Final = CARD_DATA_FIELDS | frozenset(
     name.lower()
     for name in (
         "password", "pin", "pinBlock", "pin_block", "track1", "track2", "track3", "track", "trackData",

@@ -10,6 +10,6 @@ by single spaces or dashes (``4111 1111 1111 1111``), that is not a ``yyyyMMddHH
 
 from __future__ import annotations
 
-from misbridge.ebuy.carddata import luhn_valid, mask_card_numbers, mask_pan, may_hold_card_number
+from misbridge.ebuy.carddata import CARD_DATA_FIELDS, luhn_valid, mask_card_numbers, mask_pan, may_hold_card_number
 
-__all__ = ["luhn_valid", "mask_card_numbers", "mask_pan", "may_hold_card_number"]
+__all__ = ["CARD_DATA_FIELDS", "luhn_valid", "mask_card_numbers", "mask_pan", "may_hold_card_number"]

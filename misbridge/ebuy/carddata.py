@@ -47,6 +47,7 @@ CARD_DATA_FIELDS: Final = frozenset(
         "password", "passwd", "pin", "pincode", "cardpin", "pinblock", "encpinblock",
         "track", "track1", "track2", "track3", "trackdata", "track1data", "track2data", "track3data",
         "enctrack1", "enctrack2", "enctrack3", "icdata", "encicdata", "cardsn",
+        "encpanhex", "enctrack1hex", "enctrack2hex", "enctrack3hex", "encicdatahex", "pinblockhex",
         "expiry", "expirydate", "expdate", "expirationdate", "cardexpiry", "validdate", "validthru",
     }
 )  # fmt: skip

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from loguru import logger
 
 from misbridge import logs
+from misbridge.ebuy.carddata import is_card_data_field
 from misbridge.logs import (
     RATE_WINDOW_S,
     REDACTED,
@@ -344,3 +345,11 @@ def test_a_file_or_pipe_gets_tracebacks_on_one_line() -> None:
     lines = sink.getvalue().splitlines()
     assert len(lines) == 1
     assert "crashed\\nTraceback (most recent call last):" in lines[0]
+
+
+@pytest.mark.parametrize("name", ["cvc2", "expiry", "securityCode", "cardNumber", "enc_pan_hex"])
+def test_every_name_a_request_is_refused_for_is_redacted_in_logs_too(name: str) -> None:
+    # One list for both: before, cvc2/expiry/securityCode/cardNumber were refused but logged.
+    assert is_card_data_field(name)
+    assert logs.scrub({name: "4929"}) == {name: logs.REDACTED}
+    assert "4929" not in logs.scrub_text(f"{name}=4929")
