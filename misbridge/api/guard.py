@@ -49,6 +49,7 @@ BROKEN_STREAM_LINGER_BYTES = 16 * 1024 * 1024
 #: Connections per door that may linger at once.
 MAX_LINGERING = 8
 #: The extra that misbridge.logs rate-limits on (first line in full, then a summary per 10 s).
+#: Spelled out again because the api layer may not import misbridge.logs; test_logs checks both agree.
 RATE_LIMIT_EXTRA = "_rate"
 
 

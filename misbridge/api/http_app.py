@@ -128,8 +128,6 @@ async def _read_json_object(request: Request) -> dict[str, Any] | JsonResponse:
         return _refusal(err, status=415)
     try:
         body = jsonio.loads(await request.body())
-    except RequestError as err:  # misbridge's own JSON limits
-        return _refusal(err)
     except (jsonio.JSONDecodeError, UnicodeError) as exc:
         return _refusal(RequestError(f"request body is not JSON: {exc}", return_code=ReturnCode.NOT_JSON))
     if not isinstance(body, dict):

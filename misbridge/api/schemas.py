@@ -23,11 +23,10 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from misbridge import __version__
 from misbridge.ebuy.carddata import CARD_DATA_FIELDS
-from misbridge.ebuy.requests import MAX_AMOUNT, REQUEST_MODELS, TRACE_NO_PATTERN
+from misbridge.ebuy.requests import MAX_AMOUNT, MAX_QUANTITY, REQUEST_MODELS, TRACE_NO_PATTERN
 from misbridge.errors import ReturnCode
 
 #: The largest goods quantity the door accepts (validated in misbridge.ebuy.requests).
-MAX_QUANTITY = 99_999
 #: The smallest step of an amount: the book's Price has at most two decimals (fen).
 AMOUNT_STEP = Decimal("0.01")
 

@@ -274,14 +274,8 @@ class PosSocketServer:
     async def _send(
         self, writer: asyncio.StreamWriter, request: Envelope | None, body: dict[str, Any], ticket: Ticket
     ) -> None:
-        """Write the framed answer; an answer that cannot be framed becomes MB99 (never silence)."""
-        reply = self._reply_envelope(request, body)
-        try:
-            data = frame_reply(reply)
-        except Exception as err:  # noqa: BLE001 -- the POS must hear something in the book's shape
-            self.guard.log_edge(ticket, ReturnCode.INTERNAL, f"the answer could not be framed: {_describe(err)}")
-            data = self._unframeable(reply, err)
-        writer.write(data)
+        """Write the framed answer (frame_reply fits any answer into the framing and never raises)."""
+        writer.write(frame_reply(self._reply_envelope(request, body)))
         # An honest POS reads its answer at once; one that does not may not pin the connection.
         async with asyncio.timeout(self._api.request_timeout_s):
             await writer.drain()
@@ -304,17 +298,6 @@ class PosSocketServer:
             _echoable(request.brand) or own.brand,
             body,
         )
-
-    def _unframeable(self, reply: Envelope, err: Exception) -> bytes:
-        """An MB99 answer for a reply that could not be framed; it names the traceNo to ask about."""
-        trace_no = _echoable(reply.body.get("traceNo"))
-        failure = RequestError(
-            f"the answer could not be sent in the book's framing ({type(err).__name__}); the outcome is "
-            "kept: ask with inquiry or GET /v1/transactions/{traceNo}",
-            return_code=ReturnCode.INTERNAL,
-        )
-        body = error_response(trace_no, failure, ReturnCode.INTERNAL)
-        return frame_message(encode_envelope(Envelope(reply.action, reply.device_no, reply.shop_no, reply.brand, body)))
 
     def _framed_refusal(self, code: ReturnCode) -> bytes:
         own = self._identity

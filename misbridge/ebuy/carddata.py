@@ -260,9 +260,22 @@ def _is_exempt(parent: _Node, key: str | int, value: Any, identifiers: frozenset
     return key == BARCODE_FIELD and isinstance(value, str) and gtin_valid(value)
 
 
-@lru_cache(maxsize=1024)
+#: Longest field name the decision cache keeps (a POS's own names are short; a hostile 60 KB key
+#: would otherwise stay in memory, 1 024 of them for the life of the process).
+_CACHED_KEY_CHARS = 64
+
+
 def _key_problem(key: str) -> str | None:
+    return _short_key_problem(key) if len(key) <= _CACHED_KEY_CHARS else _decide_key(key)
+
+
+@lru_cache(maxsize=1024)
+def _short_key_problem(key: str) -> str | None:
     # Requests repeat the same few keys on every goods line: decide each name once.
+    return _decide_key(key)
+
+
+def _decide_key(key: str) -> str | None:
     if is_card_data_field(key):
         return "is a card-data field"
     if holds_card_number(key):

@@ -353,3 +353,10 @@ def test_every_name_a_request_is_refused_for_is_redacted_in_logs_too(name: str) 
     assert is_card_data_field(name)
     assert logs.scrub({name: "4929"}) == {name: logs.REDACTED}
     assert "4929" not in logs.scrub_text(f"{name}=4929")
+
+
+def test_the_doors_rate_limit_key_is_the_one_the_logs_limit_on() -> None:
+    # misbridge.api.guard may not import misbridge.logs, so it spells the key out itself.
+    from misbridge.api import guard
+
+    assert guard.RATE_LIMIT_EXTRA == logs.RATE_LIMIT_EXTRA
