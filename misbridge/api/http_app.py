@@ -103,17 +103,27 @@ async def _watch_for_hang_up(receive: Receive, caller_gone: asyncio.Event) -> No
     caller_gone.set()
 
 
-async def _handle_watched(
-    service: PosService, action: str, body: dict[str, Any], receive: Receive
-) -> dict[str, Any]:
-    caller_gone = asyncio.Event()
-    watcher = asyncio.create_task(_watch_for_hang_up(receive, caller_gone))
+def _door_caller_gone(request: Request) -> asyncio.Event | None:
+    """The event the POS door's connection sets when the peer goes (misbridge.asgi puts it in the
+    scope's ``misbridge`` extension), or None when the app is served some other way."""
+    extension = request.scope.get("extensions", {}).get("misbridge", {})
+    gone = extension.get("caller_gone") if isinstance(extension, dict) else None
+    return gone if isinstance(gone, asyncio.Event) else None
+
+
+async def _handle_watched(service: PosService, action: str, body: dict[str, Any], request: Request) -> dict[str, Any]:
+    caller_gone = _door_caller_gone(request)
+    watcher = None
+    if caller_gone is None:  # no door connection to ask: watch the ASGI messages instead
+        caller_gone = asyncio.Event()
+        watcher = asyncio.create_task(_watch_for_hang_up(request.receive, caller_gone))
     try:
         return await service.handle(action, body, caller_gone=caller_gone)
     finally:
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         if caller_gone.is_set():
             logger.bind(traceNo=trace_no_of(body), action=action[:64]).info(
                 "the POS closed its HTTP connection before its answer"
@@ -151,7 +161,7 @@ def create_app(
         if isinstance(body, Response):
             return body
         request.scope[TRACE_NO_SCOPE_KEY] = trace_no_of(body)
-        answer = await _handle_watched(service, request.path_params["action"], body, request.receive)
+        answer = await _handle_watched(service, request.path_params["action"], body, request)
         after_reply = BackgroundTask(crash_point, "pos.after_reply")
         return JsonResponse(answer, status_code=_status_for(answer), background=after_reply)
 

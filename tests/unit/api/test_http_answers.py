@@ -20,7 +20,9 @@ import pytest
 from loguru import logger
 from pydantic import SecretStr
 
+from misbridge.api.guard import DoorGuard
 from misbridge.api.http_app import create_app
+from misbridge.api.peer import CallerPolicy
 from misbridge.api.security import ApiSecurity
 from misbridge.asgi import AsgiServer
 from misbridge.config import ApiSettings
@@ -239,9 +241,13 @@ async def test_a_handler_that_cannot_even_read_its_body_still_answers_mb99(servi
 # --- the POS hangs up while its request runs (issue 10, item 2) --------------------------------
 
 
-async def test_a_pos_that_closes_its_connection_sets_caller_gone(service: ScriptedService) -> None:
+@pytest.mark.parametrize("gated", [False, True], ids=["plain-server", "pos-door-gate"])
+async def test_a_pos_that_closes_its_connection_sets_caller_gone(service: ScriptedService, gated: bool) -> None:
+    # Behind the POS door's gate the app uses the connection's own event; served plainly it
+    # watches the ASGI messages.
     service.wait_for_caller_gone = True
-    server = AsgiServer(create_app(service), "127.0.0.1", 0)
+    gate = DoorGuard("http", ApiSettings(), CallerPolicy.allow_all()) if gated else None
+    server = AsgiServer(create_app(service), "127.0.0.1", 0, gate=gate)
     port = await server.start()
     try:
         sock = socket.create_connection(("127.0.0.1", port))
