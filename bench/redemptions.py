@@ -47,7 +47,7 @@ from bench.common import (
 from bench.wire import LinkBytes, count_link_bytes, new_trace_no, wire_seconds
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.backend.client import BackendClient
-from misbridge.config import BackendSettings, IdentitySettings
+from misbridge.config.settings import BackendSettings, IdentitySettings
 from misbridge.ebuy.examples import card_redemption_request
 from simulators.cards import CARDS, DEFAULT_CARD
 from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text

@@ -8,7 +8,7 @@ The last daemon is then left idle for ``--idle-s`` seconds and its user + sys CP
 
 The **import footprint** rows say how much of start-up and of the idle RSS is only loading
 code: a fresh interpreter imports (a) nothing, (b) the libraries misbridge is built on and
-nothing of misbridge, (c) ``misbridge.cli`` (everything ``misbridge serve`` loads); each is
+nothing of misbridge, (c) ``misbridge.app.cli`` (everything ``misbridge serve`` loads); each is
 timed from spawn to exit (best of ``--starts``) and reports its VmRSS after the imports.
 
 Run alone: ``python -m bench.startup [--starts 5] [--idle-s 60]``.
@@ -39,7 +39,7 @@ DEPENDENCY_IMPORTS = (
 FOOTPRINTS = {
     "bare interpreter": "pass",
     "dependencies only": f"import {DEPENDENCY_IMPORTS}",
-    "misbridge serve's imports": "import misbridge.cli",
+    "misbridge serve's imports": "import misbridge.app.cli",
 }
 _PRINT_RSS = (
     "\nfor line in open('/proc/self/status'):\n"

@@ -1,5 +1,5 @@
 """`python -m misbridge` runs the command line."""
 
-from misbridge.cli import main
+from misbridge.app.cli import main
 
 raise SystemExit(main())

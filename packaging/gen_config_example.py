@@ -1,6 +1,6 @@
-"""Write the commented example configuration (misbridge.toml.example) from misbridge.config.
+"""Write the commented example configuration (misbridge.toml.example) from misbridge.config.settings.
 
-Every setting of :class:`misbridge.config.Settings` appears with its meaning, its default, its
+Every setting of :class:`misbridge.config.settings.Settings` appears with its meaning, its default, its
 allowed range and the environment variable that overrides it, so the example cannot drift
 from the code: ``make install`` runs this script with the installed interpreter, and
 tests/system/test_config_example.py checks the output parses and covers every field.
@@ -25,7 +25,7 @@ import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from misbridge.config import Settings
+from misbridge.config.settings import Settings
 
 #: Meanings for settings whose Field() has no description (config.py's own descriptions win).
 EXTRA_HELP: dict[str, str] = {
@@ -57,7 +57,7 @@ NOTES: dict[str, str] = {
 HEADER = """\
 # misbridge configuration: /etc/misbridge/misbridge.toml
 #
-# Generated from misbridge/config.py by packaging/gen_config_example.py (misbridge {version}).
+# Generated from misbridge/config/settings.py by packaging/gen_config_example.py (misbridge {version}).
 # Copy this file to misbridge.toml, set the site-specific values (the active lines below),
 # then run:  misbridge check-config --config /etc/misbridge/misbridge.toml
 #
@@ -107,7 +107,9 @@ def _section_model(field: FieldInfo) -> type[BaseModel] | None:
 def _meaning(dotted: str, field: FieldInfo) -> str:
     meaning = field.description or EXTRA_HELP.get(dotted)
     if not meaning:
-        raise UndocumentedSetting(f"setting {dotted} has no meaning: add Field(description=...) in misbridge/config.py")
+        raise UndocumentedSetting(
+            f"setting {dotted} has no meaning: add Field(description=...) in misbridge/config/settings.py"
+        )
     return meaning
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from misbridge.pan import mask_pan
+from misbridge.ebuy.pan import mask_pan
 
 
 class Usage(StrEnum):

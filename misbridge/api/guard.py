@@ -19,7 +19,7 @@ receive buffer. So after the answer the door half-closes, reads and discards wha
 connections per door linger at a time; beyond that the door closes at once, so lingering can
 never be used to hold descriptors.
 
-Every decision writes one log line, rate-limited per (door, code, uid) by misbridge.logs.
+Every decision writes one log line, rate-limited per (door, code, uid) by misbridge.telemetry.logs.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 from loguru import logger
 
 from misbridge.api.peer import Caller, CallerPolicy, PeerIdentity, Unidentified
-from misbridge.config import ApiSettings
+from misbridge.config.settings import ApiSettings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.requests import error_response
 from misbridge.errors import RequestError, ReturnCode
@@ -48,8 +48,8 @@ LINGER_BYTES = 64 * 1024
 BROKEN_STREAM_LINGER_BYTES = 16 * 1024 * 1024
 #: Connections per door that may linger at once.
 MAX_LINGERING = 8
-#: The extra that misbridge.logs rate-limits on (first line in full, then a summary per 10 s).
-#: Spelled out again because the api layer may not import misbridge.logs; test_logs checks both agree.
+#: The extra that misbridge.telemetry.logs rate-limits on (first line in full, then a summary per 10 s).
+#: Spelled out again because the api layer may not import misbridge.telemetry.logs; test_logs checks both agree.
 RATE_LIMIT_EXTRA = "_rate"
 
 

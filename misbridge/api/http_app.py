@@ -37,10 +37,10 @@ from misbridge.api.http_guards import (
 )
 from misbridge.api.schemas import openapi_document
 from misbridge.api.security import ApiSecurity, SecurityMiddleware
-from misbridge.crashpoints import crash_point
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.requests import TRACE_NO_PATTERN
 from misbridge.errors import RequestError, ReturnCode
+from misbridge.host.crashpoints import crash_point
 
 __all__ = ["MAX_BODY_BYTES", "JsonResponse", "MetricsSource", "PosService", "create_app"]
 
@@ -61,7 +61,7 @@ class PosService(Protocol):
 
 
 class MetricsSource(Protocol):
-    """What ``GET /metrics`` needs (``misbridge.metrics.Metrics`` has it; the api layer does not import it)."""
+    """What ``GET /metrics`` needs (``telemetry.metrics.Metrics`` has it; the api layer does not import it)."""
 
     async def render(self) -> tuple[bytes, str]: ...
 
@@ -104,7 +104,7 @@ async def _watch_for_hang_up(receive: Receive, caller_gone: asyncio.Event) -> No
 
 
 def _door_caller_gone(request: Request) -> asyncio.Event | None:
-    """The event the POS door's connection sets when the peer goes (misbridge.asgi puts it in the
+    """The event the POS door's connection sets when the peer goes (misbridge.host.asgi puts it in the
     scope's ``misbridge`` extension), or None when the app is served some other way."""
     extension = request.scope.get("extensions", {}).get("misbridge", {})
     gone = extension.get("caller_gone") if isinstance(extension, dict) else None

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from misbridge.config import ApiSettings
+from misbridge.config.settings import ApiSettings
 from misbridge.errors import ConfigError, ReturnCode
 
 #: The kernel's overflow uid/gid: every user a user namespace cannot map reads as this one, so

@@ -36,7 +36,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from misbridge.api.http_guards import book_answer
-from misbridge.config import ApiSettings
+from misbridge.config.settings import ApiSettings
 from misbridge.errors import ConfigError, ReturnCode
 
 #: Paths a GET may reach without the bearer token: liveness probes and the Prometheus scraper.

@@ -34,8 +34,7 @@ from loguru import logger
 
 from misbridge.api.guard import BROKEN_STREAM_LINGER_BYTES, RATE_LIMIT_EXTRA, DoorGuard, Ticket
 from misbridge.api.peer import CallerPolicy
-from misbridge.config import ApiSettings, IdentitySettings
-from misbridge.crashpoints import crash_point
+from misbridge.config.settings import ApiSettings, IdentitySettings
 from misbridge.ebuy.envelope import (
     Envelope,
     encode_envelope,
@@ -46,7 +45,8 @@ from misbridge.ebuy.envelope import (
 from misbridge.ebuy.fitting import frame_reply
 from misbridge.ebuy.requests import BOOK_ACTIONS, error_response
 from misbridge.errors import RequestError, ReturnCode
-from misbridge.net import bind_tcp
+from misbridge.host.crashpoints import crash_point
+from misbridge.host.net import bind_tcp
 
 
 class Handler(Protocol):

@@ -4,7 +4,7 @@ A Unix socket is reachable only by processes that may open its path: mode 0660 a
 (``api.http_socket_group``, e.g. ``misbridge-pos``) leave out every other local user, and no
 browser can connect to one. uvicorn would chmod a socket it creates itself to 0666
 (python-ecosystem-notes §5), so misbridge binds it here and hands the bound socket to
-:class:`misbridge.asgi.AsgiServer` (``sock=``).
+:class:`misbridge.host.asgi.AsgiServer` (``sock=``).
 
 Put the socket in the service's ``RuntimeDirectory=`` (``/run/misbridge/api.sock``) with
 ``RuntimeDirectoryMode=0750`` so the directory, too, is closed to others.

@@ -30,8 +30,8 @@ from loguru import logger
 from pydantic import SecretStr
 
 from misbridge.backend.retry import NOT_SENT, SUBMIT_RETRY, RetryPolicy, call_retrying_not_sent
-from misbridge.config import BackendSettings, IdentitySettings
-from misbridge.crashpoints import crash_point
+from misbridge.config.secrets import TLS_CLIENT_KEY_CREDENTIAL, secret_path
+from misbridge.config.settings import BackendSettings, IdentitySettings
 from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import ENVELOPE_FIELDS, Envelope, decode_body, envelope_dict
 from misbridge.errors import (
@@ -41,7 +41,7 @@ from misbridge.errors import (
     RequestError,
     ReturnCode,
 )
-from misbridge.secrets import TLS_CLIENT_KEY_CREDENTIAL, secret_path
+from misbridge.host.crashpoints import crash_point
 
 #: The returnCode of an approved transaction (book §9: "00 represent successful transaction").
 APPROVED_CODE = "00"

@@ -27,13 +27,13 @@ from typing import Any, Literal, Protocol
 
 from loguru import logger
 
-from misbridge.config import ResolutionSettings
+from misbridge.config.settings import ResolutionSettings
 from misbridge.core.flow import journaled_step
 from misbridge.core.machine import PRE_SUBMIT_STATES, TxnState
 from misbridge.core.observe import NoMetrics, TransactionMetrics
-from misbridge.crashpoints import crash_point
 from misbridge.ebuy.requests import error_response
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown, MisbridgeError, ReturnCode
+from misbridge.host.crashpoints import crash_point
 from misbridge.journal.records import ReversalRecord, TransactionRecord
 from misbridge.journal.store import Journal
 

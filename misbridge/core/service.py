@@ -29,12 +29,11 @@ from typing import Any
 from loguru import logger
 
 from misbridge.backend.client import BackendClient
-from misbridge.config import Settings
+from misbridge.config.settings import Settings
 from misbridge.core.flow import Flow
 from misbridge.core.machine import TxnState
 from misbridge.core.observe import NoMetrics, TransactionMetrics, timed
 from misbridge.core.resolution import Resolver, pos_response
-from misbridge.crashpoints import crash_point
 from misbridge.device.base import CardRead, EncryptedPin, PinPadDriver
 from misbridge.ebuy import carddata
 from misbridge.ebuy.requests import (
@@ -57,6 +56,7 @@ from misbridge.errors import (
     RequestError,
     ReturnCode,
 )
+from misbridge.host.crashpoints import crash_point
 from misbridge.journal.records import TransactionRecord, request_hash
 from misbridge.journal.store import BarredTraceNoError, Journal, KnownOriginalError
 

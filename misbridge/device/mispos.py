@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from loguru import logger
 
-from misbridge.config import DeviceSettings
+from misbridge.config.settings import DeviceSettings
 from misbridge.device.base import (
     CardRead,
     EncryptedPin,

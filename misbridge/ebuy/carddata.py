@@ -13,7 +13,7 @@ misbridge reads the card and the PIN on the PIN pad; nothing the POS sends may h
 :func:`refuse_card_data` refuses a request holding any of them, naming the path, never the
 value; :func:`storable` makes the copy of a request or response that the journal may keep.
 It is pure code: the Luhn check and the masked form live here so that the e-Buy layer, the
-journal and the log scrubber (through :mod:`misbridge.pan`) share one definition.
+journal and the log scrubber (through :mod:`misbridge.ebuy.pan`) share one definition.
 """
 
 from __future__ import annotations

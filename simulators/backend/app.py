@@ -23,9 +23,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from misbridge.asgi import AsgiServer
 from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import decode_body, encode_body
+from misbridge.host.asgi import AsgiServer
 from simulators.backend.actions import SimContext
 from simulators.backend.drop import ConnectionKeeper, DropConnection
 from simulators.backend.faults import Fault, FaultAction, FaultScript, ScriptedFault, parse_fault_requests

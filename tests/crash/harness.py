@@ -14,7 +14,7 @@ How a run goes (docs/reliability.md, "Crash points"):
    ``os.fork()``.
 2. For each run it scripts the backend faults the point needs (tests/crash/scenarios.py), forks a
    daemon child with ``MISBRIDGE_TEST_HOOKS=1 MISBRIDGE_CRASH_AT=<point>[:<nth>]`` that runs the real
-   :class:`~misbridge.daemon.Daemon` on fixed ports against a journal file shared by all runs, and
+   :class:`~misbridge.app.daemon.Daemon` on fixed ports against a journal file shared by all runs, and
    sends it one ``cardRedemption`` over the e-Buy socket door. Exit status 137 means the point was
    reached. (Recovery points first crash a daemon at a *prep* point, then one inside recovery.)
 3. It clears the faults, forks a clean daemon, waits for ``/health`` 200 and the daemon's
@@ -58,10 +58,9 @@ from typing import Any, NoReturn
 from loguru import logger
 from pydantic import SecretStr
 
-from misbridge import crashpoints
 from misbridge.api.pos_client import envelope_for
-from misbridge.config import Settings
-from misbridge.daemon import Daemon, load_signing_key
+from misbridge.app.daemon import Daemon, load_signing_key
+from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.envelope import (
     LENGTH_PREFIX_LEN,
@@ -70,14 +69,15 @@ from misbridge.ebuy.envelope import (
     parse_envelope,
     read_length_prefix,
 )
-from misbridge.logs import configure_logging
+from misbridge.host import crashpoints
+from misbridge.telemetry.logs import configure_logging
 from tests.crash import checker, scenarios
 from tests.crash.scenarios import Stage, plan_for, uncovered_points
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 ACTION = "cardRedemption"
-#: Exit status of a daemon that died at its crash point (misbridge.crashpoints.EXIT_CODE).
+#: Exit status of a daemon that died at its crash point (misbridge.host.crashpoints.EXIT_CODE).
 CRASHED = crashpoints.EXIT_CODE
 
 #: Seconds to wait for a simulator's ready line.

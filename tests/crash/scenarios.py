@@ -1,6 +1,6 @@
 """What one crash run does for each crash point: backend faults, which pass crashes, how it is reached.
 
-Every point in :data:`misbridge.crashpoints.POINTS` has a scenario here (a unit test checks it),
+Every point in :data:`misbridge.host.crashpoints.POINTS` has a scenario here (a unit test checks it),
 so a new point without one fails the suite instead of being silently skipped. A scenario is a
 :class:`Plan`, drawn with the run's own ``random.Random`` so that a seed reproduces the run:
 
@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from misbridge.crashpoints import POINTS
+from misbridge.host.crashpoints import POINTS
 
 #: Where a sale's POS request first meets each point, in order (the hook counts passes).
 SALE_POINTS: tuple[str, ...] = (
@@ -241,6 +241,6 @@ def plan_for(point: str, rng: random.Random) -> Plan:
 
 
 def uncovered_points() -> list[str]:
-    """Points of :data:`misbridge.crashpoints.POINTS` this module has no scenario for."""
+    """Points of :data:`misbridge.host.crashpoints.POINTS` this module has no scenario for."""
     known = {*SALE_POINTS, *INQUIRY_POINTS, *VOID_POINTS, *RECOVERY_POINTS, *SHUTDOWN_POINTS}
     return [point for point in POINTS if point not in known]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from misbridge.core.machine import TxnState
-from misbridge.crashpoints import POINTS
+from misbridge.host.crashpoints import POINTS
 from misbridge.journal.records import TransactionRecord
 from misbridge.journal.store import Journal
 from tests.crash import scenarios

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from misbridge.crashpoints import POINTS
+from misbridge.host.crashpoints import POINTS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from misbridge.config import DeviceSettings
+from misbridge.config.settings import DeviceSettings
 from misbridge.device.base import PinPadDriver, create_driver
-from misbridge.probe import try_pad
+from misbridge.tools.probe import try_pad
 
 pytestmark = pytest.mark.hardware
 

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest_asyncio
 
-from misbridge.config import Settings
-from misbridge.daemon import Daemon, load_signing_key
-from misbridge.simlaunch import Simulators, launched_simulators
+from misbridge.app.daemon import Daemon, load_signing_key
+from misbridge.app.simlaunch import Simulators, launched_simulators
+from misbridge.config.settings import Settings
 from tests.integration.faults import FaultBench, running_fault_bench
 
 

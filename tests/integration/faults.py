@@ -26,11 +26,11 @@ from typing import Any, Literal
 import httpx
 
 from misbridge.api.pos_client import envelope_for, socket_request
-from misbridge.config import Settings
-from misbridge.daemon import Daemon, load_signing_key
+from misbridge.app.daemon import Daemon, load_signing_key
+from misbridge.app.simlaunch import Simulators, launched_simulators
+from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
-from misbridge.simlaunch import Simulators, launched_simulators
 from simulators.backend.app import DEFAULT_PREFIX
 from simulators.backend.netfaults import blackhole_listener, refusing_port
 

@@ -24,7 +24,7 @@ import pytest_asyncio
 from pydantic import SecretStr
 
 from misbridge.backend import BackendClient, BackendReply
-from misbridge.config import BackendSettings, IdentitySettings, SigningSettings
+from misbridge.config.settings import BackendSettings, IdentitySettings, SigningSettings
 from misbridge.ebuy import jsonio
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown
 from simulators.backend import (

@@ -20,10 +20,10 @@ import pytest
 import pytest_asyncio
 
 from misbridge.api.pos_client import read_framed
-from misbridge.daemon import Daemon, load_signing_key
+from misbridge.app.daemon import Daemon, load_signing_key
+from misbridge.app.simlaunch import launched_simulators
 from misbridge.ebuy.envelope import Envelope, parse_envelope
-from misbridge.logs import configure_logging
-from misbridge.simlaunch import launched_simulators
+from misbridge.telemetry.logs import configure_logging
 from tests.integration.conftest import bench_settings
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

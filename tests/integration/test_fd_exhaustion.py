@@ -29,8 +29,8 @@ import httpx
 import pytest
 
 from misbridge.api.pos_client import envelope_for, read_framed
+from misbridge.app.simlaunch import Simulators, launched_simulators
 from misbridge.ebuy.envelope import encode_envelope, frame_message, parse_envelope
-from misbridge.simlaunch import Simulators, launched_simulators
 
 REPO = Path(__file__).resolve().parents[2]
 _SERVING = re.compile(r"e-Buy socket ([\d.]+):(\d+), HTTP http://[\d.]+:(\d+)")

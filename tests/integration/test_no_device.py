@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from misbridge.api.pos_client import envelope_for, socket_request
-from misbridge.config import Settings
-from misbridge.daemon import Daemon
+from misbridge.app.daemon import Daemon
+from misbridge.config.settings import Settings
 from misbridge.ebuy.examples import card_redemption_request
 
 
@@ -42,7 +42,7 @@ async def test_card_request_without_a_pad_gets_mb20_and_health_is_503(tmp_path: 
 
 
 def test_non_loopback_bind_is_refused_without_the_explicit_setting(tmp_path: Path) -> None:
-    from misbridge.daemon import check_bind_address
+    from misbridge.app.daemon import check_bind_address
     from misbridge.errors import ConfigError
 
     settings = Settings(api={"host": "0.0.0.0"}, journal={"path": tmp_path / "j.db"})

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from misbridge.config import DeviceSettings
+from misbridge.config.settings import DeviceSettings
 from misbridge.device import MisPosV1Driver
 from misbridge.device.link_driver import LinkDriver
 from misbridge.errors import (
@@ -43,7 +43,7 @@ from misbridge.link import (
     Retransmitted,
     Role,
 )
-from misbridge.probe import try_pad
+from misbridge.tools.probe import try_pad
 from misbridge.transport import open_transport
 from simulators.cards import CARDS, DEFAULT_CARD
 from simulators.crypto import TEST_WORKING_KEY_HEX, decrypt_pin, decrypt_text, encrypt_text

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from misbridge.config import DeviceSettings
+from misbridge.config.settings import DeviceSettings
 from misbridge.device import MisPosV1Driver
 from misbridge.errors import CustomerCancelled
 from simulators.cards import CARDS

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from misbridge.config import DeviceSettings
+from misbridge.config.settings import DeviceSettings
 from misbridge.device import MisPosV1Driver
 from misbridge.errors import DeviceNotConnected
 from simulators.pinpad import Customer, SimulatedPinPad

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 
 from misbridge.api.pos_client import envelope_for, socket_request
-from misbridge.daemon import Daemon, load_signing_key
+from misbridge.app.daemon import Daemon, load_signing_key
+from misbridge.app.simlaunch import launched_simulators
 from misbridge.ebuy.examples import card_redemption_request
-from misbridge.simlaunch import launched_simulators
 from tests.integration.conftest import bench_settings, new_trace_no
 
 

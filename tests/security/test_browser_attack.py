@@ -31,11 +31,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from misbridge.asgi import AsgiServer
-from misbridge.config import Settings
-from misbridge.daemon import Daemon, load_signing_key
-from misbridge.logs import configure_logging
-from misbridge.simlaunch import launched_simulators
+from misbridge.app.daemon import Daemon, load_signing_key
+from misbridge.app.simlaunch import launched_simulators
+from misbridge.config.settings import Settings
+from misbridge.host.asgi import AsgiServer
+from misbridge.telemetry.logs import configure_logging
 
 CHROMIUM = os.environ.get("MISBRIDGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 HAVE_CHROMIUM = os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)

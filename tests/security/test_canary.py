@@ -42,14 +42,14 @@ import httpx
 import pytest
 
 from misbridge.api.pos_client import envelope_for, socket_request
-from misbridge.config import Settings
-from misbridge.daemon import Daemon, load_signing_key
+from misbridge.app.daemon import Daemon, load_signing_key
+from misbridge.app.simlaunch import Simulators, launched_simulators
+from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
-from misbridge.journaltool import list_transactions, show
-from misbridge.logs import configure_logging
-from misbridge.pan import luhn_valid
-from misbridge.simlaunch import Simulators, launched_simulators
+from misbridge.ebuy.pan import luhn_valid
+from misbridge.telemetry.logs import configure_logging
+from misbridge.tools.journal import list_transactions, show
 from simulators.cards import CARDS
 from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
 from simulators.pinpad.control import enqueue_remote

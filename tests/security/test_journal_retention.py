@@ -15,7 +15,7 @@ from misbridge.errors import JournalError
 from misbridge.journal.records import TransactionRecord
 from misbridge.journal.schema import FINAL_STATES
 from misbridge.journal.store import Journal
-from misbridge.journaltool import purge, retention_cutoff, run_retention
+from misbridge.tools.journal import purge, retention_cutoff, run_retention
 from tests.security.journals import NOW, RECENT, RETENTION_DAYS, ROWS, build_journal, request
 
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from misbridge import journaltool
-from misbridge.cli import main
+from misbridge.app.cli import main
 from misbridge.ebuy import jsonio
 from misbridge.errors import JournalError
 from misbridge.journal.records import TransactionRecord, iso_utc
 from misbridge.journal.store import Journal
-from misbridge.logs import configure_logging
+from misbridge.telemetry.logs import configure_logging
+from misbridge.tools import journal as journaltool
 from tests.security.journals import NOW, OLD, RECENT, ROWS, build_journal, request
 
 CANARY_PAN = "6225620000018888"
@@ -36,7 +36,7 @@ async def journal_path(tmp_path: Path) -> Path:
 @pytest.fixture(autouse=True)
 def _no_site_config(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.delenv("MISBRIDGE_CONFIG", raising=False)
-    monkeypatch.setattr("misbridge.cli.DEFAULT_CONFIG_PATH", Path("/nonexistent/misbridge.toml"))
+    monkeypatch.setattr("misbridge.app.cli.DEFAULT_CONFIG_PATH", Path("/nonexistent/misbridge.toml"))
     yield
     configure_logging("WARNING")
 

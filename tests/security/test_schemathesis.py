@@ -33,8 +33,8 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from misbridge.daemon import Daemon, load_signing_key
-from misbridge.simlaunch import launched_simulators
+from misbridge.app.daemon import Daemon, load_signing_key
+from misbridge.app.simlaunch import launched_simulators
 from tests.integration.conftest import bench_settings
 from tests.security.schemathesis_hooks import STATUS_FILE_VARIABLE
 

@@ -12,7 +12,7 @@ from types import ModuleType
 import pytest
 from pydantic import BaseModel
 
-from misbridge.config import Settings, load_settings
+from misbridge.config.settings import Settings, load_settings
 from tests.system.tools import REPO, run
 
 

@@ -1,4 +1,4 @@
-"""misbridge.systemd against a real AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET."""
+"""misbridge.host.systemd against a real AF_UNIX datagram socket standing in for systemd's NOTIFY_SOCKET."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from misbridge import systemd
+from misbridge.host import systemd
 
 
 class Listener:

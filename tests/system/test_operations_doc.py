@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from misbridge import secrets
+from misbridge.config import secrets
 from misbridge.errors import ReturnCode
 from tests.system.tools import REPO, UNIT, parse_unit, values
 

@@ -28,7 +28,7 @@ import pytest
 
 from misbridge.api import peer
 from misbridge.api.peer import Caller, CallerPolicy
-from misbridge.config import ApiSettings
+from misbridge.config.settings import ApiSettings
 from misbridge.errors import ReturnCode
 from tests.system.tools import REPO
 
@@ -203,7 +203,7 @@ def test_the_proc_fallback_works_under_proc_subset_pid() -> None:
 _IN_PRIVATE_USERS = """
 import json, sys
 from misbridge.api.peer import CallerPolicy
-from misbridge.config import ApiSettings
+from misbridge.config.settings import ApiSettings
 from misbridge.errors import ConfigError
 try:
     CallerPolicy.from_settings(ApiSettings(allowed_users=[sys.argv[1]]))

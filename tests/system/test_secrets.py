@@ -1,4 +1,4 @@
-"""misbridge.secrets: credentials from $CREDENTIALS_DIRECTORY or a file, never logged."""
+"""misbridge.config.secrets: credentials from $CREDENTIALS_DIRECTORY or a file, never logged."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
-from misbridge import secrets
+from misbridge.config import secrets
 
 KEY = "0123456789abcdef-test-signing-key"
 

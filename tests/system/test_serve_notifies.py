@@ -3,7 +3,7 @@
 A real process with a datagram socket as its NOTIFY_SOCKET: READY=1 once serving, WATCHDOG=1
 at half of WATCHDOG_USEC, STOPPING=1 on SIGTERM, then exit 0. Every message must come from
 the main process itself (the unit has NotifyAccess=main); SO_PASSCRED tells the sender.
-Skipped until the command line calls misbridge.systemd (the wiring lives in cli.py/daemon.py).
+Skipped until the command line calls misbridge.host.systemd (the wiring lives in cli.py/daemon.py).
 """
 
 from __future__ import annotations
@@ -27,19 +27,19 @@ from tests.system.tools import REPO
 
 def _wired() -> bool:
     for module in ("cli", "daemon"):
-        tree = ast.parse((REPO / "misbridge" / f"{module}.py").read_text(encoding="utf-8"))
+        tree = ast.parse((REPO / "misbridge" / "app" / f"{module}.py").read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (
-                node.module == "misbridge.systemd"
-                or (node.module == "misbridge" and any(alias.name == "systemd" for alias in node.names))
+                node.module == "misbridge.host.systemd"
+                or (node.module == "misbridge.host" and any(alias.name == "systemd" for alias in node.names))
             ):
                 return True
-            if isinstance(node, ast.Import) and any(alias.name == "misbridge.systemd" for alias in node.names):
+            if isinstance(node, ast.Import) and any(alias.name == "misbridge.host.systemd" for alias in node.names):
                 return True
     return False
 
 
-pytestmark = pytest.mark.skipif(not _wired(), reason="misbridge serve does not call misbridge.systemd yet")
+pytestmark = pytest.mark.skipif(not _wired(), reason="misbridge serve does not call misbridge.host.systemd yet")
 
 
 @pytest.fixture

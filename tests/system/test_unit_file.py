@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from misbridge import secrets
-from misbridge.config import ApiSettings, BackendSettings, JournalSettings
+from misbridge.config import secrets
+from misbridge.config.settings import ApiSettings, BackendSettings, JournalSettings
 from tests.system.tools import REPO, UNIT, Setting, parse_unit, run, tool, values
 
 #: R21: the exposure systemd-analyze security may report (0 = locked down, 10 = unsafe).

@@ -1,6 +1,6 @@
 """The HTTP door's gate: caller check, connection caps, head/body deadline and MB99 JSON (issue 10, items 2, 3, 5).
 
-Real sockets against uvicorn serving a small ASGI app through misbridge.asgi.GatedH11Protocol,
+Real sockets against uvicorn serving a small ASGI app through misbridge.host.asgi.GatedH11Protocol,
 and a pin on the uvicorn internals the protocol relies on.
 """
 
@@ -28,10 +28,10 @@ from uvicorn.server import ServerState
 from misbridge.api.guard import DoorGuard
 from misbridge.api.peer import CallerPolicy, PeerIdentity
 from misbridge.api.unix_socket import bind_unix_socket
-from misbridge.asgi import SCOPE_EXTENSION, AsgiServer, GatedH11Protocol, gated_protocol
-from misbridge.config import ApiSettings
+from misbridge.config.settings import ApiSettings
 from misbridge.errors import ReturnCode
-from misbridge.logs import configure_logging
+from misbridge.host.asgi import SCOPE_EXTENSION, AsgiServer, GatedH11Protocol, gated_protocol
+from misbridge.telemetry.logs import configure_logging
 
 PAN = "4111111111111111"
 
@@ -248,7 +248,7 @@ async def test_an_app_exception_is_500_mb99_json_and_one_scrubbed_line(doors: An
 
 async def test_uvicorn_internals_the_gate_relies_on_are_still_there() -> None:
     assert uvicorn.__version__.split(".")[:2] == ["0", "55"], (
-        f"uvicorn {uvicorn.__version__}: re-check misbridge.asgi.GatedH11Protocol against its h11_impl.py"
+        f"uvicorn {uvicorn.__version__}: re-check misbridge.host.asgi.GatedH11Protocol against its h11_impl.py"
     )
     config = uvicorn.Config(app, http=gated_protocol(DoorGuard("http", ApiSettings())), lifespan="off")
     config.load()

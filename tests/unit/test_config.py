@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from misbridge.config import Settings, load_settings
+from misbridge.config.settings import Settings, load_settings
 from misbridge.errors import ConfigError
 
 

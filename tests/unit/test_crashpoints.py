@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from misbridge.crashpoints import EXIT_CODE, POINTS
+from misbridge.host.crashpoints import EXIT_CODE, POINTS
 
 SCRIPT = (
-    "from misbridge.crashpoints import crash_point\n"
+    "from misbridge.host.crashpoints import crash_point\n"
     "for _ in range(3):\n    crash_point('submit.after_commit')\n"
     "print('alive')"
 )

@@ -78,30 +78,60 @@ IMPORT_RULES: dict[str, ImportRule] = {
     "misbridge.ebuy": _rule("misbridge.errors", "pydantic", "pydantic_core", "simplejson"),
     "misbridge.transport": _rule("misbridge.errors", "serial", "serial_asyncio_fast", "usb", "loguru"),
     "misbridge.device": _rule(
-        "misbridge.link", "misbridge.transport", "misbridge.errors", "misbridge.config", "loguru"
+        "misbridge.link", "misbridge.transport", "misbridge.errors", "misbridge.config.settings", "loguru"
     ),
     "misbridge.backend": _rule(
-        "misbridge.ebuy", "misbridge.errors", "misbridge.config", "misbridge.crashpoints", "misbridge.secrets",
-        "httpx", "tenacity",
-        "pydantic", "loguru"
+        "misbridge.ebuy",
+        "misbridge.errors",
+        "misbridge.config.settings",
+        "misbridge.host.crashpoints",
+        "misbridge.config.secrets",
+        "httpx",
+        "tenacity",
+        "pydantic",
+        "loguru",
     ),
     "misbridge.journal": _rule("misbridge.ebuy", "misbridge.errors", sqlite=True),
     "misbridge.core": _rule(
-        "misbridge.device", "misbridge.backend", "misbridge.journal", "misbridge.ebuy", "misbridge.errors",
-        "misbridge.config", "misbridge.crashpoints", "statemachine", "loguru",
+        "misbridge.device",
+        "misbridge.backend",
+        "misbridge.journal",
+        "misbridge.ebuy",
+        "misbridge.errors",
+        "misbridge.config.settings",
+        "misbridge.host.crashpoints",
+        "statemachine",
+        "loguru",
     ),
     "misbridge.api": _rule(
-        "misbridge.__version__", "misbridge.ebuy", "misbridge.errors", "misbridge.config", "misbridge.net",
-        "misbridge.journal.records", "misbridge.crashpoints", "starlette", "pydantic", "loguru",
+        "misbridge.__version__",
+        "misbridge.ebuy",
+        "misbridge.errors",
+        "misbridge.config.settings",
+        "misbridge.host.net",
+        "misbridge.journal.records",
+        "misbridge.host.crashpoints",
+        "starlette",
+        "pydantic",
+        "loguru",
     ),
     "simulators": _rule(
-        "misbridge.link", "misbridge.ebuy", "misbridge.errors", "misbridge.asgi", "misbridge.pan", "cryptography",
-        "starlette", "pydantic", subprocess=True,
+        "misbridge.link",
+        "misbridge.ebuy",
+        "misbridge.errors",
+        "misbridge.host.asgi",
+        "misbridge.ebuy.pan",
+        "cryptography",
+        "starlette",
+        "pydantic",
+        subprocess=True,
     ),
 }
 
 #: The composition root: the only misbridge modules that may import every layer (and api).
-COMPOSITION_ROOT = frozenset({"misbridge.daemon", "misbridge.cli", "misbridge.demo", "misbridge.simlaunch"})
+COMPOSITION_ROOT = frozenset(
+    {"misbridge.app.daemon", "misbridge.app.cli", "misbridge.app.demo", "misbridge.app.simlaunch"}
+)
 
 
 def _is_within(module: str, prefix: str) -> bool:
@@ -193,22 +223,33 @@ def _imports_of(path: Path, package: str) -> set[str]:
 
 
 def test_misbridge_never_imports_the_simulators() -> None:
-    offenders = [name for name, path, package in _misbridge_modules()
-                 if any(_is_within(m, "simulators") for m in _imports_of(path, package))]
+    offenders = [
+        name
+        for name, path, package in _misbridge_modules()
+        if any(_is_within(m, "simulators") for m in _imports_of(path, package))
+    ]
     assert offenders == [], "misbridge starts the simulators as subprocesses; it never imports them"
 
 
 def test_only_the_composition_root_imports_the_front_doors() -> None:
-    offenders = [name for name, path, package in _misbridge_modules()
-                 if not _is_within(name, "misbridge.api") and name not in COMPOSITION_ROOT
-                 and any(_is_within(m, "misbridge.api") for m in _imports_of(path, package))]
+    offenders = [
+        name
+        for name, path, package in _misbridge_modules()
+        if not _is_within(name, "misbridge.api")
+        and name not in COMPOSITION_ROOT
+        and any(_is_within(m, "misbridge.api") for m in _imports_of(path, package))
+    ]
     assert offenders == []
 
 
 def test_only_the_service_wires_several_layers_in_core() -> None:
     siblings = ("misbridge.device", "misbridge.backend", "misbridge.journal")
-    wiring = {name for name, path, package in _misbridge_modules() if _is_within(name, "misbridge.core")
-              and sum(any(_is_within(m, s) for m in _imports_of(path, package)) for s in siblings) > 1}
+    wiring = {
+        name
+        for name, path, package in _misbridge_modules()
+        if _is_within(name, "misbridge.core")
+        and sum(any(_is_within(m, s) for m in _imports_of(path, package)) for s in siblings) > 1
+    }
     assert wiring <= {"misbridge.core.service"}
 
 

@@ -16,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from loguru import logger
 
-from misbridge import logs
 from misbridge.ebuy.carddata import is_card_data_field
-from misbridge.logs import (
+from misbridge.ebuy.pan import luhn_valid, mask_card_numbers
+from misbridge.telemetry import logs
+from misbridge.telemetry.logs import (
     RATE_WINDOW_S,
     REDACTED,
     SENSITIVE_FIELDS,
@@ -29,7 +30,6 @@ from misbridge.logs import (
     quiet_loop_exception_handler,
     scrub_text,
 )
-from misbridge.pan import luhn_valid, mask_card_numbers
 
 CANARY_PAN = "4111111111111111"
 
@@ -356,7 +356,7 @@ def test_every_name_a_request_is_refused_for_is_redacted_in_logs_too(name: str) 
 
 
 def test_the_doors_rate_limit_key_is_the_one_the_logs_limit_on() -> None:
-    # misbridge.api.guard may not import misbridge.logs, so it spells the key out itself.
+    # misbridge.api.guard may not import misbridge.telemetry.logs, so it spells the key out itself.
     from misbridge.api import guard
 
     assert guard.RATE_LIMIT_EXTRA == logs.RATE_LIMIT_EXTRA

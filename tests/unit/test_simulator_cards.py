@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from misbridge.pan import luhn_valid, mask_card_numbers
+from misbridge.ebuy.pan import luhn_valid, mask_card_numbers
 from simulators.cards import CARDS, DEFAULT_CARD, Usage
 
 

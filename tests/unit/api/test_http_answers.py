@@ -24,9 +24,9 @@ from misbridge.api.guard import DoorGuard
 from misbridge.api.http_app import create_app
 from misbridge.api.peer import CallerPolicy
 from misbridge.api.security import ApiSecurity
-from misbridge.asgi import AsgiServer
-from misbridge.config import ApiSettings
+from misbridge.config.settings import ApiSettings
 from misbridge.ebuy import jsonio
+from misbridge.host.asgi import AsgiServer
 
 BASE = "http://127.0.0.1:9101"
 JSON = {"content-type": "application/json"}

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from misbridge.api.http_app import MAX_BODY_BYTES, create_app
-from misbridge.asgi import AsgiServer
 from misbridge.ebuy import jsonio
+from misbridge.host.asgi import AsgiServer
 
 BIG = 200 * 1024 * 1024
 CHUNK = b"x" * (256 * 1024)

@@ -1,4 +1,4 @@
-"""misbridge.metrics and GET /metrics: private registries, link events, scrape-time journal gauges."""
+"""misbridge.telemetry.metrics and GET /metrics: private registries, link events, scrape-time journal gauges."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from misbridge.api.http_app import create_app
 from misbridge.api.security import ApiSecurity
-from misbridge.config import ApiSettings
+from misbridge.config.settings import ApiSettings
 from misbridge.errors import JournalError
 from misbridge.journal.records import ReversalState, TransactionRecord
 from misbridge.journal.store import Journal
@@ -25,7 +25,7 @@ from misbridge.link.events import (
     PayloadAcked,
     Retransmitted,
 )
-from misbridge.metrics import STAGES, Metrics, journal_size
+from misbridge.telemetry.metrics import STAGES, Metrics, journal_size
 from tests.unit.api.test_security import FakeService
 
 

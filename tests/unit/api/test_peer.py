@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from misbridge import cli
 from misbridge.api import peer
 from misbridge.api.peer import Caller, CallerPolicy, Unidentified, describe
-from misbridge.config import ApiSettings
+from misbridge.app import cli
+from misbridge.config.settings import ApiSettings
 from misbridge.errors import ConfigError, ReturnCode
 
 ME = os.getuid()

@@ -21,7 +21,7 @@ from schemathesis.core.result import Err
 from misbridge.api.http_app import create_app
 from misbridge.api.schemas import card_key_pattern, openapi_document
 from misbridge.api.security import ApiSecurity
-from misbridge.config import ApiSettings
+from misbridge.config.settings import ApiSettings
 from misbridge.ebuy.carddata import CARD_DATA_FIELDS, is_card_data_field
 from misbridge.ebuy.requests import complete_book_head
 

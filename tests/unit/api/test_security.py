@@ -24,9 +24,9 @@ from starlette.routing import Route
 from misbridge.api.http_app import create_app
 from misbridge.api.security import ApiSecurity, SecurityMiddleware, split_host
 from misbridge.api.unix_socket import bind_unix_socket
-from misbridge.asgi import AsgiServer
-from misbridge.config import ApiSettings
+from misbridge.config.settings import ApiSettings
 from misbridge.errors import ConfigError
+from misbridge.host.asgi import AsgiServer
 
 PORT = 9101
 BASE = f"http://127.0.0.1:{PORT}"

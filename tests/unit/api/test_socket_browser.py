@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from misbridge.api.pos_client import envelope_for, read_framed, socket_request
 from misbridge.api.socket_server import PosSocketServer
-from misbridge.config import ApiSettings, IdentitySettings
+from misbridge.config.settings import ApiSettings, IdentitySettings
 from misbridge.ebuy.envelope import parse_envelope
 
 

@@ -15,10 +15,10 @@ import pytest
 
 from misbridge.api.pos_client import read_framed
 from misbridge.api.socket_server import PosSocketServer
-from misbridge.config import ApiSettings, IdentitySettings
+from misbridge.config.settings import ApiSettings, IdentitySettings
 from misbridge.ebuy.envelope import Envelope, parse_envelope
 from misbridge.ebuy.fitting import DETAIL_FIELD, OMITTED_FIELD
-from misbridge.logs import configure_logging
+from misbridge.telemetry.logs import configure_logging
 
 Body = dict[str, Any]
 PAN = "4111111111111111"

@@ -18,7 +18,7 @@ import pytest
 from misbridge.api.peer import Caller, CallerPolicy, PeerIdentity, Unidentified
 from misbridge.api.pos_client import envelope_for, read_framed
 from misbridge.api.socket_server import PosSocketServer
-from misbridge.config import ApiSettings, IdentitySettings
+from misbridge.config.settings import ApiSettings, IdentitySettings
 from misbridge.ebuy.envelope import Envelope, encode_envelope, frame_message, parse_envelope
 from misbridge.errors import ReturnCode
 

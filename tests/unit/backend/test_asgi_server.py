@@ -1,4 +1,4 @@
-"""misbridge.asgi.AsgiServer: port 0, our own socket, signals left alone, clean stop."""
+"""misbridge.host.asgi.AsgiServer: port 0, our own socket, signals left alone, clean stop."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from misbridge.asgi import AsgiServer, bind_tcp, serve_asgi
+from misbridge.host.asgi import AsgiServer, bind_tcp, serve_asgi
 
 
 async def status(request: Request) -> JSONResponse:

@@ -14,7 +14,7 @@ from loguru import logger
 from pydantic import SecretStr
 
 from misbridge.backend import BackendClient, BackendReply
-from misbridge.config import BackendSettings, IdentitySettings, SigningSettings
+from misbridge.config.settings import BackendSettings, IdentitySettings, SigningSettings
 from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import decode_body, encode_body
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown, ConfigError, RequestError, ReturnCode

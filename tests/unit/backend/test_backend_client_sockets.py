@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from misbridge.backend import BackendClient
-from misbridge.config import BackendSettings, IdentitySettings
+from misbridge.config.settings import BackendSettings, IdentitySettings
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown
 
 BODY = {"traceNo": "20261123120000000002", "totalAmount": 1}

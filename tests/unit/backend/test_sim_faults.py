@@ -12,7 +12,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from misbridge.backend import BackendClient
-from misbridge.config import BackendSettings, IdentitySettings
+from misbridge.config.settings import BackendSettings, IdentitySettings
 from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import decode_body, encode_body
 from misbridge.errors import BackendOutcomeUnknown

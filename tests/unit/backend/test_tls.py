@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from misbridge.backend.client import BackendClient
-from misbridge.config import BackendSettings, IdentitySettings
+from misbridge.config.secrets import TLS_CLIENT_KEY_CREDENTIAL
+from misbridge.config.settings import BackendSettings, IdentitySettings
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown, ConfigError
-from misbridge.secrets import TLS_CLIENT_KEY_CREDENTIAL
 
 NOW = datetime.datetime.now(datetime.UTC)
 

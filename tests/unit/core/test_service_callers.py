@@ -20,10 +20,10 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from misbridge.daemon import Daemon, load_signing_key
+from misbridge.app.daemon import Daemon, load_signing_key
+from misbridge.app.simlaunch import launched_simulators
 from misbridge.ebuy import jsonio
 from misbridge.journal.records import TransactionRecord
-from misbridge.simlaunch import launched_simulators
 from simulators.cards import CARDS
 from tests.integration.faults import Fault, FaultBench, fault_settings, fresh_trace_no, redemption_body
 

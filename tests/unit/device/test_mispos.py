@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
-from misbridge.config import DeviceSettings
+from misbridge.config.settings import DeviceSettings
 from misbridge.device import (
     DRIVERS,
     CardRead,

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from misbridge.ebuy import carddata, jsonio
 from misbridge.ebuy.examples import card_redemption_request
+from misbridge.ebuy.pan import mask_card_numbers, may_hold_card_number
 from misbridge.ebuy.requests import validate_request
 from misbridge.errors import RequestError, ReturnCode
-from misbridge.pan import mask_card_numbers, may_hold_card_number
 
 PAN = "4111111111111111"
 SPACED_PAN = "4111 1111 1111 1111"

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 import pytest
 from serial.tools import list_ports
 
-from misbridge import probe
-from misbridge.probe import known_ids, listing, serial_ports, usb_pads
+from misbridge.tools import probe
+from misbridge.tools.probe import known_ids, listing, serial_ports, usb_pads
 from tests.unit.transport.fake_usb import FakeBackend, FakeUsbDevice
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import usb.core
 
-from misbridge.config import DeviceSettings
+from misbridge.config.settings import DeviceSettings
 from misbridge.device import MisPosV1Driver
 from misbridge.errors import ConfigError, DeviceNotConnected
 from misbridge.link import (

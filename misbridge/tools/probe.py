@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from misbridge.config import DeviceSettings
+from misbridge.config.settings import DeviceSettings
 from misbridge.device.base import PadInfo
 from misbridge.device.mispos import MisPosV1Driver
 from misbridge.errors import DeviceNotConnected, MisbridgeError
@@ -27,7 +27,7 @@ RULES_NAME = "99-misbridge-pinpad.rules"
 RULES_PATHS = (
     Path("/etc/udev/rules.d") / RULES_NAME,
     Path("/usr/lib/udev/rules.d") / RULES_NAME,
-    Path(__file__).resolve().parents[1] / "udev" / RULES_NAME,
+    Path(__file__).resolve().parents[2] / "udev" / RULES_NAME,
 )
 _RULE_IDS = re.compile(r'ATTRS\{idVendor\}=="([0-9a-fA-F]{4})",\s*ATTRS\{idProduct\}=="([0-9a-fA-F]{4})"')
 

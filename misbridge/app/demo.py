@@ -17,13 +17,13 @@ from typing import Any, TextIO
 import httpx
 
 from misbridge.api.pos_client import envelope_for, socket_request
-from misbridge.config import Settings
-from misbridge.daemon import Daemon, load_signing_key
+from misbridge.app.daemon import Daemon, load_signing_key
+from misbridge.app.simlaunch import Simulators, launched_simulators
+from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.envelope import encode_envelope, frame_message
 from misbridge.ebuy.examples import card_redemption_request
 from misbridge.errors import ReturnCode
-from misbridge.simlaunch import Simulators, launched_simulators
 
 RULE = "-" * 46
 

@@ -8,7 +8,7 @@ service could not open afterwards.
 
 What they print is masked: the journal holds no card data (the pad's encrypted fields are
 never stored), only the masked PAN (first 6 / last 4); every value printed also passes the
-log scrubber (:func:`misbridge.logs.scrub_text`) as a second line of defence.
+log scrubber (:func:`misbridge.telemetry.logs.scrub_text`) as a second line of defence.
 
 ``purge`` deletes final transactions older than ``journal.retention_days`` through
 :meth:`misbridge.journal.store.Journal.purge` (never a non-final one); the daemon can run the
@@ -36,7 +36,7 @@ from misbridge.errors import JournalError
 from misbridge.journal.records import iso_utc, utc_now
 from misbridge.journal.schema import FINAL_STATES
 from misbridge.journal.store import Journal
-from misbridge.logs import REDACTED, SENSITIVE_FIELDS, scrub_text
+from misbridge.telemetry.logs import REDACTED, SENSITIVE_FIELDS, scrub_text
 
 __all__ = [
     "EXPORT_COLUMNS",

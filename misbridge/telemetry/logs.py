@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from loguru import logger
 
-from misbridge.pan import CARD_DATA_FIELDS, mask_card_numbers, may_hold_card_number
+from misbridge.ebuy.pan import CARD_DATA_FIELDS, mask_card_numbers, may_hold_card_number
 
 if TYPE_CHECKING:
     from loguru import Record

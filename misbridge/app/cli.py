@@ -11,14 +11,16 @@ from pathlib import Path
 
 from loguru import logger
 
-from misbridge import __version__, journaltool, systemd
+from misbridge import __version__
 from misbridge.api.peer import CallerPolicy
-from misbridge.config import DEFAULT_CONFIG_PATH, Settings, load_settings
-from misbridge.daemon import Daemon, load_signing_key, wait_for_stop_signal
+from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
+from misbridge.config.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
 from misbridge.ebuy import jsonio
 from misbridge.errors import ConfigError, JournalError
+from misbridge.host import systemd
 from misbridge.journal.store import Journal
-from misbridge.logs import configure_logging
+from misbridge.telemetry.logs import configure_logging
+from misbridge.tools import journal as journaltool
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "demo":
             configure_logging("INFO" if args.verbose else "ERROR")
-            from misbridge.demo import run_demo
+            from misbridge.app.demo import run_demo
 
             return asyncio.run(run_demo(sys.stdout, card=args.card, scenario=args.scenario))
         if args.command == "check-config":
@@ -94,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             return _journal(args)
         if args.command == "probe":
             configure_logging("CRITICAL")
-            from misbridge.probe import run_probe
+            from misbridge.tools.probe import run_probe
 
             status, text = run_probe(args.try_url, baudrate=args.baudrate, timeout=args.timeout)
             print(text, file=sys.stdout if status == 0 else sys.stderr)
@@ -183,7 +185,7 @@ async def _serve(config: Path | None, *, simulators: bool) -> int:
     configure_logging(settings.log_level)
     if not simulators:
         return await _run_daemon(settings)
-    from misbridge.simlaunch import launched_simulators
+    from misbridge.app.simlaunch import launched_simulators
 
     with tempfile.TemporaryDirectory(prefix="misbridge-sim-") as tmp:
         workdir = Path(tmp)

@@ -54,7 +54,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from misbridge.errors import ReturnCode
-from misbridge.net import bind_tcp
+from misbridge.host.net import bind_tcp
 
 __all__ = ["SCOPE_EXTENSION", "AsgiServer", "GatedH11Protocol", "bind_tcp", "gated_protocol", "serve_asgi"]
 

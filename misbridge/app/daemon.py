@@ -25,18 +25,18 @@ from misbridge.api.peer import CallerPolicy
 from misbridge.api.security import ApiSecurity
 from misbridge.api.socket_server import PosSocketServer
 from misbridge.api.unix_socket import bind_unix_socket
-from misbridge.asgi import AsgiServer
 from misbridge.backend.client import BackendClient
-from misbridge.config import Settings
+from misbridge.config.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIAL, load_secret
+from misbridge.config.settings import Settings
 from misbridge.core.service import TransactionService
-from misbridge.crashpoints import crash_point
 from misbridge.device.base import PinPadDriver, create_driver
 from misbridge.errors import ConfigError
+from misbridge.host.asgi import AsgiServer
+from misbridge.host.crashpoints import crash_point
 from misbridge.journal.store import Journal
-from misbridge.journaltool import run_retention
-from misbridge.logs import quiet_loop_exception_handler
-from misbridge.metrics import Metrics
-from misbridge.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIAL, load_secret
+from misbridge.telemetry.logs import quiet_loop_exception_handler
+from misbridge.telemetry.metrics import Metrics
+from misbridge.tools.journal import run_retention
 
 #: How long start-up waits for the PIN pad before serving anyway (requests then get MB20).
 DEVICE_WAIT_S = 5.0

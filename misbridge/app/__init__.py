@@ -1,0 +1,1 @@
+"""The composition root and the commands: ``misbridge serve``, ``demo``, ``check-config``, ``journal``."""

@@ -1,0 +1,1 @@
+"""Settings (TOML + environment) and where secrets come from."""

@@ -1,0 +1,1 @@
+"""What misbridge tells people: log lines (card data masked) and Prometheus metrics."""

@@ -1,0 +1,1 @@
+"""Field tools: the PIN-pad probe and the journal tool."""
