@@ -6,7 +6,7 @@ from typing import Any
 
 from loguru import logger
 
-from misbridge.core.machine import TxnState, next_state
+from misbridge.core.machine import TxnState
 from misbridge.journal.store import Journal
 
 #: Step fields safe and useful in the log line (never the POS response or anything unmasked).
@@ -17,11 +17,11 @@ async def journaled_step(journal: Journal, trace_no: str, state: str, event: str
     """Move ``trace_no`` from ``state`` by ``event``; returns the new state once it is committed.
 
     Raises:
-        InvalidTransition: the machine does not allow ``event`` in ``state``.
+        InvalidTransition: the transaction's machine does not allow ``event`` in ``state``
+            (the journal takes the target from the machine's table and refuses).
         JournalError: the journal row is not in ``state`` any more, or the write failed.
     """
-    target = next_state(state, event)
-    await journal.record_transition(trace_no, state, str(target), event, **fields)
+    target = await journal.record_transition(trace_no, state, event, **fields)
     # One INFO line per step carries what the step learned (masked PAN, return code), so the
     # device and backend layers need no INFO line of their own for the same event.
     shown = {name: fields[name] for name in _LOGGED_FIELDS if fields.get(name) is not None}

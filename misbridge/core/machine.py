@@ -1,40 +1,37 @@
-"""The transaction state machine: every state and every transition of a payment lives here.
+"""The transaction state machines: every state and every transition of every kind lives here.
 
 Rules (after h11's ``_state.py``):
 
 1. **Everything that affects transaction states lives in this file.**  The states are
-   :class:`TxnState` (whose values are exactly what the journal stores) and the transitions
-   are the events declared on :class:`TransactionMachine`.  No other module invents a state
-   or moves a transaction between states except by sending one of these events.
-2. **No I/O.**  The machine is synchronous and side-effect free: it has no callbacks that
-   talk to the PIN pad, the backend or the journal.  The service calls :meth:`fire`, then
-   does the I/O itself and records the transition in the journal.  Guards, if any are
-   added, must not have side effects.
+   :class:`TxnState` (whose values are exactly what the journal stores); each
+   :class:`TransactionKind` has its own machine class declaring which of them it uses and the
+   events that move between them.  No other module invents a state.  The journal moves a row
+   only to ``next_state(kind, state, event)`` and refuses any event the kind's table does not
+   allow, so the table is the one author of state changes; the service and the resolver choose
+   the *event*, never the target.
+2. **No I/O.**  The machines are synchronous and side-effect free: no callbacks talk to the
+   PIN pad, the backend or the journal.  Guards, if any are added, must not have side effects.
 3. **Illegal events raise.**  An event the current state does not accept, an unknown event
    name, or any event in a final state raises :class:`~misbridge.errors.InvalidTransition`;
    nothing is silently ignored (``allow_event_without_transition = False``) and errors in
    callbacks propagate (``catch_errors_as_events = False``).
-4. **Restoring does not replay.**  A machine built from a journal row
-   (:meth:`TransactionMachine.restore`) starts in that state without running entry
-   actions; crash recovery is explicit code in the service, not replayed side effects.
-5. **The diagram is generated.**  :func:`mermaid_diagram` renders the class with the
-   library's Mermaid formatter; ``docs/state-machine.md`` embeds it and a unit test fails
-   when it is stale.  Regenerate with ``python -m misbridge.core.machine --write-docs``.
+4. **Restoring does not replay.**  A machine built from a journal row (``restore``) starts in
+   that state without running entry actions; crash recovery is explicit code in
+   :mod:`misbridge.core.recovery`, not replayed side effects.
+5. **The diagrams are generated** from these classes by :mod:`misbridge.core.diagrams`
+   (``python -m misbridge.core.diagrams --write-docs``); a unit test fails when one is stale.
 
-The derived tables :data:`TRANSITIONS`, :data:`EVENTS` and :data:`FINAL_STATES` are read
-from the class, so they cannot drift from it.  :func:`next_state` answers "where does this
-event take this state" from that table: building a :class:`TransactionMachine` costs about
-0.6 ms of CPU (the library registers every callback per instance), paid six times per sale,
-while the table answers in microseconds.  It is exact because no transition has a guard;
-import fails if one is ever added (see :func:`_assert_unguarded`).
+The derived :data:`TABLES` are read from the classes, so they cannot drift from them.
+:func:`next_state` answers from those tables: building a machine costs about 0.6 ms of CPU
+(the library registers every callback per instance), paid at every step of a sale, while the
+table answers in microseconds.  It is exact because no transition has a guard; import fails
+if one is ever added (see :func:`_assert_unguarded`).
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from statemachine import Event, State, StateChart
@@ -44,23 +41,30 @@ from statemachine.transition_list import TransitionList
 from misbridge.errors import InvalidTransition
 
 __all__ = [
-    "EVENTS",
-    "FINAL_STATES",
+    "JOURNALED_FINAL_STATES",
+    "KIND_OF_ACTION",
+    "MACHINES",
     "MONEY_AT_RISK_STATES",
     "PRE_SUBMIT_STATES",
-    "TRANSITIONS",
+    "TABLES",
+    "KindMachine",
+    "KindTable",
     "MachineModel",
-    "TransactionMachine",
+    "QueryMachine",
+    "RefundMachine",
+    "SaleMachine",
+    "TransactionKind",
     "TransitionSpec",
     "TxnState",
-    "mermaid_diagram",
+    "UploadMachine",
+    "VoidMachine",
+    "kind_of",
     "next_state",
-    "replace_generated_block",
 ]
 
 
 class TxnState(StrEnum):
-    """Every state a transaction can be in; the value is the text stored in the journal."""
+    """Every state of every kind; the value is the text stored in the journal."""
 
     RECEIVED = "received"
     READING_CARD = "reading_card"
@@ -74,11 +78,53 @@ class TxnState(StrEnum):
     VOIDING = "voiding"
     VOIDED = "voided"
     NEEDS_MANUAL = "needs_manual"
+    SENT = "sent"
+    ANSWERED = "answered"
+
+
+class TransactionKind(StrEnum):
+    """What a transaction does to money; each kind has its own machine below."""
+
+    SALE = "sale"  # moves value to the store: voided by misbridge when its outcome stays unknown
+    VOID = "void"  # cancels a sale: never itself reversed; an unknown outcome goes to a person
+    REFUND = "refund"  # gives (part of) a sale back: like a void, never reversed automatically
+    QUERY = "query"  # moves nothing: an answer or none
+    UPLOAD = "upload"  # the day's records for reconciliation: idempotent, so it may be resent
+
+
+#: The book's actions (ebuy-protocol-reference.md §10-§11) and their kinds.  ``accumulating``
+#: (points) posts value like a sale, so it is one.
+KIND_OF_ACTION: Final[dict[str, TransactionKind]] = {
+    "cardRedemption": TransactionKind.SALE,
+    "cardPayment": TransactionKind.SALE,
+    "qrcodeSale": TransactionKind.SALE,
+    "accumulating": TransactionKind.SALE,
+    "voidCardSale": TransactionKind.VOID,
+    "voidQrcodeSale": TransactionKind.VOID,
+    "refundCardSale": TransactionKind.REFUND,
+    "refundQrcodeSale": TransactionKind.REFUND,
+    "inquiry": TransactionKind.QUERY,
+    "ecouponInquiry": TransactionKind.QUERY,
+    "summary": TransactionKind.QUERY,
+    "batchUpload": TransactionKind.UPLOAD,
+}
+
+
+def kind_of(action: str) -> TransactionKind:
+    """The kind of the book's ``action``.
+
+    Raises:
+        InvalidTransition: ``action`` is not an action of the book.
+    """
+    try:
+        return KIND_OF_ACTION[action]
+    except KeyError:
+        raise InvalidTransition(f"{action!r} is not an action with a state machine") from None
 
 
 @dataclass
 class MachineModel:
-    """The object the machine writes its state value to (``state`` is the journal value).
+    """The object a machine writes its state value to (``state`` is the journal value).
 
     ``state=None`` means "new transaction": the machine enters its initial state.
     """
@@ -86,82 +132,40 @@ class MachineModel:
     state: str | None = None
 
 
-_STATE_VALUES: Final = frozenset(member.value for member in TxnState)
-
-
 def _event(transitions: TransitionList, name: str) -> Event:
     # Naming the event explicitly keeps its id (not a humanised "Start card") in the diagram.
     return Event(transitions, name=name)
 
 
-class TransactionMachine(StateChart[MachineModel]):
-    """One payment transaction, from the POS request to a final state.
+def _state(state: TxnState, *, initial: bool = False, final: bool = False) -> State:
+    return State(initial=initial, final=final, value=state.value)
 
-    Build a new one with ``TransactionMachine()`` (starts in ``received``) or restore one
-    from the journal with :meth:`restore`.  Move it only with :meth:`fire`.
+
+class KindMachine(StateChart[MachineModel]):
+    """The behaviour every kind's machine shares; the subclasses declare states and events.
+
+    Build one with ``SaleMachine()`` or :meth:`restore` it from the journal; move it with :meth:`fire`.
 
     Args:
-        model: receives the state value on every transition; a fresh
-            :class:`MachineModel` when omitted.  A model whose ``state`` is set restores
-            that state without running entry actions.
+        model: receives the state value on every transition; a fresh :class:`MachineModel`
+            when omitted.  A model whose ``state`` is set restores that state without running
+            entry actions.
 
     Raises:
-        InvalidTransition: ``model.state`` is not a :class:`TxnState` value.
+        InvalidTransition: ``model.state`` is not a state of this machine.
     """
 
     allow_event_without_transition = False
     catch_errors_as_events = False
 
-    # States: the id, the value and TxnState must agree (a unit test checks it).
-    received = State(initial=True, value=TxnState.RECEIVED.value)
-    reading_card = State(value=TxnState.READING_CARD.value)
-    reading_pin = State(value=TxnState.READING_PIN.value)
-    submitting = State(value=TxnState.SUBMITTING.value)
-    unknown = State(value=TxnState.UNKNOWN.value)
-    inquiring = State(value=TxnState.INQUIRING.value)
-    voiding = State(value=TxnState.VOIDING.value)
-    needs_manual = State(value=TxnState.NEEDS_MANUAL.value)
-    approved = State(final=True, value=TxnState.APPROVED.value)
-    declined = State(final=True, value=TxnState.DECLINED.value)
-    aborted = State(final=True, value=TxnState.ABORTED.value)
-    voided = State(final=True, value=TxnState.VOIDED.value)
-
-    # Happy path up to the backend call.
-    start_card = _event(received.to(reading_card), "start_card")
-    card_read = _event(reading_card.to(reading_pin), "card_read")
-    pin_entered = _event(reading_pin.to(submitting), "pin_entered")
-    # Invalid request, device error, cancel, timeout, card/PIN failure: nothing was sent.
-    abort = _event(received.to(aborted) | reading_card.to(aborted) | reading_pin.to(aborted), "abort")
-
-    # The backend call.
-    approve = _event(submitting.to(approved), "approve")
-    decline = _event(submitting.to(declined), "decline")
-    not_sent = _event(submitting.to(aborted), "not_sent")  # provably never reached the backend
-    outcome_unknown = _event(submitting.to(unknown), "outcome_unknown")
-
-    # Resolving an unknown outcome: inquire, never re-submit.
-    inquire = _event(unknown.to(inquiring), "inquire")
-    inquiry_approved = _event(inquiring.to(approved), "inquiry_approved")
-    inquiry_declined = _event(inquiring.to(declined), "inquiry_declined")  # failed or not found
-    inquiry_unknown = _event(inquiring.to(unknown), "inquiry_unknown")
-    void_unclaimed = _event(inquiring.to(voiding), "void_unclaimed")  # approved, POS told it failed
-    give_up = _event(unknown.to(voiding), "give_up")  # still unknown at the inquiry bound
-
-    # The durable void, and the operator's last word.  ``voided`` (void acked, or the original
-    # "not found"/"already voided") shares its name with its target state, which a class
-    # attribute cannot, so that event is declared on the transition itself.
-    voiding.to(voided, event=Event(id="voided", name="voided"))
-    escalate = _event(voiding.to(needs_manual), "escalate")  # 24 h without success
-    resolve_voided = _event(needs_manual.to(voided), "resolve_voided")
-    resolve_approved = _event(needs_manual.to(approved), "resolve_approved")
-
     def __init__(self, model: MachineModel | None = None) -> None:
-        if model is not None and model.state is not None and model.state not in _STATE_VALUES:
-            raise InvalidTransition(f"{model.state!r} is not a transaction state")
+        values = {state.value for state in type(self).states}
+        if model is not None and model.state is not None and model.state not in values:
+            raise InvalidTransition(f"{str(model.state)!r} is not a state of a {type(self).__name__}")
         super().__init__(model=MachineModel() if model is None else model)
 
     @classmethod
-    def restore(cls, state: str) -> TransactionMachine:
+    def restore(cls, state: str) -> KindMachine:
         """Rebuild a machine in ``state`` (a journal value) without running entry actions.
 
         Raises:
@@ -184,7 +188,7 @@ class TransactionMachine(StateChart[MachineModel]):
                 state does not accept it (final states accept nothing).
         """
         source = self.state
-        if event not in EVENTS:
+        if event not in {str(e) for e in self.events}:
             raise InvalidTransition(f"unknown event {event!r} (state {source.value!r})")
         try:
             # Explicit delay/send_id/internal: the event runs now, on the caller's stack, and
@@ -195,6 +199,162 @@ class TransactionMachine(StateChart[MachineModel]):
         return self.state
 
 
+class SaleMachine(KindMachine):
+    """A sale (cardRedemption, cardPayment, qrcodeSale, accumulating): card, PIN, submit, resolve."""
+
+    received = _state(TxnState.RECEIVED, initial=True)
+    reading_card = _state(TxnState.READING_CARD)
+    reading_pin = _state(TxnState.READING_PIN)
+    submitting = _state(TxnState.SUBMITTING)
+    unknown = _state(TxnState.UNKNOWN)
+    inquiring = _state(TxnState.INQUIRING)
+    voiding = _state(TxnState.VOIDING)
+    needs_manual = _state(TxnState.NEEDS_MANUAL)
+    approved = _state(TxnState.APPROVED, final=True)
+    declined = _state(TxnState.DECLINED, final=True)
+    aborted = _state(TxnState.ABORTED, final=True)
+    voided = _state(TxnState.VOIDED, final=True)
+
+    # Happy path up to the backend call.
+    start_card = _event(received.to(reading_card), "start_card")
+    card_read = _event(reading_card.to(reading_pin), "card_read")
+    pin_entered = _event(reading_pin.to(submitting), "pin_entered")
+    # Invalid request, device error, cancel, timeout, card/PIN failure: nothing was sent.
+    abort = _event(received.to(aborted) | reading_card.to(aborted) | reading_pin.to(aborted), "abort")
+
+    # The backend call.
+    approve = _event(submitting.to(approved), "approve")
+    decline = _event(submitting.to(declined), "decline")
+    not_sent = _event(submitting.to(aborted), "not_sent")  # provably never reached the backend
+    outcome_unknown = _event(submitting.to(unknown), "outcome_unknown")
+
+    # Resolving an unknown outcome: inquire, never re-submit.
+    inquire = _event(unknown.to(inquiring), "inquire")
+    inquiry_approved = _event(inquiring.to(approved), "inquiry_approved")
+    inquiry_declined = _event(inquiring.to(declined), "inquiry_declined")  # failed or not found
+    inquiry_unknown = _event(inquiring.to(unknown), "inquiry_unknown")
+    void_unclaimed = _event(inquiring.to(voiding), "void_unclaimed")  # approved, POS told it failed
+    give_up = _event(unknown.to(voiding), "give_up")  # still unknown at the inquiry bound
+
+    # The durable void, and the operator's last word (``misbridge journal resolve``).
+    # ``voided`` (void acked, or the original "not found"/"already voided") shares its name
+    # with its target state, which a class attribute cannot, so it is declared on the transition.
+    voiding.to(voided, event=Event(id="voided", name="voided"))
+    escalate = _event(voiding.to(needs_manual), "escalate")  # 24 h without success
+    resolve_voided = _event(needs_manual.to(voided), "resolve_voided")
+    resolve_approved = _event(needs_manual.to(approved), "resolve_approved")
+
+
+class VoidMachine(KindMachine):
+    """A void of a sale (voidCardSale, voidQrcodeSale): a card void prompts on the pad, a QR void
+    is submitted at once.  Never itself reversed: an outcome still unknown goes to a person."""
+
+    received = _state(TxnState.RECEIVED, initial=True)
+    reading_card = _state(TxnState.READING_CARD)
+    reading_pin = _state(TxnState.READING_PIN)
+    submitting = _state(TxnState.SUBMITTING)
+    unknown = _state(TxnState.UNKNOWN)
+    inquiring = _state(TxnState.INQUIRING)
+    needs_manual = _state(TxnState.NEEDS_MANUAL)
+    approved = _state(TxnState.APPROVED, final=True)
+    declined = _state(TxnState.DECLINED, final=True)
+    aborted = _state(TxnState.ABORTED, final=True)
+
+    start_card = _event(received.to(reading_card), "start_card")
+    card_read = _event(reading_card.to(reading_pin), "card_read")
+    pin_entered = _event(reading_pin.to(submitting), "pin_entered")
+    submit = _event(received.to(submitting), "submit")  # nothing to read on the pad
+    abort = _event(received.to(aborted) | reading_card.to(aborted) | reading_pin.to(aborted), "abort")
+    approve = _event(submitting.to(approved), "approve")
+    decline = _event(submitting.to(declined), "decline")
+    not_sent = _event(submitting.to(aborted), "not_sent")
+    outcome_unknown = _event(submitting.to(unknown), "outcome_unknown")
+    inquire = _event(unknown.to(inquiring), "inquire")
+    inquiry_approved = _event(inquiring.to(approved), "inquiry_approved")
+    inquiry_declined = _event(inquiring.to(declined), "inquiry_declined")
+    inquiry_unknown = _event(inquiring.to(unknown), "inquiry_unknown")
+    escalate = _event(unknown.to(needs_manual), "escalate")  # still unknown at the inquiry bound
+    resolve_approved = _event(needs_manual.to(approved), "resolve_approved")
+    resolve_declined = _event(needs_manual.to(declined), "resolve_declined")
+
+
+class RefundMachine(KindMachine):
+    """A refund of (part of) a sale (refundCardSale, refundQrcodeSale); resolved like a void."""
+
+    received = _state(TxnState.RECEIVED, initial=True)
+    reading_card = _state(TxnState.READING_CARD)
+    reading_pin = _state(TxnState.READING_PIN)
+    submitting = _state(TxnState.SUBMITTING)
+    unknown = _state(TxnState.UNKNOWN)
+    inquiring = _state(TxnState.INQUIRING)
+    needs_manual = _state(TxnState.NEEDS_MANUAL)
+    approved = _state(TxnState.APPROVED, final=True)
+    declined = _state(TxnState.DECLINED, final=True)
+    aborted = _state(TxnState.ABORTED, final=True)
+
+    start_card = _event(received.to(reading_card), "start_card")
+    card_read = _event(reading_card.to(reading_pin), "card_read")
+    pin_entered = _event(reading_pin.to(submitting), "pin_entered")
+    submit = _event(received.to(submitting), "submit")
+    abort = _event(received.to(aborted) | reading_card.to(aborted) | reading_pin.to(aborted), "abort")
+    approve = _event(submitting.to(approved), "approve")
+    decline = _event(submitting.to(declined), "decline")
+    not_sent = _event(submitting.to(aborted), "not_sent")
+    outcome_unknown = _event(submitting.to(unknown), "outcome_unknown")
+    inquire = _event(unknown.to(inquiring), "inquire")
+    inquiry_approved = _event(inquiring.to(approved), "inquiry_approved")
+    inquiry_declined = _event(inquiring.to(declined), "inquiry_declined")
+    inquiry_unknown = _event(inquiring.to(unknown), "inquiry_unknown")
+    escalate = _event(unknown.to(needs_manual), "escalate")
+    resolve_approved = _event(needs_manual.to(approved), "resolve_approved")
+    resolve_declined = _event(needs_manual.to(declined), "resolve_declined")
+
+
+class QueryMachine(KindMachine):
+    """A question to the backend that moves nothing (inquiry, ecouponInquiry, summary).
+
+    Committed as ``sent`` before it leaves; it ends answered, or unknown when no reply came
+    (the POS may ask again under a new traceNo).  The journal's ``pos_inquiries`` rows follow it.
+    """
+
+    sent = _state(TxnState.SENT, initial=True)
+    answered = _state(TxnState.ANSWERED, final=True)
+    unknown = _state(TxnState.UNKNOWN, final=True)
+
+    answer = _event(sent.to(answered), "answer")
+    no_answer = _event(sent.to(unknown), "no_answer")
+
+
+class UploadMachine(KindMachine):
+    """The day's records sent for reconciliation (batchUpload).
+
+    The backend compares what it is sent, so sending again is harmless: an unknown outcome is
+    resent rather than inquired.
+    """
+
+    received = _state(TxnState.RECEIVED, initial=True)
+    submitting = _state(TxnState.SUBMITTING)
+    unknown = _state(TxnState.UNKNOWN)
+    answered = _state(TxnState.ANSWERED, final=True)
+    aborted = _state(TxnState.ABORTED, final=True)
+
+    submit = _event(received.to(submitting), "submit")
+    abort = _event(received.to(aborted), "abort")
+    answer = _event(submitting.to(answered), "answer")
+    not_sent = _event(submitting.to(aborted), "not_sent")
+    outcome_unknown = _event(submitting.to(unknown), "outcome_unknown")
+    resend = _event(unknown.to(submitting), "resend")
+
+
+MACHINES: Final[dict[TransactionKind, type[KindMachine]]] = {
+    TransactionKind.SALE: SaleMachine,
+    TransactionKind.VOID: VoidMachine,
+    TransactionKind.REFUND: RefundMachine,
+    TransactionKind.QUERY: QueryMachine,
+    TransactionKind.UPLOAD: UploadMachine,
+}
+
+
 class TransitionSpec(NamedTuple):
     """One declared transition: ``source --event--> target``."""
 
@@ -203,55 +363,75 @@ class TransitionSpec(NamedTuple):
     target: TxnState
 
 
-def _declared_transitions() -> list[TransitionSpec]:
-    return [
-        TransitionSpec(TxnState(transition.source.value), str(event), TxnState(transition.target.value))
-        for state in TransactionMachine.states
-        for transition in state.transitions
-        for event in transition.events
-    ]
+@dataclass(frozen=True)
+class KindTable:
+    """One kind's machine as data: read from its class, so it cannot drift from it."""
+
+    initial: TxnState
+    transitions: tuple[TransitionSpec, ...]
+    states: frozenset[TxnState]
+    final_states: frozenset[TxnState]
+    events: frozenset[str]
+
+    @classmethod
+    def of(cls, machine: type[KindMachine]) -> KindTable:
+        """The table of ``machine``'s class, in declaration order."""
+        transitions = tuple(
+            TransitionSpec(TxnState(transition.source.value), str(event), TxnState(transition.target.value))
+            for state in machine.states
+            for transition in state.transitions
+            for event in transition.events
+        )
+        return cls(
+            initial=TxnState(machine.initial_state.value),
+            transitions=transitions,
+            states=frozenset(TxnState(state.value) for state in machine.states),
+            final_states=frozenset(TxnState(state.value) for state in machine.states if state.final),
+            events=frozenset(spec.event for spec in transitions),
+        )
 
 
-TRANSITIONS: Final[list[TransitionSpec]] = _declared_transitions()
-"""Every ``(source, event, target)`` declared on :class:`TransactionMachine`, in declaration order."""
+TABLES: Final[dict[TransactionKind, KindTable]] = {kind: KindTable.of(machine) for kind, machine in MACHINES.items()}
+"""Every kind's states, events and ``(source, event, target)`` transitions."""
 
-EVENTS: Final[frozenset[str]] = frozenset(spec.event for spec in TRANSITIONS)
-"""Every event name :meth:`TransactionMachine.fire` accepts in some state."""
-
-FINAL_STATES: Final[frozenset[TxnState]] = frozenset(
-    TxnState(state.value) for state in TransactionMachine.states if state.final
+JOURNALED_FINAL_STATES: Final[frozenset[TxnState]] = frozenset().union(
+    *(TABLES[kind].final_states for kind in (TransactionKind.SALE, TransactionKind.VOID, TransactionKind.REFUND))
 )
-"""States nothing leaves: approved, declined, aborted, voided (the journal's trigger enforces it)."""
+"""Final states of the kinds the ``transactions`` table holds: its trigger refuses leaving them."""
 
-_MOVES: Final[dict[tuple[str, str], TxnState]] = {(spec.source.value, spec.event): spec.target for spec in TRANSITIONS}
+_MOVES: Final[dict[tuple[TransactionKind, str, str], TxnState]] = {
+    (kind, spec.source.value, spec.event): spec.target for kind, table in TABLES.items() for spec in table.transitions
+}
 
 
 def _assert_unguarded() -> None:
     # The table in next_state() ignores guards; a guarded transition would make it wrong, so
     # adding one must also change next_state() (e.g. back to restore(state).fire(event)).
-    for state in TransactionMachine.states:
-        for transition in state.transitions:
-            if list(transition.cond) or list(transition.validators):
-                raise TypeError(f"transition {state.id} -> {transition.target.id} has a guard; next_state() cannot")
+    for machine in MACHINES.values():
+        for state in machine.states:
+            for transition in state.transitions:
+                if list(transition.cond) or list(transition.validators):
+                    raise TypeError(f"{machine.__name__}: {state.id} -> {transition.target.id} has a guard")
 
 
 _assert_unguarded()
 
 
-def next_state(state: str, event: str) -> TxnState:
-    """The state ``event`` moves a transaction in ``state`` to; the same answer (and the same
-    errors) as ``TransactionMachine.restore(state).fire(event)``, without building a machine.
+def next_state(kind: TransactionKind, state: str, event: str) -> TxnState:
+    """The state ``event`` moves a ``kind`` transaction in ``state`` to; the same answer (and
+    the same errors) as ``MACHINES[kind].restore(state).fire(event)``, without building one.
 
     Raises:
-        InvalidTransition: ``state`` is not a transaction state, ``event`` is not an event,
-            or ``state`` does not accept ``event`` (final states accept nothing).
+        InvalidTransition: ``state`` is not a state of the kind, ``event`` is not one of its
+            events, or ``state`` does not accept ``event`` (final states accept nothing).
     """
+    table = TABLES[kind]
     state = str(state)  # a TxnState reads as its journal value in the messages
-    if state not in _STATE_VALUES:
-        raise InvalidTransition(f"{state!r} is not a transaction state")
-    if event not in EVENTS:
+    if state not in table.states:
+        raise InvalidTransition(f"{state!r} is not a state of a {MACHINES[kind].__name__}")
+    if event not in table.events:
         raise InvalidTransition(f"unknown event {event!r} (state {state!r})")
-    target = _MOVES.get((state, event))
+    target = _MOVES.get((kind, state, event))
     if target is None:
         raise InvalidTransition(f"event {event!r} is not allowed in state {state!r}")
     return target
@@ -266,54 +446,3 @@ MONEY_AT_RISK_STATES: Final[frozenset[TxnState]] = frozenset(
     {TxnState.SUBMITTING, TxnState.UNKNOWN, TxnState.INQUIRING, TxnState.VOIDING, TxnState.NEEDS_MANUAL}
 )
 """The backend may hold money for this transaction: recovery must finish these."""
-
-
-# --- Generated documentation --------------------------------------------------------------
-
-BEGIN_MARKER: Final = "<!-- BEGIN GENERATED: python -m misbridge.core.machine --write-docs -->"
-END_MARKER: Final = "<!-- END GENERATED -->"
-DOCS_PATH: Final = Path(__file__).resolve().parents[2] / "docs" / "state-machine.md"
-
-
-def mermaid_diagram() -> str:
-    """Mermaid ``stateDiagram-v2`` source for :class:`TransactionMachine`, generated from the class."""
-    # Imported here: only the docs generator and its test need it, and it adds tens of
-    # milliseconds to the daemon's start-up.
-    from statemachine.contrib.diagram import formatter
-
-    return formatter.render(TransactionMachine, "mermaid").strip() + "\n"
-
-
-def generated_block() -> str:
-    """The Markdown block (markers and fenced Mermaid) that ``docs/state-machine.md`` embeds."""
-    return f"{BEGIN_MARKER}\n```mermaid\n{mermaid_diagram()}```\n{END_MARKER}"
-
-
-def replace_generated_block(document: str) -> str:
-    """Return ``document`` with the text between the markers (inclusive) replaced by :func:`generated_block`.
-
-    Raises:
-        ValueError: the markers are missing or out of order.
-    """
-    start = document.find(BEGIN_MARKER)
-    end = document.find(END_MARKER)
-    if start < 0 or end < start:
-        raise ValueError(f"markers {BEGIN_MARKER!r} ... {END_MARKER!r} not found")
-    return document[:start] + generated_block() + document[end + len(END_MARKER) :]
-
-
-def _main(argv: list[str]) -> int:
-    # Developer command; the only I/O in this module, never run on import.
-    if argv == ["--write-docs"]:
-        DOCS_PATH.write_text(replace_generated_block(DOCS_PATH.read_text(encoding="utf-8")), encoding="utf-8")
-        sys.stdout.write(f"updated {DOCS_PATH}\n")
-        return 0
-    if not argv:
-        sys.stdout.write(mermaid_diagram())
-        return 0
-    sys.stderr.write("usage: python -m misbridge.core.machine [--write-docs]\n")
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))  # pragma: no cover

@@ -6,7 +6,9 @@ errors :class:`DuplicateTraceNoError`, :class:`StateConflictError` and
 :class:`ReversalConflictError`; and :data:`FINAL_STATES` (``schema``), the states the
 database refuses to leave.  Besides the transactions, the journal numbers the requests
 misbridge originates (``Journal.allocate_call``) and holds the durable reversal queue
-(``Journal.enqueue_reversal`` and friends).  This package does not import :mod:`misbridge.core`.
+(``Journal.enqueue_reversal`` and friends).  Of :mod:`misbridge.core` it imports only the pure
+transition table (:mod:`misbridge.core.machine`): a state is written only as the machine's
+``next_state(kind, state, event)``.
 """
 
 from misbridge.journal.records import (

@@ -2,7 +2,7 @@
 
 The journal does not import :mod:`misbridge.core` (the import direction is core -> journal),
 so the states the trigger treats as final are the constant :data:`FINAL_STATES` here; a
-core unit test asserts it equals ``misbridge.core.machine.FINAL_STATES``.
+core unit test asserts it equals ``misbridge.core.machine.JOURNALED_FINAL_STATES``.
 
 The trigger is created by migration 1, so changing the final states later needs a new
 migration that drops and recreates it.

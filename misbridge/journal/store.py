@@ -48,8 +48,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, TypeVar
 
+from misbridge.core.machine import TABLES, TxnState, kind_of, next_state
 from misbridge.ebuy import jsonio
-from misbridge.errors import JournalError
+from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal.records import (
     CallKind,
     CallRecord,
@@ -239,15 +240,19 @@ class Journal:
 
         Raises:
             DuplicateTraceNoError: ``record.trace_no`` is already in the journal.
+            InvalidTransition: ``record.action`` has no state machine, or ``record.state`` is
+                not the initial state of its kind (a transaction starts where its machine does).
             JournalError: the write failed.
         """
+        initial = TABLES[kind_of(record.action)].initial
+        if record.state != initial:
+            raise InvalidTransition(f"a {record.action} starts in {initial.value!r}, not {record.state!r}")
         await self._run("record_intent", _insert_intent, record)
 
     async def record_transition(
         self,
         trace_no: str,
         from_state: str,
-        to_state: str,
         event: str,
         *,
         masked_pan: str | None = None,
@@ -255,21 +260,23 @@ class Journal:
         response: dict[str, Any] | None = None,
         return_code: str | None = None,
         detail: str = "",
-    ) -> None:
-        """Move ``trace_no`` from ``from_state`` to ``to_state`` (compare-and-set) and log it.
+    ) -> TxnState:
+        """Move ``trace_no`` from ``from_state`` by ``event`` (compare-and-set) and log it.
 
-        The optional columns are changed only when given (not ``None``).  The update and its
-        transitions row are one transaction; this returns after the COMMIT.
+        The target is the state machine's: ``next_state(kind, from_state, event)``, the kind
+        read from the row's action.  The optional columns are changed only when given (not
+        ``None``).  The update and its transitions row are one transaction; this returns the
+        new state after the COMMIT.
 
         Raises:
             StateConflictError: the transaction is not in ``from_state`` (or does not exist).
-            JournalError: the transaction is in a final state (the trigger refused), or the
-                write failed.
+            InvalidTransition: the machine of the transaction's kind does not allow ``event``
+                in ``from_state``; nothing is written.
+            JournalError: the write failed.
         """
         change = self._change(
             trace_no,
             from_state,
-            to_state,
             event,
             masked_pan=masked_pan,
             card_type=card_type,
@@ -277,7 +284,7 @@ class Journal:
             return_code=return_code,
             detail=detail,
         )
-        await self._run("record_transition", _compare_and_set, change)
+        return await self._run("record_transition", _compare_and_set, change)
 
     async def get(self, trace_no: str) -> TransactionRecord | None:
         """The transaction ``trace_no``, or ``None`` if the journal has no intent for it.
@@ -439,13 +446,12 @@ class Journal:
         *,
         from_state: str,
         event: str,
-        to_state: str = _VOIDING,
         detail: str = "",
         first_attempt_at: datetime | None = None,
         response: dict[str, Any] | None = None,
         return_code: str | None = None,
     ) -> None:
-        """Move ``trace_no`` from ``from_state`` to ``to_state`` and queue its reversal, atomically.
+        """Move ``trace_no`` from ``from_state`` by ``event`` and queue its reversal, atomically.
 
         One transaction: the compare-and-set transition with its transitions row (as
         :meth:`record_transition`, including ``response``/``return_code``: the answer the POS
@@ -455,11 +461,10 @@ class Journal:
         Raises:
             ReversalConflictError: ``trace_no`` already has a queue entry (whatever its state).
             StateConflictError: the transaction is not in ``from_state`` (or does not exist).
-            JournalError: a time is naive, the trigger refused, or the write failed.
+            InvalidTransition: ``event`` does not lead from ``from_state`` to ``voiding``.
+            JournalError: a time is naive, or the write failed.
         """
-        change = self._change(
-            trace_no, from_state, to_state, event, detail=detail, response=response, return_code=return_code
-        )
+        change = self._change(trace_no, from_state, event, detail=detail, response=response, return_code=return_code)
         due = change.at if first_attempt_at is None else _iso("first_attempt_at", first_attempt_at)
         await self._run("enqueue_reversal", _enqueue_reversal, change, due)
 
@@ -530,7 +535,7 @@ class Journal:
             JournalError: the write failed.
         """
         change = self._change(
-            original_trace_no, _VOIDING, "voided", event, response=response, return_code=return_code, detail=detail
+            original_trace_no, _VOIDING, event, response=response, return_code=return_code, detail=detail
         )
         await self._run("complete_reversal", _close_reversal, change, "done", 1)
 
@@ -546,7 +551,7 @@ class Journal:
             StateConflictError: the transaction is not ``voiding``.
             JournalError: the write failed.
         """
-        change = self._change(original_trace_no, _VOIDING, "needs_manual", "escalate", detail=detail)
+        change = self._change(original_trace_no, _VOIDING, "escalate", detail=detail)
         await self._run("escalate_reversal", _close_reversal, change, "needs_manual", 0)
 
     async def purge(self, older_than: datetime, *, batch_size: int = _PURGE_BATCH) -> int:
@@ -591,7 +596,6 @@ class Journal:
         self,
         trace_no: str,
         from_state: str,
-        to_state: str,
         event: str,
         *,
         masked_pan: str | None = None,
@@ -603,7 +607,6 @@ class Journal:
         return _Change(
             trace_no=trace_no,
             from_state=from_state,
-            to_state=to_state,
             event=event,
             at=self._now(),
             masked_pan=masked_pan,
@@ -637,7 +640,6 @@ def _iso(name: str, moment: datetime) -> str:
 class _Change:
     trace_no: str
     from_state: str
-    to_state: str
     event: str
     at: str
     masked_pan: str | None
@@ -709,12 +711,18 @@ def _insert_transition(
     )
 
 
-def _compare_and_set(conn: sqlite3.Connection, change: _Change) -> None:
+def _compare_and_set(conn: sqlite3.Connection, change: _Change) -> TxnState:
     with immediate_transaction(conn):
-        _compare_and_set_in_transaction(conn, change)
+        return _compare_and_set_in_transaction(conn, change)
 
 
-def _compare_and_set_in_transaction(conn: sqlite3.Connection, change: _Change) -> None:
+def _compare_and_set_in_transaction(conn: sqlite3.Connection, change: _Change) -> TxnState:
+    row = conn.execute("SELECT action, state FROM transactions WHERE trace_no = ?", (change.trace_no,)).fetchone()
+    if row is None or row["state"] != change.from_state:
+        raise StateConflictError(change.trace_no, change.from_state, None if row is None else str(row["state"]))
+    # The one place a transaction's state is written after its intent: the target is the
+    # machine's, never the caller's, so the journal cannot record a move the table forbids.
+    to_state = next_state(kind_of(str(row["action"])), change.from_state, change.event)
     cursor = conn.execute(
         "UPDATE transactions SET state = :to_state, updated_at = :at,"
         " masked_pan = COALESCE(:masked_pan, masked_pan),"
@@ -722,14 +730,12 @@ def _compare_and_set_in_transaction(conn: sqlite3.Connection, change: _Change) -
         " response_json = COALESCE(:response_json, response_json),"
         " return_code = COALESCE(:return_code, return_code)"
         " WHERE trace_no = :trace_no AND state = :from_state",
-        vars(change),
+        {**vars(change), "to_state": to_state.value},
     )
-    if cursor.rowcount == 0:
-        row = conn.execute("SELECT state FROM transactions WHERE trace_no = ?", (change.trace_no,)).fetchone()
-        raise StateConflictError(change.trace_no, change.from_state, None if row is None else str(row[0]))
-    _insert_transition(
-        conn, change.trace_no, change.from_state, change.to_state, change.event, change.at, change.detail
-    )
+    if cursor.rowcount != 1:  # the row was read in this same BEGIN IMMEDIATE transaction
+        raise JournalError(f"transaction {change.trace_no!r}: the state update changed {cursor.rowcount} rows")
+    _insert_transition(conn, change.trace_no, change.from_state, to_state, change.event, change.at, change.detail)
+    return to_state
 
 
 def _exists(conn: sqlite3.Connection, query: str, key: str) -> bool:

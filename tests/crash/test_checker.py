@@ -125,7 +125,7 @@ async def test_read_journal_sees_state_response_and_integrity(tmp_path: Path) ->
     journal = await Journal.open(path)
     try:
         await journal.record_intent(TransactionRecord.new("T1", "cardRedemption", TxnState.RECEIVED, {"traceNo": "T1"}))
-        await journal.record_transition("T1", "received", "aborted", "abort", response=VOIDED, return_code="MB32")
+        await journal.record_transition("T1", "received", "abort", response=VOIDED, return_code="MB32")
         assert read_state(path, "T1") == ("aborted", None)  # readable while the daemon holds it open
     finally:
         await journal.close()

@@ -55,17 +55,17 @@ class Clock:
 async def _sale(journal: Journal, clock: Clock, trace_no: str, final: str) -> None:
     await journal.record_intent(TransactionRecord.new(trace_no, "cardRedemption", "received", request(trace_no),
                                                       now=clock.now))  # fmt: skip
-    await journal.record_transition(trace_no, "received", "reading_card", "start_card")
-    await journal.record_transition(trace_no, "reading_card", "reading_pin", "card_read",
+    await journal.record_transition(trace_no, "received", "start_card")
+    await journal.record_transition(trace_no, "reading_card", "card_read",
                                     masked_pan="622562******8888", card_type="00")  # fmt: skip
-    await journal.record_transition(trace_no, "reading_pin", "submitting", "pin_entered")
+    await journal.record_transition(trace_no, "reading_pin", "pin_entered")
     if final == "approved":
-        await journal.record_transition(trace_no, "submitting", "approved", "approve", response=approval(trace_no),
+        await journal.record_transition(trace_no, "submitting", "approve", response=approval(trace_no),
                                         return_code="00")  # fmt: skip
     elif final == "declined":
-        await journal.record_transition(trace_no, "submitting", "declined", "decline", return_code="55")
+        await journal.record_transition(trace_no, "submitting", "decline", return_code="55")
     elif final != "submitting":
-        await journal.record_transition(trace_no, "submitting", "unknown", "outcome_unknown")
+        await journal.record_transition(trace_no, "submitting", "outcome_unknown")
 
 
 async def _voided(journal: Journal, trace_no: str, *, complete: bool, escalate: bool = False) -> None:
@@ -89,7 +89,7 @@ async def build_journal(path: Path) -> None:
         await _sale(journal, clock, "OLD-DECLINED", "declined")
         await journal.record_intent(TransactionRecord.new("OLD-ABORTED", "cardRedemption", "received",
                                                           request("OLD-ABORTED"), now=clock.now))  # fmt: skip
-        await journal.record_transition("OLD-ABORTED", "received", "aborted", "abort", return_code="MB23")
+        await journal.record_transition("OLD-ABORTED", "received", "abort", return_code="MB23")
         await _sale(journal, clock, "OLD-VOIDED", "unknown")
         await _voided(journal, "OLD-VOIDED", complete=True)
         await _sale(journal, clock, "OLD-NEEDS-MANUAL", "unknown")
@@ -98,7 +98,7 @@ async def build_journal(path: Path) -> None:
         await _voided(journal, "OLD-VOIDING", complete=False)
         await _sale(journal, clock, "OLD-SUBMITTING", "submitting")
         await _sale(journal, clock, "OLD-INQUIRING", "unknown")
-        await journal.record_transition("OLD-INQUIRING", "unknown", "inquiring", "inquire")
+        await journal.record_transition("OLD-INQUIRING", "unknown", "inquire")
         clock.now = RECENT
         await _sale(journal, clock, "NEW-APPROVED", "approved")
         await _sale(journal, clock, "NEW-VOIDED", "unknown")

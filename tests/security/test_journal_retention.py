@@ -17,6 +17,7 @@ from misbridge.journal.schema import FINAL_STATES
 from misbridge.journal.store import Journal
 from misbridge.tools.journal import purge, retention_cutoff, run_retention
 from tests.security.journals import NOW, RECENT, RETENTION_DAYS, ROWS, build_journal, request
+from tests.seeding import seed_transaction
 
 
 def _rows(path: Path, query: str) -> list[tuple[object, ...]]:
@@ -131,7 +132,7 @@ async def test_property_no_non_final_row_is_ever_purged(tmp_path_factory: pytest
         for index, (state, age) in enumerate(rows):
             clock[0] = NOW - timedelta(days=age)
             trace_no = f"P{index}"
-            await journal.record_intent(TransactionRecord.new(trace_no, "cardRedemption", state, request(trace_no),
+            await seed_transaction(journal, TransactionRecord.new(trace_no, "cardRedemption", state, request(trace_no),
                                                               now=clock[0]))  # fmt: skip
         clock[0] = NOW
         deleted = await journal.purge(retention_cutoff(RETENTION_DAYS, now=NOW))

@@ -100,7 +100,7 @@ async def test_output_is_masked_even_if_card_data_were_stored(tmp_path: Path) ->
             "memo": f"card {CANARY_PAN}", "track2": f"{CANARY_PAN}=28121018888000"}  # fmt: skip
     async with await Journal.open(path) as journal:
         await journal.record_intent(TransactionRecord.new("LEAK", "cardRedemption", "received", body))
-        await journal.record_transition("LEAK", "received", "aborted", "abort", masked_pan=CANARY_PAN,
+        await journal.record_transition("LEAK", "received", "abort", masked_pan=CANARY_PAN,
                                         detail=f"pan {CANARY_PAN}")  # fmt: skip
     out = io.StringIO()
     journaltool.export(path, out, fmt="json")
@@ -124,7 +124,7 @@ async def test_reading_never_writes_and_works_while_the_daemon_writes(journal_pa
         await journal.record_intent(TransactionRecord.new("LIVE", "cardRedemption", "received", request("LIVE")))
         rows = journaltool.list_transactions(journal_path, limit=1)  # sees the WAL, takes no write lock
         assert rows[0].trace_no == "LIVE"
-        await journal.record_transition("LIVE", "received", "aborted", "abort")
+        await journal.record_transition("LIVE", "received", "abort")
         assert journaltool.show(journal_path, "LIVE")["state"] == "aborted"  # type: ignore[index]
     assert len(journaltool.list_transactions(journal_path, limit=None)) == len(ROWS) + 1
 

@@ -91,7 +91,7 @@ IMPORT_RULES: dict[str, ImportRule] = {
         "pydantic",
         "loguru",
     ),
-    "misbridge.journal": _rule("misbridge.ebuy", "misbridge.errors", sqlite=True),
+    "misbridge.journal": _rule("misbridge.ebuy", "misbridge.errors", "misbridge.core.machine", sqlite=True),
     "misbridge.core": _rule(
         "misbridge.device",
         "misbridge.backend",

@@ -26,6 +26,7 @@ from misbridge.link.events import (
     Retransmitted,
 )
 from misbridge.telemetry.metrics import STAGES, Metrics, journal_size
+from tests.seeding import seed_transaction
 from tests.unit.api.test_security import FakeService
 
 
@@ -147,8 +148,8 @@ async def test_gauges_from_a_real_journal(tmp_path: Path) -> None:
     async with await Journal.open(tmp_path / "journal.db") as journal:
         now = datetime.now(UTC)
         for trace_no, state in (("A", "unknown"), ("B", "approved"), ("C", "inquiring")):
-            await journal.record_intent(TransactionRecord.new(trace_no, "cardRedemption", state, {"traceNo": trace_no},
-                                                              now=now))  # fmt: skip
+            record = TransactionRecord.new(trace_no, "cardRedemption", state, {"traceNo": trace_no}, now=now)
+            await seed_transaction(journal, record)
         await journal.enqueue_reversal("A", from_state="unknown", event="give_up")
         metrics = Metrics()
         metrics.watch(journal=journal, journal_path=tmp_path / "journal.db")

@@ -26,6 +26,7 @@ from misbridge.ebuy import jsonio
 from misbridge.journal.records import TransactionRecord
 from simulators.cards import CARDS
 from tests.integration.faults import Fault, FaultBench, fault_settings, fresh_trace_no, redemption_body
+from tests.seeding import seed_transaction
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -123,8 +124,8 @@ async def _seed_due_voids(bench: FaultBench, count: int) -> list[str]:
         trace_no = fresh_trace_no()
         await bench.backend.add_faults([Fault("void", "delay-before-commit", delay_s=VOID_HOLD_S)], trace_no)
         record = TransactionRecord.new(trace_no, "cardRedemption", "unknown", redemption_body(trace_no))
-        await journal.record_intent(record)
-        await journal.enqueue_reversal(trace_no, from_state="unknown", event="void_unknown", detail="seeded")
+        await seed_transaction(journal, record)
+        await journal.enqueue_reversal(trace_no, from_state="unknown", event="give_up", detail="seeded")
         originals.append(trace_no)
     return originals
 

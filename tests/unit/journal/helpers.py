@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from misbridge.journal import Journal, TransactionRecord
+from tests.seeding import seed_transaction
 
 T0 = datetime(2026, 5, 1, 12, 0, 0, tzinfo=UTC)
 """The fake clock's starting time."""
@@ -30,9 +31,9 @@ class FakeClock:
 
 
 async def add_transaction(journal: Journal, trace_no: str, state: str = "unknown", *, now: datetime = T0) -> None:
-    """Record an intent for ``trace_no`` that starts in ``state``."""
+    """Record an intent for ``trace_no`` and walk it to ``state`` by the machine's events."""
     request = {"traceNo": trace_no, "totalAmount": "1.00"}
-    await journal.record_intent(TransactionRecord.new(trace_no, "cardRedemption", state, request, now=now))
+    await seed_transaction(journal, TransactionRecord.new(trace_no, "cardRedemption", state, request, now=now))
 
 
 def serial_of(trace_no: str) -> int:

@@ -29,7 +29,7 @@ async def main() -> None:
     path, mode = Path(sys.argv[1]), sys.argv[2]
     journal = await Journal.open(path)
     if await journal.get("K1") is None:
-        await journal.record_intent(TransactionRecord.new("K1", "cardRedemption", "unknown", {"traceNo": "K1"}))
+        await journal.record_intent(TransactionRecord.new("K1", "cardRedemption", "received", {"traceNo": "K1"}))
     print(await journal.allocate_call("K1", "inquiry"), flush=True)
     if mode == "after_commit":
         os._exit(137)
@@ -55,7 +55,10 @@ from misbridge.journal import Journal, TransactionRecord, store
 async def main() -> None:
     path, mode = Path(sys.argv[1]), sys.argv[2]
     journal = await Journal.open(path)
-    await journal.record_intent(TransactionRecord.new("K1", "cardRedemption", "unknown", {"traceNo": "K1"}))
+    await journal.record_intent(TransactionRecord.new("K1", "cardRedemption", "received", {"traceNo": "K1"}))
+    state = "received"
+    for event in ("start_card", "card_read", "pin_entered", "outcome_unknown"):
+        state = await journal.record_transition("K1", state, event)
     if mode == "inside":
         cas = store._compare_and_set_in_transaction
 

@@ -26,7 +26,7 @@ async def main() -> None:
     request = {"traceNo": "K1", "totalAmount": Decimal("40.80"), "remark": "断电测试"}
     await journal.record_intent(TransactionRecord.new("K1", "cardRedemption", "received", request))
     if sys.argv[2] == "transition":
-        await journal.record_transition("K1", "received", "reading_card", "start_card")
+        await journal.record_transition("K1", "received", "start_card")
     os._exit(137)
 
 asyncio.run(main())

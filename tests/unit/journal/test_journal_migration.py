@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from misbridge.errors import JournalError
-from misbridge.journal import SCHEMA_VERSION, Journal
+from misbridge.errors import InvalidTransition, JournalError
+from misbridge.journal import SCHEMA_VERSION, Journal, TransactionRecord
 from misbridge.journal.schema import immediate_transaction, migrate, schema_v1, schema_v2
 from misbridge.journal.store import BarredTraceNoError
+from tests.seeding import seed_transaction
 from tests.unit.journal.helpers import add_transaction, raw, serial_of
 
 V2_TABLES = {"counters", "backend_calls", "reversals"}
@@ -78,10 +79,13 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
 
         # the new tables work on the migrated file, the old trigger still guards final states
         assert serial_of(await journal.allocate_call("OLD1", "void")) == 1
-        await journal.enqueue_reversal("OLD1", from_state="voiding", event="requeue", to_state="voiding")
-        assert [r.original_trace_no for r in await journal.pending_reversals()] == ["OLD1"]
-        with pytest.raises(JournalError, match="final state"):
-            await journal.record_transition("OLD2", "approved", "voiding", "void_unclaimed")
+        await seed_transaction(journal, TransactionRecord.new("NEW1", "cardRedemption", "unknown", {"traceNo": "NEW1"}))
+        await journal.enqueue_reversal("NEW1", from_state="unknown", event="give_up")
+        assert [r.original_trace_no for r in await journal.pending_reversals()] == ["NEW1"]
+        with pytest.raises(InvalidTransition, match="'void_unclaimed' is not allowed in state 'approved'"):
+            await journal.record_transition("OLD2", "approved", "void_unclaimed")
+        with raw(db_path) as conn, pytest.raises(sqlite3.IntegrityError, match="final state"):
+            conn.execute("UPDATE transactions SET state = 'voiding' WHERE trace_no = 'OLD2'")
         assert await journal.integrity_check() == "ok"
 
     assert version(db_path) == 3

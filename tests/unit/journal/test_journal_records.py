@@ -13,6 +13,7 @@ import pytest
 from misbridge.ebuy import jsonio
 from misbridge.journal import Journal, TransactionRecord, iso_utc, request_hash
 from misbridge.journal.records import storable
+from tests.seeding import seed_transaction
 
 
 def test_new_stamps_both_timestamps_in_utc_and_hashes_the_request() -> None:
@@ -130,8 +131,8 @@ async def test_responses_are_written_without_card_data(tmp_path: Path) -> None:
     answer = {"traceNo": "T9", "orderNo": "4111111111111103", "returnCode": "00", "memo": f"card {PAN}",
               "cardInfo": {"track2": SECRET}}  # fmt: skip
     async with await Journal.open(db) as journal:
-        await journal.record_intent(TransactionRecord.new("T9", "cardRedemption", "submitting", {"traceNo": "T9"}))
-        await journal.record_transition("T9", "submitting", "approved", "approve", response=answer, return_code="00")
+        await seed_transaction(journal, TransactionRecord.new("T9", "cardRedemption", "submitting", {"traceNo": "T9"}))
+        await journal.record_transition("T9", "submitting", "approve", response=answer, return_code="00")
         call = await journal.allocate_call("T9", "inquiry")
         await journal.record_call_result(call, state="answered", return_code="00", response=answer)
         wal = db.with_name("journal.db-wal").read_bytes()

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from misbridge.errors import JournalError
+from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal import (
     SCHEMA_VERSION,
     DuplicateTraceNoError,
@@ -21,6 +21,7 @@ from misbridge.journal import (
     StateConflictError,
     TransactionRecord,
 )
+from tests.seeding import seed_transaction
 
 
 def sample_request(trace_no: str = "T0001") -> dict[str, Any]:
@@ -44,14 +45,14 @@ async def test_intent_then_transitions(journal: Journal) -> None:
     await journal.record_intent(record)
     assert await journal.get("T0001") == record
 
-    await journal.record_transition("T0001", "received", "reading_card", "start_card")
+    await journal.record_transition("T0001", "received", "start_card")
     await journal.record_transition(
-        "T0001", "reading_card", "reading_pin", "card_read", masked_pan="622588******1234", card_type="IC"
+        "T0001", "reading_card", "card_read", masked_pan="622588******1234", card_type="IC"
     )
-    await journal.record_transition("T0001", "reading_pin", "submitting", "pin_entered")
+    await journal.record_transition("T0001", "reading_pin", "pin_entered")
     response = {"returnCode": "00", "balance": Decimal("59.20"), "returnDesc": "交易成功"}
     await journal.record_transition(
-        "T0001", "submitting", "approved", "approve", response=response, return_code="00", detail="auth 123"
+        "T0001", "submitting", "approve", response=response, return_code="00", detail="auth 123"
     )
 
     final = await journal.get("T0001")
@@ -78,9 +79,9 @@ async def test_intent_then_transitions(journal: Journal) -> None:
 
 async def test_compare_and_set_refuses_a_stale_state(journal: Journal) -> None:
     await journal.record_intent(make_record())
-    await journal.record_transition("T0001", "received", "reading_card", "start_card")
+    await journal.record_transition("T0001", "received", "start_card")
     with pytest.raises(StateConflictError, match="expected state 'received' but it is 'reading_card'") as caught:
-        await journal.record_transition("T0001", "received", "aborted", "abort", return_code="MB23")
+        await journal.record_transition("T0001", "received", "abort", return_code="MB23")
     assert (caught.value.expected, caught.value.actual) == ("received", "reading_card")
     record = await journal.get("T0001")
     assert record is not None
@@ -90,7 +91,7 @@ async def test_compare_and_set_refuses_a_stale_state(journal: Journal) -> None:
 
 async def test_transition_of_an_unknown_trace_no(journal: Journal) -> None:
     with pytest.raises(StateConflictError, match="no such transaction") as caught:
-        await journal.record_transition("NOPE", "received", "aborted", "abort")
+        await journal.record_transition("NOPE", "received", "abort")
     assert caught.value.actual is None
     assert await journal.transitions("NOPE") == []
 
@@ -110,11 +111,13 @@ async def test_duplicate_intent(journal: Journal) -> None:
 
 @pytest.mark.parametrize("final", ["approved", "declined", "aborted", "voided"])
 async def test_nothing_leaves_a_final_state(journal: Journal, db_path: Path, final: str) -> None:
-    await journal.record_intent(make_record(state=final))
-    with pytest.raises(JournalError, match="final state"):
-        await journal.record_transition("T0001", final, "unknown", "outcome_unknown")
-    with pytest.raises(JournalError, match="final state"):
-        await journal.record_transition("T0001", final, final, "again")
+    await seed_transaction(journal, make_record(state=final))
+    history = await journal.transitions("T0001")
+    with pytest.raises(InvalidTransition, match=f"'outcome_unknown' is not allowed in state '{final}'"):
+        await journal.record_transition("T0001", final, "outcome_unknown")
+    with pytest.raises(InvalidTransition, match="unknown event 'again'"):
+        await journal.record_transition("T0001", final, "again")
+    assert await journal.transitions("T0001") == history
 
     raw = sqlite3.connect(db_path, isolation_level=None)
     try:
@@ -131,7 +134,7 @@ async def test_nothing_leaves_a_final_state(journal: Journal, db_path: Path, fin
 
 
 async def test_non_final_states_may_change_via_raw_sql(journal: Journal, db_path: Path) -> None:
-    await journal.record_intent(make_record(state="unknown"))
+    await seed_transaction(journal, make_record(state="unknown"))
     raw = sqlite3.connect(db_path, isolation_level=None)
     try:
         raw.execute("UPDATE transactions SET state = 'inquiring' WHERE trace_no = 'T0001'")
@@ -147,7 +150,7 @@ async def test_reopen_reads_back_exactly(db_path: Path) -> None:
     response = {"returnCode": "00", "returnDesc": "交易成功，余额：59.20", "balance": Decimal("59.20")}
     async with await Journal.open(db_path) as journal:
         await journal.record_intent(record)
-        await journal.record_transition("T0001", "received", "aborted", "abort", response=response, return_code="00")
+        await journal.record_transition("T0001", "received", "abort", response=response, return_code="00")
         log = await journal.transitions("T0001")
 
     async with await Journal.open(db_path) as reopened:
@@ -192,7 +195,7 @@ async def test_fifty_concurrent_transitions_all_land(journal: Journal) -> None:
     trace_nos = [f"C{n:03d}" for n in range(50)]
     await asyncio.gather(*(journal.record_intent(make_record(t)) for t in trace_nos))
     await asyncio.gather(
-        *(journal.record_transition(t, "received", "reading_card", "start_card", detail=t) for t in trace_nos)
+        *(journal.record_transition(t, "received", "start_card", detail=t) for t in trace_nos)
     )
     records = await journal.list_by_states(["reading_card"])
     assert sorted(r.trace_no for r in records) == trace_nos
@@ -206,7 +209,7 @@ async def test_list_by_states(journal: Journal) -> None:
     start = datetime(2026, 1, 1, tzinfo=UTC)
     for n, state in enumerate(["unknown", "approved", "voiding", "unknown", "received"]):
         record = TransactionRecord.new(f"L{n}", "cardRedemption", state, {}, now=start - timedelta(minutes=n))
-        await journal.record_intent(record)
+        await seed_transaction(journal, record)
     found = await journal.list_by_states(s for s in ("unknown", "voiding"))
     assert [r.trace_no for r in found] == ["L3", "L2", "L0"]  # oldest first
     assert await journal.list_by_states([]) == []
@@ -217,7 +220,7 @@ async def test_injected_clock_stamps_transitions(db_path: Path) -> None:
     moment = datetime(2026, 3, 1, 8, 0, tzinfo=timezone(timedelta(hours=8)))
     async with await Journal.open(db_path, clock=lambda: moment) as journal:
         await journal.record_intent(make_record())
-        await journal.record_transition("T0001", "received", "aborted", "abort")
+        await journal.record_transition("T0001", "received", "abort")
         record = await journal.get("T0001")
         assert record is not None
         assert record.updated_at == moment
@@ -229,7 +232,7 @@ async def test_naive_clock_is_refused(db_path: Path) -> None:
     async with await Journal.open(db_path, clock=datetime.now) as journal:
         await journal.record_intent(make_record())
         with pytest.raises(JournalError, match="timezone-aware"):
-            await journal.record_transition("T0001", "received", "aborted", "abort")
+            await journal.record_transition("T0001", "received", "abort")
 
 
 async def test_get_unknown_is_none(journal: Journal) -> None:
@@ -315,3 +318,37 @@ async def test_all_calls_run_on_one_worker_thread_that_close_stops(db_path: Path
     assert len(_journal_threads()) == 1
     await journal.close()
     assert _journal_threads() == []
+
+
+async def test_the_journal_refuses_a_move_the_machine_forbids_and_writes_nothing(journal: Journal) -> None:
+    await journal.record_intent(make_record())
+    history = await journal.transitions("T0001")
+    # Straight from received to approved would skip the card, the PIN and the backend call.
+    with pytest.raises(InvalidTransition, match="'approve' is not allowed in state 'received'"):
+        await journal.record_transition("T0001", "received", "approve", return_code="00")
+    record = await journal.get("T0001")
+    assert record is not None
+    assert (record.state, record.return_code) == ("received", None)
+    assert await journal.transitions("T0001") == history
+    # The target is the machine's: the caller names only the event.
+    assert await journal.record_transition("T0001", "received", "start_card") == "reading_card"
+
+
+async def test_the_journal_refuses_a_move_into_the_reversal_queue_the_machine_forbids(journal: Journal) -> None:
+    await seed_transaction(journal, make_record(state="submitting"))
+    with pytest.raises(InvalidTransition, match="'give_up' is not allowed in state 'submitting'"):
+        await journal.enqueue_reversal("T0001", from_state="submitting", event="give_up")
+    assert await journal.reversal("T0001") is None
+
+
+@pytest.mark.parametrize("state", ["reading_card", "approved", "unknown", "sent"])
+async def test_an_intent_starts_only_in_the_initial_state(journal: Journal, state: str) -> None:
+    with pytest.raises(InvalidTransition, match=f"a cardRedemption starts in 'received', not '{state}'"):
+        await journal.record_intent(make_record(state=state))
+    assert await journal.get("T0001") is None
+
+
+async def test_an_intent_needs_an_action_with_a_machine(journal: Journal) -> None:
+    bogus = TransactionRecord.new("T0001", "DownloadKey", "received", {})
+    with pytest.raises(InvalidTransition, match="'DownloadKey' is not an action"):
+        await journal.record_intent(bogus)
