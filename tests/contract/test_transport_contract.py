@@ -18,8 +18,9 @@ from typing import Protocol
 import pytest
 
 from misbridge.errors import ConfigError, DeviceNotConnected
+from misbridge.link.testing import split_every
 from misbridge.transport import ByteTransport, open_transport, url_scheme
-from misbridge.transport.memory import memory_pipe, split_every
+from misbridge.transport.memory import memory_pipe
 from simulators.pinpad.pty import PtyPort
 
 

@@ -19,6 +19,7 @@ from misbridge.link import (
     StatusRequest,
     encode_message,
 )
+from misbridge.link.testing import drop_writes
 from misbridge.transport.memory import memory_pipe
 from simulators.pinpad.device import SimulatedPinPad
 from simulators.pinpad.faults import Faults
@@ -78,3 +79,21 @@ async def test_aclose_waits_for_the_read_task() -> None:
     assert pump._reader is not None
     assert pump._reader.done()
     assert not pump.running
+
+
+async def test_the_fault_vocabulary_numbers_memory_writes_from_one() -> None:
+    # drop_writes(1) on the host's end loses the host's first write: its first frame.
+    host_end, pad_end = memory_pipe()
+    host_end.manipulator = drop_writes(1)
+    pad = SimulatedPinPad()
+    pad.serve(pad_end)
+    events: list[LinkEvent] = []
+    link = LinkDriver(host_end, fast_session(), on_event=events.append)
+    link.start()
+    try:
+        assert isinstance(await link.request(DeviceInfoRequest(1), timeout=2), DeviceInfo)
+        assert [e.cause for e in events if isinstance(e, Retransmitted)] == ["timeout"]
+        assert pad.commands["DeviceInfoRequest"] == 1
+    finally:
+        await link.aclose()
+        await pad.stop()
