@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,18 +60,19 @@ def new_trace_no() -> str:
 def _count(pad: SimulatedPinPad, counts: LinkBytes) -> None:
     port = pad._port
     write: Callable[[bytes], None] = port.write
-    on_data: Callable[[bytes], None] = port._on_data
+    read: Callable[[], Awaitable[bytes]] = port.read
 
     def counting_write(data: bytes) -> None:
         counts.to_host += len(data) if port.is_open else 0
         write(data)
 
-    def counting_on_data(data: bytes) -> None:
+    async def counting_read() -> bytes:
+        data = await read()
         counts.to_pad += len(data)
-        on_data(data)
+        return data
 
     port.write = counting_write  # type: ignore[method-assign]
-    port._on_data = counting_on_data
+    port.read = counting_read  # type: ignore[method-assign]
 
 
 async def count_link_bytes(redemptions: int = 20) -> LinkBytes:

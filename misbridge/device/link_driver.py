@@ -1,10 +1,8 @@
-"""Asyncio glue between one byte transport and one sans-IO host :class:`LinkSession`.
+"""The host's end of a link: requests and their replies over one :class:`LinkSession`.
 
-The session (misbridge.link) owns every protocol rule; this module only moves bytes and time:
-
-* a read task feeds ``session.receive_data(data, loop.time())``;
-* a loop timer (``call_at``) fires ``session.handle_timeout(loop.time())`` at ``next_deadline()``;
-* after every session call the bytes of ``data_to_send()`` are written and the events handled.
+The session (misbridge.link) owns every protocol rule and :class:`~misbridge.device.pump.LinkPump`
+moves its bytes and time (the same pump drives the simulated pad's DEVICE end); this module
+gives the HOST role its meaning.
 
 Decoded replies go to the waiter of their ``request_id``; PROGRESS goes to the progress callback.
 A failed link, a transport error or end of file fails every waiter with DeviceNotConnected and
@@ -18,6 +16,7 @@ from collections.abc import Callable
 
 from loguru import logger
 
+from misbridge.device.pump import LinkPump
 from misbridge.errors import DeviceNotConnected, DeviceTimeout, LinkFailedError, MessageError, ReturnCode
 from misbridge.link import (
     Cancel,
@@ -73,8 +72,7 @@ class LinkDriver:
         self._waiters: dict[int, asyncio.Future[Message]] = {}
         self._exclusive = asyncio.Lock()
         self._next_id = REQUEST_ID_MIN
-        self._timer: asyncio.TimerHandle | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._pump = LinkPump(session, transport, on_event=self._handle_event, on_failure=self._go_down, name=name)
         self._down_error: DeviceNotConnected | None = None
         self._down = asyncio.Event()
         self._closed = False
@@ -83,8 +81,7 @@ class LinkDriver:
 
     def start(self) -> None:
         """Start the read task; call once, right after construction."""
-        if self._reader is None:
-            self._reader = asyncio.create_task(self._read_loop(), name=f"link-read {self._name}")
+        self._pump.start()
 
     @property
     def up(self) -> bool:
@@ -116,10 +113,7 @@ class LinkDriver:
             return
         self._closed = True
         self._go_down(DeviceNotConnected(f"link to {self._name} closed"))
-        if self._reader is not None and not self._reader.done():
-            self._reader.cancel()
-            # wait() never raises, so our own cancellation is not swallowed here.
-            await asyncio.wait([self._reader])
+        await self._pump.aclose()
         await self._transport.aclose()
 
     # -- requests ----------------------------------------------------------------------------
@@ -171,10 +165,9 @@ class LinkDriver:
         try:
             logger.debug("{}: send {} id={}", self._name, type(msg).__name__, request_id)
             try:
-                self._session.send(encode_message(msg), self._loop.time())
+                self._pump.send(encode_message(msg))
             except LinkFailedError as err:
                 self._go_down(DeviceNotConnected(f"link to {self._name} failed: {err.message}"))
-            self._pump()
             return await waiter
         finally:
             self._waiters.pop(request_id, None)
@@ -182,44 +175,6 @@ class LinkDriver:
     def _check_up(self) -> None:
         if self._down_error is not None:
             raise DeviceNotConnected(self._down_error.message)
-
-    # -- I/O ---------------------------------------------------------------------------------
-
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                data = await self._transport.read()
-                self._session.receive_data(data, self._loop.time())
-                self._pump()
-        except DeviceNotConnected as err:
-            self._go_down(err)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self.up:
-            self._session.handle_timeout(self._loop.time())
-            self._pump()
-
-    def _pump(self) -> None:
-        """Write what the session produced, handle its events and re-arm the timer."""
-        data = self._session.data_to_send()
-        if data:
-            try:
-                self._transport.write(data)
-            except DeviceNotConnected as err:
-                self._go_down(err)
-                return
-        for event in self._session.events():
-            self._handle_event(event)
-        self._arm_timer()
-
-    def _arm_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        deadline = self._session.next_deadline()
-        if deadline is not None and self.up:
-            self._timer = self._loop.call_at(deadline, self._on_timer)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -268,9 +223,7 @@ class LinkDriver:
         if self._down_error is not None:
             return
         self._down_error = error
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._pump.stop()  # no more timers; a failed link is never used again
         for waiter in self._waiters.values():
             if not waiter.done():
                 waiter.set_exception(DeviceNotConnected(error.message))

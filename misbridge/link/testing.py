@@ -6,6 +6,24 @@ direction that can drop, duplicate, corrupt or split writes, and advances a virt
 the next deadline whenever the line is quiet.  Being sans-IO, the whole exchange runs in a
 plain loop: no event loop, no sleeping.  Used by the link tests and available to simulator
 and device-layer tests.
+
+**The line-fault vocabulary.**  This module is its home; ``misbridge.transport.memory`` takes
+the same manipulators (per end, so per direction) and the simulated pad's own faults
+(``simulators/pinpad/faults.py``) count the same way.  A manipulator sees each *write* of one
+direction, in order, and numbers them from 1, "the nth write", as crash points number passes
+(``MISBRIDGE_CRASH_AT=<point>:<nth>``, default the first):
+
+- ``drop_writes(n, ...)``: the nth write is lost;
+- ``duplicate_writes(n, ...)``: the nth write is delivered twice;
+- ``corrupt_write(n, offset, xor)``: byte ``offset`` of the nth write is XORed (``offset=-1``:
+  the LRC, the pad's ``bad_lrc``);
+- ``split_every(size)``: every write arrives in pieces of ``size`` bytes;
+- ``lossy(seed, ...)``: random drops, duplicates and corruptions, reproducible from ``seed``;
+- ``passthrough``: no fault.
+
+A write is whatever the session handed over in one go (often a frame, sometimes an ACK and a
+frame together); the simulated pad, which sees its own output, spoils per unit instead (an ACK,
+a NAK or a whole frame) and counts "the next n" units of a kind from when a fault is armed.
 """
 
 from __future__ import annotations
@@ -38,6 +56,8 @@ def passthrough(data: bytes) -> list[bytes]:
 
 
 def _on_writes(numbers: tuple[int, ...], action: Manipulator) -> Manipulator:
+    if any(n < 1 for n in numbers):
+        raise ValueError(f"writes are numbered from 1 (the first write is 1), not {min(numbers)}")
     count = 0
 
     def manipulate(data: bytes) -> list[bytes]:
@@ -49,7 +69,11 @@ def _on_writes(numbers: tuple[int, ...], action: Manipulator) -> Manipulator:
 
 
 def drop_writes(*numbers: int) -> Manipulator:
-    """Lose the writes with these numbers (1 = first write in this direction)."""
+    """Lose the writes with these numbers (1 = first write in this direction).
+
+    Raises:
+        ValueError: a number below 1 (as for every write number here).
+    """
     return _on_writes(numbers, lambda data: [])
 
 

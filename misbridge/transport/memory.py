@@ -2,7 +2,10 @@
 
 ``memory_pipe()`` returns two :class:`MemoryTransport` ends; what one writes the other reads.
 A *manipulator* rewrites each write into the chunks actually delivered, so a test can split,
-drop or corrupt bytes on purpose (code-style-anchors.md item 10).
+drop or corrupt bytes on purpose (code-style-anchors.md item 10). The manipulators and their
+numbering (writes count from 1 per direction) are those of :mod:`misbridge.link.testing`, whose
+docstring is the one description of that fault vocabulary: ``end.manipulator = drop_writes(1)``
+loses the first write from that end.
 """
 
 from __future__ import annotations
@@ -12,19 +15,9 @@ from collections.abc import Callable
 
 from misbridge.errors import DeviceNotConnected
 
-#: Rewrites one written chunk into the chunks the peer receives (possibly none).
+#: Rewrites one written chunk into the chunks the peer receives (possibly none); the same
+#: shape as ``misbridge.link.testing.Manipulator`` (transport may not import link).
 Manipulator = Callable[[bytes], list[bytes]]
-
-
-def split_every(size: int) -> Manipulator:
-    """Deliver each write in pieces of ``size`` bytes."""
-    return lambda data: [data[i : i + size] for i in range(0, len(data), size)]
-
-
-def drop_writes(*indexes: int) -> Manipulator:
-    """Lose the writes with these 0-based indexes (counted per direction)."""
-    counter = iter(range(1 << 62))
-    return lambda data: [] if next(counter) in indexes else [data]
 
 
 class MemoryTransport:

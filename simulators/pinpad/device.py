@@ -1,5 +1,9 @@
 """The virtual PIN pad: misbridge's own link code in the DEVICE role, served on a pty.
 
+The session runs on the daemon's own :class:`~misbridge.device.pump.LinkPump`, over a
+:class:`~simulators.pinpad.line.FaultyLine` (the injected faults and the trace) around the pty
+(:class:`~simulators.pinpad.pty.PtyPort`), or around any byte transport given to :meth:`serve`.
+
 It answers the commands of docs/device-protocol.md §5 with scripted customers
 (:class:`~simulators.pinpad.customer.Customer`), encrypting PAN, track 2 and the PIN block with
 the test working key exactly as a real pad's secure module would.
@@ -13,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from misbridge.errors import MessageError
+from misbridge.device.pump import LinkPump
+from misbridge.errors import DeviceNotConnected, MessageError
 from misbridge.link import (
     ACK_TIMEOUT_S,
     INTER_BYTE_TIMEOUT_S,
@@ -29,6 +33,7 @@ from misbridge.link import (
     DeviceState,
     DeviceStatus,
     DisplayText,
+    LinkEvent,
     LinkFailed,
     LinkSession,
     LoadWorkingKey,
@@ -47,11 +52,12 @@ from misbridge.link import (
     decode_message,
     encode_message,
 )
-from misbridge.link.frames import AckControl, BadFrame, DataFrame, Discarded, FrameDecoder, NakControl, encode_frame
+from misbridge.transport.base import ByteTransport
 from simulators.cards import CARDS, DEFAULT_CARD, TestCard
 from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
 from simulators.pinpad.customer import Action, Customer
-from simulators.pinpad.faults import GARBAGE, Faults, describe_unit, event_of, is_data_frame, split_units
+from simulators.pinpad.faults import Faults, event_of
+from simulators.pinpad.line import FaultyLine
 from simulators.pinpad.pty import PtyPort
 
 _LOGGER = logging.getLogger(__name__)
@@ -104,15 +110,10 @@ class SimulatedPinPad:
         trace: Callable[[str], None] | None = None,
         ask: Callable[[str], Awaitable[str]] | None = None,
     ) -> None:
-        self.faults = faults or Faults()
+        self._line = FaultyLine(faults or Faults(), trace=trace, on_cut=self.unplug)
         #: Interactive mode: asked for the card and the PIN when no scripted customer is queued.
         self._ask = ask
         self._asked_customer = False
-        self._trace_line = trace
-        self._trace_decoder = FrameDecoder()
-        self._silent_until = 0.0
-        self._drip = bytearray()
-        self._drip_timer: asyncio.TimerHandle | None = None
         self._unplug_on_ack: int | None = None
         #: Commands received and dispatched, by message class name (each exactly once per command).
         self.commands: collections.Counter[str] = collections.Counter()
@@ -122,9 +123,8 @@ class SimulatedPinPad:
         self._card_delay_s = card_delay_s
         self._pin_delay_s = pin_delay_s
         self._customers: collections.deque[Customer] = collections.deque()
-        self._port = PtyPort(self._bytes_received, on_open=self._host_opened, link=link)
-        self._session = self._new_session()
-        self._timer: asyncio.TimerHandle | None = None
+        self._port = PtyPort(on_open=self._host_opened, link=link)
+        self._pump: LinkPump | None = None
         self._job: asyncio.Task[None] | None = None
         self._job_id = 0
         self._host_cancelled_id = 0
@@ -133,6 +133,15 @@ class SimulatedPinPad:
         self.displayed = ""
 
     # -- public ------------------------------------------------------------------------------
+
+    @property
+    def faults(self) -> Faults:
+        """The line faults still to inject; assign a new :class:`Faults` to re-arm them."""
+        return self._line.faults
+
+    @faults.setter
+    def faults(self, faults: Faults) -> None:
+        self._line.faults = faults
 
     @property
     def slave_path(self) -> str:
@@ -155,17 +164,32 @@ class SimulatedPinPad:
 
     async def start(self) -> str:
         """Open the pty and serve; returns the slave path."""
-        return self._port.open()
+        path = self._port.open()
+        self.serve(self._port)
+        return path
+
+    def serve(self, transport: ByteTransport) -> None:
+        """Start a fresh link (new DEVICE session) over ``transport``, e.g. a memory pipe's end.
+
+        :meth:`start` serves the pty this way, and again each time the host reopens it.
+        """
+        self._stop_link()
+        self._line.attach(transport)
+        self._pump = LinkPump(self._new_session(), self._line, on_event=self._link_event,
+                              on_failure=self._line_lost, name="simulated pad")
+        self._pump.start()
 
     async def stop(self) -> None:
         """Stop serving and close the pty (the daemon sees an unplug)."""
         await self._end_job()
+        pump = self._pump
         self.unplug()
+        if pump is not None:
+            await pump.aclose()
 
     def unplug(self) -> None:
         """Pull the cable: close the pty now; the daemon's next read fails."""
-        self._cancel_timer()
-        self._stop_drip()
+        self._stop_link()
         self._unplug_on_ack = None
         if self._job is not None:
             self._job.cancel()
@@ -192,147 +216,37 @@ class SimulatedPinPad:
         self._host_cancelled_id = 0
         if job is not None:
             job.cancel()
-        self._cancel_timer()
         self._port.discard_output()  # bytes still queued for the old host are not for the new one
-        self._stop_drip()
         self._unplug_on_ack = None
-        self._trace_decoder = FrameDecoder()
-        self._session = self._new_session()
         self._card = None
+        self.serve(self._port)
 
-    def _bytes_received(self, data: bytes) -> None:
-        if self._trace_line is not None:
-            for item in self._trace_decoder.feed(data, self._now()):
-                self._trace_in(item)
-        self._session.receive_data(data, self._now())
-        self._pump()
+    def _stop_link(self) -> None:
+        if self._pump is not None:
+            self._pump.stop()
+        self._line.stop_drip()
 
-    def _on_timer(self) -> None:
-        self._timer = None
-        self._session.handle_timeout(self._now())
-        self._pump()
+    def _line_lost(self, error: DeviceNotConnected) -> None:
+        _LOGGER.debug("line lost (%s); waiting for the host to reopen", error.message)
 
-    def _pump(self) -> None:
-        self._emit(self._session.data_to_send())
-        for event in self._session.events():
-            if isinstance(event, PayloadReceived):
-                self._payload_received(event.payload)
-            elif isinstance(event, PayloadAcked) and event.seq == self._unplug_on_ack:
-                _LOGGER.debug("unplugging after the host acknowledged frame %d", event.seq)
-                asyncio.get_running_loop().call_soon(self.unplug)
-            elif isinstance(event, LinkFailed):
-                _LOGGER.debug("link failed (%s); waiting for the host to reopen", event.reason)
-        self._arm_timer()
-
-    def _arm_timer(self) -> None:
-        self._cancel_timer()
-        deadline = self._session.next_deadline()
-        if deadline is not None and self._port.is_open:
-            self._timer = asyncio.get_running_loop().call_at(deadline, self._on_timer)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+    def _link_event(self, event: LinkEvent) -> None:
+        if isinstance(event, PayloadReceived):
+            self._payload_received(event.payload)
+        elif isinstance(event, PayloadAcked) and event.seq == self._unplug_on_ack:
+            _LOGGER.debug("unplugging after the host acknowledged frame %d", event.seq)
+            asyncio.get_running_loop().call_soon(self.unplug)
+        elif isinstance(event, LinkFailed):
+            _LOGGER.debug("link failed (%s); waiting for the host to reopen", event.reason)
 
     def _send(self, msg: Message) -> None:
-        if not self._port.is_open or self._session.failed:
+        pump = self._pump
+        if pump is None or not pump.running or pump.session.failed:
             return
         _trace("tx", msg)
-        seq = self._session.send(encode_message(msg), self._now())
+        seq = pump.send(encode_message(msg))
         if self.faults.unplug_after is not None and self.faults.unplug_after == event_of(msg):
             self.faults.unplug_after = None
             self._unplug_on_ack = seq
-        self._pump()
-
-    # -- faults and trace --------------------------------------------------------------------
-
-    def _emit(self, data: bytes) -> None:
-        """Write session output to the host through the armed faults."""
-        for unit in split_units(data):
-            if self._now() < self._silent_until:
-                self._trace_out(unit, "dropped, pad silent")
-                continue
-            for out, note in self._spoil(unit):
-                self._trace_out(out, note)
-                self._write(out)
-            if not self._port.is_open:
-                return
-
-    def _spoil(self, unit: bytes) -> list[tuple[bytes, str]]:
-        """What goes on the line for one unit of session output, each with a trace note.
-
-        Counters and rates alike go through :meth:`Faults.take`, once per unit: a resent frame
-        (or the ACK of a resent host frame) is decided again, on its own.
-        """
-        f = self.faults
-        if unit[:1] == b"\x06":
-            if f.take("nak"):
-                return [(b"\x15", f"fault: NAK instead of ACK seq={unit[1]}")]
-            if f.take("withhold_ack"):
-                self._trace_out(unit, "withheld")
-                return []
-            return [(unit, "")]
-        if not is_data_frame(unit):
-            return [(unit, "")]
-        if f.cut_frame:
-            f.cut_frame = False
-            asyncio.get_running_loop().call_soon(self.unplug)
-            return [(unit[: len(unit) // 2], "fault: frame cut")]
-        out = [(unit, "")]
-        if f.take("bad_lrc"):
-            out = [(unit[:-1] + bytes([unit[-1] ^ 0xFF]), "fault: LRC flipped")]
-        if f.take("duplicate"):
-            out = out * 2
-        if f.take("garbage"):
-            out = [(GARBAGE, ""), *out]
-        return out
-
-    def _write(self, data: bytes) -> None:
-        if self.faults.slow_ms <= 0 and not self._drip:
-            self._port.write(data)
-            return
-        self._drip += data
-        if self._drip_timer is None:
-            self._drip_one()
-
-    def _drip_one(self) -> None:
-        self._drip_timer = None
-        if not self._drip or not self._port.is_open:
-            self._drip.clear()
-            return
-        self._port.write(bytes(self._drip[:1]))
-        del self._drip[:1]
-        if self._drip:
-            delay = max(self.faults.slow_ms, 0.0) / 1000
-            self._drip_timer = asyncio.get_running_loop().call_later(delay, self._drip_one)
-
-    def _stop_drip(self) -> None:
-        if self._drip_timer is not None:
-            self._drip_timer.cancel()
-            self._drip_timer = None
-        self._drip.clear()
-
-    def _trace_out(self, unit: bytes, note: str = "") -> None:
-        if self._trace_line is not None:
-            self._trace_line(_trace_text("pad>host", describe_unit(unit), note))
-
-    def _trace_in(self, item: AckControl | NakControl | BadFrame | Discarded | DataFrame) -> None:
-        assert self._trace_line is not None
-        if isinstance(item, DataFrame):
-            text = describe_unit(encode_frame(item.data))
-        elif isinstance(item, AckControl):
-            text = describe_unit(bytes([0x06, item.seq]))
-        elif isinstance(item, NakControl):
-            text = describe_unit(b"\x15")
-        elif isinstance(item, BadFrame):
-            text = f"bad frame ({item.reason})"
-        else:
-            text = f"garbage ({item.count} bytes discarded)"
-        self._trace_line(_trace_text("host>pad", text, ""))
 
     # -- commands ----------------------------------------------------------------------------
 
@@ -345,7 +259,7 @@ class SimulatedPinPad:
         _trace("rx", msg)
         self.commands[type(msg).__name__] += 1
         if self.faults.silence_s > 0:
-            self._silent_until = self._now() + self.faults.silence_s
+            self._line.silence(self.faults.silence_s)
             self.faults.silence_s = 0.0
         if self.faults.unplug_after == "command":
             self.faults.unplug_after = None
@@ -500,9 +414,3 @@ class SimulatedPinPad:
             self._send(Progress(rid, ProgressStage.PIN_DIGIT_ENTERED, digits_entered=typed))
         block = encrypt_pin_block(pin, card.pan, self._keys[msg.key_index])
         self._send(PinBlock(rid, block, msg.key_index))
-
-
-
-def _trace_text(direction: str, text: str, note: str) -> str:
-    stamp = time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
-    return f"{stamp} {direction} {text}{f'  [{note}]' if note else ''}"

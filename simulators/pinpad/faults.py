@@ -1,7 +1,12 @@
 """Line faults the simulated pad injects, and the readable frame trace.
 
 The pad's link session produces correct bytes; :class:`Faults` says how to spoil the next ones
-on their way to the host. Counters apply to the next *n* units of their kind and count down:
+on their way to the host (:class:`~simulators.pinpad.line.FaultyLine` applies them). The
+vocabulary of line faults is that of ``misbridge.link.testing`` (its module docstring): the same
+names where the fault is the same (``duplicate``, like ``duplicate_writes``; ``bad_lrc`` is
+``corrupt_write`` at the LRC), counted from 1. The pad sees its own output, so it counts units
+(an ACK, a NAK, a whole frame) rather than writes: a counter *n* spoils the next *n* units of
+its kind (units 1 to *n* from when it was armed) and counts down:
 
 - ``nak``: answer the next n host frames with NAK instead of ACK (the host retransmits; the pad
   already has the command and suppresses the duplicate);

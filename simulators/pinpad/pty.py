@@ -10,6 +10,9 @@ A real pad sees the host open its port (DTR rises on USB CDC-ACM) and starts a f
 (``TIOCPKT``) with ``EXTPROC`` set on the slave: every ``tcsetattr`` the daemon makes when it
 opens the port then reaches the master as a ``TIOCPKT_IOCTL`` status packet, reported through
 ``on_open``.
+
+:class:`PtyPort` is a :class:`~misbridge.transport.base.ByteTransport`, so the pad drives it with
+the daemon's own :class:`~misbridge.device.pump.LinkPump` (and tests can swap in a memory pipe).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ import tty
 from collections.abc import Callable
 from pathlib import Path
 
+from misbridge.errors import DeviceNotConnected
+
 _LOGGER = logging.getLogger(__name__)
 
 READ_CHUNK = 4096
@@ -36,25 +41,23 @@ _EXTPROC = getattr(termios, "EXTPROC", 0o200000)
 
 
 class PtyPort:
-    """One pty pair whose master end is served on the running event loop.
+    """One pty pair whose master end is served on the running event loop; a ``ByteTransport``.
+
+    :meth:`read` returns what the daemon wrote to the slave; it raises DeviceNotConnected once
+    the port is closed (:meth:`close`, or an error or end of file on the master).
 
     Args:
-        on_data: called with each chunk the daemon wrote to the slave.
-        on_hangup: called once when the master reports an error or end of file.
-        on_open: called when the daemon (re)opens or reconfigures the slave.
+        on_open: called when the daemon (re)opens or reconfigures the slave; the bytes read
+            before it and not yet taken by :meth:`read` are dropped (they belong to the old link).
         link: optional path of a symlink to the slave, replaced atomically if it exists.
     """
 
     def __init__(
         self,
-        on_data: Callable[[bytes], None],
         *,
-        on_hangup: Callable[[], None] | None = None,
         on_open: Callable[[], None] | None = None,
         link: str | os.PathLike[str] | None = None,
     ) -> None:
-        self._on_data = on_data
-        self._on_hangup = on_hangup
         self._on_open = on_open
         self._link = Path(link) if link is not None else None
         self._master = -1
@@ -63,6 +66,10 @@ class PtyPort:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending = bytearray()
         self._writer_armed = False
+        self._inbox = bytearray()
+        # Set when bytes arrive or the port closes (wakes read), and when _pending empties (drain).
+        self._arrived = asyncio.Event()
+        self._flushed = asyncio.Event()
 
     @property
     def slave_path(self) -> str:
@@ -96,12 +103,42 @@ class PtyPort:
         _LOGGER.debug("pty open: %s", self._slave_path)
         return self._slave_path
 
+    async def read(self) -> bytes:
+        """The next bytes the daemon wrote (all that arrived since the last call).
+
+        Raises:
+            DeviceNotConnected: the port is closed.
+        """
+        while not self._inbox:
+            if not self.is_open:
+                raise DeviceNotConnected(f"pty {self._slave_path or '(never opened)'} is closed")
+            self._arrived.clear()
+            await self._arrived.wait()
+        data = bytes(self._inbox)
+        self._inbox.clear()
+        return data
+
     def write(self, data: bytes) -> None:
-        """Send ``data`` to the daemon; buffered if the pty is full, dropped once closed."""
-        if not self.is_open or not data:
-            return
-        self._pending += data
-        self._flush()
+        """Send ``data`` to the daemon; buffered if the pty is full.
+
+        Raises:
+            DeviceNotConnected: the port is closed.
+        """
+        if not self.is_open:
+            raise DeviceNotConnected(f"pty {self._slave_path or '(never opened)'} is closed")
+        if data:
+            self._pending += data
+            self._flush()
+
+    async def drain(self) -> None:
+        """Wait until the bytes buffered for the daemon are in the pty (or the port closed)."""
+        while self._pending and self.is_open:
+            self._flushed.clear()
+            await self._flushed.wait()
+
+    async def aclose(self) -> None:
+        """:meth:`close`, for the ``ByteTransport`` contract."""
+        self.close()
 
     def discard_output(self) -> None:
         """Drop bytes queued for the daemon but not yet written (the link was reset)."""
@@ -128,6 +165,9 @@ class PtyPort:
                 os.close(fd)
         self._master = self._slave = -1
         self._pending.clear()
+        self._inbox.clear()
+        self._arrived.set()
+        self._flushed.set()
         if self._link is not None:
             _remove_symlink_to(self._link, self._slave_path)
         _LOGGER.debug("pty closed: %s", self._slave_path)
@@ -140,15 +180,17 @@ class PtyPort:
         except OSError as err:
             # EIO: no process holds the slave open (we keep ours, so this means a real fault).
             _LOGGER.debug("pty master read failed: %s", err)
-            self._hangup()
+            self.close()
             return
         if not data:
-            self._hangup()
+            self.close()
             return
         if data[0] == TIOCPKT_DATA:
             if len(data) > 1:
-                self._on_data(data[1:])
+                self._inbox += data[1:]
+                self._arrived.set()
         elif data[0] & TIOCPKT_IOCTL and self._on_open is not None:
+            self._inbox.clear()
             self._on_open()
 
     def _flush(self) -> None:
@@ -159,7 +201,7 @@ class PtyPort:
             written = 0
         except OSError as err:
             _LOGGER.debug("pty master write failed: %s", err)
-            self._hangup()
+            self.close()
             return
         del self._pending[:written]
         if self._pending and not self._writer_armed:
@@ -168,11 +210,8 @@ class PtyPort:
         elif not self._pending and self._writer_armed:
             self._loop.remove_writer(self._master)
             self._writer_armed = False
-
-    def _hangup(self) -> None:
-        self.close()
-        if self._on_hangup is not None:
-            self._on_hangup()
+        if not self._pending:
+            self._flushed.set()
 
 
 def _enable_open_detection(master: int, slave: int) -> None:

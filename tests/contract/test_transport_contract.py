@@ -18,8 +18,9 @@ from typing import Protocol
 import pytest
 
 from misbridge.errors import ConfigError, DeviceNotConnected
+from misbridge.link.testing import split_every
 from misbridge.transport import ByteTransport, open_transport, url_scheme
-from misbridge.transport.memory import MemoryTransport, memory_pipe, split_every
+from misbridge.transport.memory import memory_pipe
 from simulators.pinpad.pty import PtyPort
 
 
@@ -51,8 +52,10 @@ class QueuePeer:
         return data
 
 
-class MemoryPeer(QueuePeer):
-    def __init__(self, end: MemoryTransport) -> None:
+class TransportPeer(QueuePeer):
+    """The far end as a ByteTransport of its own: a memory pipe's end or the simulator's pty."""
+
+    def __init__(self, end: ByteTransport) -> None:
         super().__init__()
         self.end = end
         self._task = asyncio.create_task(self._pump())
@@ -68,18 +71,6 @@ class MemoryPeer(QueuePeer):
     async def close(self) -> None:
         await self.end.aclose()
         await asyncio.wait([self._task])
-
-
-class PtyPeer(QueuePeer):
-    def __init__(self) -> None:
-        super().__init__()
-        self.port = PtyPort(self.feed)
-
-    def send(self, data: bytes) -> None:
-        self.port.write(data)
-
-    async def close(self) -> None:
-        self.port.close()
 
 
 class SocketPeer(QueuePeer):
@@ -108,12 +99,13 @@ class SocketPeer(QueuePeer):
 
 async def open_memory(stack: contextlib.AsyncExitStack) -> tuple[ByteTransport, Peer]:
     host, device = memory_pipe()
-    return host, MemoryPeer(device)
+    return host, TransportPeer(device)
 
 
 async def open_pty(stack: contextlib.AsyncExitStack) -> tuple[ByteTransport, Peer]:
-    peer = PtyPeer()
-    return await open_transport(peer.port.open(), baudrate=115200), peer
+    port = PtyPort()
+    path = port.open()
+    return await open_transport(path, baudrate=115200), TransportPeer(port)
 
 
 async def open_socket(stack: contextlib.AsyncExitStack) -> tuple[ByteTransport, Peer]:

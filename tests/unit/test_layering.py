@@ -117,6 +117,8 @@ IMPORT_RULES: dict[str, ImportRule] = {
     ),
     "simulators": _rule(
         "misbridge.link",
+        "misbridge.device.pump",
+        "misbridge.transport",
         "misbridge.ebuy",
         "misbridge.errors",
         "misbridge.host.asgi",

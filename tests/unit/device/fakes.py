@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
-from misbridge.errors import DeviceNotConnected
+from misbridge.device.pump import LinkPump
 from misbridge.link import (
     DeviceInfo,
     DeviceInfoRequest,
     DeviceState,
     DeviceStatus,
+    LinkEvent,
     LinkSession,
     Message,
     PayloadReceived,
@@ -46,6 +46,30 @@ def standard_replies(msg: Message) -> list[Message]:
     return [Result(msg.request_id, ResultCode.OK)]
 
 
+class _DeafSwitch:
+    """The pad's end of the pipe, with a switch that drops everything the host sends."""
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        self.inner = inner
+        self.deaf = False
+
+    async def read(self) -> bytes:
+        while True:
+            data = await self.inner.read()
+            if not self.deaf:
+                return data
+
+    def write(self, data: bytes) -> None:
+        if not self.inner.closed:
+            self.inner.write(data)
+
+    async def drain(self) -> None:
+        await self.inner.drain()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 class FakePad:
     """The device end of a memory pipe, speaking the real link protocol.
 
@@ -57,60 +81,44 @@ class FakePad:
     def __init__(self, transport: MemoryTransport, respond: Responder = standard_replies) -> None:
         self.transport = transport
         self.respond = respond
-        self.session = fast_session(Role.DEVICE)
         self.received: list[Message] = []
-        self.deaf = False
-        self._loop = asyncio.get_running_loop()
-        self._timer: asyncio.TimerHandle | None = None
-        self._task = asyncio.create_task(self._run())
+        self._line = _DeafSwitch(transport)
+        self._pump = LinkPump(fast_session(Role.DEVICE), self._line, on_event=self._on_event, on_failure=lambda _: None)
+        self._pump.start()
+
+    @property
+    def session(self) -> LinkSession:
+        """The pad's DEVICE session."""
+        return self._pump.session
+
+    @property
+    def deaf(self) -> bool:
+        """True while the pad drops whatever the host sends."""
+        return self._line.deaf
+
+    @deaf.setter
+    def deaf(self, value: bool) -> None:
+        self._line.deaf = value
 
     def send(self, msg: Message) -> None:
         """Send one message to the host."""
-        self.session.send(encode_message(msg), self._loop.time())
-        self._pump()
+        self._pump.send(encode_message(msg))
 
     def send_raw_payload(self, payload: bytes) -> None:
         """Send a frame whose payload may not be a valid message."""
-        self.session.send(payload, self._loop.time())
-        self._pump()
+        self._pump.send(payload)
 
     async def close(self) -> None:
         """Stop and close the device end (the host then reads end of file)."""
-        self._task.cancel()
-        await asyncio.wait([self._task])
-        if self._timer is not None:
-            self._timer.cancel()
+        await self._pump.aclose()
         await self.transport.aclose()
 
-    async def _run(self) -> None:
-        try:
-            while True:
-                data = await self.transport.read()
-                if not self.deaf:
-                    self.session.receive_data(data, self._loop.time())
-                    self._pump()
-        except DeviceNotConnected:
-            pass
-
-    def _pump(self) -> None:
-        data = self.session.data_to_send()
-        if data and not self.transport.closed:
-            self.transport.write(data)
-        for event in self.session.events():
-            if isinstance(event, PayloadReceived):
-                msg = decode_message(event.payload)
-                self.received.append(msg)
-                for reply in self.respond(msg):
-                    self.send(reply)
-        if self._timer is not None:
-            self._timer.cancel()
-        deadline = self.session.next_deadline()
-        self._timer = self._loop.call_at(deadline, self._on_timer) if deadline is not None else None
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.session.handle_timeout(self._loop.time())
-        self._pump()
+    def _on_event(self, event: LinkEvent) -> None:
+        if isinstance(event, PayloadReceived):
+            msg = decode_message(event.payload)
+            self.received.append(msg)
+            for reply in self.respond(msg):
+                self.send(reply)
 
 
 def pad_pipe(respond: Responder = standard_replies) -> tuple[MemoryTransport, FakePad]:

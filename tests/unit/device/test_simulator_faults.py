@@ -107,8 +107,8 @@ def test_bad_scenarios_are_refused(tmp_path: Path, text: str, message: str) -> N
 
 
 def _spoiled(pad: SimulatedPinPad, units: list[bytes]) -> list[bytes]:
-    """The pad's fault step (what ``_emit`` writes), unit by unit, without a pty."""
-    return [out for unit in units for out, _note in pad._spoil(unit)]
+    """The pad's fault step (what its line writes), unit by unit, without a pty."""
+    return [out for unit in units for out, _note in pad._line.spoil(unit)]
 
 
 def _rate_pad(**faults: Any) -> SimulatedPinPad:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from misbridge.link import LinkSession, Role
 from misbridge.link.testing import (
     LinkPair,
+    Manipulator,
     corrupt_write,
     drop_writes,
     duplicate_writes,
@@ -23,6 +26,12 @@ def test_passthrough() -> None:
 def test_drop_writes_counts_from_one() -> None:
     drop = drop_writes(2, 3)
     assert [drop(b"w") for _ in range(4)] == [[b"w"], [], [], [b"w"]]
+
+
+@pytest.mark.parametrize("make", [drop_writes, duplicate_writes, lambda n: corrupt_write(n, offset=0)])
+def test_write_numbers_start_at_one(make: Callable[[int], Manipulator]) -> None:
+    with pytest.raises(ValueError, match="numbered from 1"):
+        make(0)
 
 
 def test_duplicate_writes() -> None:
