@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import json
 import os
-import secrets
 import socket
 import sys
 import time
@@ -20,6 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
+
+from misbridge.app.simulated import launched_backend, launched_simulators, write_signing_key
 
 #: 8N1: a start bit, 8 data bits and a stop bit per byte.
 BITS_PER_BYTE = 10
@@ -161,25 +162,6 @@ class Sims:
     key_file: Path
 
 
-async def _spawn(args: list[str], log: Path) -> asyncio.subprocess.Process:
-    with log.open("ab") as log_file:
-        return await asyncio.create_subprocess_exec(
-            sys.executable,
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=log_file,
-        )
-
-
-async def _ready_line(process: asyncio.subprocess.Process, what: str) -> str:
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), READY_TIMEOUT_S)
-    if not line:
-        raise RuntimeError(f"{what} did not start")
-    return line.decode().strip()
-
-
 async def _stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
@@ -191,71 +173,32 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
-async def _drain(process: asyncio.subprocess.Process) -> None:
-    assert process.stdout is not None
-    while await process.stdout.readline():
-        pass
-
-
 def write_key(workdir: Path) -> Path:
     """A fresh signing key file shared by the backend simulator and the daemon."""
-    key_file = workdir / "signing.key"
-    key_file.write_text(secrets.token_hex(16), encoding="utf-8")
-    key_file.chmod(0o600)
-    return key_file
+    return write_signing_key(workdir)
 
 
 @contextlib.asynccontextmanager
 async def backend_simulator(workdir: Path, key_file: Path) -> AsyncIterator[str]:
-    """``python -m simulators backend`` on a free port; yields its URL."""
-    proc = await _spawn(
-        ["-m", "simulators", "backend", "--port", "0", "--key-file", str(key_file)], workdir / "backend.log"
-    )
-    drain: asyncio.Task[None] | None = None
-    try:
-        url = (await _ready_line(proc, "backend simulator")).split()[-1]
-        drain = asyncio.create_task(_drain(proc))
+    """``python -m simulators backend`` on a free port; yields its URL (log: ``backend.log``)."""
+    async with launched_backend(workdir, key_file, log=workdir / "backend.log") as url:
         yield url
-    finally:
-        await _stop(proc)
-        if drain is not None:
-            drain.cancel()
-            await asyncio.gather(drain, return_exceptions=True)
 
 
 @contextlib.asynccontextmanager
 async def simulators(workdir: Path, *pinpad_args: str) -> AsyncIterator[Sims]:
-    """Both simulators as subprocesses, zero customer delay; yields where they are."""
-    key_file = write_key(workdir)
-    device, control = workdir / "pinpad", workdir / "pinpad.ctl"
-    pad = await _spawn(
-        [
-            "-m",
-            "simulators",
-            "pinpad",
-            "--link",
-            str(device),
-            "--control",
-            str(control),
-            "--card-delay",
-            "0",
-            "--pin-delay",
-            "0",
-            *pinpad_args,
-        ],
-        workdir / "pinpad.log",
-    )
-    drain: asyncio.Task[None] | None = None
-    try:
-        await _ready_line(pad, "PIN pad simulator")
-        drain = asyncio.create_task(_drain(pad))
-        async with backend_simulator(workdir, key_file) as url:
-            yield Sims(device, control, url, key_file)
-    finally:
-        await _stop(pad)
-        if drain is not None:
-            drain.cancel()
-            await asyncio.gather(drain, return_exceptions=True)
+    """Both simulators as subprocesses, zero customer delay; yields where they are.
+
+    Started by misbridge.app.simulated like every simulated bench; each logs to its own file
+    (``pinpad.log``, ``backend.log``) so the pad's summary line can be read after it exits.
+    """
+    async with launched_simulators(
+        workdir,
+        pinpad_args=("--card-delay", "0", "--pin-delay", "0", *pinpad_args),
+        pad_log=workdir / "pinpad.log",
+        backend_log=workdir / "backend.log",
+    ) as sims:
+        yield Sims(sims.device_path, sims.control_path, sims.backend_url, sims.signing_key_file)
 
 
 def _toml(value: object) -> str:

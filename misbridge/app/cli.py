@@ -14,7 +14,7 @@ from loguru import logger
 from misbridge import __version__
 from misbridge.api.peer import CallerPolicy
 from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
-from misbridge.config.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
+from misbridge.config.settings import DEFAULT_CONFIG_PATH, load_settings
 from misbridge.ebuy import jsonio
 from misbridge.errors import ConfigError, JournalError
 from misbridge.host import systemd
@@ -184,28 +184,20 @@ async def _serve(config: Path | None, *, simulators: bool) -> int:
     settings = load_settings(config)
     configure_logging(settings.log_level)
     if not simulators:
-        return await _run_daemon(settings)
-    from misbridge.app.simlaunch import launched_simulators
+        return await _run_daemon(Daemon(settings, signing_key=load_signing_key(settings)))
+    from misbridge.app.simulated import simulated_daemon
 
     with tempfile.TemporaryDirectory(prefix="misbridge-sim-") as tmp:
-        workdir = Path(tmp)
-        async with launched_simulators(workdir) as sims:
-            wired = settings.model_copy(update={
-                "device": settings.device.model_copy(update={"url": str(sims.device_path)}),
-                "backend": settings.backend.model_copy(update={
-                    "url": sims.backend_url,
-                    "signing": settings.backend.signing.model_copy(update={"key_file": sims.signing_key_file}),
-                }),
-                "journal": settings.journal.model_copy(update={"path": workdir / "journal.db"}),
-            })  # fmt: skip
+        async with simulated_daemon(Path(tmp), settings, start=False) as bench:
+            sims = bench.sims
             print(f"PIN pad simulator: {sims.device_path} (customer control socket {sims.control_path})")
             print(f"backend simulator: {sims.backend_url}")
-            print(f"journal (temporary): {workdir / 'journal.db'}", flush=True)
-            return await _run_daemon(wired)
+            print(f"journal (temporary): {bench.settings.journal.path}", flush=True)
+            return await _run_daemon(bench.daemon)
 
 
-async def _run_daemon(settings: Settings) -> int:
-    daemon = Daemon(settings, signing_key=load_signing_key(settings))
+async def _run_daemon(daemon: Daemon) -> int:
+    settings = daemon.settings
     systemd.status("starting: journal, PIN pad link, recovery of interrupted transactions")
     await daemon.start()
     systemd.ready(f"serving: e-Buy socket {settings.api.host}:{daemon.socket_port}, HTTP port {daemon.http_port}")

@@ -17,8 +17,8 @@ from typing import Any, TextIO
 import httpx
 
 from misbridge.api.pos_client import envelope_for, socket_request
-from misbridge.app.daemon import Daemon, load_signing_key
-from misbridge.app.simlaunch import Simulators, launched_simulators
+from misbridge.app.daemon import Daemon
+from misbridge.app.simulated import Simulators, simulated_daemon, simulated_settings
 from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.envelope import encode_envelope, frame_message
@@ -45,12 +45,11 @@ SCENARIOS: dict[str, tuple[str, list[dict[str, Any]]]] = {
 
 def demo_settings(sims: Simulators, workdir: Path) -> Settings:
     """Settings that wire the daemon to the running simulators on free loopback ports."""
-    return Settings(
-        device={"url": str(sims.device_path)},
-        backend={"url": sims.backend_url, "signing": {"key_file": sims.signing_key_file}, "read_timeout_s": 5.0},
+    return simulated_settings(
+        sims,
+        workdir / "journal.db",
+        backend={"read_timeout_s": 5.0},
         resolution={"inquiry_interval_s": 0.5, "inquiry_bound_s": 3.0, "reversal_backoff_initial_s": 0.5},
-        api={"socket_port": 0, "http_port": 0},
-        journal={"path": workdir / "journal.db"},
     )
 
 
@@ -93,19 +92,13 @@ async def run_demo(out: TextIO, *, card: str | None = None, scenario: str = "app
     description, faults = SCENARIOS[scenario]
     with tempfile.TemporaryDirectory(prefix="misbridge-demo-") as tmp:
         workdir = Path(tmp)
-        async with launched_simulators(workdir, card=card) as sims:
+        async with simulated_daemon(workdir, lambda sims: demo_settings(sims, workdir), card=card) as bench:
             out.write(f"scenario            {scenario}: {description}\n")
-            out.write(f"PIN pad simulator   {sims.device_path}\n")
-            out.write(f"backend simulator   {sims.backend_url}\n")
-            settings = demo_settings(sims, workdir)
-            daemon = Daemon(settings, signing_key=load_signing_key(settings))
-            await daemon.start()
-            try:
-                await _script_backend_faults(sims.backend_url, faults)
-                response = await _redeem(out, daemon)
-                await _print_trail(out, daemon, response["traceNo"], expect_void=scenario == "lost-reply-void")
-            finally:
-                await daemon.stop()
+            out.write(f"PIN pad simulator   {bench.sims.device_path}\n")
+            out.write(f"backend simulator   {bench.sims.backend_url}\n")
+            await _script_backend_faults(bench.sims.backend_url, faults)
+            response = await _redeem(out, bench.daemon)
+            await _print_trail(out, bench.daemon, response["traceNo"], expect_void=scenario == "lost-reply-void")
     expected = ReturnCode.VOIDED.code if scenario == "lost-reply-void" else "00"
     return 0 if response.get("returnCode") == expected else 1
 

@@ -56,7 +56,8 @@ from misbridge.link import (
     Role,
     StatusRequest,
 )
-from misbridge.transport.base import TRANSPORTS, ByteTransport, open_transport, url_scheme
+from misbridge.transport.base import ByteTransport, url_scheme
+from misbridge.transport.registry import TRANSPORTS, open_transport
 
 #: Opens the transport for a URL at a baud rate (``open_transport`` unless a test injects one).
 Opener = Callable[[str, int], Awaitable[ByteTransport]]

@@ -19,7 +19,8 @@ from misbridge.config.settings import DeviceSettings
 from misbridge.device.base import PadInfo
 from misbridge.device.mispos import MisPosV1Driver
 from misbridge.errors import DeviceNotConnected, MisbridgeError
-from misbridge.transport.base import ByteTransport, open_transport
+from misbridge.transport.base import ByteTransport
+from misbridge.transport.registry import open_transport
 
 BY_ID_DIR = Path("/dev/serial/by-id")
 RULES_NAME = "99-misbridge-pinpad.rules"

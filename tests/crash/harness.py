@@ -18,7 +18,7 @@ How a run goes (docs/reliability.md, "Crash points"):
    sends it one ``cardRedemption`` over the e-Buy socket door. Exit status 137 means the point was
    reached. (Recovery points first crash a daemon at a *prep* point, then one inside recovery.)
 3. It clears the faults, forks a clean daemon, waits for ``/health`` 200 and the daemon's
-   "misbridge ready:" log line (recovery done; /health alone answers 200 too early, see
+   "misbridge ready:" log line (recovery done and the reversal worker running, see
    :meth:`Lane._ready`), repeats the same POS request (same traceNo, same body), waits until the
    transaction is final with no reversal pending, and stops the daemon with SIGTERM (it must
    exit 0).
@@ -422,7 +422,7 @@ class RunResult:
     integrity: list[str] = field(default_factory=list)
     #: Why the scenario did not happen as planned (the run then counts as not reached).
     setup: list[str] = field(default_factory=list)
-    #: Times /health answered 200 before the daemon had finished starting (recovery not begun).
+    #: Times /health answered 200 before the daemon had logged the end of its start-up.
     early_health: int = 0
     seconds: float = 0.0
     log: str = ""
@@ -498,10 +498,13 @@ class Lane:
     def _ready(self, child: DaemonChild, result: RunResult) -> bool:
         """Wait until the daemon says ``/health`` 200 *and* has logged the end of its start-up.
 
-        ``/health`` alone is not enough: it answers 200 in the moment between the doors opening
-        and recovery starting (misbridge/core/service.py starts with ``_recovering = False``), and
-        a request sent then is refused with MB92. Such an early 200 is counted in the run's
-        ``early_health`` and reported, then the harness waits for :data:`READY_LINE`.
+        ``/health`` answers 503 until recovery has finished: the service is built with
+        ``_recovering = True`` (misbridge/core/service.py), which only ``recover()`` clears, and
+        card requests get MB92 meanwhile. :meth:`Daemon.start` logs :data:`READY_LINE` right after
+        ``recover()`` returns, once the reversal worker is spawned, so the two should come together;
+        the line is still awaited because a 200 alone does not say the reversal worker runs. A 200
+        seen before the line (the log written late) is counted in the run's ``early_health`` and
+        reported.
         """
         deadline = time.monotonic() + HEALTHY_S
         healthy = False
@@ -804,8 +807,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     early = [r for r in results if r.early_health]
     if early:
         sys.stdout.write(
-            f"note: in {len(early)} run(s) /health answered 200 before the daemon had started recovery "
-            "(misbridge/core/service.py: _recovering starts False); the harness waited for the ready line\n"
+            f"note: in {len(early)} run(s) /health answered 200 before the daemon had logged its ready line "
+            "(recovery was done: /health is 503 while recovering); the harness waited for the line\n"
         )
     for paragraph in failures(results):
         sys.stdout.write(paragraph + "\n")

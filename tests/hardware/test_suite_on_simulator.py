@@ -11,7 +11,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from misbridge.app.simlaunch import launched_simulators
+from misbridge.app.simulated import launched_simulators
 
 SUITE = Path(__file__).with_name("test_real_pad.py")
 

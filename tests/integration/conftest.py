@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -13,8 +14,8 @@ from typing import Any
 import httpx
 import pytest_asyncio
 
-from misbridge.app.daemon import Daemon, load_signing_key
-from misbridge.app.simlaunch import Simulators, launched_simulators
+from misbridge.app.daemon import Daemon
+from misbridge.app.simulated import Simulators, simulated_daemon, simulated_settings
 from misbridge.config.settings import Settings
 from tests.integration.faults import FaultBench, running_fault_bench
 
@@ -64,27 +65,22 @@ def new_trace_no() -> str:
 
 def bench_settings(sims: Simulators, workdir: Path, **api: Any) -> Settings:
     """Daemon settings wired to the simulators, on free ports, with short socket timeouts."""
-    return Settings(
-        device={"url": str(sims.device_path), "card_timeout_s": 5, "pin_timeout_s": 5, "reply_grace_s": 2.0},
-        backend={"url": sims.backend_url, "signing": {"key_file": sims.signing_key_file}},
-        api={"socket_port": 0, "http_port": 0, "socket_read_timeout_s": 0.5, **api},
-        journal={"path": workdir / "journal.db"},
+    return simulated_settings(
+        sims,
+        workdir / "journal.db",
+        device={"card_timeout_s": 5, "pin_timeout_s": 5, "reply_grace_s": 2.0},
+        api={"socket_read_timeout_s": 0.5, **api},
     )
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def bench(tmp_path_factory: Any) -> AsyncIterator[Bench]:
     workdir: Path = tmp_path_factory.mktemp("bench")
-    async with launched_simulators(workdir, pinpad_args=("--timeout-cap", "0.3")) as sims:
-        settings = bench_settings(sims, workdir)
-        daemon = Daemon(settings, signing_key=load_signing_key(settings))
-        await daemon.start()
-        try:
-            base = f"http://{settings.api.host}:{daemon.http_port}"
-            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-                yield Bench(daemon, sims, http)
-        finally:
-            await daemon.stop()
+    settings = functools.partial(bench_settings, workdir=workdir)
+    async with simulated_daemon(workdir, settings, pinpad_args=("--timeout-cap", "0.3")) as running:
+        base = f"http://{running.settings.api.host}:{running.daemon.http_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            yield Bench(running.daemon, running.sims, http)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

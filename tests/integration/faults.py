@@ -26,8 +26,8 @@ from typing import Any, Literal
 import httpx
 
 from misbridge.api.pos_client import envelope_for, socket_request
-from misbridge.app.daemon import Daemon, load_signing_key
-from misbridge.app.simlaunch import Simulators, launched_simulators
+from misbridge.app.daemon import Daemon
+from misbridge.app.simulated import Simulators, daemon_for, launched_simulators, simulated_settings
 from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
@@ -74,19 +74,15 @@ def redemption_body(trace_no: str | None = None, **changes: Any) -> dict[str, An
 
 def fault_settings(sims: Simulators, workdir: Path, *, backend_url: str | None = None) -> Settings:
     """Daemon settings on the simulators with the fault table's short timers."""
-    return Settings(
-        device={
-            "url": str(sims.device_path),
-            "card_timeout_s": CARD_TIMEOUT_S,
-            "pin_timeout_s": PIN_TIMEOUT_S,
-            "reply_grace_s": REPLY_GRACE_S,
-        },
+    return simulated_settings(
+        sims,
+        workdir / "journal.db",
+        device={"card_timeout_s": CARD_TIMEOUT_S, "pin_timeout_s": PIN_TIMEOUT_S, "reply_grace_s": REPLY_GRACE_S},
         backend={
             "url": backend_url or sims.backend_url,
             "connect_timeout_s": CONNECT_TIMEOUT_S,
             "read_timeout_s": READ_TIMEOUT_S,
             "request_deadline_s": REQUEST_DEADLINE_S,
-            "signing": {"key_file": sims.signing_key_file},
         },
         resolution={
             "inquiry_interval_s": INQUIRY_INTERVAL_S,
@@ -96,9 +92,7 @@ def fault_settings(sims: Simulators, workdir: Path, *, backend_url: str | None =
             "drain_before_sale_s": 1.0,
         },
         # The duplicate-request tests open 50 connections at once from this one user.
-        api={"socket_port": 0, "http_port": 0, "socket_read_timeout_s": 0.5, "pos_deadline_s": POS_DEADLINE_S,
-             "max_connections_per_user": 64},
-        journal={"path": workdir / "journal.db"},
+        api={"socket_read_timeout_s": 0.5, "pos_deadline_s": POS_DEADLINE_S, "max_connections_per_user": 64},
     )
 
 
@@ -219,7 +213,7 @@ class FaultBench:
         assert self._daemon is None, "a daemon is already running"
         self.backend_url = backend_url or self.sims.backend_url
         settings = fault_settings(self.sims, self.workdir, backend_url=self.backend_url)
-        daemon = Daemon(settings, signing_key=load_signing_key(settings))
+        daemon = daemon_for(settings)
         await daemon.start()
         self._daemon = daemon
         base = f"http://{settings.api.host}:{daemon.http_port}"

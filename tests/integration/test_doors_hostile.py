@@ -7,6 +7,7 @@ log gets one scrubbed line per event and no traceback.
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import struct
@@ -20,8 +21,8 @@ import pytest
 import pytest_asyncio
 
 from misbridge.api.pos_client import read_framed
-from misbridge.app.daemon import Daemon, load_signing_key
-from misbridge.app.simlaunch import launched_simulators
+from misbridge.app.daemon import Daemon
+from misbridge.app.simulated import simulated_daemon
 from misbridge.ebuy.envelope import Envelope, parse_envelope
 from misbridge.telemetry.logs import configure_logging
 from tests.integration.conftest import bench_settings
@@ -48,17 +49,12 @@ async def hostile(tmp_path_factory: Any) -> AsyncIterator[HostileBench]:
     log = io.StringIO()
     configure_logging("INFO", stream=log)
     try:
-        async with launched_simulators(workdir, pinpad_args=("--timeout-cap", "0.3")) as sims:
-            settings = bench_settings(
-                sims, workdir, request_timeout_s=REQUEST_TIMEOUT_S, idle_timeout_s=1.0,
-                max_connections=8, max_connections_per_user=4,
-            )  # fmt: skip
-            daemon = Daemon(settings, signing_key=load_signing_key(settings))
-            await daemon.start()
-            try:
-                yield HostileBench(daemon, log)
-            finally:
-                await daemon.stop()
+        settings = functools.partial(
+            bench_settings, workdir=workdir, request_timeout_s=REQUEST_TIMEOUT_S, idle_timeout_s=1.0,
+            max_connections=8, max_connections_per_user=4,
+        )  # fmt: skip
+        async with simulated_daemon(workdir, settings, pinpad_args=("--timeout-cap", "0.3")) as running:
+            yield HostileBench(running.daemon, log)
     finally:
         configure_logging("WARNING")
 

@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from misbridge.api.pos_client import envelope_for, read_framed
-from misbridge.app.simlaunch import Simulators, launched_simulators
+from misbridge.app.simulated import Simulators, launched_simulators
 from misbridge.ebuy.envelope import encode_envelope, frame_message, parse_envelope
 
 REPO = Path(__file__).resolve().parents[2]

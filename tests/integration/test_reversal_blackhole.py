@@ -5,7 +5,7 @@ restarting the daemon twice meanwhile. Once the network returns, all 50 are ackn
 <= 2 min; the fake backend applies each exactly once despite >= 1 deliveries."
 
 Everything is a real process except the proxy: the PIN-pad and backend simulators
-(misbridge.app.simlaunch), ``python -m misbridge serve --config`` as the daemon, and between daemon
+(misbridge.app.simulated), ``python -m misbridge serve --config`` as the daemon, and between daemon
 and backend a TCP proxy in this process (tests/integration/blackhole_proxy.py) that forwards or
 blackholes (connections accepted, requests swallowed, no reply ever: the daemon's read timeout
 fires, outcome unknown). How a run goes (:func:`run_blackhole_scenario`):
@@ -65,7 +65,7 @@ import httpx
 import pytest
 
 from misbridge.api.pos_client import envelope_for, socket_request
-from misbridge.app.simlaunch import launched_simulators
+from misbridge.app.simulated import launched_simulators
 from misbridge.config.settings import BackendSettings, ResolutionSettings
 from misbridge.ebuy import jsonio
 from misbridge.errors import ReturnCode

@@ -31,9 +31,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from misbridge.app.daemon import Daemon, load_signing_key
-from misbridge.app.simlaunch import launched_simulators
-from misbridge.config.settings import Settings
+from misbridge.app.daemon import Daemon
+from misbridge.app.simulated import simulated_daemon
 from misbridge.host.asgi import AsgiServer
 from misbridge.telemetry.logs import configure_logging
 
@@ -163,21 +162,15 @@ async def test_a_web_page_cannot_start_a_transaction(tmp_path: Path) -> None:
     logs = io.StringIO()
     configure_logging("INFO", stream=logs)
     try:
-        async with launched_simulators(tmp_path, pinpad_args=("--timeout-cap", "0.3")) as sims:
-            settings = Settings(
-                device={"url": str(sims.device_path), "card_timeout_s": 5, "pin_timeout_s": 5},
-                backend={"url": sims.backend_url, "signing": {"key_file": sims.signing_key_file}},
-                api={"socket_port": 0, "http_port": 0, "socket_read_timeout_s": 0.5},
-                journal={"path": tmp_path / "journal.db"},
-            )
-            daemon = Daemon(settings, signing_key=load_signing_key(settings))
-            await daemon.start()
-            try:
-                report = await _attack(daemon, tmp_path)
-                journaled = await daemon.service.journal.count()
-                ledger = await _ledger(sims.backend_url)
-            finally:
-                await daemon.stop()
+        async with simulated_daemon(
+            tmp_path,
+            pinpad_args=("--timeout-cap", "0.3"),
+            device={"card_timeout_s": 5, "pin_timeout_s": 5},
+            api={"socket_read_timeout_s": 0.5},
+        ) as running:
+            report = await _attack(running.daemon, tmp_path)
+            journaled = await running.daemon.service.journal.count()
+            ledger = await _ledger(running.sims.backend_url)
     finally:
         configure_logging("WARNING")
     log = logs.getvalue()

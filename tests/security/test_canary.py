@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
 import re
 from collections.abc import Awaitable, Callable, Iterable
@@ -42,8 +43,8 @@ import httpx
 import pytest
 
 from misbridge.api.pos_client import envelope_for, socket_request
-from misbridge.app.daemon import Daemon, load_signing_key
-from misbridge.app.simlaunch import Simulators, launched_simulators
+from misbridge.app.daemon import Daemon
+from misbridge.app.simulated import Simulators, simulated_daemon, simulated_settings
 from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
@@ -173,11 +174,11 @@ def test_the_scanner_finds_what_it_must() -> None:
 
 
 def _settings(sims: Simulators, workdir: Path) -> Settings:
-    return Settings(
-        device={"url": str(sims.device_path), "card_timeout_s": 5, "pin_timeout_s": 5, "reply_grace_s": 2.0},
-        backend={"url": sims.backend_url, "signing": {"key_file": sims.signing_key_file}},
-        api={"socket_port": 0, "http_port": 0, "socket_read_timeout_s": 0.5},
-        journal={"path": workdir / "journal.db"},
+    return simulated_settings(
+        sims,
+        workdir / "journal.db",
+        device={"card_timeout_s": 5, "pin_timeout_s": 5, "reply_grace_s": 2.0},
+        api={"socket_read_timeout_s": 0.5},
         log_level="DEBUG",
     )
 
@@ -299,18 +300,13 @@ async def _run_daemon(tmp_path: Path, drive: Callable[[Run], Awaitable[None]]) -
     blobs: dict[str, bytes] = {}
     db = tmp_path / "journal.db"
     try:
-        async with launched_simulators(tmp_path, pinpad_args=("--timeout-cap", "0.3")) as sims:
-            settings = _settings(sims, tmp_path)
-            daemon = Daemon(settings, signing_key=load_signing_key(settings))
-            await daemon.start()
-            try:
-                base = f"http://127.0.0.1:{daemon.http_port}"
-                async with httpx.AsyncClient(base_url=base, timeout=30) as http:
-                    await drive(Run(daemon, sims, http))
-                blobs["journal.db (running)"] = _read(db)
-                blobs["journal.db-wal (running)"] = _read(db.with_name("journal.db-wal"))
-            finally:
-                await daemon.stop()
+        settings = functools.partial(_settings, workdir=tmp_path)
+        async with simulated_daemon(tmp_path, settings, pinpad_args=("--timeout-cap", "0.3")) as running:
+            base = f"http://127.0.0.1:{running.daemon.http_port}"
+            async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+                await drive(Run(running.daemon, running.sims, http))
+            blobs["journal.db (running)"] = _read(db)
+            blobs["journal.db-wal (running)"] = _read(db.with_name("journal.db-wal"))
     finally:
         configure_logging("WARNING")
     blobs["journal.db (stopped)"] = _read(db)

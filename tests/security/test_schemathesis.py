@@ -21,6 +21,7 @@ of at least 2 000.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -33,8 +34,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from misbridge.app.daemon import Daemon, load_signing_key
-from misbridge.app.simlaunch import launched_simulators
+from misbridge.app.simulated import simulated_daemon
 from tests.integration.conftest import bench_settings
 from tests.security.schemathesis_hooks import STATUS_FILE_VARIABLE
 
@@ -118,14 +118,9 @@ async def _run_against_a_daemon(workdir: Path, max_examples: int) -> Run:
     token_file = workdir / "api-token"
     token_file.write_text(TOKEN + "\n", encoding="utf-8")
     token_file.chmod(0o600)
-    async with launched_simulators(workdir, pinpad_args=("--timeout-cap", "0.3")) as sims:
-        settings = bench_settings(sims, workdir, token_file=token_file)
-        daemon = Daemon(settings, signing_key=load_signing_key(settings))
-        await daemon.start()
-        try:
-            return await _schemathesis(daemon.http_port, workdir, max_examples)
-        finally:
-            await daemon.stop()
+    settings = functools.partial(bench_settings, workdir=workdir, token_file=token_file)
+    async with simulated_daemon(workdir, settings, pinpad_args=("--timeout-cap", "0.3")) as running:
+        return await _schemathesis(running.daemon.http_port, workdir, max_examples)
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")

@@ -20,8 +20,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from misbridge.app.daemon import Daemon, load_signing_key
-from misbridge.app.simlaunch import launched_simulators
+from misbridge.app.simulated import daemon_for, launched_simulators
 from misbridge.ebuy import jsonio
 from misbridge.journal.records import TransactionRecord
 from simulators.cards import CARDS
@@ -44,7 +43,7 @@ class _Bench(FaultBench):
         settings = fault_settings(self.sims, self.workdir, backend_url=backend_url)
         resolution = settings.resolution.model_copy(update={"drain_before_sale_s": DRAIN_BEFORE_SALE_S})
         settings = settings.model_copy(update={"resolution": resolution})
-        daemon = Daemon(settings, signing_key=load_signing_key(settings))
+        daemon = daemon_for(settings)
         await daemon.start()
         self._daemon = daemon
         self._http = httpx.AsyncClient(base_url=f"http://{settings.api.host}:{daemon.http_port}", timeout=30)
