@@ -21,7 +21,7 @@ import asyncio
 import csv
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,11 +32,11 @@ from urllib.parse import quote
 from loguru import logger
 
 from misbridge.ebuy import jsonio
+from misbridge.ebuy.redaction import masked, scrub_text
 from misbridge.errors import JournalError
 from misbridge.journal.records import iso_utc, utc_now
 from misbridge.journal.schema import FINAL_STATES
 from misbridge.journal.store import Journal
-from misbridge.telemetry.logs import REDACTED, SENSITIVE_FIELDS, scrub_text
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -145,21 +145,6 @@ def retention_cutoff(retention_days: int, *, now: datetime | None = None) -> dat
 
 
 # --- masking ---------------------------------------------------------------------------------
-
-
-def _safe(value: Any, key: str = "") -> Any:
-    """``value`` with card-data fields redacted and card numbers masked, numbers kept as numbers."""
-    if key and key.lower() in SENSITIVE_FIELDS:
-        return REDACTED
-    if isinstance(value, Mapping):
-        return {str(k): _safe(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_safe(item) for item in value]
-    if isinstance(value, str):
-        return scrub_text(value)
-    if isinstance(value, int) and not isinstance(value, bool) and scrub_text(str(value)) != str(value):
-        return scrub_text(str(value))
-    return value
 
 
 def _text(value: Any) -> str:
@@ -310,7 +295,7 @@ def show(path: Path, trace_no: str) -> dict[str, Any] | None:
             "updatedAt": reversal["updated_at"],
         },
     }
-    safe: dict[str, Any] = _safe(view)
+    safe: dict[str, Any] = masked(view)
     return safe
 
 
