@@ -2,7 +2,8 @@
 
 The POS's own ``inquiry`` about an original the journal does not hold is forwarded to the
 backend: :meth:`PosInquiries.record_pos_inquiry` commits a ``pos_inquiries`` row before it
-leaves, :meth:`PosInquiries.record_pos_inquiry_result` its one result. The backend bars both
+leaves, :meth:`PosInquiries.record_pos_inquiry_result` its one result, by an event of the
+``query`` kind's machine (``sent`` -> ``answered`` | ``unknown``). The backend bars both
 traceNos of such an inquiry for ever, so ``Journal.record_intent`` refuses a transaction with
 either (:class:`~misbridge.journal.errors.BarredTraceNoError`) and ``Journal.allocate_call``
 never hands one out (:func:`misbridge.journal.calls.barred_as`).
@@ -11,10 +12,10 @@ never hands one out (:func:`misbridge.journal.calls.barred_as`).
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Literal
+from typing import Any
 
+from misbridge.core.machine import TransactionKind, TxnState, next_state
 from misbridge.errors import JournalError
-from misbridge.journal.calls import CALL_RESULTS
 from misbridge.journal.connection import JournalBase
 from misbridge.journal.errors import KnownOriginalError
 from misbridge.journal.records import PosInquiryRecord
@@ -44,24 +45,28 @@ class PosInquiries(JournalBase):
     async def record_pos_inquiry_result(
         self,
         inquiry_id: int,
+        event: str,
         *,
-        state: Literal["answered", "unknown"],
         return_code: str | None = None,
         response: dict[str, Any] | None = None,
-    ) -> None:
-        """Record the one result of the forwarded POS inquiry ``inquiry_id``.
+    ) -> TxnState:
+        """Record the one result of the forwarded POS inquiry ``inquiry_id``; return its new state.
+
+        The row follows the ``query`` kind's machine: ``event`` is ``answer`` (a reply arrived:
+        ``return_code`` and ``response`` hold it) or ``no_answer`` (no usable reply), and the
+        state written is ``next_state(TransactionKind.QUERY, "sent", event)``: ``answered`` or
+        ``unknown``.
 
         Raises:
-            JournalError: ``state`` is not ``answered``/``unknown``, the row is unknown or
-                already has its result, or the write failed.
+            InvalidTransition: ``event`` is not an event of the query machine from ``sent``;
+                nothing is written.
+            JournalError: the row is unknown or already has its result, or the write failed.
         """
-        if state not in CALL_RESULTS:
-            raise JournalError(
-                f"journal record_pos_inquiry_result: state must be one of {CALL_RESULTS!r}, got {state!r}"
-            )
+        state = next_state(TransactionKind.QUERY, TxnState.SENT, event)
         what = f"journal record_pos_inquiry_result: forwarded inquiry {inquiry_id}"
-        result = (state, return_code, response_json(response), self._now())
+        result = (state.value, return_code, response_json(response), self._now())
         await self._run("record_pos_inquiry_result", record_result, POS_INQUIRIES, inquiry_id, what, result)
+        return state
 
     async def pos_inquiries(self, trace_no: str) -> list[PosInquiryRecord]:
         """Forwarded POS inquiries with ``trace_no`` as their own traceNo or as the original, oldest first.
