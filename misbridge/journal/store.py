@@ -24,6 +24,9 @@ thread; re-read with :meth:`Journal.get` to learn which.
 
 from __future__ import annotations
 
+from typing import Any
+
+from misbridge.journal import queries
 from misbridge.journal.calls import BackendCalls
 from misbridge.journal.connection import JournalSettings
 from misbridge.journal.errors import (
@@ -62,3 +65,15 @@ class Journal(ReversalQueue, BackendCalls, PosInquiries, Retention):
         executor: the one-thread executor that owns ``conn``.
         clock: returns the current timezone-aware time for ``updated_at`` and ``at``.
     """
+
+    async def transaction_view(self, trace_no: str) -> dict[str, Any] | None:
+        """The full, masked view of ``trace_no`` (:func:`misbridge.journal.queries.transaction_view`).
+
+        ``None`` when the journal knows nothing of ``trace_no``; the traceNo of a request
+        misbridge sent or of a POS inquiry it forwarded gives the original's view.
+        :func:`misbridge.journal.queries.http_view` is the part the POS's HTTP door shows.
+
+        Raises:
+            JournalError: the read failed.
+        """
+        return await self._run("transaction_view", queries.transaction_view, trace_no)
