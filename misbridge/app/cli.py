@@ -13,6 +13,7 @@ from loguru import logger
 
 from misbridge import __version__
 from misbridge.api.peer import CallerPolicy
+from misbridge.app import retention
 from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
 from misbridge.config.settings import DEFAULT_CONFIG_PATH, Settings, load_settings
 from misbridge.ebuy import jsonio
@@ -162,7 +163,7 @@ def _journal_purge(path: Path, retention_days: int, dry_run: bool) -> int:
     if retention_days < 1:
         print("misbridge: the retention must be at least 1 day", file=sys.stderr)
         return 2
-    cutoff = journaltool.retention_cutoff(retention_days)
+    cutoff = retention.retention_cutoff(retention_days)
     if dry_run:
         count = journaltool.purgeable_count(path, cutoff)
         print(f"{count} final transaction(s) last changed before {cutoff:%Y-%m-%d %H:%M} UTC would be purged")
@@ -173,7 +174,7 @@ def _journal_purge(path: Path, retention_days: int, dry_run: bool) -> int:
 
     async def run() -> int:
         async with await Journal.open(path) as journal:
-            return await journaltool.purge(journal, retention_days)
+            return await retention.purge(journal, retention_days)
 
     count = asyncio.run(run())
     print(f"{count} final transaction(s) last changed before {cutoff:%Y-%m-%d %H:%M} UTC purged")

@@ -11,32 +11,31 @@ daemon builds for the HTTP door), masked: the journal holds no card data (the pa
 fields are never stored), only the masked PAN (first 6 / last 4); every value printed also
 passes the log scrubber's rules (:mod:`misbridge.ebuy.redaction`) as a second line of defence.
 
-``purge`` deletes final transactions older than ``journal.retention_days`` through
-:meth:`misbridge.journal.store.Journal.purge` (never a non-final one); the daemon can run the
-same on a timer with :func:`run_retention`.
+``purge`` (:mod:`misbridge.app.retention`) deletes final transactions older than
+``journal.retention_days`` through :meth:`misbridge.journal.store.Journal.purge` (never a
+non-final one), and ``resolve`` records an operator's decision on a ``needs_manual``
+transaction (:meth:`misbridge.journal.store.Journal.resolve`); both open the journal writable,
+which is safe while the daemon runs (WAL, busy timeout). :func:`purgeable_count` is the
+read-only count for ``purge --dry-run``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TextIO
 from urllib.parse import quote
-
-from loguru import logger
 
 from misbridge.ebuy import jsonio
 from misbridge.errors import JournalError
 from misbridge.journal import queries
 from misbridge.journal.queries import EXPORT_COLUMNS, STATE_GROUPS, TransactionSummary
-from misbridge.journal.records import iso_utc, utc_now
-from misbridge.journal.store import Journal
+from misbridge.journal.records import utc_now
 
 __all__ = [
     "EXPORT_COLUMNS",
@@ -46,10 +45,7 @@ __all__ = [
     "list_transactions",
     "open_readonly",
     "parse_since",
-    "purge",
     "purgeable_count",
-    "retention_cutoff",
-    "run_retention",
     "show",
 ]
 
@@ -106,11 +102,6 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     except ValueError as err:
         raise ValueError(f"--since {text!r}: use 7d, 12h, 30m or an ISO date such as 2026-01-31") from err
     return parsed if parsed.tzinfo is not None else parsed.astimezone()
-
-
-def retention_cutoff(retention_days: int, *, now: datetime | None = None) -> datetime:
-    """The moment before which final transactions are purged."""
-    return (utc_now() if now is None else now) - timedelta(days=retention_days)
 
 
 # --- list / export ---------------------------------------------------------------------------
@@ -188,30 +179,3 @@ def purgeable_count(path: Path, cutoff: datetime) -> int:
     """
     with _reading(path) as conn:
         return queries.purgeable_count(conn, cutoff)
-
-
-async def purge(journal: Journal, retention_days: int, *, now: datetime | None = None) -> int:
-    """Purge final transactions older than ``retention_days``; log and return how many.
-
-    Raises:
-        JournalError: the purge failed (nothing of the failed batch is deleted).
-    """
-    cutoff = retention_cutoff(retention_days, now=now)
-    deleted = await journal.purge(cutoff)
-    logger.bind(retention_days=retention_days, cutoff=iso_utc(cutoff), purged=deleted).info(
-        "journal retention: purged {} final transaction(s) last changed before {}", deleted, cutoff.date()
-    )
-    return deleted
-
-
-async def run_retention(journal: Journal, retention_days: int, *, interval_s: float = 86400.0) -> None:
-    """Purge at once, then every ``interval_s`` seconds, until cancelled (the daemon spawns this).
-
-    A failed purge is logged and tried again at the next interval; it never stops the daemon.
-    """
-    while True:
-        try:
-            await purge(journal, retention_days, now=datetime.now(UTC))
-        except JournalError as err:
-            logger.error("journal retention: purge failed, will try again: {}", err)
-        await asyncio.sleep(interval_s)
