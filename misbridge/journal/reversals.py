@@ -5,6 +5,11 @@ One entry per original, created in the same commit as the transaction's move to 
 (:meth:`ReversalQueue.complete_reversal`, :meth:`ReversalQueue.escalate_reversal`).  The
 journal keeps the bookkeeping (attempts, next attempt, last error); the caller decides the
 backoff and the expiry.  A ``pending`` entry is never dropped.
+
+A transaction the queue gave to a person (``needs_manual``) gets its last word from the
+operator (``misbridge journal resolve``): :meth:`ReversalQueue.resolve` moves it by its
+kind's ``resolve_*`` event and closes its queue entry (``needs_manual -> done``, so retention
+may purge both later), in one commit.
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import sqlite3
 from datetime import datetime
 from typing import Any, Final
 
-from misbridge.errors import JournalError
+from misbridge.core.machine import TABLES, TxnState, kind_of
+from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal.connection import iso
 from misbridge.journal.errors import ReversalConflictError
 from misbridge.journal.records import ReversalRecord, ReversalState
@@ -143,6 +149,27 @@ class ReversalQueue(TransactionTable):
         change = self._change(original_trace_no, _VOIDING, "escalate", detail=detail)
         await self._run("escalate_reversal", _close_reversal, change, "needs_manual", 0)
 
+    async def resolve(self, trace_no: str, outcome: str, *, note: str) -> TxnState:
+        """Record an operator's resolution of ``trace_no``, in ``needs_manual``, as ``outcome``; return it.
+
+        ``outcome`` is the final state the operator established with the backend: ``voided``
+        or ``approved`` for a sale, ``approved`` or ``declined`` for a void or a refund (the
+        kind's ``resolve_<outcome>`` event).  One transaction: the compare-and-set move out of
+        ``needs_manual`` with ``note`` as its transitions row's detail, and the queue entry, if
+        the transaction has one, closed ``needs_manual -> done``.
+
+        Raises:
+            StateConflictError: the transaction is not ``needs_manual`` (or does not exist).
+            InvalidTransition: the kind cannot be resolved as ``outcome`` (the message names
+                the outcomes it can).
+            ReversalConflictError: the queue entry is not ``needs_manual``.
+            JournalError: ``note`` is empty, or the write failed.
+        """
+        if not note.strip():
+            raise JournalError(f"journal resolve {trace_no!r}: a note is required (who decided, on what evidence)")
+        change = self._change(trace_no, TxnState.NEEDS_MANUAL.value, f"resolve_{outcome}", detail=note)
+        return await self._run("resolve", _resolve, change)
+
 
 # --- Everything below runs on the journal thread. ----------------------------------------
 
@@ -201,6 +228,26 @@ def _close_reversal(conn: sqlite3.Connection, change: Change, state: str, extra_
             change.at,
         )
         compare_and_set_in_transaction(conn, change)
+
+
+def _resolve(conn: sqlite3.Connection, change: Change) -> TxnState:
+    with immediate_transaction(conn):
+        try:
+            to_state = compare_and_set_in_transaction(conn, change)
+        except InvalidTransition:
+            row = conn.execute("SELECT action FROM transactions WHERE trace_no = ?", (change.trace_no,)).fetchone()
+            kind = kind_of(str(row["action"]))
+            allowed = sorted(
+                spec.target.value for spec in TABLES[kind].transitions if spec.source is TxnState.NEEDS_MANUAL
+            )
+            outcome = change.event.removeprefix("resolve_")
+            raise InvalidTransition(
+                f"transaction {change.trace_no!r} is a {row['action']} ({kind.value}): it can be resolved as"
+                f" {' or '.join(allowed)}, not {outcome!r}"
+            ) from None
+        if _reversal_state(conn, change.trace_no) is not None:
+            _update_reversal(conn, change.trace_no, "needs_manual", "state = 'done', updated_at = ?", change.at)
+    return to_state
 
 
 def _to_reversal(row: sqlite3.Row) -> ReversalRecord:
