@@ -116,6 +116,10 @@ TRANSACTION_VIEW: dict[str, Any] = {
         "transitions": {"type": "array", "items": {"type": "object"}},
         "reversal": {"type": ["object", "null"]},
         "backendCalls": {"type": "array", "items": {"type": "object"}},
+        "posInquiries": {
+            "type": "array", "items": {"type": "object"},
+            "description": "POS inquiries misbridge forwarded to e-Buy about this traceNo (action, state then empty)",
+        },
     },
 }
 

@@ -13,12 +13,13 @@ from loguru import logger
 
 from misbridge import __version__
 from misbridge.api.peer import CallerPolicy
+from misbridge.app import retention
 from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
 from misbridge.config.settings import DEFAULT_CONFIG_PATH, load_settings
 from misbridge.ebuy import jsonio
-from misbridge.errors import ConfigError, JournalError
+from misbridge.errors import ConfigError, InvalidTransition, JournalError
 from misbridge.host import systemd
-from misbridge.journal.store import Journal
+from misbridge.journal.store import Journal, StateConflictError
 from misbridge.telemetry.logs import configure_logging
 from misbridge.tools import journal as journaltool
 
@@ -56,8 +57,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     journal = commands.add_parser(
-        "journal", help="list, show, export (masked) or purge the transaction journal",
-        description="Read the journal read-only (safe while misbridge runs), or purge old final transactions.",
+        "journal", help="list, show, export (masked), purge or resolve the transaction journal",
+        description="Read the journal read-only (safe while misbridge runs), purge old final transactions, "
+        "or record how a transaction left for a person (needs_manual) was resolved.",
     )  # fmt: skip
     journal.add_argument("--config", type=Path, help="TOML configuration (default: $MISBRIDGE_CONFIG, "
                          "else /etc/misbridge/misbridge.toml if it exists)")
@@ -79,6 +81,17 @@ def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     purge = tools.add_parser("purge", help="delete final transactions older than the retention (never open ones)")
     purge.add_argument("--older-than-days", type=int, help="retention in days (default: journal.retention_days)")
     purge.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
+    resolve = tools.add_parser(
+        "resolve", help="record how a needs_manual transaction was settled with e-Buy (closes its reversal)",
+        description="After reconciling a needs_manual transaction with e-Buy by hand, record the outcome: a sale "
+        "as voided or approved, a void or refund as approved or declined. The transaction and its reversal "
+        "are closed in one write, with the note in its trail. Safe while misbridge runs.",
+    )  # fmt: skip
+    resolve.add_argument("trace_no", metavar="TRACENO")
+    resolve.add_argument("--as", dest="outcome", required=True, choices=["voided", "approved", "declined"],
+                         help="what e-Buy holds: voided or approved (sale); approved or declined (void, refund)")
+    resolve.add_argument("--note", required=True,
+                         help="who decided and on what evidence (e.g. 'e-Buy support ticket 4711, J. Li')")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,6 +162,8 @@ def _journal(args: argparse.Namespace) -> int:
                 with args.output.open("w", encoding="utf-8", newline="") as out:
                     count = journaltool.export(path, out, fmt=args.format, since=since, state=args.state)
                 print(f"{count} transaction(s) written to {args.output}", file=sys.stderr)
+        elif args.journal_command == "resolve":
+            return _journal_resolve(path, args.trace_no, args.outcome, args.note)
         else:
             days = settings.journal.retention_days if args.older_than_days is None else args.older_than_days
             return _journal_purge(path, days, args.dry_run)
@@ -162,7 +177,7 @@ def _journal_purge(path: Path, retention_days: int, dry_run: bool) -> int:
     if retention_days < 1:
         print("misbridge: the retention must be at least 1 day", file=sys.stderr)
         return 2
-    cutoff = journaltool.retention_cutoff(retention_days)
+    cutoff = retention.retention_cutoff(retention_days)
     if dry_run:
         count = journaltool.purgeable_count(path, cutoff)
         print(f"{count} final transaction(s) last changed before {cutoff:%Y-%m-%d %H:%M} UTC would be purged")
@@ -173,10 +188,38 @@ def _journal_purge(path: Path, retention_days: int, dry_run: bool) -> int:
 
     async def run() -> int:
         async with await Journal.open(path) as journal:
-            return await journaltool.purge(journal, retention_days)
+            return await retention.purge(journal, retention_days)
 
     count = asyncio.run(run())
     print(f"{count} final transaction(s) last changed before {cutoff:%Y-%m-%d %H:%M} UTC purged")
+    return 0
+
+
+def _journal_resolve(path: Path, trace_no: str, outcome: str, note: str) -> int:
+    """``journal resolve``: 0 resolved, 1 unknown traceNo, not needs_manual or an outcome its kind cannot have."""
+    if not path.is_file():
+        raise JournalError(f"journal {path} does not exist")
+
+    async def run() -> tuple[str, str | None]:
+        async with await Journal.open(path) as journal:
+            state = await journal.resolve(trace_no, outcome, note=note)
+            reversal = await journal.reversal(trace_no)
+            return state, None if reversal is None else reversal.state
+
+    try:
+        state, reversal = asyncio.run(run())
+    except StateConflictError as err:
+        if err.actual is None:
+            print(f"misbridge: no transaction {trace_no!r} in {path}", file=sys.stderr)
+        else:
+            print(f"misbridge: transaction {trace_no!r} is {err.actual!r}, not 'needs_manual': only a transaction "
+                  "misbridge gave to a person can be resolved", file=sys.stderr)  # fmt: skip
+        return 1
+    except InvalidTransition as err:
+        print(f"misbridge: {err}", file=sys.stderr)
+        return 1
+    closed = "; its reversal is closed (done)" if reversal == "done" else ""
+    print(f"{trace_no}: needs_manual -> {state} (resolve_{outcome}){closed}; note: {note}")
     return 0
 
 

@@ -25,6 +25,7 @@ from misbridge.api.peer import CallerPolicy
 from misbridge.api.security import ApiSecurity
 from misbridge.api.socket_server import PosSocketServer
 from misbridge.api.unix_socket import bind_unix_socket
+from misbridge.app.retention import run_retention
 from misbridge.backend.client import BackendClient
 from misbridge.config.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIAL, load_secret
 from misbridge.config.settings import Settings
@@ -36,7 +37,6 @@ from misbridge.host.crashpoints import crash_point
 from misbridge.journal.store import Journal
 from misbridge.telemetry.logs import quiet_loop_exception_handler
 from misbridge.telemetry.metrics import Metrics
-from misbridge.tools.journal import run_retention
 
 #: How long start-up waits for the PIN pad before serving anyway (requests then get MB20).
 DEVICE_WAIT_S = 5.0

@@ -495,11 +495,11 @@ class TransactionService:
         try:
             reply = await self._backend.submit("inquiry", body)
         except (BackendNotSent, BackendOutcomeUnknown) as err:
-            await self._journal.record_pos_inquiry_result(inquiry_id, state="unknown")
+            await self._journal.record_pos_inquiry_result(inquiry_id, "no_answer")
             return error_response(trace_no, err, err.return_code)
         answer = complete_book_head(reply.body, trace_no)
         await self._journal.record_pos_inquiry_result(
-            inquiry_id, state="answered", return_code=reply.return_code, response=answer
+            inquiry_id, "answer", return_code=reply.return_code, response=answer
         )
         return answer
 

@@ -1,8 +1,10 @@
 """The SQLite transaction journal: intents before effects, compare-and-set state changes.
 
-Public API: :class:`Journal` (``store``); :class:`TransactionRecord`,
-:class:`TransitionRecord`, :class:`CallRecord` and :class:`ReversalRecord` (``records``); the
-errors :class:`DuplicateTraceNoError`, :class:`StateConflictError` and
+Public API: :class:`Journal` (``store``, one part per table in ``connection``, ``transactions``,
+``calls``, ``pos_inquiries``, ``reversals`` and ``retention``); :class:`TransactionRecord`,
+:class:`TransitionRecord`, :class:`CallRecord`, :class:`PosInquiryRecord` and
+:class:`ReversalRecord` (``records``); the errors (``errors``) :class:`DuplicateTraceNoError`,
+:class:`BarredTraceNoError`, :class:`KnownOriginalError`, :class:`StateConflictError` and
 :class:`ReversalConflictError`; and :data:`FINAL_STATES` (``schema``), the states the
 database refuses to leave.  Besides the transactions, the journal numbers the requests
 misbridge originates (``Journal.allocate_call``) and holds the durable reversal queue
@@ -11,10 +13,19 @@ transition table (:mod:`misbridge.core.machine`): a state is written only as the
 ``next_state(kind, state, event)``.
 """
 
+from misbridge.journal.connection import JournalSettings
+from misbridge.journal.errors import (
+    BarredTraceNoError,
+    DuplicateTraceNoError,
+    KnownOriginalError,
+    ReversalConflictError,
+    StateConflictError,
+)
 from misbridge.journal.records import (
     CallKind,
     CallRecord,
     CallState,
+    PosInquiryRecord,
     ReversalRecord,
     ReversalState,
     TransactionRecord,
@@ -24,23 +35,20 @@ from misbridge.journal.records import (
     utc_now,
 )
 from misbridge.journal.schema import FINAL_STATES, SCHEMA_VERSION
-from misbridge.journal.store import (
-    DuplicateTraceNoError,
-    Journal,
-    JournalSettings,
-    ReversalConflictError,
-    StateConflictError,
-)
+from misbridge.journal.store import Journal
 
 __all__ = [
     "FINAL_STATES",
     "SCHEMA_VERSION",
+    "BarredTraceNoError",
     "CallKind",
     "CallRecord",
     "CallState",
     "DuplicateTraceNoError",
     "Journal",
     "JournalSettings",
+    "KnownOriginalError",
+    "PosInquiryRecord",
     "ReversalConflictError",
     "ReversalRecord",
     "ReversalState",

@@ -28,6 +28,7 @@ __all__ = [
     "CallKind",
     "CallRecord",
     "CallState",
+    "PosInquiryRecord",
     "ReversalRecord",
     "ReversalState",
     "TransactionRecord",
@@ -199,6 +200,25 @@ class CallRecord:
         _require_one_of("call state", self.state, get_args(CallState))
         _require_aware("created_at", self.created_at)
         _require_aware("updated_at", self.updated_at)
+
+
+@dataclass(frozen=True)
+class PosInquiryRecord:
+    """One row of ``pos_inquiries``: a POS ``inquiry`` misbridge forwarded (its original was not journaled).
+
+    ``state`` follows the ``query`` kind's machine: ``sent`` (committed before the request left),
+    then ``answered`` (``return_code`` and ``response`` hold the reply) or ``unknown`` (no usable
+    reply).
+    """
+
+    id: int
+    trace_no: str
+    original_trace_no: str
+    state: str
+    return_code: str | None
+    response: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True)

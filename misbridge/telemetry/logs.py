@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from loguru import logger
 
-from misbridge.ebuy.pan import CARD_DATA_FIELDS, mask_card_numbers, may_hold_card_number
+from misbridge.ebuy.redaction import REDACTED, SENSITIVE_FIELDS, scrub_text
 
 if TYPE_CHECKING:
     from loguru import Record
@@ -66,39 +66,8 @@ __all__ = [
     "journald_stderr", "quiet_loop_exception_handler", "scrub", "scrub_text",
 ]  # fmt: skip
 
-#: What a removed value is replaced by.
-REDACTED: Final = "[redacted]"
-#: Field names (compared case-insensitively) whose values are card data, never to be logged: the
-#: names a request is refused for (CARD_DATA_FIELDS, one list for both) and the spellings with
-#: "_" the scrubber's ``name=value`` pattern must also find.
-SENSITIVE_FIELDS: Final = CARD_DATA_FIELDS | frozenset(
-    name.lower()
-    for name in (
-        "password", "pin", "pinBlock", "pin_block", "track1", "track2", "track3", "track", "trackData",
-        "icData", "ic_data", "cardNo", "card_no", "cardInfo", "card_info", "cvv", "cvv2", "cvn", "cvc",
-        "encPan", "enc_pan", "enc_track2", "enc_pan_hex", "enc_track1_hex", "enc_track2_hex", "enc_track3_hex",
-        "enc_ic_data_hex", "pin_block_hex",
-    )
-)  # fmt: skip
 #: syslog priorities journald understands in a ``<N>`` prefix (sd-daemon(3)).
 _PRIORITY: Final = {"TRACE": 7, "DEBUG": 7, "INFO": 6, "SUCCESS": 5, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
-# Track 2 equivalent data: PAN, '=' (or 'D'), then expiry, service code and discretionary data.
-_TRACK2 = re.compile(r"(?<![0-9A-Za-z])\d{12,19}[=D]\d{4}\d*")
-# Track 1 (format B): %B PAN ^ NAME ^ YYMM service code discretionary [?].
-_TRACK1 = re.compile(r"%?B\d{12,19}\^[^^\n]{0,26}\^[^\s?]*\??")
-_NAMES = "|".join(sorted({re.escape(n) for n in SENSITIVE_FIELDS}, key=len, reverse=True))
-# ``name=value``, ``name: value``, ``'name': 'value'``, ``"name":"value"``; the value ends at a quote,
-# comma, closing brace/bracket or whitespace (a whole dict value loses its scalars one by one).
-_FIELD_VALUE = re.compile(
-    rf"""(?ix)(?<![A-Za-z0-9_])(["']?(?:{_NAMES})["']?\s*[:=]\s*)(?!\{{|\[)(["']?)([^"',}}\]\s]+)"""
-)
-# Nothing above can match a text without a run of 12 digits (tracks and PANs need one) or a
-# card-data field name (in any case): checking for either first lets the ordinary log line skip
-# four substitutions. Under re.IGNORECASE four non-ASCII letters match ASCII ones (Python's re
-# documentation); they are mapped before the substring test so it stays a superset of the regex.
-_TWELVE_DIGITS = re.compile(r"\d{12}")
-_IGNORECASE_TWINS = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s", "\u212a": "k"})
-_NAMES_LOWER = tuple(sorted(SENSITIVE_FIELDS))
 _NEEDS_QUOTES = re.compile(r"[\s\"'=]")
 #: The extra that rate-limits a record (the doors bind ``_rate=(door, code, uid)``).
 RATE_LIMIT_EXTRA: Final = "_rate"
@@ -151,27 +120,6 @@ class EdgeRateLimiter:
 
 
 _limiter = EdgeRateLimiter()
-
-
-def scrub_text(text: str) -> str:
-    """``text`` with tracks and card-data field values removed and card numbers masked."""
-    if _may_hold_card_data(text):
-        return _scrub_suspect(text)
-    return text
-
-
-def _may_hold_card_data(text: str) -> bool:
-    if _TWELVE_DIGITS.search(text) or may_hold_card_number(text):
-        return True
-    folded = text.translate(_IGNORECASE_TWINS).lower()
-    return any(name in folded for name in _NAMES_LOWER)
-
-
-def _scrub_suspect(text: str) -> str:
-    text = _TRACK1.sub(REDACTED, text)
-    text = _TRACK2.sub(REDACTED, text)
-    text = _FIELD_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    return mask_card_numbers(text)
 
 
 def scrub(value: Any, *, key: str = "") -> Any:

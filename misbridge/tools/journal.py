@@ -6,86 +6,51 @@ the daemon is not running (no ``-wal``/``-shm`` file beside the database) the fi
 ``immutable`` as well, so a read as root does not leave root-owned ``-wal``/``-shm`` files the
 service could not open afterwards.
 
-What they print is masked: the journal holds no card data (the pad's encrypted fields are
-never stored), only the masked PAN (first 6 / last 4); every value printed also passes the
-log scrubber (:func:`misbridge.telemetry.logs.scrub_text`) as a second line of defence.
+What they print is the journal's read side (:mod:`misbridge.journal.queries`, the same view the
+daemon builds for the HTTP door), masked: the journal holds no card data (the pad's encrypted
+fields are never stored), only the masked PAN (first 6 / last 4); every value printed also
+passes the log scrubber's rules (:mod:`misbridge.ebuy.redaction`) as a second line of defence.
 
-``purge`` deletes final transactions older than ``journal.retention_days`` through
-:meth:`misbridge.journal.store.Journal.purge` (never a non-final one); the daemon can run the
-same on a timer with :func:`run_retention`.
+``purge`` (:mod:`misbridge.app.retention`) deletes final transactions older than
+``journal.retention_days`` through :meth:`misbridge.journal.store.Journal.purge` (never a
+non-final one), and ``resolve`` records an operator's decision on a ``needs_manual``
+transaction (:meth:`misbridge.journal.store.Journal.resolve`); both open the journal writable,
+which is safe while the daemon runs (WAL, busy timeout). :func:`purgeable_count` is the
+read-only count for ``purge --dry-run``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import re
 import sqlite3
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TextIO
 from urllib.parse import quote
 
-from loguru import logger
-
 from misbridge.ebuy import jsonio
 from misbridge.errors import JournalError
-from misbridge.journal.records import iso_utc, utc_now
-from misbridge.journal.schema import FINAL_STATES
-from misbridge.journal.store import Journal
-from misbridge.telemetry.logs import REDACTED, SENSITIVE_FIELDS, scrub_text
+from misbridge.journal import queries
+from misbridge.journal.queries import EXPORT_COLUMNS, STATE_GROUPS, TransactionSummary
+from misbridge.journal.records import utc_now
 
 __all__ = [
     "EXPORT_COLUMNS",
+    "STATE_GROUPS",
     "TransactionSummary",
     "export",
     "list_transactions",
     "open_readonly",
     "parse_since",
-    "purge",
     "purgeable_count",
-    "retention_cutoff",
-    "run_retention",
     "show",
 ]
 
-#: Columns of ``list`` and ``export``, in order.
-EXPORT_COLUMNS: Final = (
-    "traceNo", "action", "state", "returnCode", "maskedPan", "cardType", "totalAmount", "paidAmount", "orderNo",
-    "createdAt", "updatedAt",
-)  # fmt: skip
-#: ``--state`` shorthands: every final state, or every state that is not final.
-STATE_GROUPS: Final = {"final": FINAL_STATES, "open": None}
 _RELATIVE = re.compile(r"(\d+)\s*([dhm])")
 _UNITS: Final = {"d": "days", "h": "hours", "m": "minutes"}
-
-
-@dataclass(frozen=True)
-class TransactionSummary:
-    """One line of ``list`` / ``export``: masked, no card data."""
-
-    trace_no: str
-    action: str
-    state: str
-    return_code: str
-    masked_pan: str
-    card_type: str
-    total_amount: str
-    paid_amount: str
-    order_no: str
-    created_at: str
-    updated_at: str
-
-    def as_row(self) -> dict[str, str]:
-        """The summary keyed by :data:`EXPORT_COLUMNS`."""
-        values = (
-            self.trace_no, self.action, self.state, self.return_code, self.masked_pan, self.card_type,
-            self.total_amount, self.paid_amount, self.order_no, self.created_at, self.updated_at,
-        )  # fmt: skip
-        return dict(zip(EXPORT_COLUMNS, values, strict=True))
 
 
 # --- opening ---------------------------------------------------------------------------------
@@ -139,60 +104,7 @@ def parse_since(text: str, *, now: datetime | None = None) -> datetime:
     return parsed if parsed.tzinfo is not None else parsed.astimezone()
 
 
-def retention_cutoff(retention_days: int, *, now: datetime | None = None) -> datetime:
-    """The moment before which final transactions are purged."""
-    return (utc_now() if now is None else now) - timedelta(days=retention_days)
-
-
-# --- masking ---------------------------------------------------------------------------------
-
-
-def _safe(value: Any, key: str = "") -> Any:
-    """``value`` with card-data fields redacted and card numbers masked, numbers kept as numbers."""
-    if key and key.lower() in SENSITIVE_FIELDS:
-        return REDACTED
-    if isinstance(value, Mapping):
-        return {str(k): _safe(v, str(k)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_safe(item) for item in value]
-    if isinstance(value, str):
-        return scrub_text(value)
-    if isinstance(value, int) and not isinstance(value, bool) and scrub_text(str(value)) != str(value):
-        return scrub_text(str(value))
-    return value
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else scrub_text(str(value))
-
-
-def _json_field(text: str | None, key: str) -> Any:
-    if not text:
-        return None
-    try:
-        value = jsonio.loads(text)
-    except jsonio.JSONDecodeError:
-        return None
-    return value.get(key) if isinstance(value, dict) else None
-
-
 # --- list / export ---------------------------------------------------------------------------
-
-
-def _summary(row: sqlite3.Row) -> TransactionSummary:
-    return TransactionSummary(
-        trace_no=_text(row["trace_no"]),
-        action=_text(row["action"]),
-        state=_text(row["state"]),
-        return_code=_text(row["return_code"]),
-        masked_pan=_text(row["masked_pan"]),
-        card_type=_text(row["card_type"]),
-        total_amount=_text(_json_field(row["request_json"], "totalAmount")),
-        paid_amount=_text(_json_field(row["response_json"], "paidAmount")),
-        order_no=_text(_json_field(row["response_json"], "orderNo")),
-        created_at=_text(row["created_at"]),
-        updated_at=_text(row["updated_at"]),
-    )
 
 
 def list_transactions(
@@ -209,26 +121,8 @@ def list_transactions(
         JournalError: the journal cannot be read.
         ValueError: ``since`` is naive or ``limit`` is negative.
     """
-    clauses: list[str] = []
-    params: list[Any] = []
-    if since is not None:
-        clauses.append("created_at >= ?")
-        params.append(iso_utc(since))
-    if state is not None:
-        group = STATE_GROUPS.get(state, (state,))
-        placeholders = ", ".join("?" * len(FINAL_STATES if group is None else group))
-        clauses.append(f"state {'NOT IN' if group is None else 'IN'} ({placeholders})")
-        params.extend(FINAL_STATES if group is None else group)
-    if limit is not None and limit < 0:
-        raise ValueError("limit must not be negative")
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-    order = "DESC" if newest_first else "ASC"
-    query = f"SELECT * FROM transactions{where} ORDER BY created_at {order}, trace_no {order}"  # noqa: S608 - clauses are literals with "?" placeholders
-    if limit is not None:
-        query += " LIMIT ?"
-        params.append(limit)
     with _reading(path) as conn:
-        return [_summary(row) for row in conn.execute(query, params)]
+        return queries.summaries(conn, since=since, state=state, limit=limit, newest_first=newest_first)
 
 
 def export(path: Path, out: TextIO, *, fmt: str, since: datetime | None = None, state: str | None = None) -> int:
@@ -262,65 +156,16 @@ def format_table(rows: Iterable[TransactionSummary]) -> str:
 
 
 def show(path: Path, trace_no: str) -> dict[str, Any] | None:
-    """One transaction with its request, answer, transitions, backend calls and reversal; masked.
+    """One transaction in full (:func:`misbridge.journal.queries.transaction_view`); masked.
 
-    ``trace_no`` may also be the traceNo of an inquiry or void misbridge sent: the original is shown.
+    ``trace_no`` may also be the traceNo of an inquiry or void misbridge sent, or of a POS
+    inquiry it forwarded: the original is shown, with the forwarded inquiries in ``posInquiries``.
 
     Raises:
         JournalError: the journal cannot be read.
     """
     with _reading(path) as conn:
-        row = conn.execute("SELECT * FROM transactions WHERE trace_no = ?", (trace_no,)).fetchone()
-        if row is None:
-            call = conn.execute(
-                "SELECT original_trace_no FROM backend_calls WHERE trace_no = ?", (trace_no,)
-            ).fetchone()
-            if call is None:
-                return None
-            row = conn.execute("SELECT * FROM transactions WHERE trace_no = ?", (call[0],)).fetchone()
-        original = str(row["trace_no"])
-        transitions = conn.execute(
-            "SELECT from_state, to_state, event, at, detail FROM transitions WHERE trace_no = ? ORDER BY id",
-            (original,),
-        ).fetchall()
-        calls = conn.execute(
-            "SELECT trace_no, kind, state, return_code, response_json, created_at, updated_at FROM backend_calls"
-            " WHERE original_trace_no = ? ORDER BY created_at, rowid",
-            (original,),
-        ).fetchall()
-        reversal = conn.execute("SELECT * FROM reversals WHERE original_trace_no = ?", (original,)).fetchone()
-    view: dict[str, Any] = {
-        **_summary(row).as_row(),
-        "request": _loads(row["request_json"]),
-        "response": _loads(row["response_json"]),
-        "transitions": [
-            {"from": t["from_state"], "to": t["to_state"], "event": t["event"], "at": t["at"], "detail": t["detail"]}
-            for t in transitions
-        ],
-        "backendCalls": [
-            {
-                "traceNo": c["trace_no"], "kind": c["kind"], "state": c["state"], "returnCode": c["return_code"],
-                "response": _loads(c["response_json"]), "createdAt": c["created_at"], "updatedAt": c["updated_at"],
-            }
-            for c in calls
-        ],
-        "reversal": None if reversal is None else {
-            "state": reversal["state"], "attempts": reversal["attempts"], "lastError": reversal["last_error"],
-            "nextAttemptAt": reversal["next_attempt_at"], "createdAt": reversal["created_at"],
-            "updatedAt": reversal["updated_at"],
-        },
-    }
-    safe: dict[str, Any] = _safe(view)
-    return safe
-
-
-def _loads(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return jsonio.loads(text)
-    except jsonio.JSONDecodeError:
-        return text
+        return queries.transaction_view(conn, trace_no)
 
 
 # --- retention -------------------------------------------------------------------------------
@@ -332,39 +177,5 @@ def purgeable_count(path: Path, cutoff: datetime) -> int:
     Raises:
         JournalError: the journal cannot be read.
     """
-    final = ", ".join("?" * len(FINAL_STATES))
     with _reading(path) as conn:
-        row = conn.execute(
-            f"SELECT COUNT(*) FROM transactions AS t WHERE state IN ({final}) AND updated_at < ?"  # noqa: S608 - "?" placeholders only
-            " AND NOT EXISTS (SELECT 1 FROM reversals AS r WHERE r.original_trace_no = t.trace_no"
-            " AND r.state <> 'done')",
-            (*FINAL_STATES, iso_utc(cutoff)),
-        ).fetchone()
-    return int(row[0])
-
-
-async def purge(journal: Journal, retention_days: int, *, now: datetime | None = None) -> int:
-    """Purge final transactions older than ``retention_days``; log and return how many.
-
-    Raises:
-        JournalError: the purge failed (nothing of the failed batch is deleted).
-    """
-    cutoff = retention_cutoff(retention_days, now=now)
-    deleted = await journal.purge(cutoff)
-    logger.bind(retention_days=retention_days, cutoff=iso_utc(cutoff), purged=deleted).info(
-        "journal retention: purged {} final transaction(s) last changed before {}", deleted, cutoff.date()
-    )
-    return deleted
-
-
-async def run_retention(journal: Journal, retention_days: int, *, interval_s: float = 86400.0) -> None:
-    """Purge at once, then every ``interval_s`` seconds, until cancelled (the daemon spawns this).
-
-    A failed purge is logged and tried again at the next interval; it never stops the daemon.
-    """
-    while True:
-        try:
-            await purge(journal, retention_days, now=datetime.now(UTC))
-        except JournalError as err:
-            logger.error("journal retention: purge failed, will try again: {}", err)
-        await asyncio.sleep(interval_s)
+        return queries.purgeable_count(conn, cutoff)

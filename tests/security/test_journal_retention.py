@@ -11,11 +11,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from misbridge.app.retention import purge, retention_cutoff, run_retention
 from misbridge.errors import JournalError
 from misbridge.journal.records import TransactionRecord
 from misbridge.journal.schema import FINAL_STATES
 from misbridge.journal.store import Journal
-from misbridge.tools.journal import purge, retention_cutoff, run_retention
 from tests.security.journals import NOW, RECENT, RETENTION_DAYS, ROWS, build_journal, request
 from tests.seeding import seed_transaction
 

@@ -6,7 +6,10 @@ import csv
 import hashlib
 import io
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -22,6 +25,7 @@ from misbridge.telemetry.logs import configure_logging
 from misbridge.tools import journal as journaltool
 from tests.security.journals import NOW, OLD, RECENT, ROWS, build_journal, request
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CANARY_PAN = "6225620000018888"
 ENC_HEX = "9F8E7D6C5B4A39281706F5E4D3C2B1A0"
 
@@ -207,3 +211,36 @@ def test_cli_purge_uses_the_retention_setting(
     assert {r.trace_no for r in journaltool.list_transactions(journal_path, limit=None)} == {
         "OLD-NEEDS-MANUAL", "OLD-VOIDING", "OLD-SUBMITTING", "OLD-INQUIRING"
     }
+
+
+def test_cli_resolve_closes_a_needs_manual_sale_while_the_journal_is_open(
+    journal_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["journal", "--journal", str(journal_path), "resolve"]
+    assert main([*base, "OLD-NEEDS-MANUAL", "--as", "declined", "--note", "x"]) == 1
+    assert "can be resolved as approved or voided, not 'declined'" in capsys.readouterr().err
+    assert main([*base, "NOPE", "--as", "voided", "--note", "x"]) == 1
+    assert "no transaction 'NOPE'" in capsys.readouterr().err
+    assert main([*base, "OLD-APPROVED", "--as", "voided", "--note", "x"]) == 1
+    assert "is 'approved', not 'needs_manual'" in capsys.readouterr().err
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+           "MISBRIDGE_CONFIG": ""}  # fmt: skip
+    done = subprocess.run(  # noqa: S603 - this interpreter, fixed arguments
+        [sys.executable, "-m", "misbridge", *base, "OLD-NEEDS-MANUAL", "--as", "voided", "--note", "e-Buy ticket 4711"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == (
+        "OLD-NEEDS-MANUAL: needs_manual -> voided (resolve_voided); its reversal is closed (done);"
+        " note: e-Buy ticket 4711"
+    )
+    view = journaltool.show(journal_path, "OLD-NEEDS-MANUAL")
+    assert view is not None
+    assert (view["state"], view["reversal"]["state"]) == ("voided", "done")
+    assert view["transitions"][-1] | {"at": ""} == {
+        "from": "needs_manual", "to": "voided", "event": "resolve_voided", "at": "", "detail": "e-Buy ticket 4711"
+    }  # fmt: skip
+    assert main([*base, "OLD-NEEDS-MANUAL", "--as", "voided", "--note", "again"]) == 1
+    assert "is 'voided', not 'needs_manual'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "OLD-NEEDS-MANUAL", "--as", "voided"])  # --note is required

@@ -23,7 +23,7 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 ALLOCATE_CHILD = """
 import asyncio, os, sys
 from pathlib import Path
-from misbridge.journal import Journal, TransactionRecord, store
+from misbridge.journal import Journal, TransactionRecord, calls
 
 async def main() -> None:
     path, mode = Path(sys.argv[1]), sys.argv[2]
@@ -33,14 +33,14 @@ async def main() -> None:
     print(await journal.allocate_call("K1", "inquiry"), flush=True)
     if mode == "after_commit":
         os._exit(137)
-    insert_call = store._insert_call
+    insert_call = calls._insert_call
 
     def dying_insert(*args: object) -> None:
         if mode == "after_insert":
             insert_call(*args)  # counter bumped and row inserted, not committed
         os._exit(137)  # mode "before_insert": counter bumped only
 
-    store._insert_call = dying_insert
+    calls._insert_call = dying_insert
     await journal.allocate_call("K1", "void")
     os._exit(1)  # not reached
 
@@ -50,7 +50,7 @@ asyncio.run(main())
 ENQUEUE_CHILD = """
 import asyncio, os, sys
 from pathlib import Path
-from misbridge.journal import Journal, TransactionRecord, store
+from misbridge.journal import Journal, TransactionRecord, reversals
 
 async def main() -> None:
     path, mode = Path(sys.argv[1]), sys.argv[2]
@@ -60,13 +60,13 @@ async def main() -> None:
     for event in ("start_card", "card_read", "pin_entered", "outcome_unknown"):
         state = await journal.record_transition("K1", state, event)
     if mode == "inside":
-        cas = store._compare_and_set_in_transaction
+        cas = reversals.compare_and_set_in_transaction
 
         def dying_cas(*args: object) -> None:
             cas(*args)  # transaction moved to voiding, queue row not yet inserted, nothing committed
             os._exit(137)
 
-        store._compare_and_set_in_transaction = dying_cas
+        reversals.compare_and_set_in_transaction = dying_cas
     await journal.enqueue_reversal("K1", from_state="unknown", event="give_up")
     os._exit(137)
 

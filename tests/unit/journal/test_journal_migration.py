@@ -167,7 +167,7 @@ async def test_v2_file_is_migrated_keeps_its_rows_and_gains_the_forwarded_inquir
         assert serial_of(await journal.allocate_call("OLD1", "void")) == 2, "the serial carries on"
 
         inquiry = await journal.record_pos_inquiry("INQ1", "FUTURE1")
-        await journal.record_pos_inquiry_result(inquiry, state="answered", return_code="25")
+        await journal.record_pos_inquiry_result(inquiry, "answer", return_code="25")
         assert await journal.barred_as("FUTURE1") is not None
         with pytest.raises(BarredTraceNoError):
             await add_transaction(journal, "FUTURE1", "received")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from misbridge.errors import JournalError
+from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal import Journal
 from misbridge.journal.store import BarredTraceNoError, DuplicateTraceNoError, KnownOriginalError
 from tests.unit.journal.helpers import add_transaction, raw
@@ -26,7 +26,7 @@ async def test_a_forwarded_inquiry_is_recorded_sent_then_answered(journal: Journ
     assert (sent.return_code, sent.response) == (None, None)
 
     answer = {"traceNo": "INQ1", "returnCode": "25", "returnDesc": "not found", "paidAmount": Decimal("0.00")}
-    await journal.record_pos_inquiry_result(inquiry, state="answered", return_code="25", response=answer)
+    assert await journal.record_pos_inquiry_result(inquiry, "answer", return_code="25", response=answer) == "answered"
     [done] = await journal.pos_inquiries("INQ1")  # found by its own traceNo too
     assert (done.state, done.return_code, done.response) == ("answered", "25", answer)
     assert done.response is not None
@@ -36,13 +36,20 @@ async def test_a_forwarded_inquiry_is_recorded_sent_then_answered(journal: Journ
 
 async def test_a_forwarded_inquiry_gets_exactly_one_result(journal: Journal) -> None:
     inquiry = await journal.record_pos_inquiry("INQ1", "FUTURE1")
-    await journal.record_pos_inquiry_result(inquiry, state="unknown")
+    assert await journal.record_pos_inquiry_result(inquiry, "no_answer") == "unknown"
     with pytest.raises(JournalError, match="already 'unknown'"):
-        await journal.record_pos_inquiry_result(inquiry, state="answered", return_code="00")
+        await journal.record_pos_inquiry_result(inquiry, "answer", return_code="00")
     with pytest.raises(JournalError, match="no such row"):
-        await journal.record_pos_inquiry_result(inquiry + 1, state="unknown")
-    with pytest.raises(JournalError, match="state must be one of"):
-        await journal.record_pos_inquiry_result(inquiry, state="sent")  # type: ignore[arg-type]
+        await journal.record_pos_inquiry_result(inquiry + 1, "no_answer")
+
+
+@pytest.mark.parametrize("event", ["sent", "approve", "escalate", "inquire"])
+async def test_a_forwarded_inquiry_moves_only_by_the_query_machine(journal: Journal, event: str) -> None:
+    inquiry = await journal.record_pos_inquiry("INQ1", "FUTURE1")
+    with pytest.raises(InvalidTransition):
+        await journal.record_pos_inquiry_result(inquiry, event)
+    [row] = await journal.pos_inquiries("INQ1")
+    assert row.state == "sent", "nothing was written"
 
 
 async def test_an_inquiry_about_a_journaled_original_is_not_recorded(journal: Journal) -> None:
