@@ -12,7 +12,7 @@ from typing import Protocol
 
 
 class TransactionMetrics(Protocol):
-    """The recording calls the service and the resolver make."""
+    """The recording calls the service and the inquiry loop make."""
 
     def transaction_finished(self, action: str, outcome: str) -> None: ...
 

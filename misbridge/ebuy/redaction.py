@@ -21,7 +21,14 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from misbridge.ebuy.carddata import CARD_DATA_FIELDS, mask_card_numbers, may_hold_card_number
+from misbridge.ebuy.carddata import (
+    BARCODE_FIELD,
+    CARD_DATA_FIELDS,
+    STORED_IDENTIFIERS,
+    gtin_valid,
+    mask_card_numbers,
+    may_hold_card_number,
+)
 
 __all__ = ["REDACTED", "SENSITIVE_FIELDS", "masked", "may_hold_card_data", "scrub_suspect", "scrub_text"]
 
@@ -87,10 +94,15 @@ def masked(value: Any, key: str = "") -> Any:
     ``key`` is the name ``value`` is held under (``""``: none); the value of a
     :data:`SENSITIVE_FIELDS` name becomes :data:`REDACTED` whatever it is. Mappings and lists
     are copied, text is scrubbed (:func:`scrub_text`), an integer that is a card number is
-    masked (as text); anything else is returned as it is.
+    masked (as text); anything else is returned as it is.  Identifiers (``traceNo``,
+    ``originalTraceNo``, ``orderNo``) and a ``goodsId`` that is a valid GTIN barcode are shown as
+    they are: the journal stored them so (:func:`misbridge.journal.records.storable`), and a
+    barcode or an order number that happens to pass the Luhn check is not a card.
     """
     if key and key.lower() in SENSITIVE_FIELDS:
         return REDACTED
+    if isinstance(value, str) and (key in STORED_IDENTIFIERS or (key == BARCODE_FIELD and gtin_valid(value))):
+        return value
     if isinstance(value, Mapping):
         return {str(k): masked(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -59,7 +59,7 @@ STAGES: Final = ("card", "pin", "backend", "total")
 OUTCOMES: Final = (
     "approved", "declined", "aborted", "voided", "voiding", "needs_manual", "unknown", "inquiring", "refused",
 )  # fmt: skip
-#: Inquiry verdicts (``misbridge.core.resolution.Verdict.kind``): what an inquiry established.
+#: Inquiry verdicts (``misbridge.core.inquiry.Verdict.kind``): what an inquiry established.
 VERDICTS: Final = ("approved", "failed", "pending", "unknown")
 #: Journal states of a transaction whose outcome misbridge is still resolving.
 UNRESOLVED_STATES: Final = ("unknown", "inquiring", "voiding")

@@ -56,7 +56,10 @@ async def test_a_sale_with_a_trace_no_burned_by_an_inquiry_is_refused_before_the
         assert answer["returnCode"] == "MB42", answer
         assert answer["traceNo"] == future_sale
         assert "inquiry" in answer["returnDesc"], answer
-    assert await bench.view(future_sale) is None, "a refused sale is not journaled"
+    view = await bench.view(future_sale)
+    assert view is not None, "the forwarded inquiry that barred it is shown"
+    assert (view["action"], view["state"]) == ("", ""), "a refused sale is not journaled"
+    assert [i["traceNo"] for i in view["posInquiries"]] == [inquiry_no]
     entry = await bench.backend.entry(future_sale)
     assert entry is not None
     assert entry.submissions == 0, "the refused sale reached the backend"

@@ -222,7 +222,14 @@ async def test_pos_inquiry_of_an_unknown_original_is_forwarded_to_the_backend(fa
     entry = await bench.backend.entry(inquiry_no)
     assert entry is not None, "the inquiry never reached the backend"
     assert entry.submissions == 1
-    assert await bench.view(stranger) is None
+    # misbridge holds no transaction for the stranger, only the inquiry it forwarded about it
+    for trace_no in (stranger, inquiry_no):
+        view = await bench.view(trace_no)
+        assert view is not None
+        assert (view["traceNo"], view["action"], view["state"]) == (stranger, "", "")
+        assert [(i["traceNo"], i["state"], i["returnCode"]) for i in view["posInquiries"]] == [
+            (inquiry_no, "answered", "25")
+        ]
 
 
 async def test_transaction_view_shows_state_final_response_and_reversal(fault_bench: FaultBench) -> None:

@@ -1,0 +1,71 @@
+"""Start-up recovery: finish every transaction a previous run left half done.
+
+Safe to interrupt and re-run (each step is one journaled move): pre-submit steps are aborted
+(nothing was sent, MB28), ``submitting`` and ``inquiring`` become unknown (the request may have
+been sent), every unknown one is resolved with nobody waiting (an approval found is voided),
+then due voids are sent (docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from loguru import logger
+
+from misbridge.core.answers import pos_response
+from misbridge.core.flow import journaled_step
+from misbridge.core.inquiry import InquiryLoop
+from misbridge.core.machine import PRE_SUBMIT_STATES, TxnState
+from misbridge.core.reversals import ReversalQueue
+from misbridge.errors import ReturnCode
+from misbridge.host.crashpoints import crash_point
+from misbridge.journal.store import Journal
+
+#: Money-at-risk states a restart finds mid-step, and the event that makes each one unknown.
+_MAYBE_SENT = ((TxnState.SUBMITTING, "outcome_unknown"), (TxnState.INQUIRING, "inquiry_unknown"))
+
+
+class Recovery:
+    """Recovers one journal at start-up, resolving through the inquiry loop and the reversal queue."""
+
+    def __init__(
+        self, journal: Journal, inquiries: InquiryLoop, reversals: ReversalQueue, *, drain_budget_s: float
+    ) -> None:
+        self._journal = journal
+        self._inquiries = inquiries
+        self._reversals = reversals
+        self._drain_budget_s = drain_budget_s
+
+    async def recover(self) -> int:
+        """Finish every interrupted transaction; returns the number of transactions touched."""
+        crash_point("recovery.start")
+        touched = await self._abort_pre_submit()
+        touched += await self._mark_unknown()
+        touched += await self._resolve_unknown()
+        await self._reversals.drain_within(self._drain_budget_s)
+        if touched:
+            logger.info("recovery finished {} interrupted transaction(s)", touched)
+        return touched
+
+    async def _abort_pre_submit(self) -> int:
+        touched = 0
+        for record in await self._journal.list_by_states(PRE_SUBMIT_STATES):
+            response = pos_response(record.trace_no, ReturnCode.INTERRUPTED)
+            await journaled_step(self._journal, record.trace_no, record.state, "abort",
+                                 response=response, return_code=ReturnCode.INTERRUPTED.code, detail="restart")
+            touched += 1
+            crash_point("recovery.after_first")
+        return touched
+
+    async def _mark_unknown(self) -> int:
+        touched = 0
+        for state, event in _MAYBE_SENT:
+            for record in await self._journal.list_by_states([state]):
+                await journaled_step(self._journal, record.trace_no, state, event, detail="restart")
+                touched += 1
+        return touched
+
+    async def _resolve_unknown(self) -> int:
+        unknown = await self._journal.list_by_states([TxnState.UNKNOWN])
+        await asyncio.gather(*(self._inquiries.resolve(record.trace_no, claim_deadline=None) for record in unknown))
+        return len(unknown)

@@ -1,0 +1,131 @@
+"""In-process collaborators for core's unit tests: a scripted PIN pad and a scripted backend.
+
+Both implement core's protocols (``PinPadDriver``, ``CardBackend``) and nothing more: no link,
+no HTTP, no simulator process. The journal the tests use is a real one on ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from misbridge.backend.client import BackendReply
+from misbridge.device.base import CardRead, EncryptedPin, PadInfo, ProgressCallback
+
+#: One scripted backend step: a reply body (its ``traceNo`` filled in from the request), or an error to raise.
+Step = dict[str, Any] | BaseException
+
+APPROVED: dict[str, Any] = {"returnCode": "00", "returnDesc": "approved", "orderNo": "ORD1", "paidAmount": 10}
+
+
+def reply(code: str, desc: str = "") -> dict[str, Any]:
+    """A backend reply body with ``code``."""
+    return {"returnCode": code, "returnDesc": desc or f"answer {code}", "orderNo": ""}
+
+
+class ScriptedPad:
+    """A connected pad that reads one card and one PIN block, or fails as the test scripts.
+
+    Attributes:
+        card_error: raised by the next ``read_card`` (then cleared).
+        release: ``read_card`` waits for it; clear it to keep a customer at the pad (a running sale).
+        card_prompts: how many times a customer was asked for a card.
+        card_asked: set once a customer was asked for a card.
+    """
+
+    def __init__(self, *, connected: bool = True) -> None:
+        self.on_progress: ProgressCallback | None = None
+        self.on_link_event: Callable[[object], None] | None = None
+        self.is_connected = connected
+        self.card_error: BaseException | None = None
+        self.release = asyncio.Event()
+        self.release.set()
+        self.card_asked = asyncio.Event()
+        self.card_prompts = 0
+
+    @property
+    def connected(self) -> bool:
+        """Whether the link is up (the test decides)."""
+        return self.is_connected
+
+    @property
+    def info(self) -> PadInfo | None:
+        """A fixed identity while connected."""
+        return PadInfo("FAKE", "0.1", "F001", 1) if self.is_connected else None
+
+    async def start(self) -> None:
+        """Nothing to connect."""
+
+    async def stop(self) -> None:
+        """Nothing to close."""
+
+    async def wait_connected(self, timeout: float) -> bool:  # noqa: ASYNC109 - the protocol's signature
+        """Connected or not, at once."""
+        return self.is_connected
+
+    async def device_info(self) -> PadInfo:
+        """The fixed identity."""
+        return PadInfo("FAKE", "0.1", "F001", 1)
+
+    async def read_card(self, amount_minor: int, timeout_s: int, prompt: str = "") -> CardRead:
+        """A card, once :attr:`release` is set; or :attr:`card_error`."""
+        self.card_prompts += 1
+        self.card_asked.set()
+        await self.release.wait()
+        if self.card_error is not None:
+            err, self.card_error = self.card_error, None
+            raise err
+        return CardRead("prepaid", "622588****1234", "AA" * 8, "BB" * 8, "2912")
+
+    async def read_pin(
+        self, amount_minor: int, timeout_s: int, prompt: str = "", key_index: int = 1
+    ) -> EncryptedPin:
+        """A PIN block."""
+        return EncryptedPin("CC" * 8, key_index)
+
+    async def cancel(self) -> None:
+        """Nothing runs on its own."""
+
+    async def display_text(self, text: str, seconds: int = 0) -> None:
+        """Shown nowhere."""
+
+    async def status(self) -> str:
+        """Always idle."""
+        return "idle"
+
+    async def load_working_key(self, key_index: int, enc_key_hex: str, kcv_hex: str) -> None:
+        """Accepted and forgotten."""
+
+
+class ScriptedBackend:
+    """Answers each action from its script, in order; the last step of an action repeats.
+
+    Attributes:
+        calls: every ``(action, body)`` submitted, in order.
+    """
+
+    def __init__(self) -> None:
+        self._script: defaultdict[str, deque[Step]] = defaultdict(deque)
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+
+    def will(self, action: str, *steps: Step) -> None:
+        """Append ``steps`` to what ``action`` answers."""
+        self._script[action].extend(steps)
+
+    def actions(self) -> list[str]:
+        """The actions submitted, in order."""
+        return [action for action, _ in self.calls]
+
+    async def submit(self, action: str, body: Mapping[str, Any]) -> BackendReply:
+        """The next scripted step for ``action``."""
+        self.calls.append((action, dict(body)))
+        queue = self._script[action]
+        if not queue:
+            raise AssertionError(f"the test scripted no answer for {action}")
+        step = queue.popleft() if len(queue) > 1 else queue[0]
+        await asyncio.sleep(0)
+        if isinstance(step, BaseException):
+            raise step
+        return BackendReply(action, {"traceNo": body["traceNo"], **step}, {})

@@ -1,0 +1,58 @@
+"""The ``/health`` view built by core/health.py from the pad, the service's own state and the journal."""
+
+from __future__ import annotations
+
+from misbridge.config.settings import Settings
+from misbridge.core.reversals import ReversalQueue
+from misbridge.core.service import TransactionService
+from misbridge.journal.records import TransactionRecord
+from misbridge.journal.store import Journal
+from tests.seeding import seed_transaction
+from tests.unit.core.fakes import ScriptedBackend, ScriptedPad
+
+DEVICE = {"connected": True, "model": "FAKE", "firmware": "0.1", "serialNo": "F001"}
+
+
+async def test_ready_once_recovered_with_every_field_in_order(
+    settings: Settings, journal: Journal, pad: ScriptedPad, backend: ScriptedBackend
+) -> None:
+    service = TransactionService(settings, journal, pad, backend)
+    ready, detail = await service.health()
+    assert (ready, detail["status"], detail["recovering"]) == (False, "not ready", True)
+    await service.recover()
+    ready, detail = await service.health()
+    assert ready
+    assert list(detail.items()) == [
+        ("status", "ready"),
+        ("accepting", True),
+        ("recovering", False),
+        ("device", DEVICE),
+        ("inFlight", 0),
+        ("reversals", {"pending": 0, "needsManual": 0}),
+        ("alerts", []),
+    ]
+
+
+async def test_not_ready_without_the_pad_or_when_shutting_down(service: TransactionService, pad: ScriptedPad) -> None:
+    pad.is_connected = False
+    ready, detail = await service.health()
+    assert (ready, detail["device"]) == (False, {"connected": False, "model": None, "firmware": None, "serialNo": None})
+    pad.is_connected = True
+    service.stop_accepting()
+    ready, detail = await service.health()
+    assert (ready, detail["accepting"]) == (False, False)
+
+
+async def test_reversals_are_counted_and_needs_manual_is_an_alert_without_a_trace_no(
+    service: TransactionService, journal: Journal, reversals: ReversalQueue, backend: ScriptedBackend
+) -> None:
+    for trace_no in ("HEALTH00001", "HEALTH00002"):
+        record = TransactionRecord.new(trace_no, "cardRedemption", "unknown", {"traceNo": trace_no})
+        await seed_transaction(journal, record)
+        await reversals.enqueue_void(trace_no, "unknown", "give_up", "test")
+    await journal.escalate_reversal("HEALTH00001", detail="test")
+    ready, detail = await service.health()
+    assert ready
+    assert detail["reversals"] == {"pending": 1, "needsManual": 1}
+    assert detail["alerts"] == ["1 reversal(s) need manual resolution"]
+    assert "HEALTH0000" not in str(detail)
