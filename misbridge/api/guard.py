@@ -32,7 +32,8 @@ from typing import Any
 
 from loguru import logger
 
-from misbridge.api.peer import Caller, CallerPolicy, PeerIdentity, Unidentified
+from misbridge.api.peer import Caller, PeerIdentity, Unidentified
+from misbridge.api.policy import CallerPolicy
 from misbridge.config.settings import ApiSettings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.requests import error_response

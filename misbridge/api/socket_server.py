@@ -33,7 +33,7 @@ from typing import Any, Protocol, cast
 from loguru import logger
 
 from misbridge.api.guard import BROKEN_STREAM_LINGER_BYTES, RATE_LIMIT_EXTRA, DoorGuard, Ticket
-from misbridge.api.peer import CallerPolicy
+from misbridge.api.policy import CallerPolicy
 from misbridge.config.settings import ApiSettings, IdentitySettings
 from misbridge.ebuy.envelope import (
     Envelope,

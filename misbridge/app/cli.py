@@ -12,7 +12,7 @@ from pathlib import Path
 from loguru import logger
 
 from misbridge import __version__
-from misbridge.api.peer import CallerPolicy
+from misbridge.api.policy import CallerPolicy
 from misbridge.app import retention
 from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
 from misbridge.config.settings import DEFAULT_CONFIG_PATH, load_settings

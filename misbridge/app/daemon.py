@@ -21,7 +21,7 @@ from pydantic import SecretStr
 
 from misbridge.api.guard import DoorGuard
 from misbridge.api.http_app import create_app
-from misbridge.api.peer import CallerPolicy
+from misbridge.api.policy import CallerPolicy
 from misbridge.api.security import ApiSecurity
 from misbridge.api.socket_server import PosSocketServer
 from misbridge.api.unix_socket import bind_unix_socket

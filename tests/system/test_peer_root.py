@@ -26,8 +26,9 @@ from typing import Any
 
 import pytest
 
-from misbridge.api import peer
-from misbridge.api.peer import Caller, CallerPolicy
+from misbridge.api import peer, policy
+from misbridge.api.peer import Caller
+from misbridge.api.policy import CallerPolicy
 from misbridge.config.settings import ApiSettings
 from misbridge.errors import ReturnCode
 from tests.system.tools import REPO
@@ -52,7 +53,7 @@ def _nobody() -> tuple[int, int]:
 def _ordinary_user() -> tuple[int, int]:
     """(uid, gid) of an existing user other than root and nobody."""
     for user in pwd.getpwall():
-        if user.pw_uid not in (0, peer.OVERFLOW_ID):
+        if user.pw_uid not in (0, policy.OVERFLOW_ID):
             return user.pw_uid, user.pw_gid
     pytest.skip("the user database has no user besides root and nobody")
 
@@ -202,7 +203,7 @@ def test_the_proc_fallback_works_under_proc_subset_pid() -> None:
 
 _IN_PRIVATE_USERS = """
 import json, sys
-from misbridge.api.peer import CallerPolicy
+from misbridge.api.policy import CallerPolicy
 from misbridge.config.settings import ApiSettings
 from misbridge.errors import ConfigError
 try:
@@ -214,7 +215,7 @@ except ConfigError as err:
 
 _LISTEN_IN_PRIVATE_USERS = """
 import json, socket, sys
-from misbridge.api.peer import CallerPolicy
+from misbridge.api.policy import CallerPolicy
 with socket.socket() as listener:
     listener.bind(("127.0.0.1", 0))
     listener.listen()
@@ -235,7 +236,7 @@ def test_private_users_hides_the_pos_user() -> None:
     assert "api.allowed_users" in refused
     assert "is not mapped" in refused
     assert "PrivateUsers=" in refused
-    assert _caller_seen_from_private_users(prefix, uid, gid) == repr(Caller(peer.OVERFLOW_ID, peer.SOURCE_SOCK_DIAG))
+    assert _caller_seen_from_private_users(prefix, uid, gid) == repr(Caller(policy.OVERFLOW_ID, peer.SOURCE_SOCK_DIAG))
 
 
 def _caller_seen_from_private_users(prefix: list[str], uid: int, gid: int) -> str:

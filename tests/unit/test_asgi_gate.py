@@ -26,7 +26,8 @@ from uvicorn.protocols.http import h11_impl
 from uvicorn.server import ServerState
 
 from misbridge.api.guard import DoorGuard
-from misbridge.api.peer import CallerPolicy, PeerIdentity
+from misbridge.api.peer import PeerIdentity
+from misbridge.api.policy import CallerPolicy
 from misbridge.api.unix_socket import bind_unix_socket
 from misbridge.config.settings import ApiSettings
 from misbridge.errors import ReturnCode

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from misbridge.api.guard import DoorGuard
 from misbridge.api.http_app import create_app
-from misbridge.api.peer import CallerPolicy
+from misbridge.api.policy import CallerPolicy
 from misbridge.api.security import ApiSecurity
 from misbridge.config.settings import ApiSettings
 from misbridge.ebuy import jsonio

@@ -22,8 +22,9 @@ from typing import Any
 
 import pytest
 
-from misbridge.api import peer
-from misbridge.api.peer import Caller, CallerPolicy, Unidentified, describe
+from misbridge.api import peer, policy
+from misbridge.api.peer import Caller, Unidentified, describe
+from misbridge.api.policy import CallerPolicy
 from misbridge.app import cli
 from misbridge.config.settings import ApiSettings
 from misbridge.errors import ConfigError, ReturnCode
@@ -38,7 +39,7 @@ _REAL_SOCKET = socket.socket
 def _other_user() -> pwd.struct_passwd:
     """An existing user that is neither the current one, root, nor the overflow user."""
     for user in pwd.getpwall():
-        if user.pw_uid not in (ME, 0, peer.OVERFLOW_ID):
+        if user.pw_uid not in (ME, 0, policy.OVERFLOW_ID):
             return user
     pytest.skip("the user database has no user besides the current one, root and nobody")
 
@@ -46,7 +47,7 @@ def _other_user() -> pwd.struct_passwd:
 def _group_without_me() -> grp.struct_group:
     mine = set(os.getgrouplist(pwd.getpwuid(ME).pw_name, os.getgid()))
     for group in grp.getgrall():
-        if group.gr_gid not in mine and group.gr_gid != peer.OVERFLOW_ID:
+        if group.gr_gid not in mine and group.gr_gid != policy.OVERFLOW_ID:
             return group
     pytest.skip("every group of the database contains the current user")
 
@@ -96,7 +97,7 @@ def _every_uid_mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # few uids); the start-up check has its own tests below, with explicit maps.
     full = tmp_path / "full_uid_map"
     full.write_text(FULL_MAP, encoding="ascii")
-    monkeypatch.setattr(peer, "UID_MAP", full)
+    monkeypatch.setattr(policy, "UID_MAP", full)
 
 
 def _policy(**api: Any) -> CallerPolicy:
@@ -302,13 +303,13 @@ def test_an_unknown_name_is_a_config_error_naming_the_key() -> None:
 
 @pytest.mark.parametrize("entry", ["65534", "nobody"])
 def test_the_overflow_user_is_never_allowed(entry: str) -> None:
-    if not entry.isdigit() and _uid_of(entry) != peer.OVERFLOW_ID:
+    if not entry.isdigit() and _uid_of(entry) != policy.OVERFLOW_ID:
         pytest.skip(f"{entry} is not uid 65534 on this machine")
     with pytest.raises(ConfigError, match=r"api\.allowed_users: .*65534.*never allowed"):
         _policy(allowed_users=[entry])
     with pytest.raises(ConfigError, match=r"api\.allowed_groups: .*65534.*never allowed"):
         _policy(allowed_groups=["65534"])
-    assert not CallerPolicy(users=[peer.AllowedId(peer.OVERFLOW_ID, "nobody")]).allows(peer.OVERFLOW_ID)
+    assert not CallerPolicy(users=[policy.AllowedId(policy.OVERFLOW_ID, "nobody")]).allows(policy.OVERFLOW_ID)
 
 
 def _uid_of(name: str) -> int | None:
@@ -379,7 +380,7 @@ def test_a_shifted_container_map_is_fine(tmp_path: Path) -> None:
 
 def test_start_up_check_reads_the_real_uid_map_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.undo()
-    assert Path("/proc/self/uid_map") == peer.UID_MAP
+    assert Path("/proc/self/uid_map") == policy.UID_MAP
 
 
 # --- check-config ---------------------------------------------------------------------------------------

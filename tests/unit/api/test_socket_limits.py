@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from misbridge.api.peer import Caller, CallerPolicy, PeerIdentity, Unidentified
+from misbridge.api.peer import Caller, PeerIdentity, Unidentified
+from misbridge.api.policy import CallerPolicy
 from misbridge.api.pos_client import envelope_for, read_framed
 from misbridge.api.socket_server import PosSocketServer
 from misbridge.config.settings import ApiSettings, IdentitySettings
