@@ -178,9 +178,9 @@ LAYERS: tuple[Layer, ...] = (
     ),
     _layer(
         "core",
-        "transactions: state machine, service, recovery; only core/service.py wires device + backend + journal",
+        "transactions: one state machine per kind, the service, inquiry, reversals, recovery, the POS's"
+        " answers; only core/service.py wires device + journal, the backend comes in through protocols",
         "misbridge.device",
-        "misbridge.backend",
         "misbridge.journal",
         "misbridge.ebuy",
         "misbridge.errors",
