@@ -60,6 +60,7 @@ from pydantic import SecretStr
 
 from misbridge.api.pos_client import envelope_for
 from misbridge.app.daemon import Daemon, load_signing_key
+from misbridge.app.simulated import Simulators, simulated_settings
 from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.envelope import (
@@ -117,26 +118,25 @@ PREWARM = (
 # --- configuration ---------------------------------------------------------------------------------
 
 
-def daemon_settings(*, device: Path, backend_url: str, key_file: Path, ports: tuple[int, int],
-                    journal: Path, inquiry_bound_s: float = INQUIRY_BOUND_S) -> Settings:
-    """Short timers so an unknown outcome is inquired, voided and settled within a second.
+def daemon_settings(sims: Simulators, *, ports: tuple[int, int], journal: Path,
+                    inquiry_bound_s: float = INQUIRY_BOUND_S) -> Settings:
+    """The daemon wired to this lane's simulators (misbridge.app.simulated), with short timers so
+    an unknown outcome is inquired, voided and settled within a second, on fixed ports.
 
     The POS deadline is a round value the start-up validator accepts above card + PIN +
     2 x grace + backend deadline + inquiry bound (5 + 5 + 2 + 2 + 0.4 = 14.4 s; 17 s with the
     long bound of the inquiry scenarios).
     """
-    return Settings(
-        device={"url": str(device), "card_timeout_s": 5, "pin_timeout_s": 5, "reply_grace_s": 1.0,
-                "command_timeout_s": 2.0},
-        backend={"url": backend_url, "connect_timeout_s": 0.5, "read_timeout_s": READ_TIMEOUT_S,
-                 "request_deadline_s": 2.0, "signing": {"key_file": key_file}},
+    return simulated_settings(
+        sims, journal,
+        device={"card_timeout_s": 5, "pin_timeout_s": 5, "reply_grace_s": 1.0, "command_timeout_s": 2.0},
+        backend={"connect_timeout_s": 0.5, "read_timeout_s": READ_TIMEOUT_S, "request_deadline_s": 2.0},
         resolution={"inquiry_interval_s": 0.05, "inquiry_bound_s": inquiry_bound_s,
                     "reversal_backoff_initial_s": 0.05, "reversal_backoff_max_s": 0.2, "drain_before_sale_s": 2.0},
         api={"host": HOST, "socket_port": ports[0], "http_port": ports[1], "socket_read_timeout_s": 0.5,
              "pos_deadline_s": 20.0},
-        journal={"path": journal},
         log_level="INFO",
-    )
+    )  # fmt: skip
 
 
 def free_port() -> int:
@@ -247,7 +247,7 @@ async def _serve(settings: Settings, key: SecretStr | None) -> int:
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    daemon = Daemon(settings, signing_key=key)
+    daemon = Daemon(settings, signing_key=key)  # the key read once by the lane, not per forked run
     try:
         await daemon.start()
         await stop.wait()
@@ -463,10 +463,11 @@ class Lane:
             self.close()
             raise
         ports = (free_port(), free_port())
+        sims = Simulators(device_path=link, control_path=workdir / "pinpad.ctl", backend_url=self.backend.url,
+                          signing_key_file=key_file, log_path=workdir / "pinpad.log")  # fmt: skip
 
         def settings(inquiry_bound_s: float) -> Settings:
-            return daemon_settings(device=link, backend_url=self.backend.url, key_file=key_file, ports=ports,
-                                   journal=workdir / "journal.db", inquiry_bound_s=inquiry_bound_s)
+            return daemon_settings(sims, ports=ports, journal=workdir / "journal.db", inquiry_bound_s=inquiry_bound_s)
 
         self.settings = settings(INQUIRY_BOUND_S)
         # Inquiry scenarios crash at the 1st or 2nd inquiry; a long bound keeps a slow machine
