@@ -56,6 +56,8 @@ class ReturnCode(Enum):
     EMPTY_GOODS = ("MB14", 422, "goodsDetail is empty")
     BAD_TRACE_NO = ("MB15", 422, "traceNo is empty, too long or has invalid characters")
     CARD_DATA_REFUSED = ("MB16", 422, "the POS sent card or PIN data; those come only from the PIN pad")
+    BATCH_COUNT_MISMATCH = ("MB17", 422, "batchUpload transCount is not the number of transRecord entries")
+    BATCH_WINDOW = ("MB18", 422, "batchUpload beginTime is after endTime, or the two are more than 7 days apart")
     DEVICE_NOT_CONNECTED = ("MB20", 503, "PIN pad not connected")
     CARD_TIMEOUT = ("MB21", 408, "no card presented before the card timeout")
     PIN_TIMEOUT = ("MB22", 408, "no PIN entered before the PIN timeout")
