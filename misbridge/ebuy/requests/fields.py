@@ -32,9 +32,11 @@ MAX_POINTS: Final = 999_999_999_999_999
 MAX_QRCODE_LEN: Final = 512
 #: The book's time format, yyyyMMddHHmmss (transDate, beginTime, endTime).
 BOOK_TIME_FORMAT: Final = "%Y%m%d%H%M%S"
+#: Years a yyyyMMddHHmmss may have: those the card-number check reads as times, never as cards.
+BOOK_TIME_YEARS: Final = range(1990, 2100)
 #: JSON Schema's approximation of a valid yyyyMMddHHmmss (the calendar itself is checked in code).
 BOOK_TIME_PATTERN: Final = (
-    r"^[1-9][0-9]{3}(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$"
+    r"^(199[0-9]|20[0-9]{2})(0[1-9]|1[0-2])(0[1-9]|[12][0-9]|3[01])([01][0-9]|2[0-3])[0-5][0-9][0-5][0-9]$"
 )
 #: Text without control characters (C0, DEL, C1: Unicode category Cc), for JSON Schema.
 NO_CONTROL_PATTERN: Final = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
@@ -120,9 +122,10 @@ def _book_time(text: str) -> str:
     try:
         if len(text) != len("yyyyMMddHHmmss") or not (text.isascii() and text.isdigit()):
             raise ValueError(text)
-        datetime.strptime(text, BOOK_TIME_FORMAT)  # a shape check: no time zone involved
+        if datetime.strptime(text, BOOK_TIME_FORMAT).year not in BOOK_TIME_YEARS:  # no time zone involved
+            raise ValueError(text)
     except ValueError:
-        raise PydanticCustomError("book_time", "must be a date-time yyyyMMddHHmmss") from None
+        raise PydanticCustomError("book_time", "must be a date-time yyyyMMddHHmmss of the years 1990-2099") from None
     return text
 
 
