@@ -45,7 +45,7 @@ class ReturnCode(Enum):
     BAD_ENVELOPE = ("MB03", 400, "envelope field missing or of the wrong type")
     BAD_BODY_ENCODING = ("MB04", 400, "body is not Base64 of UTF-8 JSON")
     UNKNOWN_ACTION = ("MB05", 404, "unknown action")
-    UNSUPPORTED_ACTION = ("MB06", 501, "e-Buy action that misbridge does not handle")
+    UNSUPPORTED_ACTION = ("MB06", 501, "e-Buy action that misbridge validates but does not carry out yet")
     REQUEST_TIMEOUT = ("MB07", 408, "the request did not arrive completely within the request deadline")
     REQUEST_TOO_LARGE = ("MB08", 413, "request larger than the book's 65 535-byte message")
     NO_SUCH_PATH = ("MB09", 404, "no such path on the HTTP door")
