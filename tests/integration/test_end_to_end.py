@@ -165,7 +165,10 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str, str]] = [
     ("cardRedemption", _request(totalAmount="forty"), "MB12", "totalAmount"),
     ("cardRedemption", _request(undiscountAmount=Decimal("99")), "MB13", "undiscountAmount"),
     ("cardRedemption", _request(goodsDetail=[]), "MB14", "goodsDetail"),
-    ("refundCardSale", _request(), "MB06", "refundCardSale"),
+    # Validated, then refused as not carried out yet; a sale's body is no refund (no originalTraceNo).
+    ("refundCardSale", {"traceNo": "R1", "originalTraceNo": "T1", "refundAmount": Decimal("40.8")}, "MB06",
+     "refundCardSale"),
+    ("refundCardSale", _request(), "MB10", "originalTraceNo"),
     ("teleport", _request(), "MB05", "teleport"),
 ]
 

@@ -13,6 +13,14 @@ and the backend instead of stopping at a refusal that JSON Schema cannot predict
   ten passes it. The hook replaces such a value, in any positive request, by one that does not.
   The document refuses card-data field names at the top level of a request; the hook renames
   the ones schemathesis invents inside extra fields (``enctrack3`` two levels down).
+* the other rules relating two fields: ``undiscountAmount <= totalAmount`` also for ``qrcodeSale``
+  and ``accumulating``; a ``batchUpload``'s ``transCount`` is the number of its records (MB17), its
+  ``beginTime`` is not after its ``endTime`` and at most 7 days before it, and both are real dates
+  (the document's pattern lets 20160230 through) (MB18, MB11). The hook sets the count and, when the
+  times break a rule, the book's example times.
+
+The actions misbridge validates but does not carry out yet answer a valid body 501 MB06, as the
+document says; the test allows that 5xx for exactly those operations (its config file).
 
 Every answer is appended to ``$MISBRIDGE_SCHEMATHESIS_STATUSES`` as one ``METHOD path status
 returnCode mode`` line, so the test counts the answers, and the 5xx among them, itself.
@@ -23,6 +31,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -37,6 +46,10 @@ Case = schemathesis.Case[Any]
 #: Environment variable naming the file the answer statuses are appended to.
 STATUS_FILE_VARIABLE = "MISBRIDGE_SCHEMATHESIS_STATUSES"
 _SALE_PATHS = ("/v1/cardRedemption", "/v1/cardPayment")
+#: Paths whose body relates undiscountAmount to totalAmount.
+_TOTAL_PATHS = (*_SALE_PATHS, "/v1/qrcodeSale", "/v1/accumulating")
+#: The book's example upload window (§11.2).
+_BOOK_WINDOW = ("20161231102201", "20161231102230")
 
 
 def _amount(value: Any) -> Decimal | None:
@@ -65,7 +78,8 @@ def _without_card_numbers(value: Any) -> Any:
     if isinstance(value, int | float | Decimal):
         # The door reads the number as JSON text parsed back (1.2e+16 is 12000000000000000 to it).
         return 0 if holds_card_number(str(jsonio.loads(json.dumps(value)))) else value
-    return "not a card number" if holds_card_number(str(value)) else value
+    # A traceNo-shaped stand-in: it also passes where a traceNo is expected (transRecord[].traceNo).
+    return "not-a-card-number" if holds_card_number(str(value)) else value
 
 
 @schemathesis.hook
@@ -75,12 +89,32 @@ def before_call(context: schemathesis.HookContext, case: Case, kwargs: dict[str,
     if _is_positive(case) and isinstance(case.body, dict | list):
         case.body = _without_card_numbers(case.body)
     body = case.body
-    if not (case.path in _SALE_PATHS and _is_positive(case) and isinstance(body, dict)):
+    if not (_is_positive(case) and isinstance(body, dict)):
         return
-    body["traceNo"] = "S" + uuid.uuid4().hex[:20]
-    total, undiscount = _amount(body.get("totalAmount")), _amount(body.get("undiscountAmount"))
-    if total is not None and undiscount is not None and undiscount > total:
-        body["totalAmount"], body["undiscountAmount"] = body["undiscountAmount"], body["totalAmount"]
+    if case.path in _SALE_PATHS:
+        body["traceNo"] = "S" + uuid.uuid4().hex[:20]
+    if case.path in _TOTAL_PATHS:
+        total, undiscount = _amount(body.get("totalAmount")), _amount(body.get("undiscountAmount"))
+        if total is not None and undiscount is not None and undiscount > total:
+            body["totalAmount"], body["undiscountAmount"] = body["undiscountAmount"], body["totalAmount"]
+    if case.path == "/v1/batchUpload":
+        _fit_batch(body)
+
+
+def _book_time(value: Any) -> datetime | None:
+    try:
+        return datetime.strptime(value, "%Y%m%d%H%M%S") if isinstance(value, str) and len(value) == 14 else None
+    except ValueError:
+        return None
+
+
+def _fit_batch(body: dict[str, Any]) -> None:
+    """A batchUpload's count and window as the rules JSON Schema cannot say want them."""
+    if isinstance(body.get("transRecord"), list) and "transCount" in body:
+        body["transCount"] = len(body["transRecord"])
+    begin, end = _book_time(body.get("beginTime")), _book_time(body.get("endTime"))
+    if begin is None or end is None or not timedelta(0) <= end - begin <= timedelta(days=7):
+        body["beginTime"], body["endTime"] = _BOOK_WINDOW
 
 
 def _return_code(response: schemathesis.Response) -> str:

@@ -35,6 +35,7 @@ import pytest
 import pytest_asyncio
 
 from misbridge.app.simulated import simulated_daemon
+from misbridge.ebuy.requests import VALIDATED_ONLY_ACTIONS
 from tests.integration.conftest import bench_settings
 from tests.security.schemathesis_hooks import STATUS_FILE_VARIABLE
 
@@ -49,6 +50,8 @@ SEED = 20261205
 VALIDATION_CODES = frozenset({"ST201", "ST202", "ST203"})
 SERVER_ERROR_CODES = frozenset({"ST101", "ST102"})
 SALE_PATHS = ("/v1/cardRedemption", "/v1/cardPayment")
+#: Paths of the actions misbridge validates but does not carry out yet: a valid body is 501 MB06.
+VALIDATED_ONLY_PATHS = frozenset(f"/v1/{action}" for action in VALIDATED_ONLY_ACTIONS)
 
 
 @dataclass(frozen=True)
@@ -96,12 +99,31 @@ def _read_answers(path: Path) -> list[Answer]:
     return answers
 
 
+def write_config(workdir: Path) -> Path:
+    """schemathesis's config: 501 (MB06) is the documented answer of the actions only validated so far."""
+    config = workdir / "schemathesis.toml"
+    paths = "|".join(sorted(path.removeprefix("/v1/") for path in VALIDATED_ONLY_PATHS))
+    config.write_text(
+        "[[operations]]\n"
+        f'include-path-regex = "^/v1/({paths})$"\n'
+        'checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "501"]\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def _is_mb06(answer: Answer) -> bool:
+    return answer.path in VALIDATED_ONLY_PATHS and answer.status == 501 and answer.return_code == "MB06"
+
+
 async def _schemathesis(port: int, workdir: Path, max_examples: int) -> Run:
     report_path, statuses_path = workdir / "report.json", workdir / "answers.txt"
+    config = write_config(workdir)
     env = {**os.environ, "PYTHONPATH": str(REPO), "SCHEMATHESIS_HOOKS": "tests.security.schemathesis_hooks",
            STATUS_FILE_VARIABLE: str(statuses_path), "NO_COLOR": "1"}  # fmt: skip
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "schemathesis.cli", "run", f"http://127.0.0.1:{port}/openapi.json",
+        sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
+        f"http://127.0.0.1:{port}/openapi.json",
         "--checks", "all", "--max-examples", str(max_examples), "--seed", str(SEED), "--workers", "1",
         "--continue-on-failure", "--header", f"Authorization: Bearer {TOKEN}",
         "--report", "json", "--report-json-path", str(report_path),
@@ -134,7 +156,7 @@ async def soak_run(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Ru
 
 
 def _assert_no_5xx(run: Run) -> None:
-    server_errors = [answer for answer in run.answers if answer.status >= 500]
+    server_errors = [answer for answer in run.answers if answer.status >= 500 and not _is_mb06(answer)]
     assert server_errors == [], run.summary()
     assert run.failures(SERVER_ERROR_CODES) == [], run.summary()
 
