@@ -26,6 +26,7 @@ _FAULT_FLAGS = {"nak": "nak", "withhold_ack": "withhold_ack", "bad_lrc": "bad_lr
 _PAD_OPTIONS: dict[str, tuple[str, Any]] = {
     "card": ("card", DEFAULT_CARD), "pin": ("pin", None), "action": ("action", Action.PAY.value),
     "timeout_cap": ("timeout_cap", 60.0), "card_delay": ("card_delay", 0.0), "pin_delay": ("pin_delay", 0.0),
+    "scanner": ("scanner", True), "legacy": ("legacy", False),
 }
 
 
@@ -73,8 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bad LRC on each frame sent, resends included, with probability P (0 <= P < 1)")
     faults.add_argument("--fault-seed", type=int, default=None, metavar="N",
                         help="seed of the rate faults' random draws (default: 0; same seed, same faults)")
+    parser.add_argument("--no-scanner", dest="scanner", action="store_const", const=False, default=None,
+                        help="a pad without a code scanner: READ_CODE is keyed in, scan-only answers RESULT 10")
+    parser.add_argument("--legacy", action="store_const", const=True, default=None,
+                        help="a pad from before READ_CODE, CHOOSE and TRANS_TYPE (answers RESULT 07, shows a sale)")
     parser.add_argument("--interactive", action="store_true",
-                        help="ask on the terminal which card the customer presents and which PIN they type")
+                        help="ask on the terminal for the card, the PIN, the code scanned or keyed, the option chosen")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="trace every message on stderr (masked PAN only; never tracks or PIN blocks)")
 
@@ -107,9 +112,15 @@ def build_pad(
         faults=Faults(**fault_values),
         trace=trace,
         ask=ask,
+        scanner=bool(pad_opts["scanner"]),
+        legacy=bool(pad_opts["legacy"]),
     )
     for customer in scenario.customers:
         pad.enqueue_customer(customer)
+    for code in scenario.codes:
+        pad.prompts.enqueue(code)
+    for choice in scenario.choices:
+        pad.prompts.enqueue(choice)
     return pad
 
 

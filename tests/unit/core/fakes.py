@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from misbridge.backend.client import BackendReply
-from misbridge.device.base import CardRead, EncryptedPin, PadInfo, ProgressCallback
+from misbridge.device.base import (
+    CardRead,
+    CodeEntry,
+    CodeOrigin,
+    CodeRead,
+    EncryptedPin,
+    PadInfo,
+    ProgressCallback,
+    TransKind,
+)
 
 #: One scripted backend step: a reply body (its ``traceNo`` filled in from the request), or an error to raise.
 Step = dict[str, Any] | BaseException
@@ -69,7 +78,10 @@ class ScriptedPad:
         """The fixed identity."""
         return PadInfo("FAKE", "0.1", "F001", 1)
 
-    async def read_card(self, amount_minor: int, timeout_s: int, prompt: str = "") -> CardRead:
+    async def read_card(
+        self, amount_minor: int, timeout_s: int, prompt: str = "", *, kind: TransKind = TransKind.SALE,
+        reference: str = "",
+    ) -> CardRead:
         """A card, once :attr:`release` is set; or :attr:`card_error`."""
         self.card_prompts += 1
         self.card_asked.set()
@@ -80,10 +92,21 @@ class ScriptedPad:
         return CardRead("prepaid", "622588****1234", "AA" * 8, "BB" * 8, "2912")
 
     async def read_pin(
-        self, amount_minor: int, timeout_s: int, prompt: str = "", key_index: int = 1
+        self, amount_minor: int, timeout_s: int, prompt: str = "", key_index: int = 1, *,
+        kind: TransKind = TransKind.SALE, reference: str = "",
     ) -> EncryptedPin:
         """A PIN block."""
         return EncryptedPin("CC" * 8, key_index)
+
+    async def read_code(
+        self, prompt: str, timeout_s: int, amount_minor: int = 0, entry: CodeEntry = CodeEntry.ANY
+    ) -> CodeRead:
+        """A scanned QR code."""
+        return CodeRead("280123121234567890", CodeOrigin.QR_CODE)
+
+    async def choose(self, prompt: str, options: Sequence[str], timeout_s: int) -> int:
+        """The first option."""
+        return 0
 
     async def cancel(self) -> None:
         """Nothing runs on its own."""

@@ -19,6 +19,7 @@ from misbridge.device import (
     PadInfo,
     PinPadDriver,
     ProgressStep,
+    TransKind,
     create_driver,
 )
 from misbridge.device.mispos import Opener
@@ -36,6 +37,7 @@ from misbridge.errors import (
 from misbridge.link import (
     Cancel,
     CardData,
+    Choice,
     DeviceInfo,
     DeviceInfoRequest,
     DeviceState,
@@ -47,10 +49,12 @@ from misbridge.link import (
     Progress,
     ProgressStage,
     ReadCard,
+    ReadCode,
     ReadPin,
     Result,
     ResultCode,
     StatusRequest,
+    TransType,
 )
 from misbridge.transport.base import ByteTransport
 from tests.unit.device.fakes import FakePad, Responder, fast_session, pad_pipe
@@ -336,6 +340,10 @@ async def test_an_unexpected_reply_type_is_rejected(driver: MisPosV1Driver, fact
         (ResultCode.BAD_COMMAND, Step.PIN, DeviceRejected, ReturnCode.DEVICE_ERROR),
         (ResultCode.HOST_CANCELLED, Step.CARD, CustomerCancelled, ReturnCode.CUSTOMER_CANCELLED),
         (ResultCode.HARDWARE_ERROR, Step.COMMAND, DeviceRejected, ReturnCode.DEVICE_ERROR),
+        (ResultCode.TIMEOUT, Step.CODE, DeviceTimeout, ReturnCode.CARD_TIMEOUT),
+        (ResultCode.TIMEOUT, Step.CHOICE, DeviceTimeout, ReturnCode.CARD_TIMEOUT),
+        (ResultCode.NO_SCANNER, Step.CODE, DeviceRejected, ReturnCode.DEVICE_ERROR),
+        (ResultCode.BAD_COMMAND, Step.CHOICE, DeviceRejected, ReturnCode.DEVICE_ERROR),
     ],
 )
 def test_result_codes_map_to_errors(
@@ -398,3 +406,30 @@ def test_registry_builds_mispos_v1_and_names_the_known_drivers() -> None:
 def test_a_device_url_without_a_transport_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="bogus"):
         MisPosV1Driver(DeviceSettings(url="bogus://pad"))
+
+
+async def test_a_choice_beyond_the_options_is_rejected(driver: MisPosV1Driver, factory: PadFactory) -> None:
+    factory.pad.respond = lambda m: [Choice(m.request_id, 3)]
+    with pytest.raises(DeviceRejected, match="option 3 of 2"):
+        await driver.choose("Pick", ["A", "B"], 5)
+
+
+async def test_the_transaction_kind_travels_with_the_card_and_pin_steps(
+    driver: MisPosV1Driver, factory: PadFactory
+) -> None:
+    await driver.read_card(4080, 5, kind=TransKind.VOID, reference="T1")
+    await driver.read_pin(4080, 5, kind=TransKind.REFUND, reference="T2")
+    card, pin = factory.pad.received[-2:]
+    assert isinstance(card, ReadCard)
+    assert (card.trans_type, card.reference) == (TransType.VOID, "T1")
+    assert isinstance(pin, ReadPin)
+    assert (pin.trans_type, pin.reference) == (TransType.REFUND, "T2")
+
+
+async def test_a_pad_silent_on_a_command_it_does_not_know_times_out_and_is_cancelled(
+    driver: MisPosV1Driver, factory: PadFactory
+) -> None:
+    factory.pad.respond = lambda m: [] if isinstance(m, ReadCode) else pad_replies(m)
+    with pytest.raises(DeviceTimeout):
+        await driver.read_code("Scan", 1)
+    assert isinstance(factory.pad.received[-1], Cancel)
