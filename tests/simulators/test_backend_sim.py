@@ -418,10 +418,10 @@ async def test_card_payment_is_a_sale_too(client: BackendClient, sim: BackendSim
     reply = await client.submit("cardPayment", body)
     assert reply.approved
     assert sim.ledger.balance("prepaid") == D("459.20")
-    void = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]}
-    refused = await client.submit("voidCardSale", void)  # book §10.5: acquirer is mandatory to void an acquiring sale
+    void_body = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]}
+    refused = await client.submit("voidCardSale", void_body)  # book §10.5: acquirer is mandatory to void it
     assert refused.return_code == "30"
-    void = await client.submit("voidCardSale", {**void, "traceNo": trace_no(), "acquirer": "citicCashpay"})
+    void = await client.submit("voidCardSale", {**void_body, "traceNo": trace_no(), "acquirer": "citicCashpay"})
     assert void.approved
     assert sim.ledger.balance("prepaid") == D("500.00")
 
