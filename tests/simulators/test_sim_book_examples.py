@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
+from simulators.backend.book import BOOK_ACTIONS
+from simulators.backend.codes import SimCode
+from simulators.backend.testcodes import CODES, MEMBERS
 from tests.simulators.booksim import SimClient, card_info, fresh_trace_no, qr_sale, running
 
 BOOK_ORIGINAL = "99000009100010101732124"
@@ -120,8 +124,6 @@ async def test_every_book_example_answers_00(
 
 
 def test_the_table_covers_every_action_of_the_book() -> None:
-    from simulators.backend.book import BOOK_ACTIONS
-
     assert sorted(action for _, action, _, _ in EXAMPLES) == sorted(BOOK_ACTIONS)
 
 
@@ -153,3 +155,11 @@ async def test_batch_upload_of_the_book_example_on_an_empty_ledger() -> None:
     assert [(r["paidAmount"], r["status"]) for r in reply["transRecord"]] == [
         (Decimal("100.00"), 4), (Decimal("200.00"), 4), (Decimal("300.00"), 4),
     ]
+
+
+def test_every_simulator_code_and_test_code_is_documented() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "backend.md").read_text(encoding="utf-8")
+    codes_section = docs[docs.index("### Simulator return codes") :]
+    missing = [code.value for code in SimCode if f"| `{code.value}` |" not in codes_section]
+    missing += [name for name in [*CODES, *MEMBERS] if f"| `{name}` |" not in docs]
+    assert missing == []
