@@ -418,7 +418,10 @@ async def test_card_payment_is_a_sale_too(client: BackendClient, sim: BackendSim
     reply = await client.submit("cardPayment", body)
     assert reply.approved
     assert sim.ledger.balance("prepaid") == D("459.20")
-    void = await client.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
+    void_body = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]}
+    refused = await client.submit("voidCardSale", void_body)  # book §10.5: acquirer is mandatory to void it
+    assert refused.return_code == "30"
+    void = await client.submit("voidCardSale", {**void_body, "traceNo": trace_no(), "acquirer": "citicCashpay"})
     assert void.approved
     assert sim.ledger.balance("prepaid") == D("500.00")
 
@@ -710,7 +713,7 @@ async def test_faults_are_fifo_and_match_inquiries_by_original(
     ("fault", "complaint"),
     [
         ({"action": "sale", "fault": "explode"}, "fault"),
-        ({"action": "refund", "fault": "decline", "code": "12"}, "action"),
+        ({"action": "refunds", "fault": "decline", "code": "12"}, "action"),
         ({"action": "sale", "fault": "delay-before-commit"}, "delay_s"),
         ({"action": "sale", "fault": "decline"}, "code"),
         ({"action": "sale", "fault": "decline", "code": "00"}, "code"),

@@ -81,9 +81,25 @@ def test_a_trace_filter_matches_the_original_trace_no_too() -> None:
 
 
 def test_actions_map_to_kinds() -> None:
-    assert [FaultAction.of(a) for a in ("cardRedemption", "cardPayment", "inquiry", "voidCardSale", "qrcodeSale")] == [
-        FaultAction.SALE, FaultAction.SALE, FaultAction.INQUIRY, FaultAction.VOID, None,
+    actions = (
+        "cardRedemption", "cardPayment", "qrcodeSale", "accumulating", "inquiry", "voidCardSale", "voidQrcodeSale",
+        "refundCardSale", "refundQrcodeSale", "ecouponInquiry", "summary", "batchUpload", "DownloadKey",
+    )
+    sale, void, refund, query = FaultAction.SALE, FaultAction.VOID, FaultAction.REFUND, FaultAction.QUERY
+    assert [FaultAction.of(a) for a in actions] == [
+        sale, sale, sale, sale, FaultAction.INQUIRY, void, void, refund, refund, query, query, FaultAction.UPLOAD, None,
     ]
+
+
+def test_a_fault_may_name_one_action() -> None:
+    script = FaultScript()
+    script.add(Fault.DECLINE, action="qrcodeSale", code="05")
+    assert script.take(FaultAction.SALE, ("T1",), name="cardRedemption") is None
+    taken = script.take(FaultAction.SALE, ("T2",), name="qrcodeSale")
+    assert taken is not None
+    assert taken.action == "qrcodeSale"
+    with pytest.raises(ValueError, match="book action"):
+        script.add(Fault.DECLINE, action="DownloadKey", code="05")
 
 
 def test_pending_lists_uses_left_and_clear_counts_them() -> None:

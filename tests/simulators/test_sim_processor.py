@@ -107,7 +107,7 @@ async def test_unsigned_request_is_63(http: httpx.AsyncClient) -> None:
 
 
 async def test_unsupported_action_is_12(http: httpx.AsyncClient) -> None:
-    _, body = await post(http, "qrcodeSale", dumps(envelope("qrcodeSale", {"traceNo": "P4"})))
+    _, body = await post(http, "DownloadKey", dumps(envelope("DownloadKey", {"traceNo": "P4"})))
     assert (body["returnCode"], body["returnDesc"]) == ("12", "unsupported action")
 
 
