@@ -89,7 +89,7 @@ class TransactionKind(StrEnum):
     VOID = "void"  # cancels a sale: never itself reversed; an unknown outcome goes to a person
     REFUND = "refund"  # gives (part of) a sale back: like a void, never reversed automatically
     QUERY = "query"  # moves nothing: an answer or none
-    UPLOAD = "upload"  # the day's records for reconciliation: idempotent, so it may be resent
+    UPLOAD = "upload"  # the day's records for reconciliation: moves nothing, an answer or none
 
 
 #: The book's actions (ebuy-protocol-reference.md §10-§11) and their kinds.  ``accumulating``
@@ -200,7 +200,12 @@ class KindMachine(StateChart[MachineModel]):
 
 
 class SaleMachine(KindMachine):
-    """A sale (cardRedemption, cardPayment, qrcodeSale, accumulating): card, PIN, submit, resolve."""
+    """A sale (cardRedemption, cardPayment, qrcodeSale, accumulating): card, PIN, submit, resolve.
+
+    ``accumulating`` has no pad step (``submit``) and no void in the book: still unknown at the
+    inquiry bound it goes to a person (``escalate`` from ``unknown``), who resolves it approved
+    or declined.
+    """
 
     received = _state(TxnState.RECEIVED, initial=True)
     reading_card = _state(TxnState.READING_CARD)
@@ -219,6 +224,7 @@ class SaleMachine(KindMachine):
     start_card = _event(received.to(reading_card), "start_card")
     card_read = _event(reading_card.to(reading_pin), "card_read")
     pin_entered = _event(reading_pin.to(submitting), "pin_entered")
+    submit = _event(received.to(submitting), "submit")  # nothing to read on the pad (accumulating)
     # Invalid request, device error, cancel, timeout, card/PIN failure: nothing was sent.
     abort = _event(received.to(aborted) | reading_card.to(aborted) | reading_pin.to(aborted), "abort")
 
@@ -240,9 +246,11 @@ class SaleMachine(KindMachine):
     # ``voided`` (void acked, or the original "not found"/"already voided") shares its name
     # with its target state, which a class attribute cannot, so it is declared on the transition.
     voiding.to(voided, event=Event(id="voided", name="voided"))
-    escalate = _event(voiding.to(needs_manual), "escalate")  # 24 h without success
+    # 24 h without a void; or an action the book cannot void still unknown at the inquiry bound.
+    escalate = _event(voiding.to(needs_manual) | unknown.to(needs_manual), "escalate")
     resolve_voided = _event(needs_manual.to(voided), "resolve_voided")
     resolve_approved = _event(needs_manual.to(approved), "resolve_approved")
+    resolve_declined = _event(needs_manual.to(declined), "resolve_declined")  # it never moved anything
 
 
 class VoidMachine(KindMachine):
@@ -314,7 +322,8 @@ class QueryMachine(KindMachine):
     """A question to the backend that moves nothing (inquiry, ecouponInquiry, summary).
 
     Committed as ``sent`` before it leaves; it ends answered, or unknown when no reply came
-    (the POS may ask again under a new traceNo).  The journal's ``pos_inquiries`` rows follow it.
+    (the POS may ask again under a new traceNo).  The journal's ``pos_inquiries`` (inquiry) and
+    ``pos_queries`` (ecouponInquiry, summary) rows follow it.
     """
 
     sent = _state(TxnState.SENT, initial=True)
@@ -326,24 +335,15 @@ class QueryMachine(KindMachine):
 
 
 class UploadMachine(KindMachine):
-    """The day's records sent for reconciliation (batchUpload).
+    """The day's records for reconciliation (batchUpload), journaled in ``pos_queries`` like a query:
+    never resent under its traceNo (the backend refuses a repeat), the POS uploads again anew."""
 
-    The backend compares what it is sent, so sending again is harmless: an unknown outcome is
-    resent rather than inquired.
-    """
-
-    received = _state(TxnState.RECEIVED, initial=True)
-    submitting = _state(TxnState.SUBMITTING)
-    unknown = _state(TxnState.UNKNOWN)
+    sent = _state(TxnState.SENT, initial=True)
     answered = _state(TxnState.ANSWERED, final=True)
-    aborted = _state(TxnState.ABORTED, final=True)
+    unknown = _state(TxnState.UNKNOWN, final=True)
 
-    submit = _event(received.to(submitting), "submit")
-    abort = _event(received.to(aborted), "abort")
-    answer = _event(submitting.to(answered), "answer")
-    not_sent = _event(submitting.to(aborted), "not_sent")
-    outcome_unknown = _event(submitting.to(unknown), "outcome_unknown")
-    resend = _event(unknown.to(submitting), "resend")
+    answer = _event(sent.to(answered), "answer")
+    no_answer = _event(sent.to(unknown), "no_answer")
 
 
 MACHINES: Final[dict[TransactionKind, type[KindMachine]]] = {

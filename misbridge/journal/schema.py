@@ -18,6 +18,16 @@ Versions:
    POS ``inquiry`` forwarded to the backend (the original was not in the journal). The backend
    bars both traceNos of such an inquiry, so the rows are the record of traceNos a sale must not
    use: a trigger refuses a transaction with one, and the rows are never deleted.
+4. The pass-through requests (the whole book): ``pos_queries``, one row per ``ecouponInquiry``,
+   ``summary`` (``query`` kind) or ``batchUpload`` (``upload`` kind) the POS sent, keyed by its
+   traceNo and committed ``sent`` before it leaves, then its one result by the kind's machine:
+   ``answered`` (the reply, passed on unchanged) or ``unknown`` (no usable reply; never resent
+   under that traceNo). They move nothing, so they are not ``transactions`` rows and the
+   final-state trigger is unchanged; their ``request_hash`` tells a repeat from a conflicting
+   request (MB41). Their traceNos are seen by the backend, so they are barred like a forwarded
+   inquiry's: a trigger refuses a transaction with one and a query with a traceNo already used,
+   and the rows are never deleted. ``pos_inquiries`` gains ``request_hash`` (NULL on rows from
+   version 3), so the repeat of a forwarded inquiry gets its stored answer.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ __all__ = [
     "CALL_STATES",
     "FINAL_STATES",
     "POS_INQUIRY_STATES",
+    "POS_QUERY_ACTIONS",
     "PURGES_TABLE",
     "REVERSAL_STATES",
     "SCHEMA_VERSION",
@@ -44,12 +55,13 @@ __all__ = [
     "schema_v1",
     "schema_v2",
     "schema_v3",
+    "schema_v4",
 ]
 
 FINAL_STATES: Final[tuple[str, ...]] = ("approved", "declined", "aborted", "voided")
 """States no transaction may leave; enforced by the ``transactions_final_is_final`` trigger."""
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The ``PRAGMA user_version`` that :func:`migrate` brings a database to."""
 
 TRACE_SERIAL: Final = "trace_serial"
@@ -67,6 +79,9 @@ REVERSAL_STATES: Final[tuple[str, ...]] = ("pending", "done", "needs_manual")
 POS_INQUIRY_STATES: Final[tuple[str, ...]] = CALL_STATES
 """``pos_inquiries.state``: ``sent`` (committed before the request leaves), then ``answered`` or ``unknown``."""
 
+POS_QUERY_ACTIONS: Final[tuple[str, ...]] = ("ecouponInquiry", "summary", "batchUpload")
+"""The actions whose requests are ``pos_queries`` rows (``pos_queries.action``)."""
+
 PURGES_TABLE: Final = """CREATE TABLE IF NOT EXISTS purges (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     at            TEXT NOT NULL,
@@ -83,11 +98,12 @@ migration, so :data:`SCHEMA_VERSION` is unchanged; a later migration may adopt i
 """
 
 _STATE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_ACTION_NAME = re.compile(r"[a-z][A-Za-z0-9]*")
 
 
-def _sql_list(states: Sequence[str]) -> str:
+def _sql_list(states: Sequence[str], name: re.Pattern[str] = _STATE_NAME) -> str:
     # Trigger bodies cannot take bound parameters, so the names are checked, then quoted.
-    bad = [state for state in states if not _STATE_NAME.fullmatch(state)]
+    bad = [state for state in states if not name.fullmatch(state)]
     if bad or not states:
         raise ValueError(f"final states must be non-empty lower_snake names, got {list(states)!r}")
     return ", ".join(f"'{state}'" for state in states)
@@ -279,7 +295,67 @@ def schema_v3(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
     ]
 
 
-_MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {1: schema_v1, 2: schema_v2, 3: schema_v3}
+def schema_v4(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
+    """The statements that take version 3 to version 4: the pass-through queries and uploads.
+
+    ``final_states`` is not used (same signature as every step).
+
+    Guards, as triggers:
+
+    * a query's traceNo is new: no transaction, request misbridge sent or forwarded inquiry has
+      it (the backend refuses a traceNo it has seen), and no transaction is created with a
+      query's traceNo;
+    * a query gets exactly one result, and its row is never deleted.
+    """
+    del final_states  # same signature as schema_v1
+    return [
+        f"""CREATE TABLE pos_queries (
+            trace_no      TEXT PRIMARY KEY NOT NULL,
+            action        TEXT NOT NULL CHECK (action IN ({_sql_list(POS_QUERY_ACTIONS, _ACTION_NAME)})),
+            state         TEXT NOT NULL CHECK (state IN ({_sql_list(POS_INQUIRY_STATES)})),
+            request_json  TEXT NOT NULL,
+            request_hash  TEXT NOT NULL,
+            return_code   TEXT,
+            response_json TEXT,
+            created_at    TEXT NOT NULL,
+            updated_at    TEXT NOT NULL
+        ) STRICT""",
+        """CREATE TRIGGER pos_queries_trace_no_is_new
+            BEFORE INSERT ON pos_queries
+            WHEN EXISTS (SELECT 1 FROM transactions WHERE trace_no = NEW.trace_no)
+              OR EXISTS (SELECT 1 FROM backend_calls WHERE trace_no = NEW.trace_no)
+              OR EXISTS (SELECT 1 FROM pos_inquiries
+                         WHERE trace_no = NEW.trace_no OR original_trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo is already used');
+            END""",
+        """CREATE TRIGGER transactions_trace_no_not_queried
+            BEFORE INSERT ON transactions
+            WHEN EXISTS (SELECT 1 FROM pos_queries WHERE trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo was seen by the backend in a query');
+            END""",
+        """CREATE TRIGGER pos_queries_result_is_final
+            BEFORE UPDATE ON pos_queries
+            WHEN OLD.state <> 'sent'
+            BEGIN
+                SELECT RAISE(ABORT, 'query already has its result');
+            END""",
+        """CREATE TRIGGER pos_queries_are_kept
+            BEFORE DELETE ON pos_queries
+            BEGIN
+                SELECT RAISE(ABORT, 'a query is never deleted: it records a traceNo the backend saw');
+            END""",
+        "ALTER TABLE pos_inquiries ADD COLUMN request_hash TEXT",
+    ]
+
+
+_MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {
+    1: schema_v1,
+    2: schema_v2,
+    3: schema_v3,
+    4: schema_v4,
+}
 """Statements that take a database from version ``n - 1`` to version ``n``."""
 
 
