@@ -267,7 +267,8 @@ def _with_token_refusal(responses: dict[str, Any], token_required: bool) -> dict
 
 def _action_operation(action: str, request_ref: str, token_required: bool) -> dict[str, Any]:
     validated_only = action in VALIDATED_ONLY_ACTIONS
-    responses = _error_responses(_VALIDATED_ONLY_CODES if validated_only else _ACTION_CODES)
+    codes = _ACTION_CODES if action != "batchUpload" else (*_ACTION_CODES, *sorted(_BATCH_CODES, key=lambda c: c.code))
+    responses = _error_responses(_VALIDATED_ONLY_CODES if validated_only else codes)
     responses["415"] = {
         "description": "MB01 the Content-Type is not application/json",
         "content": {_JSON: {"schema": _ERROR_REF}},

@@ -92,6 +92,11 @@ class ResolutionSettings(_Section):
     reversal_backoff_max_s: float = Field(60.0, gt=0)
     reversal_expire_s: float = Field(86400.0, gt=0, description="a void unconfirmed this long -> needs_manual")
     drain_before_sale_s: float = Field(5.0, ge=0, description="time spent sending due voids before a new sale")
+    unvoidable_actions: list[str] = Field(
+        ["accumulating"],
+        description="sale actions the backend has no void for: still unknown at the inquiry bound they go to "
+        "needs_manual, and an approval found after the POS was answered is kept",
+    )
     not_found_codes: list[str] = Field(["25"], description="inquiry codes meaning: the backend never had it")
     pending_codes: list[str] = Field(["26"], description="inquiry/void codes meaning: still in progress, ask again")
     void_done_codes: list[str] = Field(["00", "22", "25"], description="void codes meaning: nothing remains moved")

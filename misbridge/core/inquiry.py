@@ -7,6 +7,10 @@ traceNo allocated in the same commit as its intent (docs/reliability.md):
   (the POS was told it failed, or misbridge restarted) -> void;
 * definitely failed or never seen -> declined, no money moved;
 * still unknown at ``inquiry_bound_s`` -> void (the reversal queue takes it from there).
+
+An action the backend cannot void (``resolution.unvoidable_actions``: ``accumulating``) keeps an
+approval whoever waits for it, and still unknown at the bound goes to a person (``escalate`` to
+``needs_manual``, answered MB34).
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from misbridge.host.crashpoints import crash_point
 from misbridge.journal.store import Journal
 
 VerdictKind = Literal["approved", "failed", "pending", "unknown"]
+
+#: The MB34 answer of an action that cannot be voided, still unknown at the inquiry bound.
+_UNVOIDABLE_UNKNOWN = "outcome still unknown at the inquiry bound and the backend has no void for it; reconcile by hand"
 
 
 @dataclass(frozen=True)
@@ -106,23 +113,39 @@ class InquiryLoop:
         """
         started = self._clock()
         settings = self._settings
+        voidable = await self._voidable(trace_no)
         while True:
             await journaled_step(self._journal, trace_no, TxnState.UNKNOWN, "inquire")
             verdict = await self.inquire(trace_no)
-            outcome = await self._apply_verdict(trace_no, verdict, claim_deadline)
+            outcome = await self._apply_verdict(trace_no, verdict, claim_deadline, voidable)
             if outcome is not None:
                 crash_point("inquiry.after_commit")
                 return outcome
             if self._clock() - started + settings.inquiry_interval_s >= settings.inquiry_bound_s:
-                await self._reversals.enqueue_void(
-                    trace_no, TxnState.UNKNOWN, "give_up", "still unknown at the inquiry bound"
-                )
-                return TxnState.VOIDING
+                return await self._give_up(trace_no, voidable)
             await asyncio.sleep(settings.inquiry_interval_s)
 
-    async def _apply_verdict(self, trace_no: str, verdict: Verdict, claim_deadline: float | None) -> TxnState | None:
+    async def _voidable(self, trace_no: str) -> bool:
+        record = await self._journal.get(trace_no)
+        return record is None or record.action not in self._settings.unvoidable_actions
+
+    async def _give_up(self, trace_no: str, voidable: bool) -> TxnState:
+        """Still unknown at the bound: void it, or give it to a person when it cannot be voided."""
+        if voidable:
+            detail = "still unknown at the inquiry bound"
+            await self._reversals.enqueue_void(trace_no, TxnState.UNKNOWN, "give_up", detail)
+            return TxnState.VOIDING
+        answer = pos_response(trace_no, ReturnCode.NEEDS_MANUAL, _UNVOIDABLE_UNKNOWN)
+        return await journaled_step(
+            self._journal, trace_no, TxnState.UNKNOWN, "escalate",
+            response=answer, return_code=ReturnCode.NEEDS_MANUAL.code, detail="still unknown at the inquiry bound",
+        )  # fmt: skip
+
+    async def _apply_verdict(
+        self, trace_no: str, verdict: Verdict, claim_deadline: float | None, voidable: bool
+    ) -> TxnState | None:
         if verdict.kind == "approved":
-            if claim_deadline is not None and self._clock() < claim_deadline:
+            if not voidable or (claim_deadline is not None and self._clock() < claim_deadline):
                 return await journaled_step(
                     self._journal, trace_no, TxnState.INQUIRING, "inquiry_approved",
                     response=verdict.response, return_code="00",

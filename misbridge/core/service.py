@@ -12,7 +12,8 @@ customer was prompted does not see its sale run later: the sale ends with MB29 i
 
 A POS ``inquiry`` is answered by :mod:`misbridge.core.pos_inquiry`; one about an original the
 journal does not hold is forwarded to the backend, which then bars both its traceNos, so a sale
-with a barred traceNo is refused before the customer is prompted (MB42). Which answer the POS
+with a barred traceNo is refused before the customer is prompted (MB42). ``accumulating`` and the
+queries and upload (no pad) are run by :mod:`misbridge.core.passthrough`. Which answer the POS
 gets is :mod:`misbridge.core.answers`'s choice; ``/health`` is built by :mod:`misbridge.core.health`,
 inquiry, voids and start-up recovery by :mod:`~misbridge.core.inquiry`,
 :mod:`~misbridge.core.reversals` and :mod:`~misbridge.core.recovery`.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,12 +32,13 @@ from loguru import logger
 from misbridge.config.settings import Settings
 from misbridge.core import answers
 from misbridge.core.answers import Response
-from misbridge.core.callers import InFlight, Presence
+from misbridge.core.callers import CLAIM_MARGIN_S, InFlight, Presence
 from misbridge.core.flow import Flow
 from misbridge.core.health import ServiceStatus, health_report
 from misbridge.core.inquiry import InquiryLoop
 from misbridge.core.machine import TxnState
 from misbridge.core.observe import NoMetrics, TransactionMetrics, timed
+from misbridge.core.passthrough import PASS_THROUGH_ACTIONS, VALUE_ACTIONS, PassThrough
 from misbridge.core.ports import CardBackend
 from misbridge.core.pos_inquiry import PosInquiries
 from misbridge.core.recovery import Recovery
@@ -103,7 +106,12 @@ class TransactionService:
             journal, self._inquiries, self._reversals, drain_budget_s=settings.resolution.drain_before_sale_s
         )
         self._in_flight: dict[str, InFlight] = {}
-        self._pos_inquiries = PosInquiries(settings, journal, backend, self._in_flight)
+        self._passthrough = PassThrough(
+            settings, journal, backend, self._inquiries, metrics=self._metrics, card_in_flight=self._in_flight
+        )
+        # An inquiry waits for a card sale or an accumulation that is still starting.
+        running = ChainMap(self._in_flight, self._passthrough.in_flight)
+        self._pos_inquiries = PosInquiries(settings, journal, backend, running)
         self._accepting = True
         # Not ready until recover() has run: a card request before that could overtake an
         # interrupted transaction of the same customer.
@@ -138,7 +146,7 @@ class TransactionService:
 
     async def drain(self) -> None:
         """Wait until every running transaction has finished."""
-        tasks = [entry.task for entry in self._in_flight.values()]
+        tasks = [entry.task for entry in (*self._in_flight.values(), *self._passthrough.in_flight.values())]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -168,16 +176,18 @@ class TransactionService:
             request = validate_request(action, body)
             if not self._accepting:
                 raise RequestError("misbridge is shutting down", return_code=ReturnCode.SHUTTING_DOWN)
-            if self._recovering and action in CARD_ACTIONS:
+            if self._recovering and action in _MONEY_ACTIONS:
                 raise RequestError(ReturnCode.RECOVERING.meaning, return_code=ReturnCode.RECOVERING)
         except RequestError as err:
             _log_refusal(trace_no, action, err)
-            if action in CARD_ACTIONS:
+            if action in _MONEY_ACTIONS:
                 self._metrics.transaction_finished(action, "refused")
             return answers.refusal(trace_no, err)
+        if action in PASS_THROUGH_ACTIONS:
+            return await self._passthrough.handle(action, dict(body))
         if action in CARD_ACTIONS:
             assert isinstance(request, CardRedemptionRequest)
-            claim_deadline = asyncio.get_running_loop().time() + self._settings.api.pos_deadline_s - _CLAIM_MARGIN_S
+            claim_deadline = asyncio.get_running_loop().time() + self._settings.api.pos_deadline_s - CLAIM_MARGIN_S
             return await self._join_or_start(action, dict(body), request, claim_deadline, caller_gone)
         return await self._pos_inquiries.answer(dict(body))
 
@@ -323,5 +333,5 @@ def _log_refusal(trace_no: str, action: str, err: RequestError) -> None:
     logger.bind(traceNo=shown_trace, action=shown_name).warning("refused: {} {}", err.return_code.code, err)
 
 
-#: Margin between the POS's deadline and the last moment misbridge hands it an approval.
-_CLAIM_MARGIN_S = 2.0
+#: Actions that move value: refused while recovering (MB92), counted as transactions.
+_MONEY_ACTIONS = (*CARD_ACTIONS, *VALUE_ACTIONS)

@@ -2,8 +2,10 @@
 
 An event is fired by naming it: a string literal outside the machine's own file, or an
 f-string whose literal prefix names a family (``f"resolve_{outcome}"``).  The kinds the daemon
-does not run yet (void, refund, upload: the whole-book work) are declared for it and listed
-here, so adding one to the daemon means taking it off this list.
+does not run yet (void, refund: the whole-book work) are declared for it and listed
+here, so adding one to the daemon means taking it off this list.  (The sale's ``submit``,
+``escalate`` from ``unknown`` and ``resolve_declined`` are fired for ``accumulating``; the
+upload's events by the pass-through queries.)
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from misbridge.core.machine import TABLES, TransactionKind
 
 PACKAGE = Path(__file__).resolve().parents[3] / "misbridge"
 MACHINE_FILES = {PACKAGE / "core" / "machine.py", PACKAGE / "core" / "diagrams.py"}
-NOT_RUN_YET = {TransactionKind.VOID, TransactionKind.REFUND, TransactionKind.UPLOAD}
+NOT_RUN_YET = {TransactionKind.VOID, TransactionKind.REFUND}
 
 
 def _names_in(sources: list[str]) -> tuple[set[str], set[str]]:
