@@ -13,13 +13,14 @@ backend has seen already.
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from typing import Any
 
 from misbridge.core.machine import TxnState, kind_of, next_state
 from misbridge.ebuy import jsonio
 from misbridge.errors import JournalError
 from misbridge.journal.calls import barred_as
-from misbridge.journal.connection import JournalBase
+from misbridge.journal.connection import JournalBase, iso
 from misbridge.journal.errors import BarredTraceNoError, DuplicateTraceNoError
 from misbridge.journal.records import PosQueryRecord, request_hash, storable
 from misbridge.journal.rows import POS_QUERIES, exists, load_dict, record_result, response_json, time_of
@@ -76,6 +77,16 @@ class PosQueries(JournalBase):
         """
         return await self._run("query", _select_query, trace_no)
 
+    async def unanswered_queries(self, before: datetime) -> list[PosQueryRecord]:
+        """The queries and uploads still ``sent`` that were recorded before ``before``, oldest first.
+
+        At start-up these are the ones a previous run left without a result.
+
+        Raises:
+            JournalError: ``before`` is naive, the read failed or a row is corrupt.
+        """
+        return await self._run("unanswered_queries", _select_unanswered, iso("before", before))
+
 
 # --- Everything below runs on the journal thread. ----------------------------------------
 
@@ -119,3 +130,10 @@ def _to_query(row: sqlite3.Row) -> PosQueryRecord:
 def _select_query(conn: sqlite3.Connection, trace_no: str) -> PosQueryRecord | None:
     row = conn.execute("SELECT * FROM pos_queries WHERE trace_no = ?", (trace_no,)).fetchone()
     return None if row is None else _to_query(row)
+
+
+def _select_unanswered(conn: sqlite3.Connection, before: str) -> list[PosQueryRecord]:
+    rows = conn.execute(
+        "SELECT * FROM pos_queries WHERE state = 'sent' AND created_at < ? ORDER BY created_at, trace_no", (before,)
+    ).fetchall()
+    return [_to_query(row) for row in rows]

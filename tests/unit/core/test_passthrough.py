@@ -341,3 +341,17 @@ async def test_recovery_resolves_an_interrupted_accumulation_without_a_void(
     assert await state_of(journal, body["traceNo"]) == final  # approved with nobody waiting: kept
     assert "voidCardSale" not in backend.actions()
     assert await journal.reversal(body["traceNo"]) is None
+
+
+async def test_recovery_closes_a_query_left_sent_and_its_repeat_is_not_sent(
+    service: TransactionService, journal: Journal, recovery: Recovery, backend: ScriptedBackend
+) -> None:
+    body = body_of("summary")
+    await journal.record_query(body["traceNo"], "summary", body)  # then the process died
+    assert await recovery.recover() == 1
+    query = await journal.query(body["traceNo"])
+    assert query is not None
+    assert (query.state, query.return_code) == ("unknown", "MB31")
+    assert query.response is not None
+    assert await service.handle("summary", body) == query.response
+    assert backend.actions() == []

@@ -4,6 +4,7 @@ kind's machine, and a traceNo the backend saw in one can start nothing else."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -105,3 +106,14 @@ async def test_a_forwarded_inquiry_keeps_its_request_hash(journal: Journal) -> N
     [first] = [row for row in await journal.pos_inquiries("FUTURE1")]
     assert (first.request_hash, first.response) == ("hash1", {"returnCode": "MB31"})
     assert await journal.forwarded_inquiry("FUTURE1") is None  # only by its own traceNo
+
+
+async def test_unanswered_queries_are_those_still_sent_before_the_cutoff(journal: Journal) -> None:
+    await journal.record_query("SUM1", "summary", SUMMARY)
+    await journal.record_query("SUM2", "summary", {"traceNo": "SUM2"})
+    await journal.record_query_result("SUM2", "summary", "answer", response={}, return_code="00")
+    cutoff = datetime.now(UTC)
+    await journal.record_query("SUM3", "summary", {"traceNo": "SUM3"})
+    assert [q.trace_no for q in await journal.unanswered_queries(cutoff)] == ["SUM1"]
+    with pytest.raises(JournalError, match="timezone-aware"):
+        await journal.unanswered_queries(datetime(2026, 1, 1))  # naive on purpose
