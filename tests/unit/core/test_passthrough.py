@@ -355,3 +355,15 @@ async def test_recovery_closes_a_query_left_sent_and_its_repeat_is_not_sent(
     assert query.response is not None
     assert await service.handle("summary", body) == query.response
     assert backend.actions() == []
+
+
+async def test_a_query_is_shown_by_the_transaction_view(service: TransactionService, backend: ScriptedBackend) -> None:
+    backend.will("summary", ANSWERS["summary"])
+    body = body_of("summary")
+    answer = await service.handle("summary", body)
+    view = await service.transaction(body["traceNo"])
+    assert view is not None
+    assert (view["action"], view["state"], view["returnCode"], view["response"]) == (
+        "summary", "answered", "00", answer
+    )
+    assert (view["transitions"], view["backendCalls"], view["reversal"]) == ([], [], None)

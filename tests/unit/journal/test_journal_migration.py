@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from misbridge.errors import InvalidTransition, JournalError
-from misbridge.journal import SCHEMA_VERSION, Journal, TransactionRecord
+from misbridge.journal import SCHEMA_VERSION, Journal, TransactionRecord, queries
 from misbridge.journal.schema import immediate_transaction, migrate, schema_v1, schema_v2, schema_v3
 from misbridge.journal.store import BarredTraceNoError
 from tests.seeding import seed_transaction
@@ -254,3 +254,12 @@ async def test_a_failed_v4_step_leaves_a_whole_v3_file(db_path: Path) -> None:
     async with await Journal.open(db_path) as journal:
         assert (await journal.settings()).schema_version == SCHEMA_VERSION
         assert (await journal.forwarded_inquiry("INQ0")) is not None
+
+
+def test_the_read_side_reads_a_v3_file_it_has_not_migrated(db_path: Path) -> None:
+    write_v3_file(db_path)  # the read-only tools open a file as they find it
+    with raw(db_path) as conn:
+        assert queries.transaction_view(conn, "NOPE") is None
+        view = queries.transaction_view(conn, "OLD2")
+        assert view is not None
+        assert view["state"] == "approved"
