@@ -97,6 +97,11 @@ class PassThrough:
             self._metrics.transaction_finished(action, "refused")
             err = RequestError(f"{barred}; use a new traceNo", return_code=ReturnCode.TRACE_NO_BARRED)
             return answers.refusal(trace_no, err)
+        except DuplicateTraceNoError:  # a card sale took the traceNo meanwhile
+            taken = await self._journal.get(trace_no)
+            if taken is None:
+                raise
+            return answers.repeat_answer(taken, action, request_hash(body))
         flow = Flow(self._journal, trace_no)
         with timed(self._metrics, "total"):
             await flow.step("submit")  # the intent to submit is durable before the first byte leaves (R1)

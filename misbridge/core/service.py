@@ -204,6 +204,8 @@ class TransactionService:
             # The same request again while it runs: wait for the one answer, never prompt twice.
             running.presence.join(caller_gone)
             return await asyncio.shield(running.task)
+        if trace_no in self._passthrough.in_flight:  # an accumulation or query with this traceNo runs
+            return answers.running_conflict(trace_no)
         if self._in_flight:
             # Only a count: the running traceNo is not this caller's business (issue 10, item 6).
             return answers.pad_busy(trace_no)

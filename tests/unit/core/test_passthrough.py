@@ -367,3 +367,25 @@ async def test_a_query_is_shown_by_the_transaction_view(service: TransactionServ
         "summary", "answered", "00", answer
     )
     assert (view["transitions"], view["backendCalls"], view["reversal"]) == ([], [], None)
+
+
+async def test_a_card_sale_with_the_traceno_of_a_running_accumulation_is_mb41(
+    service: TransactionService, backend: ScriptedBackend, pad: ScriptedPad
+) -> None:
+    gate = asyncio.Event()
+    original_submit = backend.submit
+
+    async def slow_submit(action: str, body: Any) -> Any:
+        await gate.wait()
+        return await original_submit(action, body)
+
+    backend.submit = slow_submit  # type: ignore[method-assign]
+    backend.will(POINTS, APPROVED)
+    body = body_of(POINTS)
+    running = asyncio.create_task(service.handle(POINTS, body))
+    await asyncio.sleep(0.01)
+    sale = await service.handle("cardRedemption", body_of("cardRedemption", traceNo=body["traceNo"]))
+    assert sale["returnCode"] == "MB41"
+    assert pad.card_prompts == 0
+    gate.set()
+    assert (await running)["returnCode"] == "00"
