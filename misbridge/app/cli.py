@@ -84,12 +84,14 @@ def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     resolve = tools.add_parser(
         "resolve", help="record how a needs_manual transaction was settled with e-Buy (closes its reversal)",
         description="After reconciling a needs_manual transaction with e-Buy by hand, record the outcome: a sale "
-        "as voided or approved, a void or refund as approved or declined. The transaction and its reversal "
+        "as voided, approved or declined (an accumulating, which cannot be voided: approved or declined), a void "
+        "or refund as approved or declined. The transaction and its reversal "
         "are closed in one write, with the note in its trail. Safe while misbridge runs.",
     )  # fmt: skip
     resolve.add_argument("trace_no", metavar="TRACENO")
     resolve.add_argument("--as", dest="outcome", required=True, choices=["voided", "approved", "declined"],
-                         help="what e-Buy holds: voided or approved (sale); approved or declined (void, refund)")
+                         help="what e-Buy holds: voided, approved or declined (sale); approved or declined (void, "
+                         "refund)")
     resolve.add_argument("--note", required=True,
                          help="who decided and on what evidence (e.g. 'e-Buy support ticket 4711, J. Li')")
 
