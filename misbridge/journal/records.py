@@ -40,7 +40,7 @@ __all__ = [
     "utc_now",
 ]
 
-CallKind = Literal["inquiry", "void"]
+CallKind = Literal["inquiry", "void", "option"]
 """A request misbridge originates to the backend."""
 
 CallState = Literal["sent", "answered", "unknown"]

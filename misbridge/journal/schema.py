@@ -2,7 +2,7 @@
 
 The journal does not import :mod:`misbridge.core` (the import direction is core -> journal),
 so the states the trigger treats as final are the constant :data:`FINAL_STATES` here; a
-core unit test asserts it equals ``misbridge.core.machine.JOURNALED_FINAL_STATES``.
+core unit test asserts it equals ``misbridge.core.kinds.JOURNALED_FINAL_STATES``.
 
 The trigger is created by migration 1, so changing the final states later needs a new
 migration that drops and recreates it.
@@ -56,19 +56,21 @@ __all__ = [
     "schema_v2",
     "schema_v3",
     "schema_v4",
+    "schema_v5",
 ]
 
 FINAL_STATES: Final[tuple[str, ...]] = ("approved", "declined", "aborted", "voided")
 """States no transaction may leave; enforced by the ``transactions_final_is_final`` trigger."""
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 """The ``PRAGMA user_version`` that :func:`migrate` brings a database to."""
 
 TRACE_SERIAL: Final = "trace_serial"
 """The ``counters`` row that numbers the requests misbridge originates; it never goes down."""
 
-CALL_KINDS: Final[tuple[str, ...]] = ("inquiry", "void")
-"""The requests misbridge originates (``backend_calls.kind``)."""
+CALL_KINDS: Final[tuple[str, ...]] = ("inquiry", "void", "option")
+"""The requests misbridge originates (``backend_calls.kind``); ``option`` since version 5."""
+_V2_CALL_KINDS: Final[tuple[str, ...]] = ("inquiry", "void")
 
 CALL_STATES: Final[tuple[str, ...]] = ("sent", "answered", "unknown")
 """``backend_calls.state``: ``sent`` until the one result, ``answered`` or ``unknown``."""
@@ -107,6 +109,34 @@ def _sql_list(states: Sequence[str], name: re.Pattern[str] = _STATE_NAME) -> str
     if bad or not states:
         raise ValueError(f"final states must be non-empty lower_snake names, got {list(states)!r}")
     return ", ".join(f"'{state}'" for state in states)
+
+
+def _backend_calls_table(name: str, kinds: Sequence[str]) -> str:
+    return f"""CREATE TABLE {name} (
+            trace_no          TEXT PRIMARY KEY NOT NULL,
+            original_trace_no TEXT NOT NULL REFERENCES transactions (trace_no),
+            kind              TEXT NOT NULL CHECK (kind IN ({_sql_list(kinds)})),
+            state             TEXT NOT NULL CHECK (state IN ({_sql_list(CALL_STATES)})),
+            return_code       TEXT,
+            response_json     TEXT,
+            created_at        TEXT NOT NULL,
+            updated_at        TEXT NOT NULL
+        ) STRICT"""
+
+
+_BACKEND_CALLS_INDEX: Final = "CREATE INDEX backend_calls_by_original ON backend_calls (original_trace_no, created_at)"
+_BACKEND_CALLS_NEW: Final = """CREATE TRIGGER backend_calls_trace_no_is_new
+            BEFORE INSERT ON backend_calls
+            WHEN EXISTS (SELECT 1 FROM transactions WHERE trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo is already used by a transaction');
+            END"""
+_BACKEND_CALLS_RESULT_FINAL: Final = """CREATE TRIGGER backend_calls_result_is_final
+            BEFORE UPDATE ON backend_calls
+            WHEN OLD.state <> 'sent'
+            BEGIN
+                SELECT RAISE(ABORT, 'backend call already has its result');
+            END"""
 
 
 def schema_v1(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
@@ -181,35 +211,16 @@ def schema_v2(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
             BEGIN
                 SELECT RAISE(ABORT, 'a counter is never deleted');
             END""",
-        f"""CREATE TABLE backend_calls (
-            trace_no          TEXT PRIMARY KEY NOT NULL,
-            original_trace_no TEXT NOT NULL REFERENCES transactions (trace_no),
-            kind              TEXT NOT NULL CHECK (kind IN ({_sql_list(CALL_KINDS)})),
-            state             TEXT NOT NULL CHECK (state IN ({_sql_list(CALL_STATES)})),
-            return_code       TEXT,
-            response_json     TEXT,
-            created_at        TEXT NOT NULL,
-            updated_at        TEXT NOT NULL
-        ) STRICT""",
-        "CREATE INDEX backend_calls_by_original ON backend_calls (original_trace_no, created_at)",
-        """CREATE TRIGGER backend_calls_trace_no_is_new
-            BEFORE INSERT ON backend_calls
-            WHEN EXISTS (SELECT 1 FROM transactions WHERE trace_no = NEW.trace_no)
-            BEGIN
-                SELECT RAISE(ABORT, 'traceNo is already used by a transaction');
-            END""",
+        _backend_calls_table("backend_calls", _V2_CALL_KINDS),
+        _BACKEND_CALLS_INDEX,
+        _BACKEND_CALLS_NEW,
         """CREATE TRIGGER transactions_trace_no_is_new
             BEFORE INSERT ON transactions
             WHEN EXISTS (SELECT 1 FROM backend_calls WHERE trace_no = NEW.trace_no)
             BEGIN
                 SELECT RAISE(ABORT, 'traceNo is already used by a backend call');
             END""",
-        """CREATE TRIGGER backend_calls_result_is_final
-            BEFORE UPDATE ON backend_calls
-            WHEN OLD.state <> 'sent'
-            BEGIN
-                SELECT RAISE(ABORT, 'backend call already has its result');
-            END""",
+        _BACKEND_CALLS_RESULT_FINAL,
         f"""CREATE TABLE reversals (
             original_trace_no TEXT PRIMARY KEY NOT NULL REFERENCES transactions (trace_no),
             state             TEXT NOT NULL CHECK (state IN ({_sql_list(REVERSAL_STATES)})),
@@ -350,11 +361,34 @@ def schema_v4(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
     ]
 
 
+def schema_v5(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
+    """The statements that take version 4 to version 5: ``backend_calls.kind`` gains ``option``.
+
+    The table is rebuilt with its rows; dropping it drops its index and its own two triggers,
+    which are made again.  ``legacy_alter_table`` keeps the rename from re-checking the other
+    tables' triggers that name ``backend_calls`` (they resolve to the new table by name).
+    """
+    del final_states  # same signature as schema_v1
+    columns = "trace_no, original_trace_no, kind, state, return_code, response_json, created_at, updated_at"
+    return [
+        "PRAGMA legacy_alter_table = ON",
+        _backend_calls_table("backend_calls_v5", CALL_KINDS),
+        f"INSERT INTO backend_calls_v5 ({columns}) SELECT {columns} FROM backend_calls",  # noqa: S608 - constants
+        "DROP TABLE backend_calls",
+        "ALTER TABLE backend_calls_v5 RENAME TO backend_calls",
+        "PRAGMA legacy_alter_table = OFF",
+        _BACKEND_CALLS_INDEX,
+        _BACKEND_CALLS_NEW,
+        _BACKEND_CALLS_RESULT_FINAL,
+    ]
+
+
 _MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {
     1: schema_v1,
     2: schema_v2,
     3: schema_v3,
     4: schema_v4,
+    5: schema_v5,
 }
 """Statements that take a database from version ``n - 1`` to version ``n``."""
 

@@ -2,7 +2,8 @@
 
 v1 -> v2 adds the traceNo serial, the backend calls and the reversal queue; v2 -> v3 the POS
 inquiries forwarded to the backend (issue 10); v3 -> v4 the POS's queries and uploads passed on,
-and the request hash of a forwarded inquiry.
+and the request hash of a forwarded inquiry; v4 -> v5 the ``option`` kind of backend call (the
+table rebuilt with its rows and guards).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import pytest
 
 from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal import SCHEMA_VERSION, Journal, TransactionRecord, queries
-from misbridge.journal.schema import immediate_transaction, migrate, schema_v1, schema_v2, schema_v3
+from misbridge.journal.schema import immediate_transaction, migrate, schema_v1, schema_v2, schema_v3, schema_v4
 from misbridge.journal.store import BarredTraceNoError
 from tests.seeding import seed_transaction
 from tests.unit.journal.helpers import add_transaction, raw, serial_of
@@ -70,7 +71,7 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
     assert not V2_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 4
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
         assert await journal.count() == 2
         old = await journal.get("OLD1")
         assert old is not None
@@ -217,7 +218,7 @@ async def test_v3_file_is_migrated_keeps_its_rows_and_gains_the_queries(db_path:
     assert not V4_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 4
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
         assert await journal.count() == 2
         old = await journal.forwarded_inquiry("INQ0")
         assert old is not None
@@ -263,3 +264,28 @@ def test_the_read_side_reads_a_v3_file_it_has_not_migrated(db_path: Path) -> Non
         view = queries.transaction_view(conn, "OLD2")
         assert view is not None
         assert view["state"] == "approved"
+
+
+async def test_v4_file_is_migrated_keeps_its_calls_and_guards_and_takes_an_option_call(db_path: Path) -> None:
+    write_v3_file(db_path)
+    with raw(db_path) as conn, immediate_transaction(conn):
+        for statement in schema_v4():
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 4")
+    async with await Journal.open(db_path) as journal:
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
+        assert [(c.trace_no, c.kind, c.return_code) for c in await journal.calls("OLD1")] == [
+            ("202604301000020000000001", "inquiry", "25")
+        ]
+        option_no = await journal.allocate_call("OLD2", "option")
+        assert [c.kind for c in await journal.calls("OLD2")] == ["option"]
+        with pytest.raises(JournalError):  # the guard came back: a call's traceNo is no transaction's
+            await add_transaction(journal, option_no, "received")
+        await journal.record_call_result(option_no, state="answered", return_code="00")
+        with pytest.raises(JournalError):  # and a call still gets one result
+            await journal.record_call_result(option_no, state="unknown")
+        assert await journal.integrity_check() == "ok"
+    with raw(db_path) as conn:
+        names = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"backend_calls_by_original", "backend_calls_trace_no_is_new", "backend_calls_result_is_final"} <= names
+    assert "backend_calls_v5" not in names
