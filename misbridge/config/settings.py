@@ -48,6 +48,8 @@ class DeviceSettings(_Section):
     protocol: str = Field("mispos-v1", description="PIN-pad driver, see docs/device-protocol.md")
     card_timeout_s: int = Field(60, ge=5, le=300, description="customer time to present a card")
     pin_timeout_s: int = Field(60, ge=5, le=300, description="customer time to enter the PIN")
+    code_timeout_s: int = Field(60, ge=5, le=300, description="customer time to scan or key in a QR code")
+    choice_timeout_s: int = Field(60, ge=5, le=300, description="customer time to choose a transaction option")
     reply_grace_s: float = Field(5.0, gt=0, le=30, description="extra wait for the pad's reply")
     command_timeout_s: float = Field(5.0, gt=0, le=60, description="wait for non-customer commands")
     key_index: int = Field(1, ge=1, le=99, description="working-key slot the pad encrypts with")
@@ -100,10 +102,29 @@ class ResolutionSettings(_Section):
     not_found_codes: list[str] = Field(["25"], description="inquiry codes meaning: the backend never had it")
     pending_codes: list[str] = Field(["26"], description="inquiry/void codes meaning: still in progress, ask again")
     void_done_codes: list[str] = Field(["00", "22", "25"], description="void codes meaning: nothing remains moved")
+    void_resend_done_codes: list[str] = Field(
+        ["00", "22"],
+        description="codes of a POS void sent again by the reversal queue meaning: the void is done (22: the "
+        "first attempt went through); any other definite code but pending/rejected -> needs_manual",
+    )
     rejected_codes: list[str] = Field(
         ["12", "30", "63", "94"],
         description="codes that refuse the inquiry/void request itself (unsupported, format, signature, "
         "duplicate traceNo): they say nothing about the original, so misbridge asks again",
+    )
+
+
+class OptionSettings(_Section):
+    """Transaction options (the book's "prompts transaction options"): docs/pos-api.md, qrcodeSale."""
+
+    on: Literal["pad", "pos"] = Field(
+        "pad", description="who chooses: the customer on the pad, or the POS (it gets the list and asks again)"
+    )
+    choose_codes: list[str] = Field(
+        ["09"], description="qrcodeSale return codes meaning: choose one of activityProductList, then ask again"
+    )
+    pos_choice_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description="how long the POS has to send its choice (on = \"pos\"); later: MB37"
     )
 
 
@@ -187,6 +208,7 @@ class Settings(BaseSettings):
     device: DeviceSettings = DeviceSettings()
     backend: BackendSettings = BackendSettings()
     resolution: ResolutionSettings = ResolutionSettings()
+    options: OptionSettings = OptionSettings()
     api: ApiSettings = ApiSettings()
     journal: JournalSettings = JournalSettings()
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

@@ -24,6 +24,7 @@ STATE_CODES = {
     TxnState.RECEIVED: ReturnCode.INTERRUPTED,
     TxnState.READING_CARD: ReturnCode.INTERRUPTED,
     TxnState.READING_PIN: ReturnCode.INTERRUPTED,
+    TxnState.READING_CODE: ReturnCode.INTERRUPTED,
     TxnState.SUBMITTING: ReturnCode.BACKEND_UNKNOWN,
     TxnState.UNKNOWN: ReturnCode.BACKEND_UNKNOWN,
     TxnState.INQUIRING: ReturnCode.BACKEND_UNKNOWN,

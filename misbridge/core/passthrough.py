@@ -7,6 +7,12 @@ outcome_unknown). An unknown outcome is inquired, never re-submitted; the book h
 points, so still unknown at the inquiry bound it goes to a person (``needs_manual``, MB34) and an
 approval found later is kept (:class:`~misbridge.core.inquiry.InquiryLoop`).
 
+``voidQrcodeSale`` and ``refundQrcodeSale`` run the same way (``void`` and ``refund`` kinds,
+``submit`` with no pad step), after :func:`~misbridge.core.followups.check_follow_up` found
+nothing in the journal against them (MB45-MB48 otherwise, before anything is sent). Unknown,
+they are inquired; still unknown at the bound a void is sent again by the reversal queue until
+confirmed (MB36 meanwhile) and a refund goes to a person (MB34): it is never sent twice.
+
 ``ecouponInquiry`` and ``summary`` (``query`` kind) and ``batchUpload`` (``upload`` kind) move
 nothing: each is journaled ``sent`` in ``pos_queries`` before it leaves and answered with the
 backend's reply, its head completed, or MB30/MB31 when none came. One traceNo is one request to
@@ -28,6 +34,7 @@ from misbridge.core import answers
 from misbridge.core.answers import Response
 from misbridge.core.callers import CLAIM_MARGIN_S, InFlight, Presence
 from misbridge.core.flow import Flow
+from misbridge.core.followups import FOLLOW_UP_ACTIONS, check_follow_up
 from misbridge.core.inquiry import InquiryLoop
 from misbridge.core.machine import TxnState
 from misbridge.core.observe import TransactionMetrics, timed
@@ -39,7 +46,7 @@ from misbridge.journal.store import BarredTraceNoError, DuplicateTraceNoError, J
 __all__ = ["PASS_THROUGH_ACTIONS", "QUERY_ACTIONS", "VALUE_ACTIONS", "PassThrough"]
 
 #: Actions that move value without the pad: journaled as transactions, refused while recovering.
-VALUE_ACTIONS: Final = ("accumulating",)
+VALUE_ACTIONS: Final = ("accumulating", *FOLLOW_UP_ACTIONS)
 #: Actions that move nothing: journaled in ``pos_queries``.
 QUERY_ACTIONS: Final = ("ecouponInquiry", "summary", "batchUpload")
 PASS_THROUGH_ACTIONS: Final = (*VALUE_ACTIONS, *QUERY_ACTIONS)
@@ -60,6 +67,7 @@ class PassThrough:
         self._card_in_flight = card_in_flight
         self.in_flight: dict[str, InFlight] = {}
         """The pass-through requests running, by traceNo."""
+        self._follow_up_lock = asyncio.Lock()  # a void/refund's check and intent, one at a time
 
     async def handle(self, action: str, body: dict[str, Any]) -> Response:
         """Run a validated ``action`` request, or join the same request already running."""
@@ -81,22 +89,25 @@ class PassThrough:
     async def _run(self, action: str, body: dict[str, Any]) -> Response:
         if action in VALUE_ACTIONS:
             deadline = asyncio.get_running_loop().time() + self._settings.api.pos_deadline_s - CLAIM_MARGIN_S
-            return await self._accumulate(action, body, deadline)
+            return await self._move_value(action, body, deadline)
         return await self._query(action, body)
 
-    # -- accumulating ---------------------------------------------------------------------------
+    # -- accumulating, QR voids and refunds ---------------------------------------------------
 
-    async def _accumulate(self, action: str, body: dict[str, Any], claim_deadline: float) -> Response:
+    async def _move_value(self, action: str, body: dict[str, Any], claim_deadline: float) -> Response:
         trace_no = str(body["traceNo"])
         existing = await self._journal.get(trace_no)
         if existing is not None:
             return answers.repeat_answer(existing, action, request_hash(body))
         try:
-            await self._journal.record_intent(TransactionRecord.new(trace_no, action, TxnState.RECEIVED, body))
+            await self._checked_intent(action, trace_no, body)
         except BarredTraceNoError as barred:
             self._metrics.transaction_finished(action, "refused")
             err = RequestError(f"{barred}; use a new traceNo", return_code=ReturnCode.TRACE_NO_BARRED)
             return answers.refusal(trace_no, err)
+        except RequestError as refused:  # the journal rules the void or refund out: nothing sent
+            self._metrics.transaction_finished(action, "refused")
+            return answers.refusal(trace_no, refused)
         except DuplicateTraceNoError:  # a card sale took the traceNo meanwhile
             taken = await self._journal.get(trace_no)
             if taken is None:
@@ -109,6 +120,16 @@ class PassThrough:
         self._metrics.transaction_finished(action, flow.state)
         return response
 
+    async def _checked_intent(self, action: str, trace_no: str, body: dict[str, Any]) -> None:
+        """Record the intent; a void or refund is checked against its original first, under one lock."""
+        record = TransactionRecord.new(trace_no, action, TxnState.RECEIVED, body)
+        if action not in FOLLOW_UP_ACTIONS:
+            await self._journal.record_intent(record)
+            return
+        async with self._follow_up_lock:
+            await check_follow_up(self._journal, action, body)
+            await self._journal.record_intent(record)
+
     async def _submit(self, flow: Flow, action: str, body: dict[str, Any], claim_deadline: float) -> Response:
         try:
             with timed(self._metrics, "backend"):
@@ -118,7 +139,7 @@ class PassThrough:
             await flow.step("not_sent", response=response, return_code=err.return_code.code, detail=str(err))
             return response
         except BackendOutcomeUnknown as err:
-            # Never re-submitted: inquired; it cannot be voided, so at the bound a person decides.
+            # Never re-submitted: inquired; at the bound a person decides (a void: sent again, queued).
             await flow.step("outcome_unknown", detail=str(err))
             flow.state = await self._inquiries.resolve(flow.trace_no, claim_deadline=claim_deadline)
             record = await self._journal.get(flow.trace_no)

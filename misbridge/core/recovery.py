@@ -17,7 +17,8 @@ from loguru import logger
 from misbridge.core.answers import pos_response, query_no_answer
 from misbridge.core.flow import journaled_step
 from misbridge.core.inquiry import InquiryLoop
-from misbridge.core.machine import PRE_SUBMIT_STATES, TxnState
+from misbridge.core.kinds import PRE_SUBMIT_STATES
+from misbridge.core.machine import TxnState
 from misbridge.core.reversals import ReversalQueue
 from misbridge.errors import ReturnCode
 from misbridge.host.crashpoints import crash_point

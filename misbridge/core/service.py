@@ -13,7 +13,9 @@ customer was prompted does not see its sale run later: the sale ends with MB29 i
 A POS ``inquiry`` is answered by :mod:`misbridge.core.pos_inquiry`; one about an original the
 journal does not hold is forwarded to the backend, which then bars both its traceNos, so a sale
 with a barred traceNo is refused before the customer is prompted (MB42). ``accumulating`` and the
-queries and upload (no pad) are run by :mod:`misbridge.core.passthrough`. Which answer the POS
+queries and upload (no pad) are run by :mod:`misbridge.core.passthrough`, the QR voids and refunds
+with them; ``qrcodeSale`` runs here like a card sale (one pad transaction at a time), its steps in
+:mod:`misbridge.core.qr`. Which answer the POS
 gets is :mod:`misbridge.core.answers`'s choice; ``/health`` is built by :mod:`misbridge.core.health`,
 inquiry, voids and start-up recovery by :mod:`~misbridge.core.inquiry`,
 :mod:`~misbridge.core.reversals` and :mod:`~misbridge.core.recovery`.
@@ -41,6 +43,7 @@ from misbridge.core.observe import NoMetrics, TransactionMetrics, timed
 from misbridge.core.passthrough import PASS_THROUGH_ACTIONS, VALUE_ACTIONS, PassThrough
 from misbridge.core.ports import CardBackend
 from misbridge.core.pos_inquiry import PosInquiries
+from misbridge.core.qr import QR_ACTION, QrSales
 from misbridge.core.recovery import Recovery
 from misbridge.core.reversals import ReversalQueue
 from misbridge.device.base import CardRead, EncryptedPin, PinPadDriver
@@ -50,6 +53,7 @@ from misbridge.ebuy.requests import (
     CARD_ACTIONS,
     TRACE_NO_PATTERN,
     CardRedemptionRequest,
+    QrcodeSaleRequest,
     amount_minor_units,
     shown_action,
     validate_request,
@@ -112,6 +116,7 @@ class TransactionService:
         # An inquiry waits for a card sale or an accumulation that is still starting.
         running = ChainMap(self._in_flight, self._passthrough.in_flight)
         self._pos_inquiries = PosInquiries(settings, journal, backend, running)
+        self._qr = QrSales(settings, journal, pinpad, backend, self._inquiries, self._metrics)
         self._accepting = True
         # Not ready until recover() has run: a card request before that could overtake an
         # interrupted transaction of the same customer.
@@ -185,14 +190,14 @@ class TransactionService:
             return answers.refusal(trace_no, err)
         if action in PASS_THROUGH_ACTIONS:
             return await self._passthrough.handle(action, dict(body))
-        if action in CARD_ACTIONS:
-            assert isinstance(request, CardRedemptionRequest)
+        if action in _PAD_ACTIONS:
+            assert isinstance(request, CardRedemptionRequest | QrcodeSaleRequest)
             claim_deadline = asyncio.get_running_loop().time() + self._settings.api.pos_deadline_s - CLAIM_MARGIN_S
             return await self._join_or_start(action, dict(body), request, claim_deadline, caller_gone)
         return await self._pos_inquiries.answer(dict(body))
 
     async def _join_or_start(
-        self, action: str, body: dict[str, Any], request: CardRedemptionRequest, claim_deadline: float,
+        self, action: str, body: dict[str, Any], request: _PadRequest, claim_deadline: float,
         caller_gone: asyncio.Event | None,
     ) -> Response:
         trace_no = request.traceNo
@@ -221,11 +226,13 @@ class TransactionService:
         return await asyncio.shield(task)
 
     async def _card_transaction(
-        self, action: str, body: dict[str, Any], request: CardRedemptionRequest, fingerprint: str,
+        self, action: str, body: dict[str, Any], request: _PadRequest, fingerprint: str,
         claim_deadline: float, presence: Presence,
     ) -> Response:
         trace_no = request.traceNo
         existing = await self._journal.get(trace_no)
+        if existing is not None and action == QR_ACTION:
+            return await self._qr.again(existing, body, claim_deadline)  # a repeat, or the POS's choice
         if existing is not None:
             return answers.repeat_answer(existing, action, fingerprint)
         # Pending voids go out before a new sale (the 冲正-before-next-transaction practice).
@@ -242,16 +249,24 @@ class TransactionService:
         crash_point("intake.after_intent")
         flow = Flow(self._journal, trace_no)
         with timed(self._metrics, "total"):
-            try:
-                card, pin = await self._read_card_and_pin(flow, request, presence)
-            except (DeviceError, MisbridgeError) as err:
-                response = await self._abort(flow, err)
-            else:
-                outbound = {**body, "cardInfo": card_info(card, pin)}
-                response = await self._submit(flow, action, outbound, claim_deadline)
+            response = await self._run_steps(action, body, request, flow, claim_deadline, presence)
         crash_point("outcome.after_commit")
         self._metrics.transaction_finished(action, flow.state)
         return response
+
+    async def _run_steps(
+        self, action: str, body: dict[str, Any], request: _PadRequest, flow: Flow, claim_deadline: float,
+        presence: Presence,
+    ) -> Response:
+        """A journaled (``received``) pad transaction to its answer: a QR sale, or card and PIN then submit."""
+        if isinstance(request, QrcodeSaleRequest):
+            return await self._qr.run(flow, body, request, presence, claim_deadline)
+        try:
+            card, pin = await self._read_card_and_pin(flow, request, presence)
+        except (DeviceError, MisbridgeError) as err:
+            return await self._abort(flow, err)
+        outbound = {**body, "cardInfo": card_info(card, pin)}
+        return await self._submit(flow, action, outbound, claim_deadline)
 
     async def _drain_unless_gone(self, presence: Presence) -> None:
         """Wait for the drain before a sale, but no longer once every caller has hung up.
@@ -335,5 +350,8 @@ def _log_refusal(trace_no: str, action: str, err: RequestError) -> None:
     logger.bind(traceNo=shown_trace, action=shown_name).warning("refused: {} {}", err.return_code.code, err)
 
 
+#: Actions that use the pad, one at a time (a qrcodeSale may read its code and show options on it).
+_PAD_ACTIONS = (*CARD_ACTIONS, QR_ACTION)
+_PadRequest = CardRedemptionRequest | QrcodeSaleRequest
 #: Actions that move value: refused while recovering (MB92), counted as transactions.
-_MONEY_ACTIONS = (*CARD_ACTIONS, *VALUE_ACTIONS)
+_MONEY_ACTIONS = (*_PAD_ACTIONS, *VALUE_ACTIONS)

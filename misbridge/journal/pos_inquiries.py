@@ -14,7 +14,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from misbridge.core.machine import TransactionKind, TxnState, next_state
+from misbridge.core.kinds import next_state
+from misbridge.core.machine import TransactionKind, TxnState
 from misbridge.errors import JournalError
 from misbridge.journal.connection import JournalBase
 from misbridge.journal.errors import KnownOriginalError

@@ -16,7 +16,8 @@ import sqlite3
 from datetime import datetime
 from typing import Any
 
-from misbridge.core.machine import TxnState, kind_of, next_state
+from misbridge.core.kinds import next_state
+from misbridge.core.machine import TxnState, kind_of
 from misbridge.ebuy import jsonio
 from misbridge.errors import JournalError
 from misbridge.journal.calls import barred_as

@@ -18,7 +18,8 @@ import sqlite3
 from datetime import datetime
 from typing import Any, Final
 
-from misbridge.core.machine import TABLES, TxnState, kind_of
+from misbridge.core.kinds import TABLES
+from misbridge.core.machine import TxnState, kind_of
 from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal.connection import iso
 from misbridge.journal.errors import ReversalConflictError

@@ -41,7 +41,10 @@ BOOK_ACTIONS: Final = (
     "refundCardSale", "refundQrcodeSale", "ecouponInquiry", "accumulating", "summary", "batchUpload",
 )  # fmt: skip
 #: The actions the service carries out; the others are validated, then answered MB06.
-RUN_ACTIONS: Final = (*CARD_ACTIONS, "inquiry", "ecouponInquiry", "accumulating", "summary", "batchUpload")
+RUN_ACTIONS: Final = (
+    *CARD_ACTIONS, "inquiry", "ecouponInquiry", "accumulating", "summary", "batchUpload",
+    "qrcodeSale", "voidQrcodeSale", "refundQrcodeSale",
+)  # fmt: skip
 #: The book's actions that are validated but not carried out yet.
 VALIDATED_ONLY_ACTIONS: Final = tuple(action for action in BOOK_ACTIONS if action not in RUN_ACTIONS)
 #: The model of every action of the book, in the book's order.

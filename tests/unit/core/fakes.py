@@ -42,6 +42,10 @@ class ScriptedPad:
         release: ``read_card`` waits for it; clear it to keep a customer at the pad (a running sale).
         card_prompts: how many times a customer was asked for a card.
         card_asked: set once a customer was asked for a card.
+        code_error: raised by the next ``read_code`` (then cleared); code: what it reads.
+        code_prompts: the ``(prompt, amount_minor)`` of every ``read_code``.
+        choice: the index ``choose`` answers, or an error it raises (then 0 again).
+        offered: the option labels of every ``choose``.
     """
 
     def __init__(self, *, connected: bool = True) -> None:
@@ -53,6 +57,11 @@ class ScriptedPad:
         self.release.set()
         self.card_asked = asyncio.Event()
         self.card_prompts = 0
+        self.code = "280123121234567890"
+        self.code_error: BaseException | None = None
+        self.code_prompts: list[tuple[str, int]] = []
+        self.choice: int | BaseException = 0
+        self.offered: list[list[str]] = []
 
     @property
     def connected(self) -> bool:
@@ -101,12 +110,20 @@ class ScriptedPad:
     async def read_code(
         self, prompt: str, timeout_s: int, amount_minor: int = 0, entry: CodeEntry = CodeEntry.ANY
     ) -> CodeRead:
-        """A scanned QR code."""
-        return CodeRead("280123121234567890", CodeOrigin.QR_CODE)
+        """:attr:`code`, scanned; or :attr:`code_error`."""
+        self.code_prompts.append((prompt, amount_minor))
+        if self.code_error is not None:
+            err, self.code_error = self.code_error, None
+            raise err
+        return CodeRead(self.code, CodeOrigin.QR_CODE)
 
     async def choose(self, prompt: str, options: Sequence[str], timeout_s: int) -> int:
-        """The first option."""
-        return 0
+        """:attr:`choice` (an index, or an error raised once)."""
+        self.offered.append(list(options))
+        choice, self.choice = self.choice, 0
+        if isinstance(choice, BaseException):
+            raise choice
+        return choice
 
     async def cancel(self) -> None:
         """Nothing runs on its own."""

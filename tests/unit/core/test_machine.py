@@ -7,20 +7,16 @@ from collections import deque
 
 import pytest
 
+from misbridge.core.kinds import JOURNALED_FINAL_STATES, MONEY_AT_RISK_STATES, PRE_SUBMIT_STATES, TABLES, next_state
 from misbridge.core.machine import (
-    JOURNALED_FINAL_STATES,
     KIND_OF_ACTION,
     MACHINES,
-    MONEY_AT_RISK_STATES,
-    PRE_SUBMIT_STATES,
-    TABLES,
     KindMachine,
     MachineModel,
     SaleMachine,
     TransactionKind,
     TxnState,
     kind_of,
-    next_state,
 )
 from misbridge.errors import InvalidTransition
 from misbridge.journal.schema import FINAL_STATES as JOURNAL_FINAL_STATES
@@ -57,13 +53,25 @@ EXPECTED_TRANSITIONS: dict[TransactionKind, set[tuple[TxnState, str, TxnState]]]
     K.SALE: _CARD_STEPS
     | _UNDONE_BY_A_PERSON
     | {
+        (S.RECEIVED, "start_code", S.READING_CODE),
+        (S.READING_CODE, "code_read", S.SUBMITTING),
+        (S.READING_CODE, "abort", S.ABORTED),
+        (S.SUBMITTING, "offer_options", S.CHOOSING),
+        (S.CHOOSING, "option_chosen", S.SUBMITTING),
+        (S.CHOOSING, "abort", S.ABORTED),
         (S.INQUIRING, "void_unclaimed", S.VOIDING),
         (S.UNKNOWN, "give_up", S.VOIDING),
         (S.VOIDING, "voided", S.VOIDED),
         (S.VOIDING, "escalate", S.NEEDS_MANUAL),
         (S.NEEDS_MANUAL, "resolve_voided", S.VOIDED),
     },
-    K.VOID: _CARD_STEPS | _UNDONE_BY_A_PERSON,
+    K.VOID: _CARD_STEPS
+    | _UNDONE_BY_A_PERSON
+    | {
+        (S.UNKNOWN, "give_up", S.VOIDING),
+        (S.VOIDING, "void_confirmed", S.APPROVED),
+        (S.VOIDING, "escalate", S.NEEDS_MANUAL),
+    },
     K.REFUND: _CARD_STEPS | _UNDONE_BY_A_PERSON,
     K.QUERY: {(S.SENT, "answer", S.ANSWERED), (S.SENT, "no_answer", S.UNKNOWN)},
     K.UPLOAD: {(S.SENT, "answer", S.ANSWERED), (S.SENT, "no_answer", S.UNKNOWN)},
@@ -125,7 +133,7 @@ def test_every_book_action_has_a_kind() -> None:
 def test_sale_state_sets_partition_its_states() -> None:
     sale = TABLES[K.SALE]
     assert {S.APPROVED, S.DECLINED, S.ABORTED, S.VOIDED} == sale.final_states
-    assert {S.RECEIVED, S.READING_CARD, S.READING_PIN} == PRE_SUBMIT_STATES
+    assert {S.RECEIVED, S.READING_CARD, S.READING_PIN, S.READING_CODE, S.CHOOSING} == PRE_SUBMIT_STATES
     assert {S.SUBMITTING, S.UNKNOWN, S.INQUIRING, S.VOIDING, S.NEEDS_MANUAL} == MONEY_AT_RISK_STATES
     assert sale.states == sale.final_states | PRE_SUBMIT_STATES | MONEY_AT_RISK_STATES
 
