@@ -90,6 +90,10 @@ class ResolutionSettings(_Section):
     inquiry_interval_s: float = Field(5.0, gt=0, description="pause between two inquiries of one transaction")
     inquiry_bound_s: float = Field(90.0, gt=0, description="after this long still unknown -> void")
     void_action: str = Field("voidCardSale", description="backend action that undoes a card sale")
+    void_actions: dict[str, str] = Field(
+        {"qrcodeSale": "voidQrcodeSale"},
+        description="backend action that undoes a sale of this action, where it is not void_action",
+    )
     reversal_backoff_initial_s: float = Field(1.0, gt=0)
     reversal_backoff_max_s: float = Field(60.0, gt=0)
     reversal_expire_s: float = Field(86400.0, gt=0, description="a void unconfirmed this long -> needs_manual")

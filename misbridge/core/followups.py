@@ -15,6 +15,9 @@ happened. When the journal does not hold the original, the backend decides.
 
 The caller runs the check and records the intent under one lock, so two refunds of one sale
 cannot both pass the check.
+
+The backend knows an options sale by its second round's traceNo, so a void or refund of one goes
+out naming that (:func:`as_sent`); the journal keeps the POS's request as it came.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final
 
+from misbridge.core.flow import sent_as
 from misbridge.core.machine import TransactionKind, TxnState, kind_of
 from misbridge.errors import RequestError, ReturnCode
 from misbridge.journal.records import TransactionRecord
 from misbridge.journal.store import Journal
 
-__all__ = ["FOLLOW_UP_ACTIONS", "check_follow_up"]
+__all__ = ["FOLLOW_UP_ACTIONS", "as_sent", "check_follow_up"]
 
 #: The POS actions that undo a QR sale, and the sale action they undo.
 FOLLOW_UP_ACTIONS: Final[dict[str, str]] = {"voidQrcodeSale": "qrcodeSale", "refundQrcodeSale": "qrcodeSale"}
@@ -62,6 +66,11 @@ async def check_follow_up(journal: Journal, action: str, body: Mapping[str, Any]
             raise _refused(ReturnCode.ORIGINAL_REFUNDED, f"{original_no} has the refund(s) {shown}")
         return
     _check_rest(original, refunds, _amount(body["refundAmount"]))
+
+
+async def as_sent(journal: Journal, body: Mapping[str, Any]) -> dict[str, Any]:
+    """``body`` (a void or refund) naming its original as the backend knows it (an options sale's second round)."""
+    return {**body, "originalTraceNo": await sent_as(journal, str(body["originalTraceNo"]))}
 
 
 def _check_original(original: TransactionRecord, family: str) -> None:

@@ -34,7 +34,7 @@ from misbridge.core import answers
 from misbridge.core.answers import Response
 from misbridge.core.callers import CLAIM_MARGIN_S, InFlight, Presence
 from misbridge.core.flow import Flow
-from misbridge.core.followups import FOLLOW_UP_ACTIONS, check_follow_up
+from misbridge.core.followups import FOLLOW_UP_ACTIONS, as_sent, check_follow_up
 from misbridge.core.inquiry import InquiryLoop
 from misbridge.core.machine import TxnState
 from misbridge.core.observe import TransactionMetrics, timed
@@ -116,7 +116,8 @@ class PassThrough:
         flow = Flow(self._journal, trace_no)
         with timed(self._metrics, "total"):
             await flow.step("submit")  # the intent to submit is durable before the first byte leaves (R1)
-            response = await self._submit(flow, action, body, claim_deadline)
+            outbound = await as_sent(self._journal, body) if action in FOLLOW_UP_ACTIONS else body
+            response = await self._submit(flow, action, outbound, claim_deadline)
         self._metrics.transaction_finished(action, flow.state)
         return response
 

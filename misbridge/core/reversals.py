@@ -30,6 +30,7 @@ from loguru import logger
 from misbridge.config.settings import ResolutionSettings
 from misbridge.core.answers import backend_answer, pos_response
 from misbridge.core.flow import sent_as
+from misbridge.core.followups import as_sent
 from misbridge.core.machine import TransactionKind, kind_of
 from misbridge.core.ports import Backend, BackendReplyLike
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown, MisbridgeError, ReturnCode
@@ -89,9 +90,9 @@ class ReversalQueue:
         record = await self._journal.get(original)
         call_no = await self._journal.allocate_call(original, "void")
         crash_point("void.after_alloc")
-        action = record.action if _is_pos_void(record) and record is not None else self._settings.void_action
+        action = self._void_action(record)
         try:
-            body = _void_body(call_no, record, await sent_as(self._journal, original))
+            body = await self._void_body(call_no, record)
             reply = await self._backend.submit(action, body)
         except (BackendNotSent, BackendOutcomeUnknown) as err:
             await self._journal.record_call_result(call_no, state="unknown")
@@ -102,6 +103,25 @@ class ReversalQueue:
             call_no, state="answered", return_code=reply.return_code, response=reply.body
         )
         await self._apply_void_reply(reversal, reply, pos_void=_is_pos_void(record))
+
+    def _void_action(self, record: TransactionRecord | None) -> str:
+        """The POS's own void sent again, or the void of the sale's family (voidQrcodeSale for a QR sale)."""
+        if record is None:
+            return self._settings.void_action
+        if _is_pos_void(record):
+            return record.action
+        return self._settings.void_actions.get(record.action, self._settings.void_action)
+
+    async def _void_body(self, call_no: str, record: TransactionRecord | None) -> dict[str, Any]:
+        if record is None:
+            return {"traceNo": call_no, "originalTraceNo": ""}
+        if _is_pos_void(record):  # the POS's void again, under a new traceNo
+            return {**await as_sent(self._journal, record.request), "traceNo": call_no}
+        # The sale as the backend knows it: its own traceNo, or its options sale's second round.
+        body: dict[str, Any] = {"traceNo": call_no, "originalTraceNo": await sent_as(self._journal, record.trace_no)}
+        if "acquirer" in record.request:
+            body["acquirer"] = record.request["acquirer"]  # book §10.5: mandatory for acquiring voids
+        return body
 
     async def _apply_void_reply(self, reversal: ReversalRecord, reply: BackendReplyLike, *, pos_void: bool) -> None:
         original = reversal.original_trace_no
@@ -207,17 +227,6 @@ class ReversalQueue:
 def _is_pos_void(record: TransactionRecord | None) -> bool:
     """``record`` is a void the POS asked for (sent again), not a sale misbridge undoes."""
     return record is not None and kind_of(record.action) is TransactionKind.VOID
-
-
-def _void_body(call_no: str, record: TransactionRecord | None, sent_trace_no: str) -> dict[str, Any]:
-    if _is_pos_void(record):
-        assert record is not None
-        return {**record.request, "traceNo": call_no}  # the POS's void again, under a new traceNo
-    # The sale as the backend knows it: its own traceNo, or its options sale's second round.
-    body: dict[str, Any] = {"traceNo": call_no, "originalTraceNo": sent_trace_no if record else ""}
-    if record is not None and "acquirer" in record.request:
-        body["acquirer"] = record.request["acquirer"]  # book §10.5: mandatory for acquiring voids
-    return body
 
 
 def _log_drain_failure(task: asyncio.Task[int]) -> None:

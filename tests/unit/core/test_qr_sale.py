@@ -16,11 +16,13 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from loguru import logger
 
 from misbridge.config.settings import OptionSettings, Settings
 from misbridge.core.service import TransactionService
 from misbridge.errors import BackendOutcomeUnknown, CustomerCancelled, DeviceRejected, DeviceTimeout
 from misbridge.journal.store import Journal
+from misbridge.telemetry.logs import REDACTED, scrub
 from tests.unit.core.conftest import FAST_RESOLUTION
 from tests.unit.core.fakes import APPROVED, ScriptedBackend, ScriptedPad, reply
 
@@ -161,12 +163,12 @@ async def test_no_choice_on_the_pad_ends_it_with_nothing_moved(
     assert backend.actions() == [QR]
 
 
-async def test_an_unknown_second_round_is_inquired_and_voided_under_its_own_trace_no(
+async def test_an_unknown_second_round_is_inquired_and_voided_by_voidqrcodesale_under_its_own_trace_no(
     service: TransactionService, journal: Journal, backend: ScriptedBackend
 ) -> None:
     backend.will(QR, OPTIONS, BackendOutcomeUnknown("read timeout"))
     backend.will("inquiry", reply("26", "in progress"))
-    backend.will("voidCardSale", APPROVED)
+    backend.will("voidQrcodeSale", APPROVED)
     body = qr_body()
     answer = await service.handle(QR, body)
     assert answer["returnCode"] == "MB32"
@@ -175,7 +177,7 @@ async def test_an_unknown_second_round_is_inquired_and_voided_under_its_own_trac
     assert inquiries
     assert {sent["originalTraceNo"] for sent in inquiries} == {second}
     await service.resolver.drain()
-    voids = [sent for action, sent in backend.calls if action == "voidCardSale"]
+    voids = [sent for action, sent in backend.calls if action == "voidQrcodeSale"]
     assert [sent["originalTraceNo"] for sent in voids] == [second]
     record = await journal.get(body["traceNo"])
     assert record is not None
@@ -299,3 +301,21 @@ async def test_a_new_qr_sale_aborts_an_options_sale_whose_pos_did_not_choose(
     record = await journal.get(forgotten["traceNo"])
     assert record is not None
     assert (record.state, record.return_code) == ("aborted", "MB37")
+
+
+async def test_the_code_is_never_logged(
+    service: TransactionService, backend: ScriptedBackend, pad: ScriptedPad
+) -> None:
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(f"{message} {message.record['extra']}"), level="DEBUG")
+    try:
+        backend.will(QR, OPTIONS, BackendOutcomeUnknown("read timeout"))
+        backend.will("inquiry", reply("26", "in progress"))
+        backend.will("voidQrcodeSale", APPROVED)
+        await service.handle(QR, qr_body(qrcode=None))
+        await service.resolver.drain()
+    finally:
+        logger.remove(sink)
+    assert lines, "the sale logged its steps"
+    assert not [line for line in lines if CODE in line]
+    assert scrub({"qrcode": CODE}) == {"qrcode": REDACTED}, "a dict with a code is scrubbed before it is logged"
