@@ -5,7 +5,8 @@ the journal holds that sale, misbridge refuses what the backend would refuse, be
 sent, each with its own code:
 
 * the original is not an approved ``qrcodeSale`` (a card sale, declined, still unknown): MB48;
-* the original is voided (by misbridge, or by a void that is approved or still unresolved): MB45;
+* the original is voided (by misbridge, or being voided by it, or by a void that is approved or
+  still unresolved): MB45;
 * a void of an original with a refund (approved or unresolved): MB46;
 * a refund above what is left: ``totalAmount`` minus the ``refundAmount`` of every refund that
   is approved or unresolved, in exact decimals: MB47.
@@ -76,8 +77,8 @@ async def as_sent(journal: Journal, body: Mapping[str, Any]) -> dict[str, Any]:
 def _check_original(original: TransactionRecord, family: str) -> None:
     if original.action != family:
         raise _refused(ReturnCode.ORIGINAL_NOT_QR_SALE, f"{original.trace_no} is a {original.action}, not a {family}")
-    if original.state == TxnState.VOIDED:
-        raise _refused(ReturnCode.ORIGINAL_VOIDED, f"{original.trace_no} was voided by misbridge")
+    if original.state in (TxnState.VOIDED, TxnState.VOIDING):
+        raise _refused(ReturnCode.ORIGINAL_VOIDED, f"{original.trace_no} is {original.state} by misbridge")
     if original.state != TxnState.APPROVED:
         raise _refused(ReturnCode.ORIGINAL_NOT_QR_SALE, f"{original.trace_no} is {original.state}, not approved")
 

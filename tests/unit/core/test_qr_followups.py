@@ -265,3 +265,17 @@ async def test_a_refund_the_inquiry_finds_never_happened_is_declined(
     assert (await service.handle(REFUND, body))["returnCode"] == "MB33"
     assert await state_of(journal, body["traceNo"]) == "declined"
     assert backend.actions() == [REFUND, "inquiry"]
+
+
+@pytest.mark.parametrize("action", [VOID, REFUND])
+async def test_an_original_misbridge_is_voiding_is_mb45(
+    service: TransactionService, journal: Journal, backend: ScriptedBackend, action: str
+) -> None:
+    original = await qr_sale(journal, state="submitting")
+    await journal.record_transition(original, "submitting", "outcome_unknown")
+    await service.resolver.enqueue_void(original, "unknown", "give_up", "test")
+    body = void_of(original) if action == VOID else refund_of(original, "1")
+    answer = await service.handle(action, body)
+    assert answer["returnCode"] == "MB45"
+    assert "voiding" in answer["returnDesc"]
+    assert backend.calls == []

@@ -319,3 +319,19 @@ async def test_the_code_is_never_logged(
     assert lines, "the sale logged its steps"
     assert not [line for line in lines if CODE in line]
     assert scrub({"qrcode": CODE}) == {"qrcode": REDACTED}, "a dict with a code is scrubbed before it is logged"
+
+
+async def test_a_refund_of_an_options_sale_names_its_second_round(
+    service: TransactionService, journal: Journal, backend: ScriptedBackend
+) -> None:
+    backend.will(QR, OPTIONS, APPROVED)
+    backend.will("refundQrcodeSale", APPROVED)
+    body = qr_body()
+    assert (await service.handle(QR, body))["returnCode"] == "00"
+    second = backend.calls[1][1]["traceNo"]
+    refund = {"traceNo": "QR-REFUND-1", "originalTraceNo": body["traceNo"], "refundAmount": Decimal("1.00")}
+    assert (await service.handle("refundQrcodeSale", refund))["returnCode"] == "00"
+    assert backend.calls[-1] == ("refundQrcodeSale", {**refund, "originalTraceNo": second})
+    record = await journal.get("QR-REFUND-1")
+    assert record is not None
+    assert record.request["originalTraceNo"] == body["traceNo"], "the journal keeps the POS's request"
