@@ -1,21 +1,26 @@
-"""Before a QR void or refund leaves: what the journal knows of its original (docs/reliability.md).
+"""Before a void or refund is prompted or sent: what the journal knows of its original (docs/reliability.md).
 
-``voidQrcodeSale`` and ``refundQrcodeSale`` name the sale they undo by ``originalTraceNo``. When
-the journal holds that sale, misbridge refuses what the backend would refuse, before anything is
-sent, each with its own code:
+``voidQrcodeSale``, ``refundQrcodeSale``, ``voidCardSale`` and ``refundCardSale`` name the sale
+they undo by ``originalTraceNo``. When the journal holds that sale, misbridge refuses what the
+backend would refuse, before anything is sent and, for a card void or refund, before the
+customer is asked for card and PIN, each with its own code:
 
-* the original is not an approved ``qrcodeSale`` (a card sale, declined, still unknown): MB48;
+* the original is not an approved sale of the action's family (a QR void or refund of a card
+  sale, declined, still unknown): MB48 for a QR one, MB49 for a card one;
 * the original is voided (by misbridge, or being voided by it, or by a void that is approved or
   still unresolved): MB45;
 * a void of an original with a refund (approved or unresolved): MB46;
 * a refund above what is left: ``totalAmount`` minus the ``refundAmount`` of every refund that
-  is approved or unresolved, in exact decimals: MB47.
+  is approved or unresolved, in exact decimals: MB47;
+* a card void of a ``cardPayment`` without ``acquirer`` (book §10.5: mandatory for voiding an
+  acquiring transaction): MB10 naming ``acquirer``; a card void or refund naming another
+  acquirer than the ``cardPayment``'s: MB11 naming it.
 
 A void or refund that is unresolved (not declined or aborted) counts as done: it may have
 happened. When the journal does not hold the original, the backend decides.
 
-The caller runs the check and records the intent under one lock, so two refunds of one sale
-cannot both pass the check.
+The caller runs the check and records the intent under one lock (:func:`record_follow_up`), so
+two refunds of one sale cannot both pass the check.
 
 The backend knows an options sale by its second round's traceNo, so a void or refund of one goes
 out naming that (:func:`as_sent`); the journal keeps the POS's request as it came.
@@ -23,35 +28,66 @@ out naming that (:func:`as_sent`); the journal keeps the POS's request as it cam
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any, Final
 
 from misbridge.core.flow import sent_as
 from misbridge.core.machine import TransactionKind, TxnState, kind_of
+from misbridge.ebuy.requests import CARD_ACTIONS
 from misbridge.errors import RequestError, ReturnCode
 from misbridge.journal.records import TransactionRecord
 from misbridge.journal.store import Journal
 
-__all__ = ["FOLLOW_UP_ACTIONS", "as_sent", "check_follow_up"]
+__all__ = [
+    "CARD_FOLLOW_UPS", "FOLLOW_UP_ACTIONS", "QR_FOLLOW_UPS", "as_sent", "check_follow_up", "record_follow_up",
+]  # fmt: skip
 
-#: The POS actions that undo a QR sale, and the sale action they undo.
-FOLLOW_UP_ACTIONS: Final[dict[str, str]] = {"voidQrcodeSale": "qrcodeSale", "refundQrcodeSale": "qrcodeSale"}
+#: The POS actions that undo a QR sale (no pad), and those that undo a card sale (card and PIN on the pad).
+QR_FOLLOW_UPS: Final = ("voidQrcodeSale", "refundQrcodeSale")
+CARD_FOLLOW_UPS: Final = ("voidCardSale", "refundCardSale")
+#: Every void or refund, and the sale actions it may undo.
+FOLLOW_UP_ACTIONS: Final[dict[str, tuple[str, ...]]] = {
+    **{action: ("qrcodeSale",) for action in QR_FOLLOW_UPS},
+    **{action: CARD_ACTIONS for action in CARD_FOLLOW_UPS},
+}
 #: A void or refund in one of these moved nothing: it does not count against its original.
 _MOVED_NOTHING: Final = frozenset({TxnState.DECLINED, TxnState.ABORTED})
 
 
-async def check_follow_up(journal: Journal, action: str, body: Mapping[str, Any]) -> None:
-    """Refuse ``action`` (a void or refund) now when its original in the journal rules it out.
+async def record_follow_up(
+    journal: Journal, lock: asyncio.Lock, action: str, record: TransactionRecord, body: Mapping[str, Any]
+) -> TransactionRecord | None:
+    """Check ``action`` against its original and record its intent (``record``), under ``lock``.
+
+    Returns:
+        The original as the journal holds it, or None when it does not (the backend decides).
 
     Raises:
-        RequestError: MB45, MB46, MB47 or MB48 (see the module text); nothing was sent.
+        RequestError: as :func:`check_follow_up`; nothing was recorded.
+    """
+    async with lock:
+        original = await check_follow_up(journal, action, body)
+        await journal.record_intent(record)
+    return original
+
+
+async def check_follow_up(journal: Journal, action: str, body: Mapping[str, Any]) -> TransactionRecord | None:
+    """Refuse ``action`` (a void or refund) now when its original in the journal rules it out.
+
+    Returns:
+        The original, or None when the journal does not hold it.
+
+    Raises:
+        RequestError: MB10, MB11, MB45, MB46, MB47, MB48 or MB49 (see the module text); nothing was sent.
     """
     original_no = str(body["originalTraceNo"])
     original = await journal.get(original_no)
     if original is None:
-        return  # not ours to judge: the backend decides
-    _check_original(original, FOLLOW_UP_ACTIONS[action])
+        return None  # not ours to judge: the backend decides
+    _check_original(original, action)
+    _check_acquirer(original, action, body)
     counted = [
         record
         for record in await journal.followers(original_no, FOLLOW_UP_ACTIONS)
@@ -65,8 +101,9 @@ async def check_follow_up(journal: Journal, action: str, body: Mapping[str, Any]
         if refunds:
             shown = ", ".join(record.trace_no for record in refunds)
             raise _refused(ReturnCode.ORIGINAL_REFUNDED, f"{original_no} has the refund(s) {shown}")
-        return
+        return original
     _check_rest(original, refunds, _amount(body["refundAmount"]))
+    return original
 
 
 async def as_sent(journal: Journal, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -74,13 +111,33 @@ async def as_sent(journal: Journal, body: Mapping[str, Any]) -> dict[str, Any]:
     return {**body, "originalTraceNo": await sent_as(journal, str(body["originalTraceNo"]))}
 
 
-def _check_original(original: TransactionRecord, family: str) -> None:
-    if original.action != family:
-        raise _refused(ReturnCode.ORIGINAL_NOT_QR_SALE, f"{original.trace_no} is a {original.action}, not a {family}")
+def _check_original(original: TransactionRecord, action: str) -> None:
+    family = FOLLOW_UP_ACTIONS[action]
+    # A void or refund of the wrong family, or of a sale not approved: MB48 (QR) or MB49 (card).
+    code = ReturnCode.ORIGINAL_NOT_QR_SALE if action in QR_FOLLOW_UPS else ReturnCode.ORIGINAL_NOT_CARD_SALE
+    if original.action not in family:
+        raise _refused(code, f"{original.trace_no} is a {original.action}, not a {' or '.join(family)}")
     if original.state in (TxnState.VOIDED, TxnState.VOIDING):
         raise _refused(ReturnCode.ORIGINAL_VOIDED, f"{original.trace_no} is {original.state} by misbridge")
     if original.state != TxnState.APPROVED:
-        raise _refused(ReturnCode.ORIGINAL_NOT_QR_SALE, f"{original.trace_no} is {original.state}, not approved")
+        raise _refused(code, f"{original.trace_no} is {original.state}, not approved")
+
+
+def _check_acquirer(original: TransactionRecord, action: str, body: Mapping[str, Any]) -> None:
+    """A cardPayment's void names its acquirer (book §10.5); a void or refund never names another."""
+    if original.action != "cardPayment":
+        return
+    acquirer, paid_with = body.get("acquirer"), original.request.get("acquirer")
+    if acquirer is None and kind_of(action) is TransactionKind.VOID:
+        raise RequestError(
+            f"acquirer is mandatory for voiding a cardPayment ({original.trace_no} was paid via {paid_with})",
+            return_code=ReturnCode.MISSING_FIELD,
+        )
+    if acquirer is not None and acquirer != paid_with:
+        raise RequestError(
+            f"acquirer {acquirer!r} is not the one {original.trace_no} was paid via ({paid_with})",
+            return_code=ReturnCode.BAD_FIELD,
+        )
 
 
 def _check_rest(original: TransactionRecord, refunds: list[TransactionRecord], wanted: Decimal) -> None:

@@ -34,7 +34,7 @@ from misbridge.core import answers
 from misbridge.core.answers import Response
 from misbridge.core.callers import CLAIM_MARGIN_S, InFlight, Presence
 from misbridge.core.flow import Flow
-from misbridge.core.followups import FOLLOW_UP_ACTIONS, as_sent, check_follow_up
+from misbridge.core.followups import QR_FOLLOW_UPS, as_sent, record_follow_up
 from misbridge.core.inquiry import InquiryLoop
 from misbridge.core.machine import TxnState
 from misbridge.core.observe import TransactionMetrics, timed
@@ -46,7 +46,7 @@ from misbridge.journal.store import BarredTraceNoError, DuplicateTraceNoError, J
 __all__ = ["PASS_THROUGH_ACTIONS", "QUERY_ACTIONS", "VALUE_ACTIONS", "PassThrough"]
 
 #: Actions that move value without the pad: journaled as transactions, refused while recovering.
-VALUE_ACTIONS: Final = ("accumulating", *FOLLOW_UP_ACTIONS)
+VALUE_ACTIONS: Final = ("accumulating", *QR_FOLLOW_UPS)
 #: Actions that move nothing: journaled in ``pos_queries``.
 QUERY_ACTIONS: Final = ("ecouponInquiry", "summary", "batchUpload")
 PASS_THROUGH_ACTIONS: Final = (*VALUE_ACTIONS, *QUERY_ACTIONS)
@@ -58,6 +58,7 @@ class PassThrough:
     def __init__(
         self, settings: Settings, journal: Journal, backend: CardBackend, inquiries: InquiryLoop,
         *, metrics: TransactionMetrics, card_in_flight: Mapping[str, InFlight],
+        follow_up_lock: asyncio.Lock | None = None,
     ) -> None:  # fmt: skip
         self._settings = settings
         self._journal = journal
@@ -67,7 +68,8 @@ class PassThrough:
         self._card_in_flight = card_in_flight
         self.in_flight: dict[str, InFlight] = {}
         """The pass-through requests running, by traceNo."""
-        self._follow_up_lock = asyncio.Lock()  # a void/refund's check and intent, one at a time
+        # A void/refund's check and intent, one at a time (shared with the card voids and refunds).
+        self._follow_up_lock = follow_up_lock or asyncio.Lock()
 
     async def handle(self, action: str, body: dict[str, Any]) -> Response:
         """Run a validated ``action`` request, or join the same request already running."""
@@ -116,7 +118,7 @@ class PassThrough:
         flow = Flow(self._journal, trace_no)
         with timed(self._metrics, "total"):
             await flow.step("submit")  # the intent to submit is durable before the first byte leaves (R1)
-            outbound = await as_sent(self._journal, body) if action in FOLLOW_UP_ACTIONS else body
+            outbound = await as_sent(self._journal, body) if action in QR_FOLLOW_UPS else body
             response = await self._submit(flow, action, outbound, claim_deadline)
         self._metrics.transaction_finished(action, flow.state)
         return response
@@ -124,12 +126,10 @@ class PassThrough:
     async def _checked_intent(self, action: str, trace_no: str, body: dict[str, Any]) -> None:
         """Record the intent; a void or refund is checked against its original first, under one lock."""
         record = TransactionRecord.new(trace_no, action, TxnState.RECEIVED, body)
-        if action not in FOLLOW_UP_ACTIONS:
+        if action not in QR_FOLLOW_UPS:
             await self._journal.record_intent(record)
             return
-        async with self._follow_up_lock:
-            await check_follow_up(self._journal, action, body)
-            await self._journal.record_intent(record)
+        await record_follow_up(self._journal, self._follow_up_lock, action, record, body)
 
     async def _submit(self, flow: Flow, action: str, body: dict[str, Any], claim_deadline: float) -> Response:
         try:

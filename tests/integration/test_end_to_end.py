@@ -165,10 +165,10 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str, str]] = [
     ("cardRedemption", _request(totalAmount="forty"), "MB12", "totalAmount"),
     ("cardRedemption", _request(undiscountAmount=Decimal("99")), "MB13", "undiscountAmount"),
     ("cardRedemption", _request(goodsDetail=[]), "MB14", "goodsDetail"),
-    # Validated, then refused as not carried out yet; a sale's body is no refund (no originalTraceNo).
-    ("refundCardSale", {"traceNo": "R1", "originalTraceNo": "T1", "refundAmount": Decimal("40.8")}, "MB06",
-     "refundCardSale"),
+    # A sale's body is no refund (no originalTraceNo); a refund of nothing is refused before the pad.
     ("refundCardSale", _request(), "MB10", "originalTraceNo"),
+    ("refundCardSale", {"traceNo": "R1", "originalTraceNo": "T1", "refundAmount": Decimal("0")}, "MB12",
+     "refundAmount"),
     ("teleport", _request(), "MB05", "teleport"),
 ]
 

@@ -43,7 +43,7 @@ BOOK_ACTIONS: Final = (
 #: The actions the service carries out; the others are validated, then answered MB06.
 RUN_ACTIONS: Final = (
     *CARD_ACTIONS, "inquiry", "ecouponInquiry", "accumulating", "summary", "batchUpload",
-    "qrcodeSale", "voidQrcodeSale", "refundQrcodeSale",
+    "qrcodeSale", "voidQrcodeSale", "refundQrcodeSale", "voidCardSale", "refundCardSale",
 )  # fmt: skip
 #: The book's actions that are validated but not carried out yet.
 VALIDATED_ONLY_ACTIONS: Final = tuple(action for action in BOOK_ACTIONS if action not in RUN_ACTIONS)

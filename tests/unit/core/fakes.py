@@ -46,6 +46,8 @@ class ScriptedPad:
         code_prompts: the ``(prompt, amount_minor)`` of every ``read_code``.
         choice: the index ``choose`` answers, or an error it raises (then 0 again).
         offered: the option labels of every ``choose``.
+        card: what ``read_card`` returns; pin_block: what ``read_pin`` returns.
+        shown: every card and PIN screen, ``("card" | "pin", kind, reference, amount_minor)``.
     """
 
     def __init__(self, *, connected: bool = True) -> None:
@@ -62,6 +64,9 @@ class ScriptedPad:
         self.code_prompts: list[tuple[str, int]] = []
         self.choice: int | BaseException = 0
         self.offered: list[list[str]] = []
+        self.card = CardRead("00", "622588****1234", "AA" * 8, "BB" * 8, "2912")
+        self.pin_block = "CC" * 8
+        self.shown: list[tuple[str, TransKind, str, int]] = []
 
     @property
     def connected(self) -> bool:
@@ -93,19 +98,21 @@ class ScriptedPad:
     ) -> CardRead:
         """A card, once :attr:`release` is set; or :attr:`card_error`."""
         self.card_prompts += 1
+        self.shown.append(("card", kind, reference, amount_minor))
         self.card_asked.set()
         await self.release.wait()
         if self.card_error is not None:
             err, self.card_error = self.card_error, None
             raise err
-        return CardRead("prepaid", "622588****1234", "AA" * 8, "BB" * 8, "2912")
+        return self.card
 
     async def read_pin(
         self, amount_minor: int, timeout_s: int, prompt: str = "", key_index: int = 1, *,
         kind: TransKind = TransKind.SALE, reference: str = "",
     ) -> EncryptedPin:
-        """A PIN block."""
-        return EncryptedPin("CC" * 8, key_index)
+        """:attr:`pin_block`."""
+        self.shown.append(("pin", kind, reference, amount_minor))
+        return EncryptedPin(self.pin_block, key_index)
 
     async def read_code(
         self, prompt: str, timeout_s: int, amount_minor: int = 0, entry: CodeEntry = CodeEntry.ANY

@@ -75,7 +75,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], ReturnCode, str]] = [
     ("cardRedemption", _with(password="123456"), ReturnCode.CARD_DATA_REFUSED, "password"),
     ("cardPayment", card_redemption_request(), ReturnCode.MISSING_FIELD, "acquirer"),
     ("inquiry", {"traceNo": "T2"}, ReturnCode.MISSING_FIELD, "originalTraceNo"),
-    ("voidCardSale", {"traceNo": "T3", "originalTraceNo": "T2"}, ReturnCode.UNSUPPORTED_ACTION, "action"),
+    ("voidCardSale", {"traceNo": "T3"}, ReturnCode.MISSING_FIELD, "originalTraceNo"),
     ("payNow", card_redemption_request(), ReturnCode.UNKNOWN_ACTION, "action"),
 ]  # fmt: skip
 
