@@ -9,7 +9,8 @@ approval found later is kept (:class:`~misbridge.core.inquiry.InquiryLoop`).
 
 ``voidQrcodeSale`` and ``refundQrcodeSale`` run the same way (``void`` and ``refund`` kinds,
 ``submit`` with no pad step), after :func:`~misbridge.core.followups.check_follow_up` found
-nothing in the journal against them (MB45-MB48 otherwise, before anything is sent). Unknown,
+nothing in the journal against them (MB45-MB48 otherwise, before anything is sent; the card
+voids and refunds, which use the pad, are run by the service under the same lock). Unknown,
 they are inquired; still unknown at the bound a void is sent again by the reversal queue until
 confirmed (MB36 meanwhile) and a refund goes to a person (MB34): it is never sent twice.
 

@@ -12,10 +12,11 @@ The e-Buy book has no reversal message: ``voidCardSale`` with ``originalTraceNo`
 * every void carries a new traceNo allocated in the same commit as its intent
   (``Journal.allocate_call``).
 
-A POS void (``voidQrcodeSale``) whose outcome stayed unknown is queued the same way: the queue
-sends the POS's void again (its action and ``originalTraceNo``) under new traceNos until the
-backend confirms it (``resolution.void_resend_done_codes``: ``void_confirmed``, the void
-approved with that reply) or refuses it (needs_manual).
+A POS void (``voidQrcodeSale``, ``voidCardSale``) whose outcome stayed unknown is queued the same
+way: the queue sends the POS's void again (its action, ``originalTraceNo`` and ``acquirer``: the
+body the journal keeps, so a card void goes without ``cardInfo``, a system void like misbridge's
+own) under new traceNos until the backend confirms it (``resolution.void_resend_done_codes``:
+``void_confirmed``, the void approved with that reply) or refuses it (needs_manual).
 """
 
 from __future__ import annotations
