@@ -22,18 +22,27 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from misbridge.core.followups import CARD_FOLLOW_UPS
 from misbridge.device.base import CardRead, TransKind
 from misbridge.ebuy.requests import amount_minor_units
 from misbridge.errors import MisbridgeError, ReturnCode
-from misbridge.journal.records import TransactionRecord
 
 __all__ = ["CARD_FOLLOW_UPS", "PadScreen", "check_same_card", "follow_up_screen"]
 
 _KINDS: Final = {"voidCardSale": TransKind.VOID, "refundCardSale": TransKind.REFUND}
 _WORDS: Final = {TransKind.VOID: "Void", TransKind.REFUND: "Refund"}
+
+
+class Original(Protocol):
+    """What the screen reads of the original sale in the journal (a ``TransactionRecord`` fits)."""
+
+    @property
+    def request(self) -> dict[str, Any]: ...
+
+    @property
+    def masked_pan(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,7 @@ class PadScreen:
         return cls(TransKind.SALE, amount_minor_units(total), f"Amount {total}")
 
 
-def follow_up_screen(action: str, body: Mapping[str, Any], original: TransactionRecord | None) -> PadScreen:
+def follow_up_screen(action: str, body: Mapping[str, Any], original: Original | None) -> PadScreen:
     """The screen of a card void or refund (``action``) of ``original`` (None: not in the journal)."""
     kind = _KINDS[action]
     if kind is TransKind.REFUND:
