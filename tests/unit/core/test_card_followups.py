@@ -11,15 +11,17 @@ original the journal does not hold (the backend decides), a void whose outcome s
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
+from loguru import logger
 
 from misbridge.core.machine import TxnState
 from misbridge.core.service import TransactionService
 from misbridge.device.base import CardRead, TransKind
 from misbridge.ebuy.examples import book_request
-from misbridge.errors import BackendOutcomeUnknown
+from misbridge.errors import BackendOutcomeUnknown, CustomerCancelled
 from misbridge.journal.records import TransactionRecord
 from misbridge.journal.store import Journal
 from tests.unit.core.fakes import APPROVED, ScriptedBackend, ScriptedPad, reply
@@ -230,6 +232,19 @@ async def test_an_original_the_journal_does_not_hold_is_prompted_and_forwarded(
     assert all("cardInfo" in body for _, body in backend.calls)
 
 
+async def test_a_cancelled_void_moves_nothing_and_does_not_count(
+    service: TransactionService, journal: Journal, backend: ScriptedBackend, pad: ScriptedPad
+) -> None:
+    backend.will(VOID, APPROVED)
+    original = await card_sale(journal)
+    pad.card_error = CustomerCancelled("Cancel pressed")
+    cancelled = void_of(original)
+    assert (await service.handle(VOID, cancelled))["returnCode"] == "MB23"
+    assert await state_of(journal, cancelled["traceNo"]) == "aborted"
+    assert backend.calls == []
+    assert (await service.handle(VOID, void_of(original)))["returnCode"] == "00"
+
+
 # --- unknown outcomes ------------------------------------------------------------------------------
 
 
@@ -289,3 +304,31 @@ async def test_a_day_sale_partial_refund_the_rest_then_no_more_and_no_void(
     await _refused_before_the_pad(service, journal, backend, pad, REFUND, refund_of(original, "0.01"), "MB47")
     await _refused_before_the_pad(service, journal, backend, pad, VOID, void_of(original), "MB46")
     assert backend.actions() == ["cardRedemption", REFUND, REFUND]
+
+
+async def test_card_data_is_neither_logged_nor_journaled(
+    service: TransactionService, journal: Journal, backend: ScriptedBackend, pad: ScriptedPad, tmp_path: Path
+) -> None:
+    secrets = ("AA" * 8, "BB" * 8, "CC" * 8)  # the pad's encrypted PAN and track 2, the PIN block
+    lines: list[str] = []
+    sink = logger.add(lambda message: lines.append(f"{message} {message.record['extra']}"), level="DEBUG")
+    try:
+        backend.will(VOID, BackendOutcomeUnknown("read timeout"), APPROVED)
+        backend.will(REFUND, APPROVED)
+        backend.will("inquiry", reply("26", "in progress"))
+        original = await card_sale(journal, "40.80")
+        await service.handle(REFUND, refund_of(original, "1"))
+        await service.handle(VOID, void_of(await card_sale(journal)))
+        await service.resolver.drain()
+    finally:
+        logger.remove(sink)
+    assert lines, "the steps were logged"
+    assert not [line for line in lines if any(secret in line for secret in secrets)]
+    stored = _stored_bytes(tmp_path)
+    assert not [secret for secret in secrets if secret.encode() in stored]
+    assert PAN.encode() in stored, "the masked PAN is what the journal keeps"
+
+
+def _stored_bytes(directory: Path) -> bytes:
+    """Every byte of the journal's files (database and write-ahead log)."""
+    return b"".join(path.read_bytes() for path in directory.glob("journal.db*"))
