@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
+from misbridge.config.settings import Settings
 from misbridge.core.machine import TxnState
 from misbridge.core.service import TransactionService
 from misbridge.device.base import CardRead, TransKind
@@ -283,6 +284,27 @@ async def test_a_card_refund_still_unknown_goes_to_needs_manual_and_is_never_sen
     await service.resolver.drain()
     assert backend.actions().count(REFUND) == 1
     assert (await service.handle(REFUND, refund_of(original, "35.81")))["returnCode"] == "MB47"
+
+
+async def test_a_restart_aborts_a_void_at_the_pad_and_inquires_a_refund_that_was_sent(
+    settings: Settings, journal: Journal, backend: ScriptedBackend, pad: ScriptedPad
+) -> None:
+    original = await card_sale(journal)
+    at_pad, sent = void_of(original), refund_of(original, "2")
+    for action, body in ((VOID, at_pad), (REFUND, sent)):
+        await journal.record_intent(TransactionRecord.new(body["traceNo"], action, TxnState.RECEIVED, body))
+        await journal.record_transition(body["traceNo"], "received", "start_card")
+        await journal.record_transition(body["traceNo"], "reading_card", "card_read", masked_pan=PAN, card_type="01")
+    await journal.record_transition(sent["traceNo"], "reading_pin", "pin_entered")
+    backend.will("inquiry", APPROVED)
+    restarted = TransactionService(settings, journal, pad, backend)
+    await restarted.recover()
+    aborted = await journal.get(at_pad["traceNo"])
+    assert aborted is not None
+    assert (aborted.state, aborted.return_code) == ("aborted", "MB28")
+    assert await state_of(journal, sent["traceNo"]) == "approved", "a refund's approval is kept"
+    assert backend.actions() == ["inquiry"], "nothing sent again"
+    assert (await restarted.handle(VOID, void_of(original)))["returnCode"] == "MB46"
 
 
 # --- a day -----------------------------------------------------------------------------------------
