@@ -36,6 +36,8 @@ from simulators.backend.netfaults import blackhole_listener, refusing_port
 
 Door = Literal["socket", "http"]
 BackendKind = Literal["sim", "refused", "blackhole"]
+#: The simulator's fault kinds this bench scripts (docs/backend.md, "Scripted faults").
+FaultKind = Literal["sale", "inquiry", "void", "refund"]
 
 # --- the short, consistent timer set -----------------------------------------------------------
 
@@ -103,7 +105,7 @@ def fault_settings(sims: Simulators, workdir: Path, *, backend_url: str | None =
 class Fault:
     """One scripted backend fault (``POST /_sim/faults``), for requests about the case's traceNo."""
 
-    action: Literal["sale", "inquiry", "void"]
+    action: FaultKind
     fault: str
     times: int = 1
     delay_s: float = 0.0

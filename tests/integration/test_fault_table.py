@@ -36,6 +36,7 @@ from tests.integration.faults import (
     summary_table,
     vary,
 )
+from tests.integration.followup_faults import FOLLOW_TABLE, FollowCase, check_follow, run_follow
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -117,3 +118,12 @@ async def test_fault_table_soak(fault_bench: FaultBench, capsys: pytest.CaptureF
     with capsys.disabled():  # shown by `make soak` (pytest -q) even when every run passed
         print("\n" + summary_table(rows))  # noqa: T201 - the soak's deliverable is this table
     assert not failures, f"{len(failures)} run(s) broke the checker:\n" + "\n".join(failures[:50])
+
+
+@in_module_loop
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in FOLLOW_TABLE])
+async def test_follow_up_fault_case(fault_bench: FaultBench, case: FollowCase) -> None:
+    """A QR sale, or a POS void or refund, with its reply lost or never applied: applied at most once, as told."""
+    outcome = await run_follow(fault_bench, case)
+    problems = check_follow(case, outcome)
+    assert not problems, f"{case.id} ({case.doc}):\n  " + "\n  ".join(problems) + f"\n  seen: {outcome.describe()}"
