@@ -41,6 +41,7 @@ from misbridge.core.machine import TxnState
 from misbridge.core.observe import TransactionMetrics, timed
 from misbridge.core.ports import CardBackend
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown, RequestError, ReturnCode
+from misbridge.host.crashpoints import crash_point
 from misbridge.journal.records import TransactionRecord, request_hash
 from misbridge.journal.store import BarredTraceNoError, DuplicateTraceNoError, Journal
 
@@ -116,11 +117,15 @@ class PassThrough:
             if taken is None:
                 raise
             return answers.repeat_answer(taken, action, request_hash(body))
+        follow_up = action in QR_FOLLOW_UPS
+        _crash_if(follow_up, "followup.after_intent")
         flow = Flow(self._journal, trace_no)
         with timed(self._metrics, "total"):
             await flow.step("submit")  # the intent to submit is durable before the first byte leaves (R1)
+            _crash_if(follow_up, "followup.submit.after_commit")
             outbound = await as_sent(self._journal, body) if action in QR_FOLLOW_UPS else body
             response = await self._submit(flow, action, outbound, claim_deadline)
+        _crash_if(follow_up, "followup.outcome.after_commit")
         self._metrics.transaction_finished(action, flow.state)
         return response
 
@@ -148,6 +153,7 @@ class PassThrough:
             if record is None:
                 return answers.pos_response(flow.trace_no, ReturnCode.BACKEND_UNKNOWN)
             return answers.answer_from_journal(record)
+        _crash_if(action in QR_FOLLOW_UPS, "followup.after_reply")
         answer = answers.backend_answer(reply.body, flow.trace_no)
         await flow.step("approve" if reply.approved else "decline", response=answer, return_code=reply.return_code)
         return answer
@@ -181,3 +187,9 @@ class PassThrough:
         except BackendOutcomeUnknown:
             return "no_answer", answers.query_no_answer(trace_no)
         return "answer", answers.backend_answer(reply.body, trace_no)
+
+
+def _crash_if(follow_up: bool, point: str) -> None:
+    """A crash point of the POS's QR voids and refunds (accumulating runs the same steps without them)."""
+    if follow_up:
+        crash_point(point)

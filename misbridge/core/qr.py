@@ -44,6 +44,7 @@ from misbridge.errors import (
     MisbridgeError,
     ReturnCode,
 )
+from misbridge.host.crashpoints import crash_point
 from misbridge.journal.records import TransactionRecord, request_hash
 from misbridge.journal.store import Journal
 
@@ -165,6 +166,7 @@ class QrSales:
     ) -> Response | _Offer:
         """Commit ``event`` (to ``submitting``), send, record the outcome; an offer of options ends it early."""
         await flow.step(event)  # the intent to submit is durable before the first byte leaves (R1)
+        crash_point("qr.option.after_commit" if call_no else "qr.submit.after_commit")
         try:
             with timed(self._metrics, "backend"):
                 reply = await self._backend.submit(QR_ACTION, outbound)
@@ -181,12 +183,14 @@ class QrSales:
             return answers.pos_response(flow.trace_no, ReturnCode.BACKEND_UNKNOWN) if record is None else (
                 answers.answer_from_journal(record)
             )  # fmt: skip
+        crash_point("qr.after_reply")
         await self._call_result(call_no, reply.return_code, reply.body)
         # A second round's reply carries its own traceNo: the POS hears it under its traceNo.
         answer = answers.backend_answer({**reply.body, "traceNo": flow.trace_no}, flow.trace_no)
         products = _products(reply.body)
         if call_no is None and reply.return_code in self._settings.options.choose_codes and products:
             await flow.step("offer_options", response=answer, return_code=reply.return_code)
+            crash_point("qr.offer.after_commit")
             return _Offer(answer, products)
         await flow.step("approve" if reply.approved else "decline", response=answer, return_code=reply.return_code)
         return answer
@@ -216,6 +220,7 @@ class QrSales:
     async def _second_round(self, flow: Flow, outbound: dict[str, Any], chosen: str, claim_deadline: float) -> Response:
         """Send the chosen option under a new traceNo; its answer is the sale's, under the POS traceNo."""
         call_no = await self._journal.allocate_call(flow.trace_no, "option")
+        crash_point("qr.option.after_alloc")
         second = {**outbound, "traceNo": call_no, "activityProductNo": chosen}
         result = await self._round(flow, "option_chosen", second, claim_deadline, call_no)
         assert not isinstance(result, _Offer)  # a second round is never offered options again

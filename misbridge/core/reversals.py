@@ -134,6 +134,7 @@ class ReversalQueue:
                 original, event="void_confirmed", response=answer, return_code=code, detail=f"void answered {code}"
             )
             logger.bind(traceNo=original).info("void confirmed (backend answered {})", code)
+            crash_point("void.resend.after_commit")
         elif not pos_void and code in self._settings.void_done_codes:
             # The stored MB32 answer (written when the void was queued) stays the answer.
             await self._journal.complete_reversal(original, detail=f"void answered {code}")

@@ -15,8 +15,9 @@ How a run goes (docs/reliability.md, "Crash points"):
 2. For each run it scripts the backend faults the point needs (tests/crash/scenarios.py), forks a
    daemon child with ``MISBRIDGE_TEST_HOOKS=1 MISBRIDGE_CRASH_AT=<point>[:<nth>]`` that runs the real
    :class:`~misbridge.app.daemon.Daemon` on fixed ports against a journal file shared by all runs, and
-   sends it one ``cardRedemption`` over the e-Buy socket door. Exit status 137 means the point was
-   reached. (Recovery points first crash a daemon at a *prep* point, then one inside recovery.)
+   sends it one ``cardRedemption`` over the e-Buy socket door (for the QR points a ``qrcodeSale``; for
+   the follow-up points an approved ``qrcodeSale`` first, then the void or refund of it:
+   tests/crash/flows.py). Exit status 137 means the point was reached. (Recovery points first crash a daemon at a *prep* point, then one inside recovery.)
 3. It clears the faults, forks a clean daemon, waits for ``/health`` 200 and the daemon's
    "misbridge ready:" log line (recovery done and the reversal worker running, see
    :meth:`Lane._ready`), repeats the same POS request (same traceNo, same body), waits until the
@@ -72,6 +73,7 @@ from misbridge.ebuy.envelope import (
 from misbridge.host import crashpoints
 from misbridge.telemetry.logs import configure_logging
 from tests.crash import checker, scenarios
+from tests.crash.flows import Flow, Request
 from tests.crash.scenarios import Stage, plan_for, uncovered_points
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -365,9 +367,9 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes | None:
 class PosCall:
     """One POS request on the e-Buy socket door (blocking socket, 2-byte length + envelope)."""
 
-    def __init__(self, port: int, body: dict[str, Any]) -> None:
+    def __init__(self, port: int, body: dict[str, Any], action: str = ACTION) -> None:
         self.sock = socket.create_connection((HOST, port), timeout=5)
-        self.sock.sendall(frame_message(encode_envelope(envelope_for(ACTION, body))))
+        self.sock.sendall(frame_message(encode_envelope(envelope_for(action, body))))
 
     def answer(self, timeout: float) -> dict[str, Any] | None:
         """The answer body, or None when the connection ended (or stayed silent) without one."""
@@ -543,36 +545,41 @@ class Lane:
         started = time.monotonic()
         rng = random.Random(f"{self.seed}:{point}:{index}")
         trace_no = f"C{rng.getrandbits(64):016x}{index:04d}"
-        plan = plan_for(point, rng)
-        body = pos_body(trace_no, rng)
+        plan = plan_for(point, rng, trace_no)
+        request = plan.flow.request if plan.flow else Request(ACTION, pos_body(trace_no, rng))
         log = self.logs / f"{point}-{index:04d}"
         result = RunResult(point, index, trace_no, plan.variant, [s.crash_at for s in plan.stages], [], False,
                            log=f"{log}.*.log")
         first_answer: dict[str, Any] | None = None
         try:
             for number, stage in enumerate(plan.stages):
-                answer = self._crash_stage(stage, trace_no, body, log.with_name(f"{log.name}.{number}.log"), result)
+                original = plan.flow.original if plan.flow and number == 0 else None
+                answer = self._crash_stage(stage, trace_no, request, log.with_name(f"{log.name}.{number}.log"), result,
+                                           original)
                 first_answer = first_answer or answer
             result.reached = all(code == CRASHED for code in result.exits) and not result.setup
         finally:
             self.backend.clear_faults()
-        repeated = self._clean_stage(trace_no, body, log.with_name(f"{log.name}.clean.log"), result)
-        self._check(result, first_answer, repeated)
+        repeated = self._clean_stage(trace_no, request, log.with_name(f"{log.name}.clean.log"), result)
+        self._check(result, first_answer, repeated, plan.flow)
         result.seconds = round(time.monotonic() - started, 3)
         return result
 
     def _crash_stage(
-        self, stage: Stage, trace_no: str, body: dict[str, Any], log: Path, result: RunResult
+        self, stage: Stage, trace_no: str, request: Request, log: Path, result: RunResult,
+        original: Request | None = None,
     ) -> dict[str, Any] | None:
-        self.backend.add_faults([fault.request(trace_no) for fault in stage.faults])
         child = self._fork(stage.crash_at, log, long_bound=stage.long_inquiry_bound)
         answer: dict[str, Any] | None = None
         if not stage.sends_request:
             status = child.wait(RECOVERY_CRASH_S)
-        elif not self._ready(child, result):
+        elif not self._ready(child, result) or not self._original(original, result):
             status = child.poll()
         else:
-            call = PosCall(self.settings.api.socket_port, body)
+            # Scripted once a follow-up's original is made: they are bound to the run's traceNo,
+            # which none of the original's requests carries.
+            self.backend.add_faults([fault.request(trace_no) for fault in stage.faults])
+            call = PosCall(self.settings.api.socket_port, request.body, request.action)
             if stage.sigterm_at_state is not None:
                 if not self._wait_state(trace_no, stage.sigterm_at_state, child, SIGTERM_STATE_S):
                     result.setup.append(f"SIGTERM sent without seeing the transaction {stage.sigterm_at_state}")
@@ -584,14 +591,24 @@ class Lane:
         result.exits.append(status)
         return answer
 
-    def _clean_stage(self, trace_no: str, body: dict[str, Any], log: Path, result: RunResult) -> dict[str, Any] | None:
+    def _original(self, original: Request | None, result: RunResult) -> bool:
+        """Make a follow-up's original (an approved QR sale) on the crashing daemon; False if it was not approved."""
+        if original is None:
+            return True
+        answer = PosCall(self.settings.api.socket_port, original.body, original.action).answer(ANSWER_S)
+        if _code(answer) != checker.APPROVED_CODE:
+            result.setup.append(f"the original {original.action} was answered {_code(answer)}, not 00")
+            return False
+        return True
+
+    def _clean_stage(self, trace_no: str, request: Request, log: Path, result: RunResult) -> dict[str, Any] | None:
         child = self._fork(None, log)
         repeated: dict[str, Any] | None = None
         try:
             if not self._ready(child, result):
                 result.stuck.append(f"the clean daemon did not become healthy (exit {child.poll()})")
                 return None
-            repeated = PosCall(self.settings.api.socket_port, body).answer(ANSWER_S)
+            repeated = PosCall(self.settings.api.socket_port, request.body, request.action).answer(ANSWER_S)
             self._wait_settled(trace_no, SETTLE_S)
         finally:
             status = child.stop()
@@ -600,11 +617,18 @@ class Lane:
                 result.stuck.append(f"the clean daemon exited {status} after SIGTERM")
         return repeated
 
-    def _check(self, result: RunResult, first: dict[str, Any] | None, repeated: dict[str, Any] | None) -> None:
+    def _check(
+        self, result: RunResult, first: dict[str, Any] | None, repeated: dict[str, Any] | None, flow: Flow | None
+    ) -> None:
         view = checker.read_journal(self.journal, result.trace_no)
         sale = self.backend.ledger(result.trace_no)
         calls = {no: self.backend.ledger(no) for no, _ in view.calls}
-        verdict = checker.check_run(view, sale, calls, repeated_answer=repeated, first_answer=first)
+        moves_by = {"void": ("void",), "refund": ()}.get(flow.kind, ("option",)) if flow else ("option",)
+        codes = checker.VOID_APPROVED_CODES if flow and flow.kind == "void" else (checker.APPROVED_CODE,)
+        verdict = checker.check_run(view, sale, calls, repeated_answer=repeated, first_answer=first,
+                                    moves_by=moves_by, approved_codes=codes)
+        if flow is not None and flow.original is not None:
+            self._check_original(verdict, view, flow)
         result.state, result.reversal = view.state, view.reversal_state
         result.ledger, result.submissions = sale.state, sale.submissions
         result.transitions = list(view.transitions)
@@ -615,6 +639,16 @@ class Lane:
         result.stuck += verdict.stuck
         result.answer += verdict.answer
         result.integrity += verdict.integrity
+
+    def _check_original(self, verdict: checker.Verdict, view: checker.JournalView, flow: Flow) -> None:
+        """The follow-up's original: the journal's view and its ledger entry as the backend knows it."""
+        assert flow.original is not None
+        original_no = str(flow.original.body["traceNo"])
+        original = checker.read_journal(self.journal, original_no)
+        known_as = [no for no, kind in original.calls if kind == "option"] or [original_no]
+        voiders = frozenset({view_no for view_no, _ in view.calls} | {str(flow.request.body["traceNo"])})
+        checker.check_original(verdict, view, original, self.backend.ledger(known_as[-1]), kind=flow.kind,
+                               refund_amount=flow.refund_amount, voiders=voiders)
 
 
 def _code(body: dict[str, Any] | None) -> str | None:

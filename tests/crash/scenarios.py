@@ -16,7 +16,8 @@ so a new point without one fails the suite instead of being silently skipped. A 
 * **recovery points**: a first daemon crashes at a *prep* point to leave a non-final transaction,
   a second one crashes inside start-up recovery, then the clean daemon finishes the job;
 * ``shutdown.drain``: the backend holds the sale, and SIGTERM arrives while the transaction is
-  ``submitting``.
+  ``submitting``;
+* **QR sale, follow-up and void-resend points**: tests/crash/flows.py.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from misbridge.host.crashpoints import POINTS
+from tests.crash import flows
+from tests.crash.flows import Flow
 
 #: Where a sale's POS request first meets each point, in order (the hook counts passes).
 SALE_POINTS: tuple[str, ...] = (
@@ -141,6 +144,8 @@ class Plan:
     #: Daemons started one after the other; the *last* one's exit 137 means the point was reached.
     stages: tuple[Stage, ...]
     variant: str
+    #: What a QR or follow-up run sends (None: the card sale of :func:`~tests.crash.harness.pos_body`).
+    flow: Flow | None = None
 
 
 def _nth(point: str, nth: int) -> str:
@@ -218,12 +223,35 @@ def prep_stage(point: str, rng: random.Random) -> tuple[Stage, str]:
     raise ValueError(f"{point} is not a transaction point")
 
 
-def plan_for(point: str, rng: random.Random) -> Plan:
-    """The scenario of one run that crashes at ``point``.
+def flow_plan(point: str, rng: random.Random, trace_no: str) -> Plan:
+    """A run of tests/crash/flows.py: a QR sale, or a POS void or refund of an approved QR sale."""
+    if point in flows.QR_POINTS:
+        flow, variant, nth = flows.qr_flow(point, trace_no, rng)
+        return Plan(point, (Stage(_nth(point, nth)),), variant, flow)
+    flow, variant = flows.follow_up_flow(point, trace_no, rng)
+    faults: tuple[FaultSpec, ...] = ()
+    if point in flows.RESEND_POINTS:
+        lost = rng.choice(("drop-after-commit", "drop-before-commit"))
+        faults = (FaultSpec("void", lost), FaultSpec("inquiry", "http-500-after-commit", times=FAILING_INQUIRIES))
+        variant += f", void {lost}, inquiries fail, sent again by the queue"
+    elif point == "followup.outcome.after_commit" and rng.random() < 0.4:
+        fault, name = flows.lost_reply(flow.kind, rng)
+        faults = (FaultSpec(fault["action"], fault["fault"]),)
+        variant += f", {name}"
+    elif point == "backend.voidQrcodeSale.after_write" and rng.random() < 0.3:
+        faults = (FaultSpec("void", "http-500-after-commit"),)
+        variant += ", HTTP 500 after the void's commit"
+    return Plan(point, (Stage(point, faults),), variant, flow)
+
+
+def plan_for(point: str, rng: random.Random, trace_no: str = "C0") -> Plan:
+    """The scenario of one run that crashes at ``point`` (``trace_no``: the run's, for QR and follow-up runs).
 
     Raises:
         ValueError: no scenario for ``point`` (a crash point without a plan is a harness bug).
     """
+    if point in flows.POINTS:
+        return flow_plan(point, rng, trace_no)
     if point in SALE_POINTS or point in INQUIRY_POINTS or point in VOID_POINTS:
         stage, variant = prep_stage(point, rng)
         return Plan(point, (stage,), variant)
@@ -242,5 +270,5 @@ def plan_for(point: str, rng: random.Random) -> Plan:
 
 def uncovered_points() -> list[str]:
     """Points of :data:`misbridge.host.crashpoints.POINTS` this module has no scenario for."""
-    known = {*SALE_POINTS, *INQUIRY_POINTS, *VOID_POINTS, *RECOVERY_POINTS, *SHUTDOWN_POINTS}
+    known = {*SALE_POINTS, *INQUIRY_POINTS, *VOID_POINTS, *RECOVERY_POINTS, *SHUTDOWN_POINTS, *flows.POINTS}
     return [point for point in POINTS if point not in known]

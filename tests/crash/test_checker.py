@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,17 @@ from misbridge.core.machine import TxnState
 from misbridge.host.crashpoints import POINTS
 from misbridge.journal.records import TransactionRecord
 from misbridge.journal.store import Journal
-from tests.crash import scenarios
-from tests.crash.checker import JournalView, LedgerEntry, Verdict, check_run, read_journal, read_state, sweep
+from tests.crash import flows, scenarios
+from tests.crash.checker import (
+    JournalView,
+    LedgerEntry,
+    Verdict,
+    check_original,
+    check_run,
+    read_journal,
+    read_state,
+    sweep,
+)
 
 APPROVED = {"traceNo": "T1", "returnCode": "00", "returnDesc": "SUCCESS"}
 VOIDED = {"traceNo": "T1", "returnCode": "MB32", "returnDesc": "voided"}
@@ -162,3 +172,64 @@ def test_a_seed_reproduces_the_scenario() -> None:
 def test_an_unknown_point_has_no_scenario() -> None:
     with pytest.raises(ValueError, match="no crash scenario"):
         scenarios.plan_for("nowhere", random.Random(0))
+
+
+# -- options sales and the POS's voids and refunds (tests/crash/flows.py) ------------------------------
+
+
+def test_an_options_sale_is_applied_by_its_second_round() -> None:
+    calls = {"R2": APPLIED}
+    journal = view(calls=(("R2", "option"),))
+    assert check(journal, LedgerEntry(1, "declined"), calls).ok
+    lost = check(view("declined", APPROVED | {"returnCode": "09"}, calls=(("R2", "option"),)),
+                 LedgerEntry(1, "declined"), calls)
+    assert lost.lost
+
+
+def test_a_pos_void_applied_by_the_void_and_a_resend_is_doubled() -> None:
+    calls = {"V2": APPLIED}
+    verdict = check_run(view(calls=(("V2", "void"),)), APPLIED, calls, repeated_answer=APPROVED, first_answer=None,
+                        moves_by=("void",))
+    assert verdict.doubled
+    once = check_run(view(calls=(("V2", "void"),)), LedgerEntry(1, "not_applied"), calls,
+                     repeated_answer=APPROVED, first_answer=None, moves_by=("void",))
+    assert once.ok, once.messages()
+
+
+@pytest.mark.parametrize(("kind", "state", "original", "refund", "column"), [
+    ("void", "approved", LedgerEntry(1, "voided", voided_by="V1"), None, None),
+    ("void", "declined", LedgerEntry(1, "approved", applied=True), None, None),
+    ("void", "approved", LedgerEntry(1, "approved", applied=True), None, "lost"),
+    ("void", "declined", LedgerEntry(1, "voided", voided_by="V1"), None, "lost"),
+    ("void", "approved", LedgerEntry(1, "voided", voided_by="X9"), None, "doubled"),
+    ("refund", "approved", LedgerEntry(1, "approved", True, refunded_amount=Decimal("1.5")), Decimal("1.5"), None),
+    ("refund", "declined", LedgerEntry(1, "approved", True), Decimal("1.5"), None),
+    ("refund", "declined", LedgerEntry(1, "approved", True, refunded_amount=Decimal("1.5")), Decimal("1.5"), "lost"),
+    ("refund", "approved", LedgerEntry(1, "approved", True, refunded_amount=Decimal("3")), Decimal("1.5"), "lost"),
+])
+def test_a_follow_up_agrees_with_its_original_in_the_ledger(
+    kind: str, state: str, original: LedgerEntry, refund: Decimal | None, column: str | None
+) -> None:
+    verdict = Verdict()
+    check_original(verdict, view(state), view(), original, kind=kind, refund_amount=refund, voiders=frozenset({"V1"}))
+    bad = {name for name in ("lost", "doubled") if getattr(verdict, name)}
+    assert bad == ({column} if column else set()), verdict.messages()
+
+
+def test_an_original_answered_00_must_stay_approved() -> None:
+    verdict = Verdict()
+    check_original(verdict, view("declined"), view("voided"), APPLIED, kind="void", refund_amount=None,
+                   voiders=frozenset())
+    assert verdict.lost
+
+
+def test_flow_runs_make_their_original_and_name_it() -> None:
+    for point in flows.POINTS:
+        plan = scenarios.plan_for(point, random.Random(point), "C0123")
+        assert plan.flow is not None
+        if point in flows.QR_POINTS:
+            assert plan.flow.original is None
+            assert plan.flow.request.action == "qrcodeSale"
+        else:
+            assert plan.flow.original is not None
+            assert plan.flow.request.body["originalTraceNo"] == plan.flow.original.body["traceNo"] == "O0123"

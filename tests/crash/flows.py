@@ -1,0 +1,135 @@
+"""Crash scenarios of the QR sale and of the POS's QR voids and refunds (docs/reliability.md, "Crash points").
+
+The card sale's scenarios are in tests/crash/scenarios.py; these drive the other paths through the
+same daemon and socket door, with codes in the body so the pad is needed only to choose options:
+
+* **QR sale points** (``qr.*``, ``backend.qrcodeSale.after_write``): a ``qrcodeSale`` of the
+  simulator's payment QR (approved) or of its always-declined code (``05``), or an options sale
+  (the e-coupon ``HDCP00000000000009``: round 1 answers ``09`` with two products, the pad
+  chooses the first, round 2 pays) crashing in its first or second round;
+* **follow-up points** (``followup.*``, ``backend.voidQrcodeSale.after_write``,
+  ``backend.refundQrcodeSale.after_write``): the crashing daemon first makes an approved QR sale
+  (sometimes an options sale, whose void or refund names its second round), then the POS voids it
+  or refunds part or all of it; for the outcome point the reply is sometimes lost and resolved by
+  inquiry;
+* ``void.resend.after_commit``: the POS's void loses its reply, every inquiry about it fails
+  until the inquiry bound, so the reversal queue sends the void again; the crash comes right
+  after that resend is confirmed.
+
+The run's traceNo is the QR sale's, or the void's or refund's; the original is the run's
+traceNo with ``O`` in front of it instead of ``C``.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Final
+
+#: The payment QR of the book's example (approves while its 10 000.00 last), one always declined (05),
+#: and the e-coupon with options (100.00; round 2 pays the chosen product).
+PAY_CODE: Final = "280123121234567890"
+DECLINED_CODE: Final = "280000000000000005"
+OPTIONS_CODE: Final = "HDCP00000000000009"
+
+QR_POINTS: Final = (
+    "qr.submit.after_commit",
+    "backend.qrcodeSale.after_write",
+    "qr.after_reply",
+    "qr.offer.after_commit",
+    "qr.option.after_alloc",
+    "qr.option.after_commit",
+)
+FOLLOW_UP_POINTS: Final = (
+    "followup.after_intent",
+    "followup.submit.after_commit",
+    "backend.voidQrcodeSale.after_write",
+    "backend.refundQrcodeSale.after_write",
+    "followup.after_reply",
+    "followup.outcome.after_commit",
+)
+RESEND_POINTS: Final = ("void.resend.after_commit",)
+POINTS: Final = (*QR_POINTS, *FOLLOW_UP_POINTS, *RESEND_POINTS)
+#: Points met only in an options sale (the offer and the second round).
+_OPTIONS_ONLY: Final = ("qr.offer.after_commit", "qr.option.after_alloc", "qr.option.after_commit")
+#: Inquiries scripted to fail when the void must go to the reversal queue.
+FAILING_INQUIRIES: Final = 200
+
+
+@dataclass(frozen=True)
+class Request:
+    """One POS request of a run: the action and the body sent on the socket door."""
+
+    action: str
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Flow:
+    """What a QR or follow-up run sends: the approved original first (follow-ups), then the request."""
+
+    request: Request
+    original: Request | None
+    #: void or refund (follow-ups), sale (QR sales).
+    kind: str
+    #: The refund's amount (follow-ups that refund), for the checker's original rule.
+    refund_amount: Decimal | None = None
+
+
+def _amount(rng: random.Random, options: bool) -> Decimal:
+    # Small amounts: every lane's codes last a soak (the options code holds 100.00).
+    return Decimal(rng.randint(1, 10 if options else 999)) / 100
+
+
+def qr_sale(trace_no: str, code: str, amount: Decimal) -> Request:
+    """A one-line ``qrcodeSale`` with ``code`` in the body."""
+    return Request("qrcodeSale", {
+        "traceNo": trace_no, "totalAmount": amount, "undiscountAmount": Decimal(0), "qrcode": code,
+        "goodsDetail": [{"goodsCategory": "001", "goodsId": "P00001", "goodsName": "crash harness",
+                         "price": amount, "quantity": 1, "rebateCode": "000"}],
+    })  # fmt: skip
+
+
+def qr_flow(point: str, trace_no: str, rng: random.Random) -> tuple[Flow, str, int]:
+    """The QR sale of a ``qr.*`` point: (flow, variant, the pass that crashes)."""
+    options = point in _OPTIONS_ONLY or (point != "qr.submit.after_commit" and rng.random() < 0.4)
+    if options:
+        nth = 1
+        if point in ("backend.qrcodeSale.after_write", "qr.after_reply"):
+            nth = rng.choice((1, 2))  # round 1 (the offer) or round 2 (the payment)
+        flow = Flow(qr_sale(trace_no, OPTIONS_CODE, _amount(rng, True)), None, "sale")
+        return flow, f"options sale, round {nth if nth == 2 or point.startswith('qr.option') else 1}", nth
+    code = DECLINED_CODE if rng.random() < 0.25 else PAY_CODE
+    variant = "QR sale declined (05)" if code == DECLINED_CODE else "QR sale approved path"
+    return Flow(qr_sale(trace_no, code, _amount(rng, False)), None, "sale"), variant, 1
+
+
+def follow_up_flow(point: str, trace_no: str, rng: random.Random) -> tuple[Flow, str]:
+    """The approved original and the POS's void or refund of a follow-up point."""
+    if point == "backend.voidQrcodeSale.after_write" or point in RESEND_POINTS:
+        kind = "void"
+    elif point == "backend.refundQrcodeSale.after_write":
+        kind = "refund"
+    else:
+        kind = rng.choice(("void", "refund"))
+    options = rng.random() < 0.3
+    amount = _amount(rng, options)
+    original_no = "O" + trace_no[1:]
+    original = qr_sale(original_no, OPTIONS_CODE if options else PAY_CODE, amount)
+    body: dict[str, Any] = {"traceNo": trace_no, "originalTraceNo": original_no}
+    refund: Decimal | None = None
+    if kind == "refund":
+        refund = amount if rng.random() < 0.5 else max(Decimal("0.01"), (amount / 2).quantize(Decimal("0.01")))
+        body["refundAmount"] = refund
+    action = "voidQrcodeSale" if kind == "void" else "refundQrcodeSale"
+    variant = f"{kind} of a{'n options' if options else ' QR'} sale" + (
+        f" ({refund} of {amount})" if refund is not None else ""
+    )
+    return Flow(Request(action, body), original, kind, refund), variant
+
+
+def lost_reply(kind: str, rng: random.Random) -> tuple[dict[str, Any], str]:
+    """A fault that leaves the follow-up's outcome unknown (found by inquiry): the fault and its name."""
+    name = rng.choice(("drop-after-commit", "drop-before-commit", "http-500-after-commit"))
+    return {"action": kind, "fault": name}, f"{kind} {name}, resolved by inquiry"
