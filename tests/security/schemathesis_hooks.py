@@ -1,13 +1,14 @@
 """Hooks for the schemathesis run over the HTTP door (loaded by the CLI through ``SCHEMATHESIS_HOOKS``).
 
-Both hooks touch only positive (schema-valid) card sales, so that they really reach the PIN pad
+The hooks touch only positive (schema-valid) requests, so that they really reach the PIN pad
 and the backend instead of stopping at a refusal that JSON Schema cannot predict:
 
 * ``undiscountAmount <= totalAmount`` relates two fields, which JSON Schema cannot say; a sale
   that breaks it would be refused with MB13 and counted as a valid request rejected. The hook
   swaps the two amounts.
 * schemathesis draws the same few traceNos again and again ("0", "00"...), and a traceNo already
-  used for another request is MB41 before anything runs. The hook gives each sale a new one.
+  used for another request is MB41 before anything runs. The hook gives each positive request a
+  new one (every action journals its traceNo now, queries and uploads included).
 * a card number anywhere in a request is MB16 (docs/pos-api.md, "Card numbers in text"), a rule
   of the Luhn check digit that JSON Schema cannot say; about one random 13-19 digit number in
   ten passes it. The hook replaces such a value, in any positive request, by one that does not.
@@ -19,8 +20,9 @@ and the backend instead of stopping at a refusal that JSON Schema cannot predict
   (the document's pattern lets 20160230 through) (MB18, MB11). The hook sets the count and, when the
   times break a rule, the book's example times.
 
-The actions misbridge validates but does not carry out yet answer a valid body 501 MB06, as the
-document says; the test allows that 5xx for exactly those operations (its config file).
+misbridge carries out every action of the book, so no answer may be a 5xx (there used to be a
+501 MB06 for the actions only validated). A void or refund of an original the journal does not
+hold goes to the pad (the simulated customer answers at once) and the backend, which judges it.
 
 Every answer is appended to ``$MISBRIDGE_SCHEMATHESIS_STATUSES`` as one ``METHOD path status
 returnCode mode`` line, so the test counts the answers, and the 5xx among them, itself.
@@ -84,14 +86,14 @@ def _without_card_numbers(value: Any) -> Any:
 
 @schemathesis.hook
 def before_call(context: schemathesis.HookContext, case: Case, kwargs: dict[str, Any]) -> None:
-    """Make a positive request one the door runs: no card numbers; for a sale a new traceNo and
+    """Make a positive request one the door runs: no card numbers, a new traceNo, and for a sale
     undiscountAmount not above totalAmount."""
     if _is_positive(case) and isinstance(case.body, dict | list):
         case.body = _without_card_numbers(case.body)
     body = case.body
     if not (_is_positive(case) and isinstance(body, dict)):
         return
-    if case.path in _SALE_PATHS:
+    if "traceNo" in body:  # every action journals its traceNo: a reused one is a repeat or MB41
         body["traceNo"] = "S" + uuid.uuid4().hex[:20]
     if case.path in _TOTAL_PATHS:
         total, undiscount = _amount(body.get("totalAmount")), _amount(body.get("undiscountAmount"))
