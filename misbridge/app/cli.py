@@ -15,6 +15,7 @@ from misbridge import __version__
 from misbridge.api.policy import CallerPolicy
 from misbridge.app import retention
 from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
+from misbridge.app.demo_list import DEMO_SCENARIOS, scenario_list
 from misbridge.config.settings import DEFAULT_CONFIG_PATH, load_settings
 from misbridge.ebuy import jsonio
 from misbridge.errors import ConfigError, InvalidTransition, JournalError
@@ -34,13 +35,15 @@ def _parser() -> argparse.ArgumentParser:
         "--simulators", action="store_true",
         help="start the PIN-pad and backend simulators and wire the daemon to them (bench / POS development)",
     )  # fmt: skip
-    demo = commands.add_parser("demo", help="run one card redemption on the simulators and print it")
+    demo = commands.add_parser(
+        "demo", help="run a scenario (a card sale by default) on the simulators and print it",
+        epilog=scenario_list(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     demo.add_argument("--card", help="test card the simulated customer presents (default: points-cash)")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the daemon's log lines")
     demo.add_argument(
-        "--scenario", default="approve", choices=["approve", "lost-reply", "lost-reply-void"],
-        help="approve (default); lost-reply: the backend's answer is lost and misbridge inquires; "
-        "lost-reply-void: inquiries fail too and misbridge voids the sale",
+        "--scenario", default="approve", choices=list(DEMO_SCENARIOS), metavar="NAME",
+        help="the scenario (default: approve); every one is listed below",
     )  # fmt: skip
     check = commands.add_parser("check-config", help="validate a configuration file and print every problem")
     check.add_argument("--config", type=Path, required=True)
