@@ -722,8 +722,8 @@ def vary(case: Case, rng: random.Random) -> Case:
 
 def summary_table(rows: Sequence[tuple[str, int, int, float, float, str]]) -> str:
     """The soak's table: case, runs, failures, mean and max seconds, ends seen."""
-    header = f"{'case':<30} {'runs':>5} {'fail':>5} {'mean s':>7} {'max s':>7}  ends"
+    header = f"{'case':<34} {'runs':>5} {'fail':>5} {'mean s':>7} {'max s':>7}  ends"
     lines = [header, "-" * len(header)]
     for name, runs, failed, mean, worst, ends in rows:
-        lines.append(f"{name:<30} {runs:>5} {failed:>5} {mean:>7.2f} {worst:>7.2f}  {ends}")
+        lines.append(f"{name:<34} {runs:>5} {failed:>5} {mean:>7.2f} {worst:>7.2f}  {ends}")
     return "\n".join(lines)
