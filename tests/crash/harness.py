@@ -17,7 +17,8 @@ How a run goes (docs/reliability.md, "Crash points"):
    :class:`~misbridge.app.daemon.Daemon` on fixed ports against a journal file shared by all runs, and
    sends it one ``cardRedemption`` over the e-Buy socket door (for the QR points a ``qrcodeSale``; for
    the follow-up points an approved ``qrcodeSale`` first, then the void or refund of it:
-   tests/crash/flows.py). Exit status 137 means the point was reached. (Recovery points first crash a daemon at a *prep* point, then one inside recovery.)
+   tests/crash/flows.py). Exit status 137 means the point was reached. (Recovery points first crash a
+   daemon at a *prep* point, then one inside recovery.)
 3. It clears the faults, forks a clean daemon, waits for ``/health`` 200 and the daemon's
    "misbridge ready:" log line (recovery done and the reversal worker running, see
    :meth:`Lane._ready`), repeats the same POS request (same traceNo, same body), waits until the
