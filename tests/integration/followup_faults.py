@@ -146,10 +146,18 @@ FOLLOW_TABLE: tuple[FollowCase, ...] = (
 )  # fmt: skip
 
 
+#: A QR sale's amount: above the refund, and small, so a soak's sales that keep their money
+#: (refunds give back only part) do not empty the payment QR's 10 000.00.
+QR_SALE_AMOUNT = Decimal("12.00")
+
+
 def sale_body(action: str, trace_no: str) -> dict[str, Any]:
-    """The book's example of a QR sale or a card redemption (40.80) under ``trace_no``."""
+    """The book's QR sale with one 12.00 line, or its card redemption (40.80), under ``trace_no``."""
     if action == "qrcodeSale":
-        return {**book_request("qrcodeSale"), "traceNo": trace_no}
+        goods = {"goodsCategory": "001", "goodsId": "P00001", "goodsName": "toothpaste", "price": QR_SALE_AMOUNT,
+                 "quantity": 1, "rebateCode": "000"}  # fmt: skip
+        return {**book_request("qrcodeSale"), "traceNo": trace_no, "totalAmount": QR_SALE_AMOUNT,
+                "undiscountAmount": 0, "goodsDetail": [goods]}  # fmt: skip
     return redemption_body(trace_no)
 
 
