@@ -6,8 +6,6 @@ their JSON Schema: amounts have at most two decimals (``multipleOf: 0.01``), a t
 greater than 0, a quantity is at most :data:`MAX_QUANTITY`, and card-data keys are refused. Rules
 relating two fields (``undiscountAmount <= totalAmount``; a batch's ``transCount`` and its records,
 its ``beginTime`` and ``endTime``) cannot be said in JSON Schema; their descriptions say them.
-The actions the service does not carry out yet are documented with their request and the 501
-(MB06) a valid body gets.
 
 Every answer that is not a processed transaction has the book's response shape with an ``MBxx``
 code (``ErrorResponse``); each status lists the codes that can come with it, from
@@ -31,7 +29,6 @@ from misbridge.ebuy.requests import (
     MAX_QUANTITY,
     REQUEST_MODELS,
     TRACE_NO_PATTERN,
-    VALIDATED_ONLY_ACTIONS,
 )
 from misbridge.errors import ReturnCode
 
@@ -59,13 +56,6 @@ _NOT_FROM_AN_ACTION = frozenset({
 _BATCH_CODES = frozenset({ReturnCode.BATCH_COUNT_MISMATCH, ReturnCode.BATCH_WINDOW})
 #: Codes of ``POST /v1/{action}`` for an action the service runs: everything about a transaction.
 _ACTION_CODES = tuple(code for code in ReturnCode if code not in _NOT_FROM_AN_ACTION | _BATCH_CODES)
-#: Codes of ``POST /v1/{action}`` for an action only validated so far: the door's, a refusal of the
-#: body, or MB06 for a valid one.
-_VALIDATED_ONLY_CODES = (
-    *_DOOR_CODES, ReturnCode.NOT_JSON, ReturnCode.MISSING_FIELD, ReturnCode.BAD_FIELD, ReturnCode.BAD_AMOUNT,
-    ReturnCode.UNDISCOUNT_OVER_TOTAL, ReturnCode.EMPTY_GOODS, ReturnCode.BAD_TRACE_NO, ReturnCode.CARD_DATA_REFUSED,
-    *sorted(_BATCH_CODES, key=lambda code: code.code), ReturnCode.UNSUPPORTED_ACTION,
-)  # fmt: skip
 _TRACE_NO_PARAMETER = {"name": "traceNo", "in": "path", "required": True,
                        "schema": {"type": "string", "pattern": TRACE_NO_PATTERN}}  # fmt: skip
 
@@ -73,10 +63,10 @@ _TRACE_NO_PARAMETER = {"name": "traceNo", "in": "path", "required": True,
 # --- component schemas written by hand -------------------------------------------------------------
 
 _BOOK_HEAD_DESCRIPTIONS = {
-    "traceNo": "the request's traceNo (\"\" when the request had no readable one)",
+    "traceNo": 'the request\'s traceNo ("" when the request had no readable one)',
     "orderNo": "the backend's order number",
     "transDate": "yyyyMMddHHmmss",
-    "returnCode": "\"00\" approved; a backend code for its declines; MBxx for misbridge's own (docs/return-codes.md)",
+    "returnCode": '"00" approved; a backend code for its declines; MBxx for misbridge\'s own (docs/return-codes.md)',
     "returnDesc": "what happened, naming the field and the reason",
     "paidAmount": "amount paid, yuan",
 }
@@ -135,7 +125,8 @@ TRANSACTION_VIEW: dict[str, Any] = {
         "reversal": {"type": ["object", "null"]},
         "backendCalls": {"type": "array", "items": {"type": "object"}},
         "posInquiries": {
-            "type": "array", "items": {"type": "object"},
+            "type": "array",
+            "items": {"type": "object"},
             "description": "POS inquiries misbridge forwarded to e-Buy about this traceNo (action, state then empty)",
         },
     },
@@ -266,36 +257,26 @@ def _with_token_refusal(responses: dict[str, Any], token_required: bool) -> dict
 
 
 def _action_operation(action: str, request_ref: str, token_required: bool) -> dict[str, Any]:
-    validated_only = action in VALIDATED_ONLY_ACTIONS
     codes = _ACTION_CODES if action != "batchUpload" else (*_ACTION_CODES, *sorted(_BATCH_CODES, key=lambda c: c.code))
-    responses = _error_responses(_VALIDATED_ONLY_CODES if validated_only else codes)
+    responses = _error_responses(codes)
     responses["415"] = {
         "description": "MB01 the Content-Type is not application/json",
         "content": {_JSON: {"schema": _ERROR_REF}},
     }
-    if not validated_only:
-        responses["200"] = {
-            "description": "processed by the backend: \"00\" approved, any other returnCode is its decline",
-            "content": {_JSON: {"schema": {"$ref": _REF.format(model="EbuyResponse")}}},
-        }
-    operation: dict[str, Any] = {
+    responses["200"] = {
+        "description": 'processed by the backend: "00" approved, any other returnCode is its decline',
+        "content": {_JSON: {"schema": {"$ref": _REF.format(model="EbuyResponse")}}},
+    }
+    return {
         "operationId": action,
         "summary": f"e-Buy {action}",
         "requestBody": {"required": True, "content": {_JSON: {"schema": {"$ref": request_ref}}}},
         "responses": _with_token_refusal(responses, token_required),
     }
-    if validated_only:
-        operation["description"] = (
-            "validated now, carried out once the service runs it: a body with a fault gets its MBxx code, "
-            "a valid body 501 MB06; nothing is prompted or sent"
-        )
-    return operation
 
 
 def _transaction_operation(token_required: bool) -> dict[str, Any]:
-    responses = _error_responses(
-        [*_DOOR_CODES, ReturnCode.TRANSACTION_NOT_FOUND, ReturnCode.BAD_TRACE_NO]
-    )
+    responses = _error_responses([*_DOOR_CODES, ReturnCode.TRANSACTION_NOT_FOUND, ReturnCode.BAD_TRACE_NO])
     responses["200"] = {
         "description": "the journal's view of the transaction",
         "content": {_JSON: {"schema": {"$ref": _REF.format(model="TransactionView")}}},
@@ -324,7 +305,7 @@ def _health_operation() -> dict[str, Any]:
 def _metrics_operation() -> dict[str, Any]:
     responses = _error_responses(_DOOR_CODES)
     responses["200"] = {
-        "description": "Prometheus text exposition format 0.0.4 (docs/operations.md, \"Metrics\")",
+        "description": 'Prometheus text exposition format 0.0.4 (docs/operations.md, "Metrics")',
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
     return {"operationId": "metrics", "summary": "Prometheus metrics (no token needed)", "security": [],

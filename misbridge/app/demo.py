@@ -128,8 +128,10 @@ async def _print_trail(out: TextIO, daemon: Daemon, trace_no: str, *, expect_voi
         detail = f"  ({step['detail']})" if step["detail"] else ""
         out.write(f"  {step['at'][11:23]}  {step['event']:<17} -> {step['to']}{detail}\n")
     for call in view["backendCalls"]:
-        out.write(f"  originated {call['kind']:<8} traceNo {call['traceNo']}: {call['state']}, "
-                  f"returnCode {call['returnCode']}\n")
+        out.write(
+            f"  originated {call['kind']:<8} traceNo {call['traceNo']}: {call['state']}, "
+            f"returnCode {call['returnCode']}\n"
+        )
     out.write("\n")
 
 
@@ -150,4 +152,3 @@ async def _redeem(out: TextIO, daemon: Daemon) -> dict[str, Any]:
         out.write(format_receipt(request, response))
     out.flush()
     return response
-

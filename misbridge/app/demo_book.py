@@ -33,10 +33,13 @@ async def ask(out: TextIO, daemon: Daemon, action: str, body: dict[str, Any], no
     elif action.startswith(("void", "refund")) and isinstance(reply.get("fundChannel"), list):
         shown = "given back: " + ", ".join(
             f"{channel.get('channelName') or channel.get('channelNo')} {channel.get('channelAmount')}"
-            for channel in reply["fundChannel"] if isinstance(channel, dict)
+            for channel in reply["fundChannel"]
+            if isinstance(channel, dict)
         )
-    out.write(f"misbridge -> POS    {reply.get('returnCode')} {reply.get('returnDesc', '')}"
-              f"{'  (' + shown + ')' if shown else ''}\n")
+    out.write(
+        f"misbridge -> POS    {reply.get('returnCode')} {reply.get('returnDesc', '')}"
+        f"{'  (' + shown + ')' if shown else ''}\n"
+    )
     return reply
 
 

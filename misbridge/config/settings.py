@@ -128,7 +128,7 @@ class OptionSettings(_Section):
         ["09"], description="qrcodeSale return codes meaning: choose one of activityProductList, then ask again"
     )
     pos_choice_timeout_s: float = Field(
-        120.0, gt=0, le=3600, description="how long the POS has to send its choice (on = \"pos\"); later: MB37"
+        120.0, gt=0, le=3600, description='how long the POS has to send its choice (on = "pos"); later: MB37'
     )
 
 
@@ -176,7 +176,9 @@ class ApiSettings(_Section):
     allow_root: bool = Field(True, description="root may always use the doors (it could bypass any check)")
     allow_self: bool = Field(True, description="the daemon's own user may use the doors (misbridge's own tools)")
     request_timeout_s: float = Field(
-        5.0, gt=0, le=60,
+        5.0,
+        gt=0,
+        le=60,
         description="a whole request (socket: prefix and JSON; HTTP: head and body) must arrive within this "
         "many seconds of the connection or of the previous answer",
     )
@@ -186,7 +188,9 @@ class ApiSettings(_Section):
     max_connections: int = Field(64, ge=1, le=900, description="open connections per door")
     max_connections_per_user: int = Field(16, ge=1, le=900, description="open connections per door and local user")
     unknown_inquiries_per_minute: int = Field(
-        10, ge=0, le=10000,
+        10,
+        ge=0,
+        le=10000,
         description="inquiries about originals misbridge does not know that are forwarded to the backend per "
         "minute; more get MB43 (each forwarded one bars its originalTraceNo for later sales)",
     )
@@ -197,7 +201,9 @@ class JournalSettings(_Section):
 
     path: Path = Path("/var/lib/misbridge/journal.db")
     retention_days: int = Field(
-        90, ge=1, le=3650,
+        90,
+        ge=1,
+        le=3650,
         description="final transactions older than this many days are purged (misbridge journal purge); "
         "unfinished ones are never purged",
     )
@@ -236,9 +242,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _timers_consistent(self) -> Settings:
-        device_steps = (
-            self.device.card_timeout_s + self.device.pin_timeout_s + 2 * self.device.reply_grace_s
-        )
+        device_steps = self.device.card_timeout_s + self.device.pin_timeout_s + 2 * self.device.reply_grace_s
         internal = device_steps + self.backend.request_deadline_s + self.resolution.inquiry_bound_s
         if self.api.pos_deadline_s <= internal:
             raise ValueError(
@@ -284,4 +288,3 @@ def describe_errors(err: ValidationError) -> str:
             reason, given = "unknown setting (misspelt?)", ""
         lines.append(f"  {key}: {reason}{given}")
     return "\n".join(lines)
-

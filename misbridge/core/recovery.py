@@ -56,8 +56,15 @@ class Recovery:
         touched = 0
         for record in await self._journal.list_by_states(PRE_SUBMIT_STATES):
             response = pos_response(record.trace_no, ReturnCode.INTERRUPTED)
-            await journaled_step(self._journal, record.trace_no, record.state, "abort",
-                                 response=response, return_code=ReturnCode.INTERRUPTED.code, detail="restart")
+            await journaled_step(
+                self._journal,
+                record.trace_no,
+                record.state,
+                "abort",
+                response=response,
+                return_code=ReturnCode.INTERRUPTED.code,
+                detail="restart",
+            )
             touched += 1
             crash_point("recovery.after_first")
         return touched

@@ -62,8 +62,8 @@ from misbridge.ebuy.requests import (
     QrcodeSaleRequest,
     RefundCardSaleRequest,
     VoidCardSaleRequest,
+    parse_request,
     shown_action,
-    validate_request,
 )
 from misbridge.errors import (
     BackendNotSent,
@@ -103,8 +103,13 @@ class TransactionService:
     """Runs POS requests to completion. ``handle`` never raises for anything the POS caused."""
 
     def __init__(
-        self, settings: Settings, journal: Journal, pinpad: PinPadDriver, backend: CardBackend,
-        *, metrics: TransactionMetrics | None = None,
+        self,
+        settings: Settings,
+        journal: Journal,
+        pinpad: PinPadDriver,
+        backend: CardBackend,
+        *,
+        metrics: TransactionMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._journal = journal
@@ -187,7 +192,7 @@ class TransactionService:
         trace_no = body.get("traceNo") if isinstance(body.get("traceNo"), str) else ""
         assert isinstance(trace_no, str)
         try:
-            request = validate_request(action, body)
+            request = parse_request(action, body)
             if not self._accepting:
                 raise RequestError("misbridge is shutting down", return_code=ReturnCode.SHUTTING_DOWN)
             if self._recovering and action in _MONEY_ACTIONS:
@@ -206,7 +211,11 @@ class TransactionService:
         return await self._pos_inquiries.answer(dict(body))
 
     async def _join_or_start(
-        self, action: str, body: dict[str, Any], request: _PadRequest, claim_deadline: float,
+        self,
+        action: str,
+        body: dict[str, Any],
+        request: _PadRequest,
+        claim_deadline: float,
         caller_gone: asyncio.Event | None,
     ) -> Response:
         trace_no = request.traceNo
@@ -225,9 +234,7 @@ class TransactionService:
             return answers.pad_busy(trace_no)
         presence = Presence()
         presence.join(caller_gone)
-        task = asyncio.create_task(
-            self._card_transaction(action, body, request, fingerprint, claim_deadline, presence)
-        )
+        task = asyncio.create_task(self._card_transaction(action, body, request, fingerprint, claim_deadline, presence))
         self._in_flight[trace_no] = InFlight(fingerprint, task, presence)
         task.add_done_callback(lambda _: self._in_flight.pop(trace_no, None))
         task.add_done_callback(lambda _: presence.close())
@@ -235,8 +242,13 @@ class TransactionService:
         return await asyncio.shield(task)
 
     async def _card_transaction(
-        self, action: str, body: dict[str, Any], request: _PadRequest, fingerprint: str,
-        claim_deadline: float, presence: Presence,
+        self,
+        action: str,
+        body: dict[str, Any],
+        request: _PadRequest,
+        fingerprint: str,
+        claim_deadline: float,
+        presence: Presence,
     ) -> Response:
         trace_no = request.traceNo
         existing = await self._journal.get(trace_no)
@@ -282,8 +294,14 @@ class TransactionService:
         return await record_follow_up(self._journal, self._follow_up_lock, action, record, body)
 
     async def _run_steps(
-        self, action: str, body: dict[str, Any], request: _PadRequest, flow: Flow, claim_deadline: float,
-        presence: Presence, screen: PadScreen | None,
+        self,
+        action: str,
+        body: dict[str, Any],
+        request: _PadRequest,
+        flow: Flow,
+        claim_deadline: float,
+        presence: Presence,
+        screen: PadScreen | None,
     ) -> Response:
         """A journaled (``received``) pad transaction to its answer: a QR sale, or card and PIN then submit."""
         if isinstance(request, QrcodeSaleRequest):

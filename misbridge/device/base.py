@@ -151,7 +151,12 @@ class PinPadDriver(Protocol):
         ...
 
     async def read_card(
-        self, amount_minor: int, timeout_s: int, prompt: str = "", *, kind: TransKind = TransKind.SALE,
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        *,
+        kind: TransKind = TransKind.SALE,
         reference: str = "",
     ) -> CardRead:
         """Ask the customer for a card; ``timeout_s`` is the customer's time.
@@ -169,8 +174,14 @@ class PinPadDriver(Protocol):
         ...
 
     async def read_pin(
-        self, amount_minor: int, timeout_s: int, prompt: str = "", key_index: int = 1, *,
-        kind: TransKind = TransKind.SALE, reference: str = "",
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        key_index: int = 1,
+        *,
+        kind: TransKind = TransKind.SALE,
+        reference: str = "",
     ) -> EncryptedPin:
         """Ask the customer for the PIN of the card read last; returns the encrypted block.
 

@@ -316,25 +316,53 @@ class MisPosV1Driver:
             await self._send_cancel(link)
 
     async def read_card(
-        self, amount_minor: int, timeout_s: int, prompt: str = "", *, kind: TransKind = TransKind.SALE,
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        *,
+        kind: TransKind = TransKind.SALE,
         reference: str = "",
     ) -> CardRead:
         """READ_CARD with the §7 host timer; see :class:`~misbridge.device.base.PinPadDriver`."""
         link = self._require_link()
-        msg = _built(lambda: ReadCard(link.next_request_id(), amount_minor, timeout_s, prompt,
-                                      trans_type=TRANS_TYPES[kind], reference=reference))
+        msg = _built(
+            lambda: ReadCard(
+                link.next_request_id(),
+                amount_minor,
+                timeout_s,
+                prompt,
+                trans_type=TRANS_TYPES[kind],
+                reference=reference,
+            )
+        )
         card = expect(await self._customer_step(link, msg, timeout_s, Step.CARD), CardData, Step.CARD)
         logger.debug("card read: {} (type {})", card.masked_pan, card.card_type)  # the step logs it at INFO
         return card_read(card)
 
     async def read_pin(
-        self, amount_minor: int, timeout_s: int, prompt: str = "", key_index: int = 1, *,
-        kind: TransKind = TransKind.SALE, reference: str = "",
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        key_index: int = 1,
+        *,
+        kind: TransKind = TransKind.SALE,
+        reference: str = "",
     ) -> EncryptedPin:
         """READ_PIN with the §7 host timer; see :class:`~misbridge.device.base.PinPadDriver`."""
         link = self._require_link()
-        msg = _built(lambda: ReadPin(link.next_request_id(), amount_minor, timeout_s, prompt, key_index=key_index,
-                                     trans_type=TRANS_TYPES[kind], reference=reference))
+        msg = _built(
+            lambda: ReadPin(
+                link.next_request_id(),
+                amount_minor,
+                timeout_s,
+                prompt,
+                key_index=key_index,
+                trans_type=TRANS_TYPES[kind],
+                reference=reference,
+            )
+        )
         block = expect(await self._customer_step(link, msg, timeout_s, Step.PIN), PinBlock, Step.PIN)
         logger.debug("PIN entered (key index {})", block.key_index)
         return EncryptedPin(block.pin_block_hex, block.key_index)

@@ -108,10 +108,16 @@ def expect_ok(reply: Message, step: Step) -> None:
 
 #: TRANS_TYPE for each kind of confirmation, CODE_INPUT for each entry, origin of each CODE_SOURCE.
 TRANS_TYPES = {TransKind.SALE: TransType.SALE, TransKind.VOID: TransType.VOID, TransKind.REFUND: TransType.REFUND}
-CODE_INPUTS = {CodeEntry.ANY: CodeInput.SCAN_OR_KEYPAD, CodeEntry.SCAN: CodeInput.SCAN_ONLY,
-               CodeEntry.KEYPAD: CodeInput.KEYPAD_ONLY}
-_ORIGINS: dict[str, CodeOrigin] = {CodeSource.KEYPAD: CodeOrigin.KEYPAD, CodeSource.BARCODE: CodeOrigin.BARCODE,
-            CodeSource.QR_CODE: CodeOrigin.QR_CODE}
+CODE_INPUTS = {
+    CodeEntry.ANY: CodeInput.SCAN_OR_KEYPAD,
+    CodeEntry.SCAN: CodeInput.SCAN_ONLY,
+    CodeEntry.KEYPAD: CodeInput.KEYPAD_ONLY,
+}
+_ORIGINS: dict[str, CodeOrigin] = {
+    CodeSource.KEYPAD: CodeOrigin.KEYPAD,
+    CodeSource.BARCODE: CodeOrigin.BARCODE,
+    CodeSource.QR_CODE: CodeOrigin.QR_CODE,
+}
 
 
 def code_read(reply: CodeData) -> CodeRead:

@@ -312,7 +312,8 @@ def refuse_card_data(body: Mapping[str, Any], *, identifiers: frozenset[str] = R
         node = stack.pop()
         if node.depth > MAX_DEPTH:
             raise RequestError(
-                f"'{node.path}' is nested deeper than {MAX_DEPTH} levels", return_code=ReturnCode.BAD_FIELD,
+                f"'{node.path}' is nested deeper than {MAX_DEPTH} levels",
+                return_code=ReturnCode.BAD_FIELD,
                 field=node.path,
             )
         pending = []

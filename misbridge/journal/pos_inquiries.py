@@ -29,9 +29,7 @@ __all__ = ["PosInquiries", "select_pos_inquiries"]
 class PosInquiries(JournalBase):
     """The POS inquiries misbridge forwarded: recorded before they leave, then their one result."""
 
-    async def record_pos_inquiry(
-        self, trace_no: str, original_trace_no: str, request_hash: str | None = None
-    ) -> int:
+    async def record_pos_inquiry(self, trace_no: str, original_trace_no: str, request_hash: str | None = None) -> int:
         """Record that the POS inquiry ``trace_no`` about ``original_trace_no`` is about to be forwarded.
 
         ``request_hash`` is the fingerprint of the POS's request, kept so a repeat of it gets the

@@ -103,8 +103,10 @@ def read_field(fs: FieldSpec, tlvs: Mapping[int, bytes], context: str) -> object
     size = sum(present)
     if not all(present[:size]):
         raise MessageError(f"{context} {Tag(tags[present.index(False)]).name} missing before a later one")
-    return tuple(from_wire(dataclasses.replace(fs, tag=Tag(tag), count=0), tlvs[tag], context)
-                 for tag in tags[:size]) or None
+    return (
+        tuple(from_wire(dataclasses.replace(fs, tag=Tag(tag), count=0), tlvs[tag], context) for tag in tags[:size])
+        or None
+    )
 
 
 def to_wire(fs: FieldSpec, value: object) -> bytes:

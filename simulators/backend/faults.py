@@ -101,8 +101,9 @@ class ScriptedFault:
     reset: bool = False
 
     def __post_init__(self) -> None:
-        check_fault(self.fault, times=self.times, delay_s=self.delay_s, code=self.code, desc=self.desc,
-                    reset=self.reset)
+        check_fault(
+            self.fault, times=self.times, delay_s=self.delay_s, code=self.code, desc=self.desc, reset=self.reset
+        )
         if self.action is not None:
             check_target(self.action)
 
@@ -127,9 +128,7 @@ def check_target(action: str) -> None:
         raise ValueError(f"action must be a kind ({', '.join(FaultAction)}) or a book action, not {action!r}")
 
 
-def check_fault(
-    fault: Fault, *, times: int, delay_s: float, code: str | None, desc: str | None, reset: bool
-) -> None:
+def check_fault(fault: Fault, *, times: int, delay_s: float, code: str | None, desc: str | None, reset: bool) -> None:
     """Refuse settings that do not fit the fault.
 
     Raises:
@@ -166,8 +165,9 @@ class FaultRequest(BaseModel):
     @model_validator(mode="after")
     def _fits_the_fault(self) -> FaultRequest:
         check_target(self.action)
-        check_fault(self.fault, times=self.times, delay_s=self.delay_s, code=self.code, desc=self.desc,
-                    reset=self.reset)
+        check_fault(
+            self.fault, times=self.times, delay_s=self.delay_s, code=self.code, desc=self.desc, reset=self.reset
+        )
         return self
 
     def scripted(self) -> ScriptedFault:
@@ -217,9 +217,7 @@ class FaultScript:
         """Queue one entry (a copy: the script counts its uses down)."""
         self._queue.append(ScriptedFault(**asdict(scripted)))
 
-    def take(
-        self, action: FaultAction | None, trace_nos: Iterable[str] = (), name: str = ""
-    ) -> ScriptedFault | None:
+    def take(self, action: FaultAction | None, trace_nos: Iterable[str] = (), name: str = "") -> ScriptedFault | None:
         """Use up one ``times`` of the first entry matching a request (kind ``action``, action ``name``).
 
         Returns that fault, if any.

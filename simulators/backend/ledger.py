@@ -26,7 +26,14 @@ from simulators.backend.testcodes import CODES, MEMBERS, Member, TestCode
 from simulators.cards import TestCard
 
 __all__ = [
-    "FILE_FORMAT", "INQUIRY_ACTION", "SALE_ACTIONS", "VOID_ACTION", "Account", "Ledger", "TraceRecord", "TraceState",
+    "FILE_FORMAT",
+    "INQUIRY_ACTION",
+    "SALE_ACTIONS",
+    "VOID_ACTION",
+    "Account",
+    "Ledger",
+    "TraceRecord",
+    "TraceState",
     "kind_of",
 ]
 
@@ -206,8 +213,7 @@ class Ledger:
     def _balances(self) -> dict[str, Any]:
         return {
             "balances": {
-                name: {"points": account.points, "balance": account.balance}
-                for name, account in self._accounts.items()
+                name: {"points": account.points, "balance": account.balance} for name, account in self._accounts.items()
             },
             "codes": {code: {"balance": balance} for code, balance in self._codes.items()},
             "members": {member_id: {"pointBalance": points} for member_id, points in self._members.items()},
@@ -263,4 +269,3 @@ class Ledger:
         for member_id, saved in state.get("members", {}).items():
             if member_id in self._members:
                 self._members[member_id] = int(saved["pointBalance"])
-

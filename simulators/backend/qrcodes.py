@@ -128,7 +128,9 @@ def _choice(code: TestCode, body: Mapping[str, Any]) -> Product | None:
 def _choose(record: TraceRecord, trans_date: str, code: TestCode) -> dict[str, Any]:
     # The first round of a code with options: nothing moves; the reply lists the products.
     response = decline_body(
-        record.trace_no, trans_date, SimCode.CHOOSE_PRODUCT,
+        record.trace_no,
+        trans_date,
+        SimCode.CHOOSE_PRODUCT,
         "choose an activity product, then send qrcodeSale again with its activityProductNo",
     )
     response["activityProductList"] = [product.to_json() for product in code.products]

@@ -120,9 +120,7 @@ def refund_sale(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) -> d
 
 def _check_sale_of_family(original: TraceRecord, action: str, what: str) -> None:
     if original.action not in MONEY_SALES or original.state is not TraceState.APPROVED:
-        raise Declined(
-            SimCode.ORIGINAL_NOT_FOUND, f"original transaction is not an approved sale; nothing to {what}"
-        )
+        raise Declined(SimCode.ORIGINAL_NOT_FOUND, f"original transaction is not an approved sale; nothing to {what}")
     if is_card_family(original.action) != is_card_family(action):
         family = "card" if is_card_family(original.action) else "QR"
         raise Declined(SimCode.WRONG_FAMILY, f"original transaction is a {family} sale; use the {family} {what}")

@@ -143,18 +143,14 @@ def settle(usage: Usage, account: Account, total: Decimal, undiscount: Decimal) 
 def _all_points(account: Account, total: Decimal) -> Settlement:
     needed = int(total * POINTS_PER_YUAN)
     if account.points < needed:
-        raise Declined(
-            SimCode.INSUFFICIENT_FUNDS, f"insufficient points: {account.points} available, {needed} needed"
-        )
+        raise Declined(SimCode.INSUFFICIENT_FUNDS, f"insufficient points: {account.points} available, {needed} needed")
     return Settlement((points(total),), points_used=needed)
 
 
 def _points_and_cash(account: Account, total: Decimal, discountable: Decimal) -> Settlement:
     affordable = (Decimal(account.points) / POINTS_PER_YUAN).quantize(CENT, rounding=ROUND_DOWN)
     by_points = min(discountable, POINTS_CASH_CAP, affordable)
-    return Settlement(
-        (cash(total - by_points), points(by_points)), points_used=int(by_points * POINTS_PER_YUAN)
-    )
+    return Settlement((cash(total - by_points), points(by_points)), points_used=int(by_points * POINTS_PER_YUAN))
 
 
 def _stored_value(account: Account, total: Decimal) -> Decimal:

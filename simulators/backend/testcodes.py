@@ -68,11 +68,17 @@ CODES: dict[str, TestCode] = {
         TestCode("280000000000000005", "wallet", Behaviour.DECLINE, Decimal("10000.00")),
         TestCode("HDCP00000000001235", "ecoupon", Behaviour.APPROVE, Decimal("40.80"), (_CITIC_365,)),
         TestCode(
-            "HDCP00000000000054", "ecoupon", Behaviour.EXPIRED, Decimal("50.00"),
+            "HDCP00000000000054",
+            "ecoupon",
+            Behaviour.EXPIRED,
+            Decimal("50.00"),
             (Product("2016123102", "过期代金券"),),
         ),
         TestCode(
-            "HDCP00000000000009", "ecoupon", Behaviour.OPTIONS, Decimal("100.00"),
+            "HDCP00000000000009",
+            "ecoupon",
+            Behaviour.OPTIONS,
+            Decimal("100.00"),
             (Product("HDCP00000000001234", "大杯咖啡兑换"), Product("HDCP00000000001236", "小杯咖啡兑换")),
         ),
     )

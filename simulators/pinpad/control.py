@@ -170,9 +170,7 @@ async def enqueue_remote(path: str | os.PathLike[str], **fields: str | int | flo
             await writer.wait_closed()
 
 
-def enqueue_remote_sync(
-    path: str | os.PathLike[str], timeout: float = 5.0, **fields: str | int | float | None
-) -> None:
+def enqueue_remote_sync(path: str | os.PathLike[str], timeout: float = 5.0, **fields: str | int | float | None) -> None:
     """Blocking variant of :func:`enqueue_remote`, for synchronous test code."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)

@@ -187,8 +187,9 @@ class SimulatedPinPad:
         """
         self._stop_link()
         self._line.attach(transport)
-        self._pump = LinkPump(self._new_session(), self._line, on_event=self._link_event,
-                              on_failure=self._line_lost, name="simulated pad")
+        self._pump = LinkPump(
+            self._new_session(), self._line, on_event=self._link_event, on_failure=self._line_lost, name="simulated pad"
+        )
         self._pump.start()
 
     async def stop(self) -> None:
@@ -392,19 +393,23 @@ class SimulatedPinPad:
             return
         self._card = card = self._customer.test_card
         key = self._keys[DEFAULT_KEY_INDEX]
-        self._send(CardData(
-            rid,
-            card_type=card.card_type,
-            masked_pan=card.masked_pan,
-            enc_pan_hex=encrypt_text(card.pan, key),
-            enc_track2_hex=encrypt_text(card.track2, key),
-            expiry=card.expiry,
-        ))
+        self._send(
+            CardData(
+                rid,
+                card_type=card.card_type,
+                masked_pan=card.masked_pan,
+                enc_pan_hex=encrypt_text(card.pan, key),
+                enc_track2_hex=encrypt_text(card.track2, key),
+                expiry=card.expiry,
+            )
+        )
 
     async def _ask_for_card(self, msg: ReadCard) -> Customer:
         """Interactive mode: the technician names the card (or what the customer does)."""
-        prompt = (f"READ_CARD {self.displayed}: card [{self._default.card}] ({' '.join(sorted(CARDS))}) "
-                  f"or cancel / none / error: ")
+        prompt = (
+            f"READ_CARD {self.displayed}: card [{self._default.card}] ({' '.join(sorted(CARDS))}) "
+            f"or cancel / none / error: "
+        )
         while True:
             answer = await self._ask(prompt) if self._ask else ""
             special = {"cancel": Action.CANCEL_CARD, "none": Action.NO_CARD, "error": Action.CARD_ERROR}

@@ -66,8 +66,19 @@ from misbridge.link.messages import CardData, CodeData, LoadWorkingKey, PinBlock
 from simulators.pinpad.customer import Customer, ScriptedChoice, ScriptedCode
 
 #: Events ``unplug_after`` accepts: the pad unplugs once the host acknowledged that frame.
-EVENTS = ("command", "device-info", "waiting-card", "card-data", "waiting-pin", "pin-block", "result",
-          "waiting-code", "code-data", "waiting-choice", "choice")
+EVENTS = (
+    "command",
+    "device-info",
+    "waiting-card",
+    "card-data",
+    "waiting-pin",
+    "pin-block",
+    "result",
+    "waiting-code",
+    "code-data",
+    "waiting-choice",
+    "choice",
+)
 
 #: The garbage burst: printable bytes only, so it never looks like STX, ACK or NAK.
 GARBAGE = b"#GARBAGE~LINE~NOISE#"
@@ -76,9 +87,25 @@ GARBAGE = b"#GARBAGE~LINE~NOISE#"
 RATES = ("nak_rate", "bad_lrc_rate")
 
 #: Fields that may appear in a trace line; nothing encrypted is among them.
-TRACE_FIELDS = ("amount_minor", "timeout_s", "masked_pan", "card_type", "stage", "digits_entered",
-                "code", "state", "key_index", "model", "firmware", "serial_no", "trans_type", "reference",
-                "code_input", "source", "index")
+TRACE_FIELDS = (
+    "amount_minor",
+    "timeout_s",
+    "masked_pan",
+    "card_type",
+    "stage",
+    "digits_entered",
+    "code",
+    "state",
+    "key_index",
+    "model",
+    "firmware",
+    "serial_no",
+    "trans_type",
+    "reference",
+    "code_input",
+    "source",
+    "index",
+)
 #: Messages whose TLVs carry encrypted data or a (payment) code: their hex is shown without the TLV part.
 _SECRET_TYPES = (CardData, PinBlock, LoadWorkingKey, CodeData)
 
@@ -156,13 +183,21 @@ class Faults:
 def event_of(msg: Message) -> str | None:
     """The :data:`EVENTS` name of a message the pad sends, if it has one."""
     if isinstance(msg, Progress):
-        stages: dict[str, str] = {ProgressStage.WAITING_FOR_CARD: "waiting-card",
-                                  ProgressStage.WAITING_FOR_PIN: "waiting-pin",
-                                  ProgressStage.WAITING_FOR_CODE: "waiting-code",
-                                  ProgressStage.WAITING_FOR_CHOICE: "waiting-choice"}
+        stages: dict[str, str] = {
+            ProgressStage.WAITING_FOR_CARD: "waiting-card",
+            ProgressStage.WAITING_FOR_PIN: "waiting-pin",
+            ProgressStage.WAITING_FOR_CODE: "waiting-code",
+            ProgressStage.WAITING_FOR_CHOICE: "waiting-choice",
+        }
         return stages.get(msg.stage)
-    names = {"DeviceInfo": "device-info", "CardData": "card-data", "PinBlock": "pin-block", "Result": "result",
-             "CodeData": "code-data", "Choice": "choice"}
+    names = {
+        "DeviceInfo": "device-info",
+        "CardData": "card-data",
+        "PinBlock": "pin-block",
+        "Result": "result",
+        "CodeData": "code-data",
+        "Choice": "choice",
+    }
     return names.get(type(msg).__name__)
 
 

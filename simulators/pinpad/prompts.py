@@ -41,8 +41,11 @@ Send = Callable[[Message], None]
 Wait = Callable[[int], Awaitable[None]]
 Ask = Callable[[str], Awaitable[str]]
 
-_SOURCES: dict[str, CodeSource] = {CodeSourceName.QR: CodeSource.QR_CODE, CodeSourceName.BARCODE: CodeSource.BARCODE,
-            CodeSourceName.KEYPAD: CodeSource.KEYPAD}
+_SOURCES: dict[str, CodeSource] = {
+    CodeSourceName.QR: CodeSource.QR_CODE,
+    CodeSourceName.BARCODE: CodeSource.BARCODE,
+    CodeSourceName.KEYPAD: CodeSource.KEYPAD,
+}
 _TRANS_NAMES: dict[str, str] = {TransType.SALE: "SALE", TransType.VOID: "VOID", TransType.REFUND: "REFUND"}
 
 

@@ -80,8 +80,13 @@ class LedgerEntry:
             return cls()
         voided_by = record.get("voidedBy")
         refunded = Decimal(str(record.get("refundedAmount") or 0))
-        return cls(int(record.get("submissions", 0)), str(record.get("state", "")), bool(record.get("applied")),
-                   str(voided_by) if voided_by else None, refunded)
+        return cls(
+            int(record.get("submissions", 0)),
+            str(record.get("state", "")),
+            bool(record.get("applied")),
+            str(voided_by) if voided_by else None,
+            refunded,
+        )
 
 
 @dataclass

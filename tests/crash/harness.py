@@ -112,16 +112,31 @@ READY_LINE = "misbridge ready:"
 #: Modules a daemon imports lazily (httpx's transport, uvicorn's protocol, pyserial): imported once
 #: here, before any fork, instead of once per forked daemon (~90 ms of CPU each).
 PREWARM = (
-    "anyio._backends._asyncio", "certifi", "encodings.idna", "h11", "httpcore", "serial", "serial_asyncio_fast",
-    "misbridge.transport.serial", "uvicorn.lifespan.off", "uvicorn.protocols.http.h11_impl",
+    "anyio._backends._asyncio",
+    "certifi",
+    "encodings.idna",
+    "h11",
+    "httpcore",
+    "serial",
+    "serial_asyncio_fast",
+    "misbridge.transport.serial",
+    "uvicorn.lifespan.off",
+    "uvicorn.protocols.http.h11_impl",
 )
 
 
 # --- configuration ---------------------------------------------------------------------------------
 
 
-def daemon_settings(*, device: Path, backend_url: str, key_file: Path, ports: tuple[int, int],
-                    journal: Path, inquiry_bound_s: float = INQUIRY_BOUND_S) -> Settings:
+def daemon_settings(
+    *,
+    device: Path,
+    backend_url: str,
+    key_file: Path,
+    ports: tuple[int, int],
+    journal: Path,
+    inquiry_bound_s: float = INQUIRY_BOUND_S,
+) -> Settings:
     """Short timers so an unknown outcome is inquired, voided and settled within a second.
 
     The POS deadline is a round value the start-up validator accepts above card + PIN +
@@ -129,14 +144,34 @@ def daemon_settings(*, device: Path, backend_url: str, key_file: Path, ports: tu
     long bound of the inquiry scenarios).
     """
     return Settings(
-        device={"url": str(device), "card_timeout_s": 5, "pin_timeout_s": 5, "reply_grace_s": 1.0,
-                "command_timeout_s": 2.0},
-        backend={"url": backend_url, "connect_timeout_s": 0.5, "read_timeout_s": READ_TIMEOUT_S,
-                 "request_deadline_s": 2.0, "signing": {"key_file": key_file}},
-        resolution={"inquiry_interval_s": 0.05, "inquiry_bound_s": inquiry_bound_s,
-                    "reversal_backoff_initial_s": 0.05, "reversal_backoff_max_s": 0.2, "drain_before_sale_s": 2.0},
-        api={"host": HOST, "socket_port": ports[0], "http_port": ports[1], "socket_read_timeout_s": 0.5,
-             "pos_deadline_s": 20.0},
+        device={
+            "url": str(device),
+            "card_timeout_s": 5,
+            "pin_timeout_s": 5,
+            "reply_grace_s": 1.0,
+            "command_timeout_s": 2.0,
+        },
+        backend={
+            "url": backend_url,
+            "connect_timeout_s": 0.5,
+            "read_timeout_s": READ_TIMEOUT_S,
+            "request_deadline_s": 2.0,
+            "signing": {"key_file": key_file},
+        },
+        resolution={
+            "inquiry_interval_s": 0.05,
+            "inquiry_bound_s": inquiry_bound_s,
+            "reversal_backoff_initial_s": 0.05,
+            "reversal_backoff_max_s": 0.2,
+            "drain_before_sale_s": 2.0,
+        },
+        api={
+            "host": HOST,
+            "socket_port": ports[0],
+            "http_port": ports[1],
+            "socket_read_timeout_s": 0.5,
+            "pos_deadline_s": 20.0,
+        },
         journal={"path": journal},
         log_level="INFO",
     )
@@ -392,8 +427,16 @@ def pos_body(trace_no: str, rng: random.Random) -> dict[str, Any]:
         "traceNo": trace_no,
         "totalAmount": amount,
         "undiscountAmount": Decimal(0),
-        "goodsDetail": [{"goodsCategory": "001", "goodsId": "P00001", "goodsName": "crash harness",
-                         "price": amount, "quantity": 1, "rebateCode": "000"}],
+        "goodsDetail": [
+            {
+                "goodsCategory": "001",
+                "goodsId": "P00001",
+                "goodsName": "crash harness",
+                "price": amount,
+                "quantity": 1,
+                "rebateCode": "000",
+            }
+        ],
     }
 
 
@@ -454,11 +497,11 @@ class Lane:
         key_file = workdir / "signing.key"
         key_file.write_text(secrets.token_hex(16), encoding="utf-8")
         key_file.chmod(0o600)
-        self.backend_sim = SimProcess(["backend", "--port", "0", "--key-file", str(key_file)],
-                                      workdir / "backend.log")
+        self.backend_sim = SimProcess(["backend", "--port", "0", "--key-file", str(key_file)], workdir / "backend.log")
         link = workdir / "pinpad"
-        self.pad = SimProcess(["pinpad", "--link", str(link), "--control", str(workdir / "pinpad.ctl")],
-                              workdir / "pinpad.log")
+        self.pad = SimProcess(
+            ["pinpad", "--link", str(link), "--control", str(workdir / "pinpad.ctl")], workdir / "pinpad.log"
+        )
         try:
             self.backend = Backend(self.backend_sim.ready_line().split()[-1])
             self.pad.ready_line()
@@ -468,8 +511,14 @@ class Lane:
         ports = (free_port(), free_port())
 
         def settings(inquiry_bound_s: float) -> Settings:
-            return daemon_settings(device=link, backend_url=self.backend.url, key_file=key_file, ports=ports,
-                                   journal=workdir / "journal.db", inquiry_bound_s=inquiry_bound_s)
+            return daemon_settings(
+                device=link,
+                backend_url=self.backend.url,
+                key_file=key_file,
+                ports=ports,
+                journal=workdir / "journal.db",
+                inquiry_bound_s=inquiry_bound_s,
+            )
 
         self.settings = settings(INQUIRY_BOUND_S)
         # Inquiry scenarios crash at the 1st or 2nd inquiry; a long bound keeps a slow machine
@@ -549,14 +598,16 @@ class Lane:
         plan = plan_for(point, rng, trace_no)
         request = plan.flow.request if plan.flow else Request(ACTION, pos_body(trace_no, rng))
         log = self.logs / f"{point}-{index:04d}"
-        result = RunResult(point, index, trace_no, plan.variant, [s.crash_at for s in plan.stages], [], False,
-                           log=f"{log}.*.log")
+        result = RunResult(
+            point, index, trace_no, plan.variant, [s.crash_at for s in plan.stages], [], False, log=f"{log}.*.log"
+        )
         first_answer: dict[str, Any] | None = None
         try:
             for number, stage in enumerate(plan.stages):
                 original = plan.flow.original if plan.flow and number == 0 else None
-                answer = self._crash_stage(stage, trace_no, request, log.with_name(f"{log.name}.{number}.log"), result,
-                                           original)
+                answer = self._crash_stage(
+                    stage, trace_no, request, log.with_name(f"{log.name}.{number}.log"), result, original
+                )
                 first_answer = first_answer or answer
             result.reached = all(code == CRASHED for code in result.exits) and not result.setup
         finally:
@@ -567,7 +618,12 @@ class Lane:
         return result
 
     def _crash_stage(
-        self, stage: Stage, trace_no: str, request: Request, log: Path, result: RunResult,
+        self,
+        stage: Stage,
+        trace_no: str,
+        request: Request,
+        log: Path,
+        result: RunResult,
         original: Request | None = None,
     ) -> dict[str, Any] | None:
         child = self._fork(stage.crash_at, log, long_bound=stage.long_inquiry_bound)
@@ -626,8 +682,9 @@ class Lane:
         calls = {no: self.backend.ledger(no) for no, _ in view.calls}
         moves_by = {"void": ("void",), "refund": ()}.get(flow.kind, ("option",)) if flow else ("option",)
         codes = checker.VOID_APPROVED_CODES if flow and flow.kind == "void" else (checker.APPROVED_CODE,)
-        verdict = checker.check_run(view, sale, calls, repeated_answer=repeated, first_answer=first,
-                                    moves_by=moves_by, approved_codes=codes)
+        verdict = checker.check_run(
+            view, sale, calls, repeated_answer=repeated, first_answer=first, moves_by=moves_by, approved_codes=codes
+        )
         if flow is not None and flow.original is not None:
             self._check_original(verdict, view, flow)
         result.state, result.reversal = view.state, view.reversal_state
@@ -648,8 +705,15 @@ class Lane:
         original = checker.read_journal(self.journal, original_no)
         known_as = [no for no, kind in original.calls if kind == "option"] or [original_no]
         voiders = frozenset({view_no for view_no, _ in view.calls} | {str(flow.request.body["traceNo"])})
-        checker.check_original(verdict, view, original, self.backend.ledger(known_as[-1]), kind=flow.kind,
-                               refund_amount=flow.refund_amount, voiders=voiders)
+        checker.check_original(
+            verdict,
+            view,
+            original,
+            self.backend.ledger(known_as[-1]),
+            kind=flow.kind,
+            refund_amount=flow.refund_amount,
+            voiders=voiders,
+        )
 
 
 def _code(body: dict[str, Any] | None) -> str | None:
@@ -688,8 +752,9 @@ def _lane_worker(lane_dir: Path, seed: str, tasks: list[tuple[str, int]], out: P
         os._exit(code)
 
 
-def run_all(points: Sequence[str], runs: int, *, seed: str, jobs: int, workdir: Path,
-            progress: bool) -> tuple[list[RunResult], list[str]]:
+def run_all(
+    points: Sequence[str], runs: int, *, seed: str, jobs: int, workdir: Path, progress: bool
+) -> tuple[list[RunResult], list[str]]:
     """Run ``runs`` crash runs for each point on ``jobs`` lanes; returns the results and lane errors."""
     prewarm()
     # Interleave the points so each lane gets a fair mix of slow and fast scenarios.
@@ -786,15 +851,21 @@ def failures(results: Sequence[RunResult]) -> Iterator[str]:
     for r in results:
         if r.ok:
             continue
-        problems = [f"{name}: {text}" for name in ("lost", "doubled", "stuck", "answer", "integrity")
-                    for text in getattr(r, name)]
+        problems = [
+            f"{name}: {text}"
+            for name in ("lost", "doubled", "stuck", "answer", "integrity")
+            for text in getattr(r, name)
+        ]
         if not r.reached:
             problems[:0] = [f"not reached (exit statuses {r.exits})", *r.setup]
-        yield (f"{r.point} run {r.index} traceNo {r.trace_no} [{r.variant}] crash_at={r.crash_at}\n"
-               f"  state {r.state}, reversal {r.reversal}, ledger {r.ledger} x{r.submissions}, "
-               f"first answer {r.first_answer}, repeated answer {r.repeated_answer}\n"
-               f"  transitions: {'; '.join(r.transitions) or '-'}\n"
-               + "".join(f"  {p}\n" for p in problems) + f"  log: {r.log}")
+        yield (
+            f"{r.point} run {r.index} traceNo {r.trace_no} [{r.variant}] crash_at={r.crash_at}\n"
+            f"  state {r.state}, reversal {r.reversal}, ledger {r.ledger} x{r.submissions}, "
+            f"first answer {r.first_answer}, repeated answer {r.repeated_answer}\n"
+            f"  transitions: {'; '.join(r.transitions) or '-'}\n"
+            + "".join(f"  {p}\n" for p in problems)
+            + f"  log: {r.log}"
+        )
 
 
 # --- command line ----------------------------------------------------------------------------------
@@ -805,8 +876,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--points", default="all", help="'all' or a comma-separated list of crash points")
     parser.add_argument("--runs", type=int, default=20, help="runs per point (default 20)")
     parser.add_argument("--seed", default=None, help="seed for the scenario variants (default: random)")
-    parser.add_argument("--jobs", type=int, default=DEFAULT_JOBS,
-                        help=f"parallel lanes, each with its own simulators and journal (default {DEFAULT_JOBS})")
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=DEFAULT_JOBS,
+        help=f"parallel lanes, each with its own simulators and journal (default {DEFAULT_JOBS})",
+    )
     parser.add_argument("--json", type=Path, default=None, help="write every run's result to this file")
     parser.add_argument("--workdir", type=Path, default=None, help="keep journals and logs here (default: temp)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
@@ -829,16 +904,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else secrets.token_hex(4)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="misbridge-crash-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    sys.stdout.write(f"crash harness: {len(points)} points x {args.runs} runs, seed {seed}, "
-                     f"{args.jobs} lane(s), workdir {workdir}\n")
+    sys.stdout.write(
+        f"crash harness: {len(points)} points x {args.runs} runs, seed {seed}, {args.jobs} lane(s), workdir {workdir}\n"
+    )
     started = time.monotonic()
-    results, errors = run_all(points, args.runs, seed=seed, jobs=args.jobs, workdir=workdir,
-                              progress=not args.quiet)
+    results, errors = run_all(points, args.runs, seed=seed, jobs=args.jobs, workdir=workdir, progress=not args.quiet)
     wall = time.monotonic() - started
     rows = summarize(points, results)
     sys.stdout.write(render(rows) + "\n")
-    sys.stdout.write(f"{len(results)} runs in {wall:.1f} s ({wall / max(len(results), 1) * 1000:.0f} ms per run, "
-                     f"{args.jobs} lane(s)), seed {seed}\n")
+    sys.stdout.write(
+        f"{len(results)} runs in {wall:.1f} s ({wall / max(len(results), 1) * 1000:.0f} ms per run, "
+        f"{args.jobs} lane(s)), seed {seed}\n"
+    )
     early = [r for r in results if r.early_health]
     if early:
         sys.stdout.write(
@@ -850,11 +927,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     for error in errors:
         sys.stdout.write(f"harness error: {error}\n")
     if args.json is not None:
-        args.json.write_text(json.dumps({
-            "seed": seed, "points": points, "runs": args.runs, "jobs": args.jobs, "wall_s": round(wall, 1),
-            "errors": errors, "rows": [{**asdict(row), "verdict": row.verdict} for row in rows],
-            "results": [asdict(result) for result in results],
-        }, indent=1), encoding="utf-8")
+        args.json.write_text(
+            json.dumps(
+                {
+                    "seed": seed,
+                    "points": points,
+                    "runs": args.runs,
+                    "jobs": args.jobs,
+                    "wall_s": round(wall, 1),
+                    "errors": errors,
+                    "rows": [{**asdict(row), "verdict": row.verdict} for row in rows],
+                    "results": [asdict(result) for result in results],
+                },
+                indent=1,
+            ),
+            encoding="utf-8",
+        )
     passed = not errors and all(row.verdict == "ok" for row in rows)
     if passed and args.workdir is None and not args.keep:
         shutil.rmtree(workdir, ignore_errors=True)

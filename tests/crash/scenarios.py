@@ -60,11 +60,19 @@ RECOVERY_POINTS: tuple[str, ...] = ("recovery.start", "recovery.after_first")
 SHUTDOWN_POINTS: tuple[str, ...] = ("shutdown.drain",)
 
 #: Sale points a request passes only after the backend answered (a scripted decline matters there).
-BACKEND_REACHED: tuple[str, ...] = ("backend.cardRedemption.after_write", "submit.after_reply",
-                                    "outcome.after_commit", "pos.after_reply")
+BACKEND_REACHED: tuple[str, ...] = (
+    "backend.cardRedemption.after_write",
+    "submit.after_reply",
+    "outcome.after_commit",
+    "pos.after_reply",
+)
 #: Points whose crash leaves a transaction in a pre-submit state (what recovery.after_first needs).
-PRE_SUBMIT_PREP: tuple[str, ...] = ("intake.after_intent", "card.before_commit", "card.after_commit",
-                                    "pin.before_commit")
+PRE_SUBMIT_PREP: tuple[str, ...] = (
+    "intake.after_intent",
+    "card.before_commit",
+    "card.after_commit",
+    "pin.before_commit",
+)
 #: Points that leave some non-final transaction for recovery.start to find.
 NON_FINAL_PREP: tuple[str, ...] = (
     *PRE_SUBMIT_PREP,
@@ -111,8 +119,7 @@ class FaultSpec:
 
     def request(self, trace_no: str) -> dict[str, Any]:
         """The JSON object for the simulator, limited to requests about ``trace_no``."""
-        body: dict[str, Any] = {"action": self.action, "fault": self.fault, "times": self.times,
-                                "trace_no": trace_no}
+        body: dict[str, Any] = {"action": self.action, "fault": self.fault, "times": self.times, "trace_no": trace_no}
         if self.delay_s:
             body["delay_s"] = self.delay_s
         if self.code is not None:

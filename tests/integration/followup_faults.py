@@ -93,14 +93,17 @@ class FollowOutcome:
 
     def describe(self) -> str:
         """One line for a failure message."""
+
         def shown(entry: LedgerEntry | None) -> str:
             return "absent" if entry is None else f"{entry.state}/applied={entry.applied}/x{entry.submissions}"
 
         events = [t.get("event") for t in self.view.get("transitions") or []]
         refunded = None if self.original is None else self.original.raw.get("refundedAmount")
-        return (f"{self.trace_no}: journal={self.state} pos={self.pos_code} ledger={shown(self.ledger)} "
-                f"resends={[shown(e) for e in self.resends.values()]} original={shown(self.original)} "
-                f"refunded={refunded} events={events}")
+        return (
+            f"{self.trace_no}: journal={self.state} pos={self.pos_code} ledger={shown(self.ledger)} "
+            f"resends={[shown(e) for e in self.resends.values()]} original={shown(self.original)} "
+            f"refunded={refunded} events={events}"
+        )
 
 
 def _lost(action: FaultKind, where: str) -> tuple[Fault, Binding]:
@@ -223,8 +226,11 @@ def check_follow(case: FollowCase, outcome: FollowOutcome) -> list[str]:
 def _trail_problems(case: FollowCase, outcome: FollowOutcome) -> list[str]:
     """The inquiries' answers the case expects, and the voids the reversal queue sent."""
     codes = {call.get("returnCode") for call in _kind(outcome.view, "inquiry")}
-    problems = [f"no inquiry answered {code} (saw {sorted(map(str, codes))})" for code in case.inquiry_codes
-                if code not in codes]
+    problems = [
+        f"no inquiry answered {code} (saw {sorted(map(str, codes))})"
+        for code in case.inquiry_codes
+        if code not in codes
+    ]
     if case.resent and not outcome.resends:
         problems.append("the void was not sent again")
     if case.subject.startswith("refund") and outcome.resends:
@@ -250,7 +256,8 @@ def _original_problems(case: FollowCase, outcome: FollowOutcome, moved: bool) ->
     refunded = Decimal(str(entry.raw.get("refundedAmount") or 0))
     expected = REFUND_AMOUNT if moved else Decimal(0)
     if refunded != expected or not entry.applied:
-        return [f"refund {outcome.state}: the original has {refunded} refunded (applied={entry.applied}), "
-                f"expected {expected}"]
+        return [
+            f"refund {outcome.state}: the original has {refunded} refunded (applied={entry.applied}), "
+            f"expected {expected}"
+        ]
     return []
-

@@ -49,8 +49,9 @@ async def send(bench: Bench, door: Door, action: str, body: dict[str, Any]) -> d
         answer = await socket_request(bench.host, bench.daemon.socket_port, envelope_for(action, body))
         assert answer.action == action
         return answer.body
-    reply = await bench.http.post(f"/v1/{action}", content=jsonio.dumps(body),
-                                  headers={"content-type": "application/json"})
+    reply = await bench.http.post(
+        f"/v1/{action}", content=jsonio.dumps(body), headers={"content-type": "application/json"}
+    )
     result: dict[str, Any] = jsonio.loads(reply.content)
     return result
 
@@ -125,9 +126,22 @@ async def qr_sales_options_and_a_void(bench: Bench) -> None:
     """A QR sale with the code in the body; an options sale chosen on the pad, then voided."""
     sale = fresh("qrcodeSale")
     book_shaped("qrcodeSale", sale, await send(bench, "http", "qrcodeSale", sale))
-    options = fresh("qrcodeSale", qrcode=OPTIONS_CODE, totalAmount=Decimal("12.50"), undiscountAmount=0,
-                    goodsDetail=[{"goodsCategory": "001", "goodsId": "P00009", "goodsName": "coffee",
-                                  "price": Decimal("12.50"), "quantity": 1, "rebateCode": "000"}])
+    options = fresh(
+        "qrcodeSale",
+        qrcode=OPTIONS_CODE,
+        totalAmount=Decimal("12.50"),
+        undiscountAmount=0,
+        goodsDetail=[
+            {
+                "goodsCategory": "001",
+                "goodsId": "P00009",
+                "goodsName": "coffee",
+                "price": Decimal("12.50"),
+                "quantity": 1,
+                "rebateCode": "000",
+            }
+        ],
+    )
     options.pop("memberDetail", None)
     answer = book_shaped("qrcodeSale", options, await send(bench, "socket", "qrcodeSale", options))
     assert answer["activityProductNo"] in ("HDCP00000000001234", "HDCP00000000001236"), answer
@@ -144,7 +158,9 @@ async def qr_sales_options_and_a_void(bench: Bench) -> None:
 async def the_pass_through_actions(bench: Bench) -> None:
     """An e-coupon inquiry, points, a summary and a batch upload: each answered once, its repeat from the journal."""
     rounds: tuple[tuple[Door, Door, str], ...] = (
-        ("socket", "http", "ecouponInquiry"), ("http", "socket", "accumulating"), ("socket", "http", "summary"),
+        ("socket", "http", "ecouponInquiry"),
+        ("http", "socket", "accumulating"),
+        ("socket", "http", "summary"),
         ("http", "socket", "batchUpload"),
     )
     for door, other, action in rounds:

@@ -40,16 +40,24 @@ def card_info(card_name: str = "points-cash", *, pin: str | None = None) -> dict
 def card_sale(trace_no: str, card_name: str = "points-cash", total: str = "40.8", **extra: Any) -> dict[str, Any]:
     """A card sale body (cardRedemption, or cardPayment with ``acquirer=``)."""
     return {
-        "traceNo": trace_no, "totalAmount": Decimal(total), "undiscountAmount": 0, "goodsDetail": [],
-        "cardInfo": card_info(card_name), **extra,
+        "traceNo": trace_no,
+        "totalAmount": Decimal(total),
+        "undiscountAmount": 0,
+        "goodsDetail": [],
+        "cardInfo": card_info(card_name),
+        **extra,
     }
 
 
 def qr_sale(trace_no: str, qrcode: str = "280123121234567890", total: str = "40.8", **extra: Any) -> dict[str, Any]:
     """A qrcodeSale body."""
     return {
-        "traceNo": trace_no, "totalAmount": Decimal(total), "undiscountAmount": 0, "qrcode": qrcode,
-        "goodsDetail": [], **extra,
+        "traceNo": trace_no,
+        "totalAmount": Decimal(total),
+        "undiscountAmount": 0,
+        "qrcode": qrcode,
+        "goodsDetail": [],
+        **extra,
     }
 
 
@@ -63,7 +71,11 @@ class SimClient:
     async def call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` as ``action``; the reply is checked to be signed and to echo the action."""
         fields: dict[str, Any] = {
-            "action": action, "deviceNo": "POS01", "shopNo": "CN123456", "brand": "663", "body": encode_body(body),
+            "action": action,
+            "deviceNo": "POS01",
+            "shopNo": "CN123456",
+            "brand": "663",
+            "body": encode_body(body),
         }
         fields["sign"] = signing.sign(fields, TEST_SIGNING_KEY)
         response = await self.http.post(f"{PATH}/{action}", content=jsonio.dumps(fields).encode())

@@ -129,9 +129,10 @@ def test_the_table_covers_every_action_of_the_book() -> None:
 
 async def test_card_redemption_answers_like_the_book_response_example() -> None:
     async with running() as client:
-        reply = await client.call("cardRedemption", {**card_redemption_request(), "traceNo": fresh_trace_no()} | {
-            "cardInfo": card_info("points-cash")
-        })
+        reply = await client.call(
+            "cardRedemption",
+            {**card_redemption_request(), "traceNo": fresh_trace_no()} | {"cardInfo": card_info("points-cash")},
+        )
     assert reply["paidAmount"] == Decimal("40.8")
     assert reply["fundChannel"] == [
         {"channelNo": "001", "channelName": "用户实付现金", "channelAmount": "20.8"},
@@ -153,7 +154,9 @@ async def test_batch_upload_of_the_book_example_on_an_empty_ledger() -> None:
     async with running() as client:
         reply = await client.call("batchUpload", {**_book(BATCH_UPLOAD), "traceNo": fresh_trace_no()})
     assert [(r["paidAmount"], r["status"]) for r in reply["transRecord"]] == [
-        (Decimal("100.00"), 4), (Decimal("200.00"), 4), (Decimal("300.00"), 4),
+        (Decimal("100.00"), 4),
+        (Decimal("200.00"), 4),
+        (Decimal("300.00"), 4),
     ]
 
 

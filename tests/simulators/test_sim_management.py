@@ -17,7 +17,9 @@ D = Decimal
 
 def upload(*records: tuple[str, Any]) -> dict[str, Any]:
     return {
-        "traceNo": fresh_trace_no(), "transCount": len(records), "beginTime": "20250101000000",
+        "traceNo": fresh_trace_no(),
+        "transCount": len(records),
+        "beginTime": "20250101000000",
         "endTime": "20250101235959",
         "transRecord": [{"traceNo": no, "paidAmount": paid, "status": 0} for no, paid in records],
     }
@@ -29,8 +31,10 @@ async def test_summary_counts_since_the_last_summary() -> None:
         await client.call("cardRedemption", card)
         qr = qr_sale(fresh_trace_no(), total="10.5")
         await client.call("qrcodeSale", qr)
-        await client.call("refundQrcodeSale", {"traceNo": fresh_trace_no(), "originalTraceNo": qr["traceNo"],
-                                               "refundAmount": D("0.5")})
+        await client.call(
+            "refundQrcodeSale",
+            {"traceNo": fresh_trace_no(), "originalTraceNo": qr["traceNo"], "refundAmount": D("0.5")},
+        )
         await client.call("cardRedemption", card_sale(fresh_trace_no(), "points", "1000"))  # declined: not counted
         first = await client.call("summary", {"traceNo": fresh_trace_no()})
         records = {(r["activityName"], r["isRefund"]): r for r in first["settleRecord"]}
@@ -55,11 +59,17 @@ async def test_batch_upload_statuses() -> None:
         await client.call("voidQrcodeSale", {"traceNo": fresh_trace_no(), "originalTraceNo": voided["traceNo"]})
         refunded = qr_sale(fresh_trace_no())
         await client.call("qrcodeSale", refunded)
-        await client.call("refundQrcodeSale", {"traceNo": fresh_trace_no(), "originalTraceNo": refunded["traceNo"],
-                                               "refundAmount": D("1")})
+        await client.call(
+            "refundQrcodeSale",
+            {"traceNo": fresh_trace_no(), "originalTraceNo": refunded["traceNo"], "refundAmount": D("1")},
+        )
         body = upload(
-            (ok["traceNo"], D("40.80")), (ok["traceNo"], D("40.79")), (ok["traceNo"], "40.81"),
-            ("never-seen", 1), (declined["traceNo"], D("1000")), (voided["traceNo"], D("40.8")),
+            (ok["traceNo"], D("40.80")),
+            (ok["traceNo"], D("40.79")),
+            (ok["traceNo"], "40.81"),
+            ("never-seen", 1),
+            (declined["traceNo"], D("1000")),
+            (voided["traceNo"], D("40.8")),
             (refunded["traceNo"], D("40.8")),
         )
         reply = await client.call("batchUpload", body)
@@ -79,8 +89,13 @@ async def test_batch_upload_status_7_rolled_back_and_0_in_progress() -> None:
 
 
 def _signed(action: str, body: dict[str, Any]) -> bytes:
-    fields: dict[str, Any] = {"action": action, "deviceNo": "POS01", "shopNo": "CN123456", "brand": "663",
-                              "body": encode_body(body)}
+    fields: dict[str, Any] = {
+        "action": action,
+        "deviceNo": "POS01",
+        "shopNo": "CN123456",
+        "brand": "663",
+        "body": encode_body(body),
+    }
     fields["sign"] = signing.sign(fields, TEST_SIGNING_KEY)
     return jsonio.dumps(fields).encode()
 
@@ -116,8 +131,10 @@ async def test_bad_uploads_are_format_errors() -> None:
 
 async def test_faults_by_action_name_over_http() -> None:
     async with running() as client:
-        script = [{"action": "refundQrcodeSale", "fault": "decline", "code": "91"},
-                  {"action": "query", "fault": "decline", "code": "96"}]
+        script = [
+            {"action": "refundQrcodeSale", "fault": "decline", "code": "91"},
+            {"action": "query", "fault": "decline", "code": "96"},
+        ]
         response = await client.http.post("/_sim/faults", content=jsonio.dumps(script))
         assert response.status_code == 200
         sale = qr_sale(fresh_trace_no())
@@ -130,6 +147,7 @@ async def test_faults_by_action_name_over_http() -> None:
         assert (await client.call("refundQrcodeSale", qr_refund))["returnCode"] == "91"
         assert (await client.call("summary", {"traceNo": fresh_trace_no()}))["returnCode"] == "96"
         assert (await client.entry(sale["traceNo"]))["refundedAmount"] == 0
-        bad = await client.http.post("/_sim/faults", content=jsonio.dumps({"action": "DownloadKey", "fault": "decline",
-                                                                            "code": "91"}))
+        bad = await client.http.post(
+            "/_sim/faults", content=jsonio.dumps({"action": "DownloadKey", "fault": "decline", "code": "91"})
+        )
         assert bad.status_code == 400

@@ -32,7 +32,11 @@ async def http(sim: BackendSimulator) -> AsyncIterator[httpx.AsyncClient]:
 
 def envelope(action: str, body: dict[str, Any], *, key: str | None = TEST_SIGNING_KEY) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "action": action, "deviceNo": "POS01", "shopNo": "CN123456", "brand": "663", "body": encode_body(body),
+        "action": action,
+        "deviceNo": "POS01",
+        "shopNo": "CN123456",
+        "brand": "663",
+        "body": encode_body(body),
     }
     if key is not None:
         fields["sign"] = signing.sign(fields, key)

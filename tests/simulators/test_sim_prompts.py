@@ -55,8 +55,10 @@ def test_bad_prompt_lines_are_refused(line: bytes, reason: str) -> None:
 
 def test_scenario_queues_codes_and_choices(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
-    path.write_text('[pad]\nscanner = false\n[[codes]]\ncode = "123"\nsource = "keypad"\n'
-                    '[[codes]]\naction = "cancel"\n[[choices]]\noption = 3\n')
+    path.write_text(
+        '[pad]\nscanner = false\n[[codes]]\ncode = "123"\nsource = "keypad"\n'
+        '[[codes]]\naction = "cancel"\n[[choices]]\noption = 3\n'
+    )
     scenario = load_scenario(path)
     assert scenario.codes == [ScriptedCode("123", "keypad"), ScriptedCode(action="cancel")]
     assert scenario.choices == [ScriptedChoice(3)]

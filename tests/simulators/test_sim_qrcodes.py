@@ -98,8 +98,12 @@ async def test_bad_qr_fields_are_format_errors(change: dict[str, Any]) -> None:
 
 async def test_the_chinese_page_fields_are_accepted() -> None:
     fields: dict[str, Any] = {
-        "verifyType": "pos", "scene": "bar_code", "orderSubject": "订单", "orderDescription": "描述",
-        "extendData": {"k": "v"}, "activityProductNo": "HDCP00000000001234",
+        "verifyType": "pos",
+        "scene": "bar_code",
+        "orderSubject": "订单",
+        "orderDescription": "描述",
+        "extendData": {"k": "v"},
+        "activityProductNo": "HDCP00000000001234",
     }
     async with running() as client:
         reply = await client.call("qrcodeSale", qr_sale(fresh_trace_no(), **fields))

@@ -57,12 +57,9 @@ from misbridge.ebuy.requests.validation import (
     CARD_ACTIONS,
     MAX_SHOWN_ACTION,
     REQUEST_MODELS,
-    RUN_ACTIONS,
-    VALIDATED_ONLY_ACTIONS,
     parse_request,
     shown_action,
     translate_validation_error,
-    validate_request,
 )
 
 __all__ = [
@@ -78,10 +75,8 @@ __all__ = [
     "MAX_SHOWN_ACTION",
     "MAX_TEXT_LEN",
     "REQUEST_MODELS",
-    "RUN_ACTIONS",
     "SUCCESS_CODE",
     "TRACE_NO_PATTERN",
-    "VALIDATED_ONLY_ACTIONS",
     "AccumulatingRequest",
     "BatchUploadRequest",
     "CardPaymentRequest",
@@ -108,5 +103,4 @@ __all__ = [
     "shown_action",
     "trans_date",
     "translate_validation_error",
-    "validate_request",
 ]  # fmt: skip

@@ -2,10 +2,9 @@
 
 :func:`parse_request` checks the body of any of the book's twelve actions (§10, §11) against its
 model (:mod:`misbridge.ebuy.requests.models`, :mod:`misbridge.ebuy.requests.management`) and
-returns the model. :func:`validate_request`, what the service calls, does the same and then
-refuses with MB06 an action the service does not carry out yet (:data:`RUN_ACTIONS`): a bad
-body of such an action is still refused with the code and the field of its fault, a good one is
-known to be good before the POS is told misbridge does not run it.
+returns the model; :func:`parse_request` is what the service calls. The service carries out
+every action of the book, so no valid body is refused as not carried out (``MB06`` stays reserved
+for an action the book gains before misbridge runs it; docs/return-codes.md).
 """
 
 from __future__ import annotations
@@ -40,13 +39,6 @@ BOOK_ACTIONS: Final = (
     "cardPayment", "cardRedemption", "qrcodeSale", "inquiry", "voidCardSale", "voidQrcodeSale",
     "refundCardSale", "refundQrcodeSale", "ecouponInquiry", "accumulating", "summary", "batchUpload",
 )  # fmt: skip
-#: The actions the service carries out; the others are validated, then answered MB06.
-RUN_ACTIONS: Final = (
-    *CARD_ACTIONS, "inquiry", "ecouponInquiry", "accumulating", "summary", "batchUpload",
-    "qrcodeSale", "voidQrcodeSale", "refundQrcodeSale", "voidCardSale", "refundCardSale",
-)  # fmt: skip
-#: The book's actions that are validated but not carried out yet.
-VALIDATED_ONLY_ACTIONS: Final = tuple(action for action in BOOK_ACTIONS if action not in RUN_ACTIONS)
 #: The model of every action of the book, in the book's order.
 REQUEST_MODELS: Final[dict[str, type[Traced]]] = {
     "cardRedemption": CardRedemptionRequest,
@@ -124,17 +116,8 @@ def shown_action(action: str) -> str:
 def _unknown_action(action: str) -> RequestError:
     carddata.refuse_card_data_in_text("action", action)
     return RequestError(
-        f"unknown action {shown_action(action)}; carried out: {', '.join(RUN_ACTIONS)}",
+        f"unknown action {shown_action(action)}; the book's actions: {', '.join(BOOK_ACTIONS)}",
         return_code=ReturnCode.UNKNOWN_ACTION,
-        field="action",
-    )
-
-
-def _not_run_yet(action: str) -> RequestError:
-    return RequestError(
-        f"action '{action}' is an e-Buy action that misbridge validates but does not carry out yet; "
-        f"carried out: {', '.join(RUN_ACTIONS)}",
-        return_code=ReturnCode.UNSUPPORTED_ACTION,
         field="action",
     )
 
@@ -155,20 +138,3 @@ def parse_request(action: str, body: Mapping[str, Any]) -> Traced:
         return model.model_validate(dict(body))
     except ValidationError as err:
         raise translate_validation_error(err) from err
-
-
-def validate_request(action: str, body: Mapping[str, Any]) -> Traced:
-    """Validate a POS request body for ``action``, an action the service carries out.
-
-    Returns:
-        The parsed model (amounts as Decimal). The caller keeps forwarding ``body`` itself,
-        so extra fields and the POS's number formatting are preserved.
-
-    Raises:
-        RequestError: as :func:`parse_request`; then MB06 for a valid body of a book action
-            the service does not carry out yet (:data:`VALIDATED_ONLY_ACTIONS`).
-    """
-    request = parse_request(action, body)
-    if action not in RUN_ACTIONS:
-        raise _not_run_yet(action)
-    return request

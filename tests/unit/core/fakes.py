@@ -93,7 +93,12 @@ class ScriptedPad:
         return PadInfo("FAKE", "0.1", "F001", 1)
 
     async def read_card(
-        self, amount_minor: int, timeout_s: int, prompt: str = "", *, kind: TransKind = TransKind.SALE,
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        *,
+        kind: TransKind = TransKind.SALE,
         reference: str = "",
     ) -> CardRead:
         """A card, once :attr:`release` is set; or :attr:`card_error`."""
@@ -107,8 +112,14 @@ class ScriptedPad:
         return self.card
 
     async def read_pin(
-        self, amount_minor: int, timeout_s: int, prompt: str = "", key_index: int = 1, *,
-        kind: TransKind = TransKind.SALE, reference: str = "",
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        key_index: int = 1,
+        *,
+        kind: TransKind = TransKind.SALE,
+        reference: str = "",
     ) -> EncryptedPin:
         """:attr:`pin_block`."""
         self.shown.append(("pin", kind, reference, amount_minor))

@@ -283,8 +283,11 @@ def test_every_state_is_reachable_and_every_live_state_can_end(kind: Transaction
         ),
         (K.REFUND, ["start_card", "card_read", "pin_entered", "approve"], S.APPROVED),
         (K.QUERY, ["no_answer"], S.UNKNOWN),
-        (K.SALE, ["submit", "outcome_unknown", "inquire", "inquiry_unknown", "escalate", "resolve_declined"],
-         S.DECLINED),
+        (
+            K.SALE,
+            ["submit", "outcome_unknown", "inquire", "inquiry_unknown", "escalate", "resolve_declined"],
+            S.DECLINED,
+        ),
         (K.UPLOAD, ["answer"], S.ANSWERED),
     ],
 )

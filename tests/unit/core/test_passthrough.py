@@ -364,7 +364,10 @@ async def test_a_query_is_shown_by_the_transaction_view(service: TransactionServ
     view = await service.transaction(body["traceNo"])
     assert view is not None
     assert (view["action"], view["state"], view["returnCode"], view["response"]) == (
-        "summary", "answered", "00", answer
+        "summary",
+        "answered",
+        "00",
+        answer,
     )
     assert (view["transitions"], view["backendCalls"], view["reversal"]) == ([], [], None)
 

@@ -70,12 +70,16 @@ def pad_replies(msg: Message) -> list[Message]:
     if isinstance(msg, StatusRequest):
         return [DeviceStatus(rid, DeviceState.IDLE)]
     if isinstance(msg, ReadCard):
-        return [Progress(rid, ProgressStage.WAITING_FOR_CARD),
-                CardData(rid, "00", "622562******8888", ENC, ENC + ENC, "2812")]
+        return [
+            Progress(rid, ProgressStage.WAITING_FOR_CARD),
+            CardData(rid, "00", "622562******8888", ENC, ENC + ENC, "2812"),
+        ]
     if isinstance(msg, ReadPin):
-        return [Progress(rid, ProgressStage.WAITING_FOR_PIN),
-                Progress(rid, ProgressStage.PIN_DIGIT_ENTERED, digits_entered=1),
-                PinBlock(rid, ENC, msg.key_index)]
+        return [
+            Progress(rid, ProgressStage.WAITING_FOR_PIN),
+            Progress(rid, ProgressStage.PIN_DIGIT_ENTERED, digits_entered=1),
+            PinBlock(rid, ENC, msg.key_index),
+        ]
     return [Result(rid, ResultCode.OK)]
 
 
@@ -108,13 +112,9 @@ class PadFactory:
 
 
 def make_driver(factory: Opener, command_timeout_s: float = 0.5, **options: Any) -> MisPosV1Driver:
-    settings = DeviceSettings(
-        url="/dev/fake-pad", reply_grace_s=0.1, command_timeout_s=command_timeout_s
-    )
+    settings = DeviceSettings(url="/dev/fake-pad", reply_grace_s=0.1, command_timeout_s=command_timeout_s)
     defaults: dict[str, Any] = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "keepalive_s": None}
-    return MisPosV1Driver(
-        settings, opener=factory, session_factory=fast_session, **{**defaults, **options}
-    )
+    return MisPosV1Driver(settings, opener=factory, session_factory=fast_session, **{**defaults, **options})
 
 
 @pytest.fixture
@@ -167,9 +167,7 @@ async def test_reconnect_backs_off_and_logs_once(warnings: list[str]) -> None:
         await factory.close()
 
 
-async def test_lost_link_marks_disconnected_and_reconnects(
-    driver: MisPosV1Driver, factory: PadFactory
-) -> None:
+async def test_lost_link_marks_disconnected_and_reconnects(driver: MisPosV1Driver, factory: PadFactory) -> None:
     await factory.pads[0].close()
     await asyncio.sleep(0.01)
     assert not driver.connected
@@ -285,9 +283,7 @@ async def test_pad_timeout_on_the_card_step_is_card_timeout_without_cancel(
     assert not any(isinstance(m, Cancel) for m in factory.pad.received)
 
 
-async def test_caller_cancellation_cancels_the_prompt_on_the_pad(
-    driver: MisPosV1Driver, factory: PadFactory
-) -> None:
+async def test_caller_cancellation_cancels_the_prompt_on_the_pad(driver: MisPosV1Driver, factory: PadFactory) -> None:
     factory.pad.respond = lambda m: [Result(m.request_id, ResultCode.OK)] if isinstance(m, Cancel) else []
     step = asyncio.create_task(driver.read_card(100, 30))
     await asyncio.sleep(0.02)
@@ -369,8 +365,11 @@ def test_an_undocumented_result_code_is_a_device_error() -> None:
 async def test_an_undocumented_progress_stage_is_ignored(driver: MisPosV1Driver, factory: PadFactory) -> None:
     seen: list[tuple[str, int]] = []
     driver.on_progress = lambda stage, digits: seen.append((stage, digits))
-    factory.pad.respond = lambda m: [Progress(m.request_id, "77"), Progress(m.request_id, "02"),
-                                     CardData(m.request_id, "01", "622562******8888", ENC, ENC, "2812")]
+    factory.pad.respond = lambda m: [
+        Progress(m.request_id, "77"),
+        Progress(m.request_id, "02"),
+        CardData(m.request_id, "01", "622562******8888", ENC, ENC, "2812"),
+    ]
     assert (await driver.read_card(100, 30)).card_type == "01"
     assert seen == [(ProgressStep.CARD_READ, 0)]
 

@@ -130,9 +130,7 @@ async def test_choose_cancel_timeout_and_a_key_with_no_option(connect: PadMaker)
         await driver.choose("Pick", ["A", "B"], 1)
 
 
-@pytest.mark.parametrize(
-    "options", [[], ["x"] * 10, ["A", ""], ["A", "y" * 33]], ids=["none", "ten", "empty", "long"]
-)
+@pytest.mark.parametrize("options", [[], ["x"] * 10, ["A", ""], ["A", "y" * 33]], ids=["none", "ten", "empty", "long"])
 async def test_options_the_protocol_cannot_carry_are_a_value_error(connect: PadMaker, options: list[str]) -> None:
     driver, pad = await connect()
     with pytest.raises(ValueError, match="options"):

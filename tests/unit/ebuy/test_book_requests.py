@@ -22,13 +22,10 @@ from misbridge.ebuy.requests import (
     MAX_BATCH_RECORDS,
     MAX_QRCODE_LEN,
     REQUEST_MODELS,
-    RUN_ACTIONS,
-    VALIDATED_ONLY_ACTIONS,
     BatchUploadRequest,
     QrcodeSaleRequest,
     RefundCardSaleRequest,
     parse_request,
-    validate_request,
 )
 from misbridge.errors import RequestError, ReturnCode
 
@@ -61,7 +58,6 @@ def test_there_is_a_model_and_an_example_for_every_action_of_the_book() -> None:
     for action in BOOK_ACTIONS:
         assert book_request(action)["traceNo"] == TRACE
     assert len(BOOK_ACTIONS) == 12
-    assert set(RUN_ACTIONS) | set(VALIDATED_ONLY_ACTIONS) == set(BOOK_ACTIONS)
 
 
 @pytest.mark.parametrize("action", BOOK_ACTIONS)
@@ -72,26 +68,6 @@ def test_the_book_example_validates(action: str) -> None:
     assert parsed.traceNo == TRACE
     # Through JSON text and back, as a door reads it: the same model.
     assert parse_request(action, jsonio.loads(jsonio.dumps(body))) == parsed
-
-
-@pytest.mark.parametrize("action", RUN_ACTIONS)
-def test_the_service_gets_the_model_of_an_action_it_runs(action: str) -> None:
-    assert isinstance(validate_request(action, example(action)), REQUEST_MODELS[action])
-
-
-@pytest.mark.parametrize("action", VALIDATED_ONLY_ACTIONS)
-def test_a_valid_body_of_an_action_not_run_yet_is_mb06_naming_the_action(action: str) -> None:
-    with pytest.raises(RequestError) as caught:
-        validate_request(action, example(action))
-    assert (caught.value.return_code, caught.value.field) == (ReturnCode.UNSUPPORTED_ACTION, "action")
-    assert action in str(caught.value)
-
-
-@pytest.mark.parametrize("action", VALIDATED_ONLY_ACTIONS)
-def test_a_bad_body_of_an_action_not_run_yet_gets_its_fault_not_mb06(action: str) -> None:
-    with pytest.raises(RequestError) as caught:
-        validate_request(action, example(action, traceNo=...))
-    assert (caught.value.return_code, caught.value.field) == (ReturnCode.MISSING_FIELD, "traceNo")
 
 
 @pytest.mark.parametrize("action", BOOK_ACTIONS)

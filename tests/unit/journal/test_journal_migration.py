@@ -223,7 +223,10 @@ async def test_v3_file_is_migrated_keeps_its_rows_and_gains_the_queries(db_path:
         old = await journal.forwarded_inquiry("INQ0")
         assert old is not None
         assert (old.original_trace_no, old.state, old.return_code, old.request_hash) == (
-            "ELSEWHERE", "answered", "25", None
+            "ELSEWHERE",
+            "answered",
+            "25",
+            None,
         )
         assert [r.original_trace_no for r in await journal.pending_reversals()] == ["OLD1"]
 
@@ -232,9 +235,12 @@ async def test_v3_file_is_migrated_keeps_its_rows_and_gains_the_queries(db_path:
         assert new is not None
         assert (new.id, new.request_hash) == (inquiry, "hash1")
         await journal.record_query("SUM1", "summary", {"traceNo": "SUM1"})
-        assert await journal.record_query_result(
-            "SUM1", "summary", "answer", response={"returnCode": "00"}, return_code="00"
-        ) == "answered"
+        assert (
+            await journal.record_query_result(
+                "SUM1", "summary", "answer", response={"returnCode": "00"}, return_code="00"
+            )
+            == "answered"
+        )
         with pytest.raises(BarredTraceNoError):
             await add_transaction(journal, "SUM1", "received")
         assert await journal.integrity_check() == "ok"
