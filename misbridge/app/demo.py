@@ -96,7 +96,10 @@ async def run_demo(out: TextIO, *, card: str | None = None, scenario: str = "app
             out.write(f"backend simulator   {bench.sims.backend_url}\n")
             if scenario in BOOK_RUNS:
                 host = bench.daemon.settings.api.host
-                out.write(f"misbridge           socket {host}:{bench.daemon.socket_port}\n\n")
+                out.write(
+                    f"misbridge           socket {host}:{bench.daemon.socket_port}, "
+                    f"http http://{host}:{bench.daemon.http_port}\n\n"
+                )
                 ended_well = await BOOK_RUNS[scenario](out, bench.daemon)
                 out.write(f"\n{'as expected' if ended_well else 'NOT as expected'}\n")
                 return 0 if ended_well else 1
@@ -104,7 +107,9 @@ async def run_demo(out: TextIO, *, card: str | None = None, scenario: str = "app
             response = await _redeem(out, bench.daemon)
             await _print_trail(out, bench.daemon, response["traceNo"], expect_void=scenario == "lost-reply-void")
     expected = ReturnCode.VOIDED.code if scenario == "lost-reply-void" else "00"
-    return 0 if response.get("returnCode") == expected else 1
+    ended_well = response.get("returnCode") == expected
+    out.write(f"\n{'as expected' if ended_well else 'NOT as expected'}\n")
+    return 0 if ended_well else 1
 
 
 async def _script_backend_faults(backend_url: str, faults: list[dict[str, Any]]) -> None:

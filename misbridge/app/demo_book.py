@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.app.daemon import Daemon
+from misbridge.app.demo_day import day_scenario
 from misbridge.ebuy.examples import book_request, card_redemption_request
 
 #: The simulator's e-coupon that offers two products (docs/backend.md, "Test codes").
@@ -114,4 +115,5 @@ BOOK_RUNS: dict[str, Scenario] = {
     "refund": refund_scenario,
     "qrcode": qrcode_scenario,
     "options": options_scenario,
+    "day": day_scenario,
 }
