@@ -1,9 +1,9 @@
 """Backend fault cases for the QR sale and for the POS's voids and refunds (docs/reliability.md, fault table).
 
-The card sale's cases are in tests/integration/faults.py; these run on the same bench (the
-simulators as subprocesses, a daemon with the short timers) and use its :class:`Fault`,
-:class:`FaultBench` and :class:`SimBackend`. A case names its **subject**, the POS request the
-faults are about:
+The card sale's cases are in tests/integration/faults.py; these run on the same bench
+(tests/integration/faultbench.py: the simulators as subprocesses, a daemon with the short
+timers) and use its :class:`Fault`, :class:`FaultBench` and :class:`SimBackend`. A case names
+its **subject**, the POS request the faults are about:
 
 * ``qrcodeSale``: a QR sale of the book's example (the payment QR in the body);
 * ``voidQrcodeSale``, ``refundQrcodeSale``: the POS voids, or refunds part of, a QR sale it made
@@ -29,9 +29,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from misbridge.ebuy.examples import book_request
-from tests.integration.faults import (
-    MANY,
-    EndState,
+from tests.integration.faultbench import (
     Fault,
     FaultBench,
     FaultKind,
@@ -39,6 +37,7 @@ from tests.integration.faults import (
     fresh_trace_no,
     redemption_body,
 )
+from tests.integration.faults import MANY, EndState
 
 Subject = Literal["qrcodeSale", "voidQrcodeSale", "refundQrcodeSale", "voidCardSale", "refundCardSale"]
 Binding = Literal["subject", "original"]

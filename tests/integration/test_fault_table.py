@@ -2,7 +2,7 @@
 
 Each case scripts faults on the backend simulator (a subprocess, ``POST /_sim/faults``), sends
 one cardRedemption through the e-Buy socket door of a daemon with short timers
-(tests/integration/faults.py), waits until the transaction rests with no pending reversal, and
+(tests/integration/faultbench.py), waits until the transaction rests with no pending reversal, and
 runs the checker (:func:`~tests.integration.faults.check`):
 
 * exactly one original submission in the ledger for the traceNo (zero for connect failures);
@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 from loguru import logger
 
+from tests.integration.faultbench import FaultBench
 from tests.integration.faults import (
     TABLE,
     Case,
-    FaultBench,
     check,
     run_case,
     run_once,

@@ -70,7 +70,7 @@ from misbridge.config.settings import BackendSettings, ResolutionSettings
 from misbridge.ebuy import jsonio
 from misbridge.errors import ReturnCode
 from tests.integration.blackhole_proxy import BlackholeProxy
-from tests.integration.faults import Fault, SimBackend, fresh_trace_no, redemption_body
+from tests.integration.faultbench import Fault, SimBackend, fresh_trace_no, redemption_body
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
