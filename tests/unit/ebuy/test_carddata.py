@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from misbridge.ebuy import carddata, jsonio
-from misbridge.ebuy.examples import card_redemption_request
+from misbridge.ebuy.examples import book_request, card_redemption_request
 from misbridge.ebuy.pan import mask_card_numbers, may_hold_card_number
 from misbridge.ebuy.requests import parse_request
 from misbridge.errors import RequestError, ReturnCode
@@ -247,3 +247,34 @@ def test_a_card_number_across_the_cut_of_a_shown_text_is_not_shown_in_clear() ->
     with pytest.raises(jsonio.JSONDecodeError) as refused:
         jsonio.loads(f'{{"{text}":1,"{text}":2}}')
     assert "4111111111111" not in str(refused.value)
+
+
+#: An 18-digit wallet payment code that passes the Luhn check (one in ten do).
+LUHN_PAYMENT_CODE = "280123121234567893"
+
+
+@pytest.mark.parametrize("action", ["qrcodeSale", "ecouponInquiry"])
+def test_a_payment_code_that_passes_luhn_is_accepted_at_the_top_of_the_body(action: str) -> None:
+    assert carddata.luhn_valid(LUHN_PAYMENT_CODE)
+    body = {**book_request(action), "qrcode": LUHN_PAYMENT_CODE}
+    assert parse_request(action, body).qrcode == LUHN_PAYMENT_CODE  # type: ignore[attr-defined]
+
+
+def test_a_payment_code_is_text_anywhere_else_and_masked_in_the_journal_copy() -> None:
+    body = {**book_request("qrcodeSale"), "qrcode": LUHN_PAYMENT_CODE, "memo": {"qrcode": LUHN_PAYMENT_CODE}}
+    with pytest.raises(RequestError) as caught:
+        parse_request("qrcodeSale", body)
+    assert caught.value.field == "memo.qrcode"
+    stored = carddata.storable({"qrcode": LUHN_PAYMENT_CODE})
+    assert stored["qrcode"] != LUHN_PAYMENT_CODE
+    assert stored["qrcode"].startswith(LUHN_PAYMENT_CODE[:6])
+
+
+def test_a_batch_records_trace_no_is_an_identifier_but_not_elsewhere() -> None:
+    body = book_request("batchUpload")
+    body["transRecord"][0]["traceNo"] = LUHN_TRACE_NO
+    assert parse_request("batchUpload", body).transRecord[0].traceNo == LUHN_TRACE_NO  # type: ignore[attr-defined]
+    body["transRecord"][0]["memo"] = LUHN_TRACE_NO
+    with pytest.raises(RequestError) as caught:
+        parse_request("batchUpload", body)
+    assert caught.value.field == "transRecord[0].memo"
