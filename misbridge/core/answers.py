@@ -51,8 +51,9 @@ def backend_answer(body: Mapping[str, Any], trace_no: str) -> Response:
 def answer_from_journal(record: TransactionRecord) -> Response:
     """What the POS is told about a transaction the journal holds.
 
-    The stored answer when there is one (final states, and voiding/needs_manual which keep the
-    MB32 the POS was first given); otherwise a code for the state it is in.
+    The stored answer when there is one (final states; voiding keeps the MB32 the POS was first
+    given, needs_manual holds the MB34 written when the void was given up); otherwise a code for
+    the state it is in.
     """
     if record.response is not None:
         # A head field the backend left out is filled from the record, not the clock, so every

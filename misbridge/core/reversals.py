@@ -158,7 +158,14 @@ class ReversalQueue:
         logger.bind(traceNo=reversal.original_trace_no).warning("void attempt failed ({}); next at {}", error, next_at)
 
     async def _escalate(self, original: str, detail: str) -> None:
-        await self._journal.escalate_reversal(original, detail=detail)
+        # The answer first given (MB32 "voids it, not charged", MB36 "sends it again") is no
+        # longer true: a repeat of the request is told a person must reconcile it.
+        answer = pos_response(
+            original, ReturnCode.NEEDS_MANUAL, f"the void could not be completed ({detail}); reconcile by hand"
+        )
+        await self._journal.escalate_reversal(
+            original, detail=detail, response=answer, return_code=ReturnCode.NEEDS_MANUAL.code
+        )
         logger.bind(traceNo=original, alert="NEEDS_MANUAL").error("reversal needs manual resolution: {}", detail)
 
     # -- draining -----------------------------------------------------------------------------
