@@ -41,7 +41,15 @@ from misbridge.journal.records import TransactionRecord
 from misbridge.journal.store import Journal
 
 __all__ = [
-    "CARD_FOLLOW_UPS", "FOLLOW_UP_ACTIONS", "QR_FOLLOW_UPS", "as_sent", "check_follow_up", "record_follow_up",
+    "CARD_FOLLOW_UPS",
+    "FOLLOW_UP_ACTIONS",
+    "QR_FOLLOW_UPS",
+    "as_posted",
+    "as_sent",
+    "batch_as_posted",
+    "batch_as_sent",
+    "check_follow_up",
+    "record_follow_up",
 ]  # fmt: skip
 
 #: The POS actions that undo a QR sale (no pad), and those that undo a card sale (card and PIN on the pad).
@@ -111,6 +119,19 @@ async def as_sent(journal: Journal, body: Mapping[str, Any]) -> dict[str, Any]:
     return {**body, "originalTraceNo": await sent_as(journal, str(body["originalTraceNo"]))}
 
 
+def as_posted(answer: Mapping[str, Any], posted: Mapping[str, Any], sent: Mapping[str, Any]) -> dict[str, Any]:
+    """The backend's ``answer`` to a void or refund sent as ``sent``, naming the original as the POS did.
+
+    An options sale is known to the backend by its second round (:func:`as_sent`), which its
+    answer may echo as ``originalTraceNo``; the POS named the sale by its own traceNo and gets
+    that back (the journal and the transaction view keep both).
+    """
+    named = sent.get("originalTraceNo")
+    if answer.get("originalTraceNo") == named and named != posted.get("originalTraceNo"):
+        return {**answer, "originalTraceNo": posted.get("originalTraceNo")}
+    return dict(answer)
+
+
 def _check_original(original: TransactionRecord, action: str) -> None:
     family = FOLLOW_UP_ACTIONS[action]
     # A void or refund of the wrong family, or of a sale not approved: MB48 (QR) or MB49 (card).
@@ -157,3 +178,39 @@ def _amount(value: object) -> Decimal:
 
 def _refused(code: ReturnCode, detail: str) -> RequestError:
     return RequestError(f"{code.meaning}: {detail}", return_code=code)
+
+
+async def batch_as_sent(journal: Journal, body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """A ``batchUpload`` body with each record named as the backend knows it, and the renames made.
+
+    A record of an options sale carries the POS's traceNo; the backend knows that sale by its
+    second round (:func:`~misbridge.core.flow.sent_as`) and would answer it "not found". Returns
+    the body to send and ``{sent traceNo: POS traceNo}`` for :func:`batch_as_posted`.
+    """
+    records = body.get("transRecord")
+    if not isinstance(records, list):
+        return dict(body), {}
+    renames: dict[str, str] = {}
+    sent_records = []
+    for record in records:
+        posted = record.get("traceNo") if isinstance(record, Mapping) else None
+        sent = await sent_as(journal, posted) if isinstance(posted, str) else posted
+        if isinstance(posted, str) and sent != posted:
+            renames[str(sent)] = posted
+            record = {**record, "traceNo": sent}
+        sent_records.append(record)
+    return {**body, "transRecord": sent_records}, renames
+
+
+def batch_as_posted(answer: Mapping[str, Any], renames: Mapping[str, str]) -> dict[str, Any]:
+    """The backend's ``batchUpload`` answer with each renamed record under the POS's traceNo again."""
+    records = answer.get("transRecord")
+    if not renames or not isinstance(records, list):
+        return dict(answer)
+    posted = [
+        {**record, "traceNo": renames[record["traceNo"]]}
+        if isinstance(record, Mapping) and record.get("traceNo") in renames
+        else record
+        for record in records
+    ]
+    return {**answer, "transRecord": posted}

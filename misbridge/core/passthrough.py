@@ -35,7 +35,14 @@ from misbridge.core import answers
 from misbridge.core.answers import Response
 from misbridge.core.callers import CLAIM_MARGIN_S, InFlight, Presence
 from misbridge.core.flow import Flow
-from misbridge.core.followups import QR_FOLLOW_UPS, as_sent, record_follow_up
+from misbridge.core.followups import (
+    QR_FOLLOW_UPS,
+    as_posted,
+    as_sent,
+    batch_as_posted,
+    batch_as_sent,
+    record_follow_up,
+)
 from misbridge.core.inquiry import InquiryLoop
 from misbridge.core.machine import TxnState
 from misbridge.core.observe import TransactionMetrics, timed
@@ -124,7 +131,7 @@ class PassThrough:
             await flow.step("submit")  # the intent to submit is durable before the first byte leaves (R1)
             _crash_if(follow_up, "followup.submit.after_commit")
             outbound = await as_sent(self._journal, body) if action in QR_FOLLOW_UPS else body
-            response = await self._submit(flow, action, outbound, claim_deadline)
+            response = await self._submit(flow, action, outbound, claim_deadline, posted=body)
         _crash_if(follow_up, "followup.outcome.after_commit")
         self._metrics.transaction_finished(action, flow.state)
         return response
@@ -137,7 +144,10 @@ class PassThrough:
             return
         await record_follow_up(self._journal, self._follow_up_lock, action, record, body)
 
-    async def _submit(self, flow: Flow, action: str, body: dict[str, Any], claim_deadline: float) -> Response:
+    async def _submit(
+        self, flow: Flow, action: str, body: dict[str, Any], claim_deadline: float, *, posted: Mapping[str, Any]
+    ) -> Response:
+        """Send ``body`` once (``posted`` is what the POS sent; they differ for an options sale's follow-up)."""
         try:
             with timed(self._metrics, "backend"):
                 reply = await self._backend.submit(action, body)
@@ -154,7 +164,7 @@ class PassThrough:
                 return answers.pos_response(flow.trace_no, ReturnCode.BACKEND_UNKNOWN)
             return answers.answer_from_journal(record)
         _crash_if(action in QR_FOLLOW_UPS, "followup.after_reply")
-        answer = answers.backend_answer(reply.body, flow.trace_no)
+        answer = as_posted(answers.backend_answer(reply.body, flow.trace_no), posted, body)
         await flow.step("approve" if reply.approved else "decline", response=answer, return_code=reply.return_code)
         return answer
 
@@ -171,11 +181,19 @@ class PassThrough:
         except DuplicateTraceNoError as taken:
             message = f"{taken}; a {action} needs a traceNo of its own"
             return answers.pos_response(trace_no, ReturnCode.TRACE_NO_CONFLICT, message)
-        event, answer = await self._ask(action, body, trace_no)
+        event, answer = await self._ask_as_sent(action, body, trace_no)
         await self._journal.record_query_result(
             trace_no, action, event, response=answer, return_code=str(answer["returnCode"])
         )
         return answer
+
+    async def _ask_as_sent(self, action: str, body: dict[str, Any], trace_no: str) -> tuple[str, Response]:
+        """:meth:`_ask`, a ``batchUpload``'s options sales named as the backend knows them, and back."""
+        if action != "batchUpload":
+            return await self._ask(action, body, trace_no)
+        outbound, renames = await batch_as_sent(self._journal, body)
+        event, answer = await self._ask(action, outbound, trace_no)
+        return event, batch_as_posted(answer, renames)
 
     async def _ask(self, action: str, body: dict[str, Any], trace_no: str) -> tuple[str, Response]:
         """Send the query once: ``("answer", the reply passed on)`` or ``("no_answer", MB30/MB31)``."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ from loguru import logger
 from misbridge.config.settings import ResolutionSettings
 from misbridge.core.answers import backend_answer, pos_response
 from misbridge.core.flow import sent_as
-from misbridge.core.followups import as_sent
+from misbridge.core.followups import as_posted, as_sent
 from misbridge.core.machine import TransactionKind, kind_of
 from misbridge.core.ports import Backend, BackendReplyLike
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown, MisbridgeError, ReturnCode
@@ -103,7 +104,8 @@ class ReversalQueue:
         await self._journal.record_call_result(
             call_no, state="answered", return_code=reply.return_code, response=reply.body
         )
-        await self._apply_void_reply(reversal, reply, pos_void=_is_pos_void(record))
+        posted = record.request if record is not None and _is_pos_void(record) else None
+        await self._apply_void_reply(reversal, reply, sent=body, posted=posted)
 
     def _void_action(self, record: TransactionRecord | None) -> str:
         """The POS's own void sent again, or the void of the sale's family (voidQrcodeSale for a QR sale)."""
@@ -124,18 +126,26 @@ class ReversalQueue:
             body["acquirer"] = record.request["acquirer"]  # book §10.5: mandatory for acquiring voids
         return body
 
-    async def _apply_void_reply(self, reversal: ReversalRecord, reply: BackendReplyLike, *, pos_void: bool) -> None:
+    async def _apply_void_reply(
+        self,
+        reversal: ReversalRecord,
+        reply: BackendReplyLike,
+        *,
+        sent: Mapping[str, Any],
+        posted: Mapping[str, Any] | None,
+    ) -> None:
+        """Settle the queue entry by the void's reply; ``posted`` is the POS's void when this resent it."""
         original = reversal.original_trace_no
         code = reply.return_code
-        if pos_void and code in self._settings.void_resend_done_codes:
+        if posted is not None and code in self._settings.void_resend_done_codes:
             # The POS's void is done: it ends approved with the backend's answer under its traceNo.
-            answer = backend_answer({**reply.body, "traceNo": original}, original)  # not the resend's traceNo
+            answer = as_posted(backend_answer({**reply.body, "traceNo": original}, original), posted, sent)
             await self._journal.complete_reversal(
                 original, event="void_confirmed", response=answer, return_code=code, detail=f"void answered {code}"
             )
             logger.bind(traceNo=original).info("void confirmed (backend answered {})", code)
             crash_point("void.resend.after_commit")
-        elif not pos_void and code in self._settings.void_done_codes:
+        elif posted is None and code in self._settings.void_done_codes:
             # The stored MB32 answer (written when the void was queued) stays the answer.
             await self._journal.complete_reversal(original, detail=f"void answered {code}")
             logger.bind(traceNo=original).info("voided (backend answered {})", code)

@@ -150,8 +150,15 @@ async def qr_sales_options_and_a_void(bench: Bench) -> None:
     second = [call["traceNo"] for call in view["backendCalls"] if call["kind"] == "option"]
     assert len(second) == 1, view
     void = {"traceNo": new_trace_no(), "originalTraceNo": options["traceNo"]}
-    book_shaped("voidQrcodeSale", void, await send(bench, "http", "voidQrcodeSale", void))
+    voided = book_shaped("voidQrcodeSale", void, await send(bench, "http", "voidQrcodeSale", void))
+    assert voided.get("originalTraceNo", options["traceNo"]) == options["traceNo"], "the POS's name for the sale"
     assert (await entry(bench, second[0]))["state"] == "voided"  # the backend knows the sale by its 2nd round
+    records = [{"traceNo": sale["traceNo"], "paidAmount": sale["totalAmount"], "status": 0},
+               {"traceNo": options["traceNo"], "paidAmount": options["totalAmount"], "status": 0}]  # fmt: skip
+    upload = fresh("batchUpload", transCount=2, transRecord=records)
+    matched = book_shaped("batchUpload", upload, await send(bench, "socket", "batchUpload", upload))
+    statuses = {record["traceNo"]: record["status"] for record in matched["transRecord"]}
+    assert statuses == {sale["traceNo"]: 1, options["traceNo"]: 6}, matched  # equal; reversed (by its 2nd round)
     assert (await entry(bench, sale["traceNo"]))["applied"] is True
 
 

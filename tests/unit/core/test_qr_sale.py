@@ -325,13 +325,53 @@ async def test_a_refund_of_an_options_sale_names_its_second_round(
     service: TransactionService, journal: Journal, backend: ScriptedBackend
 ) -> None:
     backend.will(QR, OPTIONS, APPROVED)
-    backend.will("refundQrcodeSale", APPROVED)
     body = qr_body()
     assert (await service.handle(QR, body))["returnCode"] == "00"
     second = backend.calls[1][1]["traceNo"]
+    backend.will("refundQrcodeSale", {**APPROVED, "originalTraceNo": second})  # a backend echoes what it got
     refund = {"traceNo": "QR-REFUND-1", "originalTraceNo": body["traceNo"], "refundAmount": Decimal("1.00")}
-    assert (await service.handle("refundQrcodeSale", refund))["returnCode"] == "00"
+    answer = await service.handle("refundQrcodeSale", refund)
+    assert (answer["returnCode"], answer["originalTraceNo"]) == ("00", body["traceNo"]), "the POS's name for it"
     assert backend.calls[-1] == ("refundQrcodeSale", {**refund, "originalTraceNo": second})
     record = await journal.get("QR-REFUND-1")
     assert record is not None
     assert record.request["originalTraceNo"] == body["traceNo"], "the journal keeps the POS's request"
+
+
+async def test_a_void_of_an_options_sale_sent_again_is_answered_under_the_pos_name(
+    service: TransactionService, journal: Journal, backend: ScriptedBackend
+) -> None:
+    backend.will(QR, OPTIONS, APPROVED)
+    body = qr_body()
+    assert (await service.handle(QR, body))["returnCode"] == "00"
+    second = backend.calls[1][1]["traceNo"]
+    backend.will("voidQrcodeSale", BackendOutcomeUnknown("read timeout"), {**APPROVED, "originalTraceNo": second})
+    backend.will("inquiry", reply("26", "in progress"))
+    void = {"traceNo": "QR-VOID-9", "originalTraceNo": body["traceNo"]}
+    assert (await service.handle("voidQrcodeSale", void))["returnCode"] == "MB36"
+    reversal = await journal.reversal("QR-VOID-9")
+    assert reversal is not None
+    await service.resolver.attempt_void(reversal)  # the resend, naming the second round, is approved
+    record = await journal.get("QR-VOID-9")
+    assert record is not None
+    assert record.response is not None
+    assert (record.state, record.response["originalTraceNo"]) == ("approved", body["traceNo"])
+    assert backend.calls[-1][1]["originalTraceNo"] == second
+
+
+async def test_a_batch_upload_names_an_options_sale_as_the_backend_knows_it_and_answers_as_the_pos_does(
+    service: TransactionService, backend: ScriptedBackend
+) -> None:
+    backend.will(QR, OPTIONS, APPROVED)
+    body = qr_body()
+    assert (await service.handle(QR, body))["returnCode"] == "00"
+    second = backend.calls[1][1]["traceNo"]
+    matched = [{"traceNo": second, "status": 1}, {"traceNo": "OTHER-1", "status": 4}]
+    backend.will("batchUpload", {**APPROVED, "transRecord": matched})
+    upload = {"traceNo": "QR-BATCH-1", "transCount": 2, "beginTime": "20261205000000", "endTime": "20261205235959",
+              "transRecord": [{"traceNo": body["traceNo"], "paidAmount": Decimal("12.50"), "status": 0},
+                              {"traceNo": "OTHER-1", "paidAmount": Decimal(1), "status": 0}]}  # fmt: skip
+    answer = await service.handle("batchUpload", upload)
+    sent = backend.calls[-1][1]["transRecord"]
+    assert [record["traceNo"] for record in sent] == [second, "OTHER-1"]
+    assert answer["transRecord"] == [{"traceNo": body["traceNo"], "status": 1}, {"traceNo": "OTHER-1", "status": 4}]
