@@ -103,6 +103,7 @@ def daemon_settings(
     ports: tuple[int, int],
     journal: Path,
     inquiry_bound_s: float = INQUIRY_BOUND_S,
+    options_on: str = "pad",
 ) -> Settings:
     """Short timers so an unknown outcome is inquired, voided and settled within a second.
 
@@ -140,6 +141,7 @@ def daemon_settings(
             "pos_deadline_s": 20.0,
         },
         journal={"path": journal},
+        options={"on": options_on},
         log_level="INFO",
     )
 
@@ -242,6 +244,26 @@ class Backend:
         if status != 200 or not isinstance(record, dict):
             raise RuntimeError(f"GET /_sim/ledger/{trace_no} -> {status} {record}")
         return checker.LedgerEntry.from_json(record)
+
+
+def script_pad(control: Path, script: dict[str, Any]) -> None:
+    """Queue one scripted customer step on the PIN-pad simulator's control socket (one JSON line).
+
+    Raises:
+        RuntimeError: the simulator refused it.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(control))
+        sock.sendall(json.dumps(script).encode() + b"\n")
+        answer = b""
+        while not answer.endswith(b"\n"):
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    if not json.loads(answer or b"{}").get("ok"):
+        raise RuntimeError(f"the PIN-pad simulator refused {script}: {answer!r}")
 
 
 # --- the daemon child ------------------------------------------------------------------------------

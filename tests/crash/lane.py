@@ -46,10 +46,14 @@ from tests.crash.bench import (
     free_port,
     pos_body,
     prewarm,
+    script_pad,
 )
 from tests.crash.flows import Flow, Request
 from tests.crash.report import RunResult
 from tests.crash.scenarios import Stage, plan_for
+
+#: The answers that offer options to a POS that chooses (the daemons' ``options.choose_codes``).
+OPTION_CODES = ("09",)
 
 # --- one lane: a pad, two ports, a journal --------------------------------------------------------------
 
@@ -84,8 +88,9 @@ class Lane:
             self.close()
             raise
         ports = (free_port(), free_port())
+        self.pad_control = workdir / "pinpad.ctl"
 
-        def settings(inquiry_bound_s: float) -> Settings:
+        def settings(inquiry_bound_s: float, options_on: str) -> Settings:
             return daemon_settings(
                 device=link,
                 backend_url=self.backend.url,
@@ -93,12 +98,17 @@ class Lane:
                 ports=ports,
                 journal=workdir / "journal.db",
                 inquiry_bound_s=inquiry_bound_s,
+                options_on=options_on,
             )
 
-        self.settings = settings(INQUIRY_BOUND_S)
         # Inquiry scenarios crash at the 1st or 2nd inquiry; a long bound keeps a slow machine
-        # from giving up (and voiding) before the 2nd one.
-        self.slow_settings = settings(scenarios.LONG_INQUIRY_BOUND_S)
+        # from giving up (and voiding) before the 2nd one. Some options runs have the POS choose.
+        self.variants = {
+            (long, chooser): settings(scenarios.LONG_INQUIRY_BOUND_S if long else INQUIRY_BOUND_S, chooser)
+            for long in (False, True)
+            for chooser in ("pad", "pos")
+        }
+        self.settings = self.variants[False, "pad"]
         self.key = load_signing_key(self.settings)
         self.journal = Path(self.settings.journal.path)
 
@@ -109,8 +119,10 @@ class Lane:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _fork(self, crash_at: str | None, log: Path, *, long_bound: bool = False) -> DaemonChild:
-        return DaemonChild(self.slow_settings if long_bound else self.settings, self.key, crash_at, log)
+    def _fork(self, crash_at: str | None, log: Path, *, long_bound: bool = False, flow: Flow | None) -> DaemonChild:
+        """A daemon; every daemon of a run where the POS chooses options has ``options.on = "pos"``."""
+        chooser = flow.options_on if flow is not None else "pad"
+        return DaemonChild(self.variants[long_bound, chooser], self.key, crash_at, log)
 
     def _health_ok(self) -> bool:
         conn = http.client.HTTPConnection(HOST, self.settings.api.http_port, timeout=2)
@@ -177,17 +189,16 @@ class Lane:
             point, index, trace_no, plan.variant, [s.crash_at for s in plan.stages], [], False, log=f"{log}.*.log"
         )
         first_answer: dict[str, Any] | None = None
+        last = request  # what the POS asked last, and repeats after the restart
         try:
             for number, stage in enumerate(plan.stages):
-                original = plan.flow.original if plan.flow and number == 0 else None
-                answer = self._crash_stage(
-                    stage, trace_no, request, log.with_name(f"{log.name}.{number}.log"), result, original
-                )
+                stage_log = log.with_name(f"{log.name}.{number}.log")
+                answer, last = self._crash_stage(stage, trace_no, last, stage_log, result, plan.flow, number == 0)
                 first_answer = first_answer or answer
             result.reached = all(code == CRASHED for code in result.exits) and not result.setup
         finally:
             self.backend.clear_faults()
-        repeated = self._clean_stage(trace_no, request, log.with_name(f"{log.name}.clean.log"), result)
+        repeated = self._clean_stage(trace_no, last, log.with_name(f"{log.name}.clean.log"), result, plan.flow)
         self._check(result, first_answer, repeated, plan.flow)
         result.seconds = round(time.monotonic() - started, 3)
         return result
@@ -199,10 +210,13 @@ class Lane:
         request: Request,
         log: Path,
         result: RunResult,
-        original: Request | None = None,
-    ) -> dict[str, Any] | None:
-        child = self._fork(stage.crash_at, log, long_bound=stage.long_inquiry_bound)
+        flow: Flow | None,
+        first: bool,
+    ) -> tuple[dict[str, Any] | None, Request]:
+        """One daemon that should die at ``stage.crash_at``: its answer, if any, and what the POS asked last."""
+        child = self._fork(stage.crash_at, log, long_bound=stage.long_inquiry_bound, flow=flow)
         answer: dict[str, Any] | None = None
+        original = flow.original if flow is not None and first else None
         if not stage.sends_request:
             status = child.wait(RECOVERY_CRASH_S)
         elif not self._ready(child, result) or not self._original(original, result):
@@ -211,20 +225,34 @@ class Lane:
             # Scripted once a follow-up's original is made: they are bound to the run's traceNo,
             # which none of the original's requests carries.
             self.backend.add_faults([fault.request(trace_no) for fault in stage.faults])
+            if flow is not None and flow.pad_code is not None:
+                script_pad(self.pad_control, {"step": "code", "code": flow.pad_code})  # read before any QR point
             call = PosCall(self.settings.api.socket_port, request.body, request.action)
             if stage.sigterm_at_state is not None:
                 if not self._wait_state(trace_no, stage.sigterm_at_state, child, SIGTERM_STATE_S):
                     result.setup.append(f"SIGTERM sent without seeing the transaction {stage.sigterm_at_state}")
                 child.signal(signal.SIGTERM)
-            answer = call.answer(ANSWER_S)
+            answer, request = self._choose(call.answer(ANSWER_S), request, flow)
             status = child.wait(CRASH_AFTER_ANSWER_S)
         if status is None:  # the point was not reached: stop this daemon and go on
             child.stop()
         result.exits.append(status)
-        return answer
+        return answer, request
+
+    def _choose(
+        self, answer: dict[str, Any] | None, request: Request, flow: Flow | None
+    ) -> tuple[dict[str, Any] | None, Request]:
+        """A POS that chooses options (docs/pos-api.md): offered them, it sends the same request again with
+        the first ``activityProductNo`` added. Returns the last answer (None: the connection ended) and
+        the last request, which the POS repeats after a restart."""
+        products = (answer or {}).get("activityProductList")
+        if flow is None or flow.options_on != "pos" or _code(answer) not in OPTION_CODES or not products:
+            return answer, request
+        choice = Request(request.action, {**request.body, "activityProductNo": products[0]["activityProductNo"]})
+        return PosCall(self.settings.api.socket_port, choice.body, choice.action).answer(ANSWER_S), choice
 
     def _original(self, original: Request | None, result: RunResult) -> bool:
-        """Make a follow-up's original (an approved QR sale) on the crashing daemon; False if it was not approved."""
+        """Make a follow-up's original (an approved QR or card sale) on the crashing daemon; False if not approved."""
         if original is None:
             return True
         answer = PosCall(self.settings.api.socket_port, original.body, original.action).answer(ANSWER_S)
@@ -233,14 +261,17 @@ class Lane:
             return False
         return True
 
-    def _clean_stage(self, trace_no: str, request: Request, log: Path, result: RunResult) -> dict[str, Any] | None:
-        child = self._fork(None, log)
+    def _clean_stage(
+        self, trace_no: str, request: Request, log: Path, result: RunResult, flow: Flow | None
+    ) -> dict[str, Any] | None:
+        child = self._fork(None, log, flow=flow)
         repeated: dict[str, Any] | None = None
         try:
             if not self._ready(child, result):
                 result.stuck.append(f"the clean daemon did not become healthy (exit {child.poll()})")
                 return None
             repeated = PosCall(self.settings.api.socket_port, request.body, request.action).answer(ANSWER_S)
+            repeated, _ = self._choose(repeated, request, flow)  # offered options again: the POS chooses
             self._wait_settled(trace_no, SETTLE_S)
         finally:
             status = child.stop()
