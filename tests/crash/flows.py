@@ -1,20 +1,30 @@
-"""Crash scenarios of the QR sale and of the POS's QR voids and refunds (docs/reliability.md, "Crash points").
+"""Crash scenarios of the QR sale and of the POS's voids and refunds (docs/reliability.md, "Crash points").
 
-The card sale's scenarios are in tests/crash/scenarios.py; these drive the other paths through the
-same daemon and socket door, with codes in the body so the pad is needed only to choose options:
+The plain card sale's scenarios are in tests/crash/scenarios.py; these drive the other paths
+through the same daemon and socket door:
 
 * **QR sale points** (``qr.*``, ``backend.qrcodeSale.after_write``): a ``qrcodeSale`` of the
   simulator's payment QR (approved) or of its always-declined code (``05``), or an options sale
-  (the e-coupon ``HDCP00000000000009``: round 1 answers ``09`` with two products, the pad
-  chooses the first, round 2 pays) crashing in its first or second round;
+  (the e-coupon ``HDCP00000000000009``: round 1 answers ``09`` with two products, the first is
+  chosen, round 2 pays) crashing in its first or second round. In some runs the body has no
+  ``qrcode`` and the pad reads it (``READ_CODE``: :attr:`Flow.pad_code` is scripted on the pad
+  simulator's control socket). In some options runs the POS chooses (:attr:`Flow.options_on`:
+  the daemons run with ``options.on = "pos"`` and the harness's POS sends the request again with
+  the first ``activityProductNo`` offered; after a restart it repeats the last request it sent);
 * **follow-up points** (``followup.*``, ``backend.voidQrcodeSale.after_write``,
   ``backend.refundQrcodeSale.after_write``): the crashing daemon first makes an approved QR sale
   (sometimes an options sale, whose void or refund names its second round), then the POS voids it
   or refunds part or all of it; for the outcome point the reply is sometimes lost and resolved by
   inquiry;
-* ``void.resend.after_commit``: the POS's void loses its reply, every inquiry about it fails
-  until the inquiry bound, so the reversal queue sends the void again; the crash comes right
-  after that resend is confirmed.
+* ``void.resend.after_commit``: the POS's void (of a QR sale, or a ``voidCardSale`` of a card
+  sale) loses its reply, every inquiry about it fails until the inquiry bound, so the reversal
+  queue sends the void again; the crash comes right after that resend is confirmed;
+* **card voids and refunds** (:func:`card_follow_up_flow`): an approved ``cardRedemption``, then
+  the POS's ``voidCardSale`` or ``refundCardSale`` of it, card and PIN on the pad (the pad
+  simulator's default customer, the same card every time). They run the card sale's code path, so
+  they crash at :data:`CARD_SALE_POINTS` (the second pass: the original passed them first), at
+  their writes (:data:`CARD_WRITES`; ``backend.refundCardSale.after_write`` is theirs alone) and at
+  the void resend; tests/crash/scenarios.py draws them.
 
 The run's traceNo is the QR sale's, or the void's or refund's; the original is the run's
 traceNo with ``O`` in front of it instead of ``C``.

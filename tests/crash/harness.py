@@ -15,13 +15,15 @@ How a run goes (docs/reliability.md, "Crash points"):
 2. For each run it scripts the backend faults the point needs (tests/crash/scenarios.py), forks a
    daemon child with ``MISBRIDGE_TEST_HOOKS=1 MISBRIDGE_CRASH_AT=<point>[:<nth>]`` that runs the real
    :class:`~misbridge.app.daemon.Daemon` on fixed ports against a journal file shared by all runs, and
-   sends it one ``cardRedemption`` over the e-Buy socket door (for the QR points a ``qrcodeSale``; for
-   the follow-up points an approved ``qrcodeSale`` first, then the void or refund of it:
-   tests/crash/flows.py). Exit status 137 means the point was reached. (Recovery points first crash a
-   daemon at a *prep* point, then one inside recovery.)
+   sends it one ``cardRedemption`` over the e-Buy socket door (for the QR points a ``qrcodeSale``, its
+   code sometimes read on the pad, its options sometimes chosen by the POS in a second request; for
+   the follow-up points, and some runs of the card points, an approved ``qrcodeSale`` or
+   ``cardRedemption`` first, then the void or refund of it: tests/crash/flows.py). Exit status 137
+   means the point was reached. (Recovery points first crash a daemon at a *prep* point, then one
+   inside recovery.)
 3. It clears the faults, forks a clean daemon, waits for ``/health`` 200 and the daemon's
    "misbridge ready:" log line (recovery done and the reversal worker running, see
-   :meth:`Lane._ready`), repeats the same POS request (same traceNo, same body), waits until the
+   :meth:`Lane._ready`), repeats the POS's last request (same traceNo, same body), waits until the
    transaction is final with no reversal pending, and stops the daemon with SIGTERM (it must
    exit 0).
 4. The checker (tests/crash/checker.py) compares the journal (read-only), the simulator's ledger

@@ -17,6 +17,9 @@ so a new point without one fails the suite instead of being silently skipped. A 
   a second one crashes inside start-up recovery, then the clean daemon finishes the job;
 * ``shutdown.drain``: the backend holds the sale, and SIGTERM arrives while the transaction is
   ``submitting``;
+* **card voids and refunds**: some runs of the card sale's points (and of
+  ``backend.voidCardSale.after_write``, every run of ``backend.refundCardSale.after_write``) are
+  a POS ``voidCardSale`` or ``refundCardSale`` of an approved card sale (:func:`card_follow_up_plan`);
 * **QR sale, follow-up and void-resend points**: tests/crash/flows.py.
 """
 
