@@ -54,6 +54,9 @@ POINTS: tuple[str, ...] = (
     "followup.after_reply",  # reply parsed, outcome not yet committed
     "followup.outcome.after_commit",  # outcome committed, POS not yet told
     "void.resend.after_commit",  # a POS void sent again by the reversal queue confirmed and committed
+    # voidCardSale and refundCardSale from the POS pass the card sale's points (card and PIN on the
+    # pad); a card void's write is backend.voidCardSale.after_write, a card refund's this one
+    "backend.refundCardSale.after_write",  # the card refund written, reply not read
 )
 
 

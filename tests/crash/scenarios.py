@@ -17,6 +17,9 @@ so a new point without one fails the suite instead of being silently skipped. A 
   a second one crashes inside start-up recovery, then the clean daemon finishes the job;
 * ``shutdown.drain``: the backend holds the sale, and SIGTERM arrives while the transaction is
   ``submitting``;
+* **card voids and refunds**: some runs of the card sale's points (and of
+  ``backend.voidCardSale.after_write``, every run of ``backend.refundCardSale.after_write``) are
+  a POS ``voidCardSale`` or ``refundCardSale`` of an approved card sale (:func:`card_follow_up_plan`);
 * **QR sale, follow-up and void-resend points**: tests/crash/flows.py.
 """
 
@@ -230,12 +233,48 @@ def prep_stage(point: str, rng: random.Random) -> tuple[Stage, str]:
     raise ValueError(f"{point} is not a transaction point")
 
 
+def card_follow_up_plan(point: str, rng: random.Random, trace_no: str) -> Plan:
+    """A POS card void or refund of an approved card sale, crashing at one of the card sale's points or its write.
+
+    The original passes each of :data:`flows.CARD_SALE_POINTS` once, so the void or refund crashes at
+    the second pass. After the backend answered, it sometimes declines (51) or, at the outcome and
+    the POS reply, the reply is lost and resolved by inquiry; its write sometimes answers HTTP 500
+    after the backend's commit (any HTTP response passes the hook).
+    """
+    writes = {write: kind for kind, write in flows.CARD_WRITES.items()}
+    flow, variant = flows.card_follow_up_flow(trace_no, rng, writes.get(point))
+    kind = flow.kind
+    faults: tuple[FaultSpec, ...] = ()
+    roll = rng.random()
+    if point in ("outcome.after_commit", "pos.after_reply") and roll < 0.3:
+        fault, name = flows.lost_reply(kind, rng)
+        faults, variant = (FaultSpec(fault["action"], fault["fault"]),), f"{variant}, {name}"
+    elif point in (*BACKEND_REACHED, *writes) and roll < 0.45:
+        faults, variant = (FaultSpec(kind, "decline", code="51"),), f"{variant}, backend declines (51)"
+    elif point in writes and roll < 0.7:
+        faults, variant = (FaultSpec(kind, "http-500-after-commit"),), f"{variant}, HTTP 500 after its commit"
+    nth = 2 if point in flows.CARD_SALE_POINTS else 1
+    return Plan(point, (Stage(_nth(point, nth), faults),), variant, flow)
+
+
+def resend_flow(trace_no: str, rng: random.Random) -> tuple[Flow, str]:
+    """The POS void of ``void.resend.after_commit``: of a QR sale, or (card and PIN) of a card sale."""
+    if rng.random() < 0.4:
+        return flows.card_follow_up_flow(trace_no, rng, "void")
+    return flows.follow_up_flow("void.resend.after_commit", trace_no, rng)
+
+
 def flow_plan(point: str, rng: random.Random, trace_no: str) -> Plan:
-    """A run of tests/crash/flows.py: a QR sale, or a POS void or refund of an approved QR sale."""
+    """A run of tests/crash/flows.py: a QR sale, or a POS void or refund of an approved QR or card sale."""
     if point in flows.QR_POINTS:
         flow, variant, nth = flows.qr_flow(point, trace_no, rng)
         return Plan(point, (Stage(_nth(point, nth)),), variant, flow)
-    flow, variant = flows.follow_up_flow(point, trace_no, rng)
+    if point in flows.CARD_REFUND_POINTS:
+        return card_follow_up_plan(point, rng, trace_no)
+    if point in flows.RESEND_POINTS:
+        flow, variant = resend_flow(trace_no, rng)
+    else:
+        flow, variant = flows.follow_up_flow(point, trace_no, rng)
     faults: tuple[FaultSpec, ...] = ()
     if point in flows.RESEND_POINTS:
         lost = rng.choice(("drop-after-commit", "drop-before-commit"))
@@ -259,6 +298,10 @@ def plan_for(point: str, rng: random.Random, trace_no: str = "C0") -> Plan:
     """
     if point in flows.POINTS:
         return flow_plan(point, rng, trace_no)
+    # A POS card void or refund passes the card sale's points too; a card void writes voidCardSale.
+    card_share = {"backend.voidCardSale.after_write": 0.35}.get(point, 0.3 if point in flows.CARD_SALE_POINTS else 0)
+    if card_share and rng.random() < card_share:
+        return card_follow_up_plan(point, rng, trace_no)
     if point in SALE_POINTS or point in INQUIRY_POINTS or point in VOID_POINTS:
         stage, variant = prep_stage(point, rng)
         return Plan(point, (stage,), variant)

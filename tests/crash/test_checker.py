@@ -276,3 +276,45 @@ def test_flow_runs_make_their_original_and_name_it() -> None:
         else:
             assert plan.flow.original is not None
             assert plan.flow.request.body["originalTraceNo"] == plan.flow.original.body["traceNo"] == "O0123"
+
+
+# -- card voids and refunds, a code read on the pad, the POS choosing options --------------------------
+
+
+def _plans(point: str, runs: int = 60) -> list[scenarios.Plan]:
+    return [scenarios.plan_for(point, random.Random(f"{point}:{index}"), "C0123") for index in range(runs)]
+
+
+@pytest.mark.parametrize("point", [*flows.CARD_SALE_POINTS, *flows.CARD_WRITES.values(), *flows.RESEND_POINTS])
+def test_card_voids_and_refunds_reach_the_card_points(point: str) -> None:
+    card = [plan for plan in _plans(point) if plan.flow and plan.flow.request.action.endswith("CardSale")]
+    assert card, f"no card void or refund crashes at {point}"
+    for plan in card:
+        assert plan.flow is not None
+        assert plan.flow.original is not None
+        assert plan.flow.original.action == "cardRedemption"
+        assert plan.flow.request.body["originalTraceNo"] == plan.flow.original.body["traceNo"] == "O0123"
+        assert plan.flow.kind == ("void" if plan.flow.request.action == "voidCardSale" else "refund")
+        assert (plan.flow.refund_amount is not None) == (plan.flow.kind == "refund")
+        # The original passes the card sale's points once: the void or refund crashes at the second pass.
+        nth = 2 if point in flows.CARD_SALE_POINTS else 1
+        assert plan.stages[-1].crash_at == (f"{point}:2" if nth == 2 else point)
+    if point == "backend.refundCardSale.after_write":
+        assert all(plan.flow and plan.flow.kind == "refund" for plan in _plans(point))
+    if point == "backend.voidCardSale.after_write":
+        assert all(plan.flow.kind == "void" for plan in card if plan.flow)
+
+
+def test_some_qr_sales_read_the_code_on_the_pad_and_some_options_sales_let_the_pos_choose() -> None:
+    plans = [plan for point in flows.QR_POINTS for plan in _plans(point, 30)]
+    on_pad = [plan.flow for plan in plans if plan.flow is not None and plan.flow.pad_code is not None]
+    assert on_pad
+    assert len(on_pad) < len(plans)
+    for flow in on_pad:
+        assert "qrcode" not in flow.request.body
+        assert flow.pad_code in (flows.PAY_CODE, flows.DECLINED_CODE, flows.OPTIONS_CODE)
+    pos = [plan.flow for plan in plans if plan.flow and plan.flow.options_on == "pos"]
+    assert pos
+    assert {flow.pad_code or flow.request.body["qrcode"] for flow in pos} == {flows.OPTIONS_CODE}
+    follow_ups = [plan.flow for point in flows.FOLLOW_UP_POINTS for plan in _plans(point, 10) if plan.flow]
+    assert {follow_up.options_on for follow_up in follow_ups} == {"pad"}
