@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -43,6 +43,10 @@ Policy = Literal["void", "resend", "escalate"]
 #: The MB34 answer of an action that cannot be voided, still unknown at the inquiry bound.
 _UNVOIDABLE_UNKNOWN = "outcome still unknown at the inquiry bound and the backend has no void for it; reconcile by hand"
 _REFUND_UNKNOWN: Final = "refund still unknown at the inquiry bound; it is never sent twice: reconcile by hand"
+_OPTIONS_LOST: Final = (
+    "the backend offered options, but misbridge restarted before one was chosen; nothing moved: "
+    "start again with a new traceNo"
+)
 
 
 @dataclass(frozen=True)
@@ -66,8 +70,11 @@ class InquiryLoop:
         *,
         clock: Callable[[], float] = time.monotonic,
         metrics: TransactionMetrics | None = None,
+        choose_codes: Iterable[str] = (),
     ) -> None:
+        """``choose_codes``: a ``qrcodeSale`` answered so offered options (``options.choose_codes``)."""
         self._settings = settings
+        self._choose_codes = frozenset(choose_codes)
         self._journal = journal
         self._backend = backend
         self._reversals = reversals
@@ -107,6 +114,11 @@ class InquiryLoop:
             return Verdict("unknown", {}, f"inquiry refused ({code}: {reply.body.get('returnDesc', '')})")
         if code in self._settings.not_found_codes:
             return Verdict("failed", pos_response(trace_no, ReturnCode.NOT_PROCESSED), f"not found ({code})")
+        if code in self._choose_codes and "activityProductList" in reply.body:
+            # A first round that offered options, whose answer was lost in a crash: nobody can
+            # choose any more (the POS would get "choose" and its choice would be refused).
+            answer = pos_response(trace_no, ReturnCode.CHOICE_TIMEOUT, _OPTIONS_LOST)
+            return Verdict("failed", answer, f"options offered ({code}), none chosen")
         return Verdict("failed", as_original, f"original failed ({code})")
 
     async def resolve(self, trace_no: str, *, claim_deadline: float | None) -> TxnState:

@@ -26,6 +26,7 @@ from misbridge.journal.store import Journal
 
 #: Money-at-risk states a restart finds mid-step, and the event that makes each one unknown.
 _MAYBE_SENT = ((TxnState.SUBMITTING, "outcome_unknown"), (TxnState.INQUIRING, "inquiry_unknown"))
+_NONE_CHOSEN = "misbridge restarted while the options were offered, before one was chosen; nothing moved"
 
 
 class Recovery:
@@ -55,14 +56,16 @@ class Recovery:
     async def _abort_pre_submit(self) -> int:
         touched = 0
         for record in await self._journal.list_by_states(PRE_SUBMIT_STATES):
-            response = pos_response(record.trace_no, ReturnCode.INTERRUPTED)
+            code, message = ReturnCode.INTERRUPTED, ""
+            if record.state == TxnState.CHOOSING:  # options offered (nothing moved), none chosen
+                code, message = ReturnCode.CHOICE_TIMEOUT, _NONE_CHOSEN
             await journaled_step(
                 self._journal,
                 record.trace_no,
                 record.state,
                 "abort",
-                response=response,
-                return_code=ReturnCode.INTERRUPTED.code,
+                response=pos_response(record.trace_no, code, message),
+                return_code=code.code,
                 detail="restart",
             )
             touched += 1

@@ -117,7 +117,10 @@ class TransactionService:
         self._backend = backend
         self._metrics: TransactionMetrics = metrics or NoMetrics()
         self._reversals = ReversalQueue(settings.resolution, journal, backend)
-        self._inquiries = InquiryLoop(settings.resolution, journal, backend, self._reversals, metrics=self._metrics)
+        self._inquiries = InquiryLoop(
+            settings.resolution, journal, backend, self._reversals,
+            metrics=self._metrics, choose_codes=settings.options.choose_codes,
+        )  # fmt: skip
         self._recovery = Recovery(
             journal, self._inquiries, self._reversals, drain_budget_s=settings.resolution.drain_before_sale_s
         )

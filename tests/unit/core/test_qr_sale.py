@@ -264,7 +264,8 @@ async def test_a_choice_after_the_timeout_or_a_restart_is_mb37(
     restarted = TransactionService(pos_settings, journal, pad, backend)
     await restarted.recover()  # a choosing sale moved nothing: aborted at start-up
     answer = await restarted.handle(QR, {**body, "activityProductNo": PRODUCTS[0]["activityProductNo"]})
-    assert answer["returnCode"] == "MB28", "the answer the aborted sale stored"
+    assert answer["returnCode"] == "MB37", "the answer the aborted sale stored: none was chosen"
+    assert "restarted" in answer["returnDesc"]
     record = await journal.get(body["traceNo"])
     assert record is not None
     assert record.state == "aborted"
@@ -375,3 +376,18 @@ async def test_a_batch_upload_names_an_options_sale_as_the_backend_knows_it_and_
     sent = backend.calls[-1][1]["transRecord"]
     assert [record["traceNo"] for record in sent] == [second, "OTHER-1"]
     assert answer["transRecord"] == [{"traceNo": body["traceNo"], "status": 1}, {"traceNo": "OTHER-1", "status": 4}]
+
+
+async def test_a_first_round_whose_offer_was_lost_is_found_by_inquiry_and_answered_mb37(
+    service: TransactionService, journal: Journal, backend: ScriptedBackend
+) -> None:
+    backend.will(QR, BackendOutcomeUnknown("read timeout"))
+    backend.will("inquiry", OPTIONS)  # the backend holds the first round as answered "choose"
+    body = qr_body()
+    answer = await service.handle(QR, body)
+    assert answer["returnCode"] == "MB37", answer
+    assert "activityProductList" not in answer, "nobody can choose any more"
+    record = await journal.get(body["traceNo"])
+    assert record is not None
+    assert (record.state, record.return_code) == ("declined", "MB37")
+    assert await service.handle(QR, body) == answer, "a repeat gets the same"
