@@ -71,8 +71,17 @@ async def profile(redemptions: int, raw: Path, gil_only: bool, rate: int) -> flo
                     await bridge_once(socket_port)
                 options = ["--gil"] if gil_only else []
                 spy = await asyncio.create_subprocess_exec(
-                    py_spy, "record", "--pid", str(proc.pid), "--rate", str(rate), "--format", "raw",
-                    "--output", str(raw), *options,
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--rate",
+                    str(rate),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(raw),
+                    *options,
                     stdout=asyncio.subprocess.DEVNULL,
                 )
                 await asyncio.sleep(1.0)  # py-spy attaches
@@ -91,8 +100,12 @@ def main() -> None:
     parser.add_argument("--redemptions", type=int, default=600, help="redemptions while profiling (default 600)")
     parser.add_argument("--top", type=int, default=40, help="rows per list (default 40)")
     parser.add_argument("--rate", type=int, default=500, help="samples per second (default 500)")
-    parser.add_argument("--raw", type=Path, default=Path("daemon-profile.txt"),
-                        help="keep py-spy's collapsed stacks here (default daemon-profile.txt)")
+    parser.add_argument(
+        "--raw",
+        type=Path,
+        default=Path("daemon-profile.txt"),
+        help="keep py-spy's collapsed stacks here (default daemon-profile.txt)",
+    )
     parser.add_argument("--wall", action="store_true", help="sample every active thread, not only the GIL holder")
     args = parser.parse_args()
     cpu_ms = asyncio.run(profile(args.redemptions, args.raw, not args.wall, args.rate))

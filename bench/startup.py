@@ -42,8 +42,7 @@ FOOTPRINTS = {
     "misbridge serve's imports": "import misbridge.app.cli",
 }
 _PRINT_RSS = (
-    "\nfor line in open('/proc/self/status'):\n"
-    "    if line.startswith('VmRSS:'): print(int(line.split()[1]) / 1024)"
+    "\nfor line in open('/proc/self/status'):\n    if line.startswith('VmRSS:'): print(int(line.split()[1]) / 1024)"
 )
 
 
@@ -64,9 +63,15 @@ def footprint_rows(runs: int) -> list[Row]:
     out = []
     for name, code in FOOTPRINTS.items():
         seconds, rss = import_footprint(code, runs)
-        out.append(Row(f"4c. import: {name}", "(report)", f"{ms(seconds)}, RSS {rss:.1f} MB", "info",
-                       f"python -c {code!r} (best of {runs}); the floor under 4a and 3a" if name != "bare interpreter"
-                       else ""))
+        out.append(
+            Row(
+                f"4c. import: {name}",
+                "(report)",
+                f"{ms(seconds)}, RSS {rss:.1f} MB",
+                "info",
+                f"python -c {code!r} (best of {runs}); the floor under 4a and 3a" if name != "bare interpreter" else "",
+            )
+        )
     return out
 
 

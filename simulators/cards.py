@@ -56,18 +56,27 @@ CARDS: dict[str, TestCard] = {
     card.name: card
     for card in (
         TestCard("points", Usage.POINTS, "6225620000000019", "111111", "2812", "中信银行", points=500_000),
-        TestCard(
-            "points-cash", Usage.POINTS_CASH, "6225620000018888", "123456", "2812", "中信银行", points=30_000
-        ),
+        TestCard("points-cash", Usage.POINTS_CASH, "6225620000018888", "123456", "2812", "中信银行", points=30_000),
         TestCard("privilege", Usage.PRIVILEGE, "6222020000000031", "222222", "2906", "工商银行"),
         TestCard("privilege-cash", Usage.PRIVILEGE_CASH, "6222020000000049", "333333", "2906", "工商银行"),
         TestCard(
-            "prepaid", Usage.PREPAID, "9100010000000058", "444444", "3001", "e-Buy 预付卡",
+            "prepaid",
+            Usage.PREPAID,
+            "9100010000000058",
+            "444444",
+            "3001",
+            "e-Buy 预付卡",
             balance=Decimal("500.00"),
         ),
         TestCard(
-            "member", Usage.MEMBER, "9200010000000065", "555555", "3001", "会员卡",
-            balance=Decimal("1000.00"), member_id="M000001545",
+            "member",
+            Usage.MEMBER,
+            "9200010000000065",
+            "555555",
+            "3001",
+            "会员卡",
+            balance=Decimal("1000.00"),
+            member_id="M000001545",
         ),
         # Read fine by the pad, unknown to the backend: the "unknown card" decline.
         TestCard("unknown", None, "6200000000000005", "999999", "2812", "未知银行"),

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import replace
 
-from misbridge.core.machine import TABLES, TransactionKind, TxnState, kind_of
+from misbridge.core.kinds import TABLES
+from misbridge.core.machine import TransactionKind, TxnState, kind_of
 from misbridge.journal import Journal, TransactionRecord
 
 

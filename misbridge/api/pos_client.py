@@ -21,9 +21,7 @@ async def read_framed(reader: asyncio.StreamReader) -> bytes:
     return await reader.readexactly(length)
 
 
-async def socket_request(
-    host: str, port: int, envelope: Envelope, *, reply_timeout_s: float = 300.0
-) -> Envelope:
+async def socket_request(host: str, port: int, envelope: Envelope, *, reply_timeout_s: float = 300.0) -> Envelope:
     """Send one e-Buy message over a new connection and return the decoded answer."""
     reader, writer = await asyncio.open_connection(host, port)
     try:
@@ -35,7 +33,8 @@ async def socket_request(
         await writer.wait_closed()
 
 
-def envelope_for(action: str, body: dict[str, Any], *, device_no: str = "POS01", shop_no: str = "CN123456",
-                 brand: str = "663") -> Envelope:
+def envelope_for(
+    action: str, body: dict[str, Any], *, device_no: str = "POS01", shop_no: str = "CN123456", brand: str = "663"
+) -> Envelope:
     """An envelope as a POS written from the book would build it."""
     return Envelope(action=action, device_no=device_no, shop_no=shop_no, brand=brand, body=body)

@@ -1,10 +1,11 @@
 """The HTTP front door's OpenAPI document: what the door really accepts and really answers.
 
-Request bodies come from the same pydantic models that validate them (``misbridge.ebuy.requests``),
-completed with what those models check in code rather than in their JSON Schema: amounts have at
-most two decimals (``multipleOf: 0.01``), ``totalAmount`` is greater than 0, a quantity is at most
-:data:`MAX_QUANTITY`, and card-data keys are refused. ``undiscountAmount <= totalAmount`` relates
-two fields, which JSON Schema cannot say; its description does.
+Request bodies of all twelve actions of the book come from the same pydantic models that validate
+them (``misbridge.ebuy.requests``), completed with what those models check in code rather than in
+their JSON Schema: amounts have at most two decimals (``multipleOf: 0.01``), a total or a refund is
+greater than 0, a quantity is at most :data:`MAX_QUANTITY`, and card-data keys are refused. Rules
+relating two fields (``undiscountAmount <= totalAmount``; a batch's ``transCount`` and its records,
+its ``beginTime`` and ``endTime``) cannot be said in JSON Schema; their descriptions say them.
 
 Every answer that is not a processed transaction has the book's response shape with an ``MBxx``
 code (``ErrorResponse``); each status lists the codes that can come with it, from
@@ -23,7 +24,12 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from misbridge import __version__
 from misbridge.ebuy.carddata import CARD_DATA_FIELDS
-from misbridge.ebuy.requests import MAX_AMOUNT, MAX_QUANTITY, REQUEST_MODELS, TRACE_NO_PATTERN
+from misbridge.ebuy.requests import (
+    MAX_AMOUNT,
+    MAX_QUANTITY,
+    REQUEST_MODELS,
+    TRACE_NO_PATTERN,
+)
 from misbridge.errors import ReturnCode
 
 #: The largest goods quantity the door accepts (validated in misbridge.ebuy.requests).
@@ -46,8 +52,10 @@ _NOT_FROM_AN_ACTION = frozenset({
     ReturnCode.UNSUPPORTED_ACTION, ReturnCode.NO_SUCH_PATH, ReturnCode.TRANSACTION_NOT_FOUND,
     ReturnCode.METHOD_NOT_ALLOWED, ReturnCode.TOKEN_REFUSED,
 })  # fmt: skip
-#: Codes of ``POST /v1/{action}``: everything about a transaction.
-_ACTION_CODES = tuple(code for code in ReturnCode if code not in _NOT_FROM_AN_ACTION)
+#: Codes only a batchUpload body can get.
+_BATCH_CODES = frozenset({ReturnCode.BATCH_COUNT_MISMATCH, ReturnCode.BATCH_WINDOW})
+#: Codes of ``POST /v1/{action}`` for an action the service runs: everything about a transaction.
+_ACTION_CODES = tuple(code for code in ReturnCode if code not in _NOT_FROM_AN_ACTION | _BATCH_CODES)
 _TRACE_NO_PARAMETER = {"name": "traceNo", "in": "path", "required": True,
                        "schema": {"type": "string", "pattern": TRACE_NO_PATTERN}}  # fmt: skip
 
@@ -55,10 +63,10 @@ _TRACE_NO_PARAMETER = {"name": "traceNo", "in": "path", "required": True,
 # --- component schemas written by hand -------------------------------------------------------------
 
 _BOOK_HEAD_DESCRIPTIONS = {
-    "traceNo": "the request's traceNo (\"\" when the request had no readable one)",
+    "traceNo": 'the request\'s traceNo ("" when the request had no readable one)',
     "orderNo": "the backend's order number",
     "transDate": "yyyyMMddHHmmss",
-    "returnCode": "\"00\" approved; a backend code for its declines; MBxx for misbridge's own (docs/return-codes.md)",
+    "returnCode": '"00" approved; a backend code for its declines; MBxx for misbridge\'s own (docs/return-codes.md)',
     "returnDesc": "what happened, naming the field and the reason",
     "paidAmount": "amount paid, yuan",
 }
@@ -117,7 +125,8 @@ TRANSACTION_VIEW: dict[str, Any] = {
         "reversal": {"type": ["object", "null"]},
         "backendCalls": {"type": "array", "items": {"type": "object"}},
         "posInquiries": {
-            "type": "array", "items": {"type": "object"},
+            "type": "array",
+            "items": {"type": "object"},
             "description": "POS inquiries misbridge forwarded to e-Buy about this traceNo (action, state then empty)",
         },
     },
@@ -180,19 +189,32 @@ def _complete_amounts(node: Any) -> None:
             _complete_amounts(value)
 
 
+#: What the descriptions of the request fields say beyond their JSON Schema.
+_FIELD_DESCRIPTIONS = {
+    "totalAmount": "yuan, greater than 0, at most 2 decimals (MB12)",
+    "refundAmount": "yuan, greater than 0, at most 2 decimals (MB12)",
+    "undiscountAmount": "yuan, at most 2 decimals; must not be greater than totalAmount (MB13)",
+    "qrcode": "optional: the PIN pad can collect it; 1 to 512 characters, no control characters (MB11)",
+    "transCount": "the number of transRecord entries (MB17), at most 5000",
+    "beginTime": "yyyyMMddHHmmss, not after endTime and at most 7 days before it (MB18)",
+    "endTime": "yyyyMMddHHmmss, at most 7 days after beginTime (MB18)",
+    "acquirer": "e.g. citicCashpay, at most 256 characters (MB11); voiding a cardPayment needs it (book §10.5)",
+}
+
+
+def _describe_fields(properties: dict[str, Any]) -> None:
+    for field, description in _FIELD_DESCRIPTIONS.items():
+        if field in properties:
+            properties[field]["description"] = description
+
+
 def _complete_request_schemas(defs: dict[str, Any]) -> None:
     no_card_keys = {"not": {"pattern": card_key_pattern()}}
     for name, schema in defs.items():
-        if schema.get("type") == "object" and name.endswith(("Request", "Detail")):
+        if schema.get("type") == "object" and name.endswith(("Request", "Detail", "Record")):
             schema["propertyNames"] = no_card_keys
-    for name in ("CardRedemptionRequest", "CardPaymentRequest"):
-        properties = defs[name]["properties"]
-        properties["totalAmount"]["exclusiveMinimum"] = 0
-        properties["totalAmount"].pop("minimum", None)
-        properties["totalAmount"]["description"] = "yuan, greater than 0, at most 2 decimals (MB12)"
-        properties["undiscountAmount"]["description"] = (
-            "yuan, at most 2 decimals; must not be greater than totalAmount (MB13)"
-        )
+        if name.endswith("Request"):
+            _describe_fields(schema["properties"])
     quantity = defs["GoodsDetail"]["properties"]["quantity"]
     quantity["maximum"] = MAX_QUANTITY
     quantity["description"] = f"1 to {MAX_QUANTITY}, a JSON integer (MB11)"
@@ -235,13 +257,14 @@ def _with_token_refusal(responses: dict[str, Any], token_required: bool) -> dict
 
 
 def _action_operation(action: str, request_ref: str, token_required: bool) -> dict[str, Any]:
-    responses = _error_responses(_ACTION_CODES)
+    codes = _ACTION_CODES if action != "batchUpload" else (*_ACTION_CODES, *sorted(_BATCH_CODES, key=lambda c: c.code))
+    responses = _error_responses(codes)
     responses["415"] = {
         "description": "MB01 the Content-Type is not application/json",
         "content": {_JSON: {"schema": _ERROR_REF}},
     }
     responses["200"] = {
-        "description": "processed by the backend: \"00\" approved, any other returnCode is its decline",
+        "description": 'processed by the backend: "00" approved, any other returnCode is its decline',
         "content": {_JSON: {"schema": {"$ref": _REF.format(model="EbuyResponse")}}},
     }
     return {
@@ -253,9 +276,7 @@ def _action_operation(action: str, request_ref: str, token_required: bool) -> di
 
 
 def _transaction_operation(token_required: bool) -> dict[str, Any]:
-    responses = _error_responses(
-        [*_DOOR_CODES, ReturnCode.TRANSACTION_NOT_FOUND, ReturnCode.BAD_TRACE_NO]
-    )
+    responses = _error_responses([*_DOOR_CODES, ReturnCode.TRANSACTION_NOT_FOUND, ReturnCode.BAD_TRACE_NO])
     responses["200"] = {
         "description": "the journal's view of the transaction",
         "content": {_JSON: {"schema": {"$ref": _REF.format(model="TransactionView")}}},
@@ -284,7 +305,7 @@ def _health_operation() -> dict[str, Any]:
 def _metrics_operation() -> dict[str, Any]:
     responses = _error_responses(_DOOR_CODES)
     responses["200"] = {
-        "description": "Prometheus text exposition format 0.0.4 (docs/operations.md, \"Metrics\")",
+        "description": 'Prometheus text exposition format 0.0.4 (docs/operations.md, "Metrics")',
         "content": {"text/plain": {"schema": {"type": "string"}}},
     }
     return {"operationId": "metrics", "summary": "Prometheus metrics (no token needed)", "security": [],

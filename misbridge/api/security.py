@@ -161,9 +161,7 @@ def split_host(value: str) -> tuple[str, int | None]:
 class SecurityMiddleware:
     """Pure ASGI middleware applying :class:`ApiSecurity` and stripping any CORS header."""
 
-    def __init__(
-        self, app: ASGIApp, security: ApiSecurity, on_refusal: Callable[[int], None] | None = None
-    ) -> None:
+    def __init__(self, app: ASGIApp, security: ApiSecurity, on_refusal: Callable[[int], None] | None = None) -> None:
         self._app = app
         self._security = security
         self._on_refusal = on_refusal

@@ -15,6 +15,7 @@ from misbridge import __version__
 from misbridge.api.policy import CallerPolicy
 from misbridge.app import retention
 from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
+from misbridge.app.demo_list import DEMO_SCENARIOS, scenario_list
 from misbridge.config.settings import DEFAULT_CONFIG_PATH, load_settings
 from misbridge.ebuy import jsonio
 from misbridge.errors import ConfigError, InvalidTransition, JournalError
@@ -34,13 +35,15 @@ def _parser() -> argparse.ArgumentParser:
         "--simulators", action="store_true",
         help="start the PIN-pad and backend simulators and wire the daemon to them (bench / POS development)",
     )  # fmt: skip
-    demo = commands.add_parser("demo", help="run one card redemption on the simulators and print it")
+    demo = commands.add_parser(
+        "demo", help="run a scenario (a card sale by default) on the simulators and print it",
+        epilog=scenario_list(), formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
     demo.add_argument("--card", help="test card the simulated customer presents (default: points-cash)")
     demo.add_argument("-v", "--verbose", action="store_true", help="show the daemon's log lines")
     demo.add_argument(
-        "--scenario", default="approve", choices=["approve", "lost-reply", "lost-reply-void"],
-        help="approve (default); lost-reply: the backend's answer is lost and misbridge inquires; "
-        "lost-reply-void: inquiries fail too and misbridge voids the sale",
+        "--scenario", default="approve", choices=list(DEMO_SCENARIOS), metavar="NAME",
+        help="the scenario (default: approve); every one is listed below",
     )  # fmt: skip
     check = commands.add_parser("check-config", help="validate a configuration file and print every problem")
     check.add_argument("--config", type=Path, required=True)
@@ -48,8 +51,12 @@ def _parser() -> argparse.ArgumentParser:
     probe = commands.add_parser(
         "probe", help="list serial ports and USB PIN pads; --try URL asks a pad for its DEVICE_INFO"
     )
-    probe.add_argument("--try", dest="try_url", metavar="URL",
-                       help="device path or URL to ask (/dev/mispos, /dev/ttyACM0, usb://1209:0001)")
+    probe.add_argument(
+        "--try",
+        dest="try_url",
+        metavar="URL",
+        help="device path or URL to ask (/dev/mispos, /dev/ttyACM0, usb://1209:0001)",
+    )
     probe.add_argument("--baudrate", type=int, default=115200, help="line speed for --try (default 115200)")
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the pad (default 5)")
     return parser
@@ -61,8 +68,11 @@ def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
         description="Read the journal read-only (safe while misbridge runs), purge old final transactions, "
         "or record how a transaction left for a person (needs_manual) was resolved.",
     )  # fmt: skip
-    journal.add_argument("--config", type=Path, help="TOML configuration (default: $MISBRIDGE_CONFIG, "
-                         "else /etc/misbridge/misbridge.toml if it exists)")
+    journal.add_argument(
+        "--config",
+        type=Path,
+        help="TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)",
+    )
     journal.add_argument("--journal", type=Path, help="journal file (default: journal.path of the configuration)")
     tools = journal.add_subparsers(dest="journal_command", required=True)
     since_help = "only transactions created since then: 7d, 12h, 30m or an ISO date/time (local time if naive)"
@@ -84,14 +94,21 @@ def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     resolve = tools.add_parser(
         "resolve", help="record how a needs_manual transaction was settled with e-Buy (closes its reversal)",
         description="After reconciling a needs_manual transaction with e-Buy by hand, record the outcome: a sale "
-        "as voided or approved, a void or refund as approved or declined. The transaction and its reversal "
+        "as voided, approved or declined (an accumulating, which cannot be voided: approved or declined), a void "
+        "or refund as approved or declined. The transaction and its reversal "
         "are closed in one write, with the note in its trail. Safe while misbridge runs.",
     )  # fmt: skip
     resolve.add_argument("trace_no", metavar="TRACENO")
-    resolve.add_argument("--as", dest="outcome", required=True, choices=["voided", "approved", "declined"],
-                         help="what e-Buy holds: voided or approved (sale); approved or declined (void, refund)")
-    resolve.add_argument("--note", required=True,
-                         help="who decided and on what evidence (e.g. 'e-Buy support ticket 4711, J. Li')")
+    resolve.add_argument(
+        "--as",
+        dest="outcome",
+        required=True,
+        choices=["voided", "approved", "declined"],
+        help="what e-Buy holds: voided, approved or declined (sale); approved or declined (void, refund)",
+    )
+    resolve.add_argument(
+        "--note", required=True, help="who decided and on what evidence (e.g. 'e-Buy support ticket 4711, J. Li')"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +263,9 @@ async def _run_daemon(daemon: Daemon) -> int:
     systemd.ready(f"serving: e-Buy socket {settings.api.host}:{daemon.socket_port}, HTTP port {daemon.http_port}")
     watchdog = asyncio.create_task(systemd.watchdog_loop(daemon.is_alive), name="systemd watchdog")
     http = (
-        f"unix:{settings.api.http_socket}" if settings.api.http_socket else f"http://{settings.api.host}:{daemon.http_port}"
+        f"unix:{settings.api.http_socket}"
+        if settings.api.http_socket
+        else f"http://{settings.api.host}:{daemon.http_port}"
     )
     print(
         f"misbridge serving: e-Buy socket {settings.api.host}:{daemon.socket_port}, HTTP {http}  (Ctrl-C to stop)",

@@ -109,8 +109,9 @@ def load_api_security(settings: Settings) -> ApiSecurity:
     """
     token = load_secret(API_TOKEN_CREDENTIAL, settings.api.token_file)
     if token is None:
-        logger.warning("the POS API has no token (credential {!r}): any local program may start transactions",
-                       API_TOKEN_CREDENTIAL)
+        logger.warning(
+            "the POS API has no token (credential {!r}): any local program may start transactions", API_TOKEN_CREDENTIAL
+        )
     return ApiSecurity.from_settings(settings.api, token)
 
 
@@ -161,14 +162,13 @@ class Daemon:
         self._backend = BackendClient(
             settings.backend, settings.identity, self._signing_key, on_attempt=self.metrics.backend_attempt
         )
-        self._service = TransactionService(
-            settings, self._journal, self._pinpad, self._backend, metrics=self.metrics
-        )
+        self._service = TransactionService(settings, self._journal, self._pinpad, self._backend, metrics=self.metrics)
         self._socket_server = PosSocketServer(self._service.handle, settings.api, settings.identity, policy=policy)
         self.socket_port = await self._socket_server.start()
         pinpad = self._pinpad
-        self.metrics.watch(journal=self._journal, journal_path=Path(settings.journal.path),
-                           device_connected=lambda: pinpad.connected)
+        self.metrics.watch(
+            journal=self._journal, journal_path=Path(settings.journal.path), device_connected=lambda: pinpad.connected
+        )
         app = create_app(self._service, security, metrics=self.metrics)
         gate = DoorGuard("http", settings.api, policy)
         if settings.api.http_socket is not None:
@@ -183,8 +183,13 @@ class Daemon:
         await self._service.recover()
         self._spawn(self._service.resolver.run_worker(), "reversal queue")
         self._spawn(run_retention(self._journal, settings.journal.retention_days), "journal retention")
-        logger.info("misbridge ready: socket {}:{}, HTTP {}:{}", settings.api.host, self.socket_port,
-                    settings.api.host, self.http_port)
+        logger.info(
+            "misbridge ready: socket {}:{}, HTTP {}:{}",
+            settings.api.host,
+            self.socket_port,
+            settings.api.host,
+            self.http_port,
+        )
 
     def _quiet_the_loop(self) -> None:
         """Install the exception handler that keeps a descriptor flood out of the log (restored by stop)."""

@@ -1,8 +1,11 @@
-"""``misbridge demo``: one card redemption end to end on the simulators, printed for a person.
+"""``misbridge demo``: a scenario end to end on the simulators, printed for a person.
 
 Starts the PIN-pad and backend simulators as subprocesses, the daemon in-process on free
-ports, sends the book's §10.2 request through the e-Buy socket front door as a cashier POS
-would, then prints the response and the receipt built from printDetail.
+ports, and sends what a cashier POS would through the e-Buy socket front door. The card sale
+scenarios send the book's §10.2 request (with backend faults for the lost-reply ones) and print
+the response and the receipt built from printDetail; ``void``, ``refund``, ``qrcode`` and
+``options`` run the book's other sales and follow-ups (:mod:`misbridge.app.demo_book`). Every
+scenario is listed, one line each, in :mod:`misbridge.app.demo_list`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ import httpx
 
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.app.daemon import Daemon
+from misbridge.app.demo_book import BOOK_RUNS
+from misbridge.app.demo_list import DEMO_SCENARIOS
 from misbridge.app.simulated import Simulators, simulated_daemon, simulated_settings
 from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
@@ -28,18 +33,12 @@ from misbridge.errors import ReturnCode
 RULE = "-" * 46
 
 
-#: Scenario name -> (what it shows, backend faults scripted before the request).
-SCENARIOS: dict[str, tuple[str, list[dict[str, Any]]]] = {
-    "approve": ("a normal card redemption", []),
-    "lost-reply": (
-        "the backend approves but its reply is lost: misbridge inquires and the POS gets the approval",
-        [{"action": "sale", "fault": "drop-after-commit"}],
-    ),
-    "lost-reply-void": (
-        "the reply is lost and inquiries fail too: misbridge voids the sale, the customer is not charged",
-        [{"action": "sale", "fault": "drop-after-commit"},
-         {"action": "inquiry", "fault": "http-500-after-commit", "times": 1000}],
-    ),
+#: Card sale scenario name -> backend faults scripted before the request.
+SALE_FAULTS: dict[str, list[dict[str, Any]]] = {
+    "approve": [],
+    "lost-reply": [{"action": "sale", "fault": "drop-after-commit"}],
+    "lost-reply-void": [{"action": "sale", "fault": "drop-after-commit"},
+                        {"action": "inquiry", "fault": "http-500-after-commit", "times": 1000}],
 }  # fmt: skip
 
 
@@ -88,19 +87,29 @@ def format_receipt(request: dict[str, Any], response: dict[str, Any]) -> str:
 
 
 async def run_demo(out: TextIO, *, card: str | None = None, scenario: str = "approve") -> int:
-    """Run the demo; returns 0 when the scenario ended as it should (approved, or voided)."""
-    description, faults = SCENARIOS[scenario]
+    """Run the demo; returns 0 when the scenario ended as it should (approved, voided, refunded...)."""
     with tempfile.TemporaryDirectory(prefix="misbridge-demo-") as tmp:
         workdir = Path(tmp)
         async with simulated_daemon(workdir, lambda sims: demo_settings(sims, workdir), card=card) as bench:
-            out.write(f"scenario            {scenario}: {description}\n")
+            out.write(f"scenario            {scenario}: {DEMO_SCENARIOS[scenario]}\n")
             out.write(f"PIN pad simulator   {bench.sims.device_path}\n")
             out.write(f"backend simulator   {bench.sims.backend_url}\n")
-            await _script_backend_faults(bench.sims.backend_url, faults)
+            if scenario in BOOK_RUNS:
+                host = bench.daemon.settings.api.host
+                out.write(
+                    f"misbridge           socket {host}:{bench.daemon.socket_port}, "
+                    f"http http://{host}:{bench.daemon.http_port}\n\n"
+                )
+                ended_well = await BOOK_RUNS[scenario](out, bench.daemon)
+                out.write(f"\n{'as expected' if ended_well else 'NOT as expected'}\n")
+                return 0 if ended_well else 1
+            await _script_backend_faults(bench.sims.backend_url, SALE_FAULTS[scenario])
             response = await _redeem(out, bench.daemon)
             await _print_trail(out, bench.daemon, response["traceNo"], expect_void=scenario == "lost-reply-void")
     expected = ReturnCode.VOIDED.code if scenario == "lost-reply-void" else "00"
-    return 0 if response.get("returnCode") == expected else 1
+    ended_well = response.get("returnCode") == expected
+    out.write(f"\n{'as expected' if ended_well else 'NOT as expected'}\n")
+    return 0 if ended_well else 1
 
 
 async def _script_backend_faults(backend_url: str, faults: list[dict[str, Any]]) -> None:
@@ -124,8 +133,10 @@ async def _print_trail(out: TextIO, daemon: Daemon, trace_no: str, *, expect_voi
         detail = f"  ({step['detail']})" if step["detail"] else ""
         out.write(f"  {step['at'][11:23]}  {step['event']:<17} -> {step['to']}{detail}\n")
     for call in view["backendCalls"]:
-        out.write(f"  originated {call['kind']:<8} traceNo {call['traceNo']}: {call['state']}, "
-                  f"returnCode {call['returnCode']}\n")
+        out.write(
+            f"  originated {call['kind']:<8} traceNo {call['traceNo']}: {call['state']}, "
+            f"returnCode {call['returnCode']}\n"
+        )
     out.write("\n")
 
 
@@ -146,4 +157,3 @@ async def _redeem(out: TextIO, daemon: Daemon) -> dict[str, Any]:
         out.write(format_receipt(request, response))
     out.flush()
     return response
-

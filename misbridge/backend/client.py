@@ -170,25 +170,27 @@ class BackendClient:
             raise
         logger.info(
             "backend {} traceNo={} returnCode={} attempts={} {}ms",
-            action, trace_no, reply.return_code, attempts, _ms_since(started),
+            action,
+            trace_no,
+            reply.return_code,
+            attempts,
+            _ms_since(started),
         )
         return reply
 
     def _request_envelope(self, action: str, body: Mapping[str, Any]) -> bytes:
         identity = self._identity
-        fields = envelope_dict(
-            Envelope(action, identity.device_no, identity.shop_no, identity.brand, dict(body))
-        )
+        fields = envelope_dict(Envelope(action, identity.device_no, identity.shop_no, identity.brand, dict(body)))
         if self._key is not None:
             fields[signing.SIGN_FIELD] = signing.sign(
-                fields, self._key, include_body=self._settings.signing.include_body,
+                fields,
+                self._key,
+                include_body=self._settings.signing.include_body,
                 truncate=self._settings.signing.truncate,
             )
         return jsonio.dumps(fields).encode("utf-8")
 
-    async def _post(
-        self, action: str, payload: bytes, on_attempt: Callable[[int], None]
-    ) -> httpx.Response:
+    async def _post(self, action: str, payload: bytes, on_attempt: Callable[[int], None]) -> httpx.Response:
         settings = self._settings
         url = f"{self._base_url}/{action}"
 
@@ -198,7 +200,8 @@ class BackendClient:
         try:
             async with asyncio.timeout(settings.request_deadline_s):
                 return await call_retrying_not_sent(
-                    self._retry_policy, attempt,
+                    self._retry_policy,
+                    attempt,
                     deadline_s=settings.request_deadline_s,
                     connect_timeout_s=settings.connect_timeout_s,
                     read_timeout_s=settings.read_timeout_s,
@@ -207,13 +210,9 @@ class BackendClient:
         except NOT_SENT as err:
             raise BackendNotSent(f"backend not reached ({type(err).__name__}); nothing was sent") from err
         except TimeoutError as err:
-            raise BackendOutcomeUnknown(
-                f"no reply within the {settings.request_deadline_s}s request deadline"
-            ) from err
+            raise BackendOutcomeUnknown(f"no reply within the {settings.request_deadline_s}s request deadline") from err
         except (httpx.HTTPError, OSError) as err:
-            raise BackendOutcomeUnknown(
-                f"{type(err).__name__} after the request may have been written"
-            ) from err
+            raise BackendOutcomeUnknown(f"{type(err).__name__} after the request may have been written") from err
 
     def _check_reply(self, action: str, trace_no: str, response: httpx.Response) -> BackendReply:
         if response.status_code != httpx.codes.OK:
@@ -279,15 +278,15 @@ def _tls_context(settings: BackendSettings) -> ssl.SSLContext:
 
 def _check_action(action: str) -> None:
     if not _ACTION.fullmatch(action):
-        raise RequestError(f"invalid backend action {action!r}", return_code=ReturnCode.UNKNOWN_ACTION,
-                           field="action")
+        raise RequestError(f"invalid backend action {action!r}", return_code=ReturnCode.UNKNOWN_ACTION, field="action")
 
 
 def _trace_no(body: Mapping[str, Any]) -> str:
     trace_no = body.get("traceNo")
     if not isinstance(trace_no, str) or not trace_no:
-        raise RequestError("backend request body needs a traceNo string", return_code=ReturnCode.MISSING_FIELD,
-                           field="traceNo")
+        raise RequestError(
+            "backend request body needs a traceNo string", return_code=ReturnCode.MISSING_FIELD, field="traceNo"
+        )
     return trace_no
 
 
@@ -308,7 +307,12 @@ def _log_failure(action: str, trace_no: str, err: Exception, attempts: int, star
     outcome = "NOT SENT" if isinstance(err, BackendNotSent) else "UNKNOWN"
     logger.warning(
         "backend {} traceNo={} {}: {} attempts={} {}ms",
-        action, trace_no, outcome, err, attempts, _ms_since(started),
+        action,
+        trace_no,
+        outcome,
+        err,
+        attempts,
+        _ms_since(started),
     )
 
 

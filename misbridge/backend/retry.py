@@ -61,9 +61,7 @@ class RetryPolicy:
         """Seconds after the first attempt during which another attempt may still start."""
         return deadline_s - connect_timeout_s - min(read_timeout_s, self.reply_reserve_s)
 
-    def retrying(
-        self, *, deadline_s: float, connect_timeout_s: float, read_timeout_s: float
-    ) -> AsyncRetrying:
+    def retrying(self, *, deadline_s: float, connect_timeout_s: float, read_timeout_s: float) -> AsyncRetrying:
         """A tenacity controller that retries only :data:`NOT_SENT` and re-raises the last error."""
         window = self.retry_window(
             deadline_s=deadline_s, connect_timeout_s=connect_timeout_s, read_timeout_s=read_timeout_s

@@ -48,6 +48,8 @@ class DeviceSettings(_Section):
     protocol: str = Field("mispos-v1", description="PIN-pad driver, see docs/device-protocol.md")
     card_timeout_s: int = Field(60, ge=5, le=300, description="customer time to present a card")
     pin_timeout_s: int = Field(60, ge=5, le=300, description="customer time to enter the PIN")
+    code_timeout_s: int = Field(60, ge=5, le=300, description="customer time to scan or key in a QR code")
+    choice_timeout_s: int = Field(60, ge=5, le=300, description="customer time to choose a transaction option")
     reply_grace_s: float = Field(5.0, gt=0, le=30, description="extra wait for the pad's reply")
     command_timeout_s: float = Field(5.0, gt=0, le=60, description="wait for non-customer commands")
     key_index: int = Field(1, ge=1, le=99, description="working-key slot the pad encrypts with")
@@ -88,17 +90,45 @@ class ResolutionSettings(_Section):
     inquiry_interval_s: float = Field(5.0, gt=0, description="pause between two inquiries of one transaction")
     inquiry_bound_s: float = Field(90.0, gt=0, description="after this long still unknown -> void")
     void_action: str = Field("voidCardSale", description="backend action that undoes a card sale")
+    void_actions: dict[str, str] = Field(
+        {"qrcodeSale": "voidQrcodeSale"},
+        description="backend action that undoes a sale of this action, where it is not void_action",
+    )
     reversal_backoff_initial_s: float = Field(1.0, gt=0)
     reversal_backoff_max_s: float = Field(60.0, gt=0)
     reversal_expire_s: float = Field(86400.0, gt=0, description="a void unconfirmed this long -> needs_manual")
     drain_before_sale_s: float = Field(5.0, ge=0, description="time spent sending due voids before a new sale")
+    unvoidable_actions: list[str] = Field(
+        ["accumulating"],
+        description="sale actions the backend has no void for: still unknown at the inquiry bound they go to "
+        "needs_manual, and an approval found after the POS was answered is kept",
+    )
     not_found_codes: list[str] = Field(["25"], description="inquiry codes meaning: the backend never had it")
     pending_codes: list[str] = Field(["26"], description="inquiry/void codes meaning: still in progress, ask again")
     void_done_codes: list[str] = Field(["00", "22", "25"], description="void codes meaning: nothing remains moved")
+    void_resend_done_codes: list[str] = Field(
+        ["00", "22"],
+        description="codes of a POS void sent again by the reversal queue meaning: the void is done (22: the "
+        "first attempt went through); any other definite code but pending/rejected -> needs_manual",
+    )
     rejected_codes: list[str] = Field(
         ["12", "30", "63", "94"],
         description="codes that refuse the inquiry/void request itself (unsupported, format, signature, "
         "duplicate traceNo): they say nothing about the original, so misbridge asks again",
+    )
+
+
+class OptionSettings(_Section):
+    """Transaction options (the book's "prompts transaction options"): docs/pos-api.md, qrcodeSale."""
+
+    on: Literal["pad", "pos"] = Field(
+        "pad", description="who chooses: the customer on the pad, or the POS (it gets the list and asks again)"
+    )
+    choose_codes: list[str] = Field(
+        ["09"], description="qrcodeSale return codes meaning: choose one of activityProductList, then ask again"
+    )
+    pos_choice_timeout_s: float = Field(
+        120.0, gt=0, le=3600, description='how long the POS has to send its choice (on = "pos"); later: MB37'
     )
 
 
@@ -146,7 +176,9 @@ class ApiSettings(_Section):
     allow_root: bool = Field(True, description="root may always use the doors (it could bypass any check)")
     allow_self: bool = Field(True, description="the daemon's own user may use the doors (misbridge's own tools)")
     request_timeout_s: float = Field(
-        5.0, gt=0, le=60,
+        5.0,
+        gt=0,
+        le=60,
         description="a whole request (socket: prefix and JSON; HTTP: head and body) must arrive within this "
         "many seconds of the connection or of the previous answer",
     )
@@ -156,7 +188,9 @@ class ApiSettings(_Section):
     max_connections: int = Field(64, ge=1, le=900, description="open connections per door")
     max_connections_per_user: int = Field(16, ge=1, le=900, description="open connections per door and local user")
     unknown_inquiries_per_minute: int = Field(
-        10, ge=0, le=10000,
+        10,
+        ge=0,
+        le=10000,
         description="inquiries about originals misbridge does not know that are forwarded to the backend per "
         "minute; more get MB43 (each forwarded one bars its originalTraceNo for later sales)",
     )
@@ -167,7 +201,9 @@ class JournalSettings(_Section):
 
     path: Path = Path("/var/lib/misbridge/journal.db")
     retention_days: int = Field(
-        90, ge=1, le=3650,
+        90,
+        ge=1,
+        le=3650,
         description="final transactions older than this many days are purged (misbridge journal purge); "
         "unfinished ones are never purged",
     )
@@ -182,6 +218,7 @@ class Settings(BaseSettings):
     device: DeviceSettings = DeviceSettings()
     backend: BackendSettings = BackendSettings()
     resolution: ResolutionSettings = ResolutionSettings()
+    options: OptionSettings = OptionSettings()
     api: ApiSettings = ApiSettings()
     journal: JournalSettings = JournalSettings()
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -205,9 +242,7 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _timers_consistent(self) -> Settings:
-        device_steps = (
-            self.device.card_timeout_s + self.device.pin_timeout_s + 2 * self.device.reply_grace_s
-        )
+        device_steps = self.device.card_timeout_s + self.device.pin_timeout_s + 2 * self.device.reply_grace_s
         internal = device_steps + self.backend.request_deadline_s + self.resolution.inquiry_bound_s
         if self.api.pos_deadline_s <= internal:
             raise ValueError(
@@ -253,4 +288,3 @@ def describe_errors(err: ValidationError) -> str:
             reason, given = "unknown setting (misspelt?)", ""
         lines.append(f"  {key}: {reason}{given}")
     return "\n".join(lines)
-

@@ -4,7 +4,7 @@ The shapes themselves are the book's (``misbridge.ebuy.requests``: ``error_respo
 misbridge's own MBxx answers, ``complete_book_head`` for a backend's answer passed on); this
 module picks the answer: a refusal's code, the stored answer of a journaled transaction (or
 the code of the state it is in), what a repeat of a traceNo is told, what a POS inquiry about a
-journaled original is told.
+journaled original is told, what the repeat of a query, upload or forwarded inquiry is told.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from misbridge.core.machine import TxnState
 from misbridge.ebuy.requests import complete_book_head, error_response
 from misbridge.errors import MisbridgeError, ReturnCode
-from misbridge.journal.records import TransactionRecord
+from misbridge.journal.records import PosInquiryRecord, PosQueryRecord, TransactionRecord
 
 Response = dict[str, Any]
 
@@ -24,6 +24,7 @@ STATE_CODES = {
     TxnState.RECEIVED: ReturnCode.INTERRUPTED,
     TxnState.READING_CARD: ReturnCode.INTERRUPTED,
     TxnState.READING_PIN: ReturnCode.INTERRUPTED,
+    TxnState.READING_CODE: ReturnCode.INTERRUPTED,
     TxnState.SUBMITTING: ReturnCode.BACKEND_UNKNOWN,
     TxnState.UNKNOWN: ReturnCode.BACKEND_UNKNOWN,
     TxnState.INQUIRING: ReturnCode.BACKEND_UNKNOWN,
@@ -50,8 +51,9 @@ def backend_answer(body: Mapping[str, Any], trace_no: str) -> Response:
 def answer_from_journal(record: TransactionRecord) -> Response:
     """What the POS is told about a transaction the journal holds.
 
-    The stored answer when there is one (final states, and voiding/needs_manual which keep the
-    MB32 the POS was first given); otherwise a code for the state it is in.
+    The stored answer when there is one (final states; voiding keeps the MB32 the POS was first
+    given, needs_manual holds the MB34 written when the void was given up); otherwise a code for
+    the state it is in.
     """
     if record.response is not None:
         # A head field the backend left out is filled from the record, not the clock, so every
@@ -90,3 +92,44 @@ def inquiry_trace_no_taken(trace_no: str) -> Response:
 def inquiry_answer(original: TransactionRecord, trace_no: str) -> Response:
     """A POS inquiry (traceNo ``trace_no``) about a journaled original: the original's answer."""
     return answer_from_journal(original) | {"traceNo": trace_no, "originalTraceNo": original.trace_no}
+
+
+#: A query, upload or forwarded inquiry with no stored answer (still waiting, or cut off by a restart).
+NO_ANSWER = "no answer from the e-Buy backend; nothing moved: ask again under a new traceNo"
+
+
+def query_no_answer(trace_no: str) -> Response:
+    """A query or upload the backend did not answer (MB31): it is never sent again under its traceNo."""
+    return pos_response(trace_no, ReturnCode.BACKEND_UNKNOWN, NO_ANSWER)
+
+
+def _traceno_used(trace_no: str) -> Response:
+    message = f"traceNo {trace_no} was already used for a different request"
+    return pos_response(trace_no, ReturnCode.TRACE_NO_CONFLICT, message)
+
+
+def _stored(response: Mapping[str, Any] | None, trace_no: str, record: PosQueryRecord | PosInquiryRecord) -> Response:
+    if response is None:
+        return query_no_answer(trace_no)
+    return complete_book_head(response, trace_no, at=record.updated_at)
+
+
+def query_repeat_answer(existing: PosQueryRecord, action: str, fingerprint: str) -> Response:
+    """A query or upload whose traceNo is journaled: its stored answer, or MB41 for another request."""
+    if existing.request_hash != fingerprint or existing.action != action:
+        return _traceno_used(existing.trace_no)
+    return _stored(existing.response, existing.trace_no, existing)
+
+
+def forwarded_repeat_answer(existing: PosInquiryRecord, original_trace_no: str, fingerprint: str) -> Response:
+    """A POS inquiry whose traceNo was forwarded before: its stored answer, or MB41 for another request.
+
+    A row from before request hashes were kept is matched on its originalTraceNo.
+    """
+    if existing.request_hash:
+        same = existing.request_hash == fingerprint
+    else:
+        same = existing.original_trace_no == original_trace_no
+    if not same:
+        return _traceno_used(existing.trace_no)
+    return _stored(existing.response, existing.trace_no, existing)

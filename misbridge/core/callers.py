@@ -13,7 +13,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+#: Margin between the POS's deadline and the last moment misbridge hands it an approval.
+CLAIM_MARGIN_S: Final = 2.0
 
 
 class Presence:

@@ -41,3 +41,14 @@ class Flow:
         """Fire ``event`` and commit it; the flow's state follows only after the commit."""
         self.state = await journaled_step(self.journal, self.trace_no, self.state, event, **fields)
         return TxnState(self.state)
+
+
+async def sent_as(journal: Journal, trace_no: str) -> str:
+    """The traceNo the backend knows ``trace_no``'s money-moving request by.
+
+    A ``qrcodeSale`` whose first round offered options was paid by a second round under a
+    traceNo misbridge allocated (an ``option`` call): inquiries and voids name that one.
+    Anything else went out under its own traceNo.
+    """
+    rounds = [call.trace_no for call in await journal.calls(trace_no) if call.kind == "option"]
+    return rounds[-1] if rounds else trace_no

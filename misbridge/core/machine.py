@@ -21,18 +21,15 @@ Rules (after h11's ``_state.py``):
 5. **The diagrams are generated** from these classes by :mod:`misbridge.core.diagrams`
    (``python -m misbridge.core.diagrams --write-docs``); a unit test fails when one is stale.
 
-The derived :data:`TABLES` are read from the classes, so they cannot drift from them.
-:func:`next_state` answers from those tables: building a machine costs about 0.6 ms of CPU
-(the library registers every callback per instance), paid at every step of a sale, while the
-table answers in microseconds.  It is exact because no transition has a guard; import fails
-if one is ever added (see :func:`_assert_unguarded`).
+The derived tables (``TABLES``) and ``next_state`` live in :mod:`misbridge.core.kinds`: they
+are read from these classes, so they cannot drift from them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 from statemachine import Event, State, StateChart
 from statemachine.exceptions import TransitionNotAllowed
@@ -41,25 +38,18 @@ from statemachine.transition_list import TransitionList
 from misbridge.errors import InvalidTransition
 
 __all__ = [
-    "JOURNALED_FINAL_STATES",
     "KIND_OF_ACTION",
     "MACHINES",
-    "MONEY_AT_RISK_STATES",
-    "PRE_SUBMIT_STATES",
-    "TABLES",
     "KindMachine",
-    "KindTable",
     "MachineModel",
     "QueryMachine",
     "RefundMachine",
     "SaleMachine",
     "TransactionKind",
-    "TransitionSpec",
     "TxnState",
     "UploadMachine",
     "VoidMachine",
     "kind_of",
-    "next_state",
 ]
 
 
@@ -68,6 +58,8 @@ class TxnState(StrEnum):
 
     RECEIVED = "received"
     READING_CARD = "reading_card"
+    READING_CODE = "reading_code"
+    CHOOSING = "choosing"
     READING_PIN = "reading_pin"
     SUBMITTING = "submitting"
     APPROVED = "approved"
@@ -89,7 +81,7 @@ class TransactionKind(StrEnum):
     VOID = "void"  # cancels a sale: never itself reversed; an unknown outcome goes to a person
     REFUND = "refund"  # gives (part of) a sale back: like a void, never reversed automatically
     QUERY = "query"  # moves nothing: an answer or none
-    UPLOAD = "upload"  # the day's records for reconciliation: idempotent, so it may be resent
+    UPLOAD = "upload"  # the day's records for reconciliation: moves nothing, an answer or none
 
 
 #: The book's actions (ebuy-protocol-reference.md §10-§11) and their kinds.  ``accumulating``
@@ -200,10 +192,20 @@ class KindMachine(StateChart[MachineModel]):
 
 
 class SaleMachine(KindMachine):
-    """A sale (cardRedemption, cardPayment, qrcodeSale, accumulating): card, PIN, submit, resolve."""
+    """A sale (cardRedemption, cardPayment, qrcodeSale, accumulating): card, PIN, submit, resolve.
+
+    A ``qrcodeSale`` reads its code on the pad (``start_code``, ``code_read``) or has it in the
+    POS body (``submit``); a first round answered with options (which moved nothing) waits for a
+    choice (``offer_options``), then the second round goes out (``option_chosen``).
+    ``accumulating`` has no pad step (``submit``) and no void in the book: still unknown at the
+    inquiry bound it goes to a person (``escalate`` from ``unknown``), who resolves it approved
+    or declined.
+    """
 
     received = _state(TxnState.RECEIVED, initial=True)
     reading_card = _state(TxnState.READING_CARD)
+    reading_code = _state(TxnState.READING_CODE)
+    choosing = _state(TxnState.CHOOSING)
     reading_pin = _state(TxnState.READING_PIN)
     submitting = _state(TxnState.SUBMITTING)
     unknown = _state(TxnState.UNKNOWN)
@@ -219,14 +221,24 @@ class SaleMachine(KindMachine):
     start_card = _event(received.to(reading_card), "start_card")
     card_read = _event(reading_card.to(reading_pin), "card_read")
     pin_entered = _event(reading_pin.to(submitting), "pin_entered")
-    # Invalid request, device error, cancel, timeout, card/PIN failure: nothing was sent.
-    abort = _event(received.to(aborted) | reading_card.to(aborted) | reading_pin.to(aborted), "abort")
+    start_code = _event(received.to(reading_code), "start_code")  # qrcodeSale without a qrcode in the body
+    code_read = _event(reading_code.to(submitting), "code_read")
+    submit = _event(received.to(submitting), "submit")  # nothing to read on the pad (a code in the body, points)
+    # Invalid request, device error, cancel, timeout, card/PIN/code failure: nothing was sent.
+    abort = _event(
+        received.to(aborted) | reading_card.to(aborted) | reading_pin.to(aborted) | reading_code.to(aborted)
+        | choosing.to(aborted),
+        "abort",
+    )  # fmt: skip
 
     # The backend call.
     approve = _event(submitting.to(approved), "approve")
     decline = _event(submitting.to(declined), "decline")
     not_sent = _event(submitting.to(aborted), "not_sent")  # provably never reached the backend
     outcome_unknown = _event(submitting.to(unknown), "outcome_unknown")
+    # qrcodeSale options: the first round answered a choose code; the second round leaves.
+    offer_options = _event(submitting.to(choosing), "offer_options")
+    option_chosen = _event(choosing.to(submitting), "option_chosen")
 
     # Resolving an unknown outcome: inquire, never re-submit.
     inquire = _event(unknown.to(inquiring), "inquire")
@@ -240,14 +252,18 @@ class SaleMachine(KindMachine):
     # ``voided`` (void acked, or the original "not found"/"already voided") shares its name
     # with its target state, which a class attribute cannot, so it is declared on the transition.
     voiding.to(voided, event=Event(id="voided", name="voided"))
-    escalate = _event(voiding.to(needs_manual), "escalate")  # 24 h without success
+    # 24 h without a void; or an action the book cannot void still unknown at the inquiry bound.
+    escalate = _event(voiding.to(needs_manual) | unknown.to(needs_manual), "escalate")
     resolve_voided = _event(needs_manual.to(voided), "resolve_voided")
     resolve_approved = _event(needs_manual.to(approved), "resolve_approved")
+    resolve_declined = _event(needs_manual.to(declined), "resolve_declined")  # it never moved anything
 
 
 class VoidMachine(KindMachine):
     """A void of a sale (voidCardSale, voidQrcodeSale): a card void prompts on the pad, a QR void
-    is submitted at once.  Never itself reversed: an outcome still unknown goes to a person."""
+    is submitted at once.  Never itself reversed: an outcome still unknown at the inquiry bound is
+    sent again by the durable reversal queue (``give_up`` to ``voiding``) until the backend
+    confirms it (``void_confirmed``), or goes to a person (``escalate``)."""
 
     received = _state(TxnState.RECEIVED, initial=True)
     reading_card = _state(TxnState.READING_CARD)
@@ -255,6 +271,7 @@ class VoidMachine(KindMachine):
     submitting = _state(TxnState.SUBMITTING)
     unknown = _state(TxnState.UNKNOWN)
     inquiring = _state(TxnState.INQUIRING)
+    voiding = _state(TxnState.VOIDING)
     needs_manual = _state(TxnState.NEEDS_MANUAL)
     approved = _state(TxnState.APPROVED, final=True)
     declined = _state(TxnState.DECLINED, final=True)
@@ -273,7 +290,9 @@ class VoidMachine(KindMachine):
     inquiry_approved = _event(inquiring.to(approved), "inquiry_approved")
     inquiry_declined = _event(inquiring.to(declined), "inquiry_declined")
     inquiry_unknown = _event(inquiring.to(unknown), "inquiry_unknown")
-    escalate = _event(unknown.to(needs_manual), "escalate")  # still unknown at the inquiry bound
+    give_up = _event(unknown.to(voiding), "give_up")  # still unknown at the bound: sent again, queued
+    void_confirmed = _event(voiding.to(approved), "void_confirmed")  # a resend answered done
+    escalate = _event(voiding.to(needs_manual) | unknown.to(needs_manual), "escalate")  # refused, or expired
     resolve_approved = _event(needs_manual.to(approved), "resolve_approved")
     resolve_declined = _event(needs_manual.to(declined), "resolve_declined")
 
@@ -314,7 +333,8 @@ class QueryMachine(KindMachine):
     """A question to the backend that moves nothing (inquiry, ecouponInquiry, summary).
 
     Committed as ``sent`` before it leaves; it ends answered, or unknown when no reply came
-    (the POS may ask again under a new traceNo).  The journal's ``pos_inquiries`` rows follow it.
+    (the POS may ask again under a new traceNo).  The journal's ``pos_inquiries`` (inquiry) and
+    ``pos_queries`` (ecouponInquiry, summary) rows follow it.
     """
 
     sent = _state(TxnState.SENT, initial=True)
@@ -326,24 +346,15 @@ class QueryMachine(KindMachine):
 
 
 class UploadMachine(KindMachine):
-    """The day's records sent for reconciliation (batchUpload).
+    """The day's records for reconciliation (batchUpload), journaled in ``pos_queries`` like a query:
+    never resent under its traceNo (the backend refuses a repeat), the POS uploads again anew."""
 
-    The backend compares what it is sent, so sending again is harmless: an unknown outcome is
-    resent rather than inquired.
-    """
-
-    received = _state(TxnState.RECEIVED, initial=True)
-    submitting = _state(TxnState.SUBMITTING)
-    unknown = _state(TxnState.UNKNOWN)
+    sent = _state(TxnState.SENT, initial=True)
     answered = _state(TxnState.ANSWERED, final=True)
-    aborted = _state(TxnState.ABORTED, final=True)
+    unknown = _state(TxnState.UNKNOWN, final=True)
 
-    submit = _event(received.to(submitting), "submit")
-    abort = _event(received.to(aborted), "abort")
-    answer = _event(submitting.to(answered), "answer")
-    not_sent = _event(submitting.to(aborted), "not_sent")
-    outcome_unknown = _event(submitting.to(unknown), "outcome_unknown")
-    resend = _event(unknown.to(submitting), "resend")
+    answer = _event(sent.to(answered), "answer")
+    no_answer = _event(sent.to(unknown), "no_answer")
 
 
 MACHINES: Final[dict[TransactionKind, type[KindMachine]]] = {
@@ -353,96 +364,3 @@ MACHINES: Final[dict[TransactionKind, type[KindMachine]]] = {
     TransactionKind.QUERY: QueryMachine,
     TransactionKind.UPLOAD: UploadMachine,
 }
-
-
-class TransitionSpec(NamedTuple):
-    """One declared transition: ``source --event--> target``."""
-
-    source: TxnState
-    event: str
-    target: TxnState
-
-
-@dataclass(frozen=True)
-class KindTable:
-    """One kind's machine as data: read from its class, so it cannot drift from it."""
-
-    initial: TxnState
-    transitions: tuple[TransitionSpec, ...]
-    states: frozenset[TxnState]
-    final_states: frozenset[TxnState]
-    events: frozenset[str]
-
-    @classmethod
-    def of(cls, machine: type[KindMachine]) -> KindTable:
-        """The table of ``machine``'s class, in declaration order."""
-        transitions = tuple(
-            TransitionSpec(TxnState(transition.source.value), str(event), TxnState(transition.target.value))
-            for state in machine.states
-            for transition in state.transitions
-            for event in transition.events
-        )
-        return cls(
-            initial=TxnState(machine.initial_state.value),
-            transitions=transitions,
-            states=frozenset(TxnState(state.value) for state in machine.states),
-            final_states=frozenset(TxnState(state.value) for state in machine.states if state.final),
-            events=frozenset(spec.event for spec in transitions),
-        )
-
-
-TABLES: Final[dict[TransactionKind, KindTable]] = {kind: KindTable.of(machine) for kind, machine in MACHINES.items()}
-"""Every kind's states, events and ``(source, event, target)`` transitions."""
-
-JOURNALED_FINAL_STATES: Final[frozenset[TxnState]] = frozenset().union(
-    *(TABLES[kind].final_states for kind in (TransactionKind.SALE, TransactionKind.VOID, TransactionKind.REFUND))
-)
-"""Final states of the kinds the ``transactions`` table holds: its trigger refuses leaving them."""
-
-_MOVES: Final[dict[tuple[TransactionKind, str, str], TxnState]] = {
-    (kind, spec.source.value, spec.event): spec.target for kind, table in TABLES.items() for spec in table.transitions
-}
-
-
-def _assert_unguarded() -> None:
-    # The table in next_state() ignores guards; a guarded transition would make it wrong, so
-    # adding one must also change next_state() (e.g. back to restore(state).fire(event)).
-    for machine in MACHINES.values():
-        for state in machine.states:
-            for transition in state.transitions:
-                if list(transition.cond) or list(transition.validators):
-                    raise TypeError(f"{machine.__name__}: {state.id} -> {transition.target.id} has a guard")
-
-
-_assert_unguarded()
-
-
-def next_state(kind: TransactionKind, state: str, event: str) -> TxnState:
-    """The state ``event`` moves a ``kind`` transaction in ``state`` to; the same answer (and
-    the same errors) as ``MACHINES[kind].restore(state).fire(event)``, without building one.
-
-    Raises:
-        InvalidTransition: ``state`` is not a state of the kind, ``event`` is not one of its
-            events, or ``state`` does not accept ``event`` (final states accept nothing).
-    """
-    table = TABLES[kind]
-    state = str(state)  # a TxnState reads as its journal value in the messages
-    if state not in table.states:
-        raise InvalidTransition(f"{state!r} is not a state of a {MACHINES[kind].__name__}")
-    if event not in table.events:
-        raise InvalidTransition(f"unknown event {event!r} (state {state!r})")
-    target = _MOVES.get((kind, state, event))
-    if target is None:
-        raise InvalidTransition(f"event {event!r} is not allowed in state {state!r}")
-    return target
-
-
-PRE_SUBMIT_STATES: Final[frozenset[TxnState]] = frozenset(
-    {TxnState.RECEIVED, TxnState.READING_CARD, TxnState.READING_PIN}
-)
-"""Nothing has been sent to the backend yet: aborting moves no money."""
-
-MONEY_AT_RISK_STATES: Final[frozenset[TxnState]] = frozenset(
-    {TxnState.SUBMITTING, TxnState.UNKNOWN, TxnState.INQUIRING, TxnState.VOIDING, TxnState.NEEDS_MANUAL}
-)
-"""The backend may hold money for this transaction: recovery must finish these."""

@@ -1,9 +1,10 @@
 """A POS ``inquiry``: answered from the journal, or forwarded when misbridge never saw the original.
 
-The backend bars both traceNos of a forwarded inquiry, so each one is journaled before it
-leaves, they are rate-limited (``api.unknown_inquiries_per_minute``, MB43 beyond), and an
-inquiry about a sale that is still starting waits for it instead of being forwarded (its
-traceNo would be barred).
+The backend bars both traceNos of a forwarded inquiry, so each one is journaled (with its
+request's fingerprint) before it leaves and never forwarded twice: a repeat gets the stored
+answer, another request with its traceNo MB41. They are rate-limited
+(``api.unknown_inquiries_per_minute``, MB43 beyond), and an inquiry about a sale that is still
+starting waits for it instead of being forwarded (its traceNo would be barred).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from misbridge.core.answers import Response
 from misbridge.core.callers import InFlight, RateGate
 from misbridge.core.ports import Backend
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown, RequestError, ReturnCode
+from misbridge.journal.records import request_hash
 from misbridge.journal.store import Journal, KnownOriginalError
 
 
@@ -46,9 +48,12 @@ class PosInquiries:
             await asyncio.shield(starting.task)
         original = await self._journal.get(original_trace_no)
         if original is None:  # a transaction misbridge never saw: ask the backend
-            if trace_no in self._in_flight or await self._journal.get(trace_no) is not None:
-                # Forwarded, the inquiry would make the backend see that sale's traceNo twice.
+            if await self._trace_no_taken(trace_no):
+                # Forwarded, the inquiry would make the backend see that request's traceNo twice.
                 return answers.inquiry_trace_no_taken(trace_no)
+            earlier = await self._journal.forwarded_inquiry(trace_no)
+            if earlier is not None:  # asked before: never forwarded twice
+                return answers.forwarded_repeat_answer(earlier, original_trace_no, request_hash(body))
             forwarded = await self._forward_inquiry(trace_no, original_trace_no, body)
             if forwarded is not None:
                 return forwarded
@@ -60,6 +65,12 @@ class PosInquiries:
             await asyncio.shield(running.task)
             original = await self._journal.get(original.trace_no) or original
         return answers.inquiry_answer(original, trace_no)
+
+    async def _trace_no_taken(self, trace_no: str) -> bool:
+        """Whether a transaction, query or upload (running or journaled) has ``trace_no``."""
+        if trace_no in self._in_flight or await self._journal.get(trace_no) is not None:
+            return True
+        return await self._journal.query(trace_no) is not None
 
     async def _forward_inquiry(self, trace_no: str, original_trace_no: str, body: dict[str, Any]) -> Response | None:
         """Forward an inquiry about an unknown original, journaled and rate-limited.
@@ -77,14 +88,17 @@ class PosInquiries:
             return answers.refusal(trace_no, err)
         try:
             # Journaled before it leaves: the backend bars both traceNos from this moment on.
-            inquiry_id = await self._journal.record_pos_inquiry(trace_no, original_trace_no)
+            inquiry_id = await self._journal.record_pos_inquiry(trace_no, original_trace_no, request_hash(body))
         except KnownOriginalError:
             return None
         try:
             reply = await self._backend.submit("inquiry", body)
         except (BackendNotSent, BackendOutcomeUnknown) as err:
-            await self._journal.record_pos_inquiry_result(inquiry_id, "no_answer")
-            return answers.refusal(trace_no, err)
+            answer = answers.refusal(trace_no, err)  # kept: a repeat gets the same answer
+            await self._journal.record_pos_inquiry_result(
+                inquiry_id, "no_answer", return_code=err.return_code.code, response=answer
+            )
+            return answer
         answer = answers.backend_answer(reply.body, trace_no)
         await self._journal.record_pos_inquiry_result(
             inquiry_id, "answer", return_code=reply.return_code, response=answer

@@ -3,19 +3,22 @@
 Safe to interrupt and re-run (each step is one journaled move): pre-submit steps are aborted
 (nothing was sent, MB28), ``submitting`` and ``inquiring`` become unknown (the request may have
 been sent), every unknown one is resolved with nobody waiting (an approval found is voided),
-then due voids are sent (docs/reliability.md).
+then due voids are sent (docs/reliability.md). A query or upload left ``sent`` gets its result
+``unknown`` with the MB31 answer a repeat of it is given (it is never sent again).
 """
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from loguru import logger
 
-from misbridge.core.answers import pos_response
+from misbridge.core.answers import pos_response, query_no_answer
 from misbridge.core.flow import journaled_step
 from misbridge.core.inquiry import InquiryLoop
-from misbridge.core.machine import PRE_SUBMIT_STATES, TxnState
+from misbridge.core.kinds import PRE_SUBMIT_STATES
+from misbridge.core.machine import TxnState
 from misbridge.core.reversals import ReversalQueue
 from misbridge.errors import ReturnCode
 from misbridge.host.crashpoints import crash_point
@@ -23,6 +26,7 @@ from misbridge.journal.store import Journal
 
 #: Money-at-risk states a restart finds mid-step, and the event that makes each one unknown.
 _MAYBE_SENT = ((TxnState.SUBMITTING, "outcome_unknown"), (TxnState.INQUIRING, "inquiry_unknown"))
+_NONE_CHOSEN = "misbridge restarted while the options were offered, before one was chosen; nothing moved"
 
 
 class Recovery:
@@ -39,10 +43,12 @@ class Recovery:
     async def recover(self) -> int:
         """Finish every interrupted transaction; returns the number of transactions touched."""
         crash_point("recovery.start")
+        started = datetime.now(UTC)
         touched = await self._abort_pre_submit()
         touched += await self._mark_unknown()
         touched += await self._resolve_unknown()
         await self._reversals.drain_within(self._drain_budget_s)
+        touched += await self._close_unanswered_queries(started)
         if touched:
             logger.info("recovery finished {} interrupted transaction(s)", touched)
         return touched
@@ -50,9 +56,18 @@ class Recovery:
     async def _abort_pre_submit(self) -> int:
         touched = 0
         for record in await self._journal.list_by_states(PRE_SUBMIT_STATES):
-            response = pos_response(record.trace_no, ReturnCode.INTERRUPTED)
-            await journaled_step(self._journal, record.trace_no, record.state, "abort",
-                                 response=response, return_code=ReturnCode.INTERRUPTED.code, detail="restart")
+            code, message = ReturnCode.INTERRUPTED, ""
+            if record.state == TxnState.CHOOSING:  # options offered (nothing moved), none chosen
+                code, message = ReturnCode.CHOICE_TIMEOUT, _NONE_CHOSEN
+            await journaled_step(
+                self._journal,
+                record.trace_no,
+                record.state,
+                "abort",
+                response=pos_response(record.trace_no, code, message),
+                return_code=code.code,
+                detail="restart",
+            )
             touched += 1
             crash_point("recovery.after_first")
         return touched
@@ -64,6 +79,16 @@ class Recovery:
                 await journaled_step(self._journal, record.trace_no, state, event, detail="restart")
                 touched += 1
         return touched
+
+    async def _close_unanswered_queries(self, before: datetime) -> int:
+        """Queries and uploads a previous run sent without recording a result (none started since)."""
+        unanswered = await self._journal.unanswered_queries(before)
+        for query in unanswered:
+            answer = query_no_answer(query.trace_no)
+            await self._journal.record_query_result(
+                query.trace_no, query.action, "no_answer", response=answer, return_code=str(answer["returnCode"])
+            )
+        return len(unanswered)
 
     async def _resolve_unknown(self) -> int:
         unknown = await self._journal.list_by_states([TxnState.UNKNOWN])

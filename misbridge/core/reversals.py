@@ -11,19 +11,29 @@ The e-Buy book has no reversal message: ``voidCardSale`` with ``originalTraceNo`
   or ``reversal_expire_s`` without success -> needs_manual, with an alert;
 * every void carries a new traceNo allocated in the same commit as its intent
   (``Journal.allocate_call``).
+
+A POS void (``voidQrcodeSale``, ``voidCardSale``) whose outcome stayed unknown is queued the same
+way: the queue sends the POS's void again (its action, ``originalTraceNo`` and ``acquirer``: the
+body the journal keeps, so a card void goes without ``cardInfo``, a system void like misbridge's
+own) under new traceNos until the backend confirms it (``resolution.void_resend_done_codes``:
+``void_confirmed``, the void approved with that reply) or refuses it (needs_manual).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from loguru import logger
 
 from misbridge.config.settings import ResolutionSettings
-from misbridge.core.answers import pos_response
+from misbridge.core.answers import backend_answer, pos_response
+from misbridge.core.flow import sent_as
+from misbridge.core.followups import as_posted, as_sent
+from misbridge.core.machine import TransactionKind, kind_of
 from misbridge.core.ports import Backend, BackendReplyLike
 from misbridge.errors import BackendNotSent, BackendOutcomeUnknown, MisbridgeError, ReturnCode
 from misbridge.host.crashpoints import crash_point
@@ -43,16 +53,19 @@ class ReversalQueue:
         self._drain_task: asyncio.Task[int] | None = None
         self._stopping = False  # shutdown: finish the void in flight, start no other
 
-    async def enqueue_void(self, trace_no: str, from_state: str, event: str, detail: str) -> None:
+    async def enqueue_void(
+        self, trace_no: str, from_state: str, event: str, detail: str, *, answer_code: ReturnCode = ReturnCode.VOIDED
+    ) -> None:
         """Move ``trace_no`` to ``voiding`` and queue its void, atomically.
 
-        The MB32 answer is stored in the same commit: every later answer about this traceNo
-        (the waiting POS, a repeat, an inquiry) is this one, byte for byte.
+        The MB32 answer (MB36 for a POS void sent again) is stored in the same commit: every
+        later answer about this traceNo (the waiting POS, a repeat, an inquiry) is this one,
+        byte for byte, until a POS void is confirmed.
         """
-        answer = pos_response(trace_no, ReturnCode.VOIDED)
+        answer = pos_response(trace_no, answer_code)
         await self._journal.enqueue_reversal(
             trace_no, from_state=from_state, event=event, detail=detail,
-            response=answer, return_code=ReturnCode.VOIDED.code,
+            response=answer, return_code=answer_code.code,
         )  # fmt: skip
         logger.bind(traceNo=trace_no).warning("void queued: {}", detail)
         crash_point("void.after_enqueue")
@@ -79,8 +92,10 @@ class ReversalQueue:
         record = await self._journal.get(original)
         call_no = await self._journal.allocate_call(original, "void")
         crash_point("void.after_alloc")
+        action = self._void_action(record)
         try:
-            reply = await self._backend.submit(self._settings.void_action, _void_body(call_no, record))
+            body = await self._void_body(call_no, record)
+            reply = await self._backend.submit(action, body)
         except (BackendNotSent, BackendOutcomeUnknown) as err:
             await self._journal.record_call_result(call_no, state="unknown")
             await self._retry_later(reversal, str(err))
@@ -89,12 +104,48 @@ class ReversalQueue:
         await self._journal.record_call_result(
             call_no, state="answered", return_code=reply.return_code, response=reply.body
         )
-        await self._apply_void_reply(reversal, reply)
+        posted = record.request if record is not None and _is_pos_void(record) else None
+        await self._apply_void_reply(reversal, reply, sent=body, posted=posted)
 
-    async def _apply_void_reply(self, reversal: ReversalRecord, reply: BackendReplyLike) -> None:
+    def _void_action(self, record: TransactionRecord | None) -> str:
+        """The POS's own void sent again, or the void of the sale's family (voidQrcodeSale for a QR sale)."""
+        if record is None:
+            return self._settings.void_action
+        if _is_pos_void(record):
+            return record.action
+        return self._settings.void_actions.get(record.action, self._settings.void_action)
+
+    async def _void_body(self, call_no: str, record: TransactionRecord | None) -> dict[str, Any]:
+        if record is None:
+            return {"traceNo": call_no, "originalTraceNo": ""}
+        if _is_pos_void(record):  # the POS's void again, under a new traceNo
+            return {**await as_sent(self._journal, record.request), "traceNo": call_no}
+        # The sale as the backend knows it: its own traceNo, or its options sale's second round.
+        body: dict[str, Any] = {"traceNo": call_no, "originalTraceNo": await sent_as(self._journal, record.trace_no)}
+        if "acquirer" in record.request:
+            body["acquirer"] = record.request["acquirer"]  # book §10.5: mandatory for acquiring voids
+        return body
+
+    async def _apply_void_reply(
+        self,
+        reversal: ReversalRecord,
+        reply: BackendReplyLike,
+        *,
+        sent: Mapping[str, Any],
+        posted: Mapping[str, Any] | None,
+    ) -> None:
+        """Settle the queue entry by the void's reply; ``posted`` is the POS's void when this resent it."""
         original = reversal.original_trace_no
         code = reply.return_code
-        if code in self._settings.void_done_codes:
+        if posted is not None and code in self._settings.void_resend_done_codes:
+            # The POS's void is done: it ends approved with the backend's answer under its traceNo.
+            answer = as_posted(backend_answer({**reply.body, "traceNo": original}, original), posted, sent)
+            await self._journal.complete_reversal(
+                original, event="void_confirmed", response=answer, return_code=code, detail=f"void answered {code}"
+            )
+            logger.bind(traceNo=original).info("void confirmed (backend answered {})", code)
+            crash_point("void.resend.after_commit")
+        elif posted is None and code in self._settings.void_done_codes:
             # The stored MB32 answer (written when the void was queued) stays the answer.
             await self._journal.complete_reversal(original, detail=f"void answered {code}")
             logger.bind(traceNo=original).info("voided (backend answered {})", code)
@@ -117,7 +168,14 @@ class ReversalQueue:
         logger.bind(traceNo=reversal.original_trace_no).warning("void attempt failed ({}); next at {}", error, next_at)
 
     async def _escalate(self, original: str, detail: str) -> None:
-        await self._journal.escalate_reversal(original, detail=detail)
+        # The answer first given (MB32 "voids it, not charged", MB36 "sends it again") is no
+        # longer true: a repeat of the request is told a person must reconcile it.
+        answer = pos_response(
+            original, ReturnCode.NEEDS_MANUAL, f"the void could not be completed ({detail}); reconcile by hand"
+        )
+        await self._journal.escalate_reversal(
+            original, detail=detail, response=answer, return_code=ReturnCode.NEEDS_MANUAL.code
+        )
         logger.bind(traceNo=original, alert="NEEDS_MANUAL").error("reversal needs manual resolution: {}", detail)
 
     # -- draining -----------------------------------------------------------------------------
@@ -185,11 +243,9 @@ class ReversalQueue:
         return max(0.05, min((soonest - datetime.now(UTC)).total_seconds(), self._settings.reversal_backoff_max_s))
 
 
-def _void_body(call_no: str, record: TransactionRecord | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"traceNo": call_no, "originalTraceNo": record.trace_no if record else ""}
-    if record is not None and "acquirer" in record.request:
-        body["acquirer"] = record.request["acquirer"]  # book §10.5: mandatory for acquiring voids
-    return body
+def _is_pos_void(record: TransactionRecord | None) -> bool:
+    """``record`` is a void the POS asked for (sent again), not a sale misbridge undoes."""
+    return record is not None and kind_of(record.action) is TransactionKind.VOID
 
 
 def _log_drain_failure(task: asyncio.Task[int]) -> None:

@@ -12,7 +12,14 @@ customer was prompted does not see its sale run later: the sale ends with MB29 i
 
 A POS ``inquiry`` is answered by :mod:`misbridge.core.pos_inquiry`; one about an original the
 journal does not hold is forwarded to the backend, which then bars both its traceNos, so a sale
-with a barred traceNo is refused before the customer is prompted (MB42). Which answer the POS
+with a barred traceNo is refused before the customer is prompted (MB42). ``accumulating`` and the
+queries and upload (no pad) are run by :mod:`misbridge.core.passthrough`, the QR voids and refunds
+with them; ``qrcodeSale`` runs here like a card sale (one pad transaction at a time), its steps in
+:mod:`misbridge.core.qr`. ``voidCardSale`` and ``refundCardSale`` run here too: checked against
+their original under the follow-ups' lock before the customer is prompted
+(:mod:`misbridge.core.followups`), then card (the same card as the original's:
+:mod:`misbridge.core.cardfollow`) and PIN, the pad showing what is voided or refunded, then
+submitted with ``cardInfo`` like a sale. Which answer the POS
 gets is :mod:`misbridge.core.answers`'s choice; ``/health`` is built by :mod:`misbridge.core.health`,
 inquiry, voids and start-up recovery by :mod:`~misbridge.core.inquiry`,
 :mod:`~misbridge.core.reversals` and :mod:`~misbridge.core.recovery`.
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections import ChainMap
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,14 +38,18 @@ from loguru import logger
 from misbridge.config.settings import Settings
 from misbridge.core import answers
 from misbridge.core.answers import Response
-from misbridge.core.callers import InFlight, Presence
+from misbridge.core.callers import CLAIM_MARGIN_S, InFlight, Presence
+from misbridge.core.cardfollow import CARD_FOLLOW_UPS, PadScreen, check_same_card, follow_up_screen
 from misbridge.core.flow import Flow
+from misbridge.core.followups import record_follow_up
 from misbridge.core.health import ServiceStatus, health_report
 from misbridge.core.inquiry import InquiryLoop
 from misbridge.core.machine import TxnState
 from misbridge.core.observe import NoMetrics, TransactionMetrics, timed
+from misbridge.core.passthrough import PASS_THROUGH_ACTIONS, VALUE_ACTIONS, PassThrough
 from misbridge.core.ports import CardBackend
 from misbridge.core.pos_inquiry import PosInquiries
+from misbridge.core.qr import QR_ACTION, QrSales
 from misbridge.core.recovery import Recovery
 from misbridge.core.reversals import ReversalQueue
 from misbridge.device.base import CardRead, EncryptedPin, PinPadDriver
@@ -47,9 +59,11 @@ from misbridge.ebuy.requests import (
     CARD_ACTIONS,
     TRACE_NO_PATTERN,
     CardRedemptionRequest,
-    amount_minor_units,
+    QrcodeSaleRequest,
+    RefundCardSaleRequest,
+    VoidCardSaleRequest,
+    parse_request,
     shown_action,
-    validate_request,
 )
 from misbridge.errors import (
     BackendNotSent,
@@ -89,8 +103,13 @@ class TransactionService:
     """Runs POS requests to completion. ``handle`` never raises for anything the POS caused."""
 
     def __init__(
-        self, settings: Settings, journal: Journal, pinpad: PinPadDriver, backend: CardBackend,
-        *, metrics: TransactionMetrics | None = None,
+        self,
+        settings: Settings,
+        journal: Journal,
+        pinpad: PinPadDriver,
+        backend: CardBackend,
+        *,
+        metrics: TransactionMetrics | None = None,
     ) -> None:
         self._settings = settings
         self._journal = journal
@@ -98,12 +117,23 @@ class TransactionService:
         self._backend = backend
         self._metrics: TransactionMetrics = metrics or NoMetrics()
         self._reversals = ReversalQueue(settings.resolution, journal, backend)
-        self._inquiries = InquiryLoop(settings.resolution, journal, backend, self._reversals, metrics=self._metrics)
+        self._inquiries = InquiryLoop(
+            settings.resolution, journal, backend, self._reversals,
+            metrics=self._metrics, choose_codes=settings.options.choose_codes,
+        )  # fmt: skip
         self._recovery = Recovery(
             journal, self._inquiries, self._reversals, drain_budget_s=settings.resolution.drain_before_sale_s
         )
         self._in_flight: dict[str, InFlight] = {}
-        self._pos_inquiries = PosInquiries(settings, journal, backend, self._in_flight)
+        self._follow_up_lock = asyncio.Lock()  # a void/refund's check and intent, one at a time (QR or card)
+        self._passthrough = PassThrough(
+            settings, journal, backend, self._inquiries, metrics=self._metrics, card_in_flight=self._in_flight,
+            follow_up_lock=self._follow_up_lock,
+        )  # fmt: skip
+        # An inquiry waits for a card sale or an accumulation that is still starting.
+        running = ChainMap(self._in_flight, self._passthrough.in_flight)
+        self._pos_inquiries = PosInquiries(settings, journal, backend, running)
+        self._qr = QrSales(settings, journal, pinpad, backend, self._inquiries, self._metrics)
         self._accepting = True
         # Not ready until recover() has run: a card request before that could overtake an
         # interrupted transaction of the same customer.
@@ -138,7 +168,7 @@ class TransactionService:
 
     async def drain(self) -> None:
         """Wait until every running transaction has finished."""
-        tasks = [entry.task for entry in self._in_flight.values()]
+        tasks = [entry.task for entry in (*self._in_flight.values(), *self._passthrough.in_flight.values())]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
@@ -165,24 +195,30 @@ class TransactionService:
         trace_no = body.get("traceNo") if isinstance(body.get("traceNo"), str) else ""
         assert isinstance(trace_no, str)
         try:
-            request = validate_request(action, body)
+            request = parse_request(action, body)
             if not self._accepting:
                 raise RequestError("misbridge is shutting down", return_code=ReturnCode.SHUTTING_DOWN)
-            if self._recovering and action in CARD_ACTIONS:
+            if self._recovering and action in _MONEY_ACTIONS:
                 raise RequestError(ReturnCode.RECOVERING.meaning, return_code=ReturnCode.RECOVERING)
         except RequestError as err:
             _log_refusal(trace_no, action, err)
-            if action in CARD_ACTIONS:
+            if action in _MONEY_ACTIONS:
                 self._metrics.transaction_finished(action, "refused")
             return answers.refusal(trace_no, err)
-        if action in CARD_ACTIONS:
-            assert isinstance(request, CardRedemptionRequest)
-            claim_deadline = asyncio.get_running_loop().time() + self._settings.api.pos_deadline_s - _CLAIM_MARGIN_S
+        if action in PASS_THROUGH_ACTIONS:
+            return await self._passthrough.handle(action, dict(body))
+        if action in _PAD_ACTIONS:
+            assert isinstance(request, _PadRequest)
+            claim_deadline = asyncio.get_running_loop().time() + self._settings.api.pos_deadline_s - CLAIM_MARGIN_S
             return await self._join_or_start(action, dict(body), request, claim_deadline, caller_gone)
         return await self._pos_inquiries.answer(dict(body))
 
     async def _join_or_start(
-        self, action: str, body: dict[str, Any], request: CardRedemptionRequest, claim_deadline: float,
+        self,
+        action: str,
+        body: dict[str, Any],
+        request: _PadRequest,
+        claim_deadline: float,
         caller_gone: asyncio.Event | None,
     ) -> Response:
         trace_no = request.traceNo
@@ -194,14 +230,14 @@ class TransactionService:
             # The same request again while it runs: wait for the one answer, never prompt twice.
             running.presence.join(caller_gone)
             return await asyncio.shield(running.task)
+        if trace_no in self._passthrough.in_flight:  # an accumulation or query with this traceNo runs
+            return answers.running_conflict(trace_no)
         if self._in_flight:
             # Only a count: the running traceNo is not this caller's business (issue 10, item 6).
             return answers.pad_busy(trace_no)
         presence = Presence()
         presence.join(caller_gone)
-        task = asyncio.create_task(
-            self._card_transaction(action, body, request, fingerprint, claim_deadline, presence)
-        )
+        task = asyncio.create_task(self._card_transaction(action, body, request, fingerprint, claim_deadline, presence))
         self._in_flight[trace_no] = InFlight(fingerprint, task, presence)
         task.add_done_callback(lambda _: self._in_flight.pop(trace_no, None))
         task.add_done_callback(lambda _: presence.close())
@@ -209,37 +245,79 @@ class TransactionService:
         return await asyncio.shield(task)
 
     async def _card_transaction(
-        self, action: str, body: dict[str, Any], request: CardRedemptionRequest, fingerprint: str,
-        claim_deadline: float, presence: Presence,
+        self,
+        action: str,
+        body: dict[str, Any],
+        request: _PadRequest,
+        fingerprint: str,
+        claim_deadline: float,
+        presence: Presence,
     ) -> Response:
         trace_no = request.traceNo
         existing = await self._journal.get(trace_no)
+        if existing is not None and action == QR_ACTION:
+            return await self._qr.again(existing, body, claim_deadline)  # a repeat, or the POS's choice
         if existing is not None:
             return answers.repeat_answer(existing, action, fingerprint)
         # Pending voids go out before a new sale (the 冲正-before-next-transaction practice).
         await self._drain_unless_gone(presence)
         crash_point("intake.before_intent")
         try:
-            await self._journal.record_intent(TransactionRecord.new(trace_no, action, TxnState.RECEIVED, body))
+            original = await self._record_intent(action, body)
         except BarredTraceNoError as barred:
             # The backend would refuse the sale as a duplicate after the PIN: refuse it now.
             err = RequestError(f"{barred}; use a new traceNo", return_code=ReturnCode.TRACE_NO_BARRED)
             _log_refusal(trace_no, action, err)
             self._metrics.transaction_finished(action, "refused")
             return answers.refusal(trace_no, err)
+        except RequestError as err:  # the journal rules the void or refund out: nobody prompted, nothing sent
+            _log_refusal(trace_no, action, err)
+            self._metrics.transaction_finished(action, "refused")
+            return answers.refusal(trace_no, err)
         crash_point("intake.after_intent")
         flow = Flow(self._journal, trace_no)
+        screen = follow_up_screen(action, body, original) if action in CARD_FOLLOW_UPS else None
         with timed(self._metrics, "total"):
-            try:
-                card, pin = await self._read_card_and_pin(flow, request, presence)
-            except (DeviceError, MisbridgeError) as err:
-                response = await self._abort(flow, err)
-            else:
-                outbound = {**body, "cardInfo": card_info(card, pin)}
-                response = await self._submit(flow, action, outbound, claim_deadline)
+            response = await self._run_steps(action, body, request, flow, claim_deadline, presence, screen)
         crash_point("outcome.after_commit")
         self._metrics.transaction_finished(action, flow.state)
         return response
+
+    async def _record_intent(self, action: str, body: dict[str, Any]) -> TransactionRecord | None:
+        """Journal the intent; a card void or refund is checked against its original first (its original returned).
+
+        Raises:
+            BarredTraceNoError: the backend saw the traceNo in an inquiry.
+            RequestError: the original in the journal rules the void or refund out (nothing recorded).
+        """
+        record = TransactionRecord.new(str(body["traceNo"]), action, TxnState.RECEIVED, body)
+        if action not in CARD_FOLLOW_UPS:
+            await self._journal.record_intent(record)
+            return None
+        return await record_follow_up(self._journal, self._follow_up_lock, action, record, body)
+
+    async def _run_steps(
+        self,
+        action: str,
+        body: dict[str, Any],
+        request: _PadRequest,
+        flow: Flow,
+        claim_deadline: float,
+        presence: Presence,
+        screen: PadScreen | None,
+    ) -> Response:
+        """A journaled (``received``) pad transaction to its answer: a QR sale, or card and PIN then submit."""
+        if isinstance(request, QrcodeSaleRequest):
+            return await self._qr.run(flow, body, request, presence, claim_deadline)
+        if screen is None:
+            assert isinstance(request, CardRedemptionRequest)
+            screen = PadScreen.sale(request.totalAmount)
+        try:
+            card, pin = await self._read_card_and_pin(flow, screen, presence)
+        except (DeviceError, MisbridgeError) as err:
+            return await self._abort(flow, err)
+        outbound = {**body, "cardInfo": card_info(card, pin)}
+        return await self._submit(flow, action, outbound, claim_deadline)
 
     async def _drain_unless_gone(self, presence: Presence) -> None:
         """Wait for the drain before a sale, but no longer once every caller has hung up.
@@ -262,23 +340,29 @@ class TransactionService:
             drain.result()  # a journal error of the drain surfaces as before
 
     async def _read_card_and_pin(
-        self, flow: Flow, request: CardRedemptionRequest, presence: Presence
+        self, flow: Flow, screen: PadScreen, presence: Presence
     ) -> tuple[CardRead, EncryptedPin]:
+        """Card, then PIN, the pad showing ``screen``; another card than the original's ends it before the PIN."""
         device = self._settings.device
         if presence.all_gone.is_set():
             # Nobody is there to hear the answer: do not ask the customer for a card (issue 10, item 2).
             raise MisbridgeError(ReturnCode.POS_GONE.meaning, return_code=ReturnCode.POS_GONE)
         if not self._pinpad.connected:
             raise DeviceNotConnected("PIN pad not connected: check the cable and the device path")
-        amount = amount_minor_units(request.totalAmount)
+        amount, kind, reference = screen.amount_minor, screen.kind, screen.reference
         await flow.step("start_card")
         with timed(self._metrics, "card"):
-            card = await self._pinpad.read_card(amount, device.card_timeout_s, f"Amount {request.totalAmount}")
+            card = await self._pinpad.read_card(
+                amount, device.card_timeout_s, screen.prompt, kind=kind, reference=reference
+            )
         crash_point("card.before_commit")
         await flow.step("card_read", masked_pan=card.masked_pan, card_type=card.card_type)
         crash_point("card.after_commit")
+        check_same_card(screen, card)
         with timed(self._metrics, "pin"):
-            pin = await self._pinpad.read_pin(amount, device.pin_timeout_s, "Enter PIN", key_index=device.key_index)
+            pin = await self._pinpad.read_pin(
+                amount, device.pin_timeout_s, "Enter PIN", key_index=device.key_index, kind=kind, reference=reference
+            )
         crash_point("pin.before_commit")
         return card, pin
 
@@ -323,5 +407,8 @@ def _log_refusal(trace_no: str, action: str, err: RequestError) -> None:
     logger.bind(traceNo=shown_trace, action=shown_name).warning("refused: {} {}", err.return_code.code, err)
 
 
-#: Margin between the POS's deadline and the last moment misbridge hands it an approval.
-_CLAIM_MARGIN_S = 2.0
+#: Actions that use the pad, one at a time (a qrcodeSale may read its code and show options on it).
+_PAD_ACTIONS = (*CARD_ACTIONS, QR_ACTION, *CARD_FOLLOW_UPS)
+_PadRequest = CardRedemptionRequest | QrcodeSaleRequest | VoidCardSaleRequest | RefundCardSaleRequest
+#: Actions that move value: refused while recovering (MB92), counted as transactions.
+_MONEY_ACTIONS = (*_PAD_ACTIONS, *VALUE_ACTIONS)

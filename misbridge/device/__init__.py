@@ -3,11 +3,15 @@
 from misbridge.device.base import (
     DRIVERS,
     CardRead,
+    CodeEntry,
+    CodeOrigin,
+    CodeRead,
     EncryptedPin,
     PadInfo,
     PinPadDriver,
     ProgressCallback,
     ProgressStep,
+    TransKind,
     create_driver,
     register_driver,
 )
@@ -16,12 +20,16 @@ from misbridge.device.mispos import MisPosV1Driver
 __all__ = [
     "DRIVERS",
     "CardRead",
+    "CodeEntry",
+    "CodeOrigin",
+    "CodeRead",
     "EncryptedPin",
     "MisPosV1Driver",
     "PadInfo",
     "PinPadDriver",
     "ProgressCallback",
     "ProgressStep",
+    "TransKind",
     "create_driver",
     "register_driver",
 ]

@@ -8,7 +8,7 @@ family is one new module plus one :data:`DRIVERS` entry, chosen by ``device.prot
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -25,6 +25,32 @@ class ProgressStep(StrEnum):
     WAITING_PIN = "waiting_pin"
     PIN_DIGIT = "pin_digit"
     PIN_COMPLETE = "pin_complete"
+    WAITING_CODE = "waiting_code"
+    WAITING_CHOICE = "waiting_choice"
+
+
+class TransKind(StrEnum):
+    """What the customer confirms with card and PIN: shown on the pad with the amount."""
+
+    SALE = "sale"
+    VOID = "void"
+    REFUND = "refund"
+
+
+class CodeEntry(StrEnum):
+    """How the customer may give a code: scanned or keyed (``ANY``), or only one of them."""
+
+    ANY = "any"
+    SCAN = "scan"
+    KEYPAD = "keypad"
+
+
+class CodeOrigin(StrEnum):
+    """How the code was given: keyed in, or scanned as a 1-D bar code or a QR code."""
+
+    KEYPAD = "keypad"
+    BARCODE = "barcode"
+    QR_CODE = "qr_code"
 
 
 #: Progress callback: ``(stage, digits_entered)``; stage is a :class:`ProgressStep` value.
@@ -66,6 +92,17 @@ class EncryptedPin:
 
     pin_block_hex: str = field(repr=False)
     key_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRead:
+    """A QR or bar code read by the pad's scanner or keyed in: printable ASCII, at most 512 characters.
+
+    The text may be a bearer payment code, so it stays out of ``repr``.
+    """
+
+    text: str = field(repr=False)
+    origin: CodeOrigin
 
 
 @runtime_checkable
@@ -113,8 +150,19 @@ class PinPadDriver(Protocol):
         """
         ...
 
-    async def read_card(self, amount_minor: int, timeout_s: int, prompt: str = "") -> CardRead:
+    async def read_card(
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        *,
+        kind: TransKind = TransKind.SALE,
+        reference: str = "",
+    ) -> CardRead:
         """Ask the customer for a card; ``timeout_s`` is the customer's time.
+
+        ``kind`` and ``reference`` (the original transaction, at most 40 characters) say what is
+        confirmed: the pad shows them with the amount. A pad that predates them shows a sale.
 
         Raises:
             DeviceNotConnected: no link (raised before anything is shown to the customer).
@@ -126,9 +174,18 @@ class PinPadDriver(Protocol):
         ...
 
     async def read_pin(
-        self, amount_minor: int, timeout_s: int, prompt: str = "", key_index: int = 1
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        key_index: int = 1,
+        *,
+        kind: TransKind = TransKind.SALE,
+        reference: str = "",
     ) -> EncryptedPin:
         """Ask the customer for the PIN of the card read last; returns the encrypted block.
+
+        ``kind`` and ``reference`` as for :meth:`read_card`.
 
         Raises:
             DeviceNotConnected, DeviceTimeout (PIN_TIMEOUT), CustomerCancelled,
@@ -136,8 +193,31 @@ class PinPadDriver(Protocol):
         """
         ...
 
+    async def read_code(
+        self, prompt: str, timeout_s: int, amount_minor: int = 0, entry: CodeEntry = CodeEntry.ANY
+    ) -> CodeRead:
+        """Ask the customer to scan a QR / bar code or key it in (``amount_minor`` 0: no amount shown).
+
+        Raises:
+            DeviceNotConnected: no link. DeviceTimeout: no code in time (return code CARD_TIMEOUT).
+            CustomerCancelled: the customer pressed Cancel.
+            DeviceRejected: the pad has no scanner and ``entry`` is SCAN (device code ``10``),
+                does not know the command (``07``), or refuses otherwise.
+        """
+        ...
+
+    async def choose(self, prompt: str, options: Sequence[str], timeout_s: int) -> int:
+        """Let the customer pick one of 1..9 ``options`` (labels of 1..32 characters); the 0-based index.
+
+        Raises:
+            ValueError: no option, more than nine, or a label that is empty or too long.
+            DeviceNotConnected, DeviceTimeout (CARD_TIMEOUT), CustomerCancelled,
+            DeviceRejected (the pad does not know the command, or chose an option not offered).
+        """
+        ...
+
     async def cancel(self) -> None:
-        """Cancel the running card or PIN step, if any; the step then raises its error."""
+        """Cancel the running customer step (card, PIN, code, choice), if any; it then raises its error."""
         ...
 
     async def display_text(self, text: str, seconds: int = 0) -> None:

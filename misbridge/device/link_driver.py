@@ -189,8 +189,7 @@ class LinkDriver:
         elif isinstance(event, PayloadAcked):
             logger.debug("{}: frame {} acknowledged", self._name, event.seq)
         elif isinstance(event, Retransmitted):
-            logger.debug("{}: frame {} resent (attempt {}, {})", self._name, event.seq, event.attempt,
-                          event.cause)
+            logger.debug("{}: frame {} resent (attempt {}, {})", self._name, event.seq, event.attempt, event.cause)
         elif isinstance(event, FrameRejected | DuplicateSuppressed | GarbageDiscarded):
             logger.debug("{}: {}", self._name, event)
 
@@ -205,8 +204,9 @@ class LinkDriver:
             return
         waiter = self._waiters.get(msg.request_id)
         if waiter is None or waiter.done():
-            logger.debug("{}: reply {} id={} has no waiter (late or unknown)", self._name,
-                          type(msg).__name__, msg.request_id)
+            logger.debug(
+                "{}: reply {} id={} has no waiter (late or unknown)", self._name, type(msg).__name__, msg.request_id
+            )
             return
         logger.debug("{}: reply {} id={}", self._name, type(msg).__name__, msg.request_id)
         waiter.set_result(msg)

@@ -12,26 +12,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from loguru import logger
 
 from misbridge.config.settings import DeviceSettings
 from misbridge.device.base import (
     CardRead,
+    CodeEntry,
+    CodeRead,
     EncryptedPin,
     PadInfo,
     ProgressCallback,
     ProgressStep,
+    TransKind,
     register_driver,
 )
 from misbridge.device.link_driver import LinkDriver
-from misbridge.device.mispos_results import Step, expect, expect_ok
+from misbridge.device.mispos_results import (
+    CODE_INPUTS,
+    TRANS_TYPES,
+    Step,
+    card_read,
+    code_read,
+    expect,
+    expect_ok,
+    pad_info,
+)
 from misbridge.errors import (
     ConfigError,
     DeviceError,
     DeviceNotConnected,
+    DeviceRejected,
     DeviceTimeout,
+    MessageError,
     MisbridgeError,
 )
 from misbridge.link import (
@@ -40,6 +54,9 @@ from misbridge.link import (
     MAX_RETRANSMITS,
     Cancel,
     CardData,
+    Choice,
+    Choose,
+    CodeData,
     DeviceInfo,
     DeviceInfoRequest,
     DeviceState,
@@ -52,6 +69,7 @@ from misbridge.link import (
     Progress,
     ProgressStage,
     ReadCard,
+    ReadCode,
     ReadPin,
     Role,
     StatusRequest,
@@ -73,6 +91,8 @@ _PROGRESS_STEPS: dict[str, ProgressStep] = {
     ProgressStage.WAITING_FOR_PIN: ProgressStep.WAITING_PIN,
     ProgressStage.PIN_DIGIT_ENTERED: ProgressStep.PIN_DIGIT,
     ProgressStage.PIN_COMPLETE: ProgressStep.PIN_COMPLETE,
+    ProgressStage.WAITING_FOR_CODE: ProgressStep.WAITING_CODE,
+    ProgressStage.WAITING_FOR_CHOICE: ProgressStep.WAITING_CHOICE,
 }
 
 
@@ -201,7 +221,7 @@ class MisPosV1Driver:
             reply = await link.request(
                 DeviceInfoRequest(link.next_request_id()), timeout=self._settings.command_timeout_s
             )
-            info = _pad_info(expect(reply, DeviceInfo, Step.COMMAND))
+            info = pad_info(expect(reply, DeviceInfo, Step.COMMAND))
         except BaseException:
             await link.aclose()
             raise
@@ -268,7 +288,7 @@ class MisPosV1Driver:
     async def device_info(self) -> PadInfo:
         """Ask the pad for its identity (DEVICE_INFO)."""
         reply = await self._command(DeviceInfoRequest)
-        self._info = _pad_info(expect(reply, DeviceInfo, Step.COMMAND))
+        self._info = pad_info(expect(reply, DeviceInfo, Step.COMMAND))
         return self._info
 
     async def status(self) -> str:
@@ -295,37 +315,94 @@ class MisPosV1Driver:
         if link is not None and link.up:
             await self._send_cancel(link)
 
-    async def read_card(self, amount_minor: int, timeout_s: int, prompt: str = "") -> CardRead:
+    async def read_card(
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        *,
+        kind: TransKind = TransKind.SALE,
+        reference: str = "",
+    ) -> CardRead:
         """READ_CARD with the §7 host timer; see :class:`~misbridge.device.base.PinPadDriver`."""
         link = self._require_link()
-        msg = ReadCard(link.next_request_id(), amount_minor, timeout_s, prompt)
+        msg = _built(
+            lambda: ReadCard(
+                link.next_request_id(),
+                amount_minor,
+                timeout_s,
+                prompt,
+                trans_type=TRANS_TYPES[kind],
+                reference=reference,
+            )
+        )
         card = expect(await self._customer_step(link, msg, timeout_s, Step.CARD), CardData, Step.CARD)
         logger.debug("card read: {} (type {})", card.masked_pan, card.card_type)  # the step logs it at INFO
-        return _card_read(card)
+        return card_read(card)
 
     async def read_pin(
-        self, amount_minor: int, timeout_s: int, prompt: str = "", key_index: int = 1
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        key_index: int = 1,
+        *,
+        kind: TransKind = TransKind.SALE,
+        reference: str = "",
     ) -> EncryptedPin:
         """READ_PIN with the §7 host timer; see :class:`~misbridge.device.base.PinPadDriver`."""
         link = self._require_link()
-        msg = ReadPin(link.next_request_id(), amount_minor, timeout_s, prompt, key_index=key_index)
+        msg = _built(
+            lambda: ReadPin(
+                link.next_request_id(),
+                amount_minor,
+                timeout_s,
+                prompt,
+                key_index=key_index,
+                trans_type=TRANS_TYPES[kind],
+                reference=reference,
+            )
+        )
         block = expect(await self._customer_step(link, msg, timeout_s, Step.PIN), PinBlock, Step.PIN)
         logger.debug("PIN entered (key index {})", block.key_index)
         return EncryptedPin(block.pin_block_hex, block.key_index)
+
+    async def read_code(
+        self, prompt: str, timeout_s: int, amount_minor: int = 0, entry: CodeEntry = CodeEntry.ANY
+    ) -> CodeRead:
+        """READ_CODE (§5.1) with the §7 host timer; the code itself is never logged."""
+        link = self._require_link()
+        msg = _built(lambda: ReadCode(link.next_request_id(), timeout_s, prompt, amount_minor, CODE_INPUTS[entry]))
+        reply = expect(await self._customer_step(link, msg, timeout_s, Step.CODE), CodeData, Step.CODE)
+        code = code_read(reply)
+        logger.debug("code read: {} characters ({})", len(code.text), code.origin)
+        return code
+
+    async def choose(self, prompt: str, options: Sequence[str], timeout_s: int) -> int:
+        """CHOOSE (§5.2) with the §7 host timer; the 0-based index of the option picked."""
+        if isinstance(options, str):
+            raise TypeError("options is a sequence of labels, not one string")
+        link = self._require_link()
+        msg = _built(lambda: Choose(link.next_request_id(), timeout_s, tuple(options), prompt))
+        choice = expect(await self._customer_step(link, msg, timeout_s, Step.CHOICE), Choice, Step.CHOICE)
+        if choice.index > len(options):
+            raise DeviceRejected(f"PIN pad chose option {choice.index} of {len(options)}", device_code="")
+        logger.debug("option {} of {} chosen", choice.index, len(options))
+        return choice.index - 1
 
     async def _customer_step(self, link: LinkDriver, msg: Message, timeout_s: int, step: Step) -> Message:
         """Wait TIMEOUT_S + grace for the reply; on expiry or cancellation, CANCEL the pad."""
         self._steps_running += 1
         try:
             return await link.request(
-                msg, timeout=timeout_s + self._settings.reply_grace_s, timeout_code=step.value
+                msg, timeout=timeout_s + self._settings.reply_grace_s, timeout_code=step.timeout_code
             )
         except DeviceTimeout as err:
             await self._send_cancel(link)
             raise DeviceTimeout(
                 f"PIN pad did not end the step within {timeout_s} s + {self._settings.reply_grace_s:g} s grace;"
                 " step cancelled",
-                return_code=step.value,
+                return_code=step.timeout_code,
             ) from err
         except asyncio.CancelledError:
             # Our caller gave up: do not leave the customer looking at a prompt.
@@ -357,22 +434,12 @@ async def _open_by_url(url: str, baudrate: int) -> ByteTransport:
     return await open_transport(url, baudrate=baudrate)
 
 
-def _pad_info(reply: DeviceInfo) -> PadInfo:
-    return PadInfo(reply.model, reply.firmware, reply.serial_no, int(reply.protocol_version))
-
-
-def _card_read(card: CardData) -> CardRead:
-    return CardRead(
-        card_type=card.card_type,
-        masked_pan=card.masked_pan,
-        enc_pan_hex=card.enc_pan_hex,
-        enc_track2_hex=card.enc_track2_hex,
-        expiry=card.expiry,
-        enc_track1_hex=card.enc_track1_hex,
-        enc_track3_hex=card.enc_track3_hex,
-        card_sn=card.card_sn,
-        enc_ic_data_hex=card.enc_ic_data_hex,
-    )
+def _built(build: Callable[[], Message]) -> Message:
+    """The message ``build`` makes; a value it refuses (a label too long...) is a ValueError."""
+    try:
+        return build()
+    except MessageError as err:
+        raise ValueError(err.message) from None
 
 
 register_driver("mispos-v1", MisPosV1Driver)

@@ -1,10 +1,11 @@
-"""mispos-v1 RESULT codes as misbridge errors (docs/device-protocol.md §6)."""
+"""mispos-v1 replies as misbridge values, and RESULT codes as misbridge errors (docs/device-protocol.md §6)."""
 
 from __future__ import annotations
 
 from enum import Enum
 from typing import TypeVar
 
+from misbridge.device.base import CardRead, CodeEntry, CodeOrigin, CodeRead, PadInfo, TransKind
 from misbridge.errors import (
     CardReadError,
     CustomerCancelled,
@@ -13,7 +14,17 @@ from misbridge.errors import (
     DeviceTimeout,
     ReturnCode,
 )
-from misbridge.link import Message, Result, ResultCode
+from misbridge.link import (
+    CardData,
+    CodeData,
+    CodeInput,
+    CodeSource,
+    DeviceInfo,
+    Message,
+    Result,
+    ResultCode,
+    TransType,
+)
 
 _Reply = TypeVar("_Reply", bound=Message)
 
@@ -21,9 +32,26 @@ _Reply = TypeVar("_Reply", bound=Message)
 class Step(Enum):
     """Which kind of command a result code answers; decides the timeout return code (§6)."""
 
-    CARD = ReturnCode.CARD_TIMEOUT
-    PIN = ReturnCode.PIN_TIMEOUT
-    COMMAND = ReturnCode.DEVICE_ERROR
+    CARD = "card"
+    PIN = "pin"
+    CODE = "code"
+    CHOICE = "choice"
+    COMMAND = "command"
+
+    @property
+    def timeout_code(self) -> ReturnCode:
+        """The returnCode of a timeout in this step (§6 TIMEOUT, §7 host timers)."""
+        return _TIMEOUT_CODES[self]
+
+
+# A code or a choice stands where the card stands in the flow: no answer is "nothing presented".
+_TIMEOUT_CODES = {
+    Step.CARD: ReturnCode.CARD_TIMEOUT,
+    Step.PIN: ReturnCode.PIN_TIMEOUT,
+    Step.CODE: ReturnCode.CARD_TIMEOUT,
+    Step.CHOICE: ReturnCode.CARD_TIMEOUT,
+    Step.COMMAND: ReturnCode.DEVICE_ERROR,
+}
 
 
 _RESULT_NAMES = {code.value: code.name for code in ResultCode}
@@ -47,7 +75,7 @@ def result_error(result: Result, step: Step) -> DeviceError:
     if code == ResultCode.HOST_CANCELLED:
         return CustomerCancelled(f"step cancelled by the host ({detail})")
     if code == ResultCode.TIMEOUT:
-        return DeviceTimeout(f"customer did not act in time ({detail})", return_code=step.value)
+        return DeviceTimeout(f"customer did not act in time ({detail})", return_code=step.timeout_code)
     if code == ResultCode.CARD_READ_ERROR:
         return CardReadError(f"card could not be read ({detail})")
     return_code = _REJECTED_CODES.get(code, ReturnCode.DEVICE_ERROR)
@@ -76,3 +104,42 @@ def expect_ok(reply: Message, step: Step) -> None:
     result = expect(reply, Result, step)
     if result.code != ResultCode.OK:
         raise result_error(result, step)
+
+
+#: TRANS_TYPE for each kind of confirmation, CODE_INPUT for each entry, origin of each CODE_SOURCE.
+TRANS_TYPES = {TransKind.SALE: TransType.SALE, TransKind.VOID: TransType.VOID, TransKind.REFUND: TransType.REFUND}
+CODE_INPUTS = {
+    CodeEntry.ANY: CodeInput.SCAN_OR_KEYPAD,
+    CodeEntry.SCAN: CodeInput.SCAN_ONLY,
+    CodeEntry.KEYPAD: CodeInput.KEYPAD_ONLY,
+}
+_ORIGINS: dict[str, CodeOrigin] = {
+    CodeSource.KEYPAD: CodeOrigin.KEYPAD,
+    CodeSource.BARCODE: CodeOrigin.BARCODE,
+    CodeSource.QR_CODE: CodeOrigin.QR_CODE,
+}
+
+
+def code_read(reply: CodeData) -> CodeRead:
+    """The code of a CODE_DATA; an undocumented CODE_SOURCE counts as keyed in (§4)."""
+    return CodeRead(reply.code_text, _ORIGINS.get(reply.source, CodeOrigin.KEYPAD))
+
+
+def pad_info(reply: DeviceInfo) -> PadInfo:
+    """The identity in a DEVICE_INFO_REPLY."""
+    return PadInfo(reply.model, reply.firmware, reply.serial_no, int(reply.protocol_version))
+
+
+def card_read(card: CardData) -> CardRead:
+    """The card in a CARD_DATA, still encrypted."""
+    return CardRead(
+        card_type=card.card_type,
+        masked_pan=card.masked_pan,
+        enc_pan_hex=card.enc_pan_hex,
+        enc_track2_hex=card.enc_track2_hex,
+        expiry=card.expiry,
+        enc_track1_hex=card.enc_track1_hex,
+        enc_track3_hex=card.enc_track3_hex,
+        card_sn=card.card_sn,
+        enc_ic_data_hex=card.enc_ic_data_hex,
+    )

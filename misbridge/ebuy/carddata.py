@@ -53,6 +53,14 @@ CARD_DATA_FIELDS: Final = frozenset(
 )  # fmt: skip
 #: Top-level request fields that are identifiers, not text: never read as card numbers.
 REQUEST_IDENTIFIERS: Final = frozenset({"traceNo", "originalTraceNo"})
+#: Top-level fields that hold a payment code scanned from the customer's phone or coupon (book
+#: §10.3, §10.9): not read as card numbers on intake, since wallet codes are 18 digits and one in
+#: ten passes the Luhn check. The code is a one-time token: logs redact it
+#: (:data:`misbridge.ebuy.redaction.SENSITIVE_FIELDS`) and the journal's copy masks any card
+#: number in it (:func:`storable` does not exempt it).
+PAYMENT_CODE_FIELDS: Final = frozenset({"qrcode"})
+# A batchUpload record (book §11.2): its traceNo names a transaction, like the top-level one.
+_BATCH_RECORD_PATH = re.compile(r"transRecord\[\d+\]")
 #: Top-level fields a stored request or response keeps as they are (a replayed answer must
 #: carry the backend's orderNo exactly).
 STORED_IDENTIFIERS: Final = REQUEST_IDENTIFIERS | {"orderNo"}
@@ -265,6 +273,16 @@ def _is_exempt(parent: _Node, key: str | int, value: Any, identifiers: frozenset
 _CACHED_KEY_CHARS = 64
 
 
+def _is_posted_identifier(parent: _Node, key: str | int, value: Any) -> bool:
+    """True for text the POS must be able to send though it may pass Luhn: a payment code at the
+    top of the body, or the traceNo of a batchUpload record (read on intake only)."""
+    if not isinstance(value, str):
+        return False
+    if parent.depth == 1:
+        return key in PAYMENT_CODE_FIELDS
+    return key == "traceNo" and _BATCH_RECORD_PATH.fullmatch(parent.path) is not None
+
+
 def _key_problem(key: str) -> str | None:
     return _short_key_problem(key) if len(key) <= _CACHED_KEY_CHARS else _decide_key(key)
 
@@ -301,7 +319,8 @@ def refuse_card_data(body: Mapping[str, Any], *, identifiers: frozenset[str] = R
     """Refuse ``body`` if it holds card data anywhere, or nests deeper than :data:`MAX_DEPTH`.
 
     Walks the body without recursion, in document order, and reports the first problem. The
-    top-level ``identifiers`` and a ``goodsId`` that is a valid GTIN are not read as text.
+    top-level ``identifiers``, a top-level payment code (:data:`PAYMENT_CODE_FIELDS`), a batch
+    record's ``traceNo`` and a ``goodsId`` that is a valid GTIN are not read as text.
 
     Raises:
         RequestError: MB16 naming the path of a card-data field, a card number or a field
@@ -312,7 +331,8 @@ def refuse_card_data(body: Mapping[str, Any], *, identifiers: frozenset[str] = R
         node = stack.pop()
         if node.depth > MAX_DEPTH:
             raise RequestError(
-                f"'{node.path}' is nested deeper than {MAX_DEPTH} levels", return_code=ReturnCode.BAD_FIELD,
+                f"'{node.path}' is nested deeper than {MAX_DEPTH} levels",
+                return_code=ReturnCode.BAD_FIELD,
                 field=node.path,
             )
         pending = []
@@ -320,7 +340,11 @@ def refuse_card_data(body: Mapping[str, Any], *, identifiers: frozenset[str] = R
             _check_key(node, key)
             if isinstance(value, Mapping | list | tuple):
                 pending.append(_Node(_child_path(node.path, key), value, node.depth + 1))
-            elif not _is_exempt(node, key, value, identifiers) and _holds_card_number(value):
+            elif (
+                not _is_exempt(node, key, value, identifiers)
+                and not _is_posted_identifier(node, key, value)
+                and _holds_card_number(value)
+            ):
                 raise _refusal(_child_path(node.path, key), _CARD_NUMBER_PROBLEM)
         stack += reversed(pending)
 

@@ -67,9 +67,7 @@ def decode_body(encoded: str) -> dict[str, Any]:
             f"body is not Base64 of UTF-8 JSON: {err}", return_code=ReturnCode.BAD_BODY_ENCODING, field="body"
         ) from err
     if not isinstance(value, dict):
-        raise RequestError(
-            "body must decode to a JSON object", return_code=ReturnCode.BAD_BODY_ENCODING, field="body"
-        )
+        raise RequestError("body must decode to a JSON object", return_code=ReturnCode.BAD_BODY_ENCODING, field="body")
     return value
 
 
@@ -99,7 +97,7 @@ def parse_envelope(raw: bytes | str) -> Envelope:
             envelope field, MB16 card data in the envelope (a card-data key, a card number in
             ``action``, ``deviceNo``, ``shopNo``, ``brand`` or another key), MB04 a body that
             is not Base64 UTF-8 JSON. The body's own content is checked later, by
-            :func:`misbridge.ebuy.requests.validate_request`.
+            :func:`misbridge.ebuy.requests.parse_request`.
     """
     try:
         value = jsonio.loads(raw)
@@ -111,9 +109,7 @@ def parse_envelope(raw: bytes | str) -> Envelope:
         raise RequestError("message must be a JSON object", return_code=ReturnCode.BAD_ENVELOPE)
     for name in ENVELOPE_FIELDS:
         if name not in value:
-            raise RequestError(
-                f"envelope field '{name}' is missing", return_code=ReturnCode.BAD_ENVELOPE, field=name
-            )
+            raise RequestError(f"envelope field '{name}' is missing", return_code=ReturnCode.BAD_ENVELOPE, field=name)
         if not isinstance(value[name], str):
             raise RequestError(
                 f"envelope field '{name}' must be a string, got {type(value[name]).__name__}",

@@ -109,9 +109,7 @@ def _json(value: Any) -> str:
             deeper than the interpreter allows, a lone surrogate).
     """
     try:
-        text = simplejson.dumps(
-            value, use_decimal=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False
-        )
+        text = simplejson.dumps(value, use_decimal=True, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         text.encode("utf-8")  # a lone surrogate only fails here
     except (TypeError, ValueError, RecursionError) as err:  # UnicodeError is a ValueError
         raise _Unencodable(str(err)) from err

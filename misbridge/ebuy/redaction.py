@@ -44,6 +44,9 @@ SENSITIVE_FIELDS: Final = CARD_DATA_FIELDS | frozenset(
         "icData", "ic_data", "cardNo", "card_no", "cardInfo", "card_info", "cvv", "cvv2", "cvn", "cvc",
         "encPan", "enc_pan", "enc_track2", "enc_pan_hex", "enc_track1_hex", "enc_track2_hex", "enc_track3_hex",
         "enc_ic_data_hex", "pin_block_hex",
+        # A QR payment code is a one-time bearer token: never logged (the POS may send it, so it
+        # is not a refused card-data field).
+        "qrcode", "qr_code",
     )
 )  # fmt: skip
 # Track 2 equivalent data: PAN, '=' (or 'D'), then expiry, service code and discretionary data.

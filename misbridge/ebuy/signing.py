@@ -41,9 +41,7 @@ def signing_string(fields: Mapping[str, object], key: str, *, include_body: bool
         include_body: keep ``body`` in the string (misbridge's default).
     """
     pairs = [
-        f"{name}={value}"
-        for name, value in sorted(fields.items())
-        if _signed(name, value, include_body=include_body)
+        f"{name}={value}" for name, value in sorted(fields.items()) if _signed(name, value, include_body=include_body)
     ]
     pairs.append(f"key={key}")
     return "&".join(pairs)

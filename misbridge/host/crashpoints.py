@@ -39,6 +39,24 @@ POINTS: tuple[str, ...] = (
     "recovery.start",  # start-up recovery begun, nothing recovered yet
     "recovery.after_first",  # first interrupted transaction recovered
     "shutdown.drain",  # SIGTERM received, running transactions draining
+    # qrcodeSale (code in the body): the first round, options, the second round
+    "qr.submit.after_commit",  # first round's submitting committed, no byte sent yet
+    "backend.qrcodeSale.after_write",  # a round written, reply headers arrived, body not read
+    "qr.after_reply",  # a round's reply parsed, its outcome (or the offer) not yet committed
+    "qr.offer.after_commit",  # options offered (choosing) committed, the customer not yet asked
+    "qr.option.after_alloc",  # second round's traceNo allocated, option_chosen not yet committed
+    "qr.option.after_commit",  # option_chosen (submitting) committed, the second round not yet sent
+    # voidQrcodeSale and refundQrcodeSale from the POS
+    "followup.after_intent",  # checked against the original and intent committed, submit not yet
+    "followup.submit.after_commit",  # submitting committed, no byte sent yet
+    "backend.voidQrcodeSale.after_write",  # the void (or its resend) written, reply not read
+    "backend.refundQrcodeSale.after_write",  # the refund written, reply not read
+    "followup.after_reply",  # reply parsed, outcome not yet committed
+    "followup.outcome.after_commit",  # outcome committed, POS not yet told
+    "void.resend.after_commit",  # a POS void sent again by the reversal queue confirmed and committed
+    # voidCardSale and refundCardSale from the POS pass the card sale's points (card and PIN on the
+    # pad); a card void's write is backend.voidCardSale.after_write, a card refund's this one
+    "backend.refundCardSale.after_write",  # the card refund written, reply not read
 )
 
 

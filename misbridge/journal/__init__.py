@@ -1,15 +1,16 @@
 """The SQLite transaction journal: intents before effects, compare-and-set state changes.
 
 Public API: :class:`Journal` (``store``, one part per table in ``connection``, ``transactions``,
-``calls``, ``pos_inquiries``, ``reversals`` and ``retention``); :class:`TransactionRecord`,
-:class:`TransitionRecord`, :class:`CallRecord`, :class:`PosInquiryRecord` and
-:class:`ReversalRecord` (``records``); the errors (``errors``) :class:`DuplicateTraceNoError`,
-:class:`BarredTraceNoError`, :class:`KnownOriginalError`, :class:`StateConflictError` and
-:class:`ReversalConflictError`; and :data:`FINAL_STATES` (``schema``), the states the
-database refuses to leave.  Besides the transactions, the journal numbers the requests
-misbridge originates (``Journal.allocate_call``) and holds the durable reversal queue
-(``Journal.enqueue_reversal`` and friends).  Of :mod:`misbridge.core` it imports only the pure
-transition table (:mod:`misbridge.core.machine`): a state is written only as the machine's
+``calls``, ``pos_inquiries``, ``pos_queries``, ``reversals`` and ``retention``);
+:class:`TransactionRecord`, :class:`TransitionRecord`, :class:`CallRecord`,
+:class:`PosInquiryRecord`, :class:`PosQueryRecord` and :class:`ReversalRecord` (``records``);
+the errors (``errors``) :class:`DuplicateTraceNoError`, :class:`BarredTraceNoError`,
+:class:`KnownOriginalError`, :class:`StateConflictError` and :class:`ReversalConflictError`; and
+:data:`FINAL_STATES` (``schema``), the states the database refuses to leave. Besides the
+transactions, the journal numbers the requests misbridge originates (``Journal.allocate_call``)
+and holds the durable reversal queue (``Journal.enqueue_reversal`` and friends). Of
+:mod:`misbridge.core` it imports only the pure transition table (:mod:`misbridge.core.machine`):
+a state is written only as the machine's
 ``next_state(kind, state, event)``.
 """
 
@@ -26,6 +27,7 @@ from misbridge.journal.records import (
     CallRecord,
     CallState,
     PosInquiryRecord,
+    PosQueryRecord,
     ReversalRecord,
     ReversalState,
     TransactionRecord,
@@ -49,6 +51,7 @@ __all__ = [
     "JournalSettings",
     "KnownOriginalError",
     "PosInquiryRecord",
+    "PosQueryRecord",
     "ReversalConflictError",
     "ReversalRecord",
     "ReversalState",

@@ -103,6 +103,7 @@ _BARRED_AS: Final = (
     ("SELECT 1 FROM backend_calls WHERE trace_no = ?", "the traceNo of a request misbridge sent"),
     ("SELECT 1 FROM pos_inquiries WHERE trace_no = ?", "the traceNo of a forwarded POS inquiry"),
     ("SELECT 1 FROM pos_inquiries WHERE original_trace_no = ?", "the originalTraceNo of a forwarded POS inquiry"),
+    ("SELECT 1 FROM pos_queries WHERE trace_no = ?", "the traceNo of a POS query or upload"),
 )
 
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from misbridge.core.machine import TransactionKind, TxnState, next_state
+from misbridge.core.kinds import next_state
+from misbridge.core.machine import TransactionKind, TxnState
 from misbridge.errors import JournalError
 from misbridge.journal.connection import JournalBase
 from misbridge.journal.errors import KnownOriginalError
@@ -28,8 +29,11 @@ __all__ = ["PosInquiries", "select_pos_inquiries"]
 class PosInquiries(JournalBase):
     """The POS inquiries misbridge forwarded: recorded before they leave, then their one result."""
 
-    async def record_pos_inquiry(self, trace_no: str, original_trace_no: str) -> int:
+    async def record_pos_inquiry(self, trace_no: str, original_trace_no: str, request_hash: str | None = None) -> int:
         """Record that the POS inquiry ``trace_no`` about ``original_trace_no`` is about to be forwarded.
+
+        ``request_hash`` is the fingerprint of the POS's request, kept so a repeat of it gets the
+        stored answer (and another request with the same traceNo MB41).
 
         Returns the row's id once committed: before anything is sent. From then on neither
         traceNo can start a transaction (``record_intent`` raises ``BarredTraceNoError``).
@@ -40,7 +44,9 @@ class PosInquiries(JournalBase):
             KnownOriginalError: ``original_trace_no`` is in the journal.
             JournalError: the write failed.
         """
-        return await self._run("record_pos_inquiry", _insert_pos_inquiry, trace_no, original_trace_no, self._now())
+        return await self._run(
+            "record_pos_inquiry", _insert_pos_inquiry, trace_no, original_trace_no, request_hash, self._now()
+        )
 
     async def record_pos_inquiry_result(
         self,
@@ -76,18 +82,29 @@ class PosInquiries(JournalBase):
         """
         return await self._run("pos_inquiries", select_pos_inquiries, trace_no)
 
+    async def forwarded_inquiry(self, trace_no: str) -> PosInquiryRecord | None:
+        """The latest forwarded POS inquiry whose own traceNo is ``trace_no``, or ``None``.
+
+        Raises:
+            JournalError: the read failed or the row is corrupt.
+        """
+        rows = [row for row in await self.pos_inquiries(trace_no) if row.trace_no == trace_no]
+        return rows[-1] if rows else None
+
 
 # --- Everything below runs on the journal thread. ----------------------------------------
 
 
-def _insert_pos_inquiry(conn: sqlite3.Connection, trace_no: str, original_trace_no: str, at: str) -> int:
+def _insert_pos_inquiry(
+    conn: sqlite3.Connection, trace_no: str, original_trace_no: str, request_hash: str | None, at: str
+) -> int:
     with immediate_transaction(conn):
         if exists(conn, "SELECT 1 FROM transactions WHERE trace_no = ?", original_trace_no):
             raise KnownOriginalError(original_trace_no)
         cursor = conn.execute(
-            "INSERT INTO pos_inquiries (trace_no, original_trace_no, state, created_at, updated_at)"
-            " VALUES (?, ?, 'sent', ?, ?)",
-            (trace_no, original_trace_no, at, at),
+            "INSERT INTO pos_inquiries (trace_no, original_trace_no, state, request_hash, created_at, updated_at)"
+            " VALUES (?, ?, 'sent', ?, ?, ?)",
+            (trace_no, original_trace_no, request_hash, at, at),
         )
     return int(cursor.lastrowid or 0)
 
@@ -95,7 +112,8 @@ def _insert_pos_inquiry(conn: sqlite3.Connection, trace_no: str, original_trace_
 def _to_pos_inquiry(row: sqlite3.Row) -> PosInquiryRecord:
     inquiry_id = int(row["id"])
     try:
-        return PosInquiryRecord(id=inquiry_id, **request_fields(row, f"inquiry {inquiry_id}"))
+        fields = request_fields(row, f"inquiry {inquiry_id}")
+        return PosInquiryRecord(id=inquiry_id, request_hash=row["request_hash"], **fields)
     except (TypeError, ValueError) as err:
         raise JournalError(f"journal forwarded inquiry {inquiry_id} is corrupt: {err}") from err
 

@@ -180,6 +180,20 @@ def _original_of(conn: sqlite3.Connection, trace_no: str) -> str:
     return trace_no if inquiry is None else str(inquiry[0])
 
 
+#: A ``pos_queries`` row in the columns of a ``transactions`` row (it has no card).
+_QUERY_AS_TRANSACTION: Final = (
+    "SELECT trace_no, action, state, request_json, request_hash, NULL AS masked_pan, NULL AS card_type,"
+    " response_json, return_code, created_at, updated_at FROM pos_queries WHERE trace_no = ?"
+)
+
+
+def _query_row(conn: sqlite3.Connection, trace_no: str) -> sqlite3.Row | None:
+    """The query or upload ``trace_no`` as a transaction row; ``None`` also for a file from before them."""
+    if _one(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pos_queries'") is None:
+        return None
+    return _one(conn, _QUERY_AS_TRANSACTION, (trace_no,))
+
+
 def transaction_view(conn: sqlite3.Connection, trace_no: str) -> dict[str, Any] | None:
     """One transaction in full, masked; ``None`` when the journal knows nothing of ``trace_no``.
 
@@ -190,13 +204,15 @@ def transaction_view(conn: sqlite3.Connection, trace_no: str) -> dict[str, Any] 
     forwarded POS inquiries with the original as their own traceNo or as their original).  A
     forwarded inquiry's original is never journaled (the inquiry is forwarded only then, and
     the traceNo is barred afterwards), so its view has ``action`` and ``state`` ``""`` and only
-    ``posInquiries``.
+    ``posInquiries``. A query or upload the POS sent (``pos_queries``) is shown as a transaction
+    without transitions: its action, its state (``sent``, ``answered``, ``unknown``), its request
+    and the answer the POS got.
 
     Raises:
         sqlite3.Error: the read failed.
     """
     original = _original_of(conn, trace_no)
-    row = _one(conn, "SELECT * FROM transactions WHERE trace_no = ?", (original,))
+    row = _one(conn, "SELECT * FROM transactions WHERE trace_no = ?", (original,)) or _query_row(conn, original)
     inquiries = _rows(
         conn, "SELECT * FROM pos_inquiries WHERE trace_no = :t OR original_trace_no = :t ORDER BY id", {"t": original}
     )

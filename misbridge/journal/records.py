@@ -29,6 +29,7 @@ __all__ = [
     "CallRecord",
     "CallState",
     "PosInquiryRecord",
+    "PosQueryRecord",
     "ReversalRecord",
     "ReversalState",
     "TransactionRecord",
@@ -39,7 +40,7 @@ __all__ = [
     "utc_now",
 ]
 
-CallKind = Literal["inquiry", "void"]
+CallKind = Literal["inquiry", "void", "option"]
 """A request misbridge originates to the backend."""
 
 CallState = Literal["sent", "answered", "unknown"]
@@ -215,6 +216,28 @@ class PosInquiryRecord:
     trace_no: str
     original_trace_no: str
     state: str
+    return_code: str | None
+    response: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    request_hash: str | None = None  # the request's fingerprint; None on rows from schema version 3
+
+
+@dataclass(frozen=True)
+class PosQueryRecord:
+    """One row of ``pos_queries``: an ``ecouponInquiry``, ``summary`` or ``batchUpload`` the POS sent.
+
+    ``state`` follows the kind's machine (query or upload): ``sent`` (committed before the
+    request left), then ``answered`` (``response`` is the answer the POS got) or ``unknown``
+    (``response`` is the MB30/MB31 answer the POS got).  ``request`` is the :func:`storable`
+    copy, ``request_hash`` the fingerprint of the request as received.
+    """
+
+    trace_no: str
+    action: str
+    state: str
+    request: dict[str, Any]
+    request_hash: str
     return_code: str | None
     response: dict[str, Any] | None
     created_at: datetime

@@ -18,7 +18,8 @@ import sqlite3
 from datetime import datetime
 from typing import Any, Final
 
-from misbridge.core.machine import TABLES, TxnState, kind_of
+from misbridge.core.kinds import TABLES
+from misbridge.core.machine import TxnState, kind_of
 from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal.connection import iso
 from misbridge.journal.errors import ReversalConflictError
@@ -134,19 +135,29 @@ class ReversalQueue(TransactionTable):
         )
         await self._run("complete_reversal", _close_reversal, change, "done", 1)
 
-    async def escalate_reversal(self, original_trace_no: str, *, detail: str) -> None:
+    async def escalate_reversal(
+        self,
+        original_trace_no: str,
+        *,
+        detail: str,
+        response: dict[str, Any] | None = None,
+        return_code: str | None = None,
+    ) -> None:
         """Give the queue entry to a person: entry and transaction become ``needs_manual``, atomically.
 
         One transaction: the entry becomes ``needs_manual`` (``attempts`` and ``last_error``
         kept) and the transaction moves ``voiding -> needs_manual`` (event ``escalate``,
-        ``detail`` in its transitions row).
+        ``detail`` in its transitions row); ``response`` and ``return_code``, when given, replace
+        the answer a repeat of the request gets (as in ``record_transition``).
 
         Raises:
             ReversalConflictError: there is no entry, or it is not ``pending``.
             StateConflictError: the transaction is not ``voiding``.
             JournalError: the write failed.
         """
-        change = self._change(original_trace_no, _VOIDING, "escalate", detail=detail)
+        change = self._change(
+            original_trace_no, _VOIDING, "escalate", response=response, return_code=return_code, detail=detail
+        )
         await self._run("escalate_reversal", _close_reversal, change, "needs_manual", 0)
 
     async def resolve(self, trace_no: str, outcome: str, *, note: str) -> TxnState:

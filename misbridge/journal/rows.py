@@ -1,8 +1,9 @@
 """Row helpers the table modules share: JSON columns, timestamps, and the requests the backend saw.
 
-``backend_calls`` (requests misbridge originated) and ``pos_inquiries`` (POS inquiries it
-forwarded) have the same life: a row committed ``sent`` before the request leaves, then exactly
-one result, ``answered`` (``return_code`` and ``response`` hold the reply) or ``unknown``.
+``backend_calls`` (requests misbridge originated), ``pos_inquiries`` (POS inquiries it
+forwarded) and ``pos_queries`` (POS queries and uploads it passed on) have the same life: a row
+committed ``sent`` before the request leaves, then exactly one result, ``answered``
+(``return_code`` and ``response`` hold the reply) or ``unknown``.
 :func:`request_fields` reads the columns they share and :func:`record_result` writes the one
 result, compare-and-set on ``sent``.  Everything here runs on the journal thread.
 """
@@ -22,6 +23,7 @@ from misbridge.journal.schema import immediate_transaction
 __all__ = [
     "BACKEND_CALLS",
     "POS_INQUIRIES",
+    "POS_QUERIES",
     "SentRequests",
     "exists",
     "load_dict",
@@ -92,6 +94,7 @@ class SentRequests:
 
 BACKEND_CALLS: Final = SentRequests("backend_calls", "trace_no", "there is no such call")
 POS_INQUIRIES: Final = SentRequests("pos_inquiries", "id", "there is no such row")
+POS_QUERIES: Final = SentRequests("pos_queries", "trace_no", "there is no such query")
 
 
 def record_result(

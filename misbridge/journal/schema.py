@@ -2,7 +2,7 @@
 
 The journal does not import :mod:`misbridge.core` (the import direction is core -> journal),
 so the states the trigger treats as final are the constant :data:`FINAL_STATES` here; a
-core unit test asserts it equals ``misbridge.core.machine.JOURNALED_FINAL_STATES``.
+core unit test asserts it equals ``misbridge.core.kinds.JOURNALED_FINAL_STATES``.
 
 The trigger is created by migration 1, so changing the final states later needs a new
 migration that drops and recreates it.
@@ -18,6 +18,16 @@ Versions:
    POS ``inquiry`` forwarded to the backend (the original was not in the journal). The backend
    bars both traceNos of such an inquiry, so the rows are the record of traceNos a sale must not
    use: a trigger refuses a transaction with one, and the rows are never deleted.
+4. The pass-through requests (the whole book): ``pos_queries``, one row per ``ecouponInquiry``,
+   ``summary`` (``query`` kind) or ``batchUpload`` (``upload`` kind) the POS sent, keyed by its
+   traceNo and committed ``sent`` before it leaves, then its one result by the kind's machine:
+   ``answered`` (the reply, passed on unchanged) or ``unknown`` (no usable reply; never resent
+   under that traceNo). They move nothing, so they are not ``transactions`` rows and the
+   final-state trigger is unchanged; their ``request_hash`` tells a repeat from a conflicting
+   request (MB41). Their traceNos are seen by the backend, so they are barred like a forwarded
+   inquiry's: a trigger refuses a transaction with one and a query with a traceNo already used,
+   and the rows are never deleted. ``pos_inquiries`` gains ``request_hash`` (NULL on rows from
+   version 3), so the repeat of a forwarded inquiry gets its stored answer.
 """
 
 from __future__ import annotations
@@ -35,6 +45,7 @@ __all__ = [
     "CALL_STATES",
     "FINAL_STATES",
     "POS_INQUIRY_STATES",
+    "POS_QUERY_ACTIONS",
     "PURGES_TABLE",
     "REVERSAL_STATES",
     "SCHEMA_VERSION",
@@ -44,19 +55,22 @@ __all__ = [
     "schema_v1",
     "schema_v2",
     "schema_v3",
+    "schema_v4",
+    "schema_v5",
 ]
 
 FINAL_STATES: Final[tuple[str, ...]] = ("approved", "declined", "aborted", "voided")
 """States no transaction may leave; enforced by the ``transactions_final_is_final`` trigger."""
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 5
 """The ``PRAGMA user_version`` that :func:`migrate` brings a database to."""
 
 TRACE_SERIAL: Final = "trace_serial"
 """The ``counters`` row that numbers the requests misbridge originates; it never goes down."""
 
-CALL_KINDS: Final[tuple[str, ...]] = ("inquiry", "void")
-"""The requests misbridge originates (``backend_calls.kind``)."""
+CALL_KINDS: Final[tuple[str, ...]] = ("inquiry", "void", "option")
+"""The requests misbridge originates (``backend_calls.kind``); ``option`` since version 5."""
+_V2_CALL_KINDS: Final[tuple[str, ...]] = ("inquiry", "void")
 
 CALL_STATES: Final[tuple[str, ...]] = ("sent", "answered", "unknown")
 """``backend_calls.state``: ``sent`` until the one result, ``answered`` or ``unknown``."""
@@ -66,6 +80,9 @@ REVERSAL_STATES: Final[tuple[str, ...]] = ("pending", "done", "needs_manual")
 
 POS_INQUIRY_STATES: Final[tuple[str, ...]] = CALL_STATES
 """``pos_inquiries.state``: ``sent`` (committed before the request leaves), then ``answered`` or ``unknown``."""
+
+POS_QUERY_ACTIONS: Final[tuple[str, ...]] = ("ecouponInquiry", "summary", "batchUpload")
+"""The actions whose requests are ``pos_queries`` rows (``pos_queries.action``)."""
 
 PURGES_TABLE: Final = """CREATE TABLE IF NOT EXISTS purges (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -83,14 +100,43 @@ migration, so :data:`SCHEMA_VERSION` is unchanged; a later migration may adopt i
 """
 
 _STATE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+_ACTION_NAME = re.compile(r"[a-z][A-Za-z0-9]*")
 
 
-def _sql_list(states: Sequence[str]) -> str:
+def _sql_list(states: Sequence[str], name: re.Pattern[str] = _STATE_NAME) -> str:
     # Trigger bodies cannot take bound parameters, so the names are checked, then quoted.
-    bad = [state for state in states if not _STATE_NAME.fullmatch(state)]
+    bad = [state for state in states if not name.fullmatch(state)]
     if bad or not states:
         raise ValueError(f"final states must be non-empty lower_snake names, got {list(states)!r}")
     return ", ".join(f"'{state}'" for state in states)
+
+
+def _backend_calls_table(name: str, kinds: Sequence[str]) -> str:
+    return f"""CREATE TABLE {name} (
+            trace_no          TEXT PRIMARY KEY NOT NULL,
+            original_trace_no TEXT NOT NULL REFERENCES transactions (trace_no),
+            kind              TEXT NOT NULL CHECK (kind IN ({_sql_list(kinds)})),
+            state             TEXT NOT NULL CHECK (state IN ({_sql_list(CALL_STATES)})),
+            return_code       TEXT,
+            response_json     TEXT,
+            created_at        TEXT NOT NULL,
+            updated_at        TEXT NOT NULL
+        ) STRICT"""
+
+
+_BACKEND_CALLS_INDEX: Final = "CREATE INDEX backend_calls_by_original ON backend_calls (original_trace_no, created_at)"
+_BACKEND_CALLS_NEW: Final = """CREATE TRIGGER backend_calls_trace_no_is_new
+            BEFORE INSERT ON backend_calls
+            WHEN EXISTS (SELECT 1 FROM transactions WHERE trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo is already used by a transaction');
+            END"""
+_BACKEND_CALLS_RESULT_FINAL: Final = """CREATE TRIGGER backend_calls_result_is_final
+            BEFORE UPDATE ON backend_calls
+            WHEN OLD.state <> 'sent'
+            BEGIN
+                SELECT RAISE(ABORT, 'backend call already has its result');
+            END"""
 
 
 def schema_v1(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
@@ -165,35 +211,16 @@ def schema_v2(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
             BEGIN
                 SELECT RAISE(ABORT, 'a counter is never deleted');
             END""",
-        f"""CREATE TABLE backend_calls (
-            trace_no          TEXT PRIMARY KEY NOT NULL,
-            original_trace_no TEXT NOT NULL REFERENCES transactions (trace_no),
-            kind              TEXT NOT NULL CHECK (kind IN ({_sql_list(CALL_KINDS)})),
-            state             TEXT NOT NULL CHECK (state IN ({_sql_list(CALL_STATES)})),
-            return_code       TEXT,
-            response_json     TEXT,
-            created_at        TEXT NOT NULL,
-            updated_at        TEXT NOT NULL
-        ) STRICT""",
-        "CREATE INDEX backend_calls_by_original ON backend_calls (original_trace_no, created_at)",
-        """CREATE TRIGGER backend_calls_trace_no_is_new
-            BEFORE INSERT ON backend_calls
-            WHEN EXISTS (SELECT 1 FROM transactions WHERE trace_no = NEW.trace_no)
-            BEGIN
-                SELECT RAISE(ABORT, 'traceNo is already used by a transaction');
-            END""",
+        _backend_calls_table("backend_calls", _V2_CALL_KINDS),
+        _BACKEND_CALLS_INDEX,
+        _BACKEND_CALLS_NEW,
         """CREATE TRIGGER transactions_trace_no_is_new
             BEFORE INSERT ON transactions
             WHEN EXISTS (SELECT 1 FROM backend_calls WHERE trace_no = NEW.trace_no)
             BEGIN
                 SELECT RAISE(ABORT, 'traceNo is already used by a backend call');
             END""",
-        """CREATE TRIGGER backend_calls_result_is_final
-            BEFORE UPDATE ON backend_calls
-            WHEN OLD.state <> 'sent'
-            BEGIN
-                SELECT RAISE(ABORT, 'backend call already has its result');
-            END""",
+        _BACKEND_CALLS_RESULT_FINAL,
         f"""CREATE TABLE reversals (
             original_trace_no TEXT PRIMARY KEY NOT NULL REFERENCES transactions (trace_no),
             state             TEXT NOT NULL CHECK (state IN ({_sql_list(REVERSAL_STATES)})),
@@ -279,7 +306,90 @@ def schema_v3(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
     ]
 
 
-_MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {1: schema_v1, 2: schema_v2, 3: schema_v3}
+def schema_v4(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
+    """The statements that take version 3 to version 4: the pass-through queries and uploads.
+
+    ``final_states`` is not used (same signature as every step).
+
+    Guards, as triggers:
+
+    * a query's traceNo is new: no transaction, request misbridge sent or forwarded inquiry has
+      it (the backend refuses a traceNo it has seen), and no transaction is created with a
+      query's traceNo;
+    * a query gets exactly one result, and its row is never deleted.
+    """
+    del final_states  # same signature as schema_v1
+    return [
+        f"""CREATE TABLE pos_queries (
+            trace_no      TEXT PRIMARY KEY NOT NULL,
+            action        TEXT NOT NULL CHECK (action IN ({_sql_list(POS_QUERY_ACTIONS, _ACTION_NAME)})),
+            state         TEXT NOT NULL CHECK (state IN ({_sql_list(POS_INQUIRY_STATES)})),
+            request_json  TEXT NOT NULL,
+            request_hash  TEXT NOT NULL,
+            return_code   TEXT,
+            response_json TEXT,
+            created_at    TEXT NOT NULL,
+            updated_at    TEXT NOT NULL
+        ) STRICT""",
+        """CREATE TRIGGER pos_queries_trace_no_is_new
+            BEFORE INSERT ON pos_queries
+            WHEN EXISTS (SELECT 1 FROM transactions WHERE trace_no = NEW.trace_no)
+              OR EXISTS (SELECT 1 FROM backend_calls WHERE trace_no = NEW.trace_no)
+              OR EXISTS (SELECT 1 FROM pos_inquiries
+                         WHERE trace_no = NEW.trace_no OR original_trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo is already used');
+            END""",
+        """CREATE TRIGGER transactions_trace_no_not_queried
+            BEFORE INSERT ON transactions
+            WHEN EXISTS (SELECT 1 FROM pos_queries WHERE trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo was seen by the backend in a query');
+            END""",
+        """CREATE TRIGGER pos_queries_result_is_final
+            BEFORE UPDATE ON pos_queries
+            WHEN OLD.state <> 'sent'
+            BEGIN
+                SELECT RAISE(ABORT, 'query already has its result');
+            END""",
+        """CREATE TRIGGER pos_queries_are_kept
+            BEFORE DELETE ON pos_queries
+            BEGIN
+                SELECT RAISE(ABORT, 'a query is never deleted: it records a traceNo the backend saw');
+            END""",
+        "ALTER TABLE pos_inquiries ADD COLUMN request_hash TEXT",
+    ]
+
+
+def schema_v5(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
+    """The statements that take version 4 to version 5: ``backend_calls.kind`` gains ``option``.
+
+    The table is rebuilt with its rows; dropping it drops its index and its own two triggers,
+    which are made again.  ``legacy_alter_table`` keeps the rename from re-checking the other
+    tables' triggers that name ``backend_calls`` (they resolve to the new table by name).
+    """
+    del final_states  # same signature as schema_v1
+    columns = "trace_no, original_trace_no, kind, state, return_code, response_json, created_at, updated_at"
+    return [
+        "PRAGMA legacy_alter_table = ON",
+        _backend_calls_table("backend_calls_v5", CALL_KINDS),
+        f"INSERT INTO backend_calls_v5 ({columns}) SELECT {columns} FROM backend_calls",  # noqa: S608 - constants
+        "DROP TABLE backend_calls",
+        "ALTER TABLE backend_calls_v5 RENAME TO backend_calls",
+        "PRAGMA legacy_alter_table = OFF",
+        _BACKEND_CALLS_INDEX,
+        _BACKEND_CALLS_NEW,
+        _BACKEND_CALLS_RESULT_FINAL,
+    ]
+
+
+_MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {
+    1: schema_v1,
+    2: schema_v2,
+    3: schema_v3,
+    4: schema_v4,
+    5: schema_v5,
+}
 """Statements that take a database from version ``n - 1`` to version ``n``."""
 
 

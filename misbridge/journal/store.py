@@ -10,6 +10,7 @@ own module with the functions that run on the journal thread:
   target always the kind's machine's (``next_state(kind, state, event)``);
 * :mod:`~misbridge.journal.calls`: the requests misbridge originates and the traceNo counter;
 * :mod:`~misbridge.journal.pos_inquiries`: the POS inquiries misbridge forwarded;
+* :mod:`~misbridge.journal.pos_queries`: the POS's queries and uploads misbridge passed on;
 * :mod:`~misbridge.journal.reversals`: the durable reversal queue, and the operator's
   resolution of a transaction left ``needs_manual``;
 * :mod:`~misbridge.journal.retention`: the purge;
@@ -37,7 +38,8 @@ from misbridge.journal.errors import (
     StateConflictError,
 )
 from misbridge.journal.pos_inquiries import PosInquiries
-from misbridge.journal.records import PosInquiryRecord
+from misbridge.journal.pos_queries import PosQueries
+from misbridge.journal.records import PosInquiryRecord, PosQueryRecord
 from misbridge.journal.retention import Retention
 from misbridge.journal.reversals import ReversalQueue
 
@@ -48,12 +50,13 @@ __all__ = [
     "JournalSettings",
     "KnownOriginalError",
     "PosInquiryRecord",
+    "PosQueryRecord",
     "ReversalConflictError",
     "StateConflictError",
 ]
 
 
-class Journal(ReversalQueue, BackendCalls, PosInquiries, Retention):
+class Journal(ReversalQueue, BackendCalls, PosInquiries, PosQueries, Retention):
     """The durable record of every transaction and its state changes.
 
     Open with :meth:`open` (not the constructor) and :meth:`close` when done, or use

@@ -2,7 +2,7 @@
 
 A transaction's intent is committed in its kind's initial state before anything else happens
 (:meth:`TransactionTable.record_intent`).  After that its state changes only by an event of
-the kind's machine (:func:`misbridge.core.machine.next_state`), compare-and-set on the state the
+the kind's machine (:func:`misbridge.core.kinds.next_state`), compare-and-set on the state the
 caller saw, with one ``transitions`` row per change in the same commit
 (:func:`compare_and_set_in_transaction`, the one place a state is written).  A trigger refuses
 any change to a transaction in a final state (:mod:`misbridge.journal.schema`).
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from misbridge.core.machine import TABLES, TxnState, kind_of, next_state
+from misbridge.core.kinds import TABLES, next_state
+from misbridge.core.machine import TxnState, kind_of
 from misbridge.ebuy import jsonio
 from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal.calls import barred_as
@@ -127,6 +128,14 @@ class TransactionTable(JournalBase):
             JournalError: the read failed or a row is corrupt.
         """
         return await self._run("list_by_states", _select_by_states, tuple(str(s) for s in states))
+
+    async def followers(self, original_trace_no: str, actions: Iterable[str]) -> list[TransactionRecord]:
+        """The ``actions`` transactions (voids, refunds) whose request names ``original_trace_no``, oldest first.
+
+        Raises:
+            JournalError: the read failed or a row is corrupt.
+        """
+        return await self._run("followers", _select_followers, original_trace_no, tuple(actions))
 
     async def count(self) -> int:
         """The number of transactions in the journal.
@@ -297,3 +306,15 @@ def _select_by_states(conn: sqlite3.Connection, states: tuple[str, ...]) -> list
 
 def _count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0])
+
+
+def _select_followers(conn: sqlite3.Connection, original: str, actions: tuple[str, ...]) -> list[TransactionRecord]:
+    if not actions:
+        return []
+    placeholders = ", ".join("?" * len(actions))
+    rows = conn.execute(
+        f"SELECT * FROM transactions WHERE action IN ({placeholders})"  # noqa: S608 - only "?" placeholders
+        " AND json_extract(request_json, '$.originalTraceNo') = ? ORDER BY created_at, trace_no",
+        (*actions, original),
+    ).fetchall()
+    return [_to_record(row) for row in rows]

@@ -11,6 +11,7 @@ reads a clock, and only the standard library and :mod:`misbridge.errors` are imp
 - :mod:`~misbridge.link.session`: :class:`LinkSession`, stop-and-wait with retransmission and
   duplicate suppression, reporting :mod:`~misbridge.link.events`;
 - :mod:`~misbridge.link.tlv`, :mod:`~misbridge.link.fields`, :mod:`~misbridge.link.codes`,
+  :mod:`~misbridge.link.message_base`, :mod:`~misbridge.link.prompts`,
   :mod:`~misbridge.link.messages`: the payload of a frame, as typed frozen dataclasses.
 
 :mod:`~misbridge.link.testing` (not imported here) joins two sessions over an in-memory line.
@@ -58,6 +59,11 @@ from misbridge.link.messages import (
     Cancel,
     CardData,
     CardType,
+    Choice,
+    Choose,
+    CodeData,
+    CodeInput,
+    CodeSource,
     Command,
     DeviceInfo,
     DeviceInfoRequest,
@@ -71,14 +77,17 @@ from misbridge.link.messages import (
     Progress,
     ProgressStage,
     ReadCard,
+    ReadCode,
     ReadPin,
     Reply,
     Result,
     ResultCode,
     StatusRequest,
     Tag,
+    TransType,
     decode_message,
     encode_message,
+    request_id_of,
 )
 from misbridge.link.session import InFlight, LinkSession, Role
 from misbridge.link.tlv import decode_tlvs, encode_tlvs
@@ -102,6 +111,11 @@ __all__ = [
     "Cancel",
     "CardData",
     "CardType",
+    "Choice",
+    "Choose",
+    "CodeData",
+    "CodeInput",
+    "CodeSource",
     "Command",
     "ControlByte",
     "DataFrame",
@@ -130,6 +144,7 @@ __all__ = [
     "Progress",
     "ProgressStage",
     "ReadCard",
+    "ReadCode",
     "ReadPin",
     "Reply",
     "Result",
@@ -138,6 +153,7 @@ __all__ = [
     "Role",
     "StatusRequest",
     "Tag",
+    "TransType",
     "compute_lrc",
     "decode_bcd_length",
     "decode_message",
@@ -148,4 +164,5 @@ __all__ = [
     "encode_message",
     "encode_tlvs",
     "lrc_ok",
+    "request_id_of",
 ]

@@ -10,11 +10,14 @@ from typing import Final
 __all__ = [
     "PROTOCOL_VERSION",
     "CardType",
+    "CodeInput",
+    "CodeSource",
     "DeviceState",
     "MessageType",
     "ProgressStage",
     "ResultCode",
     "Tag",
+    "TransType",
 ]
 
 #: §4 PROTOCOL_VERSION: ``1`` for this document.
@@ -31,11 +34,15 @@ class MessageType(IntEnum):
     DISPLAY_TEXT = 0x05
     STATUS = 0x06
     LOAD_WORKING_KEY = 0x07
+    READ_CODE = 0x08
+    CHOOSE = 0x09
     DEVICE_INFO_REPLY = 0x81
     CARD_DATA = 0x82
     PIN_BLOCK = 0x83
     PROGRESS = 0x84
     STATUS_REPLY = 0x85
+    CODE_DATA = 0x86
+    CHOICE = 0x87
     RESULT = 0x8F
 
 
@@ -71,6 +78,22 @@ class Tag(IntEnum):
     ENC_WORKING_KEY = 0x9F51
     KEY_CHECK_VALUE = 0x9F52
     DISPLAY_SECONDS = 0x9F53
+    TRANS_TYPE = 0x9F60
+    REFERENCE = 0x9F61
+    CODE_INPUT = 0x9F62
+    CODE_TEXT = 0x9F63
+    CODE_SOURCE = 0x9F64
+    CHOICE_INDEX = 0x9F65
+    # OPTION_n is 0x9F70 + n: the last digit is the key the customer presses.
+    OPTION_1 = 0x9F71
+    OPTION_2 = 0x9F72
+    OPTION_3 = 0x9F73
+    OPTION_4 = 0x9F74
+    OPTION_5 = 0x9F75
+    OPTION_6 = 0x9F76
+    OPTION_7 = 0x9F77
+    OPTION_8 = 0x9F78
+    OPTION_9 = 0x9F79
 
 
 class ResultCode(StrEnum):
@@ -86,6 +109,7 @@ class ResultCode(StrEnum):
     BAD_COMMAND = "07"
     HOST_CANCELLED = "08"
     HARDWARE_ERROR = "09"
+    NO_SCANNER = "10"
 
 
 class ProgressStage(StrEnum):
@@ -96,6 +120,8 @@ class ProgressStage(StrEnum):
     WAITING_FOR_PIN = "03"
     PIN_DIGIT_ENTERED = "04"
     PIN_COMPLETE = "05"
+    WAITING_FOR_CODE = "06"
+    WAITING_FOR_CHOICE = "07"
 
 
 class DeviceState(StrEnum):
@@ -111,3 +137,27 @@ class CardType(StrEnum):
     MAGNETIC_STRIPE = "00"
     IC = "01"
     NFC_IC = "02"
+
+
+class TransType(StrEnum):
+    """§4: TRANS_TYPE values, what a READ_CARD / READ_PIN asks the customer to confirm."""
+
+    SALE = "00"
+    VOID = "01"
+    REFUND = "02"
+
+
+class CodeInput(StrEnum):
+    """§4: CODE_INPUT values, how READ_CODE lets the customer give the code."""
+
+    SCAN_OR_KEYPAD = "00"
+    SCAN_ONLY = "01"
+    KEYPAD_ONLY = "02"
+
+
+class CodeSource(StrEnum):
+    """§4: CODE_SOURCE values, how the code in CODE_DATA was given."""
+
+    KEYPAD = "00"
+    BARCODE = "01"
+    QR_CODE = "02"

@@ -14,9 +14,13 @@ __all__ = [
     "FRAME_OVERHEAD",
     "INTER_BYTE_TIMEOUT_S",
     "LEN_FIELD_SIZE",
+    "MAX_CODE_LEN",
     "MAX_DATA_LEN",
     "MAX_FRAME_LEN",
+    "MAX_OPTIONS",
+    "MAX_OPTION_LEN",
     "MAX_PAYLOAD_LEN",
+    "MAX_REFERENCE_LEN",
     "MAX_RETRANSMITS",
     "MIN_DATA_LEN",
     "NAK_HOLDOFF_S",
@@ -67,3 +71,12 @@ MAX_RETRANSMITS = 3
 # §3 refinements: after a NAK, hold back further NAKs this long unless a good frame arrives.
 # One ACK timeout: by then the sender has retransmitted.
 NAK_HOLDOFF_S = ACK_TIMEOUT_S
+
+# §5.1 READ_CODE: the longest CODE_TEXT, in printable ASCII characters (a payment code is 18-24
+# digits, a coupon or order QR code a short URL at most).
+MAX_CODE_LEN = 512
+# §5.2 CHOOSE: at most nine options, one per key 1..9, each label 1..32 characters.
+MAX_OPTIONS = 9
+MAX_OPTION_LEN = 32
+# §4 REFERENCE: at most 40 characters, the length of an e-Buy traceNo.
+MAX_REFERENCE_LEN = 40

@@ -4,7 +4,9 @@ A message is ``TYPE (1 byte) | TLV...``; the link adds the SEQ byte in front.  E
 a frozen dataclass that validates itself when built, so an invalid message can neither be
 sent nor come out of :func:`decode_message`.  The wire layout of every message lives in one
 table, :data:`MESSAGE_SPECS`, which both :func:`encode_message` and :func:`decode_message`
-read; nothing else knows tags.
+read; nothing else knows tags.  The base class and the field helpers live in
+:mod:`~misbridge.link.message_base`, the whole-book prompts (READ_CODE, CHOOSE and their
+replies) in :mod:`~misbridge.link.prompts`; this module is the table and the codec.
 
 Encrypted PAN, tracks, IC data, PIN block and working key are ``repr=False`` fields: they never
 show up in logs or tracebacks, and validation errors never quote them.
@@ -12,23 +14,36 @@ show up in logs or tracebacks, and validation errors never quote them.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, TypeAlias
+from typing import Any, ClassVar, Final, TypeAlias, cast
 
 from misbridge.errors import MessageError
 from misbridge.link.codes import (
     PROTOCOL_VERSION,
     CardType,
+    CodeInput,
+    CodeSource,
     DeviceState,
     MessageType,
     ProgressStage,
     ResultCode,
     Tag,
+    TransType,
 )
-from misbridge.link.constants import MAX_PAYLOAD_LEN
-from misbridge.link.fields import MAX_AMOUNT_MINOR, FieldSpec, Kind, check_value, from_wire, to_wire
+from misbridge.link.constants import MAX_CODE_LEN, MAX_OPTION_LEN, MAX_OPTIONS, MAX_PAYLOAD_LEN, MAX_REFERENCE_LEN
+from misbridge.link.fields import MAX_AMOUNT_MINOR, FieldSpec, Kind, read_field, wire_items
+from misbridge.link.message_base import (
+    MessageBase,
+    MessageSpec,
+    digits_field,
+    hex_field,
+    make_spec,
+    number_field,
+    printable_field,
+    text_field,
+)
+from misbridge.link.prompts import Choice, Choose, CodeData, ReadCode
 from misbridge.link.tlv import decode_tlvs, encode_tlvs
 
 # The code tables are re-exported: the document promises its names in this module too.
@@ -39,6 +54,11 @@ __all__ = [
     "Cancel",
     "CardData",
     "CardType",
+    "Choice",
+    "Choose",
+    "CodeData",
+    "CodeInput",
+    "CodeSource",
     "Command",
     "DeviceInfo",
     "DeviceInfoRequest",
@@ -53,37 +73,25 @@ __all__ = [
     "Progress",
     "ProgressStage",
     "ReadCard",
+    "ReadCode",
     "ReadPin",
     "Reply",
     "Result",
     "ResultCode",
     "StatusRequest",
     "Tag",
+    "TransType",
     "decode_message",
     "encode_message",
+    "request_id_of",
 ]
-
-
-class _Message:
-    """Base of every message: validation against :data:`MESSAGE_SPECS` at construction."""
-
-    TYPE: ClassVar[MessageType]
-
-    def __post_init__(self) -> None:
-        spec = _SPECS_BY_CLASS[type(self)]
-        for fs in spec.fields:
-            _check_field(spec, fs, getattr(self, fs.attr))
-        self._check()
-
-    def _check(self) -> None:
-        """Rules across fields; overridden where the document has some."""
 
 
 # --- host -> pad (§5 commands) -------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class DeviceInfoRequest(_Message):
+class DeviceInfoRequest(MessageBase):
     """DEVICE_INFO: ask the pad who it is; answered by :class:`DeviceInfo`."""
 
     TYPE: ClassVar[MessageType] = MessageType.DEVICE_INFO
@@ -91,18 +99,23 @@ class DeviceInfoRequest(_Message):
 
 
 @dataclass(frozen=True)
-class ReadCard(_Message):
-    """READ_CARD: wait up to ``timeout_s`` for a card; answered by :class:`CardData` or :class:`Result`."""
+class ReadCard(MessageBase):
+    """READ_CARD: wait up to ``timeout_s`` for a card; answered by :class:`CardData` or :class:`Result`.
+
+    ``trans_type`` (a :class:`TransType` value) and ``reference`` say what the customer confirms.
+    """
 
     TYPE: ClassVar[MessageType] = MessageType.READ_CARD
     request_id: int
     amount_minor: int
     timeout_s: int
     prompt: str = ""
+    trans_type: str = TransType.SALE
+    reference: str = ""
 
 
 @dataclass(frozen=True)
-class ReadPin(_Message):
+class ReadPin(MessageBase):
     """READ_PIN: PIN entry bound to the last card read; answered by :class:`PinBlock` or :class:`Result`."""
 
     TYPE: ClassVar[MessageType] = MessageType.READ_PIN
@@ -113,6 +126,8 @@ class ReadPin(_Message):
     key_index: int = 1
     pin_min_len: int = 4
     pin_max_len: int = 12
+    trans_type: str = TransType.SALE
+    reference: str = ""
 
     def _check(self) -> None:
         if self.pin_min_len > self.pin_max_len:
@@ -120,7 +135,7 @@ class ReadPin(_Message):
 
 
 @dataclass(frozen=True)
-class Cancel(_Message):
+class Cancel(MessageBase):
     """CANCEL: end the running READ_CARD / READ_PIN; answered by :class:`Result` ``00``."""
 
     TYPE: ClassVar[MessageType] = MessageType.CANCEL
@@ -128,7 +143,7 @@ class Cancel(_Message):
 
 
 @dataclass(frozen=True)
-class DisplayText(_Message):
+class DisplayText(MessageBase):
     """DISPLAY_TEXT: show ``prompt``; ``display_seconds`` 0 leaves the duration to the pad."""
 
     TYPE: ClassVar[MessageType] = MessageType.DISPLAY_TEXT
@@ -138,7 +153,7 @@ class DisplayText(_Message):
 
 
 @dataclass(frozen=True)
-class StatusRequest(_Message):
+class StatusRequest(MessageBase):
     """STATUS: ask whether the pad is busy (also the idle keep-alive ping)."""
 
     TYPE: ClassVar[MessageType] = MessageType.STATUS
@@ -146,7 +161,7 @@ class StatusRequest(_Message):
 
 
 @dataclass(frozen=True)
-class LoadWorkingKey(_Message):
+class LoadWorkingKey(MessageBase):
     """LOAD_WORKING_KEY: store a working key (encrypted under the master key) in ``key_index``."""
 
     TYPE: ClassVar[MessageType] = MessageType.LOAD_WORKING_KEY
@@ -160,7 +175,7 @@ class LoadWorkingKey(_Message):
 
 
 @dataclass(frozen=True)
-class DeviceInfo(_Message):
+class DeviceInfo(MessageBase):
     """DEVICE_INFO_REPLY: model, firmware, serial number and protocol version of the pad."""
 
     TYPE: ClassVar[MessageType] = MessageType.DEVICE_INFO_REPLY
@@ -172,7 +187,7 @@ class DeviceInfo(_Message):
 
 
 @dataclass(frozen=True)
-class CardData(_Message):
+class CardData(MessageBase):
     """CARD_DATA: the card read; only ``masked_pan`` is clear, the rest is encrypted by the pad."""
 
     TYPE: ClassVar[MessageType] = MessageType.CARD_DATA
@@ -194,7 +209,7 @@ class CardData(_Message):
 
 
 @dataclass(frozen=True)
-class PinBlock(_Message):
+class PinBlock(MessageBase):
     """PIN_BLOCK: the encrypted ISO 9564 format-0 PIN block, opaque to misbridge."""
 
     TYPE: ClassVar[MessageType] = MessageType.PIN_BLOCK
@@ -204,7 +219,7 @@ class PinBlock(_Message):
 
 
 @dataclass(frozen=True)
-class Progress(_Message):
+class Progress(MessageBase):
     """PROGRESS: informative step of a running command; never a result."""
 
     TYPE: ClassVar[MessageType] = MessageType.PROGRESS
@@ -214,7 +229,7 @@ class Progress(_Message):
 
 
 @dataclass(frozen=True)
-class DeviceStatus(_Message):
+class DeviceStatus(MessageBase):
     """STATUS_REPLY: ``state`` is a :class:`DeviceState` value."""
 
     TYPE: ClassVar[MessageType] = MessageType.STATUS_REPLY
@@ -223,7 +238,7 @@ class DeviceStatus(_Message):
 
 
 @dataclass(frozen=True)
-class Result(_Message):
+class Result(MessageBase):
     """RESULT: outcome of a command; ``code`` is a :class:`ResultCode` value."""
 
     TYPE: ClassVar[MessageType] = MessageType.RESULT
@@ -232,135 +247,124 @@ class Result(_Message):
     text: str = ""
 
 
-Command: TypeAlias = DeviceInfoRequest | ReadCard | ReadPin | Cancel | DisplayText | StatusRequest | LoadWorkingKey
-Reply: TypeAlias = DeviceInfo | CardData | PinBlock | Progress | DeviceStatus | Result
+Command: TypeAlias = (
+    DeviceInfoRequest | ReadCard | ReadPin | Cancel | DisplayText | StatusRequest | LoadWorkingKey | ReadCode | Choose
+)
+Reply: TypeAlias = DeviceInfo | CardData | PinBlock | Progress | DeviceStatus | Result | CodeData | Choice
 Message: TypeAlias = Command | Reply
 
 
 # --- the wire layout -----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MessageSpec:
-    """The wire layout of one message class."""
-
-    cls: type[Message]
-    fields: tuple[FieldSpec, ...]
-    defaults: Mapping[str, object]
-
-    @property
-    def type(self) -> MessageType:
-        """The TYPE byte of the message."""
-        return self.cls.TYPE
-
-
-def _spec(cls: type[Message], *fields: FieldSpec) -> MessageSpec:
-    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-    return MessageSpec(cls, fields, defaults)
-
-
-def _number(attr: str, tag: Tag, low: int, high: int, *, optional: bool = False) -> FieldSpec:
-    return FieldSpec(attr, tag, Kind.NUMBER, optional=optional, low=low, high=high)
-
-
-def _text(attr: str, tag: Tag, *, optional: bool = False) -> FieldSpec:
-    return FieldSpec(attr, tag, Kind.TEXT, optional=optional)
-
-
-def _digits(attr: str, tag: Tag, size: int | None, *, optional: bool = False) -> FieldSpec:
-    return FieldSpec(attr, tag, Kind.DIGITS, optional=optional, size=size)
-
-
-def _hex(attr: str, tag: Tag, size: int | None = None, *, optional: bool = False) -> FieldSpec:
-    return FieldSpec(attr, tag, Kind.HEX, optional=optional, size=size)
-
-
 # §4 ranges: REQUEST_ID 1..9999, TIMEOUT_S 1..999, KEY_INDEX 1..99.  PIN lengths 4..12 are
 # the ISO 9564 format-0 limits; DISPLAY_SECONDS and PROTOCOL_VERSION bounds are misbridge's.
-_REQUEST_ID = _number("request_id", Tag.REQUEST_ID, 1, 9999)
-_AMOUNT = _number("amount_minor", Tag.AMOUNT, 0, MAX_AMOUNT_MINOR)
-_TIMEOUT = _number("timeout_s", Tag.TIMEOUT_S, 1, 999)
-_PROMPT = _text("prompt", Tag.PROMPT, optional=True)
+_REQUEST_ID = number_field("request_id", Tag.REQUEST_ID, 1, 9999)
+_AMOUNT = number_field("amount_minor", Tag.AMOUNT, 0, MAX_AMOUNT_MINOR)
+_TIMEOUT = number_field("timeout_s", Tag.TIMEOUT_S, 1, 999)
+_PROMPT = text_field("prompt", Tag.PROMPT, optional=True)
+# What a card or PIN step asks the customer to confirm (§4 TRANS_TYPE, REFERENCE); absent: a sale.
+_CONFIRMING = (
+    digits_field("trans_type", Tag.TRANS_TYPE, 2, optional=True),
+    text_field("reference", Tag.REFERENCE, optional=True, max_len=MAX_REFERENCE_LEN),
+)
 
 MESSAGE_SPECS: Final[Mapping[MessageType, MessageSpec]] = {
     spec.type: spec
     for spec in (
-        _spec(DeviceInfoRequest, _REQUEST_ID),
-        _spec(ReadCard, _REQUEST_ID, _AMOUNT, _TIMEOUT, _PROMPT),
-        _spec(
+        make_spec(DeviceInfoRequest, _REQUEST_ID),
+        make_spec(ReadCard, _REQUEST_ID, _AMOUNT, _TIMEOUT, _PROMPT, *_CONFIRMING),
+        make_spec(
             ReadPin,
             _REQUEST_ID,
             _AMOUNT,
             _TIMEOUT,
             _PROMPT,
-            _number("key_index", Tag.KEY_INDEX, 1, 99, optional=True),
-            _number("pin_min_len", Tag.PIN_MIN_LEN, 4, 12, optional=True),
-            _number("pin_max_len", Tag.PIN_MAX_LEN, 4, 12, optional=True),
+            number_field("key_index", Tag.KEY_INDEX, 1, 99, optional=True),
+            number_field("pin_min_len", Tag.PIN_MIN_LEN, 4, 12, optional=True),
+            number_field("pin_max_len", Tag.PIN_MAX_LEN, 4, 12, optional=True),
+            *_CONFIRMING,
         ),
-        _spec(Cancel, _REQUEST_ID),
-        _spec(
+        make_spec(Cancel, _REQUEST_ID),
+        make_spec(
             DisplayText,
             _REQUEST_ID,
-            _text("prompt", Tag.PROMPT),
-            _number("display_seconds", Tag.DISPLAY_SECONDS, 0, 999, optional=True),
+            text_field("prompt", Tag.PROMPT),
+            number_field("display_seconds", Tag.DISPLAY_SECONDS, 0, 999, optional=True),
         ),
-        _spec(StatusRequest, _REQUEST_ID),
-        _spec(
+        make_spec(StatusRequest, _REQUEST_ID),
+        make_spec(
             LoadWorkingKey,
             _REQUEST_ID,
-            _number("key_index", Tag.KEY_INDEX, 1, 99),
-            _hex("enc_working_key_hex", Tag.ENC_WORKING_KEY),
-            _hex("key_check_value_hex", Tag.KEY_CHECK_VALUE, 6),
+            number_field("key_index", Tag.KEY_INDEX, 1, 99),
+            hex_field("enc_working_key_hex", Tag.ENC_WORKING_KEY),
+            hex_field("key_check_value_hex", Tag.KEY_CHECK_VALUE, 6),
         ),
-        _spec(
+        make_spec(
             DeviceInfo,
             _REQUEST_ID,
-            _text("model", Tag.MODEL),
-            _text("firmware", Tag.FIRMWARE),
-            _text("serial_no", Tag.SERIAL_NO),
-            _number("protocol_version", Tag.PROTOCOL_VERSION, 1, 99),
+            text_field("model", Tag.MODEL),
+            text_field("firmware", Tag.FIRMWARE),
+            text_field("serial_no", Tag.SERIAL_NO),
+            number_field("protocol_version", Tag.PROTOCOL_VERSION, 1, 99),
         ),
-        _spec(
+        make_spec(
             CardData,
             _REQUEST_ID,
-            _digits("card_type", Tag.CARD_TYPE, 2),
+            digits_field("card_type", Tag.CARD_TYPE, 2),
             FieldSpec("masked_pan", Tag.MASKED_PAN, Kind.MASKED_PAN),
-            _hex("enc_pan_hex", Tag.ENC_PAN),
-            _hex("enc_track2_hex", Tag.ENC_TRACK2),
-            _digits("expiry", Tag.EXPIRY, 4),
-            _hex("enc_track1_hex", Tag.ENC_TRACK1, optional=True),
-            _hex("enc_track3_hex", Tag.ENC_TRACK3, optional=True),
-            _digits("card_sn", Tag.CARD_SN, None, optional=True),
-            _hex("enc_ic_data_hex", Tag.ENC_IC_DATA, optional=True),
+            hex_field("enc_pan_hex", Tag.ENC_PAN),
+            hex_field("enc_track2_hex", Tag.ENC_TRACK2),
+            digits_field("expiry", Tag.EXPIRY, 4),
+            hex_field("enc_track1_hex", Tag.ENC_TRACK1, optional=True),
+            hex_field("enc_track3_hex", Tag.ENC_TRACK3, optional=True),
+            digits_field("card_sn", Tag.CARD_SN, None, optional=True),
+            hex_field("enc_ic_data_hex", Tag.ENC_IC_DATA, optional=True),
         ),
-        _spec(
+        make_spec(
             PinBlock,
             _REQUEST_ID,
-            _hex("pin_block_hex", Tag.PIN_BLOCK, 16),
-            _number("key_index", Tag.KEY_INDEX, 1, 99),
+            hex_field("pin_block_hex", Tag.PIN_BLOCK, 16),
+            number_field("key_index", Tag.KEY_INDEX, 1, 99),
         ),
-        _spec(
+        make_spec(
             Progress,
             _REQUEST_ID,
-            _digits("stage", Tag.PROGRESS_STAGE, 2),
-            _number("digits_entered", Tag.DIGITS_ENTERED, 0, 12, optional=True),
+            digits_field("stage", Tag.PROGRESS_STAGE, 2),
+            number_field("digits_entered", Tag.DIGITS_ENTERED, 0, 12, optional=True),
         ),
-        _spec(DeviceStatus, _REQUEST_ID, _digits("state", Tag.DEVICE_STATE, 2)),
-        _spec(
+        make_spec(DeviceStatus, _REQUEST_ID, digits_field("state", Tag.DEVICE_STATE, 2)),
+        make_spec(
             Result,
             _REQUEST_ID,
-            _digits("code", Tag.RESULT_CODE, 2),
-            _text("text", Tag.RESULT_TEXT, optional=True),
+            digits_field("code", Tag.RESULT_CODE, 2),
+            text_field("text", Tag.RESULT_TEXT, optional=True),
         ),
+        make_spec(
+            ReadCode,
+            _REQUEST_ID,
+            _TIMEOUT,
+            _PROMPT,
+            number_field("amount_minor", Tag.AMOUNT, 0, MAX_AMOUNT_MINOR, optional=True),
+            digits_field("code_input", Tag.CODE_INPUT, 2, optional=True),
+        ),
+        make_spec(
+            Choose,
+            _REQUEST_ID,
+            _TIMEOUT,
+            text_field("options", Tag.OPTION_1, max_len=MAX_OPTION_LEN, count=MAX_OPTIONS),
+            _PROMPT,
+        ),
+        make_spec(
+            CodeData,
+            _REQUEST_ID,
+            printable_field("code_text", Tag.CODE_TEXT, MAX_CODE_LEN),
+            digits_field("source", Tag.CODE_SOURCE, 2),
+        ),
+        make_spec(Choice, _REQUEST_ID, number_field("index", Tag.CHOICE_INDEX, 1, MAX_OPTIONS)),
     )
 }
-_SPECS_BY_CLASS: Final[Mapping[type[_Message], MessageSpec]] = {s.cls: s for s in MESSAGE_SPECS.values()}
-
-
-def _check_field(spec: MessageSpec, fs: FieldSpec, value: object) -> None:
-    problem = check_value(fs, value)
-    if problem is not None:
-        raise MessageError(f"{spec.cls.__name__}.{fs.attr} ({fs.tag.name}) {problem}")
+_SPECS_BY_CLASS: Final[Mapping[type[MessageBase], MessageSpec]] = {s.cls: s for s in MESSAGE_SPECS.values()}
 
 
 # --- encode / decode -----------------------------------------------------------------------
@@ -374,9 +378,10 @@ def encode_message(msg: Message) -> bytes:
     """
     spec = _SPECS_BY_CLASS[type(msg)]
     items = [
-        (fs.tag.value, to_wire(fs, getattr(msg, fs.attr)))
+        item
         for fs in spec.fields
         if not (fs.optional and getattr(msg, fs.attr) == spec.defaults[fs.attr])
+        for item in wire_items(fs, getattr(msg, fs.attr))
     ]
     payload = bytes([spec.type]) + encode_tlvs(items)
     if len(payload) > MAX_PAYLOAD_LEN:
@@ -402,9 +407,22 @@ def decode_message(payload: bytes) -> Message:
     tlvs = decode_tlvs(payload[1:])
     kwargs: dict[str, Any] = {}
     for fs in spec.fields:
-        raw = tlvs.get(fs.tag)
-        if raw is not None:
-            kwargs[fs.attr] = from_wire(fs, raw, spec.type.name)
+        value = read_field(fs, tlvs, spec.type.name)
+        if value is not None:
+            kwargs[fs.attr] = value
         elif not fs.optional:
             raise MessageError(f"{spec.type.name} without mandatory {fs.tag.name}")
-    return spec.cls(**kwargs)
+    return cast(Message, spec.cls(**kwargs))
+
+
+def request_id_of(payload: bytes) -> int | None:
+    """The REQUEST_ID of a payload :func:`decode_message` refused, if it has a valid one.
+
+    A pad answers a command it cannot take (an unknown TYPE, a missing field) with RESULT
+    ``07`` BAD_COMMAND carrying this id (§6), so the host is not left waiting for its timeout.
+    """
+    try:
+        value = read_field(_REQUEST_ID, decode_tlvs(payload[1:]), "payload")
+    except MessageError:
+        return None
+    return value if isinstance(value, int) and 1 <= value <= _REQUEST_ID.high else None

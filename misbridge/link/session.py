@@ -63,7 +63,6 @@ from misbridge.link.frames import (
 __all__ = ["NAK_HOLDOFF_S", "InFlight", "LinkSession", "Role"]
 
 
-
 class Role(Enum):
     """Which end of the line a session is; both follow the same rules (§3)."""
 

@@ -54,10 +54,11 @@ from misbridge.link.events import DuplicateSuppressed, FrameRejected, GarbageDis
 __all__ = ["OUTCOMES", "STAGES", "UNRESOLVED_STATES", "JournalStats", "Metrics"]
 
 #: The timed stages of a card transaction.
-STAGES: Final = ("card", "pin", "backend", "total")
+STAGES: Final = ("card", "pin", "code", "backend", "total")
 #: Outcome label values: the journal state a transaction ended in, or ``refused`` (never started).
 OUTCOMES: Final = (
-    "approved", "declined", "aborted", "voided", "voiding", "needs_manual", "unknown", "inquiring", "refused",
+    "approved", "declined", "aborted", "voided", "voiding", "needs_manual", "unknown", "inquiring", "choosing",
+    "refused",
 )  # fmt: skip
 #: Inquiry verdicts (``misbridge.core.inquiry.Verdict.kind``): what an inquiry established.
 VERDICTS: Final = ("approved", "failed", "pending", "unknown")
@@ -174,7 +175,7 @@ class Metrics:
         self.transactions.labels(action=_clamp(action, _ACTIONS), outcome=_clamp(outcome, OUTCOMES)).inc()
 
     def observe_stage(self, stage: str, seconds: float) -> None:
-        """Record how long ``stage`` (``card``, ``pin``, ``backend`` or ``total``) took.
+        """Record how long ``stage`` (``card``, ``pin``, ``code``, ``backend`` or ``total``) took.
 
         Raises:
             ValueError: ``stage`` is not one of :data:`STAGES`.

@@ -174,8 +174,10 @@ def run_probe(try_url: str | None, *, baudrate: int, timeout: float) -> tuple[in
             info = asyncio.run(try_pad(try_url, baudrate=baudrate, timeout=timeout))
         except MisbridgeError as err:
             return 1, f"{try_url}: {err.message}"
-        return 0, (f"{try_url}: model {info.model}, firmware {info.firmware}, serial {info.serial_no},"
-                   f" protocol {info.protocol}")
+        return 0, (
+            f"{try_url}: model {info.model}, firmware {info.firmware}, serial {info.serial_no},"
+            f" protocol {info.protocol}"
+        )
     known = known_ids()
     pads: list[UsbPad] | None
     try:

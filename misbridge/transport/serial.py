@@ -49,9 +49,7 @@ class SerialTransport:
             # flock(LOCK_EX): a second misbridge (or a stray minicom) cannot share the pad.
             kwargs["exclusive"] = True
         try:
-            reader, writer = await serial_asyncio_fast.open_serial_connection(
-                loop=asyncio.get_running_loop(), **kwargs
-            )
+            reader, writer = await serial_asyncio_fast.open_serial_connection(loop=asyncio.get_running_loop(), **kwargs)
         except _IO_ERRORS as err:
             raise DeviceNotConnected(f"cannot open PIN pad at {url}: {err}") from err
         except ValueError as err:

@@ -60,7 +60,9 @@ def parse_usb_url(url: str) -> UsbAddress:
     """
     match = _URL.match(url)
     if match is None:
-        raise ConfigError(f"invalid USB device URL {url!r}; expected usb://VID:PID[?serial=SERIAL], e.g. usb://1209:0001")
+        raise ConfigError(
+            f"invalid USB device URL {url!r}; expected usb://VID:PID[?serial=SERIAL], e.g. usb://1209:0001"
+        )
     query = parse_qs(match.group("query") or "", keep_blank_values=True, strict_parsing=False)
     unknown = set(query) - _QUERY_KEYS
     if unknown:

@@ -1,7 +1,8 @@
 """The e-Buy backend simulator (``misbridge-sim backend``): docs/backend.md, "The backend simulator".
 
-Serves ``cardRedemption`` / ``cardPayment``, ``inquiry`` and ``voidCardSale`` as signed e-Buy
-envelopes over HTTP, keeps a ledger of every submission and its effect on the test cards
+Serves every action of the book (§12: the card and QR sales, accumulating, inquiry, the voids
+and refunds, ecouponInquiry, summary, batchUpload) as signed e-Buy envelopes over HTTP, keeps a
+ledger of every submission and its effect on the test cards, QR codes, e-coupons and members
 (optionally in a file that survives a restart), and breaks requests on purpose before or after
 their commit, scripted per request in-process or over HTTP (simulators.backend.faults).
 Connect-level faults (refused, SYN dropped) are in simulators.backend.netfaults.

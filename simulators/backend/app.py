@@ -44,7 +44,7 @@ HTML_ERROR_PAGE = b"<html><body>502 Bad Gateway</body></html>"
 
 
 class BackendSimulator:
-    """An in-process e-Buy backend: signed envelopes, three actions, a ledger, scripted faults.
+    """An in-process e-Buy backend: signed envelopes, every action of the book, a ledger, scripted faults.
 
     Args:
         signing_key: key for verifying requests and signing replies; None turns signing off.
@@ -139,7 +139,9 @@ class BackendSimulator:
     async def _action_endpoint(self, request: Request) -> Response:
         path_action = str(request.path_params["action"])
         intake = self.processor.receive(path_action, await request.body())
-        scripted = self.faults.take(FaultAction.of(path_action), (intake.trace_no, intake.original_trace_no))
+        scripted = self.faults.take(
+            FaultAction.of(path_action), (intake.trace_no, intake.original_trace_no), name=path_action
+        )
         self.ledger.save()
         if scripted is None:
             return _json(self._commit(intake))
@@ -205,7 +207,7 @@ class BackendSimulator:
         record = self.ledger.get(trace_no)
         if record is None:
             return _json({"error": f"traceNo {trace_no!r} was never seen"}, status_code=404)
-        return _json(record.to_json())
+        return _json(self.ledger.entry(record))
 
     async def _faults_endpoint(self, request: Request) -> Response:
         if request.method == "DELETE":

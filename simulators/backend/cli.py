@@ -28,7 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT}, 0 = any)")
     parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"URL path before /{{action}} ({DEFAULT_PREFIX})")
     parser.add_argument(
-        "--key-file", type=Path, default=None,
+        "--key-file",
+        type=Path,
+        default=None,
         help="file holding the signing key (default: the published test key)",
     )
     parser.add_argument("--no-signing", action="store_true", help="neither verify requests nor sign replies")
@@ -39,7 +41,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--sign-truncate", type=int, default=0, metavar="N", help="keep N hex chars of the MD5 (0 = all 32)"
     )
     parser.add_argument(
-        "--ledger-file", type=Path, default=None, metavar="PATH",
+        "--ledger-file",
+        type=Path,
+        default=None,
+        metavar="PATH",
         help="keep the ledger in this JSON file: read at start if present, rewritten after every change",
     )
 
@@ -66,8 +71,11 @@ async def run(args: argparse.Namespace) -> int:
         return 2
     try:
         sim = BackendSimulator(
-            signing_key=key, include_body=not args.sign_exclude_body, truncate=args.sign_truncate,
-            prefix=args.prefix, ledger_file=args.ledger_file,
+            signing_key=key,
+            include_body=not args.sign_exclude_body,
+            truncate=args.sign_truncate,
+            prefix=args.prefix,
+            ledger_file=args.ledger_file,
         )
     except (OSError, ValueError) as err:
         print(f"cannot use --ledger-file: {err}", file=sys.stderr)

@@ -13,15 +13,22 @@ class SimCode(StrEnum):
     """returnCode values the backend simulator sends."""
 
     APPROVED = "00"
+    DO_NOT_HONOUR = "05"  # the test code that always declines
+    CHOOSE_PRODUCT = "09"  # first round of a code with options: choose from activityProductList
     UNSUPPORTED_ACTION = "12"
-    UNKNOWN_CARD = "14"
+    AMOUNT_EXCEEDS = "13"  # refundAmount above what is left of the original
+    UNKNOWN_CARD = "14"  # also an unknown QR code, e-coupon or member
     ALREADY_VOIDED = "22"
-    ORIGINAL_VOIDED = "23"
+    ORIGINAL_VOIDED = "23"  # inquiry or refund of a voided sale
+    ORIGINAL_REFUNDED = "24"  # void of a sale that was (partly) refunded
     ORIGINAL_NOT_FOUND = "25"
     ORIGINAL_IN_PROGRESS = "26"
     FORMAT_ERROR = "30"
     INSUFFICIENT_FUNDS = "51"
+    EXPIRED = "54"  # the expired test e-coupon
     INCORRECT_PIN = "55"
+    CARD_MISMATCH = "57"  # a card void/refund presented another card than the sale's
+    WRONG_FAMILY = "58"  # a card void/refund of a QR sale, or the other way round
     BAD_SIGNATURE = "63"
     DUPLICATE_TRACE_NO = "94"
 

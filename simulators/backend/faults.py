@@ -1,10 +1,11 @@
 """Scripted faults: what goes wrong with the next matching request, before or after its commit.
 
-A fault is queued for an action kind (``sale`` = cardRedemption / cardPayment, ``inquiry``,
-``void`` = voidCardSale), optionally only for one traceNo, for the next ``times`` matching
-requests. Queue them in-process (``sim.faults.add(...)``) or over HTTP from any process
-(``POST /_sim/faults``, see docs/backend.md, "Scripted faults"). Each matching request takes
-the oldest matching entry (FIFO).
+A fault is queued for an action kind (``sale`` = cardRedemption / cardPayment / qrcodeSale /
+accumulating, ``inquiry``, ``void``, ``refund``, ``query`` = ecouponInquiry / summary,
+``upload`` = batchUpload) or for one action by name (``qrcodeSale``), optionally only for one
+traceNo, for the next ``times`` matching requests. Queue them in-process
+(``sim.faults.add(...)``) or over HTTP from any process (``POST /_sim/faults``, see
+docs/backend.md, "Scripted faults"). Each matching request takes the oldest matching entry (FIFO).
 
 "Commit" is the moment the simulator's handler decides the request and the ledger changes.
 ``*-before-commit`` faults act before it (nothing is applied, except after
@@ -21,7 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from simulators.backend.ledger import INQUIRY_ACTION, SALE_ACTIONS, VOID_ACTION
+from simulators.backend.book import BOOK_ACTIONS, kind_of
 
 #: Longest delay a fault may ask for.
 MAX_DELAY_S = 3600.0
@@ -59,27 +60,31 @@ class Fault(StrEnum):
 
 
 class FaultAction(StrEnum):
-    """Which requests a fault is for."""
+    """Which kind of request a fault is for (a fault may also name one action: :data:`FAULT_TARGETS`)."""
 
-    SALE = "sale"  # cardRedemption and cardPayment
+    SALE = "sale"  # cardRedemption, cardPayment, qrcodeSale, accumulating
     INQUIRY = "inquiry"
-    VOID = "void"  # voidCardSale
+    VOID = "void"  # voidCardSale, voidQrcodeSale
+    REFUND = "refund"  # refundCardSale, refundQrcodeSale
+    QUERY = "query"  # ecouponInquiry, summary
+    UPLOAD = "upload"  # batchUpload
 
     @classmethod
     def of(cls, action: str) -> FaultAction | None:
         """The kind of an e-Buy action name, None for actions faults never apply to."""
-        if action in SALE_ACTIONS:
-            return cls.SALE
-        if action == INQUIRY_ACTION:
-            return cls.INQUIRY
-        if action == VOID_ACTION:
-            return cls.VOID
-        return None
+        kind = kind_of(action)
+        return None if kind == "other" else cls(kind)
+
+
+#: What a fault's ``action`` may name: a kind, or one of the book's actions.
+FAULT_TARGETS = frozenset({*FaultAction, *BOOK_ACTIONS})
 
 
 @dataclass
 class ScriptedFault:
     """One queue entry: ``fault`` for the next ``times`` requests of ``action`` (None: any kind).
+
+    ``action`` is a kind (:class:`FaultAction`) or one action's name (``"qrcodeSale"``).
 
     ``trace_no`` (when set) limits it to requests whose traceNo or originalTraceNo is that
     value. ``delay_s`` is for the delay faults, ``code`` / ``desc`` for ``decline``, ``reset``
@@ -87,7 +92,7 @@ class ScriptedFault:
     """
 
     fault: Fault
-    action: FaultAction | None = None
+    action: str | None = None
     times: int = 1
     delay_s: float = 0.0
     trace_no: str | None = None
@@ -96,12 +101,15 @@ class ScriptedFault:
     reset: bool = False
 
     def __post_init__(self) -> None:
-        check_fault(self.fault, times=self.times, delay_s=self.delay_s, code=self.code, desc=self.desc,
-                    reset=self.reset)
+        check_fault(
+            self.fault, times=self.times, delay_s=self.delay_s, code=self.code, desc=self.desc, reset=self.reset
+        )
+        if self.action is not None:
+            check_target(self.action)
 
-    def matches(self, action: FaultAction | None, trace_nos: Iterable[str]) -> bool:
-        """True when a request of ``action`` carrying ``trace_nos`` should take this fault."""
-        if action is None or self.action not in (None, action):
+    def matches(self, action: FaultAction | None, trace_nos: Iterable[str], name: str = "") -> bool:
+        """True when a request of kind ``action`` (action name ``name``) carrying ``trace_nos`` takes this fault."""
+        if action is None or self.action not in (None, action, name):
             return False
         return self.trace_no is None or self.trace_no in trace_nos
 
@@ -110,9 +118,17 @@ class ScriptedFault:
         return asdict(self)
 
 
-def check_fault(
-    fault: Fault, *, times: int, delay_s: float, code: str | None, desc: str | None, reset: bool
-) -> None:
+def check_target(action: str) -> None:
+    """Refuse a fault ``action`` that is neither a kind nor a book action.
+
+    Raises:
+        ValueError: what it may be instead.
+    """
+    if action not in FAULT_TARGETS:
+        raise ValueError(f"action must be a kind ({', '.join(FaultAction)}) or a book action, not {action!r}")
+
+
+def check_fault(fault: Fault, *, times: int, delay_s: float, code: str | None, desc: str | None, reset: bool) -> None:
     """Refuse settings that do not fit the fault.
 
     Raises:
@@ -137,7 +153,7 @@ class FaultRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    action: FaultAction
+    action: str
     fault: Fault
     times: int = Field(1, ge=1, le=100_000)
     delay_s: float = Field(0.0, ge=0, le=MAX_DELAY_S)
@@ -148,8 +164,10 @@ class FaultRequest(BaseModel):
 
     @model_validator(mode="after")
     def _fits_the_fault(self) -> FaultRequest:
-        check_fault(self.fault, times=self.times, delay_s=self.delay_s, code=self.code, desc=self.desc,
-                    reset=self.reset)
+        check_target(self.action)
+        check_fault(
+            self.fault, times=self.times, delay_s=self.delay_s, code=self.code, desc=self.desc, reset=self.reset
+        )
         return self
 
     def scripted(self) -> ScriptedFault:
@@ -180,7 +198,7 @@ class FaultScript:
         self,
         fault: Fault,
         *,
-        action: FaultAction | None = None,
+        action: str | None = None,
         times: int = 1,
         delay_s: float = 0.0,
         trace_no: str | None = None,
@@ -199,11 +217,14 @@ class FaultScript:
         """Queue one entry (a copy: the script counts its uses down)."""
         self._queue.append(ScriptedFault(**asdict(scripted)))
 
-    def take(self, action: FaultAction | None, trace_nos: Iterable[str] = ()) -> ScriptedFault | None:
-        """Use up one ``times`` of the first entry matching a request; returns that fault, if any."""
+    def take(self, action: FaultAction | None, trace_nos: Iterable[str] = (), name: str = "") -> ScriptedFault | None:
+        """Use up one ``times`` of the first entry matching a request (kind ``action``, action ``name``).
+
+        Returns that fault, if any.
+        """
         trace_nos = tuple(no for no in trace_nos if no)
         for index, scripted in enumerate(self._queue):
-            if scripted.matches(action, trace_nos):
+            if scripted.matches(action, trace_nos, name):
                 scripted.times -= 1
                 if scripted.times == 0:
                     del self._queue[index]

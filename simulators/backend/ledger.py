@@ -14,45 +14,35 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from misbridge.ebuy import jsonio
+from simulators.backend.book import CARD_REDEMPTION, INQUIRY, SALE_ACTIONS, VOID_CARD_SALE, kind_of
+from simulators.backend.records import TraceRecord, TraceState
+from simulators.backend.testcodes import CODES, MEMBERS, Member, TestCode
 from simulators.cards import TestCard
 
-#: The actions that move money: a sale (book §10.1 cardPayment, §10.2 cardRedemption).
-SALE_ACTIONS = ("cardRedemption", "cardPayment")
-#: The action that gives a sale's money back.
-VOID_ACTION = "voidCardSale"
-INQUIRY_ACTION = "inquiry"
-#: Version of the ledger file's layout.
+__all__ = [
+    "FILE_FORMAT",
+    "INQUIRY_ACTION",
+    "SALE_ACTIONS",
+    "VOID_ACTION",
+    "Account",
+    "Ledger",
+    "TraceRecord",
+    "TraceState",
+    "kind_of",
+]
+
+#: The void misbridge sends as its reversal (book §10.5).
+VOID_ACTION = VOID_CARD_SALE
+INQUIRY_ACTION = INQUIRY
+
+#: Version of the ledger file's layout (later fields are optional, so older files still load).
 FILE_FORMAT = 1
-
-
-class TraceState(StrEnum):
-    """Where one traceNo stands."""
-
-    # Seen but never decided: refused at the envelope (bad signature, format, unknown action),
-    # or dropped / failed by a *-before-commit fault. The traceNo is still free.
-    NOT_APPLIED = "not_applied"
-    IN_PROGRESS = "in_progress"  # received and accepted, its handler has not decided yet
-    APPROVED = "approved"
-    DECLINED = "declined"
-    VOIDED = "voided"  # an approved sale a later voidCardSale reversed
-
-
-def kind_of(action: str) -> str:
-    """``sale``, ``inquiry``, ``void`` or ``other`` for an e-Buy action name."""
-    if action in SALE_ACTIONS:
-        return "sale"
-    if action == INQUIRY_ACTION:
-        return "inquiry"
-    if action == VOID_ACTION:
-        return "void"
-    return "other"
 
 
 @dataclass
@@ -63,132 +53,33 @@ class Account:
     balance: Decimal
 
 
-@dataclass
-class TraceRecord:
-    """Everything the simulator knows about one traceNo.
-
-    ``response`` is the body sent back the first time the traceNo was decided; inquiries
-    are answered from it. ``points_delta`` / ``balance_delta`` are the effect on the card
-    (negative = spent; a void records the positive restore). ``voided_by`` is the traceNo of
-    the void that reversed this sale.
-    """
-
-    trace_no: str
-    action: str
-    submissions: int = 0
-    state: TraceState = TraceState.NOT_APPLIED
-    response: dict[str, Any] = field(default_factory=dict)
-    card: str | None = None
-    total_amount: Decimal | None = None
-    undiscount_amount: Decimal | None = None
-    fund_channel: list[dict[str, str]] = field(default_factory=list)
-    points_delta: int = 0
-    balance_delta: Decimal = Decimal(0)
-    original_trace_no: str | None = None
-    voided_by: str | None = None
-
-    @property
-    def used(self) -> bool:
-        """True once accepted for processing (in progress or decided): the traceNo is taken for good."""
-        return self.state is not TraceState.NOT_APPLIED
-
-    @property
-    def in_progress(self) -> bool:
-        """True between acceptance and the handler's decision."""
-        return self.state is TraceState.IN_PROGRESS
-
-    @property
-    def kind(self) -> str:
-        """``sale``, ``inquiry``, ``void`` or ``other``."""
-        return kind_of(self.action)
-
-    @property
-    def applied(self) -> bool:
-        """Whether this traceNo's money movement is in effect now.
-
-        A sale: approved and not voided (the charge is on the card). A void: approved (its
-        restore was made). An inquiry, a decline, anything not decided: False.
-        """
-        return self.state is TraceState.APPROVED and self.kind in ("sale", "void")
-
-    @property
-    def return_code(self) -> str:
-        """The returnCode first sent for it ("" when not decided)."""
-        return str(self.response.get("returnCode", ""))
-
-    def _common(self) -> dict[str, Any]:
-        # What the ledger view and the ledger file both carry.
-        return {
-            "traceNo": self.trace_no,
-            "action": self.action,
-            "submissions": self.submissions,
-            "state": self.state.value,
-            "card": self.card,
-            "totalAmount": self.total_amount,
-            "undiscountAmount": self.undiscount_amount,
-            "fundChannel": self.fund_channel,
-            "pointsDelta": self.points_delta,
-            "balanceDelta": self.balance_delta,
-            "originalTraceNo": self.original_trace_no,
-            "voidedBy": self.voided_by,
-        }
-
-    def to_json(self) -> dict[str, Any]:
-        """The record as ``/_sim/ledger`` shows it (amounts as Decimal numbers)."""
-        return {
-            **self._common(),
-            "kind": self.kind,
-            "applied": self.applied,
-            "returnCode": self.return_code,
-            "returnDesc": self.response.get("returnDesc", ""),
-        }
-
-    def to_state(self) -> dict[str, Any]:
-        """Everything needed to rebuild the record (the ledger file's form)."""
-        return {**self._common(), "response": self.response}
-
-    @classmethod
-    def from_state(cls, state: Mapping[str, Any]) -> TraceRecord:
-        """The record :meth:`to_state` wrote.
-
-        A record saved while in progress comes back ``not_applied``: the simulator stopped
-        before its handler decided, and the money moves only when a handler decides.
-
-        Raises:
-            KeyError, ValueError, TypeError: the state is not one :meth:`to_state` wrote.
-        """
-        trace_state = TraceState(state["state"])
-        if trace_state is TraceState.IN_PROGRESS:
-            trace_state = TraceState.NOT_APPLIED
-        return cls(
-            trace_no=str(state["traceNo"]),
-            action=str(state["action"]),
-            submissions=int(state["submissions"]),
-            state=trace_state,
-            response=dict(state["response"]),
-            card=state["card"],
-            total_amount=_decimal_or_none(state["totalAmount"]),
-            undiscount_amount=_decimal_or_none(state["undiscountAmount"]),
-            fund_channel=list(state["fundChannel"]),
-            points_delta=int(state["pointsDelta"]),
-            balance_delta=Decimal(state["balanceDelta"]),
-            original_trace_no=state["originalTraceNo"],
-            voided_by=state["voidedBy"],
-        )
-
-
 class Ledger:
-    """Per-simulator balances (copies of the test cards' values) and traceNo records.
+    """Per-simulator balances (copies of the test values) and traceNo records.
 
     Args:
         cards: the test cards by name; their points and balances are copied, never changed.
         path: file to keep the ledger in (see :meth:`open`); None keeps it in memory only.
+        codes: the QR codes / e-coupons by code (their balances are copied).
+        members: the members by memberId (their points are copied).
+
+    Attributes:
+        summary_since: the endDate of the last ``summary`` (yyyyMMddHHmmss; "" before the first).
     """
 
-    def __init__(self, cards: Mapping[str, TestCard], path: Path | None = None) -> None:
+    def __init__(
+        self,
+        cards: Mapping[str, TestCard],
+        path: Path | None = None,
+        *,
+        codes: Mapping[str, TestCode] = CODES,
+        members: Mapping[str, Member] = MEMBERS,
+    ) -> None:
         self._accounts = {name: Account(card.points, card.balance) for name, card in cards.items()}
+        self._codes = {code: test_code.balance for code, test_code in codes.items()}
+        self._members = {member_id: member.points for member_id, member in members.items()}
         self._records: dict[str, TraceRecord] = {}
         self._order_serial = 0
+        self.summary_since = ""
         self.path = path
 
     @classmethod
@@ -221,7 +112,7 @@ class Ledger:
         then on a late-arriving original with that traceNo is refused as a duplicate (94), so
         "not found" stays true. misbridge relies on this (docs/reliability.md, assumptions).
         """
-        record = self._records.setdefault(trace_no, TraceRecord(trace_no, "cardRedemption"))
+        record = self._records.setdefault(trace_no, TraceRecord(trace_no, CARD_REDEMPTION))
         if not record.used:
             record.state = TraceState.DECLINED
             record.response = {"traceNo": trace_no, "returnCode": "25", "returnDesc": "not found; traceNo barred"}
@@ -258,19 +149,74 @@ class Ledger:
         account.balance += balance_delta
         return account
 
+    def code_balance(self, code: str) -> Decimal:
+        """Current balance of a test QR code or e-coupon.
+
+        Raises:
+            KeyError: no such code.
+        """
+        return self._codes[code]
+
+    def apply_code(self, code: str, delta: Decimal) -> Decimal:
+        """Add ``delta`` to a code's balance and return the new balance."""
+        self._codes[code] += delta
+        return self._codes[code]
+
+    def member_points(self, member_id: str) -> int:
+        """Current points of a test member.
+
+        Raises:
+            KeyError: no such member.
+        """
+        return self._members[member_id]
+
+    def apply_member(self, member_id: str, delta: int) -> int:
+        """Add ``delta`` points to a member and return the new balance."""
+        self._members[member_id] += delta
+        return self._members[member_id]
+
+    def records(self) -> list[TraceRecord]:
+        """Every record, in the order the traceNos first arrived."""
+        return list(self._records.values())
+
+    def holder(self, record: TraceRecord) -> dict[str, Any]:
+        """The current balance of what ``record`` moved money or points of (card, code, member); {} if none."""
+        if record.card is not None and record.card in self._accounts:
+            account = self._accounts[record.card]
+            return {"card": record.card, "points": account.points, "balance": account.balance}
+        if record.qrcode is not None and record.qrcode in self._codes:
+            return {"qrcode": record.qrcode, "balance": self._codes[record.qrcode]}
+        if record.member_id is not None and record.member_id in self._members:
+            return {"memberId": record.member_id, "pointBalance": self._members[record.member_id]}
+        return {}
+
     def next_order_serial(self) -> int:
         """1, 2, 3...: numbers the orderNos; kept in the file so a restart does not repeat them."""
         self._order_serial += 1
         return self._order_serial
 
+    def entry(self, record: TraceRecord) -> dict[str, Any]:
+        """``record`` as the ledger endpoints show it: its fields and ``holder`` (see :meth:`holder`)."""
+        return {**record.to_json(), "holder": self.holder(record)}
+
     def snapshot(self) -> dict[str, Any]:
-        """``{"transactions": {traceNo: record}, "balances": {card: {points, balance}}}``."""
+        """The whole ledger as JSON.
+
+        ``{"transactions": {traceNo: entry}, "balances": {card: {points, balance}},
+        "codes": {code: {balance}}, "members": {memberId: {pointBalance}}}``.
+        """
         return {
-            "transactions": {trace_no: record.to_json() for trace_no, record in self._records.items()},
+            "transactions": {trace_no: self.entry(record) for trace_no, record in self._records.items()},
+            **self._balances(),
+        }
+
+    def _balances(self) -> dict[str, Any]:
+        return {
             "balances": {
-                name: {"points": account.points, "balance": account.balance}
-                for name, account in self._accounts.items()
+                name: {"points": account.points, "balance": account.balance} for name, account in self._accounts.items()
             },
+            "codes": {code: {"balance": balance} for code, balance in self._codes.items()},
+            "members": {member_id: {"pointBalance": points} for member_id, points in self._members.items()},
         }
 
     def save(self) -> None:
@@ -285,10 +231,8 @@ class Ledger:
         state = {
             "format": FILE_FORMAT,
             "orderSerial": self._order_serial,
-            "balances": {
-                name: {"points": account.points, "balance": account.balance}
-                for name, account in self._accounts.items()
-            },
+            "summarySince": self.summary_since,
+            **self._balances(),
             "records": [record.to_state() for record in self._records.values()],
         }
         data = jsonio.dumps(state).encode("utf-8")
@@ -310,11 +254,18 @@ class Ledger:
             for name, saved in state["balances"].items():
                 if name in self._accounts:
                     self._accounts[name] = Account(int(saved["points"]), Decimal(saved["balance"]))
+            self._load_holders(state)
             records = [TraceRecord.from_state(saved) for saved in state["records"]]
         except (jsonio.JSONDecodeError, UnicodeError, KeyError, TypeError, ValueError, AttributeError) as err:
             raise ValueError(f"ledger file {self.path} cannot be read: {err}") from err
         self._records = {record.trace_no: record for record in records}
 
-
-def _decimal_or_none(value: Any) -> Decimal | None:
-    return None if value is None else Decimal(value)
+    def _load_holders(self, state: Mapping[str, Any]) -> None:
+        # Codes, members and the summary mark came later: a file without them keeps the test values.
+        self.summary_since = str(state.get("summarySince", ""))
+        for code, saved in state.get("codes", {}).items():
+            if code in self._codes:
+                self._codes[code] = Decimal(saved["balance"])
+        for member_id, saved in state.get("members", {}).items():
+            if member_id in self._members:
+                self._members[member_id] = int(saved["pointBalance"])

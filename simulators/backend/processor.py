@@ -31,7 +31,7 @@ from misbridge.ebuy.envelope import ENVELOPE_FIELDS, Envelope, decode_body, enve
 from misbridge.errors import RequestError
 from simulators.backend.actions import HANDLERS, SimContext, decline_body
 from simulators.backend.codes import SimCode
-from simulators.backend.ledger import TraceRecord, TraceState
+from simulators.backend.records import TraceRecord, TraceState
 
 
 @dataclass(frozen=True)

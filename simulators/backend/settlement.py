@@ -61,6 +61,45 @@ def member(amount: Decimal) -> Channel:
     return Channel("005", "会员卡支付", amount)
 
 
+def qr_payment(amount: Decimal) -> Channel:
+    """Paid from a QR payment code's wallet."""
+    return Channel("006", "二维码支付", amount)
+
+
+def ecoupon(amount: Decimal) -> Channel:
+    """Paid from an e-coupon's balance."""
+    return Channel("007", "电子券抵扣", amount)
+
+
+#: Channels whose money a void or refund gives back to the card's points ...
+POINTS_CHANNELS = frozenset({"002"})
+#: ... to the card's stored value ...
+BALANCE_CHANNELS = frozenset({"004", "005"})
+#: ... or to the QR code's / e-coupon's balance. Cash (001) and privilege (003) go back at the till.
+CODE_CHANNELS = frozenset({"006", "007"})
+
+
+def refund_portions(fund_channel: list[dict[str, str]], before: Decimal, refund: Decimal) -> list[Channel]:
+    """What a refund of ``refund`` gives back per channel, ``before`` having been refunded already.
+
+    Refunds go back channel by channel in the fundChannel's order (cash first, then points,
+    stored value, code balance): channel i has given back ``clamp(refunded - earlier, 0, amount_i)``
+    after ``refunded`` in all, so refunds that add up to the total give everything back, exactly.
+    """
+    portions: list[Channel] = []
+    earlier = ZERO
+    for entry in fund_channel:
+        size = Decimal(entry["channelAmount"])
+        given = _clamp(before + refund - earlier, size) - _clamp(before - earlier, size)
+        portions.append(Channel(entry["channelNo"], entry["channelName"], given))
+        earlier += size
+    return [portion for portion in portions if portion.amount != 0]
+
+
+def _clamp(value: Decimal, size: Decimal) -> Decimal:
+    return min(max(value, ZERO), size)
+
+
 @dataclass(frozen=True)
 class Settlement:
     """The outcome of an approved redemption: channels and what the card gave."""
@@ -104,18 +143,14 @@ def settle(usage: Usage, account: Account, total: Decimal, undiscount: Decimal) 
 def _all_points(account: Account, total: Decimal) -> Settlement:
     needed = int(total * POINTS_PER_YUAN)
     if account.points < needed:
-        raise Declined(
-            SimCode.INSUFFICIENT_FUNDS, f"insufficient points: {account.points} available, {needed} needed"
-        )
+        raise Declined(SimCode.INSUFFICIENT_FUNDS, f"insufficient points: {account.points} available, {needed} needed")
     return Settlement((points(total),), points_used=needed)
 
 
 def _points_and_cash(account: Account, total: Decimal, discountable: Decimal) -> Settlement:
     affordable = (Decimal(account.points) / POINTS_PER_YUAN).quantize(CENT, rounding=ROUND_DOWN)
     by_points = min(discountable, POINTS_CASH_CAP, affordable)
-    return Settlement(
-        (cash(total - by_points), points(by_points)), points_used=int(by_points * POINTS_PER_YUAN)
-    )
+    return Settlement((cash(total - by_points), points(by_points)), points_used=int(by_points * POINTS_PER_YUAN))
 
 
 def _stored_value(account: Account, total: Decimal) -> Decimal:

@@ -18,40 +18,86 @@ from simulators.pinpad.device import SimulatedPinPad
 from simulators.pinpad.faults import EVENTS, Faults, Scenario, load_scenario
 
 #: Fault flag (argparse dest) -> Faults field.
-_FAULT_FLAGS = {"nak": "nak", "withhold_ack": "withhold_ack", "bad_lrc": "bad_lrc", "garbage": "garbage",
-                "duplicate": "duplicate", "silence": "silence_s", "slow_ms": "slow_ms",
-                "unplug_after": "unplug_after", "cut_frame": "cut_frame",
-                "nak_rate": "nak_rate", "bad_lrc_rate": "bad_lrc_rate", "fault_seed": "seed"}
+_FAULT_FLAGS = {
+    "nak": "nak",
+    "withhold_ack": "withhold_ack",
+    "bad_lrc": "bad_lrc",
+    "garbage": "garbage",
+    "duplicate": "duplicate",
+    "silence": "silence_s",
+    "slow_ms": "slow_ms",
+    "unplug_after": "unplug_after",
+    "cut_frame": "cut_frame",
+    "nak_rate": "nak_rate",
+    "bad_lrc_rate": "bad_lrc_rate",
+    "fault_seed": "seed",
+}
 #: Pad option (argparse dest) -> (scenario [pad] key, built-in default).
 _PAD_OPTIONS: dict[str, tuple[str, Any]] = {
-    "card": ("card", DEFAULT_CARD), "pin": ("pin", None), "action": ("action", Action.PAY.value),
-    "timeout_cap": ("timeout_cap", 60.0), "card_delay": ("card_delay", 0.0), "pin_delay": ("pin_delay", 0.0),
+    "card": ("card", DEFAULT_CARD),
+    "pin": ("pin", None),
+    "action": ("action", Action.PAY.value),
+    "timeout_cap": ("timeout_cap", 60.0),
+    "card_delay": ("card_delay", 0.0),
+    "pin_delay": ("pin_delay", 0.0),
+    "scanner": ("scanner", True),
+    "legacy": ("legacy", False),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the PIN-pad simulator options to ``parser``."""
-    parser.add_argument("--card", default=None, choices=sorted(CARDS),
-                        help=f"card the default customer presents (default: {DEFAULT_CARD})")
-    parser.add_argument("--pin", default=None,
-                        help="PIN the default customer types, e.g. a wrong one (default: the card's PIN)")
-    parser.add_argument("--action", default=None, choices=[a.value for a in Action],
-                        help="what the default customer does (default: pay)")
-    parser.add_argument("--link", default=None, metavar="PATH",
-                        help="stable symlink to the pty slave, like a udev rule gives a real pad")
-    parser.add_argument("--control", default=None, metavar="PATH",
-                        help="Unix socket accepting JSON-line customers for tests")
-    parser.add_argument("--timeout-cap", type=float, default=None, metavar="S",
-                        help="longest wait before answering TIMEOUT (default: 60)")
-    parser.add_argument("--card-delay", type=float, default=None, metavar="S",
-                        help="seconds the customer takes to present the card")
-    parser.add_argument("--pin-delay", type=float, default=None, metavar="S",
-                        help="seconds the customer takes to type the PIN")
-    parser.add_argument("--scenario", default=None, metavar="FILE",
-                        help="TOML scenario: [pad], [faults], [[customers]]; flags given here win")
-    parser.add_argument("--trace", nargs="?", const="-", default=None, metavar="FILE",
-                        help="one line per frame (hex and decoded, PAN masked, encrypted fields elided)"
-                             " on stderr, or appended to FILE")
+    parser.add_argument(
+        "--card",
+        default=None,
+        choices=sorted(CARDS),
+        help=f"card the default customer presents (default: {DEFAULT_CARD})",
+    )
+    parser.add_argument(
+        "--pin", default=None, help="PIN the default customer types, e.g. a wrong one (default: the card's PIN)"
+    )
+    parser.add_argument(
+        "--action",
+        default=None,
+        choices=[a.value for a in Action],
+        help="what the default customer does (default: pay)",
+    )
+    parser.add_argument(
+        "--link",
+        default=None,
+        metavar="PATH",
+        help="stable symlink to the pty slave, like a udev rule gives a real pad",
+    )
+    parser.add_argument(
+        "--control", default=None, metavar="PATH", help="Unix socket accepting JSON-line customers for tests"
+    )
+    parser.add_argument(
+        "--timeout-cap",
+        type=float,
+        default=None,
+        metavar="S",
+        help="longest wait before answering TIMEOUT (default: 60)",
+    )
+    parser.add_argument(
+        "--card-delay", type=float, default=None, metavar="S", help="seconds the customer takes to present the card"
+    )
+    parser.add_argument(
+        "--pin-delay", type=float, default=None, metavar="S", help="seconds the customer takes to type the PIN"
+    )
+    parser.add_argument(
+        "--scenario",
+        default=None,
+        metavar="FILE",
+        help="TOML scenario: [pad], [faults], [[customers]]; flags given here win",
+    )
+    parser.add_argument(
+        "--trace",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="FILE",
+        help="one line per frame (hex and decoded, PAN masked, encrypted fields elided) on stderr, or appended to FILE",
+    )
     faults = parser.add_argument_group(
         "line faults (counts apply to the next N frames; rates to every frame, at random)"
     )
@@ -60,23 +106,63 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument("--bad-lrc", type=int, default=None, metavar="N", help="bad LRC on the next N frames sent")
     faults.add_argument("--garbage", type=int, default=None, metavar="N", help="garbage burst before N frames")
     faults.add_argument("--duplicate", type=int, default=None, metavar="N", help="send the next N frames twice")
-    faults.add_argument("--silence", type=float, default=None, metavar="S",
-                        help="send nothing for S seconds from the next command")
+    faults.add_argument(
+        "--silence", type=float, default=None, metavar="S", help="send nothing for S seconds from the next command"
+    )
     faults.add_argument("--slow-ms", type=float, default=None, metavar="MS", help="MS milliseconds per byte sent")
-    faults.add_argument("--unplug-after", default=None, choices=EVENTS, metavar="EVENT",
-                        help=f"unplug once this frame was acknowledged: {', '.join(EVENTS)}")
-    faults.add_argument("--cut-frame", action="store_const", const=True, default=None,
-                        help="send half of the next frame, then unplug")
-    faults.add_argument("--nak-rate", type=float, default=None, metavar="P",
-                        help="NAK each host frame with probability P (0 <= P < 1)")
-    faults.add_argument("--bad-lrc-rate", type=float, default=None, metavar="P",
-                        help="bad LRC on each frame sent, resends included, with probability P (0 <= P < 1)")
-    faults.add_argument("--fault-seed", type=int, default=None, metavar="N",
-                        help="seed of the rate faults' random draws (default: 0; same seed, same faults)")
-    parser.add_argument("--interactive", action="store_true",
-                        help="ask on the terminal which card the customer presents and which PIN they type")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="trace every message on stderr (masked PAN only; never tracks or PIN blocks)")
+    faults.add_argument(
+        "--unplug-after",
+        default=None,
+        choices=EVENTS,
+        metavar="EVENT",
+        help=f"unplug once this frame was acknowledged: {', '.join(EVENTS)}",
+    )
+    faults.add_argument(
+        "--cut-frame", action="store_const", const=True, default=None, help="send half of the next frame, then unplug"
+    )
+    faults.add_argument(
+        "--nak-rate", type=float, default=None, metavar="P", help="NAK each host frame with probability P (0 <= P < 1)"
+    )
+    faults.add_argument(
+        "--bad-lrc-rate",
+        type=float,
+        default=None,
+        metavar="P",
+        help="bad LRC on each frame sent, resends included, with probability P (0 <= P < 1)",
+    )
+    faults.add_argument(
+        "--fault-seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="seed of the rate faults' random draws (default: 0; same seed, same faults)",
+    )
+    parser.add_argument(
+        "--no-scanner",
+        dest="scanner",
+        action="store_const",
+        const=False,
+        default=None,
+        help="a pad without a code scanner: READ_CODE is keyed in, scan-only answers RESULT 10",
+    )
+    parser.add_argument(
+        "--legacy",
+        action="store_const",
+        const=True,
+        default=None,
+        help="a pad from before READ_CODE, CHOOSE and TRANS_TYPE (answers RESULT 07, shows a sale)",
+    )
+    parser.add_argument(
+        "--interactive",
+        action="store_true",
+        help="ask on the terminal for the card, the PIN, the code scanned or keyed, the option chosen",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="trace every message on stderr (masked PAN only; never tracks or PIN blocks)",
+    )
 
 
 def build_pad(
@@ -107,9 +193,15 @@ def build_pad(
         faults=Faults(**fault_values),
         trace=trace,
         ask=ask,
+        scanner=bool(pad_opts["scanner"]),
+        legacy=bool(pad_opts["legacy"]),
     )
     for customer in scenario.customers:
         pad.enqueue_customer(customer)
+    for code in scenario.codes:
+        pad.prompts.enqueue(code)
+    for choice in scenario.choices:
+        pad.prompts.enqueue(choice)
     return pad
 
 
@@ -160,8 +252,9 @@ async def run(args: argparse.Namespace) -> int:
             trace_file.close()
         return 2
     if getattr(args, "verbose", False):
-        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
-                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.basicConfig(
+            level=logging.DEBUG, stream=sys.stderr, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+        )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -4,6 +4,12 @@ A Unix stream socket accepting JSON lines
 ``{"card": "points", "pin": "123456", "action": "pay", "hesitate_s": 0}``
 (every key optional, as in :class:`~simulators.pinpad.customer.Customer`); each line enqueues one
 customer and is answered with ``{"ok": true}`` or ``{"ok": false, "error": "..."}``.
+
+``"step"`` picks the queue: ``"card"`` (the default, above), ``"code"`` for the next READ_CODE
+(``{"step": "code", "code": "2801...", "source": "qr", "action": "give", "hesitate_s": 0}``, as in
+:class:`~simulators.pinpad.customer.ScriptedCode`) or ``"choice"`` for the next CHOOSE
+(``{"step": "choice", "option": 2, "action": "choose"}``, as in
+:class:`~simulators.pinpad.customer.ScriptedChoice`).
 """
 
 from __future__ import annotations
@@ -17,42 +23,82 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from simulators.pinpad.customer import Customer
+from simulators.pinpad.customer import Customer, ScriptedChoice, ScriptedCode
 from simulators.pinpad.device import SimulatedPinPad
 
 _LOGGER = logging.getLogger(__name__)
 
 _FIELDS = frozenset({"card", "pin", "action", "hesitate_s"})
+_CODE_FIELDS = frozenset({"code", "source", "action", "hesitate_s"})
+_CHOICE_FIELDS = frozenset({"option", "action", "hesitate_s"})
 MAX_LINE = 4096
 
 
+def parse_line(line: bytes) -> Customer | ScriptedCode | ScriptedChoice:
+    """Build the customer of one JSON line, for the queue its ``"step"`` names.
+
+    Raises:
+        ValueError: not a JSON object, an unknown step or keys, or invalid values.
+    """
+    fields = _json_object(line)
+    step = fields.pop("step", "card")
+    if step == "card":
+        return _customer(fields)
+    if step not in ("code", "choice"):
+        raise ValueError(f"unknown step {step!r} (known: card, code, choice)")
+    unknown = set(fields) - (_CODE_FIELDS if step == "code" else _CHOICE_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
+    hesitate = _hesitation(fields.pop("hesitate_s", 0.0))
+    try:
+        return (ScriptedCode if step == "code" else ScriptedChoice)(**fields, hesitate_s=hesitate)
+    except TypeError as err:  # a value of the wrong JSON type
+        raise ValueError(str(err)) from err
+
+
 def parse_customer(line: bytes) -> Customer:
-    """Build a customer from one JSON line.
+    """Build a card customer from one JSON line (no ``"step"`` key).
 
     Raises:
         ValueError: not a JSON object, unknown keys, or an invalid card/PIN/action.
     """
+    return _customer(_json_object(line))
+
+
+def _json_object(line: bytes) -> dict[str, Any]:
     try:
         fields: Any = json.loads(line)
     except json.JSONDecodeError as err:
         raise ValueError(f"not JSON: {err}") from err
     if not isinstance(fields, dict):
         raise ValueError("expected a JSON object")
+    return fields
+
+
+def _hesitation(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("hesitate_s is a number of seconds")
+    return float(value)
+
+
+def _customer(fields: dict[str, Any]) -> Customer:
     unknown = set(fields) - _FIELDS
     if unknown:
         raise ValueError(f"unknown keys: {', '.join(sorted(unknown))}")
-    hesitate = fields.pop("hesitate_s", 0.0)
-    if isinstance(hesitate, bool) or not isinstance(hesitate, int | float):
-        raise ValueError("hesitate_s is a number of seconds")
+    hesitate = _hesitation(fields.pop("hesitate_s", 0.0))
     if not all(isinstance(value, str) or (key == "pin" and value is None) for key, value in fields.items()):
         raise ValueError("card, pin and action are strings")
-    return Customer(**fields, hesitate_s=float(hesitate))
+    return Customer(**fields, hesitate_s=hesitate)
 
 
 def reply_for(pad: SimulatedPinPad, line: bytes) -> dict[str, Any]:
     """Enqueue the customer in ``line`` on ``pad`` and return the reply object."""
     try:
-        pad.enqueue_customer(parse_customer(line))
+        script = parse_line(line)
+        if isinstance(script, Customer):
+            pad.enqueue_customer(script)
+        else:
+            pad.prompts.enqueue(script)
     except ValueError as err:
         return {"ok": False, "error": str(err)}
     return {"ok": True}
@@ -106,7 +152,7 @@ class ControlServer:
                 await writer.wait_closed()
 
 
-async def enqueue_remote(path: str | os.PathLike[str], **fields: str | None) -> None:
+async def enqueue_remote(path: str | os.PathLike[str], **fields: str | int | float | None) -> None:
     """Enqueue one customer on the simulator listening at ``path`` (async client).
 
     Raises:
@@ -124,7 +170,7 @@ async def enqueue_remote(path: str | os.PathLike[str], **fields: str | None) -> 
             await writer.wait_closed()
 
 
-def enqueue_remote_sync(path: str | os.PathLike[str], timeout: float = 5.0, **fields: str | None) -> None:
+def enqueue_remote_sync(path: str | os.PathLike[str], timeout: float = 5.0, **fields: str | int | float | None) -> None:
     """Blocking variant of :func:`enqueue_remote`, for synchronous test code."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)

@@ -64,3 +64,87 @@ class Customer:
     def typed_pin(self) -> str:
         """The PIN this customer types."""
         return self.pin if self.pin is not None else self.test_card.pin
+
+
+#: The code a scripted customer shows when none is given: the book's qrcodeSale example.
+DEFAULT_CODE = "280123121234567890"
+
+
+class CodeAction(StrEnum):
+    """What the customer does at a READ_CODE prompt."""
+
+    GIVE = "give"  # shows the code to the scanner (or keys it in)
+    CANCEL = "cancel"  # presses Cancel (RESULT 01)
+    NONE = "none"  # walks away (RESULT 02 after the timeout)
+
+
+class CodeSourceName(StrEnum):
+    """How the scripted customer gives the code; the pad keys it in when it cannot scan."""
+
+    QR = "qr"
+    BARCODE = "barcode"
+    KEYPAD = "keypad"
+
+
+class ChoiceAction(StrEnum):
+    """What the customer does at a CHOOSE prompt."""
+
+    CHOOSE = "choose"  # presses the key of ``option``
+    CANCEL = "cancel"  # presses Cancel (RESULT 01)
+    NONE = "none"  # walks away (RESULT 02 after the timeout)
+
+
+@dataclass(frozen=True)
+class ScriptedCode:
+    """One customer at a READ_CODE prompt.
+
+    Raises:
+        ValueError: unknown action or source, a code that is not 1..512 printable ASCII
+            characters, or a bad hesitation.
+    """
+
+    code: str = DEFAULT_CODE
+    source: str = CodeSourceName.QR
+    action: str = CodeAction.GIVE
+    hesitate_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", _member(CodeAction, self.action, "action"))
+        object.__setattr__(self, "source", _member(CodeSourceName, self.source, "source"))
+        if not (1 <= len(self.code) <= 512 and all(" " <= c <= "~" for c in self.code)):
+            raise ValueError("a code is 1 to 512 printable ASCII characters")
+        _check_hesitation(self.hesitate_s)
+
+
+@dataclass(frozen=True)
+class ScriptedChoice:
+    """One customer at a CHOOSE prompt: presses the key of ``option`` (1..9).
+
+    A key beyond the options shown is ignored by the pad, as on a real keypad: the customer
+    then times out.
+
+    Raises:
+        ValueError: unknown action, an option outside 1..9, or a bad hesitation.
+    """
+
+    option: int = 1
+    action: str = ChoiceAction.CHOOSE
+    hesitate_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", _member(ChoiceAction, self.action, "action"))
+        if isinstance(self.option, bool) or not isinstance(self.option, int) or not 1 <= self.option <= 9:
+            raise ValueError("option is the key pressed, 1 to 9")
+        _check_hesitation(self.hesitate_s)
+
+
+def _member(kind: type[StrEnum], value: str, name: str) -> StrEnum:
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"unknown {name} {value!r} (known: {', '.join(m.value for m in kind)})") from None
+
+
+def _check_hesitation(hesitate_s: float) -> None:
+    if not 0.0 <= hesitate_s <= MAX_HESITATE_S:
+        raise ValueError(f"hesitate_s must be between 0 and {MAX_HESITATE_S:g} seconds")

@@ -5,7 +5,8 @@ The session runs on the daemon's own :class:`~misbridge.device.pump.LinkPump`, o
 (:class:`~simulators.pinpad.pty.PtyPort`), or around any byte transport given to :meth:`serve`.
 
 It answers the commands of docs/device-protocol.md §5 with scripted customers
-(:class:`~simulators.pinpad.customer.Customer`), encrypting PAN, track 2 and the PIN block with
+(:class:`~simulators.pinpad.customer.Customer`; codes and choices in
+:class:`~simulators.pinpad.prompts.PromptSteps`), encrypting PAN, track 2 and the PIN block with
 the test working key exactly as a real pad's secure module would.
 
 Trace lines (one per message, logger ``simulators.pinpad.device``, DEBUG) show the masked PAN
@@ -28,6 +29,7 @@ from misbridge.link import (
     MAX_RETRANSMITS,
     Cancel,
     CardData,
+    Choose,
     DeviceInfo,
     DeviceInfoRequest,
     DeviceState,
@@ -44,20 +46,24 @@ from misbridge.link import (
     Progress,
     ProgressStage,
     ReadCard,
+    ReadCode,
     ReadPin,
     Result,
     ResultCode,
     Role,
     StatusRequest,
+    TransType,
     decode_message,
     encode_message,
+    request_id_of,
 )
 from misbridge.transport.base import ByteTransport
 from simulators.cards import CARDS, DEFAULT_CARD, TestCard
 from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
 from simulators.pinpad.customer import Action, Customer
-from simulators.pinpad.faults import Faults, event_of
+from simulators.pinpad.faults import TRACE_FIELDS, Faults, event_of
 from simulators.pinpad.line import FaultyLine
+from simulators.pinpad.prompts import PromptSteps, confirmation
 from simulators.pinpad.pty import PtyPort
 
 _LOGGER = logging.getLogger(__name__)
@@ -68,14 +74,10 @@ SERIAL_NO = "SIM0001"
 PROTOCOL_VERSION = 1
 DEFAULT_KEY_INDEX = 1
 
-#: Fields that may appear in a trace line; everything else (tracks, PIN block, keys) is left out.
-_TRACE_FIELDS = ("amount_minor", "timeout_s", "masked_pan", "card_type", "stage", "digits_entered",
-                 "code", "state", "key_index")
-
 
 def _trace(direction: str, msg: Message) -> None:
     if _LOGGER.isEnabledFor(logging.DEBUG):
-        fields = " ".join(f"{name}={getattr(msg, name)}" for name in _TRACE_FIELDS if hasattr(msg, name))
+        fields = " ".join(f"{name}={getattr(msg, name)}" for name in TRACE_FIELDS if hasattr(msg, name))
         _LOGGER.debug("%s %s id=%d %s", direction, type(msg).__name__, msg.request_id, fields)
 
 
@@ -93,6 +95,10 @@ class SimulatedPinPad:
         link: path of a stable symlink to the pty slave (what a udev rule gives a real pad).
         faults: line faults to inject (:class:`~simulators.pinpad.faults.Faults`); also ``pad.faults``.
         trace: receives one readable line per unit on the line (hex and decoded, secrets elided).
+        ask: interactive mode: asks the technician for the card, PIN, code or option.
+        scanner: whether the pad has a code scanner (without one READ_CODE is keyed in).
+        legacy: play a pad from before READ_CODE, CHOOSE and TRANS_TYPE: it answers the two
+            commands RESULT 07 and shows every card step as a sale.
     """
 
     def __init__(
@@ -109,6 +115,8 @@ class SimulatedPinPad:
         faults: Faults | None = None,
         trace: Callable[[str], None] | None = None,
         ask: Callable[[str], Awaitable[str]] | None = None,
+        scanner: bool = True,
+        legacy: bool = False,
     ) -> None:
         self._line = FaultyLine(faults or Faults(), trace=trace, on_cut=self.unplug)
         #: Interactive mode: asked for the card and the PIN when no scripted customer is queued.
@@ -130,6 +138,10 @@ class SimulatedPinPad:
         self._host_cancelled_id = 0
         self._customer = self._default
         self._card: TestCard | None = None
+        self._legacy = legacy
+        #: READ_CODE and CHOOSE, with their own queues of scripted customers.
+        self.prompts = PromptSteps(self._send, self._customer_waits, ask=ask, scanner=scanner)
+        #: What the screen shows: the last DISPLAY_TEXT, or the confirmation line of a card / PIN step.
         self.displayed = ""
 
     # -- public ------------------------------------------------------------------------------
@@ -175,8 +187,9 @@ class SimulatedPinPad:
         """
         self._stop_link()
         self._line.attach(transport)
-        self._pump = LinkPump(self._new_session(), self._line, on_event=self._link_event,
-                              on_failure=self._line_lost, name="simulated pad")
+        self._pump = LinkPump(
+            self._new_session(), self._line, on_event=self._link_event, on_failure=self._line_lost, name="simulated pad"
+        )
         self._pump.start()
 
     async def stop(self) -> None:
@@ -255,6 +268,9 @@ class SimulatedPinPad:
             msg = decode_message(payload)
         except MessageError as err:
             _LOGGER.debug("rx invalid message: %s", err)
+            rid = request_id_of(payload)
+            if rid is not None:  # §6: an unknown type or a missing field is BAD_COMMAND
+                self._send(Result(rid, ResultCode.BAD_COMMAND, str(err)[:100]))
             return
         _trace("rx", msg)
         self.commands[type(msg).__name__] += 1
@@ -291,8 +307,14 @@ class SimulatedPinPad:
             # Slot becomes usable; the key itself stays the test key (no master key to unwrap it).
             self._keys[msg.key_index] = self._keys[DEFAULT_KEY_INDEX]
             self._send(Result(rid, ResultCode.OK))
+        elif isinstance(msg, ReadCard | ReadPin) and not self._shows(msg.trans_type, msg.amount_minor, msg.reference):
+            self._send(Result(rid, ResultCode.BAD_COMMAND, f"unknown TRANS_TYPE {msg.trans_type}"))
         elif isinstance(msg, ReadCard):
             self._start_job(rid, self._read_card(msg))
+        elif isinstance(msg, ReadCode) and not self._legacy:
+            self._start_job(rid, self.prompts.read_code(msg))
+        elif isinstance(msg, Choose) and not self._legacy:
+            self._start_job(rid, self.prompts.choose(msg))
         elif isinstance(msg, ReadPin):
             if self._card is None:
                 self._send(Result(rid, ResultCode.BAD_COMMAND, "no card read"))
@@ -302,6 +324,15 @@ class SimulatedPinPad:
                 self._start_job(rid, self._read_pin(msg, self._card))
         else:
             self._send(Result(rid, ResultCode.BAD_COMMAND, f"unexpected {type(msg).__name__}"))
+
+    def _shows(self, trans_type: str, amount_minor: int, reference: str) -> bool:
+        """Put a card or PIN step's confirmation line on the screen; False for an unknown TRANS_TYPE."""
+        if self._legacy:  # an older pad skips the tags it does not know (§4) and shows a sale
+            trans_type, reference = TransType.SALE, ""
+        elif trans_type not in set(TransType):
+            return False
+        self.displayed = confirmation(trans_type, amount_minor, reference)
+        return True
 
     def _start_job(self, request_id: int, work: Coroutine[Any, Any, None]) -> None:
         self._job_id = request_id
@@ -362,20 +393,23 @@ class SimulatedPinPad:
             return
         self._card = card = self._customer.test_card
         key = self._keys[DEFAULT_KEY_INDEX]
-        self._send(CardData(
-            rid,
-            card_type=card.card_type,
-            masked_pan=card.masked_pan,
-            enc_pan_hex=encrypt_text(card.pan, key),
-            enc_track2_hex=encrypt_text(card.track2, key),
-            expiry=card.expiry,
-        ))
+        self._send(
+            CardData(
+                rid,
+                card_type=card.card_type,
+                masked_pan=card.masked_pan,
+                enc_pan_hex=encrypt_text(card.pan, key),
+                enc_track2_hex=encrypt_text(card.track2, key),
+                expiry=card.expiry,
+            )
+        )
 
     async def _ask_for_card(self, msg: ReadCard) -> Customer:
         """Interactive mode: the technician names the card (or what the customer does)."""
-        amount = f"{msg.amount_minor // 100}.{msg.amount_minor % 100:02d}"
-        prompt = (f"READ_CARD {amount}: card [{self._default.card}] ({' '.join(sorted(CARDS))}) "
-                  f"or cancel / none / error: ")
+        prompt = (
+            f"READ_CARD {self.displayed}: card [{self._default.card}] ({' '.join(sorted(CARDS))}) "
+            f"or cancel / none / error: "
+        )
         while True:
             answer = await self._ask(prompt) if self._ask else ""
             special = {"cancel": Action.CANCEL_CARD, "none": Action.NO_CARD, "error": Action.CARD_ERROR}

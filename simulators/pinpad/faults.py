@@ -62,11 +62,23 @@ from typing import Any
 
 from misbridge.errors import MessageError
 from misbridge.link import ControlByte, Message, decode_bcd_length, decode_message
-from misbridge.link.messages import CardData, LoadWorkingKey, PinBlock, Progress, ProgressStage
-from simulators.pinpad.customer import Customer
+from misbridge.link.messages import CardData, CodeData, LoadWorkingKey, PinBlock, Progress, ProgressStage
+from simulators.pinpad.customer import Customer, ScriptedChoice, ScriptedCode
 
 #: Events ``unplug_after`` accepts: the pad unplugs once the host acknowledged that frame.
-EVENTS = ("command", "device-info", "waiting-card", "card-data", "waiting-pin", "pin-block", "result")
+EVENTS = (
+    "command",
+    "device-info",
+    "waiting-card",
+    "card-data",
+    "waiting-pin",
+    "pin-block",
+    "result",
+    "waiting-code",
+    "code-data",
+    "waiting-choice",
+    "choice",
+)
 
 #: The garbage burst: printable bytes only, so it never looks like STX, ACK or NAK.
 GARBAGE = b"#GARBAGE~LINE~NOISE#"
@@ -75,10 +87,27 @@ GARBAGE = b"#GARBAGE~LINE~NOISE#"
 RATES = ("nak_rate", "bad_lrc_rate")
 
 #: Fields that may appear in a trace line; nothing encrypted is among them.
-TRACE_FIELDS = ("amount_minor", "timeout_s", "masked_pan", "card_type", "stage", "digits_entered",
-                "code", "state", "key_index", "model", "firmware", "serial_no")
-#: Messages whose TLVs carry encrypted data: their hex is shown without the TLV part.
-_SECRET_TYPES = (CardData, PinBlock, LoadWorkingKey)
+TRACE_FIELDS = (
+    "amount_minor",
+    "timeout_s",
+    "masked_pan",
+    "card_type",
+    "stage",
+    "digits_entered",
+    "code",
+    "state",
+    "key_index",
+    "model",
+    "firmware",
+    "serial_no",
+    "trans_type",
+    "reference",
+    "code_input",
+    "source",
+    "index",
+)
+#: Messages whose TLVs carry encrypted data or a (payment) code: their hex is shown without the TLV part.
+_SECRET_TYPES = (CardData, PinBlock, LoadWorkingKey, CodeData)
 
 
 @dataclass
@@ -154,10 +183,21 @@ class Faults:
 def event_of(msg: Message) -> str | None:
     """The :data:`EVENTS` name of a message the pad sends, if it has one."""
     if isinstance(msg, Progress):
-        stages: dict[str, str] = {ProgressStage.WAITING_FOR_CARD: "waiting-card",
-                                  ProgressStage.WAITING_FOR_PIN: "waiting-pin"}
+        stages: dict[str, str] = {
+            ProgressStage.WAITING_FOR_CARD: "waiting-card",
+            ProgressStage.WAITING_FOR_PIN: "waiting-pin",
+            ProgressStage.WAITING_FOR_CODE: "waiting-code",
+            ProgressStage.WAITING_FOR_CHOICE: "waiting-choice",
+        }
         return stages.get(msg.stage)
-    names = {"DeviceInfo": "device-info", "CardData": "card-data", "PinBlock": "pin-block", "Result": "result"}
+    names = {
+        "DeviceInfo": "device-info",
+        "CardData": "card-data",
+        "PinBlock": "pin-block",
+        "Result": "result",
+        "CodeData": "code-data",
+        "Choice": "choice",
+    }
     return names.get(type(msg).__name__)
 
 
@@ -207,20 +247,23 @@ def describe_unit(unit: bytes) -> str:
 
 @dataclass
 class Scenario:
-    """A TOML scenario: pad settings, faults and the queue of customers."""
+    """A TOML scenario: pad settings, faults and the queues of customers (cards, codes, choices)."""
 
     pad: dict[str, Any] = field(default_factory=dict)
     faults: Faults = field(default_factory=Faults)
     customers: list[Customer] = field(default_factory=list)
+    codes: list[ScriptedCode] = field(default_factory=list)
+    choices: list[ScriptedChoice] = field(default_factory=list)
 
 
-_PAD_KEYS = frozenset({"card", "pin", "timeout_cap", "card_delay", "pin_delay"})
+_PAD_KEYS = frozenset({"card", "pin", "timeout_cap", "card_delay", "pin_delay", "scanner", "legacy"})
+_SECTIONS = frozenset({"pad", "faults", "customers", "codes", "choices"})
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario file::
 
-        [pad]                    # any of card, pin, timeout_cap, card_delay, pin_delay
+        [pad]                    # any of card, pin, timeout_cap, card_delay, pin_delay, scanner, legacy
         card = "points"
         [faults]                 # any field of Faults
         nak = 1
@@ -230,6 +273,11 @@ def load_scenario(path: str | Path) -> Scenario:
         [[customers]]            # queued in order; then the default customer
         card = "member"
         action = "cancel-pin"
+        [[codes]]                # READ_CODE customers in order; then the book's example code
+        code = "280123121234567890"
+        source = "barcode"       # qr, barcode or keypad; action give, cancel or none
+        [[choices]]              # CHOOSE customers in order; then the first option
+        option = 2               # the key pressed; action choose, cancel or none
 
     Raises:
         ValueError: not TOML, unknown sections or keys, or invalid values.
@@ -238,7 +286,7 @@ def load_scenario(path: str | Path) -> Scenario:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise ValueError(f"scenario {path}: {err}") from err
-    unknown = set(data) - {"pad", "faults", "customers"}
+    unknown = set(data) - _SECTIONS
     if unknown:
         raise ValueError(f"scenario {path}: unknown sections {', '.join(sorted(unknown))}")
     pad = dict(data.get("pad", {}))
@@ -251,6 +299,8 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         faults = Faults(**fault_data)
         customers = [Customer(**c) for c in data.get("customers", [])]
+        codes = [ScriptedCode(**c) for c in data.get("codes", [])]
+        choices = [ScriptedChoice(**c) for c in data.get("choices", [])]
     except TypeError as err:
         raise ValueError(f"scenario {path}: {err}") from err
-    return Scenario(pad, faults, customers)
+    return Scenario(pad, faults, customers, codes, choices)

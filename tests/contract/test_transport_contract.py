@@ -175,8 +175,13 @@ async def test_closed_transport_refuses_io_and_closes_twice(pipe: tuple[ByteTran
 
 @pytest.mark.parametrize(
     ("url", "scheme"),
-    [("/dev/mispos", "serial"), ("/dev/ttyACM0", "serial"), ("socket://10.0.0.5:7000", "socket"),
-     ("SPY:///dev/ttyUSB0", "spy"), ("usb://1234:5678", "usb")],
+    [
+        ("/dev/mispos", "serial"),
+        ("/dev/ttyACM0", "serial"),
+        ("socket://10.0.0.5:7000", "socket"),
+        ("SPY:///dev/ttyUSB0", "spy"),
+        ("usb://1234:5678", "usb"),
+    ],
 )
 def test_url_scheme(url: str, scheme: str) -> None:
     assert url_scheme(url) == scheme

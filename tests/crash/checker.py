@@ -8,7 +8,12 @@ ledger over HTTP), so the rules are unit-tested without any process. For the run
 * **lost**: the journal and the ledger disagree about the money: approved in the journal but not
   applied at the backend, or applied at the backend but not approved in the journal;
 * **doubled**: the sale reached the backend more than once, or a traceNo misbridge originated
-  (inquiry, void) was submitted more than once, or more than one void was applied;
+  (inquiry, void) was submitted more than once, or more than one void was applied, or the
+  transaction's money moved more than once (an options sale's second round, a POS void's resends);
+* for a POS **void or refund** (:func:`check_original`): its original stays approved in the
+  journal; a void is approved exactly when the original's ledger entry is ``voided`` (by it or one
+  of its resends); a refund is approved exactly when the original's ``refundedAmount`` is its
+  amount (0 otherwise);
 * **answer**: the POS was told something the journal contradicts: the repeated request does
   not get the stored response, the stored returnCode does not match the state ("00" exactly
   when approved), or a first answer said "00" for a transaction that did not end approved, or
@@ -22,6 +27,7 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +35,13 @@ from misbridge.ebuy import jsonio
 
 FINAL_STATES = frozenset({"approved", "declined", "aborted", "voided"})
 APPROVED_CODE = "00"
+#: What an approved POS void may have been answered: ``22`` "already voided" when the reversal
+#: queue's resend found its first attempt had gone through (docs/reliability.md, voidQrcodeSale).
+VOID_APPROVED_CODES = (APPROVED_CODE, "22")
 #: Answers that say nothing about the outcome ("busy", "resolving", "shutting down", "recovering:
-#: retry shortly"): a POS that got one asks again, so it is no contradiction whatever the end.
-NOT_AN_OUTCOME = frozenset({"MB25", "MB31", "MB91", "MB92"})
+#: retry shortly", and MB36 "a POS void still unknown, being sent again until confirmed"): a POS
+#: that got one asks again, so it is no contradiction whatever the end.
+NOT_AN_OUTCOME = frozenset({"MB25", "MB31", "MB36", "MB91", "MB92"})
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,7 @@ class LedgerEntry:
     state: str = "unseen"
     applied: bool = False
     voided_by: str | None = None
+    refunded_amount: Decimal = Decimal(0)
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any] | None) -> LedgerEntry:
@@ -68,8 +79,14 @@ class LedgerEntry:
         if record is None:
             return cls()
         voided_by = record.get("voidedBy")
-        return cls(int(record.get("submissions", 0)), str(record.get("state", "")), bool(record.get("applied")),
-                   str(voided_by) if voided_by else None)
+        refunded = Decimal(str(record.get("refundedAmount") or 0))
+        return cls(
+            int(record.get("submissions", 0)),
+            str(record.get("state", "")),
+            bool(record.get("applied")),
+            str(voided_by) if voided_by else None,
+            refunded,
+        )
 
 
 @dataclass
@@ -100,6 +117,8 @@ def check_run(
     *,
     repeated_answer: Mapping[str, Any] | None,
     first_answer: Mapping[str, Any] | None,
+    moves_by: tuple[str, ...] = ("option",),
+    approved_codes: tuple[str, ...] = (APPROVED_CODE,),
 ) -> Verdict:
     """Apply the rules of the module docstring to one run.
 
@@ -109,6 +128,10 @@ def check_run(
         calls: ledger entries of the traceNos misbridge originated for it, by traceNo.
         repeated_answer: the body the clean daemon answered to the repeated POS request.
         first_answer: the body the crashing daemon answered, if it answered before dying.
+        moves_by: kinds of originated calls whose application is the transaction's own money moving:
+            an options sale's second round (``option``); for a POS void, its resends (``void``);
+            none for a refund (never sent twice).
+        approved_codes: the returnCodes of an approval (:data:`VOID_APPROVED_CODES` for a POS void).
     """
     verdict = Verdict()
     state = journal.state
@@ -118,24 +141,30 @@ def check_run(
         verdict.stuck.append(f"journal state {state}")
     if journal.reversal_state not in (None, "done"):
         verdict.stuck.append(f"reversal {journal.reversal_state}")
-    _check_money(verdict, state, sale)
-    _check_doubles(verdict, sale, journal, calls)
-    _check_answers(verdict, journal, repeated_answer, first_answer)
+    movers = [sale, *(calls.get(no, LedgerEntry()) for no, kind in journal.calls if kind in moves_by)]
+    _check_money(verdict, state, movers)
+    _check_doubles(verdict, movers, journal, calls)
+    _check_answers(verdict, journal, repeated_answer, first_answer, approved_codes)
     if journal.integrity != "ok":
         verdict.integrity.append(journal.integrity)
     return verdict
 
 
-def _check_money(verdict: Verdict, state: str | None, sale: LedgerEntry) -> None:
-    if sale.applied and state != "approved":
-        verdict.lost.append(f"backend applied the sale (ledger {sale.state}) but the journal says {state}")
-    if state == "approved" and not sale.applied:
-        verdict.lost.append(f"journal approved but the backend did not apply the sale (ledger {sale.state})")
+def _check_money(verdict: Verdict, state: str | None, movers: list[LedgerEntry]) -> None:
+    applied = any(entry.applied for entry in movers)
+    shown = ", ".join(entry.state for entry in movers)
+    if applied and state != "approved":
+        verdict.lost.append(f"backend applied it (ledger {shown}) but the journal says {state}")
+    if state == "approved" and not applied:
+        verdict.lost.append(f"journal approved but the backend did not apply it (ledger {shown})")
 
 
 def _check_doubles(
-    verdict: Verdict, sale: LedgerEntry, journal: JournalView, calls: Mapping[str, LedgerEntry]
+    verdict: Verdict, movers: list[LedgerEntry], journal: JournalView, calls: Mapping[str, LedgerEntry]
 ) -> None:
+    sale = movers[0]
+    if len([entry for entry in movers if entry.applied]) > 1:
+        verdict.doubled.append(f"applied {len([e for e in movers if e.applied])} times (itself or its resends)")
     if sale.submissions > 1:
         verdict.doubled.append(f"sale submitted {sale.submissions} times")
     for trace_no, kind in journal.calls:
@@ -145,8 +174,46 @@ def _check_doubles(
     applied_voids = [no for no, kind in journal.calls if kind == "void" and calls.get(no, LedgerEntry()).applied]
     if len(applied_voids) > 1:
         verdict.doubled.append(f"{len(applied_voids)} voids applied: {', '.join(applied_voids)}")
-    if sale.voided_by is not None and sale.voided_by not in {no for no, _ in journal.calls}:
-        verdict.doubled.append(f"sale voided by {sale.voided_by}, a traceNo the journal never allocated")
+    allocated = {no for no, _ in journal.calls}
+    for entry in movers:
+        if entry.voided_by is not None and entry.voided_by not in allocated:
+            verdict.doubled.append(f"sale voided by {entry.voided_by}, a traceNo the journal never allocated")
+
+
+def check_original(
+    verdict: Verdict,
+    follow_up: JournalView,
+    original: JournalView,
+    entry: LedgerEntry,
+    *,
+    kind: str,
+    refund_amount: Decimal | None,
+    voiders: frozenset[str],
+) -> None:
+    """A POS void or refund against its original: applied at most once, as the journal says.
+
+    Args:
+        verdict: where violations go.
+        follow_up: the journal's view of the void or refund.
+        original: the journal's view of the sale it undoes (approved: the POS was told so).
+        entry: the original's ledger entry as the backend knows it (an options sale's second round).
+        kind: ``void`` or ``refund``.
+        refund_amount: what the refund gives back.
+        voiders: the void's traceNo and those of its resends.
+    """
+    done = follow_up.state == "approved"
+    if original.state != "approved":
+        verdict.lost.append(f"the original, answered 00, ended {original.state}")
+    if kind == "void":
+        if done != (entry.state == "voided"):
+            verdict.lost.append(f"void {follow_up.state} but the original's ledger is {entry.state}")
+        if entry.voided_by is not None and entry.voided_by not in voiders:
+            verdict.doubled.append(f"original voided by {entry.voided_by}, not by this void or its resends")
+        return
+    refunded = entry.refunded_amount
+    expected = refund_amount if done and refund_amount is not None else Decimal(0)
+    if refunded != expected:
+        verdict.lost.append(f"refund {follow_up.state}: the original's ledger has {refunded} refunded, not {expected}")
 
 
 def _check_answers(
@@ -154,6 +221,7 @@ def _check_answers(
     journal: JournalView,
     repeated: Mapping[str, Any] | None,
     first: Mapping[str, Any] | None,
+    approved_codes: tuple[str, ...] = (APPROVED_CODE,),
 ) -> None:
     state = journal.state
     if state not in FINAL_STATES:
@@ -165,7 +233,7 @@ def _check_answers(
     stored_code = str(stored.get("returnCode", ""))
     if stored_code != (journal.return_code or stored_code):
         verdict.answer.append(f"return_code column {journal.return_code} != response returnCode {stored_code}")
-    if (stored_code == APPROVED_CODE) != (state == "approved"):
+    if (stored_code in approved_codes) != (state == "approved"):
         verdict.answer.append(f"stored returnCode {stored_code!r} in state {state}")
     if repeated is None:
         verdict.answer.append("no answer to the repeated request")
@@ -174,7 +242,7 @@ def _check_answers(
     if first is None:
         return
     first_code = str(first.get("returnCode", ""))
-    if first_code not in NOT_AN_OUTCOME and (first_code == APPROVED_CODE) != (state == "approved"):
+    if first_code not in NOT_AN_OUTCOME and (first_code in approved_codes) != (state == "approved"):
         verdict.answer.append(f"the POS was first told {_brief(first)} but the transaction ended {state}")
 
 

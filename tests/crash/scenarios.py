@@ -16,7 +16,11 @@ so a new point without one fails the suite instead of being silently skipped. A 
 * **recovery points**: a first daemon crashes at a *prep* point to leave a non-final transaction,
   a second one crashes inside start-up recovery, then the clean daemon finishes the job;
 * ``shutdown.drain``: the backend holds the sale, and SIGTERM arrives while the transaction is
-  ``submitting``.
+  ``submitting``;
+* **card voids and refunds**: some runs of the card sale's points (and of
+  ``backend.voidCardSale.after_write``, every run of ``backend.refundCardSale.after_write``) are
+  a POS ``voidCardSale`` or ``refundCardSale`` of an approved card sale (:func:`card_follow_up_plan`);
+* **QR sale, follow-up and void-resend points**: tests/crash/flows.py.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from misbridge.host.crashpoints import POINTS
+from tests.crash import flows
+from tests.crash.flows import Flow
 
 #: Where a sale's POS request first meets each point, in order (the hook counts passes).
 SALE_POINTS: tuple[str, ...] = (
@@ -57,11 +63,19 @@ RECOVERY_POINTS: tuple[str, ...] = ("recovery.start", "recovery.after_first")
 SHUTDOWN_POINTS: tuple[str, ...] = ("shutdown.drain",)
 
 #: Sale points a request passes only after the backend answered (a scripted decline matters there).
-BACKEND_REACHED: tuple[str, ...] = ("backend.cardRedemption.after_write", "submit.after_reply",
-                                    "outcome.after_commit", "pos.after_reply")
+BACKEND_REACHED: tuple[str, ...] = (
+    "backend.cardRedemption.after_write",
+    "submit.after_reply",
+    "outcome.after_commit",
+    "pos.after_reply",
+)
 #: Points whose crash leaves a transaction in a pre-submit state (what recovery.after_first needs).
-PRE_SUBMIT_PREP: tuple[str, ...] = ("intake.after_intent", "card.before_commit", "card.after_commit",
-                                    "pin.before_commit")
+PRE_SUBMIT_PREP: tuple[str, ...] = (
+    "intake.after_intent",
+    "card.before_commit",
+    "card.after_commit",
+    "pin.before_commit",
+)
 #: Points that leave some non-final transaction for recovery.start to find.
 NON_FINAL_PREP: tuple[str, ...] = (
     *PRE_SUBMIT_PREP,
@@ -108,8 +122,7 @@ class FaultSpec:
 
     def request(self, trace_no: str) -> dict[str, Any]:
         """The JSON object for the simulator, limited to requests about ``trace_no``."""
-        body: dict[str, Any] = {"action": self.action, "fault": self.fault, "times": self.times,
-                                "trace_no": trace_no}
+        body: dict[str, Any] = {"action": self.action, "fault": self.fault, "times": self.times, "trace_no": trace_no}
         if self.delay_s:
             body["delay_s"] = self.delay_s
         if self.code is not None:
@@ -141,6 +154,8 @@ class Plan:
     #: Daemons started one after the other; the *last* one's exit 137 means the point was reached.
     stages: tuple[Stage, ...]
     variant: str
+    #: What a QR or follow-up run sends (None: the card sale of :func:`~tests.crash.harness.pos_body`).
+    flow: Flow | None = None
 
 
 def _nth(point: str, nth: int) -> str:
@@ -218,12 +233,75 @@ def prep_stage(point: str, rng: random.Random) -> tuple[Stage, str]:
     raise ValueError(f"{point} is not a transaction point")
 
 
-def plan_for(point: str, rng: random.Random) -> Plan:
-    """The scenario of one run that crashes at ``point``.
+def card_follow_up_plan(point: str, rng: random.Random, trace_no: str) -> Plan:
+    """A POS card void or refund of an approved card sale, crashing at one of the card sale's points or its write.
+
+    The original passes each of :data:`flows.CARD_SALE_POINTS` once, so the void or refund crashes at
+    the second pass. After the backend answered, it sometimes declines (51) or, at the outcome and
+    the POS reply, the reply is lost and resolved by inquiry; its write sometimes answers HTTP 500
+    after the backend's commit (any HTTP response passes the hook).
+    """
+    writes = {write: kind for kind, write in flows.CARD_WRITES.items()}
+    flow, variant = flows.card_follow_up_flow(trace_no, rng, writes.get(point))
+    kind = flow.kind
+    faults: tuple[FaultSpec, ...] = ()
+    roll = rng.random()
+    if point in ("outcome.after_commit", "pos.after_reply") and roll < 0.3:
+        fault, name = flows.lost_reply(kind, rng)
+        faults, variant = (FaultSpec(fault["action"], fault["fault"]),), f"{variant}, {name}"
+    elif point in (*BACKEND_REACHED, *writes) and roll < 0.45:
+        faults, variant = (FaultSpec(kind, "decline", code="51"),), f"{variant}, backend declines (51)"
+    elif point in writes and roll < 0.7:
+        faults, variant = (FaultSpec(kind, "http-500-after-commit"),), f"{variant}, HTTP 500 after its commit"
+    nth = 2 if point in flows.CARD_SALE_POINTS else 1
+    return Plan(point, (Stage(_nth(point, nth), faults),), variant, flow)
+
+
+def resend_flow(trace_no: str, rng: random.Random) -> tuple[Flow, str]:
+    """The POS void of ``void.resend.after_commit``: of a QR sale, or (card and PIN) of a card sale."""
+    if rng.random() < 0.4:
+        return flows.card_follow_up_flow(trace_no, rng, "void")
+    return flows.follow_up_flow("void.resend.after_commit", trace_no, rng)
+
+
+def flow_plan(point: str, rng: random.Random, trace_no: str) -> Plan:
+    """A run of tests/crash/flows.py: a QR sale, or a POS void or refund of an approved QR or card sale."""
+    if point in flows.QR_POINTS:
+        flow, variant, nth = flows.qr_flow(point, trace_no, rng)
+        return Plan(point, (Stage(_nth(point, nth)),), variant, flow)
+    if point in flows.CARD_REFUND_POINTS:
+        return card_follow_up_plan(point, rng, trace_no)
+    if point in flows.RESEND_POINTS:
+        flow, variant = resend_flow(trace_no, rng)
+    else:
+        flow, variant = flows.follow_up_flow(point, trace_no, rng)
+    faults: tuple[FaultSpec, ...] = ()
+    if point in flows.RESEND_POINTS:
+        lost = rng.choice(("drop-after-commit", "drop-before-commit"))
+        faults = (FaultSpec("void", lost), FaultSpec("inquiry", "http-500-after-commit", times=FAILING_INQUIRIES))
+        variant += f", void {lost}, inquiries fail, sent again by the queue"
+    elif point == "followup.outcome.after_commit" and rng.random() < 0.4:
+        fault, name = flows.lost_reply(flow.kind, rng)
+        faults = (FaultSpec(fault["action"], fault["fault"]),)
+        variant += f", {name}"
+    elif point == "backend.voidQrcodeSale.after_write" and rng.random() < 0.3:
+        faults = (FaultSpec("void", "http-500-after-commit"),)
+        variant += ", HTTP 500 after the void's commit"
+    return Plan(point, (Stage(point, faults),), variant, flow)
+
+
+def plan_for(point: str, rng: random.Random, trace_no: str = "C0") -> Plan:
+    """The scenario of one run that crashes at ``point`` (``trace_no``: the run's, for QR and follow-up runs).
 
     Raises:
         ValueError: no scenario for ``point`` (a crash point without a plan is a harness bug).
     """
+    if point in flows.POINTS:
+        return flow_plan(point, rng, trace_no)
+    # A POS card void or refund passes the card sale's points too; a card void writes voidCardSale.
+    card_share = {"backend.voidCardSale.after_write": 0.35}.get(point, 0.3 if point in flows.CARD_SALE_POINTS else 0)
+    if card_share and rng.random() < card_share:
+        return card_follow_up_plan(point, rng, trace_no)
     if point in SALE_POINTS or point in INQUIRY_POINTS or point in VOID_POINTS:
         stage, variant = prep_stage(point, rng)
         return Plan(point, (stage,), variant)
@@ -242,5 +320,5 @@ def plan_for(point: str, rng: random.Random) -> Plan:
 
 def uncovered_points() -> list[str]:
     """Points of :data:`misbridge.host.crashpoints.POINTS` this module has no scenario for."""
-    known = {*SALE_POINTS, *INQUIRY_POINTS, *VOID_POINTS, *RECOVERY_POINTS, *SHUTDOWN_POINTS}
+    known = {*SALE_POINTS, *INQUIRY_POINTS, *VOID_POINTS, *RECOVERY_POINTS, *SHUTDOWN_POINTS, *flows.POINTS}
     return [point for point in POINTS if point not in known]

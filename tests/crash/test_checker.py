@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +13,43 @@ from misbridge.core.machine import TxnState
 from misbridge.host.crashpoints import POINTS
 from misbridge.journal.records import TransactionRecord
 from misbridge.journal.store import Journal
-from tests.crash import scenarios
-from tests.crash.checker import JournalView, LedgerEntry, Verdict, check_run, read_journal, read_state, sweep
+from tests.crash import flows, scenarios
+from tests.crash.checker import (
+    JournalView,
+    LedgerEntry,
+    Verdict,
+    check_original,
+    check_run,
+    read_journal,
+    read_state,
+    sweep,
+)
 
 APPROVED = {"traceNo": "T1", "returnCode": "00", "returnDesc": "SUCCESS"}
 VOIDED = {"traceNo": "T1", "returnCode": "MB32", "returnDesc": "voided"}
 
 
-def view(state: str | None = "approved", response: dict[str, Any] | None = None, *,
-         reversal: str | None = None, calls: tuple[tuple[str, str], ...] = (), integrity: str = "ok") -> JournalView:
+def view(
+    state: str | None = "approved",
+    response: dict[str, Any] | None = None,
+    *,
+    reversal: str | None = None,
+    calls: tuple[tuple[str, str], ...] = (),
+    integrity: str = "ok",
+) -> JournalView:
     stored = response if response is not None else (APPROVED if state == "approved" else VOIDED)
     code = str(stored["returnCode"]) if state is not None else None
     return JournalView(state, stored if state is not None else None, code, reversal, calls, (), integrity)
 
 
-def check(journal: JournalView, sale: LedgerEntry, calls: dict[str, LedgerEntry] | None = None, *,
-          repeated: dict[str, Any] | None = None, first: dict[str, Any] | None = None) -> Verdict:
+def check(
+    journal: JournalView,
+    sale: LedgerEntry,
+    calls: dict[str, LedgerEntry] | None = None,
+    *,
+    repeated: dict[str, Any] | None = None,
+    first: dict[str, Any] | None = None,
+) -> Verdict:
     answer = repeated if repeated is not None else journal.response
     return check_run(journal, sale, calls or {}, repeated_answer=answer, first_answer=first)
 
@@ -41,18 +63,24 @@ def test_an_approved_and_applied_sale_passes() -> None:
 
 def test_a_voided_sale_passes_with_its_one_void() -> None:
     calls = {"V1": LedgerEntry(1, "approved", applied=True), "I1": LedgerEntry(1, "approved")}
-    verdict = check(view("voided", reversal="done", calls=(("I1", "inquiry"), ("V1", "void"))),
-                    LedgerEntry(1, "voided", voided_by="V1"), calls)
+    verdict = check(
+        view("voided", reversal="done", calls=(("I1", "inquiry"), ("V1", "void"))),
+        LedgerEntry(1, "voided", voided_by="V1"),
+        calls,
+    )
     assert verdict.ok, verdict.messages()
 
 
-@pytest.mark.parametrize(("state", "sale"), [
-    ("approved", LedgerEntry(1, "voided")),  # the merchant believes in money it does not have
-    ("approved", LedgerEntry()),
-    ("voided", APPLIED),  # the customer paid, the journal says voided
-    ("declined", APPLIED),
-    ("aborted", APPLIED),
-])
+@pytest.mark.parametrize(
+    ("state", "sale"),
+    [
+        ("approved", LedgerEntry(1, "voided")),  # the merchant believes in money it does not have
+        ("approved", LedgerEntry()),
+        ("voided", APPLIED),  # the customer paid, the journal says voided
+        ("declined", APPLIED),
+        ("aborted", APPLIED),
+    ],
+)
 def test_journal_and_ledger_disagreeing_is_lost(state: str, sale: LedgerEntry) -> None:
     verdict = check(view(state), sale)
     assert verdict.lost
@@ -70,8 +98,9 @@ def test_a_reused_originated_trace_no_is_doubled() -> None:
 
 def test_two_applied_voids_are_doubled() -> None:
     calls = {"V1": LedgerEntry(1, "approved", applied=True), "V2": LedgerEntry(1, "approved", applied=True)}
-    verdict = check(view("voided", calls=(("V1", "void"), ("V2", "void"))), LedgerEntry(1, "voided", voided_by="V1"),
-                    calls)
+    verdict = check(
+        view("voided", calls=(("V1", "void"), ("V2", "void"))), LedgerEntry(1, "voided", voided_by="V1"), calls
+    )
     assert verdict.doubled
 
 
@@ -79,14 +108,17 @@ def test_a_void_the_journal_never_allocated_is_doubled() -> None:
     assert check(view("voided"), LedgerEntry(1, "voided", voided_by="ELSEWHERE")).doubled
 
 
-@pytest.mark.parametrize("journal", [
-    view(None),
-    view("unknown"),
-    view("voiding"),
-    view("needs_manual"),
-    view("voided", reversal="pending"),
-    view("voided", reversal="needs_manual"),
-])
+@pytest.mark.parametrize(
+    "journal",
+    [
+        view(None),
+        view("unknown"),
+        view("voiding"),
+        view("needs_manual"),
+        view("voided", reversal="pending"),
+        view("voided", reversal="needs_manual"),
+    ],
+)
 def test_not_settled_is_stuck(journal: JournalView) -> None:
     assert check(journal, LedgerEntry()).stuck
 
@@ -103,13 +135,16 @@ def test_a_stored_00_in_a_state_other_than_approved_is_an_answer_violation() -> 
     assert check(view("declined", APPROVED), LedgerEntry(1, "declined")).answer
 
 
-@pytest.mark.parametrize(("state", "first", "bad"), [
-    ("voided", APPROVED, True),  # told approved, not charged
-    ("approved", VOIDED, True),  # told voided, charged
-    ("approved", {"returnCode": "MB92"}, False),  # "recovering, retry": the retry was approved
-    ("voided", {"returnCode": "MB31"}, False),  # "resolving": says nothing yet
-    ("approved", APPROVED, False),
-])
+@pytest.mark.parametrize(
+    ("state", "first", "bad"),
+    [
+        ("voided", APPROVED, True),  # told approved, not charged
+        ("approved", VOIDED, True),  # told voided, charged
+        ("approved", {"returnCode": "MB92"}, False),  # "recovering, retry": the retry was approved
+        ("voided", {"returnCode": "MB31"}, False),  # "resolving": says nothing yet
+        ("approved", APPROVED, False),
+    ],
+)
 def test_the_first_answer_must_not_contradict_the_end(state: str, first: dict[str, Any], bad: bool) -> None:
     sale = APPLIED if state == "approved" else LedgerEntry(1, "voided")
     assert bool(check(view(state), sale, first=first).answer) is bad
@@ -162,3 +197,124 @@ def test_a_seed_reproduces_the_scenario() -> None:
 def test_an_unknown_point_has_no_scenario() -> None:
     with pytest.raises(ValueError, match="no crash scenario"):
         scenarios.plan_for("nowhere", random.Random(0))
+
+
+# -- options sales and the POS's voids and refunds (tests/crash/flows.py) ------------------------------
+
+
+def test_an_options_sale_is_applied_by_its_second_round() -> None:
+    calls = {"R2": APPLIED}
+    journal = view(calls=(("R2", "option"),))
+    assert check(journal, LedgerEntry(1, "declined"), calls).ok
+    lost = check(
+        view("declined", APPROVED | {"returnCode": "09"}, calls=(("R2", "option"),)), LedgerEntry(1, "declined"), calls
+    )
+    assert lost.lost
+
+
+def test_a_pos_void_applied_by_the_void_and_a_resend_is_doubled() -> None:
+    calls = {"V2": APPLIED}
+    verdict = check_run(
+        view(calls=(("V2", "void"),)), APPLIED, calls, repeated_answer=APPROVED, first_answer=None, moves_by=("void",)
+    )
+    assert verdict.doubled
+    once = check_run(
+        view(calls=(("V2", "void"),)),
+        LedgerEntry(1, "not_applied"),
+        calls,
+        repeated_answer=APPROVED,
+        first_answer=None,
+        moves_by=("void",),
+    )
+    assert once.ok, once.messages()
+
+
+@pytest.mark.parametrize(
+    ("kind", "state", "original", "refund", "column"),
+    [
+        ("void", "approved", LedgerEntry(1, "voided", voided_by="V1"), None, None),
+        ("void", "declined", LedgerEntry(1, "approved", applied=True), None, None),
+        ("void", "approved", LedgerEntry(1, "approved", applied=True), None, "lost"),
+        ("void", "declined", LedgerEntry(1, "voided", voided_by="V1"), None, "lost"),
+        ("void", "approved", LedgerEntry(1, "voided", voided_by="X9"), None, "doubled"),
+        ("refund", "approved", LedgerEntry(1, "approved", True, refunded_amount=Decimal("1.5")), Decimal("1.5"), None),
+        ("refund", "declined", LedgerEntry(1, "approved", True), Decimal("1.5"), None),
+        (
+            "refund",
+            "declined",
+            LedgerEntry(1, "approved", True, refunded_amount=Decimal("1.5")),
+            Decimal("1.5"),
+            "lost",
+        ),
+        ("refund", "approved", LedgerEntry(1, "approved", True, refunded_amount=Decimal("3")), Decimal("1.5"), "lost"),
+    ],
+)
+def test_a_follow_up_agrees_with_its_original_in_the_ledger(
+    kind: str, state: str, original: LedgerEntry, refund: Decimal | None, column: str | None
+) -> None:
+    verdict = Verdict()
+    check_original(verdict, view(state), view(), original, kind=kind, refund_amount=refund, voiders=frozenset({"V1"}))
+    bad = {name for name in ("lost", "doubled") if getattr(verdict, name)}
+    assert bad == ({column} if column else set()), verdict.messages()
+
+
+def test_an_original_answered_00_must_stay_approved() -> None:
+    verdict = Verdict()
+    check_original(
+        verdict, view("declined"), view("voided"), APPLIED, kind="void", refund_amount=None, voiders=frozenset()
+    )
+    assert verdict.lost
+
+
+def test_flow_runs_make_their_original_and_name_it() -> None:
+    for point in flows.POINTS:
+        plan = scenarios.plan_for(point, random.Random(point), "C0123")
+        assert plan.flow is not None
+        if point in flows.QR_POINTS:
+            assert plan.flow.original is None
+            assert plan.flow.request.action == "qrcodeSale"
+        else:
+            assert plan.flow.original is not None
+            assert plan.flow.request.body["originalTraceNo"] == plan.flow.original.body["traceNo"] == "O0123"
+
+
+# -- card voids and refunds, a code read on the pad, the POS choosing options --------------------------
+
+
+def _plans(point: str, runs: int = 60) -> list[scenarios.Plan]:
+    return [scenarios.plan_for(point, random.Random(f"{point}:{index}"), "C0123") for index in range(runs)]
+
+
+@pytest.mark.parametrize("point", [*flows.CARD_SALE_POINTS, *flows.CARD_WRITES.values(), *flows.RESEND_POINTS])
+def test_card_voids_and_refunds_reach_the_card_points(point: str) -> None:
+    card = [plan for plan in _plans(point) if plan.flow and plan.flow.request.action.endswith("CardSale")]
+    assert card, f"no card void or refund crashes at {point}"
+    for plan in card:
+        assert plan.flow is not None
+        assert plan.flow.original is not None
+        assert plan.flow.original.action == "cardRedemption"
+        assert plan.flow.request.body["originalTraceNo"] == plan.flow.original.body["traceNo"] == "O0123"
+        assert plan.flow.kind == ("void" if plan.flow.request.action == "voidCardSale" else "refund")
+        assert (plan.flow.refund_amount is not None) == (plan.flow.kind == "refund")
+        # The original passes the card sale's points once: the void or refund crashes at the second pass.
+        nth = 2 if point in flows.CARD_SALE_POINTS else 1
+        assert plan.stages[-1].crash_at == (f"{point}:2" if nth == 2 else point)
+    if point == "backend.refundCardSale.after_write":
+        assert all(plan.flow and plan.flow.kind == "refund" for plan in _plans(point))
+    if point == "backend.voidCardSale.after_write":
+        assert all(plan.flow.kind == "void" for plan in card if plan.flow)
+
+
+def test_some_qr_sales_read_the_code_on_the_pad_and_some_options_sales_let_the_pos_choose() -> None:
+    plans = [plan for point in flows.QR_POINTS for plan in _plans(point, 30)]
+    on_pad = [plan.flow for plan in plans if plan.flow is not None and plan.flow.pad_code is not None]
+    assert on_pad
+    assert len(on_pad) < len(plans)
+    for flow in on_pad:
+        assert "qrcode" not in flow.request.body
+        assert flow.pad_code in (flows.PAY_CODE, flows.DECLINED_CODE, flows.OPTIONS_CODE)
+    pos = [plan.flow for plan in plans if plan.flow and plan.flow.options_on == "pos"]
+    assert pos
+    assert {flow.pad_code or flow.request.body["qrcode"] for flow in pos} == {flows.OPTIONS_CODE}
+    follow_ups = [plan.flow for point in flows.FOLLOW_UP_POINTS for plan in _plans(point, 10) if plan.flow]
+    assert {follow_up.options_on for follow_up in follow_ups} == {"pad"}

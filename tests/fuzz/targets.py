@@ -17,7 +17,7 @@ escapes and is a finding, and so is a broken promise about the results (:class:`
    answer the door sends back (the envelope echoed, a refusal or stand-in approval as body) must go
    through :func:`~misbridge.ebuy.fitting.frame_reply` and fit the 2-byte prefix.
 3. :func:`request_validation`: arbitrary JSON-ish bytes through :func:`misbridge.ebuy.jsonio.loads`
-   (allowed: its decode errors), then :func:`~misbridge.ebuy.requests.validate_request` (allowed:
+   (allowed: its decode errors), then :func:`~misbridge.ebuy.requests.parse_request` (allowed:
    a model or ``RequestError``). An accepted body must hash
    (:func:`~misbridge.journal.records.request_hash`); a refusal must encode as the HTTP door's
    JSON answer.
@@ -49,7 +49,7 @@ from misbridge.ebuy.envelope import (
     read_length_prefix,
 )
 from misbridge.ebuy.fitting import frame_reply
-from misbridge.ebuy.requests import BOOK_ACTIONS, REQUEST_MODELS, error_response, trans_date, validate_request
+from misbridge.ebuy.requests import BOOK_ACTIONS, REQUEST_MODELS, error_response, parse_request, trans_date
 from misbridge.errors import MessageError, RequestError, ReturnCode
 from misbridge.journal.records import request_hash
 from misbridge.link import (
@@ -278,7 +278,7 @@ def _service_answer(action: str, body: Mapping[str, Any]) -> dict[str, Any]:
     trace_no = body.get("traceNo") if isinstance(body.get("traceNo"), str) else ""
     assert isinstance(trace_no, str)
     try:
-        request = validate_request(action, body)
+        request = parse_request(action, body)
     except RequestError as err:
         return error_response(trace_no, err, err.return_code)
     return {
@@ -317,7 +317,7 @@ def request_validation(data: bytes) -> None:
     if not isinstance(body, dict):
         return  # both doors refuse a body that is not an object before validation (MB01 / MB04)
     try:
-        validate_request(action, body)
+        parse_request(action, body)
     except RequestError as err:
         trace_no = body.get("traceNo") if isinstance(body.get("traceNo"), str) else ""
         # The HTTP door's answer: the refusal must still reach the POS as JSON bytes.

@@ -16,7 +16,7 @@ import pytest
 
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
-from misbridge.ebuy.requests import validate_request
+from misbridge.ebuy.requests import parse_request
 from misbridge.errors import FramingError, MessageError, RequestError
 from misbridge.link import DataFrame, FrameDecoder, LinkSession, decode_message
 from tests.fuzz import jsonish, targets
@@ -42,7 +42,7 @@ def test_the_link_seeds_hold_a_good_frame_of_every_message_type() -> None:
 def test_written_bodies_start_from_the_books_example_and_never_fail_to_write() -> None:
     zeros = jsonio.loads(jsonish.render(jsonish.write_body(jsonish.Choices(bytes(8)))))
     assert zeros == card_redemption_request()
-    validate_request("cardRedemption", zeros)
+    parse_request("cardRedemption", zeros)
     rng = random.Random(10)
     for _ in range(500):
         data = rng.randbytes(rng.randrange(64))
@@ -65,7 +65,7 @@ def _raise(err: Exception) -> Callable[..., None]:
     [
         ("link", "decode_message", MessageError("bad TLV")),
         ("envelope", "parse_envelope", RequestError("not JSON")),
-        ("request", "validate_request", RequestError("bad field")),
+        ("request", "parse_request", RequestError("bad field")),
     ],
 )
 def test_a_check_swallows_only_its_decoders_documented_errors(

@@ -33,8 +33,9 @@ def connect_s(request: pytest.FixtureRequest) -> float:
 
 @pytest.fixture
 def device(request: pytest.FixtureRequest) -> DeviceSettings:
-    return DeviceSettings(url=request.config.getoption("--device-url"),
-                          baudrate=request.config.getoption("--device-baud"))
+    return DeviceSettings(
+        url=request.config.getoption("--device-url"), baudrate=request.config.getoption("--device-baud")
+    )
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest_asyncio
 from misbridge.app.daemon import Daemon
 from misbridge.app.simulated import Simulators, simulated_daemon, simulated_settings
 from misbridge.config.settings import Settings
-from tests.integration.faults import FaultBench, running_fault_bench
+from tests.integration.faultbench import FaultBench, running_fault_bench
 
 
 @dataclass
@@ -85,6 +85,6 @@ async def bench(tmp_path_factory: Any) -> AsyncIterator[Bench]:
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def fault_bench(tmp_path_factory: Any) -> AsyncIterator[FaultBench]:
-    """Simulators plus a daemon with short timers that a test may restart (tests/integration/faults.py)."""
+    """Simulators plus a daemon with short timers that a test may restart (tests/integration/faultbench.py)."""
     async with running_fault_bench(tmp_path_factory.mktemp("faults")) as bench:
         yield bench

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from simulators.cards import CARDS
-from tests.integration.faults import FaultBench, fresh_trace_no, redemption_body
+from tests.integration.faultbench import FaultBench, fresh_trace_no, redemption_body
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

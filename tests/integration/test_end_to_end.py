@@ -165,7 +165,14 @@ BAD_BODIES: list[tuple[str, dict[str, Any], str, str]] = [
     ("cardRedemption", _request(totalAmount="forty"), "MB12", "totalAmount"),
     ("cardRedemption", _request(undiscountAmount=Decimal("99")), "MB13", "undiscountAmount"),
     ("cardRedemption", _request(goodsDetail=[]), "MB14", "goodsDetail"),
-    ("refundCardSale", _request(), "MB06", "refundCardSale"),
+    # A sale's body is no refund (no originalTraceNo); a refund of nothing is refused before the pad.
+    ("refundCardSale", _request(), "MB10", "originalTraceNo"),
+    (
+        "refundCardSale",
+        {"traceNo": "R1", "originalTraceNo": "T1", "refundAmount": Decimal("0")},
+        "MB12",
+        "refundAmount",
+    ),
     ("teleport", _request(), "MB05", "teleport"),
 ]
 
@@ -272,5 +279,5 @@ async def test_metrics_follow_the_real_transactions(bench: Bench) -> None:
     for stage in ("card", "pin", "backend", "total"):
         assert metrics.value("misbridge_stage_duration_seconds_count", {"stage": stage}) >= 1
     text = (await bench.http.get("/metrics")).text
-    assert 'misbridge_device_connected 1.0' in text
+    assert "misbridge_device_connected 1.0" in text
     assert "misbridge_journal_bytes" in text

@@ -2,7 +2,7 @@
 
 Each case scripts faults on the backend simulator (a subprocess, ``POST /_sim/faults``), sends
 one cardRedemption through the e-Buy socket door of a daemon with short timers
-(tests/integration/faults.py), waits until the transaction rests with no pending reversal, and
+(tests/integration/faultbench.py), waits until the transaction rests with no pending reversal, and
 runs the checker (:func:`~tests.integration.faults.check`):
 
 * exactly one original submission in the ledger for the traceNo (zero for connect failures);
@@ -18,6 +18,7 @@ design (R9). The checker accepts that only when the case expects it.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import os
 import random
@@ -26,16 +27,17 @@ from typing import Any
 import pytest
 from loguru import logger
 
+from tests.integration.faultbench import FaultBench
 from tests.integration.faults import (
     TABLE,
     Case,
-    FaultBench,
     check,
     run_case,
     run_once,
     summary_table,
     vary,
 )
+from tests.integration.followup_faults import FOLLOW_TABLE, FollowCase, check_follow, run_follow
 
 in_module_loop = pytest.mark.asyncio(loop_scope="module")
 
@@ -115,5 +117,41 @@ async def test_fault_table_soak(fault_bench: FaultBench, capsys: pytest.CaptureF
         ends_text = " ".join(f"{end} x{count}" for end, count in sorted(ends.items()))
         rows.append((case.id, len(times), failed, sum(times) / len(times), max(times), ends_text))
     with capsys.disabled():  # shown by `make soak` (pytest -q) even when every run passed
+        print("\n" + summary_table(rows))  # noqa: T201 - the soak's deliverable is this table
+    assert not failures, f"{len(failures)} run(s) broke the checker:\n" + "\n".join(failures[:50])
+
+
+@in_module_loop
+@pytest.mark.parametrize("case", [pytest.param(case, id=case.id) for case in FOLLOW_TABLE])
+async def test_follow_up_fault_case(fault_bench: FaultBench, case: FollowCase) -> None:
+    """A QR sale, or a POS void or refund, with its reply lost or never applied: applied at most once, as told."""
+    outcome = await run_follow(fault_bench, case)
+    problems = check_follow(case, outcome)
+    assert not problems, f"{case.id} ({case.doc}):\n  " + "\n  ".join(problems) + f"\n  seen: {outcome.describe()}"
+
+
+@in_module_loop
+@pytest.mark.soak
+@pytest.mark.timeout(0)
+async def test_follow_up_fault_table_soak(fault_bench: FaultBench, capsys: pytest.CaptureFixture[str]) -> None:
+    """Every QR sale, void and refund case x SOAK_RUNS; prints the table as the card sale soak does."""
+    rows: list[tuple[str, int, int, float, float, str]] = []
+    failures: list[str] = []
+    loop = asyncio.get_running_loop()
+    for case in FOLLOW_TABLE:
+        times: list[float] = []
+        ends: collections.Counter[str] = collections.Counter()
+        for run in range(SOAK_RUNS):
+            started = loop.time()
+            outcome = await run_follow(fault_bench, case)
+            times.append(loop.time() - started)
+            ends[f"{outcome.state}/{outcome.pos_code}"] += 1
+            problems = check_follow(case, outcome)
+            if problems:
+                failures.append(f"{case.id} run {run}: {'; '.join(problems)} | {outcome.describe()}")
+        failed = sum(1 for failure in failures if failure.startswith(f"{case.id} run "))
+        ends_text = " ".join(f"{end} x{count}" for end, count in sorted(ends.items()))
+        rows.append((case.id, len(times), failed, sum(times) / len(times), max(times), ends_text))
+    with capsys.disabled():
         print("\n" + summary_table(rows))  # noqa: T201 - the soak's deliverable is this table
     assert not failures, f"{len(failures)} run(s) broke the checker:\n" + "\n".join(failures[:50])

@@ -7,7 +7,7 @@
   backend call; about an original misbridge never saw, it is forwarded;
 * ``GET /v1/transactions/{traceNo}`` shows the state and the final response.
 
-Runs on its own short-timer bench (tests/integration/faults.py), which a test may restart.
+Runs on its own short-timer bench (tests/integration/faultbench.py), which a test may restart.
 """
 
 from __future__ import annotations
@@ -21,16 +21,15 @@ import pytest
 
 from misbridge.ebuy import jsonio
 from simulators.cards import CARDS
-from tests.integration.faults import (
+from tests.integration.faultbench import (
     FINAL_STATES,
-    TABLE,
     Door,
     Fault,
     FaultBench,
     fresh_trace_no,
     redemption_body,
-    run_once,
 )
+from tests.integration.faults import TABLE, run_once
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

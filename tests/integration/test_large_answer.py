@@ -26,7 +26,7 @@ from misbridge.api import socket_server
 from misbridge.api.pos_client import envelope_for, read_framed
 from misbridge.ebuy.envelope import MAX_MESSAGE_LEN, Envelope, encode_envelope, frame_message, parse_envelope
 from misbridge.ebuy.fitting import DETAIL_FIELD, MANDATORY_FIELDS, OMITTED_FIELD, frame_reply
-from tests.integration.faults import FaultBench, fresh_trace_no
+from tests.integration.faultbench import FaultBench, fresh_trace_no
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -286,8 +286,7 @@ async def test_logs_show_the_masked_pan_only(
     text = caplog.text + "\n".join(daemon_lines)
     assert card.masked_pan in caplog.text
     assert card.masked_pan in "\n".join(daemon_lines)
-    for secret in (card.pan, read.enc_pan_hex, read.enc_track2_hex, pin.pin_block_hex,
-                   encrypt_text(card.track2, KEY)):
+    for secret in (card.pan, read.enc_pan_hex, read.enc_track2_hex, pin.pin_block_hex, encrypt_text(card.track2, KEY)):
         assert secret not in text
     assert repr(read).count("enc_") == 0
 
@@ -360,9 +359,7 @@ FAULT_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(FAULT_CASES))
-async def test_the_link_recovers_from_line_faults_and_delivers_each_event_once(
-    link_path: Path, case: str
-) -> None:
+async def test_the_link_recovers_from_line_faults_and_delivers_each_event_once(link_path: Path, case: str) -> None:
     faults, expected_event = FAULT_CASES[case]
     pad = SimulatedPinPad(link=str(link_path))
     await pad.start()
@@ -414,8 +411,9 @@ async def test_the_trace_shows_frames_with_the_pan_masked_and_secrets_elided(
     card = CARDS["member"]
     text = "\n".join(lines)
     assert any("host>pad frame" in line and "ReadCard" in line and "amount_minor=100" in line for line in lines)
-    assert any("pad>host frame" in line and f"masked_pan={card.masked_pan}" in line and "elided" in line
-               for line in lines)
+    assert any(
+        "pad>host frame" in line and f"masked_pan={card.masked_pan}" in line and "elided" in line for line in lines
+    )
     assert any("pad>host ACK seq=" in line for line in lines)
     assert any("host>pad ACK seq=" in line for line in lines)
     assert any("pad>host garbage" in line for line in lines)

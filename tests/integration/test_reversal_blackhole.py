@@ -70,7 +70,7 @@ from misbridge.config.settings import BackendSettings, ResolutionSettings
 from misbridge.ebuy import jsonio
 from misbridge.errors import ReturnCode
 from tests.integration.blackhole_proxy import BlackholeProxy
-from tests.integration.faults import Fault, SimBackend, fresh_trace_no, redemption_body
+from tests.integration.faultbench import Fault, SimBackend, fresh_trace_no, redemption_body
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -648,8 +648,14 @@ async def test_sigterm_during_an_outage_waits_for_the_void_in_flight_only(tmp_pa
         assert upstream.port is not None
         async with BlackholeProxy(upstream.host, upstream.port) as proxy:
             ports = (free_port(), free_port())
-            sections = daemon_sections(QUICK, tmp_path, sims.device_path, sims.signing_key_file,
-                                       f"http://{HOST}:{proxy.port}{upstream.path}", ports)
+            sections = daemon_sections(
+                QUICK,
+                tmp_path,
+                sims.device_path,
+                sims.signing_key_file,
+                f"http://{HOST}:{proxy.port}{upstream.path}",
+                ports,
+            )
             daemon = DaemonProcess(write_config(tmp_path / "misbridge.toml", sections), ports[1], ports[0], tmp_path)
             try:
                 await daemon.start()

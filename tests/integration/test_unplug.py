@@ -105,9 +105,7 @@ async def test_unplug_while_idle(driver: MisPosV1Driver, pad: SimulatedPinPad, l
     await _quiet_then_back(driver, link_path)
 
 
-async def test_unplug_while_waiting_for_the_card(
-    driver: MisPosV1Driver, pad: SimulatedPinPad, link_path: Path
-) -> None:
+async def test_unplug_while_waiting_for_the_card(driver: MisPosV1Driver, pad: SimulatedPinPad, link_path: Path) -> None:
     pad.enqueue_customer(Customer(action="no-card"))
     stages = _progress_log(driver)
     step = asyncio.create_task(driver.read_card(100, 30))
@@ -117,9 +115,7 @@ async def test_unplug_while_waiting_for_the_card(
     await _quiet_then_back(driver, link_path)
 
 
-async def test_unplug_while_waiting_for_the_pin(
-    driver: MisPosV1Driver, pad: SimulatedPinPad, link_path: Path
-) -> None:
+async def test_unplug_while_waiting_for_the_pin(driver: MisPosV1Driver, pad: SimulatedPinPad, link_path: Path) -> None:
     pad.enqueue_customer(Customer(action="no-pin"))
     stages = _progress_log(driver)
     await driver.read_card(100, 30)
@@ -145,18 +141,14 @@ async def test_unplug_while_the_host_awaits_an_ack(
     await _quiet_then_back(driver, link_path)
 
 
-async def test_unplug_in_the_middle_of_a_frame(
-    driver: MisPosV1Driver, pad: SimulatedPinPad, link_path: Path
-) -> None:
+async def test_unplug_in_the_middle_of_a_frame(driver: MisPosV1Driver, pad: SimulatedPinPad, link_path: Path) -> None:
     pad.faults.cut_frame = True  # half of the DEVICE_INFO reply, then the cable goes
     await _fails_fast(driver.device_info())
     assert not pad.faults.cut_frame
     await _quiet_then_back(driver, link_path)
 
 
-async def test_unplug_right_after_the_card_data(
-    driver: MisPosV1Driver, pad: SimulatedPinPad, link_path: Path
-) -> None:
+async def test_unplug_right_after_the_card_data(driver: MisPosV1Driver, pad: SimulatedPinPad, link_path: Path) -> None:
     pad.faults.unplug_after = "card-data"
     card = await driver.read_card(100, 30)  # delivered and acknowledged, then the cable goes
     assert card.masked_pan

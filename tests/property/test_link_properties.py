@@ -24,6 +24,9 @@ from misbridge.link import (
     BadFrame,
     Cancel,
     CardData,
+    Choice,
+    Choose,
+    CodeData,
     DataFrame,
     Decoded,
     DeviceInfo,
@@ -39,6 +42,7 @@ from misbridge.link import (
     PinBlock,
     Progress,
     ReadCard,
+    ReadCode,
     ReadPin,
     Result,
     Role,
@@ -46,7 +50,9 @@ from misbridge.link import (
     decode_message,
     encode_frame,
     encode_message,
+    request_id_of,
 )
+from misbridge.link.constants import MAX_CODE_LEN, MAX_OPTION_LEN, MAX_OPTIONS, MAX_REFERENCE_LEN
 from misbridge.link.testing import LinkPair, lossy
 
 LATER = 1e6  # a time after every inter-byte timeout
@@ -172,19 +178,31 @@ def fixed_hex(n_bytes: int) -> st.SearchStrategy[str]:
 masked_pans = st.builds(lambda a, n, b: a + "*" * n + b, fixed_digits(6), st.integers(1, 9), fixed_digits(4))
 expiries = st.builds(lambda yy, mm: f"{yy:02d}{mm:02d}", st.integers(0, 99), st.integers(1, 12))
 pin_lengths = st.tuples(st.integers(4, 12), st.integers(4, 12)).map(sorted)
+references = st.text(max_size=MAX_REFERENCE_LEN)
+# Printable ASCII, as a scanner or the keypad gives it; the longest fills most of a frame.
+codes = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), min_size=1, max_size=MAX_CODE_LEN)
+option_lists = st.lists(st.text(min_size=1, max_size=MAX_OPTION_LEN), min_size=1, max_size=MAX_OPTIONS).map(tuple)
 
 messages: st.SearchStrategy[Message] = st.one_of(
     st.builds(DeviceInfoRequest, request_ids),
-    st.builds(ReadCard, request_ids, amounts, timeouts, texts),
+    st.builds(ReadCard, request_ids, amounts, timeouts, texts, fixed_digits(2), references),
     st.builds(
-        lambda rid, amount, t, prompt, key, lens: ReadPin(rid, amount, t, prompt, key, lens[0], lens[1]),
+        lambda rid, amount, t, prompt, key, lens, kind, ref: ReadPin(
+            rid, amount, t, prompt, key, lens[0], lens[1], kind, ref
+        ),
         request_ids,
         amounts,
         timeouts,
         texts,
         key_indexes,
         pin_lengths,
+        fixed_digits(2),
+        references,
     ),
+    st.builds(ReadCode, request_ids, timeouts, texts, amounts, fixed_digits(2)),
+    st.builds(Choose, request_ids, timeouts, option_lists, texts),
+    st.builds(CodeData, request_ids, codes, fixed_digits(2)),
+    st.builds(Choice, request_ids, st.integers(1, MAX_OPTIONS)),
     st.builds(Cancel, request_ids),
     st.builds(DisplayText, request_ids, texts, st.integers(0, 999)),
     st.builds(StatusRequest, request_ids),
@@ -216,6 +234,12 @@ def test_message_round_trip(msg: Message) -> None:
     assert decode_message(payload) == msg
     # ...and through a frame, as it travels.
     assert decode_all([encode_frame(b"\x01" + payload)]) == [DataFrame(b"\x01" + payload)]
+
+
+@given(messages, st.integers(0x0A, 0x7F))
+def test_a_pad_finds_the_request_id_of_a_command_it_does_not_know(msg: Message, unknown_type: int) -> None:
+    # §6: an unknown TYPE is answered RESULT 07 with the REQUEST_ID, whatever the other TLVs are.
+    assert request_id_of(bytes([unknown_type]) + encode_message(msg)[1:]) == msg.request_id
 
 
 @given(st.binary(max_size=200))

@@ -32,8 +32,11 @@ SEEDS = 1000
 
 def _traffic(rng: random.Random) -> tuple[list[bytes], list[bytes]]:
     request_id = rng.randint(1, 9990)
-    commands: list[Message] = [ReadCard(request_id, rng.randint(1, 10**6), 60), ReadPin(request_id + 1, 4080, 60),
-                StatusRequest(request_id + 2)]
+    commands: list[Message] = [
+        ReadCard(request_id, rng.randint(1, 10**6), 60),
+        ReadPin(request_id + 1, 4080, 60),
+        StatusRequest(request_id + 2),
+    ]
     events: list[Message] = [
         Progress(request_id, "01"),
         CardData(request_id, "00", "622562******8888", "AB" * 8, "CD" * 16, "2812"),

@@ -46,7 +46,9 @@ async def test_purge_deletes_old_final_rows_and_keeps_everything_else(journal_pa
     assert _trace_nos(journal_path, "transactions") == kept
     assert _trace_nos(journal_path, "transitions") == kept
     assert _trace_nos(journal_path, "backend_calls", "original_trace_no") == kept & {
-        "OLD-NEEDS-MANUAL", "OLD-VOIDING", "NEW-VOIDED"
+        "OLD-NEEDS-MANUAL",
+        "OLD-VOIDING",
+        "NEW-VOIDED",
     }
     assert _trace_nos(journal_path, "reversals", "original_trace_no") == {"OLD-NEEDS-MANUAL", "OLD-VOIDING",
                                                                           "NEW-VOIDED"}  # fmt: skip

@@ -46,11 +46,23 @@ _serial = itertools.count(1)
 
 BOOK_GOODS = [
     {"goodsCategory": "001", "goodsId": "P00001", "goodsName": "牙膏", "price": 8, "quantity": 2, "rebateCode": "000"},
-    {"goodsCategory": "101", "goodsId": "P00002", "goodsName": "洗发水", "price": D("24.8"), "quantity": 1,
-     "rebateCode": "000"},
+    {
+        "goodsCategory": "101",
+        "goodsId": "P00002",
+        "goodsName": "洗发水",
+        "price": D("24.8"),
+        "quantity": 1,
+        "rebateCode": "000",
+    },
 ]
-BOOK_MEMBER = {"memberId": "M000001545", "memberName": "TONY", "grade": "1", "status": "1",
-               "balance": D("1000.00"), "pointBalance": 30000}
+BOOK_MEMBER = {
+    "memberId": "M000001545",
+    "memberName": "TONY",
+    "grade": "1",
+    "status": "1",
+    "balance": D("1000.00"),
+    "pointBalance": 30000,
+}
 
 
 def trace_no() -> str:
@@ -69,8 +81,9 @@ def card_info(card: TestCard, pin: str | None = None) -> dict[str, str]:
     }
 
 
-def sale(card_name: str, *, total: str = "40.8", undiscount: str = "0", pin: str | None = None,
-         trace: str | None = None) -> dict[str, Any]:
+def sale(
+    card_name: str, *, total: str = "40.8", undiscount: str = "0", pin: str | None = None, trace: str | None = None
+) -> dict[str, Any]:
     return {
         "traceNo": trace or trace_no(),
         "totalAmount": D(total),
@@ -91,7 +104,10 @@ async def sim() -> AsyncIterator[BackendSimulator]:
 
 def settings_for(url: str, **signing: Any) -> BackendSettings:
     return BackendSettings(
-        url=url, connect_timeout_s=0.5, read_timeout_s=0.5, request_deadline_s=3.0,
+        url=url,
+        connect_timeout_s=0.5,
+        read_timeout_s=0.5,
+        request_deadline_s=3.0,
         signing=SigningSettings(**signing),
     )
 
@@ -126,8 +142,18 @@ async def test_points_cash_is_exactly_the_book_example(client: BackendClient, si
     assert detail["cardNo64"] == "622562****8888"
     assert detail["bank"] == "中信银行"
     assert detail["pointSale"] == "20000"
-    assert list(detail) == ["cardNo64", "bank", "paymentOrderNo", "pointSale", "qrCode1", "qrCode2", "qrCode3",
-                            "barCode1", "barCode2", "barCode3"]
+    assert list(detail) == [
+        "cardNo64",
+        "bank",
+        "paymentOrderNo",
+        "pointSale",
+        "qrCode1",
+        "qrCode2",
+        "qrCode3",
+        "barCode1",
+        "barCode2",
+        "barCode3",
+    ]
     assert sim.ledger.points("points-cash") == 10_000
 
 
@@ -135,8 +161,19 @@ async def test_approval_has_the_book_shape(client: BackendClient) -> None:
     body = sale("points-cash")
     reply = await redeem(client, body)
     assert list(reply.body) == [
-        "traceNo", "orderNo", "transDate", "returnCode", "returnDesc", "paidAmount", "receiptAmount",
-        "invoiceAmount", "currency", "goodsDetail", "fundChannel", "printDetail", "memberDetail",
+        "traceNo",
+        "orderNo",
+        "transDate",
+        "returnCode",
+        "returnDesc",
+        "paidAmount",
+        "receiptAmount",
+        "invoiceAmount",
+        "currency",
+        "goodsDetail",
+        "fundChannel",
+        "printDetail",
+        "memberDetail",
     ]
     assert reply.body["traceNo"] == body["traceNo"]
     assert reply.body["returnDesc"] == "SUCCESS"
@@ -167,8 +204,13 @@ async def test_approval_has_the_book_shape(client: BackendClient) -> None:
     ],
 )
 async def test_every_card_splits_as_its_usage_says(
-    client: BackendClient, sim: BackendSimulator, card: str, undiscount: str,
-    channels: list[tuple[str, str]], points: int, balance: Decimal,
+    client: BackendClient,
+    sim: BackendSimulator,
+    card: str,
+    undiscount: str,
+    channels: list[tuple[str, str]],
+    points: int,
+    balance: Decimal,
 ) -> None:
     reply = await redeem(client, sale(card, undiscount=undiscount))
     assert reply.approved, reply.body["returnDesc"]
@@ -212,8 +254,9 @@ async def test_wrong_pin_is_55_and_changes_nothing(client: BackendClient, sim: B
         ("member", "1000.01", "insufficient balance: 1000.00 available, 1000.01 needed"),
     ],
 )
-async def test_insufficient_is_51(client: BackendClient, sim: BackendSimulator, card: str, total: str,
-                                  desc: str) -> None:
+async def test_insufficient_is_51(
+    client: BackendClient, sim: BackendSimulator, card: str, total: str, desc: str
+) -> None:
     reply = await redeem(client, sale(card, total=total))
     assert (reply.return_code, reply.body["returnDesc"]) == ("51", desc)
     assert sim.ledger.points(card) == CARDS[card].points
@@ -370,8 +413,9 @@ async def test_bad_key_with_verification_on_is_unknown(sim: BackendSimulator) ->
 async def test_truncated_signatures_without_body_interoperate() -> None:
     simulator = BackendSimulator(include_body=False, truncate=16)
     url = await simulator.start()
-    backend = BackendClient(settings_for(url, include_body=False, truncate=16), IdentitySettings(),
-                            SecretStr(TEST_SIGNING_KEY))
+    backend = BackendClient(
+        settings_for(url, include_body=False, truncate=16), IdentitySettings(), SecretStr(TEST_SIGNING_KEY)
+    )
     try:
         assert (await redeem(backend, sale("points"))).approved
     finally:
@@ -418,7 +462,10 @@ async def test_card_payment_is_a_sale_too(client: BackendClient, sim: BackendSim
     reply = await client.submit("cardPayment", body)
     assert reply.approved
     assert sim.ledger.balance("prepaid") == D("459.20")
-    void = await client.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
+    void_body = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]}
+    refused = await client.submit("voidCardSale", void_body)  # book §10.5: acquirer is mandatory to void it
+    assert refused.return_code == "30"
+    void = await client.submit("voidCardSale", {**void_body, "traceNo": trace_no(), "acquirer": "citicCashpay"})
     assert void.approved
     assert sim.ledger.balance("prepaid") == D("500.00")
 
@@ -641,8 +688,7 @@ async def test_inquiry_during_delay_before_commit_is_26_then_00(
     assert sim.ledger.balance("prepaid") == D("459.20")  # the commit happened after the client gave up
     confirmed = await fast.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
     assert confirmed.approved
-    assert confirmed.body["fundChannel"] == [{"channelNo": "004", "channelName": "预付卡支付",
-                                              "channelAmount": "40.8"}]
+    assert confirmed.body["fundChannel"] == [{"channelNo": "004", "channelName": "预付卡支付", "channelAmount": "40.8"}]
     void = await fast.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]})
     assert void.approved
     assert sim.ledger.balance("prepaid") == D("500.00")
@@ -665,9 +711,7 @@ async def test_a_repeat_while_in_progress_is_94_and_not_applied_twice(
 # --- scripting faults over HTTP ------------------------------------------------------------------
 
 
-async def test_fault_script_over_http(
-    fast: BackendClient, sim: BackendSimulator, control: httpx.AsyncClient
-) -> None:
+async def test_fault_script_over_http(fast: BackendClient, sim: BackendSimulator, control: httpx.AsyncClient) -> None:
     target, other = sale("points"), sale("points")
     pending = await script(
         control,
@@ -675,7 +719,8 @@ async def test_fault_script_over_http(
         {"action": "void", "fault": "decline", "code": "91"},
     )
     assert [(p["action"], p["fault"], p["times"]) for p in pending] == [
-        ("sale", "http-500-before-commit", 2), ("void", "decline", 1),
+        ("sale", "http-500-before-commit", 2),
+        ("void", "decline", 1),
     ]
     assert (await fast.submit("cardRedemption", other)).approved  # another traceNo: not faulted
     with pytest.raises(BackendOutcomeUnknown, match="HTTP 500"):
@@ -690,9 +735,7 @@ async def test_fault_script_over_http(
     assert (await entry(control, target["traceNo"]))["submissions"] == 2
 
 
-async def test_faults_are_fifo_and_match_inquiries_by_original(
-    fast: BackendClient, control: httpx.AsyncClient
-) -> None:
+async def test_faults_are_fifo_and_match_inquiries_by_original(fast: BackendClient, control: httpx.AsyncClient) -> None:
     original = sale("points")
     assert (await fast.submit("cardRedemption", original)).approved
     await script(
@@ -710,7 +753,7 @@ async def test_faults_are_fifo_and_match_inquiries_by_original(
     ("fault", "complaint"),
     [
         ({"action": "sale", "fault": "explode"}, "fault"),
-        ({"action": "refund", "fault": "decline", "code": "12"}, "action"),
+        ({"action": "refunds", "fault": "decline", "code": "12"}, "action"),
         ({"action": "sale", "fault": "delay-before-commit"}, "delay_s"),
         ({"action": "sale", "fault": "decline"}, "code"),
         ({"action": "sale", "fault": "decline", "code": "00"}, "code"),
@@ -745,13 +788,20 @@ async def test_ledger_entry_endpoint(fast: BackendClient, control: httpx.AsyncCl
     assert (await fast.submit("voidCardSale", void)).approved
     sold = await entry(control, body["traceNo"])
     assert {k: sold[k] for k in ("traceNo", "kind", "state", "applied", "submissions", "voidedBy")} == {
-        "traceNo": body["traceNo"], "kind": "sale", "state": VOIDED, "applied": False, "submissions": 1,
+        "traceNo": body["traceNo"],
+        "kind": "sale",
+        "state": VOIDED,
+        "applied": False,
+        "submissions": 1,
         "voidedBy": void["traceNo"],
     }
     assert (sold["pointsDelta"], sold["totalAmount"]) == (-20_000, D("40.8"))
     voided = await entry(control, void["traceNo"])
     assert (voided["kind"], voided["state"], voided["originalTraceNo"], voided["pointsDelta"]) == (
-        "void", APPROVED, body["traceNo"], 20_000,
+        "void",
+        APPROVED,
+        body["traceNo"],
+        20_000,
     )
     whole = jsonio.loads((await control.get("/_sim/ledger")).content)
     assert whole["transactions"][body["traceNo"]] == sold

@@ -47,7 +47,7 @@ async def _listening_url(capsys: pytest.CaptureFixture[str]) -> str:
         if out:
             assert out.startswith(PREFIX)
             assert out.count("\n") == 1
-            return out[len(PREFIX):].strip()
+            return out[len(PREFIX) :].strip()
         await asyncio.sleep(0.01)
     raise AssertionError("the simulator never printed its URL")
 

@@ -42,7 +42,11 @@ def sale(trace_no: str, card_name: str = "points") -> dict[str, Any]:
 
 def envelope(action: str, body: dict[str, Any]) -> bytes:
     fields: dict[str, Any] = {
-        "action": action, "deviceNo": "POS01", "shopNo": "CN123456", "brand": "663", "body": encode_body(body),
+        "action": action,
+        "deviceNo": "POS01",
+        "shopNo": "CN123456",
+        "brand": "663",
+        "body": encode_body(body),
     }
     fields["sign"] = signing.sign(fields, TEST_SIGNING_KEY)
     return jsonio.dumps(fields).encode()
@@ -81,19 +85,66 @@ def test_a_trace_filter_matches_the_original_trace_no_too() -> None:
 
 
 def test_actions_map_to_kinds() -> None:
-    assert [FaultAction.of(a) for a in ("cardRedemption", "cardPayment", "inquiry", "voidCardSale", "qrcodeSale")] == [
-        FaultAction.SALE, FaultAction.SALE, FaultAction.INQUIRY, FaultAction.VOID, None,
+    actions = (
+        "cardRedemption",
+        "cardPayment",
+        "qrcodeSale",
+        "accumulating",
+        "inquiry",
+        "voidCardSale",
+        "voidQrcodeSale",
+        "refundCardSale",
+        "refundQrcodeSale",
+        "ecouponInquiry",
+        "summary",
+        "batchUpload",
+        "DownloadKey",
+    )
+    sale, void, refund, query = FaultAction.SALE, FaultAction.VOID, FaultAction.REFUND, FaultAction.QUERY
+    assert [FaultAction.of(a) for a in actions] == [
+        sale,
+        sale,
+        sale,
+        sale,
+        FaultAction.INQUIRY,
+        void,
+        void,
+        refund,
+        refund,
+        query,
+        query,
+        FaultAction.UPLOAD,
+        None,
     ]
+
+
+def test_a_fault_may_name_one_action() -> None:
+    script = FaultScript()
+    script.add(Fault.DECLINE, action="qrcodeSale", code="05")
+    assert script.take(FaultAction.SALE, ("T1",), name="cardRedemption") is None
+    taken = script.take(FaultAction.SALE, ("T2",), name="qrcodeSale")
+    assert taken is not None
+    assert taken.action == "qrcodeSale"
+    with pytest.raises(ValueError, match="book action"):
+        script.add(Fault.DECLINE, action="DownloadKey", code="05")
 
 
 def test_pending_lists_uses_left_and_clear_counts_them() -> None:
     script = FaultScript()
     script.add(Fault.DELAY_AFTER_COMMIT, action=FaultAction.SALE, delay_s=0.5, times=3)
     script.take(FaultAction.SALE)
-    assert script.pending() == [{
-        "fault": Fault.DELAY_AFTER_COMMIT, "action": FaultAction.SALE, "times": 2, "delay_s": 0.5,
-        "trace_no": None, "code": None, "desc": None, "reset": False,
-    }]
+    assert script.pending() == [
+        {
+            "fault": Fault.DELAY_AFTER_COMMIT,
+            "action": FaultAction.SALE,
+            "times": 2,
+            "delay_s": 0.5,
+            "trace_no": None,
+            "code": None,
+            "desc": None,
+            "reset": False,
+        }
+    ]
     assert script.clear() == 2
     assert script.pending() == []
 
@@ -123,7 +174,9 @@ def test_http_body_may_be_one_object_or_a_list() -> None:
         b' {"action": "inquiry", "fault": "delay-after-commit", "delay_s": 0.25, "trace_no": "T1"}]'
     )
     assert [r.scripted().fault for r in one + many] == [
-        Fault.DECLINE, Fault.HTTP_500_BEFORE_COMMIT, Fault.DELAY_AFTER_COMMIT,
+        Fault.DECLINE,
+        Fault.HTTP_500_BEFORE_COMMIT,
+        Fault.DELAY_AFTER_COMMIT,
     ]
     assert many[1].scripted().delay_s == 0.25
     with pytest.raises(ValidationError):
@@ -157,8 +210,9 @@ async def test_a_drop_in_process_reaches_the_client_as_a_connection_error(
 
 async def test_backend_client_in_process_sees_a_drop_as_unknown(sim: BackendSimulator) -> None:
     settings = BackendSettings(url=f"http://sim{PATH}", connect_timeout_s=1, read_timeout_s=1, request_deadline_s=3)
-    client = BackendClient(settings, IdentitySettings(), SecretStr(TEST_SIGNING_KEY),
-                           transport=httpx.ASGITransport(app=sim.app))
+    client = BackendClient(
+        settings, IdentitySettings(), SecretStr(TEST_SIGNING_KEY), transport=httpx.ASGITransport(app=sim.app)
+    )
     sim.faults.add(Fault.DROP_BEFORE_COMMIT, action=FaultAction.SALE)
     try:
         with pytest.raises(BackendOutcomeUnknown, match="ConnectionDropped"):
@@ -197,8 +251,9 @@ async def test_stopping_during_delay_before_commit_leaves_it_not_applied() -> No
     url = await sim.start()
     sim.faults.add(Fault.DELAY_BEFORE_COMMIT, action=FaultAction.SALE, delay_s=30)
     async with httpx.AsyncClient() as client:
-        request = asyncio.create_task(client.post(f"{url}/cardRedemption", content=envelope("cardRedemption",
-                                                                                             sale("D5"))))
+        request = asyncio.create_task(
+            client.post(f"{url}/cardRedemption", content=envelope("cardRedemption", sale("D5")))
+        )
         for _ in range(200):
             record = sim.ledger.get("D5")
             if record is not None and record.in_progress:

@@ -76,3 +76,41 @@ def test_applied_and_kind() -> None:
     assert ledger.count_submission("P4", "cardPayment").kind == "sale"
     saved = jsonio.loads(jsonio.dumps(sale.to_json()))
     assert (saved["state"], saved["applied"], saved["kind"]) == ("voided", False, "sale")
+
+
+def test_refunds_codes_members_and_the_summary_mark_survive_a_reload(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    ledger = Ledger.open(CARDS, path)
+    sale = approved_sale(ledger, "S1")
+    sale.refunded_amount, sale.refunded_by, sale.summarized = Decimal("10.5"), ["R1"], True
+    ledger.apply_code("280123121234567890", Decimal("-1.25"))
+    ledger.apply_member("M000001545", 40)
+    ledger.summary_since = "20250101120000"
+    ledger.save()
+    reloaded = Ledger.open(CARDS, path)
+    assert reloaded.snapshot() == ledger.snapshot()
+    assert reloaded.code_balance("280123121234567890") == Decimal("9998.75")
+    assert reloaded.member_points("M000001545") == 30_040
+    assert reloaded.summary_since == "20250101120000"
+    record = reloaded.get("S1")
+    assert record is not None
+    assert (record.refunded_amount, record.refunded_by, record.summarized) == (Decimal("10.5"), ["R1"], True)
+
+
+def test_a_file_from_before_the_whole_book_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.json"
+    ledger = Ledger.open(CARDS, path)
+    approved_sale(ledger, "S1")
+    ledger.save()
+    state = jsonio.loads(path.read_bytes())
+    for name in ("codes", "members", "summarySince"):
+        del state[name]
+    for record in state["records"]:
+        for name in ("refundedAmount", "refundedBy", "qrcode", "memberId", "acquirer", "summarized"):
+            del record[name]
+    path.write_bytes(jsonio.dumps(state).encode())
+    reloaded = Ledger.open(CARDS, path)
+    assert reloaded.member_points("M000001545") == 30_000
+    record = reloaded.get("S1")
+    assert record is not None
+    assert record.refunded_amount == 0

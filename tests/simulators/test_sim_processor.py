@@ -32,7 +32,11 @@ async def http(sim: BackendSimulator) -> AsyncIterator[httpx.AsyncClient]:
 
 def envelope(action: str, body: dict[str, Any], *, key: str | None = TEST_SIGNING_KEY) -> dict[str, Any]:
     fields: dict[str, Any] = {
-        "action": action, "deviceNo": "POS01", "shopNo": "CN123456", "brand": "663", "body": encode_body(body),
+        "action": action,
+        "deviceNo": "POS01",
+        "shopNo": "CN123456",
+        "brand": "663",
+        "body": encode_body(body),
     }
     if key is not None:
         fields["sign"] = signing.sign(fields, key)
@@ -107,7 +111,7 @@ async def test_unsigned_request_is_63(http: httpx.AsyncClient) -> None:
 
 
 async def test_unsupported_action_is_12(http: httpx.AsyncClient) -> None:
-    _, body = await post(http, "qrcodeSale", dumps(envelope("qrcodeSale", {"traceNo": "P4"})))
+    _, body = await post(http, "DownloadKey", dumps(envelope("DownloadKey", {"traceNo": "P4"})))
     assert (body["returnCode"], body["returnDesc"]) == ("12", "unsupported action")
 
 

@@ -55,8 +55,9 @@ def test_trace_lines() -> None:
 
 
 def test_trace_elides_encrypted_fields() -> None:
-    card = CardData(4, card_type="00", masked_pan="622202******1234", enc_pan_hex="AB" * 16,
-                    enc_track2_hex="CD" * 24, expiry="2912")
+    card = CardData(
+        4, card_type="00", masked_pan="622202******1234", enc_pan_hex="AB" * 16, enc_track2_hex="CD" * 24, expiry="2912"
+    )
     line = describe_unit(_frame(5, card))
     assert "masked_pan=622202******1234" in line
     assert "elided" in line
@@ -70,8 +71,10 @@ def test_trace_elides_encrypted_fields() -> None:
 
 def test_scenario_file(tmp_path: Path) -> None:
     path = tmp_path / "s.toml"
-    path.write_text('[pad]\ncard = "points"\n[faults]\nnak = 2\nunplug_after = "card-data"\n'
-                    '[[customers]]\naction = "cancel-pin"\n[[customers]]\npin = "000000"\n')
+    path.write_text(
+        '[pad]\ncard = "points"\n[faults]\nnak = 2\nunplug_after = "card-data"\n'
+        '[[customers]]\naction = "cancel-pin"\n[[customers]]\npin = "000000"\n'
+    )
     scenario = load_scenario(path)
     assert scenario.pad == {"card": "points"}
     assert scenario.faults == Faults(nak=2, unplug_after="card-data")
@@ -203,8 +206,12 @@ def test_rates_and_seed_from_scenario_and_flags(tmp_path: Path) -> None:
 
 
 def _transaction(rid: int) -> tuple[list[Message], list[Message]]:
-    commands: list[Message] = [DeviceInfoRequest(rid), ReadCard(rid + 1, 1234, 60), ReadPin(rid + 2, 1234, 60),
-                               StatusRequest(rid + 3)]
+    commands: list[Message] = [
+        DeviceInfoRequest(rid),
+        ReadCard(rid + 1, 1234, 60),
+        ReadPin(rid + 2, 1234, 60),
+        StatusRequest(rid + 3),
+    ]
     events: list[Message] = [
         DeviceInfo(rid, "MISBRIDGE-SIM", "1.0.0", "SIM0001", 1),
         Progress(rid + 1, "01"),

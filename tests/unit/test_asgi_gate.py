@@ -122,7 +122,7 @@ def _assert_book_shape(body: dict[str, Any], code: str) -> None:
         b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n",
         b"G",
         b"POST /v1/inquiry HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        b"Content-Length: 100\r\n\r\n{\"traceNo\":",
+        b'Content-Length: 100\r\n\r\n{"traceNo":',
     ],
     ids=["partial-head", "one-byte", "partial-body"],
 )

@@ -67,7 +67,7 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 
 def test_misspelt_key_and_bad_values_are_each_named(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
-    config.write_text('[device]\nbaudrate = -5\n[api]\nport = 9100\n', encoding="utf-8")
+    config.write_text("[device]\nbaudrate = -5\n[api]\nport = 9100\n", encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
         load_settings(config)
     message = str(caught.value)

@@ -29,8 +29,15 @@ def test_inert_without_the_test_flag() -> None:
     assert (result.returncode, result.stdout.strip()) == (0, "alive")
 
 
-@pytest.mark.parametrize(("target", "code"), [("submit.after_commit", EXIT_CODE), ("submit.after_commit:3", EXIT_CODE),
-                                              ("submit.after_commit:4", 0), ("pin.before_commit", 0)])
+@pytest.mark.parametrize(
+    ("target", "code"),
+    [
+        ("submit.after_commit", EXIT_CODE),
+        ("submit.after_commit:3", EXIT_CODE),
+        ("submit.after_commit:4", 0),
+        ("pin.before_commit", 0),
+    ],
+)
 def test_kills_at_the_nth_pass_of_the_named_point(target: str, code: int) -> None:
     result = _run({"MISBRIDGE_CRASH_AT": target, "MISBRIDGE_TEST_HOOKS": "1"})
     assert result.returncode == code

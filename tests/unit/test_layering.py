@@ -174,6 +174,7 @@ LAYERS: tuple[Layer, ...] = (
         "misbridge.errors",
         # The state machine's pure transition table: the journal takes target states from it.
         "misbridge.core.machine",
+        "misbridge.core.kinds",
         sqlite=True,
     ),
     _layer(

@@ -209,8 +209,26 @@ def _ignorecase_twins(name: str) -> str:
 _PIECES = st.one_of(
     st.text(alphabet="0123456789", min_size=1, max_size=20),
     # the shortest forms: a 13-digit card number, a track 2 with a 12-digit PAN
-    st.sampled_from([CANARY_PAN, "4222222222222", "123456789012=2512", f"{CANARY_PAN}=2512101",
-                     f"%B{CANARY_PAN}^DOE/J^2512101?", "=", ": ", '"', "'", " ", ",", "{", "}", "^", "%B", "D"]),
+    st.sampled_from(
+        [
+            CANARY_PAN,
+            "4222222222222",
+            "123456789012=2512",
+            f"{CANARY_PAN}=2512101",
+            f"%B{CANARY_PAN}^DOE/J^2512101?",
+            "=",
+            ": ",
+            '"',
+            "'",
+            " ",
+            ",",
+            "{",
+            "}",
+            "^",
+            "%B",
+            "D",
+        ]
+    ),
     st.sampled_from(sorted(SENSITIVE_FIELDS)).map(lambda name: name.upper() if len(name) % 2 else name),
     # letters re.IGNORECASE matches to ASCII ones: "paſsword", "PİN" and "cardınfo" are field names to it
     st.sampled_from(sorted(SENSITIVE_FIELDS)).map(_ignorecase_twins),

@@ -22,8 +22,16 @@ from misbridge.api.http_app import create_app
 from misbridge.api.schemas import card_key_pattern, openapi_document
 from misbridge.api.security import ApiSecurity
 from misbridge.config.settings import ApiSettings
+from misbridge.ebuy import jsonio
 from misbridge.ebuy.carddata import CARD_DATA_FIELDS, is_card_data_field
-from misbridge.ebuy.requests import complete_book_head
+from misbridge.ebuy.examples import book_request
+from misbridge.ebuy.requests import (
+    BOOK_ACTIONS,
+    complete_book_head,
+    error_response,
+    parse_request,
+)
+from misbridge.errors import RequestError
 
 TOKEN = "tok-for-schema-tests"
 BASE = "http://127.0.0.1:9101"
@@ -256,3 +264,85 @@ async def test_every_mb_code_answer_conforms_to_its_status(
         response = await client.post("/v1/cardRedemption", json=SALE, headers=AUTH)
         _conforms(document, "/v1/cardRedemption", "post", response)
         assert code in responses[str(response.status_code)]["description"]
+
+
+# --- every action of the book ------------------------------------------------------------------
+
+
+def test_every_action_of_the_book_is_documented_with_its_request(document: dict[str, Any]) -> None:
+    for action in BOOK_ACTIONS:
+        schema = _request_schema(document, action)
+        assert schema["required"][0] == "traceNo", action
+        assert schema["propertyNames"] == {"not": {"pattern": card_key_pattern()}}, action
+
+
+@pytest.mark.parametrize("action", BOOK_ACTIONS)
+def test_an_action_the_service_runs_has_no_mb06_and_batch_codes_only_for_the_upload(
+    document: dict[str, Any], action: str
+) -> None:
+    responses = str(document["paths"][f"/v1/{action}"]["post"]["responses"])
+    assert "MB06" not in responses
+    assert ("MB17" in responses) is ("MB18" in responses) is (action == "batchUpload")
+
+
+@pytest.mark.parametrize(
+    ("action", "field"),
+    [("refundCardSale", "refundAmount"), ("refundQrcodeSale", "refundAmount"), ("qrcodeSale", "totalAmount"),
+     ("accumulating", "totalAmount")],
+)  # fmt: skip
+def test_refunds_and_totals_are_above_zero_with_two_decimals(document: dict[str, Any], action: str, field: str) -> None:
+    amount = _request_schema(document, action)["properties"][field]
+    validator = jsonschema_rs.validator_for(amount)
+    assert [validator.is_valid(value) for value in (40.8, 0.01)] == [True, True]
+    assert [validator.is_valid(value) for value in (0, -1, 1.005, "40.8")] == [False] * 4
+
+
+def test_the_batch_rules_json_schema_can_say_are_in_the_document(document: dict[str, Any]) -> None:
+    batch = _request_schema(document, "batchUpload")["properties"]
+    assert (batch["transRecord"]["minItems"], batch["transRecord"]["maxItems"]) == (1, 5000)
+    assert "MB17" in batch["transCount"]["description"]
+    assert "MB18" in batch["beginTime"]["description"]
+    time = jsonschema_rs.validator_for(batch["beginTime"])
+    assert time.is_valid("20161231102201")
+    assert [time.is_valid(t) for t in ("2016123110220", "20161331102201", "18001231102201")] == [False] * 3
+    record = _resolve(document, batch["transRecord"]["items"])["properties"]
+    assert (record["status"]["minimum"], record["status"]["maximum"]) == (0, 9)
+    assert record["paidAmount"]["multipleOf"] == 0.01
+
+
+def test_qrcode_is_optional_bounded_and_without_control_characters(document: dict[str, Any]) -> None:
+    for action in ("qrcodeSale", "ecouponInquiry"):
+        schema = _request_schema(document, action)
+        assert "qrcode" not in schema["required"]
+        qrcode = jsonschema_rs.validator_for(schema["properties"]["qrcode"])
+        assert [qrcode.is_valid(code) for code in ("280123121234567890", "二维码", "q" * 512)] == [True] * 3
+        assert [qrcode.is_valid(code) for code in ("", "q" * 513, "a\nb", "a\x00", "a\x85")] == [False] * 5
+
+
+class ValidatingService(AnsweringService):
+    """Answers as the service does before any device: a refusal, or the fixed approval."""
+
+    async def handle(
+        self, action: str, body: dict[str, Any], *, caller_gone: asyncio.Event | None = None
+    ) -> dict[str, Any]:
+        try:
+            parse_request(action, body)
+        except RequestError as err:
+            return error_response(str(body.get("traceNo", "")), err, err.return_code)
+        return self.answer
+
+
+@pytest.mark.parametrize("action", BOOK_ACTIONS)
+async def test_the_door_answers_every_book_example_and_a_fault_as_documented(action: str) -> None:
+    security = ApiSecurity.from_settings(ApiSettings(), SecretStr(TOKEN))
+    transport = httpx.ASGITransport(app=create_app(ValidatingService(), security, metrics=FakeMetrics()))
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        document = (await client.get("/openapi.json", headers=AUTH)).json()
+        path = f"/v1/{action}"
+        good = await client.post(path, content=jsonio.dumps(book_request(action)), headers={**AUTH, **JSON})
+        assert good.status_code == 200
+        _conforms(document, path, "post", good)
+        faulty = {key: value for key, value in book_request(action).items() if key != "traceNo"}
+        bad = await client.post(path, content=jsonio.dumps(faulty), headers={**AUTH, **JSON})
+        assert (bad.status_code, bad.json()["returnCode"]) == (422, "MB10")
+        _conforms(document, path, "post", bad)

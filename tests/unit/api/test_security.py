@@ -45,8 +45,14 @@ class FakeService:
         self, action: str, body: dict[str, Any], *, caller_gone: asyncio.Event | None = None
     ) -> dict[str, Any]:
         self.handled.append((action, body))
-        return {"traceNo": body.get("traceNo", ""), "orderNo": "1", "transDate": "20260101000000",
-                "returnCode": "00", "returnDesc": "ok", "paidAmount": 1}
+        return {
+            "traceNo": body.get("traceNo", ""),
+            "orderNo": "1",
+            "transDate": "20260101000000",
+            "returnCode": "00",
+            "returnDesc": "ok",
+            "paidAmount": 1,
+        }
 
     async def transaction(self, trace_no: str) -> dict[str, Any] | None:
         return {"traceNo": trace_no, "state": "approved"}
@@ -318,9 +324,7 @@ async def test_without_a_metrics_source_there_is_no_metrics_route(service: FakeS
 # --- the Unix-socket door --------------------------------------------------------------------
 
 
-async def test_unix_socket_door_is_0660_and_checks_host_origin_and_token(
-    tmp_path: Path, service: FakeService
-) -> None:
+async def test_unix_socket_door_is_0660_and_checks_host_origin_and_token(tmp_path: Path, service: FakeService) -> None:
     path = tmp_path / "api.sock"
     path.touch()
     with pytest.raises(ConfigError, match="not a socket"):

@@ -65,8 +65,9 @@ async def door() -> AsyncIterator[tuple[int, Handler]]:
         await server.stop()
 
 
-def _envelope(action: str = '"inquiry"', device_no: str = '"POS01"', body: str = '"eyJ0cmFjZU5vIjoiVDEifQ=="',
-              extra: str = "") -> bytes:
+def _envelope(
+    action: str = '"inquiry"', device_no: str = '"POS01"', body: str = '"eyJ0cmFjZU5vIjoiVDEifQ=="', extra: str = ""
+) -> bytes:
     """Envelope JSON written by hand, so hostile values go out exactly as a hostile POS sends them."""
     text = f'{{"action":{action},"deviceNo":{device_no},"shopNo":"CN123456","brand":"663","body":{body}{extra}}}'
     return text.encode("utf-8")

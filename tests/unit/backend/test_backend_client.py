@@ -240,9 +240,24 @@ def _body(body: dict[str, Any]) -> Any:
         (_body({"traceNo": BODY["traceNo"], "returnCode": 0}), "returnCode"),
     ],
     ids=[
-        "500", "503", "404", "redirect", "html", "json-array", "not-utf8", "missing-field", "non-string-field",
-        "no-sign", "bad-sign", "tampered-field", "bad-body", "action-mismatch", "trace-mismatch", "no-trace",
-        "no-return-code", "numeric-return-code",
+        "500",
+        "503",
+        "404",
+        "redirect",
+        "html",
+        "json-array",
+        "not-utf8",
+        "missing-field",
+        "non-string-field",
+        "no-sign",
+        "bad-sign",
+        "tampered-field",
+        "bad-body",
+        "action-mismatch",
+        "trace-mismatch",
+        "no-trace",
+        "no-return-code",
+        "numeric-return-code",
     ],
 )
 async def test_bad_replies_are_unknown_after_one_attempt(handler: Any, reason: str) -> None:
@@ -299,7 +314,10 @@ async def test_request_shape_url_and_signature() -> None:
     envelope = jsonio.loads(request.content)
     assert list(envelope) == ["action", "deviceNo", "shopNo", "brand", "body", "sign"]
     assert (envelope["action"], envelope["deviceNo"], envelope["shopNo"], envelope["brand"]) == (
-        "cardRedemption", "POS01", "CN123456", "663",
+        "cardRedemption",
+        "POS01",
+        "CN123456",
+        "663",
     )
     assert signing.verify(envelope, KEY)
     assert request_body(request) == BODY
@@ -330,8 +348,11 @@ async def test_signing_disabled_sends_no_sign_and_accepts_unsigned_replies() -> 
 
 
 async def test_no_key_means_unsigned(log_lines: list[str]) -> None:
-    script = Script(lambda request: json_response(reply_envelope("cardRedemption", {
-        "traceNo": BODY["traceNo"], "returnCode": "00"}, key=None)))
+    script = Script(
+        lambda request: json_response(
+            reply_envelope("cardRedemption", {"traceNo": BODY["traceNo"], "returnCode": "00"}, key=None)
+        )
+    )
     await submit(make_client(script, key=None))
     assert "sign" not in jsonio.loads(script.requests[0].content)
     assert any("no signing key" in line for line in log_lines)

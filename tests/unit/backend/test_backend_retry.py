@@ -14,8 +14,7 @@ QUICK = RetryPolicy("test", multiplier=0.01, max_wait_s=0.05, jitter_s=0.0, max_
 
 def test_not_sent_is_exactly_the_three_pre_send_errors() -> None:
     assert set(NOT_SENT) == {httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout}
-    for unsafe in (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError,
-                   httpx.RemoteProtocolError):
+    for unsafe in (httpx.ReadTimeout, httpx.WriteTimeout, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError):
         assert not issubclass(unsafe, NOT_SENT)
 
 

@@ -31,8 +31,13 @@ def _name(common_name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
-def _issue(subject: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None, *, ca: bool = False,
-           host: str | None = None) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _issue(
+    subject: str,
+    issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | None,
+    *,
+    ca: bool = False,
+    host: str | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.generate_private_key(ec.SECP256R1())
     issuer_name, issuer_key = issuer if issuer else (_name(subject), key)
     builder = (
@@ -49,8 +54,11 @@ def _issue(subject: str, issuer: tuple[x509.Name, ec.EllipticCurvePrivateKey] | 
 def _write(path: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey | None = None) -> Path:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     if key is not None:
-        path.with_suffix(".key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        path.with_suffix(".key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return path
 
 
@@ -94,8 +102,12 @@ async def tls_server(pki: Pki, *, require_client_cert: bool) -> AsyncIterator[tu
 
 def _client(port: int, **tls: Path | None) -> BackendClient:
     settings = BackendSettings(
-        url=f"https://localhost:{port}/ebuyweb-posp/api", connect_timeout_s=2, read_timeout_s=2,
-        request_deadline_s=4, signing={"enabled": False}, **tls,
+        url=f"https://localhost:{port}/ebuyweb-posp/api",
+        connect_timeout_s=2,
+        read_timeout_s=2,
+        request_deadline_s=4,
+        signing={"enabled": False},
+        **tls,
     )
     return BackendClient(settings, IdentitySettings(), None)
 

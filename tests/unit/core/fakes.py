@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from misbridge.backend.client import BackendReply
-from misbridge.device.base import CardRead, EncryptedPin, PadInfo, ProgressCallback
+from misbridge.device.base import (
+    CardRead,
+    CodeEntry,
+    CodeOrigin,
+    CodeRead,
+    EncryptedPin,
+    PadInfo,
+    ProgressCallback,
+    TransKind,
+)
 
 #: One scripted backend step: a reply body (its ``traceNo`` filled in from the request), or an error to raise.
 Step = dict[str, Any] | BaseException
@@ -33,6 +42,12 @@ class ScriptedPad:
         release: ``read_card`` waits for it; clear it to keep a customer at the pad (a running sale).
         card_prompts: how many times a customer was asked for a card.
         card_asked: set once a customer was asked for a card.
+        code_error: raised by the next ``read_code`` (then cleared); code: what it reads.
+        code_prompts: the ``(prompt, amount_minor)`` of every ``read_code``.
+        choice: the index ``choose`` answers, or an error it raises (then 0 again).
+        offered: the option labels of every ``choose``.
+        card: what ``read_card`` returns; pin_block: what ``read_pin`` returns.
+        shown: every card and PIN screen, ``("card" | "pin", kind, reference, amount_minor)``.
     """
 
     def __init__(self, *, connected: bool = True) -> None:
@@ -44,6 +59,14 @@ class ScriptedPad:
         self.release.set()
         self.card_asked = asyncio.Event()
         self.card_prompts = 0
+        self.code = "280123121234567890"
+        self.code_error: BaseException | None = None
+        self.code_prompts: list[tuple[str, int]] = []
+        self.choice: int | BaseException = 0
+        self.offered: list[list[str]] = []
+        self.card = CardRead("00", "622588****1234", "AA" * 8, "BB" * 8, "2912")
+        self.pin_block = "CC" * 8
+        self.shown: list[tuple[str, TransKind, str, int]] = []
 
     @property
     def connected(self) -> bool:
@@ -69,21 +92,56 @@ class ScriptedPad:
         """The fixed identity."""
         return PadInfo("FAKE", "0.1", "F001", 1)
 
-    async def read_card(self, amount_minor: int, timeout_s: int, prompt: str = "") -> CardRead:
+    async def read_card(
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        *,
+        kind: TransKind = TransKind.SALE,
+        reference: str = "",
+    ) -> CardRead:
         """A card, once :attr:`release` is set; or :attr:`card_error`."""
         self.card_prompts += 1
+        self.shown.append(("card", kind, reference, amount_minor))
         self.card_asked.set()
         await self.release.wait()
         if self.card_error is not None:
             err, self.card_error = self.card_error, None
             raise err
-        return CardRead("prepaid", "622588****1234", "AA" * 8, "BB" * 8, "2912")
+        return self.card
 
     async def read_pin(
-        self, amount_minor: int, timeout_s: int, prompt: str = "", key_index: int = 1
+        self,
+        amount_minor: int,
+        timeout_s: int,
+        prompt: str = "",
+        key_index: int = 1,
+        *,
+        kind: TransKind = TransKind.SALE,
+        reference: str = "",
     ) -> EncryptedPin:
-        """A PIN block."""
-        return EncryptedPin("CC" * 8, key_index)
+        """:attr:`pin_block`."""
+        self.shown.append(("pin", kind, reference, amount_minor))
+        return EncryptedPin(self.pin_block, key_index)
+
+    async def read_code(
+        self, prompt: str, timeout_s: int, amount_minor: int = 0, entry: CodeEntry = CodeEntry.ANY
+    ) -> CodeRead:
+        """:attr:`code`, scanned; or :attr:`code_error`."""
+        self.code_prompts.append((prompt, amount_minor))
+        if self.code_error is not None:
+            err, self.code_error = self.code_error, None
+            raise err
+        return CodeRead(self.code, CodeOrigin.QR_CODE)
+
+    async def choose(self, prompt: str, options: Sequence[str], timeout_s: int) -> int:
+        """:attr:`choice` (an index, or an error raised once)."""
+        self.offered.append(list(options))
+        choice, self.choice = self.choice, 0
+        if isinstance(choice, BaseException):
+            raise choice
+        return choice
 
     async def cancel(self) -> None:
         """Nothing runs on its own."""

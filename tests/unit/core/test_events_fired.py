@@ -1,9 +1,12 @@
 """No dead events: every event of a kind misbridge runs today is fired somewhere in misbridge/.
 
 An event is fired by naming it: a string literal outside the machine's own file, or an
-f-string whose literal prefix names a family (``f"resolve_{outcome}"``).  The kinds the daemon
-does not run yet (void, refund, upload: the whole-book work) are declared for it and listed
-here, so adding one to the daemon means taking it off this list.
+f-string whose literal prefix names a family (``f"resolve_{outcome}"``).  Events declared for
+steps misbridge does not run yet would be listed per kind in :data:`NOT_FIRED_YET`; it is
+empty since the card void and refund (voidCardSale, refundCardSale) run the void and refund
+machines' pad steps (``start_card``, ``card_read``, ``pin_entered``).  The check goes by name,
+so a listed event a sale fires (``start_card``) would pass anyway: the list says, per kind,
+what is not run yet, and running such a step means taking its event off the list.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from misbridge.core.machine import TABLES, TransactionKind
+from misbridge.core.kinds import TABLES
+from misbridge.core.machine import TransactionKind
 
 PACKAGE = Path(__file__).resolve().parents[3] / "misbridge"
 MACHINE_FILES = {PACKAGE / "core" / "machine.py", PACKAGE / "core" / "diagrams.py"}
-NOT_RUN_YET = {TransactionKind.VOID, TransactionKind.REFUND, TransactionKind.UPLOAD}
+NOT_FIRED_YET: dict[TransactionKind, frozenset[str]] = {}
 
 
 def _names_in(sources: list[str]) -> tuple[set[str], set[str]]:
@@ -44,9 +48,11 @@ LITERALS, PREFIXES = _names_in(
 )
 
 
-@pytest.mark.parametrize("kind", sorted(set(TransactionKind) - NOT_RUN_YET))
-def test_every_event_of_a_running_kind_is_fired(kind: TransactionKind) -> None:
-    assert _dead(TABLES[kind].events, LITERALS, PREFIXES) == [], "events nothing fires: remove or give a command"
+@pytest.mark.parametrize("kind", sorted(TransactionKind))
+def test_every_event_of_a_kind_is_fired_but_the_listed_ones(kind: TransactionKind) -> None:
+    not_yet = NOT_FIRED_YET.get(kind, frozenset())
+    assert not_yet <= TABLES[kind].events, "a listed event the kind does not have: take it off the list"
+    assert _dead(TABLES[kind].events - not_yet, LITERALS, PREFIXES) == [], "events nothing fires: remove or fire"
 
 
 def test_the_check_finds_a_dead_event_and_accepts_a_family() -> None:

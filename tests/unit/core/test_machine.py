@@ -7,20 +7,16 @@ from collections import deque
 
 import pytest
 
+from misbridge.core.kinds import JOURNALED_FINAL_STATES, MONEY_AT_RISK_STATES, PRE_SUBMIT_STATES, TABLES, next_state
 from misbridge.core.machine import (
-    JOURNALED_FINAL_STATES,
     KIND_OF_ACTION,
     MACHINES,
-    MONEY_AT_RISK_STATES,
-    PRE_SUBMIT_STATES,
-    TABLES,
     KindMachine,
     MachineModel,
     SaleMachine,
     TransactionKind,
     TxnState,
     kind_of,
-    next_state,
 )
 from misbridge.errors import InvalidTransition
 from misbridge.journal.schema import FINAL_STATES as JOURNAL_FINAL_STATES
@@ -55,25 +51,30 @@ _UNDONE_BY_A_PERSON = {
 # change this table too.
 EXPECTED_TRANSITIONS: dict[TransactionKind, set[tuple[TxnState, str, TxnState]]] = {
     K.SALE: _CARD_STEPS
+    | _UNDONE_BY_A_PERSON
     | {
+        (S.RECEIVED, "start_code", S.READING_CODE),
+        (S.READING_CODE, "code_read", S.SUBMITTING),
+        (S.READING_CODE, "abort", S.ABORTED),
+        (S.SUBMITTING, "offer_options", S.CHOOSING),
+        (S.CHOOSING, "option_chosen", S.SUBMITTING),
+        (S.CHOOSING, "abort", S.ABORTED),
         (S.INQUIRING, "void_unclaimed", S.VOIDING),
         (S.UNKNOWN, "give_up", S.VOIDING),
         (S.VOIDING, "voided", S.VOIDED),
         (S.VOIDING, "escalate", S.NEEDS_MANUAL),
         (S.NEEDS_MANUAL, "resolve_voided", S.VOIDED),
-        (S.NEEDS_MANUAL, "resolve_approved", S.APPROVED),
     },
-    K.VOID: _CARD_STEPS | _UNDONE_BY_A_PERSON,
+    K.VOID: _CARD_STEPS
+    | _UNDONE_BY_A_PERSON
+    | {
+        (S.UNKNOWN, "give_up", S.VOIDING),
+        (S.VOIDING, "void_confirmed", S.APPROVED),
+        (S.VOIDING, "escalate", S.NEEDS_MANUAL),
+    },
     K.REFUND: _CARD_STEPS | _UNDONE_BY_A_PERSON,
     K.QUERY: {(S.SENT, "answer", S.ANSWERED), (S.SENT, "no_answer", S.UNKNOWN)},
-    K.UPLOAD: {
-        (S.RECEIVED, "submit", S.SUBMITTING),
-        (S.RECEIVED, "abort", S.ABORTED),
-        (S.SUBMITTING, "answer", S.ANSWERED),
-        (S.SUBMITTING, "not_sent", S.ABORTED),
-        (S.SUBMITTING, "outcome_unknown", S.UNKNOWN),
-        (S.UNKNOWN, "resend", S.SUBMITTING),
-    },
+    K.UPLOAD: {(S.SENT, "answer", S.ANSWERED), (S.SENT, "no_answer", S.UNKNOWN)},
 }
 
 ALL_EVENTS = sorted(set().union(*(table.events for table in TABLES.values())))
@@ -132,7 +133,7 @@ def test_every_book_action_has_a_kind() -> None:
 def test_sale_state_sets_partition_its_states() -> None:
     sale = TABLES[K.SALE]
     assert {S.APPROVED, S.DECLINED, S.ABORTED, S.VOIDED} == sale.final_states
-    assert {S.RECEIVED, S.READING_CARD, S.READING_PIN} == PRE_SUBMIT_STATES
+    assert {S.RECEIVED, S.READING_CARD, S.READING_PIN, S.READING_CODE, S.CHOOSING} == PRE_SUBMIT_STATES
     assert {S.SUBMITTING, S.UNKNOWN, S.INQUIRING, S.VOIDING, S.NEEDS_MANUAL} == MONEY_AT_RISK_STATES
     assert sale.states == sale.final_states | PRE_SUBMIT_STATES | MONEY_AT_RISK_STATES
 
@@ -282,7 +283,12 @@ def test_every_state_is_reachable_and_every_live_state_can_end(kind: Transaction
         ),
         (K.REFUND, ["start_card", "card_read", "pin_entered", "approve"], S.APPROVED),
         (K.QUERY, ["no_answer"], S.UNKNOWN),
-        (K.UPLOAD, ["submit", "outcome_unknown", "resend", "answer"], S.ANSWERED),
+        (
+            K.SALE,
+            ["submit", "outcome_unknown", "inquire", "inquiry_unknown", "escalate", "resolve_declined"],
+            S.DECLINED,
+        ),
+        (K.UPLOAD, ["answer"], S.ANSWERED),
     ],
 )
 def test_whole_paths(kind: TransactionKind, events: list[str], final: TxnState) -> None:

@@ -95,7 +95,7 @@ async def test_a_void_failing_until_the_expiry_needs_manual(
     assert entry is not None
     assert entry.state == "needs_manual"
     assert entry.attempts >= 2
-    assert await told(journal, trace_no) == ("needs_manual", "MB32")
+    assert await told(journal, trace_no) == ("needs_manual", "MB34"), "a repeat is told a person must reconcile it"
     assert await journal.count_reversals("needs_manual") == 1
 
 
@@ -105,7 +105,7 @@ async def test_a_refused_void_needs_manual_at_once(
     trace_no = await queued_void(journal, reversals)
     backend.will(VOID, reply("51", "refused"))
     await reversals.drain()
-    assert await told(journal, trace_no) == ("needs_manual", "MB32")
+    assert await told(journal, trace_no) == ("needs_manual", "MB34")
     assert backend.actions() == [VOID]
 
 

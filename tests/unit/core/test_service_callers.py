@@ -24,7 +24,7 @@ from misbridge.app.simulated import daemon_for, launched_simulators
 from misbridge.ebuy import jsonio
 from misbridge.journal.records import TransactionRecord
 from simulators.cards import CARDS
-from tests.integration.faults import Fault, FaultBench, fault_settings, fresh_trace_no, redemption_body
+from tests.integration.faultbench import Fault, FaultBench, fault_settings, fresh_trace_no, redemption_body
 from tests.seeding import seed_transaction
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -8,7 +8,8 @@ import pytest
 
 from misbridge.core import diagrams
 from misbridge.core.diagrams import generated_block, mermaid_diagram, replace_generated_block
-from misbridge.core.machine import TABLES, TransactionKind
+from misbridge.core.kinds import TABLES
+from misbridge.core.machine import TransactionKind
 
 REGENERATE = "python -m misbridge.core.diagrams --write-docs"
 

@@ -32,9 +32,7 @@ FAST_ACK_TIMEOUT_S = 0.05
 
 def fast_session(role: Role = Role.HOST) -> LinkSession:
     """A session whose ACK and inter-byte timers are :data:`FAST_ACK_TIMEOUT_S`."""
-    return LinkSession(
-        role, ack_timeout=FAST_ACK_TIMEOUT_S, max_retransmits=3, inter_byte_timeout=FAST_ACK_TIMEOUT_S
-    )
+    return LinkSession(role, ack_timeout=FAST_ACK_TIMEOUT_S, max_retransmits=3, inter_byte_timeout=FAST_ACK_TIMEOUT_S)
 
 
 def standard_replies(msg: Message) -> list[Message]:

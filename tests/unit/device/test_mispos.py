@@ -19,6 +19,7 @@ from misbridge.device import (
     PadInfo,
     PinPadDriver,
     ProgressStep,
+    TransKind,
     create_driver,
 )
 from misbridge.device.mispos import Opener
@@ -36,6 +37,7 @@ from misbridge.errors import (
 from misbridge.link import (
     Cancel,
     CardData,
+    Choice,
     DeviceInfo,
     DeviceInfoRequest,
     DeviceState,
@@ -47,10 +49,12 @@ from misbridge.link import (
     Progress,
     ProgressStage,
     ReadCard,
+    ReadCode,
     ReadPin,
     Result,
     ResultCode,
     StatusRequest,
+    TransType,
 )
 from misbridge.transport.base import ByteTransport
 from tests.unit.device.fakes import FakePad, Responder, fast_session, pad_pipe
@@ -66,12 +70,16 @@ def pad_replies(msg: Message) -> list[Message]:
     if isinstance(msg, StatusRequest):
         return [DeviceStatus(rid, DeviceState.IDLE)]
     if isinstance(msg, ReadCard):
-        return [Progress(rid, ProgressStage.WAITING_FOR_CARD),
-                CardData(rid, "00", "622562******8888", ENC, ENC + ENC, "2812")]
+        return [
+            Progress(rid, ProgressStage.WAITING_FOR_CARD),
+            CardData(rid, "00", "622562******8888", ENC, ENC + ENC, "2812"),
+        ]
     if isinstance(msg, ReadPin):
-        return [Progress(rid, ProgressStage.WAITING_FOR_PIN),
-                Progress(rid, ProgressStage.PIN_DIGIT_ENTERED, digits_entered=1),
-                PinBlock(rid, ENC, msg.key_index)]
+        return [
+            Progress(rid, ProgressStage.WAITING_FOR_PIN),
+            Progress(rid, ProgressStage.PIN_DIGIT_ENTERED, digits_entered=1),
+            PinBlock(rid, ENC, msg.key_index),
+        ]
     return [Result(rid, ResultCode.OK)]
 
 
@@ -104,13 +112,9 @@ class PadFactory:
 
 
 def make_driver(factory: Opener, command_timeout_s: float = 0.5, **options: Any) -> MisPosV1Driver:
-    settings = DeviceSettings(
-        url="/dev/fake-pad", reply_grace_s=0.1, command_timeout_s=command_timeout_s
-    )
+    settings = DeviceSettings(url="/dev/fake-pad", reply_grace_s=0.1, command_timeout_s=command_timeout_s)
     defaults: dict[str, Any] = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, "keepalive_s": None}
-    return MisPosV1Driver(
-        settings, opener=factory, session_factory=fast_session, **{**defaults, **options}
-    )
+    return MisPosV1Driver(settings, opener=factory, session_factory=fast_session, **{**defaults, **options})
 
 
 @pytest.fixture
@@ -163,9 +167,7 @@ async def test_reconnect_backs_off_and_logs_once(warnings: list[str]) -> None:
         await factory.close()
 
 
-async def test_lost_link_marks_disconnected_and_reconnects(
-    driver: MisPosV1Driver, factory: PadFactory
-) -> None:
+async def test_lost_link_marks_disconnected_and_reconnects(driver: MisPosV1Driver, factory: PadFactory) -> None:
     await factory.pads[0].close()
     await asyncio.sleep(0.01)
     assert not driver.connected
@@ -281,9 +283,7 @@ async def test_pad_timeout_on_the_card_step_is_card_timeout_without_cancel(
     assert not any(isinstance(m, Cancel) for m in factory.pad.received)
 
 
-async def test_caller_cancellation_cancels_the_prompt_on_the_pad(
-    driver: MisPosV1Driver, factory: PadFactory
-) -> None:
+async def test_caller_cancellation_cancels_the_prompt_on_the_pad(driver: MisPosV1Driver, factory: PadFactory) -> None:
     factory.pad.respond = lambda m: [Result(m.request_id, ResultCode.OK)] if isinstance(m, Cancel) else []
     step = asyncio.create_task(driver.read_card(100, 30))
     await asyncio.sleep(0.02)
@@ -336,6 +336,10 @@ async def test_an_unexpected_reply_type_is_rejected(driver: MisPosV1Driver, fact
         (ResultCode.BAD_COMMAND, Step.PIN, DeviceRejected, ReturnCode.DEVICE_ERROR),
         (ResultCode.HOST_CANCELLED, Step.CARD, CustomerCancelled, ReturnCode.CUSTOMER_CANCELLED),
         (ResultCode.HARDWARE_ERROR, Step.COMMAND, DeviceRejected, ReturnCode.DEVICE_ERROR),
+        (ResultCode.TIMEOUT, Step.CODE, DeviceTimeout, ReturnCode.CARD_TIMEOUT),
+        (ResultCode.TIMEOUT, Step.CHOICE, DeviceTimeout, ReturnCode.CARD_TIMEOUT),
+        (ResultCode.NO_SCANNER, Step.CODE, DeviceRejected, ReturnCode.DEVICE_ERROR),
+        (ResultCode.BAD_COMMAND, Step.CHOICE, DeviceRejected, ReturnCode.DEVICE_ERROR),
     ],
 )
 def test_result_codes_map_to_errors(
@@ -361,8 +365,11 @@ def test_an_undocumented_result_code_is_a_device_error() -> None:
 async def test_an_undocumented_progress_stage_is_ignored(driver: MisPosV1Driver, factory: PadFactory) -> None:
     seen: list[tuple[str, int]] = []
     driver.on_progress = lambda stage, digits: seen.append((stage, digits))
-    factory.pad.respond = lambda m: [Progress(m.request_id, "77"), Progress(m.request_id, "02"),
-                                     CardData(m.request_id, "01", "622562******8888", ENC, ENC, "2812")]
+    factory.pad.respond = lambda m: [
+        Progress(m.request_id, "77"),
+        Progress(m.request_id, "02"),
+        CardData(m.request_id, "01", "622562******8888", ENC, ENC, "2812"),
+    ]
     assert (await driver.read_card(100, 30)).card_type == "01"
     assert seen == [(ProgressStep.CARD_READ, 0)]
 
@@ -398,3 +405,30 @@ def test_registry_builds_mispos_v1_and_names_the_known_drivers() -> None:
 def test_a_device_url_without_a_transport_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="bogus"):
         MisPosV1Driver(DeviceSettings(url="bogus://pad"))
+
+
+async def test_a_choice_beyond_the_options_is_rejected(driver: MisPosV1Driver, factory: PadFactory) -> None:
+    factory.pad.respond = lambda m: [Choice(m.request_id, 3)]
+    with pytest.raises(DeviceRejected, match="option 3 of 2"):
+        await driver.choose("Pick", ["A", "B"], 5)
+
+
+async def test_the_transaction_kind_travels_with_the_card_and_pin_steps(
+    driver: MisPosV1Driver, factory: PadFactory
+) -> None:
+    await driver.read_card(4080, 5, kind=TransKind.VOID, reference="T1")
+    await driver.read_pin(4080, 5, kind=TransKind.REFUND, reference="T2")
+    card, pin = factory.pad.received[-2:]
+    assert isinstance(card, ReadCard)
+    assert (card.trans_type, card.reference) == (TransType.VOID, "T1")
+    assert isinstance(pin, ReadPin)
+    assert (pin.trans_type, pin.reference) == (TransType.REFUND, "T2")
+
+
+async def test_a_pad_silent_on_a_command_it_does_not_know_times_out_and_is_cancelled(
+    driver: MisPosV1Driver, factory: PadFactory
+) -> None:
+    factory.pad.respond = lambda m: [] if isinstance(m, ReadCode) else pad_replies(m)
+    with pytest.raises(DeviceTimeout):
+        await driver.read_code("Scan", 1)
+    assert isinstance(factory.pad.received[-1], Cancel)

@@ -61,8 +61,9 @@ async def test_timers_run_on_the_injected_clock() -> None:
     loop = asyncio.get_running_loop()
     near, _far = memory_pipe()  # nobody acknowledges
     events: list[LinkEvent] = []
-    pump = LinkPump(fast_session(), near, on_event=events.append, on_failure=lambda _: None,
-                    clock=lambda: loop.time() + 86_400.0)
+    pump = LinkPump(
+        fast_session(), near, on_event=events.append, on_failure=lambda _: None, clock=lambda: loop.time() + 86_400.0
+    )
     pump.start()
     pump.send(encode_message(StatusRequest(1)))
     await asyncio.sleep(FAST_ACK_TIMEOUT_S * 6)

@@ -10,9 +10,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from misbridge.ebuy import carddata, jsonio
-from misbridge.ebuy.examples import card_redemption_request
+from misbridge.ebuy.examples import book_request, card_redemption_request
 from misbridge.ebuy.pan import mask_card_numbers, may_hold_card_number
-from misbridge.ebuy.requests import validate_request
+from misbridge.ebuy.requests import parse_request
 from misbridge.errors import RequestError, ReturnCode
 
 PAN = "4111111111111111"
@@ -34,7 +34,7 @@ FIELD_SPELLINGS = [
 
 def _refusal(body: dict[str, Any], action: str = "cardRedemption") -> RequestError:
     with pytest.raises(RequestError) as caught:
-        validate_request(action, body)
+        parse_request(action, body)
     return caught.value
 
 
@@ -74,7 +74,7 @@ def test_a_card_data_field_is_refused_whatever_its_value(value: Any) -> None:
 def test_words_that_only_contain_a_card_field_name_pass() -> None:
     body = card_redemption_request()
     body.update(company="ACME", pinyin="yagao", spanish=True, valid=True, cardType="00", cardNo64="622562****8888")
-    validate_request("cardRedemption", body)
+    parse_request("cardRedemption", body)
 
 
 @pytest.mark.parametrize("pan", [PAN, SPACED_PAN, DASHED_PAN, AMEX_PAN, f"qty 2 {SPACED_PAN}", f"ref{PAN}X"])
@@ -125,11 +125,11 @@ def test_card_numbers_are_found_in_every_value_and_key(change: Any, path: str) -
 def test_identifiers_barcodes_and_ordinary_numbers_pass(change: Any) -> None:
     body = card_redemption_request()
     change(body)
-    validate_request("cardRedemption", body)
+    parse_request("cardRedemption", body)
 
 
 def test_inquiry_with_a_luhn_valid_original_trace_no_passes() -> None:
-    validate_request("inquiry", {"traceNo": "T2", "originalTraceNo": LUHN_TRACE_NO})
+    parse_request("inquiry", {"traceNo": "T2", "originalTraceNo": LUHN_TRACE_NO})
 
 
 def test_a_traceno_is_an_identifier_only_at_the_top() -> None:
@@ -247,3 +247,34 @@ def test_a_card_number_across_the_cut_of_a_shown_text_is_not_shown_in_clear() ->
     with pytest.raises(jsonio.JSONDecodeError) as refused:
         jsonio.loads(f'{{"{text}":1,"{text}":2}}')
     assert "4111111111111" not in str(refused.value)
+
+
+#: An 18-digit wallet payment code that passes the Luhn check (one in ten do).
+LUHN_PAYMENT_CODE = "280123121234567893"
+
+
+@pytest.mark.parametrize("action", ["qrcodeSale", "ecouponInquiry"])
+def test_a_payment_code_that_passes_luhn_is_accepted_at_the_top_of_the_body(action: str) -> None:
+    assert carddata.luhn_valid(LUHN_PAYMENT_CODE)
+    body = {**book_request(action), "qrcode": LUHN_PAYMENT_CODE}
+    assert parse_request(action, body).qrcode == LUHN_PAYMENT_CODE  # type: ignore[attr-defined]
+
+
+def test_a_payment_code_is_text_anywhere_else_and_masked_in_the_journal_copy() -> None:
+    body = {**book_request("qrcodeSale"), "qrcode": LUHN_PAYMENT_CODE, "memo": {"qrcode": LUHN_PAYMENT_CODE}}
+    with pytest.raises(RequestError) as caught:
+        parse_request("qrcodeSale", body)
+    assert caught.value.field == "memo.qrcode"
+    stored = carddata.storable({"qrcode": LUHN_PAYMENT_CODE})
+    assert stored["qrcode"] != LUHN_PAYMENT_CODE
+    assert stored["qrcode"].startswith(LUHN_PAYMENT_CODE[:6])
+
+
+def test_a_batch_records_trace_no_is_an_identifier_but_not_elsewhere() -> None:
+    body = book_request("batchUpload")
+    body["transRecord"][0]["traceNo"] = LUHN_TRACE_NO
+    assert parse_request("batchUpload", body).transRecord[0].traceNo == LUHN_TRACE_NO  # type: ignore[attr-defined]
+    body["transRecord"][0]["memo"] = LUHN_TRACE_NO
+    with pytest.raises(RequestError) as caught:
+        parse_request("batchUpload", body)
+    assert caught.value.field == "transRecord[0].memo"

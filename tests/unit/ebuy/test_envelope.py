@@ -23,8 +23,7 @@ from misbridge.errors import RequestError, ReturnCode
 SPEC = Path(__file__).resolve().parents[4] / "shared" / "spec" / "ebuy-protocol-reference.md"
 # The body as published: LF newlines, 9-space indents, 5 spaces before the brace (§6.2).
 PUBLISHED_BODY_TEXT = (
-    '{\n         "traceNo": "99000009100010101732123",\n'
-    '         "originalTraceNo": "99000009100010101732124"\n     }'
+    '{\n         "traceNo": "99000009100010101732123",\n         "originalTraceNo": "99000009100010101732124"\n     }'
 )
 
 

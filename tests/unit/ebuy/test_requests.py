@@ -18,7 +18,7 @@ from misbridge.ebuy.requests import (
     CardRedemptionRequest,
     amount_minor_units,
     complete_book_head,
-    validate_request,
+    parse_request,
 )
 from misbridge.errors import RequestError, ReturnCode
 
@@ -36,7 +36,7 @@ def _without(name: str) -> dict[str, Any]:
 
 
 def test_book_example_is_valid() -> None:
-    parsed = validate_request("cardRedemption", card_redemption_request())
+    parsed = parse_request("cardRedemption", card_redemption_request())
     assert isinstance(parsed, CardRedemptionRequest)
     assert parsed.totalAmount == Decimal("40.8")
     assert parsed.memberDetail is not None
@@ -44,7 +44,7 @@ def test_book_example_is_valid() -> None:
 
 
 def test_extra_fields_are_allowed() -> None:
-    validate_request("cardRedemption", _with(futureField={"x": 1}))
+    parse_request("cardRedemption", _with(futureField={"x": 1}))
 
 
 GOODS = card_redemption_request()["goodsDetail"][0]
@@ -75,7 +75,7 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], ReturnCode, str]] = [
     ("cardRedemption", _with(password="123456"), ReturnCode.CARD_DATA_REFUSED, "password"),
     ("cardPayment", card_redemption_request(), ReturnCode.MISSING_FIELD, "acquirer"),
     ("inquiry", {"traceNo": "T2"}, ReturnCode.MISSING_FIELD, "originalTraceNo"),
-    ("qrcodeSale", card_redemption_request(), ReturnCode.UNSUPPORTED_ACTION, "action"),
+    ("voidCardSale", {"traceNo": "T3"}, ReturnCode.MISSING_FIELD, "originalTraceNo"),
     ("payNow", card_redemption_request(), ReturnCode.UNKNOWN_ACTION, "action"),
 ]  # fmt: skip
 
@@ -85,7 +85,7 @@ def test_bad_input_is_refused_with_its_code_and_field(
     action: str, body: dict[str, Any], code: ReturnCode, field: str
 ) -> None:
     with pytest.raises(RequestError) as caught:
-        validate_request(action, body)
+        parse_request(action, body)
     assert caught.value.return_code is code, caught.value
     assert caught.value.field == field
     assert field.split("[")[0].split(".")[-1] in str(caught.value) or field == "action"
@@ -95,7 +95,7 @@ def test_bad_input_is_refused_with_its_code_and_field(
 def test_any_two_decimal_amount_survives_json_and_converts_exactly(amount: Decimal) -> None:
     body = _with(totalAmount=amount, undiscountAmount=Decimal(0))
     again = jsonio.loads(jsonio.dumps(body))
-    parsed = validate_request("cardRedemption", again)
+    parsed = parse_request("cardRedemption", again)
     assert isinstance(parsed, CardRedemptionRequest)
     assert parsed.totalAmount == amount
     assert amount_minor_units(parsed.totalAmount) == int(amount * 100)
@@ -108,7 +108,7 @@ def test_any_two_decimal_amount_survives_json_and_converts_exactly(amount: Decim
 def test_a_total_of_zero_is_refused_before_any_prompt(total: str) -> None:
     body = jsonio.loads(jsonio.dumps(_with(undiscountAmount=0, totalAmount="@")).replace('"@"', total))
     with pytest.raises(RequestError) as caught:
-        validate_request("cardRedemption", body)
+        parse_request("cardRedemption", body)
     assert (caught.value.return_code, caught.value.field) == (ReturnCode.BAD_AMOUNT, "totalAmount")
     assert "totalAmount" in str(caught.value)
     assert "must be greater than 0" in str(caught.value)
@@ -117,7 +117,7 @@ def test_a_total_of_zero_is_refused_before_any_prompt(total: str) -> None:
 def test_zero_undiscount_amount_and_a_free_goods_line_pass() -> None:
     body = _with(undiscountAmount=Decimal("-0.00"))  # a zero, whatever its sign
     body["goodsDetail"].append({**GOODS, "goodsId": "GIFT1", "price": 0, "quantity": 1})
-    validate_request("cardRedemption", body)
+    parse_request("cardRedemption", body)
 
 
 @pytest.mark.parametrize(
@@ -133,7 +133,7 @@ def test_zero_undiscount_amount_and_a_free_goods_line_pass() -> None:
 )
 def test_unbounded_values_are_refused(body: dict[str, Any], field: str) -> None:
     with pytest.raises(RequestError) as caught:
-        validate_request("cardRedemption", body)
+        parse_request("cardRedemption", body)
     assert (caught.value.return_code, caught.value.field) == (ReturnCode.BAD_FIELD, field)
     assert len(str(caught.value)) < 200
 
@@ -141,7 +141,7 @@ def test_unbounded_values_are_refused(body: dict[str, Any], field: str) -> None:
 def test_the_largest_accepted_values_pass() -> None:
     body = _with(goodsDetail=[{**GOODS, "quantity": MAX_QUANTITY, "goodsName": "牙" * 256}],
                  memberDetail={"pointBalance": 10**15 - 1})  # fmt: skip
-    validate_request("cardRedemption", body)
+    parse_request("cardRedemption", body)
 
 
 # --- action names (issue 10, item 3) ------------------------------------------------------------
@@ -151,19 +151,19 @@ def test_the_largest_accepted_values_pass() -> None:
 def test_an_integral_quantity_written_with_a_fraction_is_that_integer(quantity: str) -> None:
     # JSON Schema (hence the OpenAPI document) counts 2.0 as an integer; the door must agree.
     body = jsonio.loads(jsonio.dumps(_with(goodsDetail=[{**GOODS, "quantity": Decimal(quantity)}])))
-    assert validate_request("cardRedemption", body).goodsDetail[0].quantity == 2  # type: ignore[attr-defined]
+    assert parse_request("cardRedemption", body).goodsDetail[0].quantity == 2  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("quantity", [Decimal("2.5"), "2", True])
 def test_a_quantity_that_is_not_a_whole_number_is_refused(quantity: Any) -> None:
     with pytest.raises(RequestError) as refused:
-        validate_request("cardRedemption", _with(goodsDetail=[{**GOODS, "quantity": quantity}]))
+        parse_request("cardRedemption", _with(goodsDetail=[{**GOODS, "quantity": quantity}]))
     assert (refused.value.return_code, refused.value.field) == (ReturnCode.BAD_FIELD, "goodsDetail[0].quantity")
 
 
 def _action_refusal(action: str) -> RequestError:
     with pytest.raises(RequestError) as caught:
-        validate_request(action, card_redemption_request())
+        parse_request(action, card_redemption_request())
     return caught.value
 
 
@@ -171,7 +171,7 @@ def test_a_30000_character_action_is_not_echoed_whole() -> None:
     refusal = _action_refusal("x" * 30_000)
     assert refusal.return_code is ReturnCode.UNKNOWN_ACTION
     assert refusal.field == "action"
-    assert len(str(refusal)) < 200
+    assert len(str(refusal)) < 400  # the quote is bounded; the list of actions carried out grows
     assert "30000 characters" in str(refusal)
 
 
@@ -213,7 +213,7 @@ _JSON_VALUES = st.recursive(
 def test_any_body_is_a_model_or_a_request_error(action: str, body: dict[str, Any]) -> None:
     refusal: RequestError | None = None
     try:
-        validate_request(action, body)
+        parse_request(action, body)
     except RequestError as err:
         refusal = err
     if refusal is not None:

@@ -1,7 +1,9 @@
 """Schema migrations: a journal file written by an older misbridge opens and keeps its rows.
 
 v1 -> v2 adds the traceNo serial, the backend calls and the reversal queue; v2 -> v3 the POS
-inquiries forwarded to the backend (issue 10).
+inquiries forwarded to the backend (issue 10); v3 -> v4 the POS's queries and uploads passed on,
+and the request hash of a forwarded inquiry; v4 -> v5 the ``option`` kind of backend call (the
+table rebuilt with its rows and guards).
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ from pathlib import Path
 import pytest
 
 from misbridge.errors import InvalidTransition, JournalError
-from misbridge.journal import SCHEMA_VERSION, Journal, TransactionRecord
-from misbridge.journal.schema import immediate_transaction, migrate, schema_v1, schema_v2
+from misbridge.journal import SCHEMA_VERSION, Journal, TransactionRecord, queries
+from misbridge.journal.schema import immediate_transaction, migrate, schema_v1, schema_v2, schema_v3, schema_v4
 from misbridge.journal.store import BarredTraceNoError
 from tests.seeding import seed_transaction
 from tests.unit.journal.helpers import add_transaction, raw, serial_of
 
 V2_TABLES = {"counters", "backend_calls", "reversals"}
 V3_TABLES = {"pos_inquiries"}
+V4_TABLES = {"pos_queries"}
 
 
 def write_v1_file(path: Path) -> None:
@@ -68,7 +71,7 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
     assert not V2_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 3
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
         assert await journal.count() == 2
         old = await journal.get("OLD1")
         assert old is not None
@@ -88,14 +91,14 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
             conn.execute("UPDATE transactions SET state = 'voiding' WHERE trace_no = 'OLD2'")
         assert await journal.integrity_check() == "ok"
 
-    assert version(db_path) == 3
+    assert version(db_path) == SCHEMA_VERSION
     assert tables(db_path) >= V2_TABLES | V3_TABLES | {"transactions", "transitions"}
 
 
-async def test_fresh_file_goes_straight_to_v3(db_path: Path) -> None:
+async def test_fresh_file_goes_straight_to_the_latest_version(db_path: Path) -> None:
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == 3
-    assert tables(db_path) >= V2_TABLES | V3_TABLES
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION
+    assert tables(db_path) >= V2_TABLES | V3_TABLES | V4_TABLES
     with raw(db_path) as conn:
         assert conn.execute("SELECT name, value FROM counters").fetchall() == [("trace_serial", 0)]
 
@@ -111,7 +114,7 @@ async def test_a_failed_v2_step_leaves_a_whole_v1_file(db_path: Path) -> None:
     with raw(db_path) as conn:
         conn.execute("DROP TABLE reversals")
     async with await Journal.open(db_path) as journal:  # and the next start finishes it
-        assert (await journal.settings()).schema_version == 3
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION
         assert await journal.count() == 2
 
 
@@ -120,7 +123,7 @@ def test_migrate_from_v1_reports_the_version_found(db_path: Path) -> None:
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
         assert migrate(conn) == 1
-        assert migrate(conn) == 3
+        assert migrate(conn) == SCHEMA_VERSION
     finally:
         conn.close()
 
@@ -157,7 +160,7 @@ async def test_v2_file_is_migrated_keeps_its_rows_and_gains_the_forwarded_inquir
     assert not V3_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == 3
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION
         assert await journal.count() == 2
         assert [(c.trace_no, c.return_code) for c in await journal.calls("OLD1")] == [
             ("202604301000020000000001", "25")
@@ -172,7 +175,7 @@ async def test_v2_file_is_migrated_keeps_its_rows_and_gains_the_forwarded_inquir
         with pytest.raises(BarredTraceNoError):
             await add_transaction(journal, "FUTURE1", "received")
         assert await journal.integrity_check() == "ok"
-    assert version(db_path) == 3
+    assert version(db_path) == SCHEMA_VERSION
 
 
 async def test_a_failed_v3_step_leaves_a_whole_v2_file(db_path: Path) -> None:
@@ -186,5 +189,109 @@ async def test_a_failed_v3_step_leaves_a_whole_v2_file(db_path: Path) -> None:
     with raw(db_path) as conn:
         conn.execute("DROP TABLE pos_inquiries_by_original")
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == 3
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION
         assert [r.original_trace_no for r in await journal.pending_reversals()] == ["OLD1"]
+
+
+def write_v3_file(path: Path) -> None:
+    """A version-3 journal as issue 10's misbridge left it: the v2 rows and an answered forwarded inquiry."""
+    write_v2_file(path)
+    at = "2026-04-30T10:00:03.000000+00:00"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        with immediate_transaction(conn):
+            for statement in schema_v3():
+                conn.execute(statement)
+            conn.execute("PRAGMA user_version = 3")
+        conn.execute(
+            "INSERT INTO pos_inquiries (trace_no, original_trace_no, state, return_code, response_json, created_at,"
+            " updated_at) VALUES ('INQ0', 'ELSEWHERE', 'answered', '25', '{\"returnCode\":\"25\"}', ?, ?)",
+            (at, at),
+        )
+    finally:
+        conn.close()
+
+
+async def test_v3_file_is_migrated_keeps_its_rows_and_gains_the_queries(db_path: Path) -> None:
+    write_v3_file(db_path)
+    assert version(db_path) == 3
+    assert not V4_TABLES & tables(db_path)
+
+    async with await Journal.open(db_path) as journal:
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
+        assert await journal.count() == 2
+        old = await journal.forwarded_inquiry("INQ0")
+        assert old is not None
+        assert (old.original_trace_no, old.state, old.return_code, old.request_hash) == (
+            "ELSEWHERE",
+            "answered",
+            "25",
+            None,
+        )
+        assert [r.original_trace_no for r in await journal.pending_reversals()] == ["OLD1"]
+
+        inquiry = await journal.record_pos_inquiry("INQ1", "FUTURE1", "hash1")
+        new = await journal.forwarded_inquiry("INQ1")
+        assert new is not None
+        assert (new.id, new.request_hash) == (inquiry, "hash1")
+        await journal.record_query("SUM1", "summary", {"traceNo": "SUM1"})
+        assert (
+            await journal.record_query_result(
+                "SUM1", "summary", "answer", response={"returnCode": "00"}, return_code="00"
+            )
+            == "answered"
+        )
+        with pytest.raises(BarredTraceNoError):
+            await add_transaction(journal, "SUM1", "received")
+        assert await journal.integrity_check() == "ok"
+    assert version(db_path) == SCHEMA_VERSION
+
+
+async def test_a_failed_v4_step_leaves_a_whole_v3_file(db_path: Path) -> None:
+    write_v3_file(db_path)
+    with raw(db_path) as conn:
+        # the column exists already: step 4 fails at its last statement, after pos_queries
+        conn.execute("ALTER TABLE pos_inquiries ADD COLUMN request_hash TEXT")
+    with pytest.raises(JournalError, match="cannot open journal"):
+        await Journal.open(db_path)
+    assert version(db_path) == 3
+    assert "pos_queries" not in tables(db_path)  # the half-done step was rolled back
+    with raw(db_path) as conn:
+        conn.execute("ALTER TABLE pos_inquiries DROP COLUMN request_hash")
+    async with await Journal.open(db_path) as journal:
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION
+        assert (await journal.forwarded_inquiry("INQ0")) is not None
+
+
+def test_the_read_side_reads_a_v3_file_it_has_not_migrated(db_path: Path) -> None:
+    write_v3_file(db_path)  # the read-only tools open a file as they find it
+    with raw(db_path) as conn:
+        assert queries.transaction_view(conn, "NOPE") is None
+        view = queries.transaction_view(conn, "OLD2")
+        assert view is not None
+        assert view["state"] == "approved"
+
+
+async def test_v4_file_is_migrated_keeps_its_calls_and_guards_and_takes_an_option_call(db_path: Path) -> None:
+    write_v3_file(db_path)
+    with raw(db_path) as conn, immediate_transaction(conn):
+        for statement in schema_v4():
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version = 4")
+    async with await Journal.open(db_path) as journal:
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
+        assert [(c.trace_no, c.kind, c.return_code) for c in await journal.calls("OLD1")] == [
+            ("202604301000020000000001", "inquiry", "25")
+        ]
+        option_no = await journal.allocate_call("OLD2", "option")
+        assert [c.kind for c in await journal.calls("OLD2")] == ["option"]
+        with pytest.raises(JournalError):  # the guard came back: a call's traceNo is no transaction's
+            await add_transaction(journal, option_no, "received")
+        await journal.record_call_result(option_no, state="answered", return_code="00")
+        with pytest.raises(JournalError):  # and a call still gets one result
+            await journal.record_call_result(option_no, state="unknown")
+        assert await journal.integrity_check() == "ok"
+    with raw(db_path) as conn:
+        names = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"backend_calls_by_original", "backend_calls_trace_no_is_new", "backend_calls_result_is_final"} <= names
+    assert "backend_calls_v5" not in names

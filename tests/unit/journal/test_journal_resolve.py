@@ -48,8 +48,8 @@ async def test_a_void_or_refund_is_resolved_without_a_queue_entry(journal: Journ
 
 async def test_what_the_table_forbids_is_refused_and_nothing_is_written(journal: Journal) -> None:
     await escalated_sale(journal, "S1")
-    with pytest.raises(InvalidTransition, match=r"can be resolved as approved or voided, not 'declined'"):
-        await journal.resolve("S1", "declined", note="x")
+    with pytest.raises(InvalidTransition, match=r"can be resolved as approved or declined or voided, not 'aborted'"):
+        await journal.resolve("S1", "aborted", note="x")
     with pytest.raises(JournalError, match="a note is required"):
         await journal.resolve("S1", "voided", note="  ")
     await add_transaction(journal, "A1", "approved")

@@ -67,9 +67,7 @@ async def test_enqueue_moves_the_transaction_and_queues_it(queue: Journal) -> No
 
 async def test_enqueue_to_another_state_with_a_later_first_attempt(queue: Journal) -> None:
     await add_transaction(queue, "T1", "inquiring")
-    await queue.enqueue_reversal(
-        "T1", from_state="inquiring", event="void_unclaimed", first_attempt_at=at(30)
-    )
+    await queue.enqueue_reversal("T1", from_state="inquiring", event="void_unclaimed", first_attempt_at=at(30))
     reversal = await queue.reversal("T1")
     assert reversal is not None
     assert reversal.next_attempt_at == at(30)

@@ -46,9 +46,7 @@ async def test_intent_then_transitions(journal: Journal) -> None:
     assert await journal.get("T0001") == record
 
     await journal.record_transition("T0001", "received", "start_card")
-    await journal.record_transition(
-        "T0001", "reading_card", "card_read", masked_pan="622588******1234", card_type="IC"
-    )
+    await journal.record_transition("T0001", "reading_card", "card_read", masked_pan="622588******1234", card_type="IC")
     await journal.record_transition("T0001", "reading_pin", "pin_entered")
     response = {"returnCode": "00", "balance": Decimal("59.20"), "returnDesc": "交易成功"}
     await journal.record_transition(
@@ -178,7 +176,7 @@ async def test_durability_settings_are_in_force(journal: Journal, db_path: Path)
     raw = sqlite3.connect(db_path)
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persisted in the file
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
     finally:
         raw.close()
 
@@ -194,9 +192,7 @@ async def test_integrity_check_and_count(journal: Journal) -> None:
 async def test_fifty_concurrent_transitions_all_land(journal: Journal) -> None:
     trace_nos = [f"C{n:03d}" for n in range(50)]
     await asyncio.gather(*(journal.record_intent(make_record(t)) for t in trace_nos))
-    await asyncio.gather(
-        *(journal.record_transition(t, "received", "start_card", detail=t) for t in trace_nos)
-    )
+    await asyncio.gather(*(journal.record_transition(t, "received", "start_card", detail=t) for t in trace_nos))
     records = await journal.list_by_states(["reading_card"])
     assert sorted(r.trace_no for r in records) == trace_nos
     for trace_no in trace_nos:

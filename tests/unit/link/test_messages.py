@@ -13,6 +13,10 @@ from misbridge.link import (
     Cancel,
     CardData,
     CardType,
+    Choice,
+    Choose,
+    CodeData,
+    CodeSource,
     DeviceInfo,
     DeviceInfoRequest,
     DeviceState,
@@ -25,11 +29,13 @@ from misbridge.link import (
     Progress,
     ProgressStage,
     ReadCard,
+    ReadCode,
     ReadPin,
     Result,
     ResultCode,
     StatusRequest,
     Tag,
+    TransType,
     decode_message,
     decode_tlvs,
     encode_message,
@@ -73,6 +79,13 @@ SAMPLES: list[Message] = [
     DeviceStatus(14, DeviceState.BUSY),
     Result(15, ResultCode.OK),
     Result(16, ResultCode.HOST_CANCELLED, "cancelled by host"),
+    ReadCard(17, 4080, 60, "撤销", trans_type=TransType.VOID, reference="99000009100010101732124"),
+    ReadPin(18, 4080, 60, trans_type=TransType.REFUND, reference="171698602301"),
+    ReadCode(19, 60),
+    ReadCode(20, 999, "扫码付款", amount_minor=4080, code_input="01"),
+    CodeData(21, "280123121234567890", CodeSource.QR_CODE),
+    Choose(22, 30, ("活动一", "Option 2"), "Choose"),
+    Choice(23, 2),
 ]
 
 
@@ -133,13 +146,17 @@ def test_values_on_the_wire() -> None:
 
 
 def test_enums_from_the_document() -> None:
-    assert [c.value for c in ResultCode] == [f"{i:02d}" for i in range(10)]
-    assert [s.value for s in ProgressStage] == ["01", "02", "03", "04", "05"]
+    assert [c.value for c in ResultCode] == [f"{i:02d}" for i in range(11)]
+    assert [s.value for s in ProgressStage] == ["01", "02", "03", "04", "05", "06", "07"]
     assert (DeviceState.IDLE, DeviceState.BUSY) == ("00", "01")
     assert (CardType.MAGNETIC_STRIPE, CardType.IC, CardType.NFC_IC) == ("00", "01", "02")
     assert (MessageType.DEVICE_INFO, MessageType.LOAD_WORKING_KEY) == (0x01, 0x07)
     assert (MessageType.DEVICE_INFO_REPLY, MessageType.RESULT) == (0x81, 0x8F)
     assert (Tag.AMOUNT, Tag.DISPLAY_SECONDS) == (0x9F01, 0x9F53)
+    assert (MessageType.READ_CODE, MessageType.CHOOSE, MessageType.CODE_DATA, MessageType.CHOICE) == (
+        0x08, 0x09, 0x86, 0x87,
+    )  # fmt: skip
+    assert (TransType.SALE, TransType.VOID, TransType.REFUND) == ("00", "01", "02")
 
 
 # --- secrets stay out of repr and errors -----------------------------------------------------
@@ -269,7 +286,7 @@ RID = (Tag.REQUEST_ID, b"7")
     [
         (b"", "no TYPE"),
         (payload(0x00, RID), "unknown message type 0x00"),
-        (payload(0x08, RID), "unknown message type 0x08"),
+        (payload(0x0A, RID), "unknown message type 0x0A"),
         (payload(0x80, RID), "unknown message type 0x80"),
         (payload(MessageType.STATUS), "without mandatory REQUEST_ID"),
         (payload(MessageType.READ_CARD, RID, (Tag.AMOUNT, b"1")), "without mandatory TIMEOUT_S"),

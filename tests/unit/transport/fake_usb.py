@@ -61,7 +61,7 @@ class FakeUsbDevice:
                 raise usb.core.USBTimeoutError("Operation timed out", errno=errno.ETIMEDOUT)
             chunk = self._to_host.popleft()
             if len(chunk) > len(buff):
-                self._to_host.appendleft(chunk[len(buff):])
+                self._to_host.appendleft(chunk[len(buff) :])
                 chunk = chunk[: len(buff)]
             buff[: len(chunk)] = array.array("B", chunk)
             return len(chunk)
@@ -96,18 +96,44 @@ class FakeBackend(usb.backend.IBackend):  # type: ignore[misc]
         )  # fmt: skip
 
     def get_configuration_descriptor(self, dev: FakeUsbDevice, config: int) -> SimpleNamespace:
-        return SimpleNamespace(bLength=9, bDescriptorType=2, wTotalLength=32, bNumInterfaces=1,
-                               bConfigurationValue=1, iConfiguration=0, bmAttributes=0x80, bMaxPower=50,
-                               extra_descriptors=[])
+        return SimpleNamespace(
+            bLength=9,
+            bDescriptorType=2,
+            wTotalLength=32,
+            bNumInterfaces=1,
+            bConfigurationValue=1,
+            iConfiguration=0,
+            bmAttributes=0x80,
+            bMaxPower=50,
+            extra_descriptors=[],
+        )
 
     def get_interface_descriptor(self, dev: FakeUsbDevice, intf: int, alt: int, config: int) -> SimpleNamespace:
-        return SimpleNamespace(bLength=9, bDescriptorType=4, bInterfaceNumber=0, bAlternateSetting=0,
-                               bNumEndpoints=2, bInterfaceClass=0xFF, bInterfaceSubClass=0, bInterfaceProtocol=0,
-                               iInterface=0, extra_descriptors=[])
+        return SimpleNamespace(
+            bLength=9,
+            bDescriptorType=4,
+            bInterfaceNumber=0,
+            bAlternateSetting=0,
+            bNumEndpoints=2,
+            bInterfaceClass=0xFF,
+            bInterfaceSubClass=0,
+            bInterfaceProtocol=0,
+            iInterface=0,
+            extra_descriptors=[],
+        )
 
     def get_endpoint_descriptor(self, dev: FakeUsbDevice, ep: int, intf: int, alt: int, config: int) -> SimpleNamespace:
-        return SimpleNamespace(bLength=7, bDescriptorType=5, bEndpointAddress=(EP_IN, EP_OUT)[ep], bmAttributes=2,
-                               wMaxPacketSize=64, bInterval=0, bRefresh=0, bSynchAddress=0, extra_descriptors=[])
+        return SimpleNamespace(
+            bLength=7,
+            bDescriptorType=5,
+            bEndpointAddress=(EP_IN, EP_OUT)[ep],
+            bmAttributes=2,
+            wMaxPacketSize=64,
+            bInterval=0,
+            bRefresh=0,
+            bSynchAddress=0,
+            extra_descriptors=[],
+        )
 
     def open_device(self, dev: FakeUsbDevice) -> FakeUsbDevice:
         dev._check()
@@ -137,8 +163,16 @@ class FakeBackend(usb.backend.IBackend):  # type: ignore[misc]
     def bulk_read(self, dev_handle: FakeUsbDevice, ep: int, intf: int, buff: Any, timeout: int) -> int:
         return dev_handle._read(buff, timeout)
 
-    def ctrl_transfer(self, dev_handle: FakeUsbDevice, bm_request_type: int, b_request: int, w_value: int,
-                      w_index: int, data: Any, timeout: int) -> int:
+    def ctrl_transfer(
+        self,
+        dev_handle: FakeUsbDevice,
+        bm_request_type: int,
+        b_request: int,
+        w_value: int,
+        w_index: int,
+        data: Any,
+        timeout: int,
+    ) -> int:
         dev_handle._check()
         index = w_value & 0xFF
         if index == 0:

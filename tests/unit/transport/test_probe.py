@@ -17,8 +17,10 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def test_known_ids_come_from_the_udev_rules(tmp_path: Path) -> None:
     rules = tmp_path / "r.rules"
-    rules.write_text('# ATTRS{idVendor}=="dead", ATTRS{idProduct}=="beef"\n'
-                     'ATTRS{idVendor}=="1209", ATTRS{idProduct}=="0001", ENV{MISBRIDGE_PINPAD}="1"\n')
+    rules.write_text(
+        '# ATTRS{idVendor}=="dead", ATTRS{idProduct}=="beef"\n'
+        'ATTRS{idVendor}=="1209", ATTRS{idProduct}=="0001", ENV{MISBRIDGE_PINPAD}="1"\n'
+    )
     assert known_ids([tmp_path / "missing", rules]) == {(0x1209, 0x0001)}
     shipped = known_ids([ROOT / "udev" / probe.RULES_NAME])
     assert (0x1209, 0x0001) in shipped
@@ -31,8 +33,10 @@ def test_serial_ports_with_by_id_names(tmp_path: Path, monkeypatch: pytest.Monke
     by_id = tmp_path / "by-id"
     by_id.mkdir()
     (by_id / "usb-Acme_Pad_1234-if00").symlink_to(device)
-    ports = [SimpleNamespace(device=str(device), vid=0x1209, pid=0x0001, description="Acme Pad"),
-             SimpleNamespace(device="/dev/ttyS0", vid=None, pid=None, description="n/a")]
+    ports = [
+        SimpleNamespace(device=str(device), vid=0x1209, pid=0x0001, description="Acme Pad"),
+        SimpleNamespace(device="/dev/ttyS0", vid=None, pid=None, description="n/a"),
+    ]
     monkeypatch.setattr(list_ports, "comports", lambda: ports)
     found = serial_ports({(0x1209, 0x0001)}, by_id)
     assert [(p.device, p.known_pad) for p in found] == [("/dev/ttyS0", False), (str(device), True)]
