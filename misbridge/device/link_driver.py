@@ -4,6 +4,9 @@ The session (misbridge.link) owns every protocol rule and :class:`~misbridge.dev
 moves its bytes and time (the same pump drives the simulated pad's DEVICE end); this module
 gives the HOST role its meaning.
 
+Every link starts with the session start of docs/device-protocol.md §3.1: :meth:`LinkDriver.start`
+has the session send LINK_RESET with a random nonce, and commands wait behind it.
+
 Decoded replies go to the waiter of their ``request_id``; PROGRESS goes to the progress callback.
 A failed link, a transport error or end of file fails every waiter with DeviceNotConnected and
 marks the link down for good: the owner closes it and opens a new one (a fresh session).
@@ -12,13 +15,21 @@ marks the link down for good: the owner closes it and opens a new one (a fresh s
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Callable
 
 from loguru import logger
 
 from misbridge.device.pump import LinkPump
-from misbridge.errors import DeviceNotConnected, DeviceTimeout, LinkFailedError, MessageError, ReturnCode
+from misbridge.errors import (
+    DeviceNotConnected,
+    DeviceTimeout,
+    LinkFailedError,
+    MessageError,
+    ReturnCode,
+)
 from misbridge.link import (
+    SESSION_NONCE_LEN,
     Cancel,
     DuplicateSuppressed,
     FrameRejected,
@@ -31,6 +42,8 @@ from misbridge.link import (
     PayloadReceived,
     Progress,
     Retransmitted,
+    SessionStarted,
+    StaleFrameDiscarded,
     decode_message,
     encode_message,
 )
@@ -50,6 +63,7 @@ class LinkDriver:
         on_progress: receives every PROGRESS message.
         on_down: called once, synchronously, when the link goes down.
         name: label for log lines (the device URL).
+        session_start: begin with the session start (§3.1); False only for tests of v1 behaviour.
     """
 
     def __init__(
@@ -61,6 +75,7 @@ class LinkDriver:
         on_down: Callable[[DeviceNotConnected], None] | None = None,
         on_event: Callable[[LinkEvent], None] | None = None,
         name: str = "pinpad",
+        session_start: bool = True,
     ) -> None:
         self._transport = transport
         self._session = session
@@ -76,12 +91,32 @@ class LinkDriver:
         self._down_error: DeviceNotConnected | None = None
         self._down = asyncio.Event()
         self._closed = False
+        self._session_start = session_start
+        self._confirmed: bool | None = None
+        self._started = asyncio.Event()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the read task; call once, right after construction."""
+        """Send LINK_RESET (§3.1) and start the read task; call once, right after construction."""
+        if self._session_start:
+            self._session.start(secrets.token_bytes(SESSION_NONCE_LEN), self._pump.now())
+        else:
+            self._started.set()
         self._pump.start()
+        self._pump.flush()
+
+    async def wait_started(self) -> None:
+        """Wait until the session start is over (answered or given up) or the link is down.
+
+        Bounded by the link's own timers: LINK_RESET is sent at most ``MAX_RETRANSMITS + 1`` times.
+        """
+        await self._started.wait()
+
+    @property
+    def session_confirmed(self) -> bool | None:
+        """True once the pad answered LINK_RESET, False if it never did (a v1 pad), None until then."""
+        return self._confirmed
 
     @property
     def up(self) -> bool:
@@ -190,8 +225,22 @@ class LinkDriver:
             logger.debug("{}: frame {} acknowledged", self._name, event.seq)
         elif isinstance(event, Retransmitted):
             logger.debug("{}: frame {} resent (attempt {}, {})", self._name, event.seq, event.attempt, event.cause)
-        elif isinstance(event, FrameRejected | DuplicateSuppressed | GarbageDiscarded):
+        elif isinstance(event, SessionStarted):
+            self._session_started(event.confirmed)
+        elif isinstance(event, FrameRejected | DuplicateSuppressed | GarbageDiscarded | StaleFrameDiscarded):
             logger.debug("{}: {}", self._name, event)
+
+    def _session_started(self, confirmed: bool) -> None:
+        self._confirmed = confirmed
+        self._started.set()
+        if confirmed:
+            logger.debug("{}: session started (LINK_RESET answered)", self._name)
+        else:
+            logger.warning(
+                "{}: the PIN pad did not answer LINK_RESET (a mispos-v1 pad without session start);"
+                " carrying on without it",
+                self._name,
+            )
 
     def _payload_received(self, payload: bytes) -> None:
         try:
@@ -228,5 +277,6 @@ class LinkDriver:
             if not waiter.done():
                 waiter.set_exception(DeviceNotConnected(error.message))
         self._down.set()
+        self._started.set()
         if self._on_down is not None:
             self._on_down(error)

@@ -1,9 +1,10 @@
 """The ``mispos-v1`` PIN-pad driver (docs/device-protocol.md).
 
 :class:`MisPosV1Driver` keeps one :class:`~misbridge.device.link_driver.LinkDriver` open through a
-supervisor task: open the transport by URL, confirm the pad with DEVICE_INFO, ping it with STATUS
-while idle, and on any failure close and reopen with backoff (0.5 s doubling to 5 s). Commands
-apply the host timers of §7 and turn result codes into the errors of §6.
+supervisor task: open the transport by URL, start the session (LINK_RESET, §3.1), confirm the
+pad with DEVICE_INFO, ping it with STATUS while idle, and on any failure close and reopen with
+backoff (0.5 s doubling to 5 s). Commands apply the host timers of §7 and turn result codes into
+the errors of §6.
 
 Encrypted PAN, tracks, IC data and PIN blocks are never logged; the masked PAN may be.
 """
@@ -218,10 +219,7 @@ class MisPosV1Driver:
         )
         link.start()
         try:
-            reply = await link.request(
-                DeviceInfoRequest(link.next_request_id()), timeout=self._settings.command_timeout_s
-            )
-            info = pad_info(expect(reply, DeviceInfo, Step.COMMAND))
+            info = await self._identify(link)
         except BaseException:
             await link.aclose()
             raise
@@ -231,6 +229,24 @@ class MisPosV1Driver:
             "up", f"PIN pad connected at {self._settings.url}: {info.model} {info.firmware} ({info.serial_no})"
         )
         return link
+
+    async def _identify(self, link: LinkDriver) -> PadInfo:
+        """DEVICE_INFO on a new link; asked twice of a pad that did not answer LINK_RESET (§3.1).
+
+        A v1 pad that kept its last delivered SEQ across our reopen drops our first frame as a
+        duplicate (and acknowledges it); the second DEVICE_INFO has the next SEQ, never a duplicate.
+        """
+        timeout = self._settings.command_timeout_s
+        # The session start has its own timers (up to 4 s for a v1 pad); DEVICE_INFO gets its own.
+        await link.wait_started()
+        try:
+            reply = await link.request(DeviceInfoRequest(link.next_request_id()), timeout=timeout)
+        except DeviceTimeout:
+            if link.session_confirmed is not False:
+                raise
+            logger.info("PIN pad at {}: no answer to DEVICE_INFO; asking again with the next SEQ", self._settings.url)
+            reply = await link.request(DeviceInfoRequest(link.next_request_id()), timeout=timeout)
+        return pad_info(expect(reply, DeviceInfo, Step.COMMAND))
 
     async def _serve(self, link: LinkDriver) -> None:
         """Keep ``link`` alive until it goes down, then close it."""

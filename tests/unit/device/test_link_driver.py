@@ -206,8 +206,11 @@ async def test_the_first_frame_is_the_worked_example_of_the_protocol_document() 
     link, pad, host = await open_link()
     try:
         await link.request(StatusRequest(7), timeout=1)
-        # docs/device-protocol.md §9: STATUS with REQUEST_ID 7 as the host's first frame (SEQ 1).
-        assert bytes(host.written).startswith(bytes.fromhex("02 0007 01 06 9F22 0001 37 03 88"))
+        # docs/device-protocol.md §9: STATUS with REQUEST_ID 7 as the host's first data frame (SEQ 1),
+        # right after the session start's LINK_RESET (§3.1: SEQ 0, TYPE 00, an 8-hex-digit nonce).
+        written = bytes(host.written)
+        assert written[:9] == bytes.fromhex("02 0014 00 00 9F44 0008")
+        assert written[19:].startswith(bytes.fromhex("02 0007 01 06 9F22 0001 37 03 88"))
     finally:
         await link.aclose()
         await pad.close()
