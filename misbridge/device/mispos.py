@@ -269,6 +269,8 @@ class MisPosV1Driver:
             await link.aclose()
         except DeviceNotConnected:
             pass  # _link_down already logged it
+        except DeviceBadReply:
+            pass  # the link logged what was wrong; the pad answers, so the link stays (§6.1)
 
     def _link_down(self, error: DeviceNotConnected) -> None:
         self._connected.clear()

@@ -8,6 +8,7 @@ sale's card and PIN are read. What was wrong is logged; card data never is.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -23,6 +24,7 @@ from misbridge.link import (
     PinBlock,
     ReadCard,
     ReadPin,
+    StatusRequest,
     Tag,
     encode_message,
     encode_tlvs,
@@ -181,3 +183,31 @@ async def test_a_late_reply_to_a_step_given_up_on_does_not_end_the_next_one(fact
 def test_pin_block_is_kept_out_of_a_valid_messages_repr() -> None:
     # The log lines above name message types and request ids; a repr never shows encrypted data.
     assert SECRET_PIN_HEX not in repr(PinBlock(1, SECRET_PIN_HEX, 1))
+
+
+async def test_a_bad_answer_to_the_keep_alive_leaves_the_link_and_its_supervisor_running(factory: PadFactory) -> None:
+    pings: list[int] = []
+
+    def respond(msg: Message) -> list[Message]:
+        if isinstance(msg, StatusRequest) and not pings:
+            pings.append(msg.request_id)
+            factory.pad.send_raw_payload(b"\x85" + encode_tlvs([(Tag.REQUEST_ID, str(msg.request_id).encode())]))
+            return []  # STATUS_REPLY without DEVICE_STATE
+        return pad_replies(msg)
+
+    factory.respond = respond
+    driver = make_driver(factory, keepalive_s=0.05)
+    await driver.start()
+    try:
+        assert await driver.wait_connected(2)
+        async with asyncio.timeout(2):
+            while not pings:  # noqa: ASYNC110 - the fake pad has no event for it
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.2)  # more pings, answered well
+        assert driver.connected
+        assert driver._supervisor is not None
+        assert not driver._supervisor.done()
+        assert (await driver.read_card(4080, 60)).masked_pan == MASKED
+        assert len(factory.pads) == 1
+    finally:
+        await driver.stop()
