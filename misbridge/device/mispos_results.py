@@ -9,6 +9,7 @@ from misbridge.device.base import CardRead, CodeEntry, CodeOrigin, CodeRead, Pad
 from misbridge.errors import (
     CardReadError,
     CustomerCancelled,
+    DeviceBadReply,
     DeviceError,
     DeviceRejected,
     DeviceTimeout,
@@ -86,13 +87,14 @@ def expect(reply: Message, kind: type[_Reply], step: Step) -> _Reply:
     """``reply`` if it is a ``kind``; else the error its RESULT code means.
 
     Raises:
-        DeviceError: the reply is a non-OK RESULT (see :func:`result_error`) or of another type.
+        DeviceError: the reply is a non-OK RESULT (see :func:`result_error`); DeviceBadReply
+            when it is of another type (§6.1).
     """
     if isinstance(reply, kind):
         return reply
     if isinstance(reply, Result):
         raise result_error(reply, step)
-    raise DeviceRejected(f"unexpected {type(reply).__name__} in reply to a {kind.__name__} request", device_code="")
+    raise DeviceBadReply(f"unexpected {type(reply).__name__} in reply to a {kind.__name__} request")
 
 
 def expect_ok(reply: Message, step: Step) -> None:

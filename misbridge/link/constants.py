@@ -26,6 +26,9 @@ __all__ = [
     "NAK_HOLDOFF_S",
     "SEQ_MAX",
     "SEQ_MIN",
+    "SEQ_SESSION",
+    "SESSION_NONCE_LEN",
+    "SESSION_REPLY_MAX_S",
     "TEXT_ENCODING",
     "ControlByte",
 ]
@@ -61,6 +64,14 @@ MAX_PAYLOAD_LEN = MAX_DATA_LEN - 1
 # §2 Frames: SEQ is 1..255 and after 255 comes 1; 0 is never used.
 SEQ_MIN = 1
 SEQ_MAX = 255
+
+# §3.1 Session start: link-control frames (LINK_RESET and its reply) carry SEQ 0, which data
+# frames never use, so a session start is never mistaken for a data frame or a duplicate.
+SEQ_SESSION = 0
+# §3.1 Session start: the host's random nonce, 4 bytes, travelling as 8 uppercase hex characters.
+SESSION_NONCE_LEN = 4
+# §3.1 Session start: the pad answers LINK_RESET within this time (half the host's ACK_TIMEOUT_S).
+SESSION_REPLY_MAX_S = 0.5
 
 # §3 Sending rule 2: wait this long for ACK/NAK before retransmitting.
 ACK_TIMEOUT_S = 1.0

@@ -51,6 +51,7 @@ from misbridge.link import (
     Result,
     ResultCode,
     Role,
+    SessionReset,
     StatusRequest,
     TransType,
     decode_message,
@@ -99,6 +100,10 @@ class SimulatedPinPad:
         scanner: whether the pad has a code scanner (without one READ_CODE is keyed in).
         legacy: play a pad from before READ_CODE, CHOOSE and TRANS_TYPE: it answers the two
             commands RESULT 07 and shows every card step as a sale.
+        reset_on_open: start a fresh link when the host opens the pty (the simulator's DTR,
+            docs/device-protocol.md §3.1); False plays a pad that keeps its link state across
+            the host's reopen and relies on LINK_RESET alone (a pad behind a TCP bridge).
+        session_start: answer LINK_RESET (§3.1); False plays a v1 pad that NAKs it.
     """
 
     def __init__(
@@ -117,6 +122,8 @@ class SimulatedPinPad:
         ask: Callable[[str], Awaitable[str]] | None = None,
         scanner: bool = True,
         legacy: bool = False,
+        reset_on_open: bool = True,
+        session_start: bool = True,
     ) -> None:
         self._line = FaultyLine(faults or Faults(), trace=trace, on_cut=self.unplug)
         #: Interactive mode: asked for the card and the PIN when no scripted customer is queued.
@@ -131,7 +138,8 @@ class SimulatedPinPad:
         self._card_delay_s = card_delay_s
         self._pin_delay_s = pin_delay_s
         self._customers: collections.deque[Customer] = collections.deque()
-        self._port = PtyPort(on_open=self._host_opened, link=link)
+        self._session_start = session_start
+        self._port = PtyPort(on_open=self._host_opened if reset_on_open else None, link=link)
         self._pump: LinkPump | None = None
         self._job: asyncio.Task[None] | None = None
         self._job_id = 0
@@ -216,23 +224,29 @@ class SimulatedPinPad:
             ack_timeout=ACK_TIMEOUT_S,
             max_retransmits=MAX_RETRANSMITS,
             inter_byte_timeout=INTER_BYTE_TIMEOUT_S,
+            session_start=self._session_start,
         )
 
     def _host_opened(self) -> None:
-        # A (re)opened port is a fresh link on both sides (§3 Reset); the card is forgotten.
-        # The host that started the running command is gone (a daemon killed mid-READ_CARD or
-        # mid-READ_PIN, then restarted): drop that command without a word on the new link.
-        # Detaching it here also means its task, which ends a loop turn later, can neither
-        # answer HOST_CANCELLED to a CANCEL the old host sent nor clear a newer job.
+        # The pty's DTR: a (re)opened port is a fresh link on both sides; LINK_RESET (§3.1) then
+        # resets the new session once more, which changes nothing.
         _LOGGER.debug("host opened the port: new link session")
+        self._forget_host()
+        self._port.discard_output()  # bytes still queued for the old host are not for the new one
+        self.serve(self._port)
+
+    def _forget_host(self) -> None:
+        # A new session (§3.1): the card is forgotten. The host that started the running command
+        # is gone (a daemon killed mid-READ_CARD or mid-READ_PIN, then restarted): drop that
+        # command without a word on the new link. Detaching it here also means its task, which
+        # ends a loop turn later, can neither answer HOST_CANCELLED to a CANCEL the old host
+        # sent nor clear a newer job.
         job, self._job = self._job, None
         self._host_cancelled_id = 0
         if job is not None:
             job.cancel()
-        self._port.discard_output()  # bytes still queued for the old host are not for the new one
         self._unplug_on_ack = None
         self._card = None
-        self.serve(self._port)
 
     def _stop_link(self) -> None:
         if self._pump is not None:
@@ -248,8 +262,11 @@ class SimulatedPinPad:
         elif isinstance(event, PayloadAcked) and event.seq == self._unplug_on_ack:
             _LOGGER.debug("unplugging after the host acknowledged frame %d", event.seq)
             asyncio.get_running_loop().call_soon(self.unplug)
+        elif isinstance(event, SessionReset):
+            _LOGGER.debug("LINK_RESET: new session (%d unacknowledged frames dropped)", event.dropped)
+            self._forget_host()
         elif isinstance(event, LinkFailed):
-            _LOGGER.debug("link failed (%s); waiting for the host to reopen", event.reason)
+            _LOGGER.debug("link failed (%s); waiting for the host's LINK_RESET", event.reason)
 
     def _send(self, msg: Message) -> None:
         pump = self._pump

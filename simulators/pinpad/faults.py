@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from misbridge.errors import MessageError
-from misbridge.link import ControlByte, Message, decode_bcd_length, decode_message
+from misbridge.link import ControlByte, Message, decode_bcd_length, decode_message, parse_link_reset
 from misbridge.link.messages import CardData, CodeData, LoadWorkingKey, PinBlock, Progress, ProgressStage
 from simulators.pinpad.customer import Customer, ScriptedChoice, ScriptedCode
 
@@ -232,6 +232,10 @@ def describe_unit(unit: bytes) -> str:
     if not is_data_frame(unit):
         return f"garbage ({len(unit)} bytes) | {unit[:32].hex(' ')}{' ...' if len(unit) > 32 else ''}"
     seq, payload = unit[3], unit[4:-2]
+    reset = parse_link_reset(unit[3:-2]) if seq == 0 else None
+    if reset is not None:
+        name = "LINK_RESET_REPLY" if reset.reply else "LINK_RESET"
+        return f"frame seq=0 {name} nonce={reset.nonce.hex().upper()} | {unit.hex(' ')}"
     try:
         msg = decode_message(payload)
     except MessageError as err:
@@ -256,14 +260,17 @@ class Scenario:
     choices: list[ScriptedChoice] = field(default_factory=list)
 
 
-_PAD_KEYS = frozenset({"card", "pin", "timeout_cap", "card_delay", "pin_delay", "scanner", "legacy"})
+_PAD_KEYS = frozenset(
+    {"card", "pin", "timeout_cap", "card_delay", "pin_delay", "scanner", "legacy", "reset_on_open", "session_start"}
+)
 _SECTIONS = frozenset({"pad", "faults", "customers", "codes", "choices"})
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario file::
 
-        [pad]                    # any of card, pin, timeout_cap, card_delay, pin_delay, scanner, legacy
+        [pad]                    # card, pin, timeout_cap, card_delay, pin_delay, scanner, legacy,
+                                 # reset_on_open, session_start
         card = "points"
         [faults]                 # any field of Faults
         nak = 1

@@ -28,6 +28,7 @@ from misbridge.errors import (
     CardReadError,
     ConfigError,
     CustomerCancelled,
+    DeviceBadReply,
     DeviceError,
     DeviceNotConnected,
     DeviceRejected,
@@ -317,9 +318,9 @@ async def test_display_text_and_load_working_key(driver: MisPosV1Driver, factory
     assert caught.value.return_code is ReturnCode.DEVICE_ERROR
 
 
-async def test_an_unexpected_reply_type_is_rejected(driver: MisPosV1Driver, factory: PadFactory) -> None:
+async def test_an_unexpected_reply_type_is_a_bad_reply(driver: MisPosV1Driver, factory: PadFactory) -> None:
     factory.pad.respond = lambda m: [DeviceStatus(m.request_id, DeviceState.IDLE)]
-    with pytest.raises(DeviceRejected, match="unexpected DeviceStatus"):
+    with pytest.raises(DeviceBadReply, match="ReadCard with DeviceStatus"):
         await driver.read_card(100, 30)
 
 
@@ -409,7 +410,7 @@ def test_a_device_url_without_a_transport_is_a_config_error() -> None:
 
 async def test_a_choice_beyond_the_options_is_rejected(driver: MisPosV1Driver, factory: PadFactory) -> None:
     factory.pad.respond = lambda m: [Choice(m.request_id, 3)]
-    with pytest.raises(DeviceRejected, match="option 3 of 2"):
+    with pytest.raises(DeviceBadReply, match="option 3 of 2"):
         await driver.choose("Pick", ["A", "B"], 5)
 
 
