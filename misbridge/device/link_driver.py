@@ -34,6 +34,7 @@ from misbridge.link import (
     decode_message,
     encode_message,
 )
+from misbridge.link.constants import NO_REQUEST_ID
 from misbridge.transport.base import ByteTransport
 
 #: Request ids are 1..9999 (docs/device-protocol.md §4 REQUEST_ID), then 1 again.
@@ -202,7 +203,7 @@ class LinkDriver:
         if isinstance(msg, Progress):
             self._progress_received(msg)
             return
-        waiter = self._waiters.get(msg.request_id)
+        waiter = self._waiter_for(msg)
         if waiter is None or waiter.done():
             logger.debug(
                 "{}: reply {} id={} has no waiter (late or unknown)", self._name, type(msg).__name__, msg.request_id
@@ -210,6 +211,15 @@ class LinkDriver:
             return
         logger.debug("{}: reply {} id={}", self._name, type(msg).__name__, msg.request_id)
         waiter.set_result(msg)
+
+    def _waiter_for(self, msg: Message) -> asyncio.Future[Message] | None:
+        if msg.request_id != NO_REQUEST_ID:
+            return self._waiters.get(msg.request_id)
+        # §5.4: RESULT 07 with REQUEST_ID 0 answers a command the pad could not identify. The pad
+        # answers it as soon as the frame arrives, so it is the last command sent still waiting.
+        logger.warning("{}: the pad could not read the REQUEST_ID of a command: {}", self._name, msg)
+        pending = [w for w in self._waiters.values() if not w.done()]
+        return pending[-1] if pending else None
 
     def _progress_received(self, msg: Progress) -> None:
         if self._on_progress is None:
