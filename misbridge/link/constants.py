@@ -69,7 +69,7 @@ SEQ_MAX = 255
 
 # §3 Sending rule 2: wait this long for ACK/NAK before retransmitting.
 ACK_TIMEOUT_S = 1.0
-# §3 Timing: a receiver answers a frame with ACK or NAK within this long of its last byte,
+# §12 Timing: a receiver answers a frame with ACK or NAK within this long of its last byte,
 # so the sender's ACK_TIMEOUT_S covers a whole frame on the wire plus the answer with room to spare.
 ACK_TURNAROUND_S = 0.2
 # §3 Receiving rule 5: a started frame with no new byte for this long is discarded and NAKed.

@@ -7,7 +7,8 @@ The session runs on the daemon's own :class:`~misbridge.device.pump.LinkPump`, o
 It answers the commands of docs/device-protocol.md §5 with scripted customers
 (:class:`~simulators.pinpad.customer.Customer`; codes and choices in
 :class:`~simulators.pinpad.prompts.PromptSteps`), encrypting PAN, track 2 and the PIN block with
-the test working key exactly as a real pad's secure module would.
+the test working key exactly as a real pad's secure module would. LOAD_WORKING_KEY really
+unwraps the new key under the pad's master key and checks its KCV (docs/device-protocol.md §11).
 
 Trace lines (one per message, logger ``simulators.pinpad.device``, DEBUG) show the masked PAN
 only; tracks and PIN blocks are never printed.
