@@ -54,6 +54,7 @@ from misbridge.link import (
     encode_message,
     request_id_of,
 )
+from misbridge.link.constants import NO_REQUEST_ID
 from misbridge.transport.base import ByteTransport
 
 #: Request ids are 1..9999 (docs/device-protocol.md §4 REQUEST_ID), then 1 again.
@@ -263,7 +264,7 @@ class LinkDriver:
             self._bad_reply(f"invalid message ({len(payload)} bytes): {err.message}", request_id_of(payload))
             return
         request_id = msg.request_id
-        waiter = self._waiters.get(request_id)
+        waiter = self._waiter_for(msg)
         if waiter is not None and not waiter.done():
             if isinstance(msg, Progress):
                 self._progress_received(msg)
@@ -285,6 +286,15 @@ class LinkDriver:
         logger.warning("{}: the PIN pad sent something misbridge cannot use: {}{}", self._name, what, ended)
         for target in targets:
             target.set_exception(DeviceBadReply(f"the PIN pad answered something misbridge cannot use: {what}"))
+
+    def _waiter_for(self, msg: Message) -> asyncio.Future[Message] | None:
+        if msg.request_id != NO_REQUEST_ID:
+            return self._waiters.get(msg.request_id)
+        # §5.4: RESULT 07 with REQUEST_ID 0 answers a command the pad could not identify. The pad
+        # answers it as soon as the frame arrives, so it is the last command sent still waiting.
+        logger.warning("{}: the pad could not read the REQUEST_ID of a command: {}", self._name, msg)
+        pending = [w for w in self._waiters.values() if not w.done()]
+        return pending[-1] if pending else None
 
     def _progress_received(self, msg: Progress) -> None:
         if self._on_progress is None:

@@ -35,6 +35,7 @@ from misbridge.device.mispos_results import (
     TRANS_TYPES,
     Step,
     card_read,
+    check_protocol_version,
     code_read,
     expect,
     expect_ok,
@@ -221,6 +222,7 @@ class MisPosV1Driver:
         link.start()
         try:
             info = await self._identify(link)
+            check_protocol_version(info)
         except BaseException:
             await link.aclose()
             raise
@@ -277,6 +279,8 @@ class MisPosV1Driver:
         if self._stopping:
             self._log_state("stopped", f"PIN pad link to {self._settings.url} closed")
             return
+        if self._link is None:
+            return  # a connection attempt failed; the supervisor logs why
         self._log_state("down", f"PIN pad disconnected: {error.message}")
 
     def _log_state(self, state: str, text: str) -> None:

@@ -16,6 +16,7 @@ from misbridge.errors import (
     ReturnCode,
 )
 from misbridge.link import (
+    PROTOCOL_VERSION,
     CardData,
     CodeData,
     CodeInput,
@@ -130,6 +131,20 @@ def code_read(reply: CodeData) -> CodeRead:
 def pad_info(reply: DeviceInfo) -> PadInfo:
     """The identity in a DEVICE_INFO_REPLY."""
     return PadInfo(reply.model, reply.firmware, reply.serial_no, int(reply.protocol_version))
+
+
+def check_protocol_version(info: PadInfo) -> None:
+    """Refuse a pad that does not speak version 1 (docs/device-protocol.md §5.5).
+
+    Raises:
+        DeviceRejected: PROTOCOL_VERSION is not 1; the driver does not use the pad and retries.
+    """
+    if info.protocol != PROTOCOL_VERSION:
+        raise DeviceRejected(
+            f"PIN pad {info.model} {info.firmware} speaks mispos protocol version {info.protocol};"
+            f" this misbridge speaks version {PROTOCOL_VERSION} only",
+            device_code="",
+        )
 
 
 def card_read(card: CardData) -> CardRead:

@@ -119,6 +119,7 @@ class ResultCode(StrEnum):
     HOST_CANCELLED = "08"
     HARDWARE_ERROR = "09"
     NO_SCANNER = "10"
+    KEY_CHECK_FAILED = "11"
 
 
 class ProgressStage(StrEnum):

@@ -80,8 +80,11 @@ EVENTS = (
     "choice",
 )
 
-#: The garbage burst: printable bytes only, so it never looks like STX, ACK or NAK.
-GARBAGE = b"#GARBAGE~LINE~NOISE#"
+#: The garbage burst: line noise with the control bytes in it, as a real line makes it: an
+#: ``ACK 0`` (never an acknowledgement, §2), a stray NAK and an STX whose LEN is not BCD (a bad
+#: frame, NAKed and rescanned). The receiver must discard all of it and still find the frame after
+#: it. No ``06 xx`` with a usable SEQ: an ACK carries no check of its own (§3 Known limits).
+GARBAGE = b"#GARBAGE\x06\x00~\x15~LINE\x02\xab~NOISE#"
 
 #: The rate faults: a probability per unit, drawn from a seeded generator (see the module docstring).
 RATES = ("nak_rate", "bad_lrc_rate")
