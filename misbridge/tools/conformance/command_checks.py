@@ -78,7 +78,12 @@ async def unknown_type(run: Run) -> str:
     return "TYPE 0x0A, REQUEST_ID 15: RESULT 07 REQUEST_ID 15"
 
 
-@check(COMMAND_CHECKS, "bad-command-request-id", "a command without a usable REQUEST_ID: RESULT 07 with REQUEST_ID 0", "5.4")
+@check(
+    COMMAND_CHECKS,
+    "bad-command-request-id",
+    "a command without a usable REQUEST_ID: RESULT 07 with REQUEST_ID 0",
+    "5.4",
+)
 async def unusable_request_id(run: Run) -> str:
     host = await fresh(run)
     cases = {
@@ -97,7 +102,12 @@ async def unusable_request_id(run: Run) -> str:
 @check(COMMAND_CHECKS, "bad-command-missing-field", "a mandatory field missing: RESULT 07 with the REQUEST_ID", "5.4")
 async def missing_field(run: Run) -> str:
     host = await fresh(run)
-    _code(await _result(host, _payload(MessageType.DISPLAY_TEXT, _rid(b"61")), 61), "07", 61, "DISPLAY_TEXT without PROMPT")
+    _code(
+        await _result(host, _payload(MessageType.DISPLAY_TEXT, _rid(b"61")), 61),
+        "07",
+        61,
+        "DISPLAY_TEXT without PROMPT",
+    )
     return "DISPLAY_TEXT without PROMPT: RESULT 07"
 
 
@@ -121,7 +131,12 @@ async def pin_without_card(run: Run) -> str:
 @check(COMMAND_CHECKS, "load-key-wrong-size", "LOAD_WORKING_KEY with a triple-length key is refused with 07", "11")
 async def key_wrong_size(run: Run) -> str:
     host = await fresh(run)
-    _code(await _result(host, LoadWorkingKey(64, 2, VECTOR_ENC_KEY + "0" * 16, VECTOR_KCV), 64), "07", 64, "48 hex characters")
+    _code(
+        await _result(host, LoadWorkingKey(64, 2, VECTOR_ENC_KEY + "0" * 16, VECTOR_KCV), 64),
+        "07",
+        64,
+        "48 hex characters",
+    )
     return "48 hex characters: RESULT 07"
 
 
@@ -140,18 +155,30 @@ async def _start_read_card(run: Run, host: RawHost, request_id: int, timeout_s: 
     await run.person.do(Act.STAY_AWAY)
     since = host.mark()
     await host.send(encode_message(ReadCard(request_id, 1, timeout_s, "conformance kit: no card please")))
-    stage = await host.wait(lambda rx: isinstance(rx.message, Progress) and rx.message.request_id == request_id, 2, since)
+    stage = await host.wait(
+        lambda rx: isinstance(rx.message, Progress) and rx.message.request_id == request_id, 2, since
+    )
     items = host.received[since:]
     if stage is None or any(isinstance(rx.message, Result) and rx.message.request_id == request_id for rx in items):
         raise Failed("READ_CARD accepted: PROGRESS 01 within 1 s (§12)", seen(items))
 
 
-@check(COMMAND_CHECKS, "busy-rules", "while a step runs: STATUS, DEVICE_INFO, CANCEL answered, the rest 05", "5 A busy pad", acts=(Act.STAY_AWAY,))
+@check(
+    COMMAND_CHECKS,
+    "busy-rules",
+    "while a step runs: STATUS, DEVICE_INFO, CANCEL answered, the rest 05",
+    "5 A busy pad",
+    acts=(Act.STAY_AWAY,),
+)
 async def busy_rules(run: Run) -> str:
     host = await fresh(run)
     await _start_read_card(run, host, 70)
     status = (await host.request(StatusRequest(71), 71, bounded=True)).reply
-    expect(isinstance(status, DeviceStatus) and status.state == DeviceState.BUSY, "STATUS_REPLY 01 (busy)", describe(status))
+    expect(
+        isinstance(status, DeviceStatus) and status.state == DeviceState.BUSY,
+        "STATUS_REPLY 01 (busy)",
+        describe(status),
+    )
     info = (await host.request(DeviceInfoRequest(72), 72, bounded=True)).reply
     expect(isinstance(info, DeviceInfo), "DEVICE_INFO_REPLY while busy", describe(info))
     refused: list[Message] = [
@@ -164,11 +191,21 @@ async def busy_rules(run: Run) -> str:
         _code(await _result(host, msg, msg.request_id), "05", msg.request_id, f"{type(msg).__name__} while busy")
     _code(await _result(host, Cancel(77), 77), "00", 77, "CANCEL while busy")
     status = (await host.request(StatusRequest(78), 78)).reply
-    expect(isinstance(status, DeviceStatus) and status.state == DeviceState.IDLE, "STATUS_REPLY 00 after CANCEL", describe(status))
+    expect(
+        isinstance(status, DeviceStatus) and status.state == DeviceState.IDLE,
+        "STATUS_REPLY 00 after CANCEL",
+        describe(status),
+    )
     return "STATUS 01, DEVICE_INFO answered; DISPLAY_TEXT, LOAD_WORKING_KEY, READ_CARD, READ_PIN: 05; idle after CANCEL"
 
 
-@check(COMMAND_CHECKS, "cancel-order", "CANCEL: the step's RESULT 08 first, then CANCEL's RESULT 00", "5 CANCEL", acts=(Act.STAY_AWAY,))
+@check(
+    COMMAND_CHECKS,
+    "cancel-order",
+    "CANCEL: the step's RESULT 08 first, then CANCEL's RESULT 00",
+    "5 CANCEL",
+    acts=(Act.STAY_AWAY,),
+)
 async def cancel_order(run: Run) -> str:
     host = await fresh(run)
     await _start_read_card(run, host, 80)
@@ -185,17 +222,26 @@ async def cancel_order(run: Run) -> str:
     return got
 
 
-@check(COMMAND_CHECKS, "step-timeout", "a step nobody answers ends with RESULT 02 at TIMEOUT_S", "5 Step timeout; 6", acts=(Act.STAY_AWAY,))
+@check(
+    COMMAND_CHECKS,
+    "step-timeout",
+    "a step nobody answers ends with RESULT 02 at TIMEOUT_S",
+    "5 Step timeout; 6",
+    acts=(Act.STAY_AWAY,),
+)
 async def step_timeout(run: Run) -> str:
     host = await fresh(run)
     timeout_s = 2
     await run.person.do(Act.STAY_AWAY)
-    exchange = await host.request(ReadCard(85, 1, timeout_s, "conformance kit: no card please"), 85, timeout=timeout_s + 3)
+    exchange = await host.request(
+        ReadCard(85, 1, timeout_s, "conformance kit: no card please"), 85, timeout=timeout_s + 3
+    )
     reply = exchange.reply
     if not isinstance(reply, Result):
         await _tidy(host)
     expect(isinstance(reply, Result) and reply.code == "02", f"RESULT 02 after {timeout_s} s", describe(reply))
-    assert exchange.reply_at is not None and exchange.ack_at is not None
+    assert exchange.reply_at is not None
+    assert exchange.ack_at is not None
     took = exchange.reply_at - exchange.ack_at
     expect(timeout_s - 0.5 <= took <= timeout_s + ACK_TIMEOUT_S, f"RESULT 02 at {timeout_s} s", f"after {took:.2f} s")
     return f"RESULT 02 after {took:.2f} s"
@@ -215,21 +261,41 @@ async def _customer_result(run: Run, act: Act, *, pin: bool = False) -> Result:
     return reply
 
 
-@check(COMMAND_CHECKS, "result-01-customer-cancel", "Cancel pressed at the card prompt: RESULT 01", "6; 10", acts=(Act.CANCEL_CARD,), limit_s=CUSTOMER_S + 15)
+@check(
+    COMMAND_CHECKS,
+    "result-01-customer-cancel",
+    "Cancel pressed at the card prompt: RESULT 01",
+    "6; 10",
+    acts=(Act.CANCEL_CARD,),
+    limit_s=CUSTOMER_S + 15,
+)
 async def customer_cancel(run: Run) -> str:
     _code(await _customer_result(run, Act.CANCEL_CARD), "01", 90, "the customer pressed Cancel")
     return "RESULT 01"
 
 
-@check(COMMAND_CHECKS, "result-03-card-read-error", "a card the reader cannot read: RESULT 03", "6", acts=(Act.CARD_ERROR,), limit_s=CUSTOMER_S + 15)
+@check(
+    COMMAND_CHECKS,
+    "result-03-card-read-error",
+    "a card the reader cannot read: RESULT 03",
+    "6",
+    acts=(Act.CARD_ERROR,),
+    limit_s=CUSTOMER_S + 15,
+)
 async def card_read_error(run: Run) -> str:
     _code(await _customer_result(run, Act.CARD_ERROR), "03", 90, "unreadable card")
     return "RESULT 03"
 
 
-@check(COMMAND_CHECKS, "result-04-card-removed", "the card pulled out at the PIN prompt: RESULT 04", "6", acts=(Act.REMOVE_CARD,), limit_s=2 * CUSTOMER_S + 15)
+@check(
+    COMMAND_CHECKS,
+    "result-04-card-removed",
+    "the card pulled out at the PIN prompt: RESULT 04",
+    "6",
+    acts=(Act.REMOVE_CARD,),
+    limit_s=2 * CUSTOMER_S + 15,
+)
 async def card_removed(run: Run) -> str:
     result = await _customer_result(run, Act.REMOVE_CARD, pin=True)
     _code(result, "04", 91, "card removed during READ_PIN")
     return "RESULT 04"
-

@@ -55,7 +55,11 @@ async def connect(run: Run) -> str:
     pad = await open_driver(run)
     expect(await pad.wait_connected(CONNECT_S), f"connected within {CONNECT_S:g} s", "not connected (see the log)")
     sessions = run.notes["sessions"]
-    expect(sessions[-1:] == [True], "LINK_RESET answered (session confirmed)", "no LINK_RESET_REPLY: the pad was taken for a v1 pad")
+    expect(
+        sessions[-1:] == [True],
+        "LINK_RESET answered (session confirmed)",
+        "no LINK_RESET_REPLY: the pad was taken for a v1 pad",
+    )
     return "connected, session start confirmed"
 
 
@@ -108,7 +112,14 @@ async def load_wrong(run: Run) -> str:
     raise Failed("RESULT 11 KEY_CHECK_FAILED", "RESULT 00: the pad took a key whose KCV does not match")
 
 
-@check(DRIVER_CHECKS, "card-and-pin", "READ_CARD then READ_PIN: card data, progress stages, PIN block", "5; 10", acts=(Act.PAY,), limit_s=2 * CUSTOMER_S + 20)
+@check(
+    DRIVER_CHECKS,
+    "card-and-pin",
+    "READ_CARD then READ_PIN: card data, progress stages, PIN block",
+    "5; 10",
+    acts=(Act.PAY,),
+    limit_s=2 * CUSTOMER_S + 20,
+)
 async def card_and_pin(run: Run) -> str:
     pad = driver(run)
     stages: list[tuple[str, int]] = run.notes["stages"]
@@ -130,11 +141,21 @@ async def card_and_pin(run: Run) -> str:
     missing = [w.value for w in wanted if w.value not in names]
     expect(not missing, "PROGRESS 01, 02, 03, 04 (digits), 05", f"missing {missing}")
     digits = [n for step, n in stages if step == ProgressStep.PIN_DIGIT]
-    expect(bool(digits) and digits == sorted(digits) and 4 <= digits[-1] <= 12, "DIGITS_ENTERED counting up to 4..12", str(digits))
+    expect(
+        bool(digits) and digits == sorted(digits) and 4 <= digits[-1] <= 12,
+        "DIGITS_ENTERED counting up to 4..12",
+        str(digits),
+    )
     return f"{card.masked_pan}; {len(digits)} PIN digit stages; PIN block under KEY_INDEX {key_index}"
 
 
-@check(DRIVER_CHECKS, "load-key-kept", "after RESULT 11 the slot keeps its key (READ_PIN with it works)", "11", acts=(Act.PAY,))
+@check(
+    DRIVER_CHECKS,
+    "load-key-kept",
+    "after RESULT 11 the slot keeps its key (READ_PIN with it works)",
+    "11",
+    acts=(Act.PAY,),
+)
 async def key_kept(run: Run) -> str:
     if not run.notes.get("slot2_loaded"):
         raise Skipped("slot 2 was not loaded (see load-key-right-kcv)")
@@ -142,18 +163,39 @@ async def key_kept(run: Run) -> str:
     if outcome is None:
         raise Skipped("card-and-pin did not reach READ_PIN")
     expect(outcome == "PIN_BLOCK", "a PIN_BLOCK under KEY_INDEX 2", outcome)
-    return "READ_PIN with KEY_INDEX 2 gave a PIN block (which key encrypted it is not checked: misbridge never opens a PIN block)"
+    return (
+        "READ_PIN with KEY_INDEX 2 gave a PIN block"
+        " (which key encrypted it is not checked: misbridge never opens a PIN block)"
+    )
 
 
-@check(DRIVER_CHECKS, "read-code", "READ_CODE: a code scanned or keyed in comes back with its source", "5.1", acts=(Act.CODE,), limit_s=CUSTOMER_S + 20)
+@check(
+    DRIVER_CHECKS,
+    "read-code",
+    "READ_CODE: a code scanned or keyed in comes back with its source",
+    "5.1",
+    acts=(Act.CODE,),
+    limit_s=CUSTOMER_S + 20,
+)
 async def read_code(run: Run) -> str:
     await run.person.do(Act.CODE)
     code = await driver(run).read_code("conformance kit: code", CUSTOMER_S, 1, CodeEntry.ANY)
-    expect(1 <= len(code.text) <= 512 and code.text.isprintable(), "1..512 printable characters", f"{len(code.text)} characters")
+    expect(
+        1 <= len(code.text) <= 512 and code.text.isprintable(),
+        "1..512 printable characters",
+        f"{len(code.text)} characters",
+    )
     return f"{len(code.text)} characters from the {code.origin}"
 
 
-@check(DRIVER_CHECKS, "choose", "CHOOSE: key 2 picks the second option", "5.2", acts=(Act.CHOOSE_2,), limit_s=CUSTOMER_S + 20)
+@check(
+    DRIVER_CHECKS,
+    "choose",
+    "CHOOSE: key 2 picks the second option",
+    "5.2",
+    acts=(Act.CHOOSE_2,),
+    limit_s=CUSTOMER_S + 20,
+)
 async def choose(run: Run) -> str:
     await run.person.do(Act.CHOOSE_2)
     index = await driver(run).choose("conformance kit: press 2", ["first", "second", "third"], CUSTOMER_S)
@@ -161,14 +203,21 @@ async def choose(run: Run) -> str:
     return "CHOICE_INDEX 2"
 
 
-@check(DRIVER_CHECKS, "unplug-replug", "unplugged and plugged back: a new session and DEVICE_INFO within 5 s", "7.1; 3 Reset", acts=(Act.UNPLUG, Act.REPLUG), limit_s=150)
+@check(
+    DRIVER_CHECKS,
+    "unplug-replug",
+    "unplugged and plugged back: a new session and DEVICE_INFO within 5 s",
+    "7.1; 3 Reset",
+    acts=(Act.UNPLUG, Act.REPLUG),
+    limit_s=150,
+)
 async def unplug_replug(run: Run) -> str:
     pad = driver(run)
     sessions: list[bool] = run.notes["sessions"]
     before = len(sessions)
     await run.person.do(Act.UNPLUG)
     async with asyncio.timeout(CUSTOMER_S):
-        while pad.connected:
+        while pad.connected:  # noqa: ASYNC110 - the driver has no event for going down
             await asyncio.sleep(0.05)
     await run.person.do(Act.REPLUG)
     expect(await pad.wait_connected(CUSTOMER_S), "the pad back within a minute of the replug", "not connected")

@@ -6,6 +6,7 @@ whatever a previous check left in flight, so checks do not depend on each other.
 
 from __future__ import annotations
 
+import itertools
 import secrets
 
 from misbridge.link import (
@@ -42,11 +43,11 @@ async def fresh(run: Run) -> RawHost:
     host = run.raw
     host.answer = _ack
     if await host.start_session() is None:
-        reopened = await RawHost.open(run.url, run.baudrate)
+        await host.aclose()
+        run.host = reopened = await RawHost.open(run.url, run.baudrate)
         reopened.turnarounds, reopened.reply_delays = host.turnarounds, host.reply_delays
         reopened.reply_before_ack = host.reply_before_ack
-        await host.aclose()
-        run.host = host = reopened
+        host = reopened
     return host
 
 
@@ -92,7 +93,8 @@ async def session_start(run: Run) -> str:
         f"LINK_RESET_REPLY with nonce {nonce.hex().upper()} within {SESSION_REPLY_MAX_S} s",
         seen(items) + " (a pad without session start NAKs SEQ 0)",
     )
-    assert reply is not None and reply.frame is not None
+    assert reply is not None
+    assert reply.frame is not None
     expect(
         reply.frame.data == encode_link_reset(nonce, reply=True)[3:-2],
         f"the nonce {nonce.hex().upper()} echoed unchanged",
@@ -221,7 +223,9 @@ async def inter_byte(run: Run) -> str:
     return f"NAK {delay * 1000:.0f} ms after the last byte, then the whole frame answered"
 
 
-@check(LINK_CHECKS, "garbage-resync", "garbage with 02, 06 and 15 before a frame: the frame is still found", "3 rules 1, 4")
+@check(
+    LINK_CHECKS, "garbage-resync", "garbage with 02, 06 and 15 before a frame: the frame is still found", "3 rules 1, 4"
+)
 async def garbage_resync(run: Run) -> str:
     host = await fresh(run)
     # 15: a NAK with nothing in flight (ignored); 06 00: ACK 0 (garbage); 02 99 99: a frame whose
@@ -242,7 +246,12 @@ async def garbage_resync(run: Run) -> str:
     return f"found after the garbage; {len(naks)} NAK"
 
 
-@check(LINK_CHECKS, "duplicate-suppressed", "a frame sent again with the same SEQ is ACKed, not delivered twice", "3 rule 6")
+@check(
+    LINK_CHECKS,
+    "duplicate-suppressed",
+    "a frame sent again with the same SEQ is ACKed, not delivered twice",
+    "3 rule 6",
+)
 async def duplicate(run: Run) -> str:
     host = await fresh(run)
     seq = host.next_seq
@@ -259,7 +268,9 @@ async def duplicate(run: Run) -> str:
     return "the copy was acknowledged and not answered"
 
 
-@check(LINK_CHECKS, "nak-retransmit", "a NAK from the host makes the pad resend its frame, same SEQ", "3 sending rule 4")
+@check(
+    LINK_CHECKS, "nak-retransmit", "a NAK from the host makes the pad resend its frame, same SEQ", "3 sending rule 4"
+)
 async def nak_retransmit(run: Run) -> str:
     host = await fresh(run)
     answered: list[int] = []
@@ -280,7 +291,13 @@ async def nak_retransmit(run: Run) -> str:
     return f"resent {delay * 1000:.0f} ms after the NAK"
 
 
-@check(LINK_CHECKS, "ack-timeout-retransmit", "no ACK: the pad resends every 1 s, four sends, then stops; LINK_RESET revives it", "3 sending rules 2, 5; 3.1", limit_s=20)
+@check(
+    LINK_CHECKS,
+    "ack-timeout-retransmit",
+    "no ACK: the pad resends every 1 s, four sends, then stops; LINK_RESET revives it",
+    "3 sending rules 2, 5; 3.1",
+    limit_s=20,
+)
 async def ack_timeout(run: Run) -> str:
     host = await fresh(run)
     host.answer = lambda frame: b""
@@ -290,9 +307,11 @@ async def ack_timeout(run: Run) -> str:
     items = await host.quiet(sends * ACK_TIMEOUT_S + 2 * NAK_HOLDOFF_S, since)
     frames = [rx for rx in items if rx.frame is not None]
     expect(len(frames) == sends, f"the reply sent {sends} times in all, then the link failed", seen(frames))
-    gaps = [b.at - a.at for a, b in zip(frames, frames[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(frames)]
     low, high = ACK_TIMEOUT_S - SLACK_S, ACK_TIMEOUT_S + ACK_TURNAROUND_S + SLACK_S
-    expect(all(low <= g <= high for g in gaps), f"resends {ACK_TIMEOUT_S} s apart", ", ".join(f"{g:.2f} s" for g in gaps))
+    expect(
+        all(low <= g <= high for g in gaps), f"resends {ACK_TIMEOUT_S} s apart", ", ".join(f"{g:.2f} s" for g in gaps)
+    )
     expect(len({rx.item for rx in frames}) == 1, "the same bytes each time", seen(frames))
     host.answer = _ack
     expect(await host.start_session() is not None, "LINK_RESET_REPLY from a pad whose link failed", "nothing")

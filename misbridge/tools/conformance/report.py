@@ -75,7 +75,9 @@ class Report:
             "pad": self.pad,
             "summary": self.counts(),
             "conformant": not self.failed,
-            "checks": [{**asdict(r), "status": r.status.value, "duration_s": round(r.duration_s, 3)} for r in self.results],
+            "checks": [
+                {**asdict(r), "status": r.status.value, "duration_s": round(r.duration_s, 3)} for r in self.results
+            ],
         }
 
     def write_json(self, path: Path) -> None:
@@ -87,7 +89,8 @@ class Report:
         pad = self.pad
         lines = [
             "mispos-v1 conformance report",
-            f"  pad       {pad.get('model', '?')} firmware {pad.get('firmware', '?')} serial {pad.get('serial_no', '?')}"
+            f"  pad       {pad.get('model', '?')} firmware {pad.get('firmware', '?')}"
+            f" serial {pad.get('serial_no', '?')}"
             f" protocol {pad.get('protocol', '?')}",
             f"  device    {self.device_url}",
             f"  customer  {self.customer}",
@@ -112,9 +115,13 @@ class Report:
         lines.append("")
         lines.append(", ".join(f"{n} {status}" for status, n in counts.items()))
         if self.failed:
-            lines.append(f"NOT CONFORMANT: {len(self.failed)} check(s) failed; each names its section of {PROTOCOL_DOC}.")
+            lines.append(
+                f"NOT CONFORMANT: {len(self.failed)} check(s) failed; each names its section of {PROTOCOL_DOC}."
+            )
         elif counts[Status.PERSON] or counts[Status.SKIPPED]:
-            lines.append("No check failed; the checks marked PERSON need CUSTOMER=1 (--customer) and someone at the pad.")
+            lines.append(
+                "No check failed; the checks marked PERSON need CUSTOMER=1 (--customer) and someone at the pad."
+            )
         else:
             lines.append("CONFORMANT: every check passed.")
         return "\n".join(lines)
