@@ -58,7 +58,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not soak and not hardware and not browser" $(COV) $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not soak and not browser" $(COV) $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
