@@ -20,7 +20,8 @@ Tree::
     │   ├── DeviceTimeout            (also TimeoutError)
     │   ├── CustomerCancelled
     │   ├── CardReadError
-    │   └── DeviceRejected
+    │   ├── DeviceRejected
+    │   └── DeviceBadReply           the pad answered something misbridge cannot use
     ├── BackendError                 the e-Buy backend
     │   ├── BackendNotSent           provably never reached the backend: safe to retry
     │   └── BackendOutcomeUnknown    may have been processed: never re-submit
@@ -78,6 +79,7 @@ class ReturnCode(Enum):
     CHOICE_TIMEOUT = ("MB37", 408, "no option chosen before the choice timeout; nothing moved")
     OPTION_NOT_OFFERED = ("MB38", 422, "activityProductNo is not one of the options offered")
     CARD_NOT_ORIGINAL = ("MB39", 409, "the card read is not the card the original sale was paid with; nothing sent")
+    DEVICE_BAD_REPLY = ("MB40", 502, "the PIN pad answered something misbridge cannot use")
     TRACE_NO_CONFLICT = ("MB41", 409, "traceNo already used with a different request")
     TRACE_NO_BARRED = ("MB42", 409, "the backend already saw this traceNo in an inquiry; a sale with it would fail")
     UNKNOWN_ORIGINAL_REFUSED = ("MB43", 429, "too many inquiries about transactions misbridge does not know")
@@ -216,6 +218,14 @@ class DeviceRejected(DeviceError):
     def __init__(self, message: str, *, device_code: str, return_code: ReturnCode | None = None) -> None:
         super().__init__(message, return_code=return_code)
         self.device_code = device_code
+
+
+class DeviceBadReply(DeviceError):
+    """The PIN pad sent a reply misbridge cannot use: broken TLVs, a field missing or out of range,
+    an unknown message type, a type that does not answer the command, or a REQUEST_ID no command
+    waits for (docs/device-protocol.md §6.1). The step ends at once; the link stays up."""
+
+    default_code = ReturnCode.DEVICE_BAD_REPLY
 
 
 class BackendError(MisbridgeError):

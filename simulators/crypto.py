@@ -14,6 +14,11 @@ from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 #: Double-length test working key shared by both simulators (never a production key).
 TEST_WORKING_KEY_HEX = "0123456789ABCDEFFEDCBA9876543210"
+#: The simulated pad's master key, injected "at provisioning" (docs/device-protocol.md §11). It is
+#: the TMK of the UnionPay sign-in test vector, so that vector loads as it is; never a production key.
+TEST_MASTER_KEY_HEX = "CA5D92598DCA48CE8A4C76361A9269E9"
+#: Length of a key check value in KEY_CHECK_VALUE (§11): 3 bytes, 6 hex characters.
+KCV_BYTES = 3
 BLOCK = 8
 _PAD = b"F"
 
@@ -54,6 +59,28 @@ def decrypt_text(hex_text: str, key: bytes) -> str:
     if not raw or len(raw) % BLOCK:
         raise ValueError("encrypted text is not a whole number of 8-byte blocks")
     return decrypt_block(raw, key).rstrip(_PAD).decode("ascii")
+
+
+def key_check_value(key: bytes) -> str:
+    """The KCV of a TDES key: the first 3 bytes of TDES-ECB(key, 8 zero bytes), as 6 uppercase hex."""
+    return encrypt_block(bytes(BLOCK), key)[:KCV_BYTES].hex().upper()
+
+
+def wrap_key(key: bytes, master_key: bytes) -> str:
+    """``key`` TDES-ECB-encrypted block by block under ``master_key``, as ENC_WORKING_KEY hex (§11)."""
+    return encrypt_block(key, master_key).hex().upper()
+
+
+def unwrap_key(enc_key_hex: str, master_key: bytes) -> bytes:
+    """Reverse :func:`wrap_key`: what the pad's secure module does with ENC_WORKING_KEY.
+
+    Raises:
+        ValueError: not hex, or not a double-length (16-byte) key.
+    """
+    raw = bytes.fromhex(enc_key_hex)
+    if len(raw) != 2 * BLOCK:
+        raise ValueError("a working key is 16 bytes (double-length TDES)")
+    return decrypt_block(raw, master_key)
 
 
 def pan_field(pan: str) -> bytes:

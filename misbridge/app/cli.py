@@ -1,4 +1,4 @@
-"""The ``misbridge`` command: ``serve``, ``demo``, ``check-config`` and ``journal``."""
+"""The ``misbridge`` command: ``serve``, ``demo``, ``check-config``, ``journal``, ``probe`` and ``conformance``."""
 
 from __future__ import annotations
 
@@ -59,6 +59,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--baudrate", type=int, default=115200, help="line speed for --try (default 115200)")
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the pad (default 5)")
+    from misbridge.tools.conformance.kit import add_arguments as conformance_arguments
+
+    conformance = commands.add_parser(
+        "conformance",
+        help="certify a PIN pad: every rule of the mispos-v1 protocol checked, with a report",
+        description="The conformance kit for pad makers (docs/operations.md, 'Certifying a PIN pad'): "
+        "every check cites its section of docs/device-protocol.md; exit status 1 when one fails.",
+    )
+    conformance_arguments(conformance)
     return parser
 
 
@@ -124,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             return _check_config(args.config)
         if args.command == "journal":
             return _journal(args)
+        if args.command == "conformance":
+            configure_logging("CRITICAL")
+            from misbridge.tools.conformance.kit import main as conformance
+
+            return conformance(args)
         if args.command == "probe":
             configure_logging("CRITICAL")
             from misbridge.tools.probe import run_probe

@@ -1,9 +1,10 @@
 """The ``mispos-v1`` PIN-pad driver (docs/device-protocol.md).
 
 :class:`MisPosV1Driver` keeps one :class:`~misbridge.device.link_driver.LinkDriver` open through a
-supervisor task: open the transport by URL, confirm the pad with DEVICE_INFO, ping it with STATUS
-while idle, and on any failure close and reopen with backoff (0.5 s doubling to 5 s). Commands
-apply the host timers of §7 and turn result codes into the errors of §6.
+supervisor task: open the transport by URL, start the session (LINK_RESET, §3.1), confirm the
+pad with DEVICE_INFO, ping it with STATUS while idle, and on any failure close and reopen with
+backoff (0.5 s doubling to 5 s). Commands apply the host timers of §7 and turn result codes into
+the errors of §6; a reply misbridge cannot use ends a customer step at once (§6.1).
 
 Encrypted PAN, tracks, IC data and PIN blocks are never logged; the masked PAN may be.
 """
@@ -34,6 +35,7 @@ from misbridge.device.mispos_results import (
     TRANS_TYPES,
     Step,
     card_read,
+    check_protocol_version,
     code_read,
     expect,
     expect_ok,
@@ -41,9 +43,9 @@ from misbridge.device.mispos_results import (
 )
 from misbridge.errors import (
     ConfigError,
+    DeviceBadReply,
     DeviceError,
     DeviceNotConnected,
-    DeviceRejected,
     DeviceTimeout,
     MessageError,
     MisbridgeError,
@@ -71,6 +73,7 @@ from misbridge.link import (
     ReadCard,
     ReadCode,
     ReadPin,
+    Result,
     Role,
     StatusRequest,
 )
@@ -218,10 +221,8 @@ class MisPosV1Driver:
         )
         link.start()
         try:
-            reply = await link.request(
-                DeviceInfoRequest(link.next_request_id()), timeout=self._settings.command_timeout_s
-            )
-            info = pad_info(expect(reply, DeviceInfo, Step.COMMAND))
+            info = await self._identify(link)
+            check_protocol_version(info)
         except BaseException:
             await link.aclose()
             raise
@@ -231,6 +232,24 @@ class MisPosV1Driver:
             "up", f"PIN pad connected at {self._settings.url}: {info.model} {info.firmware} ({info.serial_no})"
         )
         return link
+
+    async def _identify(self, link: LinkDriver) -> PadInfo:
+        """DEVICE_INFO on a new link; asked twice of a pad that did not answer LINK_RESET (§3.1).
+
+        A v1 pad that kept its last delivered SEQ across our reopen drops our first frame as a
+        duplicate (and acknowledges it); the second DEVICE_INFO has the next SEQ, never a duplicate.
+        """
+        timeout = self._settings.command_timeout_s
+        # The session start has its own timers (up to 4 s for a v1 pad); DEVICE_INFO gets its own.
+        await link.wait_started()
+        try:
+            reply = await link.request(DeviceInfoRequest(link.next_request_id()), timeout=timeout)
+        except DeviceTimeout:
+            if link.session_confirmed is not False:
+                raise
+            logger.info("PIN pad at {}: no answer to DEVICE_INFO; asking again with the next SEQ", self._settings.url)
+            reply = await link.request(DeviceInfoRequest(link.next_request_id()), timeout=timeout)
+        return pad_info(expect(reply, DeviceInfo, Step.COMMAND))
 
     async def _serve(self, link: LinkDriver) -> None:
         """Keep ``link`` alive until it goes down, then close it."""
@@ -252,12 +271,16 @@ class MisPosV1Driver:
             await link.aclose()
         except DeviceNotConnected:
             pass  # _link_down already logged it
+        except DeviceBadReply:
+            pass  # the link logged what was wrong; the pad answers, so the link stays (§6.1)
 
     def _link_down(self, error: DeviceNotConnected) -> None:
         self._connected.clear()
         if self._stopping:
             self._log_state("stopped", f"PIN pad link to {self._settings.url} closed")
             return
+        if self._link is None:
+            return  # a connection attempt failed; the supervisor logs why
         self._log_state("down", f"PIN pad disconnected: {error.message}")
 
     def _log_state(self, state: str, text: str) -> None:
@@ -386,17 +409,24 @@ class MisPosV1Driver:
         msg = _built(lambda: Choose(link.next_request_id(), timeout_s, tuple(options), prompt))
         choice = expect(await self._customer_step(link, msg, timeout_s, Step.CHOICE), Choice, Step.CHOICE)
         if choice.index > len(options):
-            raise DeviceRejected(f"PIN pad chose option {choice.index} of {len(options)}", device_code="")
+            what = f"the PIN pad chose option {choice.index} of {len(options)}"
+            logger.warning("{}; the step ends (the PIN pad answered something misbridge cannot use)", what)
+            raise DeviceBadReply(what)
         logger.debug("option {} of {} chosen", choice.index, len(options))
         return choice.index - 1
 
     async def _customer_step(self, link: LinkDriver, msg: Message, timeout_s: int, step: Step) -> Message:
-        """Wait TIMEOUT_S + grace for the reply; on expiry or cancellation, CANCEL the pad."""
+        """Wait TIMEOUT_S + grace for the reply; on expiry, a bad reply or cancellation, CANCEL the pad."""
         self._steps_running += 1
         try:
-            return await link.request(
+            reply = await link.request(
                 msg, timeout=timeout_s + self._settings.reply_grace_s, timeout_code=step.timeout_code
             )
+            return _usable(reply, msg)
+        except DeviceBadReply:
+            # §6.1: the step ends now; the pad may still be prompting, so it is told to stop.
+            await self._send_cancel(link)
+            raise
         except DeviceTimeout as err:
             await self._send_cancel(link)
             raise DeviceTimeout(
@@ -432,6 +462,25 @@ def _report_crash(task: asyncio.Task[None]) -> None:
 
 async def _open_by_url(url: str, baudrate: int) -> ByteTransport:
     return await open_transport(url, baudrate=baudrate)
+
+
+#: §5: what may answer each customer step (RESULT always may).
+_ANSWERS: dict[type[Message], type[Message]] = {
+    ReadCard: CardData,
+    ReadPin: PinBlock,
+    ReadCode: CodeData,
+    Choose: Choice,
+}
+
+
+def _usable(reply: Message, command: Message) -> Message:
+    """``reply`` if it may answer ``command`` (§5), else DeviceBadReply (§6.1)."""
+    expected = _ANSWERS.get(type(command))
+    if expected is None or isinstance(reply, expected | Result):
+        return reply
+    what = f"the PIN pad answered {type(command).__name__} with {type(reply).__name__}"
+    logger.warning("{}; the step ends (the PIN pad answered something misbridge cannot use)", what)
+    raise DeviceBadReply(what)
 
 
 def _built(build: Callable[[], Message]) -> Message:

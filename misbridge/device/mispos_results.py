@@ -9,12 +9,14 @@ from misbridge.device.base import CardRead, CodeEntry, CodeOrigin, CodeRead, Pad
 from misbridge.errors import (
     CardReadError,
     CustomerCancelled,
+    DeviceBadReply,
     DeviceError,
     DeviceRejected,
     DeviceTimeout,
     ReturnCode,
 )
 from misbridge.link import (
+    PROTOCOL_VERSION,
     CardData,
     CodeData,
     CodeInput,
@@ -86,13 +88,14 @@ def expect(reply: Message, kind: type[_Reply], step: Step) -> _Reply:
     """``reply`` if it is a ``kind``; else the error its RESULT code means.
 
     Raises:
-        DeviceError: the reply is a non-OK RESULT (see :func:`result_error`) or of another type.
+        DeviceError: the reply is a non-OK RESULT (see :func:`result_error`); DeviceBadReply
+            when it is of another type (§6.1).
     """
     if isinstance(reply, kind):
         return reply
     if isinstance(reply, Result):
         raise result_error(reply, step)
-    raise DeviceRejected(f"unexpected {type(reply).__name__} in reply to a {kind.__name__} request", device_code="")
+    raise DeviceBadReply(f"unexpected {type(reply).__name__} in reply to a {kind.__name__} request")
 
 
 def expect_ok(reply: Message, step: Step) -> None:
@@ -128,6 +131,20 @@ def code_read(reply: CodeData) -> CodeRead:
 def pad_info(reply: DeviceInfo) -> PadInfo:
     """The identity in a DEVICE_INFO_REPLY."""
     return PadInfo(reply.model, reply.firmware, reply.serial_no, int(reply.protocol_version))
+
+
+def check_protocol_version(info: PadInfo) -> None:
+    """Refuse a pad that does not speak version 1 (docs/device-protocol.md §5.5).
+
+    Raises:
+        DeviceRejected: PROTOCOL_VERSION is not 1; the driver does not use the pad and retries.
+    """
+    if info.protocol != PROTOCOL_VERSION:
+        raise DeviceRejected(
+            f"PIN pad {info.model} {info.firmware} speaks mispos protocol version {info.protocol};"
+            f" this misbridge speaks version {PROTOCOL_VERSION} only",
+            device_code="",
+        )
 
 
 def card_read(card: CardData) -> CardRead:

@@ -8,8 +8,9 @@ reads a clock, and only the standard library and :mod:`misbridge.errors` are imp
 - :mod:`~misbridge.link.bcd`, :mod:`~misbridge.link.lrc`: LEN/LENGTH and the check byte;
 - :mod:`~misbridge.link.frames`: ``STX | LEN | DATA | ETX | LRC``, ``ACK SEQ``, ``NAK`` and
   the incremental :class:`FrameDecoder`;
-- :mod:`~misbridge.link.session`: :class:`LinkSession`, stop-and-wait with retransmission and
-  duplicate suppression, reporting :mod:`~misbridge.link.events`;
+- :mod:`~misbridge.link.reset`: the session start's LINK_RESET frame and its reply (§3.1);
+- :mod:`~misbridge.link.session`: :class:`LinkSession`, session start, stop-and-wait with
+  retransmission and duplicate suppression, reporting :mod:`~misbridge.link.events`;
 - :mod:`~misbridge.link.tlv`, :mod:`~misbridge.link.fields`, :mod:`~misbridge.link.codes`,
   :mod:`~misbridge.link.message_base`, :mod:`~misbridge.link.prompts`,
   :mod:`~misbridge.link.messages`: the payload of a frame, as typed frozen dataclasses.
@@ -28,6 +29,8 @@ from misbridge.link.constants import (
     MAX_RETRANSMITS,
     SEQ_MAX,
     SEQ_MIN,
+    SEQ_SESSION,
+    SESSION_NONCE_LEN,
     TEXT_ENCODING,
     ControlByte,
 )
@@ -40,6 +43,9 @@ from misbridge.link.events import (
     PayloadAcked,
     PayloadReceived,
     Retransmitted,
+    SessionReset,
+    SessionStarted,
+    StaleFrameDiscarded,
 )
 from misbridge.link.frames import (
     NAK_BYTES,
@@ -89,6 +95,7 @@ from misbridge.link.messages import (
     encode_message,
     request_id_of,
 )
+from misbridge.link.reset import LinkReset, encode_link_reset, parse_link_reset
 from misbridge.link.session import InFlight, LinkSession, Role
 from misbridge.link.tlv import decode_tlvs, encode_tlvs
 
@@ -105,6 +112,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "SEQ_MAX",
     "SEQ_MIN",
+    "SEQ_SESSION",
+    "SESSION_NONCE_LEN",
     "TEXT_ENCODING",
     "AckControl",
     "BadFrame",
@@ -133,6 +142,7 @@ __all__ = [
     "InFlight",
     "LinkEvent",
     "LinkFailed",
+    "LinkReset",
     "LinkSession",
     "LoadWorkingKey",
     "Message",
@@ -151,6 +161,9 @@ __all__ = [
     "ResultCode",
     "Retransmitted",
     "Role",
+    "SessionReset",
+    "SessionStarted",
+    "StaleFrameDiscarded",
     "StatusRequest",
     "Tag",
     "TransType",
@@ -161,8 +174,10 @@ __all__ = [
     "encode_ack",
     "encode_bcd_length",
     "encode_frame",
+    "encode_link_reset",
     "encode_message",
     "encode_tlvs",
     "lrc_ok",
+    "parse_link_reset",
     "request_id_of",
 ]

@@ -13,6 +13,7 @@ __all__ = [
     "CodeInput",
     "CodeSource",
     "DeviceState",
+    "LinkControl",
     "MessageType",
     "ProgressStage",
     "ResultCode",
@@ -46,6 +47,13 @@ class MessageType(IntEnum):
     RESULT = 0x8F
 
 
+class LinkControl(IntEnum):
+    """§3.1: the TYPE byte of link-control frames (SEQ 0); the link layer answers them itself."""
+
+    LINK_RESET = 0x00
+    LINK_RESET_REPLY = 0x80
+
+
 class Tag(IntEnum):
     """§4: TLV tags."""
 
@@ -74,6 +82,7 @@ class Tag(IntEnum):
     FIRMWARE = 0x9F41
     SERIAL_NO = 0x9F42
     PROTOCOL_VERSION = 0x9F43
+    SESSION_NONCE = 0x9F44
     DEVICE_STATE = 0x9F50
     ENC_WORKING_KEY = 0x9F51
     KEY_CHECK_VALUE = 0x9F52
@@ -110,6 +119,7 @@ class ResultCode(StrEnum):
     HOST_CANCELLED = "08"
     HARDWARE_ERROR = "09"
     NO_SCANNER = "10"
+    KEY_CHECK_FAILED = "11"
 
 
 class ProgressStage(StrEnum):

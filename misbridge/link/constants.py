@@ -10,6 +10,8 @@ from enum import IntEnum
 
 __all__ = [
     "ACK_TIMEOUT_S",
+    "ACK_TURNAROUND_S",
+    "CARD_KEY_INDEX",
     "DEFAULT_BAUDRATE",
     "FRAME_OVERHEAD",
     "INTER_BYTE_TIMEOUT_S",
@@ -20,13 +22,19 @@ __all__ = [
     "MAX_OPTIONS",
     "MAX_OPTION_LEN",
     "MAX_PAYLOAD_LEN",
+    "MAX_PROMPT_LEN",
     "MAX_REFERENCE_LEN",
     "MAX_RETRANSMITS",
     "MIN_DATA_LEN",
     "NAK_HOLDOFF_S",
+    "NO_REQUEST_ID",
     "SEQ_MAX",
     "SEQ_MIN",
+    "SEQ_SESSION",
+    "SESSION_NONCE_LEN",
+    "SESSION_REPLY_MAX_S",
     "TEXT_ENCODING",
+    "WORKING_KEY_HEX_LEN",
     "ControlByte",
 ]
 
@@ -62,8 +70,19 @@ MAX_PAYLOAD_LEN = MAX_DATA_LEN - 1
 SEQ_MIN = 1
 SEQ_MAX = 255
 
+# §3.1 Session start: link-control frames (LINK_RESET and its reply) carry SEQ 0, which data
+# frames never use, so a session start is never mistaken for a data frame or a duplicate.
+SEQ_SESSION = 0
+# §3.1 Session start: the host's random nonce, 4 bytes, travelling as 8 uppercase hex characters.
+SESSION_NONCE_LEN = 4
+# §3.1 Session start: the pad answers LINK_RESET within this time (half the host's ACK_TIMEOUT_S).
+SESSION_REPLY_MAX_S = 0.5
+
 # §3 Sending rule 2: wait this long for ACK/NAK before retransmitting.
 ACK_TIMEOUT_S = 1.0
+# §12 Timing: a receiver answers a frame with ACK or NAK within this long of its last byte,
+# so the sender's ACK_TIMEOUT_S covers a whole frame on the wire plus the answer with room to spare.
+ACK_TURNAROUND_S = 0.2
 # §3 Receiving rule 5: a started frame with no new byte for this long is discarded and NAKed.
 INTER_BYTE_TIMEOUT_S = 0.5
 # §3 Sending rule 5: retransmissions before the link fails (four sends in all).
@@ -80,3 +99,11 @@ MAX_OPTIONS = 9
 MAX_OPTION_LEN = 32
 # §4 REFERENCE: at most 40 characters, the length of an e-Buy traceNo.
 MAX_REFERENCE_LEN = 40
+# §4 PROMPT: at most 64 characters; a pad shows what fits on its screen (§10).
+MAX_PROMPT_LEN = 64
+# §5.4: the REQUEST_ID of a RESULT 07 answering a command whose own REQUEST_ID was missing or invalid.
+NO_REQUEST_ID = 0
+# §5 Card data / §11 Keys: READ_CARD carries no KEY_INDEX; PAN and tracks use the working key in slot 1.
+CARD_KEY_INDEX = 1
+# §11 Keys: ENC_WORKING_KEY is a double-length (2-key) TDES key, 16 bytes, 32 hex characters.
+WORKING_KEY_HEX_LEN = 32

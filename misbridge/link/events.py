@@ -20,6 +20,9 @@ __all__ = [
     "PayloadReceived",
     "RetransmitCause",
     "Retransmitted",
+    "SessionReset",
+    "SessionStarted",
+    "StaleFrameDiscarded",
 ]
 
 RetransmitCause: TypeAlias = Literal["nak", "timeout"]
@@ -88,6 +91,45 @@ class GarbageDiscarded:
     count: int
 
 
+@dataclass(frozen=True)
+class SessionStarted:
+    """HOST: the session start (§3.1) is over; data frames may flow, from SEQ 1.
+
+    ``confirmed`` is True when the pad answered LINK_RESET with our nonce; False when it never
+    did within the retries (a v1 pad that predates the session start): the link carries on as
+    a v1 link, without the guarantee that the pad forgot its last delivered SEQ.
+    """
+
+    confirmed: bool
+
+
+@dataclass(frozen=True)
+class SessionReset:
+    """DEVICE: the host started a new session (LINK_RESET, §3.1); everything of the old one is gone.
+
+    ``dropped`` counts our frames that were never acknowledged (in flight or queued) and will
+    never be sent: whatever command they answered belongs to the host's previous session.
+    """
+
+    dropped: int
+
+
+@dataclass(frozen=True)
+class StaleFrameDiscarded:
+    """Diagnostic, HOST: a data frame arrived before the session start ended; ACKed, not delivered."""
+
+    seq: int
+
+
 LinkEvent: TypeAlias = (
-    PayloadReceived | PayloadAcked | LinkFailed | FrameRejected | DuplicateSuppressed | Retransmitted | GarbageDiscarded
+    PayloadReceived
+    | PayloadAcked
+    | LinkFailed
+    | FrameRejected
+    | DuplicateSuppressed
+    | Retransmitted
+    | GarbageDiscarded
+    | SessionStarted
+    | SessionReset
+    | StaleFrameDiscarded
 )

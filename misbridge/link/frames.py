@@ -77,7 +77,7 @@ class DataFrame:
 
     @property
     def seq(self) -> int:
-        """The sender's sequence number (first DATA byte)."""
+        """The sender's sequence number (first DATA byte); 0 for a link-control frame (§3.1)."""
         return self.data[0]
 
     @property
@@ -122,15 +122,14 @@ def encode_frame(data: bytes) -> bytes:
     """Wrap DATA (``SEQ | TYPE | TLV...``) in ``STX | LEN | DATA | ETX | LRC``.
 
     The encoder refuses what a receiver must reject (§3 Receiving rule 3), so every frame it
-    builds decodes back to the same DATA.
+    builds decodes back to the same DATA. SEQ 0 is allowed: it marks the link-control frames
+    of the session start (§3.1, :mod:`misbridge.link.reset`).
 
     Raises:
-        ValueError: DATA is shorter than 2 bytes, longer than ``MAX_DATA_LEN``, or SEQ is 0.
+        ValueError: DATA is shorter than 2 bytes or longer than ``MAX_DATA_LEN``.
     """
     if not MIN_DATA_LEN <= len(data) <= MAX_DATA_LEN:
         raise ValueError(f"DATA must be {MIN_DATA_LEN}..{MAX_DATA_LEN} bytes, got {len(data)}")
-    if data[0] == 0:
-        raise ValueError("SEQ 0 is never used")
     body = encode_bcd_length(len(data)) + data + bytes([ControlByte.ETX])
     return bytes([ControlByte.STX]) + body + bytes([compute_lrc(body)])
 
@@ -292,8 +291,7 @@ class FrameDecoder:
             return "no ETX after DATA"
         if not lrc_ok(bytes(self._unit[1:-1]), self._unit[-1]):
             return "bad LRC"
-        if self._unit[_HEADER_LEN] == 0:
-            return "SEQ 0"
+        # SEQ 0 is a link-control frame (§3.1 session start): delivered; the session decides.
         out.append(DataFrame(bytes(self._unit[_HEADER_LEN:-2])))
         self._after_bad_frame = False
         self._reset()

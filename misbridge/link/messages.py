@@ -31,7 +31,15 @@ from misbridge.link.codes import (
     Tag,
     TransType,
 )
-from misbridge.link.constants import MAX_CODE_LEN, MAX_OPTION_LEN, MAX_OPTIONS, MAX_PAYLOAD_LEN, MAX_REFERENCE_LEN
+from misbridge.link.constants import (
+    MAX_CODE_LEN,
+    MAX_OPTION_LEN,
+    MAX_OPTIONS,
+    MAX_PAYLOAD_LEN,
+    MAX_PROMPT_LEN,
+    MAX_REFERENCE_LEN,
+    NO_REQUEST_ID,
+)
 from misbridge.link.fields import MAX_AMOUNT_MINOR, FieldSpec, Kind, read_field, wire_items
 from misbridge.link.message_base import (
     MessageBase,
@@ -144,7 +152,7 @@ class Cancel(MessageBase):
 
 @dataclass(frozen=True)
 class DisplayText(MessageBase):
-    """DISPLAY_TEXT: show ``prompt``; ``display_seconds`` 0 leaves the duration to the pad."""
+    """DISPLAY_TEXT: show ``prompt`` for ``display_seconds``; 0 (left out): until the next command (§10)."""
 
     TYPE: ClassVar[MessageType] = MessageType.DISPLAY_TEXT
     request_id: int
@@ -239,12 +247,20 @@ class DeviceStatus(MessageBase):
 
 @dataclass(frozen=True)
 class Result(MessageBase):
-    """RESULT: outcome of a command; ``code`` is a :class:`ResultCode` value."""
+    """RESULT: outcome of a command; ``code`` is a :class:`ResultCode` value.
+
+    ``request_id`` is the command's, or ``NO_REQUEST_ID`` (0) in a ``07`` answering a command
+    whose REQUEST_ID was missing or invalid (§5.4).
+    """
 
     TYPE: ClassVar[MessageType] = MessageType.RESULT
     request_id: int
     code: str
     text: str = ""
+
+    def _check(self) -> None:
+        if self.request_id == NO_REQUEST_ID and self.code != ResultCode.BAD_COMMAND:
+            raise MessageError(f"Result: REQUEST_ID {NO_REQUEST_ID} only answers a BAD_COMMAND, not {self.code}")
 
 
 Command: TypeAlias = (
@@ -262,7 +278,9 @@ Message: TypeAlias = Command | Reply
 _REQUEST_ID = number_field("request_id", Tag.REQUEST_ID, 1, 9999)
 _AMOUNT = number_field("amount_minor", Tag.AMOUNT, 0, MAX_AMOUNT_MINOR)
 _TIMEOUT = number_field("timeout_s", Tag.TIMEOUT_S, 1, 999)
-_PROMPT = text_field("prompt", Tag.PROMPT, optional=True)
+_PROMPT = text_field("prompt", Tag.PROMPT, optional=True, max_len=MAX_PROMPT_LEN)
+# §5.4: a RESULT 07 may carry NO_REQUEST_ID (0) when the command's own REQUEST_ID was unusable.
+_RESULT_REQUEST_ID = number_field("request_id", Tag.REQUEST_ID, NO_REQUEST_ID, 9999)
 # What a card or PIN step asks the customer to confirm (§4 TRANS_TYPE, REFERENCE); absent: a sale.
 _CONFIRMING = (
     digits_field("trans_type", Tag.TRANS_TYPE, 2, optional=True),
@@ -289,7 +307,7 @@ MESSAGE_SPECS: Final[Mapping[MessageType, MessageSpec]] = {
         make_spec(
             DisplayText,
             _REQUEST_ID,
-            text_field("prompt", Tag.PROMPT),
+            text_field("prompt", Tag.PROMPT, max_len=MAX_PROMPT_LEN),
             number_field("display_seconds", Tag.DISPLAY_SECONDS, 0, 999, optional=True),
         ),
         make_spec(StatusRequest, _REQUEST_ID),
@@ -336,7 +354,7 @@ MESSAGE_SPECS: Final[Mapping[MessageType, MessageSpec]] = {
         make_spec(DeviceStatus, _REQUEST_ID, digits_field("state", Tag.DEVICE_STATE, 2)),
         make_spec(
             Result,
-            _REQUEST_ID,
+            _RESULT_REQUEST_ID,
             digits_field("code", Tag.RESULT_CODE, 2),
             text_field("text", Tag.RESULT_TEXT, optional=True),
         ),

@@ -12,6 +12,16 @@ again on NAK or when its ACK timer expires; after ``max_retransmits`` retransmis
 more NAK or timeout fails the link, and a failed session stays failed (a reopened link is a
 new session: SEQ restarts at 1 and the duplicate filter forgets everything, §3 Reset).
 
+**Session start (§3.1).** A HOST session opened with :meth:`~LinkSession.start` first sends
+LINK_RESET with the caller's random nonce and holds every data frame back until the pad's
+LINK_RESET_REPLY echoes that nonce (:class:`SessionStarted` ``confirmed=True``). It resends
+LINK_RESET on NAK or after ``ack_timeout``, as a data frame; when the retransmissions are used
+up it carries on without it (``confirmed=False``: a v1 pad, which NAKs SEQ 0). A DEVICE
+session answers every LINK_RESET itself: it drops what it had in flight or queued, restarts
+its SEQ at 1, forgets the last delivered SEQ, leaves a failed state, replies with the nonce
+and reports :class:`SessionReset`, so that the pad also drops the command it was running.
+``session_start=False`` makes a DEVICE session a v1 pad that knows no session start.
+
 One addition to the document: after sending a NAK, the session holds back further NAKs for
 ``nak_holdoff`` seconds unless a good frame arrives first.  The resync of §3 rule 4 rescans
 a damaged frame's bytes, and every STX-looking byte inside it can start another bad frame;
@@ -35,6 +45,7 @@ from misbridge.link.constants import (
     NAK_HOLDOFF_S,
     SEQ_MAX,
     SEQ_MIN,
+    SEQ_SESSION,
 )
 from misbridge.link.events import (
     DuplicateSuppressed,
@@ -46,6 +57,9 @@ from misbridge.link.events import (
     PayloadReceived,
     RetransmitCause,
     Retransmitted,
+    SessionReset,
+    SessionStarted,
+    StaleFrameDiscarded,
 )
 from misbridge.link.frames import (
     NAK_BYTES,
@@ -59,6 +73,7 @@ from misbridge.link.frames import (
     encode_ack,
     encode_frame,
 )
+from misbridge.link.reset import encode_link_reset, parse_link_reset
 
 __all__ = ["NAK_HOLDOFF_S", "InFlight", "LinkSession", "Role"]
 
@@ -96,6 +111,8 @@ class LinkSession:
         max_retransmits: retransmissions before the link fails (§3 Sending rule 5).
         inter_byte_timeout: a started frame stalled this long is bad (§3 Receiving rule 5).
         nak_holdoff: see the module docstring; 0 sends one NAK per bad frame.
+        session_start: DEVICE only: answer LINK_RESET (§3.1); False plays a v1 pad, which
+            rejects SEQ 0 as a bad frame.
 
     Raises:
         ValueError: a timeout is not positive, or a count or hold-off is negative.
@@ -109,6 +126,7 @@ class LinkSession:
         max_retransmits: int = MAX_RETRANSMITS,
         inter_byte_timeout: float = INTER_BYTE_TIMEOUT_S,
         nak_holdoff: float = NAK_HOLDOFF_S,
+        session_start: bool = True,
     ) -> None:
         if ack_timeout <= 0 or inter_byte_timeout <= 0:
             raise ValueError("ack_timeout and inter_byte_timeout must be positive")
@@ -127,6 +145,10 @@ class LinkSession:
         self._outbound = bytearray()
         self._events: deque[LinkEvent] = deque()
         self._failure: str | None = None
+        self._session_start = session_start
+        # HOST: the LINK_RESET waiting for its reply, and the nonce it carries.
+        self._reset: _Outgoing | None = None
+        self._nonce = b""
 
     @property
     def role(self) -> Role:
@@ -143,6 +165,11 @@ class LinkSession:
         """The frame waiting for its ACK, or None."""
         out = self._in_flight
         return None if out is None else InFlight(out.seq, out.retransmits, out.deadline)
+
+    @property
+    def starting(self) -> bool:
+        """HOST: True from :meth:`start` until the session start is over (answered or given up)."""
+        return self._reset is not None
 
     @property
     def queued(self) -> int:
@@ -171,9 +198,29 @@ class LinkSession:
         self._start_next(now)
         return seq
 
+    def start(self, nonce: bytes, now: float) -> None:
+        """HOST: begin the session start (§3.1) with a random ``nonce``; call before any send.
+
+        LINK_RESET goes out at once; frames passed to :meth:`send` wait until it is answered
+        (or given up), and the outcome is reported as :class:`SessionStarted`.
+
+        Raises:
+            ValueError: not a HOST session, already started or sending, or a nonce of the wrong size.
+        """
+        if self._role is not Role.HOST:
+            raise ValueError("only the host starts a session")
+        if self._nonce or self._in_flight is not None or self._queue or self._next_seq != SEQ_MIN:
+            raise ValueError("start() comes first, once per session")
+        self._reset = _Outgoing(SEQ_SESSION, encode_link_reset(nonce), deadline=now + self._ack_timeout)
+        self._nonce = nonce
+        self._outbound += self._reset.frame
+
     def receive_data(self, data: bytes, now: float) -> None:
-        """Process bytes read from the line at time ``now``.  Ignored once the link failed."""
-        if self._failure is None:
+        """Process bytes read from the line at time ``now``.
+
+        Ignored once the link failed, except that a failed DEVICE session still answers LINK_RESET.
+        """
+        if self._failure is None or self._answers_resets():
             self._handle(self._decoder.feed(data, now), now)
 
     def handle_timeout(self, now: float) -> None:
@@ -182,6 +229,8 @@ class LinkSession:
             return
         # Decoder first: its timeout's resync may still deliver a frame buffered behind a stray STX.
         self._handle(self._decoder.check_timeout(now), now)
+        if self._reset is not None and now >= self._reset.deadline:
+            self._retry_start(now, "timeout")
         out = self._in_flight
         if out is not None and now >= out.deadline:
             self._retransmit(out, now, "timeout")
@@ -191,8 +240,9 @@ class LinkSession:
         if self._failure is not None:
             return None
         deadlines = [self._decoder.next_deadline()]
-        if self._in_flight is not None:
-            deadlines.append(self._in_flight.deadline)
+        for out in (self._in_flight, self._reset):
+            if out is not None:
+                deadlines.append(out.deadline)
         return min((d for d in deadlines if d is not None), default=None)
 
     def data_to_send(self) -> bytes:
@@ -213,26 +263,87 @@ class LinkSession:
 
     def _handle(self, items: list[Decoded], now: float) -> None:
         for item in items:
-            if self._failure is not None:
-                return
+            if self._failure is not None and not (
+                isinstance(item, DataFrame) and item.seq == SEQ_SESSION and self._answers_resets()
+            ):
+                continue
             match item:
+                case DataFrame(seq=0):
+                    self._control_frame(item, now)
                 case DataFrame():
                     self._frame_received(item)
                 case AckControl(seq=seq):
                     self._ack_received(seq, now)
                 case NakControl():
                     # §3 Sending rule 4: a NAK with nothing in flight is ignored.
-                    if self._in_flight is not None:
+                    if self._reset is not None:
+                        self._retry_start(now, "nak")
+                    elif self._in_flight is not None:
                         self._retransmit(self._in_flight, now, "nak")
                 case BadFrame(reason=reason):
                     self._bad_frame(reason, now)
                 case Discarded(count=count):
                     self._events.append(GarbageDiscarded(count))
 
+    def _answers_resets(self) -> bool:
+        return self._role is Role.DEVICE and self._session_start
+
+    def _control_frame(self, frame: DataFrame, now: float) -> None:
+        """A good frame with SEQ 0: the session start (§3.1); never ACKed, never delivered."""
+        if self._role is Role.DEVICE and not self._session_start:
+            # A v1 pad: §3 Receiving rule 3 makes SEQ 0 a bad frame.
+            self._bad_frame("SEQ 0", now)
+            return
+        reset = parse_link_reset(frame.data)
+        if self._role is Role.DEVICE and reset is not None and not reset.reply:
+            self._reset_device(reset.nonce)
+        elif self._role is Role.HOST and reset is not None and reset.reply and self._reset is not None:
+            if reset.nonce != self._nonce:
+                self._events.append(FrameRejected("LINK_RESET_REPLY with another nonce (stale)", nak_sent=False))
+                return
+            self._reset = None
+            # Whatever arrived before the reply belonged to the pad's previous session.
+            self._last_delivered = None
+            self._events.append(SessionStarted(confirmed=True))
+            self._start_next(now)
+        else:
+            self._events.append(FrameRejected("SEQ 0 frame that is no session start for this end", nak_sent=False))
+
+    def _reset_device(self, nonce: bytes) -> None:
+        dropped = len(self._queue) + (1 if self._in_flight is not None else 0)
+        self._queue.clear()
+        self._in_flight = None
+        self._failure = None
+        self._next_seq = SEQ_MIN
+        self._last_delivered = None
+        self._last_nak_at = None
+        # Nothing of the old session may follow the reply: an ACK or frame not yet written goes.
+        self._outbound.clear()
+        self._outbound += encode_link_reset(nonce, reply=True)
+        self._events.append(SessionReset(dropped))
+
+    def _retry_start(self, now: float, cause: RetransmitCause) -> None:
+        out = self._reset
+        assert out is not None
+        if out.retransmits >= self._max_retransmits:
+            # No answer to any of the sends: a v1 pad (it NAKs SEQ 0) or none; carry on as v1.
+            self._reset = None
+            self._events.append(SessionStarted(confirmed=False))
+            self._start_next(now)
+            return
+        out.retransmits += 1
+        out.deadline = now + self._ack_timeout
+        self._outbound += out.frame
+        self._events.append(Retransmitted(out.seq, out.retransmits, cause))
+
     def _frame_received(self, frame: DataFrame) -> None:
         # §3 Receiving rule 6: a good frame is always acknowledged...
         self._outbound += encode_ack(frame.seq)
         self._last_nak_at = None
+        if self._reset is not None:
+            # §3.1: before the session start ends, the pad's frames are its previous session's.
+            self._events.append(StaleFrameDiscarded(frame.seq))
+            return
         # ...but a repeat of the last delivered SEQ is the peer resending after a lost ACK.
         if frame.seq == self._last_delivered:
             self._events.append(DuplicateSuppressed(frame.seq))
@@ -257,7 +368,7 @@ class LinkSession:
         self._events.append(FrameRejected(reason, nak_sent=not held))
 
     def _start_next(self, now: float) -> None:
-        if self._in_flight is None and self._queue:
+        if self._in_flight is None and self._reset is None and self._queue:
             out = self._queue.popleft()
             out.deadline = now + self._ack_timeout
             self._outbound += out.frame

@@ -42,6 +42,8 @@ _PAD_OPTIONS: dict[str, tuple[str, Any]] = {
     "pin_delay": ("pin_delay", 0.0),
     "scanner": ("scanner", True),
     "legacy": ("legacy", False),
+    "reset_on_open": ("reset_on_open", True),
+    "session_start": ("session_start", True),
 }
 
 
@@ -153,6 +155,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a pad from before READ_CODE, CHOOSE and TRANS_TYPE (answers RESULT 07, shows a sale)",
     )
     parser.add_argument(
+        "--keep-link-on-open",
+        dest="reset_on_open",
+        action="store_const",
+        const=False,
+        default=None,
+        help="keep the link state when the host reopens the pty; only LINK_RESET resets it (a pad behind a bridge)",
+    )
+    parser.add_argument(
+        "--no-session-start",
+        dest="session_start",
+        action="store_const",
+        const=False,
+        default=None,
+        help="a mispos-v1 pad that does not know LINK_RESET (NAKs it, as SEQ 0)",
+    )
+    parser.add_argument(
         "--interactive",
         action="store_true",
         help="ask on the terminal for the card, the PIN, the code scanned or keyed, the option chosen",
@@ -195,6 +213,8 @@ def build_pad(
         ask=ask,
         scanner=bool(pad_opts["scanner"]),
         legacy=bool(pad_opts["legacy"]),
+        reset_on_open=bool(pad_opts["reset_on_open"]),
+        session_start=bool(pad_opts["session_start"]),
     )
     for customer in scenario.customers:
         pad.enqueue_customer(customer)

@@ -9,7 +9,9 @@ customer and is answered with ``{"ok": true}`` or ``{"ok": false, "error": "..."
 (``{"step": "code", "code": "2801...", "source": "qr", "action": "give", "hesitate_s": 0}``, as in
 :class:`~simulators.pinpad.customer.ScriptedCode`) or ``"choice"`` for the next CHOOSE
 (``{"step": "choice", "option": 2, "action": "choose"}``, as in
-:class:`~simulators.pinpad.customer.ScriptedChoice`).
+:class:`~simulators.pinpad.customer.ScriptedChoice`). ``{"step": "unplug", "replug_after_s": 1}``
+is the technician instead: the cable is pulled now and plugged back after that many seconds
+(0 < s <= 60), the same link path on a new pty (the conformance kit's unplug check).
 """
 
 from __future__ import annotations
@@ -91,9 +93,28 @@ def _customer(fields: dict[str, Any]) -> Customer:
     return Customer(**fields, hesitate_s=hesitate)
 
 
+MAX_REPLUG_S = 60.0
+
+
+def _unplug(pad: SimulatedPinPad, fields: dict[str, Any]) -> None:
+    delay = fields.pop("replug_after_s", 1.0)
+    if fields:
+        raise ValueError(f"unknown keys: {', '.join(sorted(fields))}")
+    if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 < delay <= MAX_REPLUG_S:
+        raise ValueError(f"replug_after_s is a number of seconds, 0 < s <= {MAX_REPLUG_S:g}")
+    pad.unplug()
+    loop = asyncio.get_running_loop()
+    loop.call_later(float(delay), lambda: loop.create_task(pad.start()))
+
+
 def reply_for(pad: SimulatedPinPad, line: bytes) -> dict[str, Any]:
-    """Enqueue the customer in ``line`` on ``pad`` and return the reply object."""
+    """Enqueue the customer in ``line`` on ``pad`` (or unplug it) and return the reply object."""
     try:
+        fields = _json_object(line)
+        if fields.get("step") == "unplug":
+            fields.pop("step")
+            _unplug(pad, fields)
+            return {"ok": True}
         script = parse_line(line)
         if isinstance(script, Customer):
             pad.enqueue_customer(script)

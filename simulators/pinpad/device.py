@@ -7,7 +7,8 @@ The session runs on the daemon's own :class:`~misbridge.device.pump.LinkPump`, o
 It answers the commands of docs/device-protocol.md §5 with scripted customers
 (:class:`~simulators.pinpad.customer.Customer`; codes and choices in
 :class:`~simulators.pinpad.prompts.PromptSteps`), encrypting PAN, track 2 and the PIN block with
-the test working key exactly as a real pad's secure module would.
+the test working key exactly as a real pad's secure module would. LOAD_WORKING_KEY really
+unwraps the new key under the pad's master key and checks its KCV (docs/device-protocol.md §11).
 
 Trace lines (one per message, logger ``simulators.pinpad.device``, DEBUG) show the masked PAN
 only; tracks and PIN blocks are never printed.
@@ -51,15 +52,24 @@ from misbridge.link import (
     Result,
     ResultCode,
     Role,
+    SessionReset,
     StatusRequest,
     TransType,
     decode_message,
     encode_message,
     request_id_of,
 )
+from misbridge.link.constants import CARD_KEY_INDEX, NO_REQUEST_ID, WORKING_KEY_HEX_LEN
 from misbridge.transport.base import ByteTransport
 from simulators.cards import CARDS, DEFAULT_CARD, TestCard
-from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
+from simulators.crypto import (
+    TEST_MASTER_KEY_HEX,
+    TEST_WORKING_KEY_HEX,
+    encrypt_pin_block,
+    encrypt_text,
+    key_check_value,
+    unwrap_key,
+)
 from simulators.pinpad.customer import Action, Customer
 from simulators.pinpad.faults import TRACE_FIELDS, Faults, event_of
 from simulators.pinpad.line import FaultyLine
@@ -73,6 +83,8 @@ FIRMWARE = "1.0.0"
 SERIAL_NO = "SIM0001"
 PROTOCOL_VERSION = 1
 DEFAULT_KEY_INDEX = 1
+#: Working-key slots 1..KEY_SLOTS (§11: at least 2, so a new key can be loaded beside the one in use).
+KEY_SLOTS = 10
 
 
 def _trace(direction: str, msg: Message) -> None:
@@ -88,7 +100,10 @@ class SimulatedPinPad:
         default_card: card presented when no customer was enqueued.
         default_pin: PIN typed by that default customer (None: the card's correct PIN).
         default_action: what that default customer does (an :class:`Action` value).
-        working_key_hex: the 3DES working key in slot 1 (the test key by default).
+        working_key_hex: the 3DES working key preloaded in slot 1, as a pad provisioned and signed
+            in holds it (the test key by default; empty: no working key yet).
+        master_key_hex: the master key injected at provisioning, under which LOAD_WORKING_KEY is
+            unwrapped (§11; empty: a pad not provisioned, which answers LOAD_WORKING_KEY NO_KEY).
         timeout_cap_s: the pad waits min(TIMEOUT_S, this) before answering TIMEOUT.
         card_delay_s: time the customer takes to present the card.
         pin_delay_s: time the customer takes to type the whole PIN.
@@ -99,6 +114,10 @@ class SimulatedPinPad:
         scanner: whether the pad has a code scanner (without one READ_CODE is keyed in).
         legacy: play a pad from before READ_CODE, CHOOSE and TRANS_TYPE: it answers the two
             commands RESULT 07 and shows every card step as a sale.
+        reset_on_open: start a fresh link when the host opens the pty (the simulator's DTR,
+            docs/device-protocol.md §3.1); False plays a pad that keeps its link state across
+            the host's reopen and relies on LINK_RESET alone (a pad behind a TCP bridge).
+        session_start: answer LINK_RESET (§3.1); False plays a v1 pad that NAKs it.
     """
 
     def __init__(
@@ -108,6 +127,7 @@ class SimulatedPinPad:
         default_pin: str | None = None,
         default_action: str = Action.PAY,
         working_key_hex: str = TEST_WORKING_KEY_HEX,
+        master_key_hex: str = TEST_MASTER_KEY_HEX,
         timeout_cap_s: float = 60.0,
         card_delay_s: float = 0.0,
         pin_delay_s: float = 0.0,
@@ -117,6 +137,8 @@ class SimulatedPinPad:
         ask: Callable[[str], Awaitable[str]] | None = None,
         scanner: bool = True,
         legacy: bool = False,
+        reset_on_open: bool = True,
+        session_start: bool = True,
     ) -> None:
         self._line = FaultyLine(faults or Faults(), trace=trace, on_cut=self.unplug)
         #: Interactive mode: asked for the card and the PIN when no scripted customer is queued.
@@ -126,16 +148,17 @@ class SimulatedPinPad:
         #: Commands received and dispatched, by message class name (each exactly once per command).
         self.commands: collections.Counter[str] = collections.Counter()
         self._default = Customer(default_card, default_pin, default_action)
-        self._keys = {DEFAULT_KEY_INDEX: bytes.fromhex(working_key_hex)}
+        self._keys = {DEFAULT_KEY_INDEX: bytes.fromhex(working_key_hex)} if working_key_hex else {}
+        self._master_key = bytes.fromhex(master_key_hex) if master_key_hex else None
         self._timeout_cap_s = timeout_cap_s
         self._card_delay_s = card_delay_s
         self._pin_delay_s = pin_delay_s
         self._customers: collections.deque[Customer] = collections.deque()
-        self._port = PtyPort(on_open=self._host_opened, link=link)
+        self._session_start = session_start
+        self._port = PtyPort(on_open=self._host_opened if reset_on_open else None, link=link)
         self._pump: LinkPump | None = None
         self._job: asyncio.Task[None] | None = None
         self._job_id = 0
-        self._host_cancelled_id = 0
         self._customer = self._default
         self._card: TestCard | None = None
         self._legacy = legacy
@@ -216,23 +239,28 @@ class SimulatedPinPad:
             ack_timeout=ACK_TIMEOUT_S,
             max_retransmits=MAX_RETRANSMITS,
             inter_byte_timeout=INTER_BYTE_TIMEOUT_S,
+            session_start=self._session_start,
         )
 
     def _host_opened(self) -> None:
-        # A (re)opened port is a fresh link on both sides (§3 Reset); the card is forgotten.
-        # The host that started the running command is gone (a daemon killed mid-READ_CARD or
-        # mid-READ_PIN, then restarted): drop that command without a word on the new link.
-        # Detaching it here also means its task, which ends a loop turn later, can neither
-        # answer HOST_CANCELLED to a CANCEL the old host sent nor clear a newer job.
+        # The pty's DTR: a (re)opened port is a fresh link on both sides; LINK_RESET (§3.1) then
+        # resets the new session once more, which changes nothing.
         _LOGGER.debug("host opened the port: new link session")
+        self._forget_host()
+        self._port.discard_output()  # bytes still queued for the old host are not for the new one
+        self.serve(self._port)
+
+    def _forget_host(self) -> None:
+        # A new session (§3.1): the card is forgotten. The host that started the running command
+        # is gone (a daemon killed mid-READ_CARD or mid-READ_PIN, then restarted): drop that
+        # command without a word on the new link. Detaching it here also means its task, which
+        # ends a loop turn later, can neither answer HOST_CANCELLED to a CANCEL the old host
+        # sent nor clear a newer job.
         job, self._job = self._job, None
-        self._host_cancelled_id = 0
         if job is not None:
             job.cancel()
-        self._port.discard_output()  # bytes still queued for the old host are not for the new one
         self._unplug_on_ack = None
         self._card = None
-        self.serve(self._port)
 
     def _stop_link(self) -> None:
         if self._pump is not None:
@@ -248,8 +276,11 @@ class SimulatedPinPad:
         elif isinstance(event, PayloadAcked) and event.seq == self._unplug_on_ack:
             _LOGGER.debug("unplugging after the host acknowledged frame %d", event.seq)
             asyncio.get_running_loop().call_soon(self.unplug)
+        elif isinstance(event, SessionReset):
+            _LOGGER.debug("LINK_RESET: new session (%d unacknowledged frames dropped)", event.dropped)
+            self._forget_host()
         elif isinstance(event, LinkFailed):
-            _LOGGER.debug("link failed (%s); waiting for the host to reopen", event.reason)
+            _LOGGER.debug("link failed (%s); waiting for the host's LINK_RESET", event.reason)
 
     def _send(self, msg: Message) -> None:
         pump = self._pump
@@ -268,9 +299,10 @@ class SimulatedPinPad:
             msg = decode_message(payload)
         except MessageError as err:
             _LOGGER.debug("rx invalid message: %s", err)
+            # §5.4: an unknown type, a missing or invalid field is BAD_COMMAND, with the command's
+            # REQUEST_ID when it has a valid one, else NO_REQUEST_ID.
             rid = request_id_of(payload)
-            if rid is not None:  # §6: an unknown type or a missing field is BAD_COMMAND
-                self._send(Result(rid, ResultCode.BAD_COMMAND, str(err)[:100]))
+            self._send(Result(NO_REQUEST_ID if rid is None else rid, ResultCode.BAD_COMMAND, str(err)[:100]))
             return
         _trace("rx", msg)
         self.commands[type(msg).__name__] += 1
@@ -304,11 +336,12 @@ class SimulatedPinPad:
             self.displayed = msg.prompt
             self._send(Result(rid, ResultCode.OK))
         elif isinstance(msg, LoadWorkingKey):
-            # Slot becomes usable; the key itself stays the test key (no master key to unwrap it).
-            self._keys[msg.key_index] = self._keys[DEFAULT_KEY_INDEX]
-            self._send(Result(rid, ResultCode.OK))
+            code, text = self._load_working_key(msg)
+            self._send(Result(rid, code, text))
         elif isinstance(msg, ReadCard | ReadPin) and not self._shows(msg.trans_type, msg.amount_minor, msg.reference):
             self._send(Result(rid, ResultCode.BAD_COMMAND, f"unknown TRANS_TYPE {msg.trans_type}"))
+        elif isinstance(msg, ReadCard) and CARD_KEY_INDEX not in self._keys:
+            self._send(Result(rid, ResultCode.NO_KEY, f"no key in slot {CARD_KEY_INDEX}"))
         elif isinstance(msg, ReadCard):
             self._start_job(rid, self._read_card(msg))
         elif isinstance(msg, ReadCode) and not self._legacy:
@@ -325,6 +358,22 @@ class SimulatedPinPad:
         else:
             self._send(Result(rid, ResultCode.BAD_COMMAND, f"unexpected {type(msg).__name__}"))
 
+    def _load_working_key(self, msg: LoadWorkingKey) -> tuple[ResultCode, str]:
+        """§11: unwrap under the master key, check the KCV, store; on any failure the slot keeps its key."""
+        if self._master_key is None:
+            return ResultCode.NO_KEY, "no master key: pad not provisioned"
+        if not 1 <= msg.key_index <= KEY_SLOTS:
+            return ResultCode.BAD_COMMAND, f"no key slot {msg.key_index} (slots 1..{KEY_SLOTS})"
+        if len(msg.enc_working_key_hex) != WORKING_KEY_HEX_LEN:
+            return ResultCode.BAD_COMMAND, "a working key is 16 bytes (32 hex characters)"
+        key = unwrap_key(msg.enc_working_key_hex, self._master_key)
+        if key_check_value(key) != msg.key_check_value_hex:
+            return ResultCode.KEY_CHECK_FAILED, f"key check value does not match; slot {msg.key_index} unchanged"
+        self._keys[msg.key_index] = key
+        self._card = None  # §11: a PIN is never bound to a card read under another key
+        _LOGGER.debug("working key loaded into slot %d (KCV %s)", msg.key_index, msg.key_check_value_hex)
+        return ResultCode.OK, ""
+
     def _shows(self, trans_type: str, amount_minor: int, reference: str) -> bool:
         """Put a card or PIN step's confirmation line on the screen; False for an unknown TRANS_TYPE."""
         if self._legacy:  # an older pad skips the tags it does not know (§4) and shows a sale
@@ -336,7 +385,6 @@ class SimulatedPinPad:
 
     def _start_job(self, request_id: int, work: Coroutine[Any, Any, None]) -> None:
         self._job_id = request_id
-        self._host_cancelled_id = 0
         self._job = asyncio.ensure_future(self._run_job(request_id, work))
         # An unplug can cancel the job before it ran: close the step so it is not left unawaited.
         self._job.add_done_callback(lambda _task: work.close())
@@ -344,18 +392,16 @@ class SimulatedPinPad:
     async def _run_job(self, request_id: int, work: Awaitable[None]) -> None:
         try:
             await work
-        except asyncio.CancelledError:
-            if self._host_cancelled_id != request_id:
-                raise
-            self._send(Result(request_id, ResultCode.HOST_CANCELLED, "cancelled by host"))
         finally:
             if self._job is asyncio.current_task():
                 self._job = None
 
     def _cancel_job(self) -> None:
-        if self._job is not None:
-            self._host_cancelled_id = self._job_id
-            self._job.cancel()
+        """End the running step with RESULT 08 now, so it precedes CANCEL's own RESULT 00 (§5)."""
+        job, self._job = self._job, None
+        if job is not None:
+            job.cancel()  # the step sends nothing more: its awaits raise from here on
+            self._send(Result(self._job_id, ResultCode.HOST_CANCELLED, "cancelled by host"))
 
     async def _end_job(self) -> None:
         job = self._job
@@ -392,7 +438,8 @@ class SimulatedPinPad:
             self._send(Result(rid, code, text))
             return
         self._card = card = self._customer.test_card
-        key = self._keys[DEFAULT_KEY_INDEX]
+        key = self._keys[CARD_KEY_INDEX]
+        self._send(Progress(rid, ProgressStage.CARD_READ))
         self._send(
             CardData(
                 rid,
@@ -421,6 +468,7 @@ class SimulatedPinPad:
 
     async def _read_pin(self, msg: ReadPin, card: TestCard) -> None:
         rid = msg.request_id
+        self._card = None  # §5: one READ_PIN per card read, whatever its outcome
         action = self._customer.action
         self._send(Progress(rid, ProgressStage.WAITING_FOR_PIN))
         if action is Action.NO_PIN:
@@ -447,4 +495,5 @@ class SimulatedPinPad:
                 return
             self._send(Progress(rid, ProgressStage.PIN_DIGIT_ENTERED, digits_entered=typed))
         block = encrypt_pin_block(pin, card.pan, self._keys[msg.key_index])
+        self._send(Progress(rid, ProgressStage.PIN_COMPLETE))
         self._send(PinBlock(rid, block, msg.key_index))

@@ -61,7 +61,7 @@ from pathlib import Path
 from typing import Any
 
 from misbridge.errors import MessageError
-from misbridge.link import ControlByte, Message, decode_bcd_length, decode_message
+from misbridge.link import ControlByte, Message, decode_bcd_length, decode_message, parse_link_reset
 from misbridge.link.messages import CardData, CodeData, LoadWorkingKey, PinBlock, Progress, ProgressStage
 from simulators.pinpad.customer import Customer, ScriptedChoice, ScriptedCode
 
@@ -80,8 +80,11 @@ EVENTS = (
     "choice",
 )
 
-#: The garbage burst: printable bytes only, so it never looks like STX, ACK or NAK.
-GARBAGE = b"#GARBAGE~LINE~NOISE#"
+#: The garbage burst: line noise with the control bytes in it, as a real line makes it: an
+#: ``ACK 0`` (never an acknowledgement, §2), a stray NAK and an STX whose LEN is not BCD (a bad
+#: frame, NAKed and rescanned). The receiver must discard all of it and still find the frame after
+#: it. No ``06 xx`` with a usable SEQ: an ACK carries no check of its own (§3 Known limits).
+GARBAGE = b"#GARBAGE\x06\x00~\x15~LINE\x02\xab~NOISE#"
 
 #: The rate faults: a probability per unit, drawn from a seeded generator (see the module docstring).
 RATES = ("nak_rate", "bad_lrc_rate")
@@ -232,6 +235,10 @@ def describe_unit(unit: bytes) -> str:
     if not is_data_frame(unit):
         return f"garbage ({len(unit)} bytes) | {unit[:32].hex(' ')}{' ...' if len(unit) > 32 else ''}"
     seq, payload = unit[3], unit[4:-2]
+    reset = parse_link_reset(unit[3:-2]) if seq == 0 else None
+    if reset is not None:
+        name = "LINK_RESET_REPLY" if reset.reply else "LINK_RESET"
+        return f"frame seq=0 {name} nonce={reset.nonce.hex().upper()} | {unit.hex(' ')}"
     try:
         msg = decode_message(payload)
     except MessageError as err:
@@ -256,14 +263,17 @@ class Scenario:
     choices: list[ScriptedChoice] = field(default_factory=list)
 
 
-_PAD_KEYS = frozenset({"card", "pin", "timeout_cap", "card_delay", "pin_delay", "scanner", "legacy"})
+_PAD_KEYS = frozenset(
+    {"card", "pin", "timeout_cap", "card_delay", "pin_delay", "scanner", "legacy", "reset_on_open", "session_start"}
+)
 _SECTIONS = frozenset({"pad", "faults", "customers", "codes", "choices"})
 
 
 def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario file::
 
-        [pad]                    # any of card, pin, timeout_cap, card_delay, pin_delay, scanner, legacy
+        [pad]                    # card, pin, timeout_cap, card_delay, pin_delay, scanner, legacy,
+                                 # reset_on_open, session_start
         card = "points"
         [faults]                 # any field of Faults
         nak = 1

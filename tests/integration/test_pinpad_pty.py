@@ -46,7 +46,15 @@ from misbridge.link import (
 from misbridge.tools.probe import try_pad
 from misbridge.transport import open_transport
 from simulators.cards import CARDS, DEFAULT_CARD
-from simulators.crypto import TEST_WORKING_KEY_HEX, decrypt_pin, decrypt_text, encrypt_text
+from simulators.crypto import (
+    TEST_MASTER_KEY_HEX,
+    TEST_WORKING_KEY_HEX,
+    decrypt_pin,
+    decrypt_text,
+    encrypt_text,
+    key_check_value,
+    wrap_key,
+)
 from simulators.pinpad import Customer, SimulatedPinPad
 from simulators.pinpad.control import ControlServer, enqueue_remote
 from simulators.pinpad.faults import Faults
@@ -107,9 +115,9 @@ async def test_card_and_pin_for_every_card(driver: MisPosV1Driver, pad: Simulate
     pin = await driver.read_pin(4080, 30, "Enter PIN")
     assert decrypt_pin(pin.pin_block_hex, card.pan, KEY) == card.pin
     assert pin.key_index == 1
-    assert progress[0] == ("waiting_card", 0)
-    assert ("waiting_pin", 0) in progress
-    assert progress[-1] == ("pin_digit", len(card.pin))
+    digits = [("pin_digit", n) for n in range(1, len(card.pin) + 1)]
+    # §5 PROGRESS: every stage of a card and a PIN step, 02 before CARD_DATA and 05 before PIN_BLOCK.
+    assert progress == [("waiting_card", 0), ("card_read", 0), ("waiting_pin", 0), *digits, ("pin_complete", 0)]
 
 
 async def test_the_default_customer_pays_with_the_default_card(driver: MisPosV1Driver) -> None:
@@ -126,13 +134,87 @@ async def test_a_wrong_pin_is_encrypted_as_typed(driver: MisPosV1Driver, pad: Si
     assert decrypt_pin(pin.pin_block_hex, CARDS["points"].pan, KEY) == "000000"
 
 
-async def test_display_text_and_working_key(driver: MisPosV1Driver, pad: SimulatedPinPad) -> None:
+async def test_display_text(driver: MisPosV1Driver, pad: SimulatedPinPad) -> None:
     await driver.display_text("谢谢 Thank you", seconds=2)
     assert pad.displayed == "谢谢 Thank you"
-    await driver.load_working_key(2, "00" * 16, "ABCDEF")
-    await driver.read_card(100, 30)
+
+
+# -- §11 LOAD_WORKING_KEY, with the test vectors of the key-management guide ---------------------
+
+#: UnionPay sign-in vector (mode 003): the PIK wrapped under the simulator's master key, its KCV.
+VECTOR_ENC_PIK, VECTOR_KCV = "6701EAD6A9AD51E51AA406E2C27FCFA9", "8D0A74"
+VECTOR_PIK = bytes.fromhex("807A23AD32B36D457AE91FDF927570EA")
+
+
+async def test_a_working_key_with_the_right_kcv_is_unwrapped_and_used(driver: MisPosV1Driver) -> None:
+    await driver.load_working_key(2, VECTOR_ENC_PIK, VECTOR_KCV)
+    card = CARDS[DEFAULT_CARD]
+    read = await driver.read_card(100, 30)
+    assert decrypt_text(read.enc_pan_hex, KEY) == card.pan  # card data: slot 1 (CARD_KEY_INDEX)
     pin = await driver.read_pin(100, 30, key_index=2)
     assert pin.key_index == 2
+    assert decrypt_pin(pin.pin_block_hex, card.pan, VECTOR_PIK) == card.pin
+
+
+async def test_a_wrong_kcv_is_refused_with_11_and_the_slot_keeps_its_key(driver: MisPosV1Driver) -> None:
+    with pytest.raises(DeviceRejected) as caught:
+        await driver.load_working_key(1, VECTOR_ENC_PIK, "8D0A75")
+    assert caught.value.device_code == ResultCode.KEY_CHECK_FAILED
+    assert ResultCode.KEY_CHECK_FAILED.value == "11"
+    card = CARDS[DEFAULT_CARD]
+    read = await driver.read_card(100, 30)
+    pin = await driver.read_pin(100, 30)
+    assert decrypt_text(read.enc_pan_hex, KEY) == card.pan  # still the test key
+    assert decrypt_pin(pin.pin_block_hex, card.pan, KEY) == card.pin
+
+
+async def test_the_backend_working_key_wrapped_under_the_master_key_loads_and_sales_still_work(
+    driver: MisPosV1Driver,
+) -> None:
+    master = bytes.fromhex(TEST_MASTER_KEY_HEX)
+    await driver.load_working_key(1, wrap_key(KEY, master), key_check_value(KEY))
+    card = CARDS[DEFAULT_CARD]
+    read = await driver.read_card(100, 30)
+    pin = await driver.read_pin(100, 30)
+    assert decrypt_text(read.enc_pan_hex, KEY) == card.pan
+    assert decrypt_pin(pin.pin_block_hex, card.pan, KEY) == card.pin
+
+
+@pytest.mark.parametrize(
+    ("slot", "enc", "code"),
+    [(11, VECTOR_ENC_PIK, "07"), (2, VECTOR_ENC_PIK[:16], "07"), (2, VECTOR_ENC_PIK + "00" * 8, "07")],
+    ids=["no-such-slot", "single-length", "triple-length"],
+)
+async def test_a_working_key_the_pad_cannot_take_is_bad_command(
+    driver: MisPosV1Driver, slot: int, enc: str, code: str
+) -> None:
+    with pytest.raises(DeviceRejected) as caught:
+        await driver.load_working_key(slot, enc, VECTOR_KCV)
+    assert caught.value.device_code == code
+
+
+async def test_a_pad_without_a_master_key_answers_no_key(link_path: Path) -> None:
+    pad = SimulatedPinPad(link=str(link_path), master_key_hex="")
+    await pad.start()
+    drv = MisPosV1Driver(settings_for(link_path), keepalive_s=None)
+    await drv.start()
+    try:
+        assert await drv.wait_connected(3)
+        with pytest.raises(DeviceRejected) as caught:
+            await drv.load_working_key(1, VECTOR_ENC_PIK, VECTOR_KCV)
+        assert caught.value.device_code == ResultCode.NO_KEY
+    finally:
+        await drv.stop()
+        await pad.stop()
+
+
+async def test_a_pin_is_bound_to_one_card_read(driver: MisPosV1Driver) -> None:
+    # §5: the card read is used by one READ_PIN, whatever its outcome; the next needs a new card.
+    await driver.read_card(100, 30)
+    await driver.read_pin(100, 30)
+    with pytest.raises(DeviceRejected) as caught:
+        await driver.read_pin(100, 30)
+    assert caught.value.device_code == ResultCode.BAD_COMMAND
 
 
 # -- the customer does something else --------------------------------------------------------
@@ -381,7 +463,7 @@ async def test_the_link_recovers_from_line_faults_and_delivers_each_event_once(l
         assert decrypt_pin(pin.pin_block_hex, card.pan, KEY) == card.pin
         # Each event exactly once, whatever the line did.
         digits = [("pin_digit", n) for n in range(1, len(card.pin) + 1)]
-        assert progress == [("waiting_card", 0), ("waiting_pin", 0), *digits]
+        assert progress == [("waiting_card", 0), ("card_read", 0), ("waiting_pin", 0), *digits, ("pin_complete", 0)]
         assert pad.commands == {"DeviceInfoRequest": 1, "ReadCard": 1, "ReadPin": 1}
         if expected_event is not None:
             assert any(isinstance(e, expected_event) for e in events), events

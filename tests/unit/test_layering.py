@@ -206,8 +206,10 @@ LAYERS: tuple[Layer, ...] = (
     ),
     _layer(
         "tools",
-        "`misbridge probe` and `misbridge journal`",
+        "`misbridge probe`, `misbridge journal` and `misbridge conformance` (the pad makers' kit, which"
+        " speaks the link itself)",
         "misbridge.ebuy",
+        "misbridge.link",
         "misbridge.errors",
         "misbridge.config.settings",
         "misbridge.device",

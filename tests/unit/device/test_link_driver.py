@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from misbridge.device.link_driver import REQUEST_ID_MAX, LinkDriver
-from misbridge.errors import DeviceNotConnected, DeviceTimeout, ReturnCode
+from misbridge.errors import DeviceBadReply, DeviceNotConnected, DeviceTimeout, ReturnCode
 from misbridge.link import (
     Cancel,
     DeviceInfo,
@@ -73,12 +73,39 @@ async def test_replies_are_matched_by_request_id_not_by_order() -> None:
         await pad.close()
 
 
-async def test_reply_for_an_unknown_request_is_ignored(pair: tuple[LinkDriver, FakePad]) -> None:
+async def test_a_reply_for_an_unknown_request_while_idle_ends_nothing(pair: tuple[LinkDriver, FakePad]) -> None:
     link, pad = pair
-    pad.send(Result(4242, ResultCode.OK))  # nobody waits for 4242
+    assert isinstance(await link.request(StatusRequest(link.next_request_id()), timeout=1), Message)
+    pad.send(Result(4242, ResultCode.OK))  # nobody waits for 4242, and no command runs
+    await asyncio.sleep(0.05)
     reply = await link.request(StatusRequest(link.next_request_id()), timeout=1)
-    assert reply.request_id == 1
+    assert reply.request_id == 2
     assert link.up
+
+
+async def test_a_reply_with_a_request_id_nobody_waits_for_ends_the_waiting_command_at_once() -> None:
+    # docs/device-protocol.md §6.1: neither the waiting command's id nor one given up on.
+    link, pad, _ = await open_link(lambda m: [Result(4242, ResultCode.OK)] if isinstance(m, ReadCard) else [])
+    try:
+        started = time.monotonic()
+        with pytest.raises(DeviceBadReply, match="REQUEST_ID 4242") as caught:
+            await link.request(ReadCard(link.next_request_id(), 100, 30), timeout=30)
+        assert time.monotonic() - started < 1
+        assert caught.value.return_code is ReturnCode.DEVICE_BAD_REPLY
+        assert link.up
+    finally:
+        await link.aclose()
+        await pad.close()
+
+
+async def test_a_late_reply_to_a_command_given_up_on_is_stale_and_dropped(pair: tuple[LinkDriver, FakePad]) -> None:
+    link, pad = pair
+    pad.respond = lambda m: []
+    with pytest.raises(DeviceTimeout):
+        await link.request(ReadCard(link.next_request_id(), 100, 30), timeout=0.1)
+    pad.respond = lambda m: [Result(1, ResultCode.HOST_CANCELLED), Result(m.request_id, ResultCode.OK)]
+    reply = await link.request(Cancel(link.next_request_id()), timeout=1)  # the old command's RESULT 08 comes first
+    assert reply == Result(2, ResultCode.OK)
 
 
 async def test_progress_goes_to_the_callback_never_to_the_waiter() -> None:
@@ -116,11 +143,20 @@ async def test_a_failing_progress_callback_does_not_break_the_link() -> None:
         await pad.close()
 
 
-async def test_invalid_message_from_the_pad_is_ignored(pair: tuple[LinkDriver, FakePad]) -> None:
+async def test_an_invalid_message_ends_the_waiting_command_and_the_link_stays(pair: tuple[LinkDriver, FakePad]) -> None:
     link, pad = pair
-    pad.send_raw_payload(b"\x7f\x00")  # unknown TYPE
-    assert isinstance(await link.request(StatusRequest(link.next_request_id()), timeout=1), Message)
+
+    def respond(msg: Message) -> list[Message]:
+        if isinstance(msg, ReadCard):
+            pad.send_raw_payload(b"\x7f\x00")  # unknown TYPE
+            return []
+        return standard_replies(msg)
+
+    pad.respond = respond
+    with pytest.raises(DeviceBadReply, match="unknown message type 0x7F"):
+        await link.request(ReadCard(link.next_request_id(), 100, 30), timeout=30)
     assert link.up
+    assert isinstance(await link.request(StatusRequest(link.next_request_id()), timeout=1), Message)
 
 
 async def test_link_failure_fails_every_waiter_with_device_not_connected() -> None:
@@ -206,8 +242,11 @@ async def test_the_first_frame_is_the_worked_example_of_the_protocol_document() 
     link, pad, host = await open_link()
     try:
         await link.request(StatusRequest(7), timeout=1)
-        # docs/device-protocol.md §9: STATUS with REQUEST_ID 7 as the host's first frame (SEQ 1).
-        assert bytes(host.written).startswith(bytes.fromhex("02 0007 01 06 9F22 0001 37 03 88"))
+        # docs/device-protocol.md §9: STATUS with REQUEST_ID 7 as the host's first data frame (SEQ 1),
+        # right after the session start's LINK_RESET (§3.1: SEQ 0, TYPE 00, an 8-hex-digit nonce).
+        written = bytes(host.written)
+        assert written[:9] == bytes.fromhex("02 0014 00 00 9F44 0008")
+        assert written[19:].startswith(bytes.fromhex("02 0007 01 06 9F22 0001 37 03 88"))
     finally:
         await link.aclose()
         await pad.close()

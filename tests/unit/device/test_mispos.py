@@ -28,6 +28,7 @@ from misbridge.errors import (
     CardReadError,
     ConfigError,
     CustomerCancelled,
+    DeviceBadReply,
     DeviceError,
     DeviceNotConnected,
     DeviceRejected,
@@ -56,6 +57,7 @@ from misbridge.link import (
     StatusRequest,
     TransType,
 )
+from misbridge.link.constants import NO_REQUEST_ID
 from misbridge.transport.base import ByteTransport
 from tests.unit.device.fakes import FakePad, Responder, fast_session, pad_pipe
 
@@ -317,9 +319,9 @@ async def test_display_text_and_load_working_key(driver: MisPosV1Driver, factory
     assert caught.value.return_code is ReturnCode.DEVICE_ERROR
 
 
-async def test_an_unexpected_reply_type_is_rejected(driver: MisPosV1Driver, factory: PadFactory) -> None:
+async def test_an_unexpected_reply_type_is_a_bad_reply(driver: MisPosV1Driver, factory: PadFactory) -> None:
     factory.pad.respond = lambda m: [DeviceStatus(m.request_id, DeviceState.IDLE)]
-    with pytest.raises(DeviceRejected, match="unexpected DeviceStatus"):
+    with pytest.raises(DeviceBadReply, match="ReadCard with DeviceStatus"):
         await driver.read_card(100, 30)
 
 
@@ -409,7 +411,7 @@ def test_a_device_url_without_a_transport_is_a_config_error() -> None:
 
 async def test_a_choice_beyond_the_options_is_rejected(driver: MisPosV1Driver, factory: PadFactory) -> None:
     factory.pad.respond = lambda m: [Choice(m.request_id, 3)]
-    with pytest.raises(DeviceRejected, match="option 3 of 2"):
+    with pytest.raises(DeviceBadReply, match="option 3 of 2"):
         await driver.choose("Pick", ["A", "B"], 5)
 
 
@@ -432,3 +434,68 @@ async def test_a_pad_silent_on_a_command_it_does_not_know_times_out_and_is_cance
     with pytest.raises(DeviceTimeout):
         await driver.read_code("Scan", 1)
     assert isinstance(factory.pad.received[-1], Cancel)
+
+
+# -- §5.4, §5.5: a command the pad cannot identify; another protocol version -----------------
+
+
+async def test_a_pad_of_another_protocol_version_is_refused_and_retried(warnings: list[str]) -> None:
+    def respond(msg: Message) -> list[Message]:
+        if isinstance(msg, DeviceInfoRequest):
+            return [DeviceInfo(msg.request_id, "FUTURE", "9.0", "F002", 2)]
+        return pad_replies(msg)
+
+    factory = PadFactory(respond)
+    drv = make_driver(factory)
+    await drv.start()
+    try:
+        assert not await drv.wait_connected(0.3)
+        assert factory.attempts >= 2  # refused, closed, reopened with backoff
+        assert any("protocol version 2" in w and "version 1 only" in w for w in warnings)
+        with pytest.raises(DeviceNotConnected):
+            await drv.read_card(100, 30)
+    finally:
+        await drv.stop()
+        await factory.close()
+
+
+async def test_a_bad_command_answered_without_a_request_id_ends_the_command_at_once() -> None:
+    def respond(msg: Message) -> list[Message]:
+        if isinstance(msg, DisplayText):
+            return [Result(NO_REQUEST_ID, ResultCode.BAD_COMMAND, "no REQUEST_ID")]
+        return pad_replies(msg)
+
+    factory = PadFactory(respond)
+    drv = make_driver(factory, command_timeout_s=5.0)
+    await drv.start()
+    try:
+        assert await drv.wait_connected(2)
+        started = time.monotonic()
+        with pytest.raises(DeviceRejected) as caught:
+            await drv.display_text("hello")
+        assert caught.value.device_code == ResultCode.BAD_COMMAND
+        assert time.monotonic() - started < 1.0  # not the 5 s command timer
+        assert drv.connected
+        assert await drv.status() == "idle"
+    finally:
+        await drv.stop()
+        await factory.close()
+
+
+async def test_a_key_check_failure_is_a_device_error_with_its_pad_code(factory: PadFactory) -> None:
+    def respond(msg: Message) -> list[Message]:
+        if isinstance(msg, LoadWorkingKey):
+            return [Result(msg.request_id, ResultCode.KEY_CHECK_FAILED, "KCV mismatch")]
+        return pad_replies(msg)
+
+    factory.respond = respond
+    drv = make_driver(factory)
+    await drv.start()
+    try:
+        assert await drv.wait_connected(2)
+        with pytest.raises(DeviceRejected) as caught:
+            await drv.load_working_key(1, "00" * 16, "000000")
+        assert caught.value.device_code == "11"
+        assert caught.value.return_code is ReturnCode.DEVICE_ERROR
+    finally:
+        await drv.stop()

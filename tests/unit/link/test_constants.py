@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from misbridge.link import constants, messages
+from misbridge.link.codes import LinkControl
 from misbridge.link.constants import ControlByte
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "device-protocol.md"
@@ -16,6 +17,7 @@ NOT_CONSTANTS = {"LEN", "LRC", "SEQ", "TYPE", "DATA", "F"}
 NAMESPACES = (
     constants,
     ControlByte,
+    LinkControl,
     messages.MessageType,
     messages.Tag,
     messages.ResultCode,
@@ -48,6 +50,9 @@ def test_values_from_the_document() -> None:
     assert constants.ACK_TIMEOUT_S == 1.0
     assert constants.INTER_BYTE_TIMEOUT_S == 0.5
     assert constants.MAX_RETRANSMITS == 3
+    # §3.1 session start
+    assert (constants.SEQ_SESSION, constants.SESSION_NONCE_LEN, constants.SESSION_REPLY_MAX_S) == (0, 4, 0.5)
+    assert (LinkControl.LINK_RESET, LinkControl.LINK_RESET_REPLY) == (0x00, 0x80)
 
 
 def test_frame_sizes_agree() -> None:

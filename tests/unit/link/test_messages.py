@@ -41,6 +41,7 @@ from misbridge.link import (
     encode_message,
     encode_tlvs,
 )
+from misbridge.link.constants import MAX_PROMPT_LEN, NO_REQUEST_ID
 from misbridge.link.messages import MESSAGE_SPECS
 
 ENC_PAN = "0123456789ABCDEF0123456789ABCDEF"
@@ -146,7 +147,7 @@ def test_values_on_the_wire() -> None:
 
 
 def test_enums_from_the_document() -> None:
-    assert [c.value for c in ResultCode] == [f"{i:02d}" for i in range(11)]
+    assert [c.value for c in ResultCode] == [f"{i:02d}" for i in range(12)]
     assert [s.value for s in ProgressStage] == ["01", "02", "03", "04", "05", "06", "07"]
     assert (DeviceState.IDLE, DeviceState.BUSY) == ("00", "01")
     assert (CardType.MAGNETIC_STRIPE, CardType.IC, CardType.NFC_IC) == ("00", "01", "02")
@@ -260,14 +261,14 @@ def test_invalid_message_cannot_be_built(cls: type[Message], kwargs: dict[str, A
 
 
 def test_message_too_big_for_a_frame() -> None:
-    msg = DisplayText(1, "x" * MAX_PAYLOAD_LEN)
+    msg = Result(1, ResultCode.OK, "x" * MAX_PAYLOAD_LEN)
     with pytest.raises(MessageError, match="a frame holds"):
         encode_message(msg)
 
 
 def test_largest_message_that_fits() -> None:
-    overhead = len(encode_message(DisplayText(1, "")))
-    msg = DisplayText(1, "x" * (MAX_PAYLOAD_LEN - overhead))
+    overhead = len(encode_message(Result(1, ResultCode.OK, "x"))) - 1
+    msg = Result(1, ResultCode.OK, "x" * (MAX_PAYLOAD_LEN - overhead))
     assert len(encode_message(msg)) == MAX_PAYLOAD_LEN
 
 
@@ -320,3 +321,20 @@ def test_decode_accepts_leading_zeros() -> None:
 def test_decoded_optional_fields_take_their_defaults() -> None:
     msg = decode_message(payload(MessageType.READ_PIN, RID, (Tag.AMOUNT, b"1"), (Tag.TIMEOUT_S, b"5")))
     assert msg == ReadPin(7, 1, 5, prompt="", key_index=1, pin_min_len=4, pin_max_len=12)
+
+
+def test_prompts_are_at_most_max_prompt_len_characters() -> None:
+    assert DisplayText(1, "字" * MAX_PROMPT_LEN).prompt
+    with pytest.raises(MessageError, match="at most 64"):
+        DisplayText(1, "x" * (MAX_PROMPT_LEN + 1))
+    with pytest.raises(MessageError, match="at most 64"):
+        ReadCard(1, 100, 60, "x" * (MAX_PROMPT_LEN + 1))
+
+
+def test_a_bad_command_without_a_usable_request_id_is_answered_with_no_request_id() -> None:
+    msg = Result(NO_REQUEST_ID, ResultCode.BAD_COMMAND, "no REQUEST_ID")
+    assert decode_message(encode_message(msg)) == msg
+    with pytest.raises(MessageError, match="only answers a BAD_COMMAND"):
+        Result(NO_REQUEST_ID, ResultCode.OK)
+    with pytest.raises(MessageError):
+        ReadCard(NO_REQUEST_ID, 100, 60)

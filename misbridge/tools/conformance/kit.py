@@ -1,0 +1,190 @@
+"""Run every check against one pad and write the report: ``misbridge conformance``.
+
+Three phases, each owning the port in turn: misbridge's driver (connect, commands, customer steps,
+unplug), then the kit as a raw host (session start, link rules, malformed commands, busy rules,
+result codes), then the timing checks over everything measured. A check that needs a person runs
+only when one is there (:mod:`~misbridge.tools.conformance.people`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from misbridge.errors import DeviceError, MisbridgeError
+from misbridge.telemetry.logs import configure_logging
+from misbridge.tools.conformance.base import Check, Failed, Run, Skipped
+from misbridge.tools.conformance.command_checks import COMMAND_CHECKS
+from misbridge.tools.conformance.driver_checks import CONNECT_S, DRIVER_CHECKS, open_driver
+from misbridge.tools.conformance.line import RawHost
+from misbridge.tools.conformance.link_checks import LINK_CHECKS
+from misbridge.tools.conformance.people import Act, AtTheTerminal, Nobody, Person, SimulatorScript
+from misbridge.tools.conformance.report import CheckResult, Report, Status
+
+#: The timing checks judge what every raw check before them measured, so they come last.
+_TIMING = {"timing-turnaround", "timing-reply"}
+RAW_CHECKS: list[Check] = [
+    *(c for c in LINK_CHECKS if c.id not in _TIMING),
+    *COMMAND_CHECKS,
+    *(c for c in LINK_CHECKS if c.id in _TIMING),
+]
+ALL_CHECKS: list[Check] = [*DRIVER_CHECKS, *RAW_CHECKS]
+
+
+async def run_check(check: Check, run: Run) -> CheckResult:
+    """Run one check and turn whatever happened into its result."""
+    missing = [act for act in check.acts if not run.person.can(act)]
+    if missing:
+        status = Status.PERSON if isinstance(run.person, Nobody) else Status.SKIPPED
+        why = "; ".join(a.value for a in missing)
+        detail = why if status is Status.PERSON else f"cannot be had on demand: {why}"
+        return CheckResult(check.id, check.title, check.section, status, detail)
+    began = time.monotonic()
+
+    def result(status: Status, detail: str = "", expected: str = "", got: str = "") -> CheckResult:
+        took = time.monotonic() - began
+        return CheckResult(check.id, check.title, check.section, status, detail, expected, got, took)
+
+    try:
+        async with asyncio.timeout(check.limit_s):
+            detail = await check.run(run)
+    except Failed as err:
+        return result(Status.FAILED, err.note, err.expected, err.got)
+    except Skipped as err:
+        return result(Status.SKIPPED, str(err))
+    except TimeoutError:
+        return result(Status.FAILED, "", f"the check done within {check.limit_s:g} s", "no answer in time")
+    except MisbridgeError as err:
+        return result(Status.FAILED, "", "the exchange the rule describes", f"{type(err).__name__}: {err.message}")
+    except OSError as err:
+        return result(Status.FAILED, "", "the port and the person's channel usable", f"{type(err).__name__}: {err}")
+    except ValueError as err:
+        return result(Status.FAILED, "", "the exchange the rule describes", f"ValueError: {err}")
+    return result(Status.PASSED, detail)
+
+
+async def run_kit(
+    url: str,
+    *,
+    baudrate: int = 115200,
+    person: Person | None = None,
+    only: set[str] | None = None,
+    progress: bool = False,
+) -> Report:
+    """Every check (or those named in ``only``) against the pad at ``url``; the report."""
+    run = Run(url, baudrate, person or Nobody())
+    report = Report(url, run.person.name, datetime.now(UTC).isoformat(timespec="seconds"), run.pad)
+    began = time.monotonic()
+
+    async def phase(checks: list[Check]) -> None:
+        for check in checks:
+            if only is not None and check.id not in only:
+                continue
+            outcome = await run_check(check, run)
+            report.results.append(outcome)
+            if progress:
+                sys.stderr.write(f"  {outcome.status.value:<26} {check.id}\n")
+
+    try:
+        if only is not None and "driver-connect" not in only and only & {c.id for c in DRIVER_CHECKS}:
+            # The connection is driver-connect's to judge; the other driver checks need it anyway.
+            await (await open_driver(run)).wait_connected(CONNECT_S)
+        await phase(DRIVER_CHECKS)
+    finally:
+        driver = run.notes.pop("driver", None)
+        if driver is not None:
+            await driver.stop()
+    try:
+        run.host = await RawHost.open(url, baudrate)
+    except (DeviceError, MisbridgeError) as err:
+        for check in RAW_CHECKS:
+            if only is None or check.id in only:
+                report.results.append(
+                    CheckResult(
+                        check.id, check.title, check.section, Status.FAILED, "", f"the port {url} open", err.message
+                    )
+                )
+    else:
+        try:
+            await phase(RAW_CHECKS)
+        finally:
+            await run.host.aclose()
+    report.duration_s = time.monotonic() - began
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``misbridge conformance``."""
+    parser.add_argument(
+        "--device-url",
+        required=True,
+        metavar="URL",
+        help="the pad: /dev/mispos, /dev/ttyACM0, socket://host:port, usb://VID:PID",
+    )
+    parser.add_argument("--baudrate", type=int, default=115200, help="line speed (default 115200)")
+    parser.add_argument(
+        "--customer",
+        action="store_true",
+        help="someone is at the pad: run the card, PIN, code, choice and cable checks, with instructions on screen",
+    )
+    parser.add_argument(
+        "--sim-control",
+        metavar="PATH",
+        help="misbridge-sim pinpad's control socket: the kit scripts the simulated customer",
+    )
+    parser.add_argument(
+        "--report",
+        type=Path,
+        default=Path("conformance-report.json"),
+        metavar="FILE",
+        help="the JSON report (default conformance-report.json)",
+    )
+    parser.add_argument("--text", type=Path, metavar="FILE", help="also write the readable report to FILE")
+    parser.add_argument(
+        "--only", action="append", metavar="CHECK", help="run only this check (repeatable); ids in the report"
+    )
+    parser.add_argument("--list", action="store_true", help="list the checks with their sections and exit")
+
+
+def listing() -> str:
+    """One line per check: id, section, title, and whether it needs a person."""
+    return "\n".join(
+        f"{c.id:<28} §{c.section:<12} {c.title}{'  [needs a person]' if set(c.acts) - {Act.STAY_AWAY} else ''}"
+        for c in ALL_CHECKS
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run the kit as the options say; 0 when no check failed, 1 otherwise."""
+    if args.list:
+        sys.stdout.write(listing() + "\n")
+        return 0
+    person: Person
+    if args.sim_control:
+        person = SimulatorScript(args.sim_control)
+    elif args.customer:
+        person = AtTheTerminal()
+    else:
+        person = Nobody()
+    sys.stderr.write(f"mispos-v1 conformance kit: {len(ALL_CHECKS)} checks against {args.device_url}\n")
+    only = set(args.only) if args.only else None
+    report = asyncio.run(run_kit(args.device_url, baudrate=args.baudrate, person=person, only=only, progress=True))
+    text = report.text()
+    sys.stdout.write(text + "\n")
+    report.write_json(args.report)
+    if args.text:
+        args.text.write_text(text + "\n", encoding="utf-8")
+    sys.stderr.write(f"\nJSON report: {args.report}\n")
+    return 1 if report.failed else 0
+
+
+def cli(argv: list[str] | None = None) -> int:
+    """``python -m misbridge.tools.conformance``."""
+    parser = argparse.ArgumentParser(prog="misbridge conformance", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    configure_logging("CRITICAL")
+    return main(parser.parse_args(argv))

@@ -1,0 +1,87 @@
+"""The conformance kit (``misbridge conformance``, ``make test-hardware``) run on the pty simulator.
+
+A real subprocess, exactly as a vendor runs it, with the simulator's control socket as the person
+at the pad: every check must pass and both reports be written. Then against a simulator that breaks
+rules on purpose (``--no-session-start --legacy``), the matching checks must fail and say why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from misbridge.app.simulated import launched_simulators
+
+
+async def _kit(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "misbridge", "conformance", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, out.decode(errors="replace")
+
+
+async def test_every_check_passes_on_the_simulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report, text = tmp_path / "report.json", tmp_path / "report.txt"
+    async with launched_simulators(tmp_path) as sims:
+        code, out = await _kit(
+            "--device-url", str(sims.device_path), "--sim-control", str(sims.control_path),
+            "--report", str(report), "--text", str(text),
+        )  # fmt: skip
+    with capsys.disabled():  # make test shows the kit's report, as a vendor sees it
+        sys.stdout.write("\n" + out)
+    assert code == 0, out
+    assert "CONFORMANT: every check passed." in out, out
+    data = json.loads(report.read_text(encoding="utf-8"))
+    assert data["conformant"] is True
+    assert data["summary"]["failed"] == 0
+    assert data["summary"]["passed"] == len(data["checks"]) >= 40
+    assert all(c["section"] and c["status"] == "passed" for c in data["checks"])
+    assert data["pad"]["model"] == "MISBRIDGE-SIM"
+    assert "§3.1" in text.read_text(encoding="utf-8")
+
+
+async def test_a_pad_breaking_rules_fails_the_matching_checks(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    checks = ["driver-connect", "session-start", "session-invalid-ignored", "read-code", "device-info"]
+    async with launched_simulators(tmp_path, pinpad_args=("--no-session-start", "--legacy")) as sims:
+        code, out = await _kit(
+            "--device-url", str(sims.device_path), "--sim-control", str(sims.control_path),
+            "--report", str(report), *(a for c in checks for a in ("--only", c)),
+        )  # fmt: skip
+    assert code == 1, out
+    results = {c["id"]: c for c in json.loads(report.read_text(encoding="utf-8"))["checks"]}
+    assert set(results) == set(checks)
+    start = results["session-start"]
+    assert start["status"] == "failed"
+    assert start["section"] == "3.1"
+    assert "LINK_RESET_REPLY" in start["expected"], start
+    assert "NAK" in start["got"], start
+    assert results["read-code"]["status"] == "failed"
+    assert "07" in results["read-code"]["got"]
+    assert results["device-info"]["status"] == "passed"
+    assert "NOT CONFORMANT" in out
+
+
+async def test_without_anyone_at_the_pad_the_person_checks_say_so(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    async with launched_simulators(tmp_path) as sims:
+        code, out = await _kit(
+            "--device-url",
+            str(sims.device_path),
+            "--report",
+            str(report),
+            "--only",
+            "card-and-pin",
+            "--only",
+            "status-idle",
+        )
+    assert code == 0, out
+    results = {c["id"]: c["status"] for c in json.loads(report.read_text(encoding="utf-8"))["checks"]}
+    assert results == {"card-and-pin": "needs a person at the pad", "status-idle": "passed"}
