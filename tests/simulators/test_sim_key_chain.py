@@ -111,7 +111,7 @@ async def test_a_sign_in_two_days_old_is_key_expired_and_the_next_day_key_works(
 
 
 async def test_a_pad_with_another_key_gets_incorrect_pin(backend: Any, pad: Any) -> None:
-    (sim, client), (simulated, driver) = backend, pad
+    (sim, client), (_pad, driver) = backend, pad
     await provision_and_sign_in(client, driver)
     sim.keys.signed_in["POS01"] = TODAY - timedelta(days=1)  # the backend expects yesterday's key
     assert (await redeem(client, driver))["returnCode"] == "55"
