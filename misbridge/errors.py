@@ -24,7 +24,8 @@ Tree::
     │   └── DeviceBadReply           the pad answered something misbridge cannot use
     ├── BackendError                 the e-Buy backend
     │   ├── BackendNotSent           provably never reached the backend: safe to retry
-    │   └── BackendOutcomeUnknown    may have been processed: never re-submit
+    │   ├── BackendOutcomeUnknown    may have been processed: never re-submit
+    │   └── KeyExchangeError         DownloadKey / sign-in refused, or its keys unusable
     ├── JournalError
     └── InvalidTransition
 """
@@ -89,6 +90,7 @@ class ReturnCode(Enum):
     REFUND_OVER_REST = ("MB47", 422, "refundAmount is more than what is left of the original")
     ORIGINAL_NOT_QR_SALE = ("MB48", 409, "the original in the journal is not an approved QR code sale")
     ORIGINAL_NOT_CARD_SALE = ("MB49", 409, "the original in the journal is not an approved card sale")
+    KEYS_NOT_READY = ("MB50", 503, "not signed in, or the PIN pad holds no valid working key; nothing was asked")
     METHOD_NOT_ALLOWED = ("MB70", 405, "method not allowed on this path")
     HOST_REFUSED = ("MB71", 421, "the Host header does not name this service")
     ORIGIN_REFUSED = ("MB72", 403, "requests from web pages are refused")
@@ -247,6 +249,21 @@ class BackendOutcomeUnknown(BackendError):
     """
 
     default_code = ReturnCode.BACKEND_UNKNOWN
+
+
+class KeyExchangeError(BackendError):
+    """DownloadKey or sign-in gave no usable key: declined, a key field missing or malformed, or
+    the pad refused the key (its KCV differs). Card sales wait for the next sign-in.
+
+    Args:
+        backend_code: the backend's returnCode when it declined ("" otherwise).
+    """
+
+    default_code = ReturnCode.KEYS_NOT_READY
+
+    def __init__(self, message: str, *, backend_code: str = "", return_code: ReturnCode | None = None) -> None:
+        super().__init__(message, return_code=return_code)
+        self.backend_code = backend_code
 
 
 class JournalError(MisbridgeError):

@@ -9,6 +9,9 @@ PIN block and never holds the working key (R15).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
@@ -17,6 +20,11 @@ TEST_WORKING_KEY_HEX = "0123456789ABCDEFFEDCBA9876543210"
 #: The simulated pad's master key, injected "at provisioning" (docs/device-protocol.md §11). It is
 #: the TMK of the UnionPay sign-in test vector, so that vector loads as it is; never a production key.
 TEST_MASTER_KEY_HEX = "CA5D92598DCA48CE8A4C76361A9269E9"
+#: The e-Buy ``rootKey`` of the simulated store (docs/backend.md, "Keys and sign-in"): the backend
+#: simulator signs DownloadKey with it and wraps ``mwTmk`` under it, the pad simulator holds it in
+#: its transport-key slot. The transport key of the key-management guide's §9 vector (KTK 3131…31),
+#: so that vector unwraps as it is; never a production key.
+TEST_ROOT_KEY_HEX = "31" * 16
 #: Length of a key check value in KEY_CHECK_VALUE (§11): 3 bytes, 6 hex characters.
 KCV_BYTES = 3
 BLOCK = 8
@@ -61,9 +69,27 @@ def decrypt_text(hex_text: str, key: bytes) -> str:
     return decrypt_block(raw, key).rstrip(_PAD).decode("ascii")
 
 
-def key_check_value(key: bytes) -> str:
-    """The KCV of a TDES key: the first 3 bytes of TDES-ECB(key, 8 zero bytes), as 6 uppercase hex."""
-    return encrypt_block(bytes(BLOCK), key)[:KCV_BYTES].hex().upper()
+def key_check_value(key: bytes, length: int = KCV_BYTES) -> str:
+    """The KCV of a TDES key: the first ``length`` bytes of TDES-ECB(key, 8 zero bytes), uppercase hex.
+
+    3 bytes (the default) is the X9.24 and mispos-v1 KCV; UnionPay's field 62 carries 4.
+    """
+    return encrypt_block(bytes(BLOCK), key)[:length].hex().upper()
+
+
+def with_odd_parity(key: bytes) -> bytes:
+    """``key`` with each byte's lowest bit set so that the byte has an odd number of 1 bits (DES parity)."""
+    return bytes((b & 0xFE) | ((bin(b >> 1).count("1") + 1) % 2) for b in key)
+
+
+def derive_key(seed: bytes, *parts: str) -> bytes:
+    """A double-length TDES key with odd parity, derived from ``seed`` and ``parts`` (HMAC-SHA-256).
+
+    Deterministic, so a test that knows the seed computes the simulator's keys itself (the
+    per-day working keys of the backend simulator).
+    """
+    digest = hmac.new(seed, "|".join(parts).encode("utf-8"), hashlib.sha256).digest()
+    return with_odd_parity(digest[: 2 * BLOCK])
 
 
 def wrap_key(key: bytes, master_key: bytes) -> str:

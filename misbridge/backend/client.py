@@ -136,12 +136,16 @@ class BackendClient:
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def submit(self, action: str, body: Mapping[str, Any]) -> BackendReply:
+    async def submit(
+        self, action: str, body: Mapping[str, Any], *, signing_key: SecretStr | None = None
+    ) -> BackendReply:
         """Send one action and return the backend's definite reply.
 
         Args:
             action: the e-Buy action (``cardRedemption``, ``inquiry``, ``voidCardSale``...).
             body: the action's request body; it must hold a string ``traceNo``.
+            signing_key: sign the request and verify the reply with this key instead of the
+                shared signing key (DownloadKey is signed with the rootKey, book §7.2).
 
         Raises:
             RequestError: ``action`` is not a plain name or ``body`` has no string ``traceNo``
@@ -152,7 +156,8 @@ class BackendClient:
         """
         _check_action(action)
         trace_no = _trace_no(body)
-        payload = self._request_envelope(action, body)
+        key = signing_key.get_secret_value() if signing_key is not None else self._key
+        payload = self._request_envelope(action, body, key)
         started = time.monotonic()
         attempts = 0
 
@@ -164,7 +169,7 @@ class BackendClient:
 
         try:
             response = await self._post(action, payload, count)
-            reply = self._check_reply(action, trace_no, response)
+            reply = self._check_reply(action, trace_no, response, key)
         except (BackendNotSent, BackendOutcomeUnknown) as err:
             _log_failure(action, trace_no, err, attempts, started)
             raise
@@ -178,13 +183,13 @@ class BackendClient:
         )
         return reply
 
-    def _request_envelope(self, action: str, body: Mapping[str, Any]) -> bytes:
+    def _request_envelope(self, action: str, body: Mapping[str, Any], key: str | None) -> bytes:
         identity = self._identity
         fields = envelope_dict(Envelope(action, identity.device_no, identity.shop_no, identity.brand, dict(body)))
-        if self._key is not None:
+        if key is not None:
             fields[signing.SIGN_FIELD] = signing.sign(
                 fields,
-                self._key,
+                key,
                 include_body=self._settings.signing.include_body,
                 truncate=self._settings.signing.truncate,
             )
@@ -214,11 +219,11 @@ class BackendClient:
         except (httpx.HTTPError, OSError) as err:
             raise BackendOutcomeUnknown(f"{type(err).__name__} after the request may have been written") from err
 
-    def _check_reply(self, action: str, trace_no: str, response: httpx.Response) -> BackendReply:
+    def _check_reply(self, action: str, trace_no: str, response: httpx.Response, key: str | None) -> BackendReply:
         if response.status_code != httpx.codes.OK:
             raise BackendOutcomeUnknown(f"backend answered HTTP {response.status_code}")
         envelope = _reply_envelope(response.content)
-        self._check_signature(envelope)
+        self._check_signature(envelope, key)
         if envelope["action"] != action:
             raise BackendOutcomeUnknown(f"reply is for action {envelope['action']!r}, not {action!r}")
         try:
@@ -231,13 +236,13 @@ class BackendClient:
             raise BackendOutcomeUnknown("reply body has no returnCode string")
         return BackendReply(action=action, body=body, envelope=envelope)
 
-    def _check_signature(self, envelope: Mapping[str, Any]) -> None:
+    def _check_signature(self, envelope: Mapping[str, Any], key: str | None) -> None:
         options = self._settings.signing
-        if self._key is None or not options.verify_responses:
+        if key is None or not options.verify_responses:
             return
         if signing.SIGN_FIELD not in envelope:
             raise BackendOutcomeUnknown("reply has no signature")
-        if not signing.verify(envelope, self._key, include_body=options.include_body, truncate=options.truncate):
+        if not signing.verify(envelope, key, include_body=options.include_body, truncate=options.truncate):
             raise BackendOutcomeUnknown("reply signature does not verify")
 
 

@@ -1,6 +1,7 @@
 """Where misbridge's secrets come from: systemd credentials first-class, files as the fallback.
 
-Secrets (the backend signing key, the POS API bearer token, a TLS client key) are never
+Secrets (the backend signing key, the POS API bearer token, a TLS client key, the e-Buy
+``rootKey``) are never
 settings, environment variables or arguments (reliability requirement R20). Under systemd the
 unit loads them with ``LoadCredential=`` (or ``LoadCredentialEncrypted=``) into
 ``$CREDENTIALS_DIRECTORY``, a per-service, non-swappable, 0400 directory only this service can
@@ -17,12 +18,18 @@ from pathlib import Path
 from loguru import logger
 from pydantic import SecretStr
 
+from misbridge.errors import ConfigError
+
 #: The e-Buy request/response signing key (backend.signing).
 SIGNING_KEY_CREDENTIAL = "ebuy-signing-key"
 #: The bearer token the POS presents to the local API.
 API_TOKEN_CREDENTIAL = "api-token"  # noqa: S105 - the credential's name, not a token
 #: The private key of a TLS client certificate towards the backend (if the backend wants one).
 TLS_CLIENT_KEY_CREDENTIAL = "tls-client-key"
+
+#: The e-Buy ``rootKey`` of this store machine (docs/backend.md, "Keys and sign-in"): the key
+#: DownloadKey is signed with. Installed once by IT; only provisioning needs it.
+ROOT_KEY_CREDENTIAL = "ebuy-root-key"
 
 #: Credentials systemd/misbridge.service loads unconditionally (both files must exist).
 UNIT_CREDENTIALS = (SIGNING_KEY_CREDENTIAL, API_TOKEN_CREDENTIAL)
@@ -73,3 +80,25 @@ def load_secret(name: str, path: Path | None = None) -> SecretStr | None:
     if directory is not None and (directory / name).is_file():
         return SecretStr((directory / name).read_text(encoding="utf-8").rstrip("\r\n"))
     return None
+
+
+def load_root_key(name: str = ROOT_KEY_CREDENTIAL, path: Path | None = None) -> SecretStr | None:
+    """The e-Buy ``rootKey`` (credential ``name``, or the file ``path``), as 32 uppercase hex characters.
+
+    The file holds the double-length TDES key as hex (spaces and case ignored), as key ceremonies
+    write it. misbridge uses it only as the signing key of DownloadKey and never as a cipher key.
+
+    Raises:
+        ConfigError: the secret is there but is not 32 hex characters (its content is never quoted).
+    """
+    secret = load_secret(name, path)
+    if secret is None:
+        return None
+    text = "".join(secret.get_secret_value().split()).upper()
+    if len(text) != _ROOT_KEY_HEX_LEN or any(c not in _HEX for c in text):
+        raise ConfigError(f"secret {name!r} must be a double-length key: {_ROOT_KEY_HEX_LEN} hex characters")
+    return SecretStr(text)
+
+
+_ROOT_KEY_HEX_LEN = 32
+_HEX = frozenset("0123456789ABCDEF")

@@ -209,6 +209,34 @@ class JournalSettings(_Section):
     )
 
 
+class KeySettings(_Section):
+    """Keys and sign-in (docs/backend.md, "Keys and sign-in"); the book names only DownloadKey."""
+
+    root_key_credential: str = Field(
+        "ebuy-root-key", description="systemd credential holding the e-Buy rootKey (32 hex), for provisioning"
+    )
+    root_key_file: Path | None = Field(
+        None, description="file holding the rootKey instead of the credential (root-only, mode 0400)"
+    )
+    download_key_action: str = Field("DownloadKey", description="action fetching mwTmk, signed with the rootKey")
+    sign_in_action: str = Field("signIn", description="action of the daily sign-in that issues the working key")
+    mw_tmk_field: str = Field("mwTmk", description="DownloadKey reply: mwTmk, 32 hex, TDES-ECB under the rootKey")
+    mw_tmk_kcv_field: str = Field("mwTmkKcv", description="DownloadKey reply: KCV of mwTmk, 6..16 hex")
+    pin_key_field: str = Field("pinKey", description="sign-in reply: pinKey, 32 hex, TDES-ECB under mwTmk")
+    pin_key_kcv_field: str = Field("pinKeyKcv", description="sign-in reply: KCV of pinKey, 6..16 hex")
+    key_expired_codes: list[str] = Field(
+        ["A0"], description="returnCodes meaning: the working key is out of date, sign in again"
+    )
+    sign_in_at: str = Field(
+        "03:00", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="local time of the daily sign-in (HH:MM)"
+    )
+    replaced_pad: Literal["report", "provision"] = Field(
+        "report",
+        description="a pad whose master key is not the store's (a new serial): report it (run misbridge pad "
+        "provision), or provision it at once (the daemon then needs the rootKey credential)",
+    )
+
+
 class Settings(BaseSettings):
     """All misbridge settings."""
 
@@ -221,6 +249,7 @@ class Settings(BaseSettings):
     options: OptionSettings = OptionSettings()
     api: ApiSettings = ApiSettings()
     journal: JournalSettings = JournalSettings()
+    keys: KeySettings = KeySettings()
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod

@@ -59,12 +59,19 @@ ProgressCallback = Callable[[str, int], None]
 
 @dataclass(frozen=True, slots=True)
 class PadInfo:
-    """Identity of the connected pad, as reported by DEVICE_INFO."""
+    """Identity of the connected pad, as reported by DEVICE_INFO.
+
+    ``master_key_kcv`` and ``working_key_kcv`` are the 6-hex KCVs of the pad's master key and of
+    its card-data working key (slot 1) as the pad reported them; "" when the slot is empty (a pad
+    not provisioned, not signed in) or the pad does not report them (docs/device-protocol.md §11).
+    """
 
     model: str
     firmware: str
     serial_no: str
     protocol: int
+    master_key_kcv: str = ""
+    working_key_kcv: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +236,30 @@ class PinPadDriver(Protocol):
         ...
 
     async def load_working_key(self, key_index: int, enc_key_hex: str, kcv_hex: str) -> None:
-        """Load a working key (encrypted under the pad's master key) into ``key_index``."""
+        """Load a working key (encrypted under the pad's master key) into ``key_index``.
+
+        ``kcv_hex`` is the 6-hex KCV the backend gave for the key; the pad loads the key only if
+        its own KCV of the unwrapped key equals it, else the slot keeps its previous key.
+
+        Raises:
+            DeviceNotConnected, DeviceTimeout (no answer in the command timeout),
+            DeviceRejected: device code ``11`` the KCV does not match, ``06`` the pad has no
+            master key (not provisioned), ``07`` a slot or key length the pad cannot take,
+            ``05`` a customer step is running.
+        """
+        ...
+
+    async def load_master_key(self, enc_key_hex: str, kcv_hex: str) -> None:
+        """Replace the pad's master key with one encrypted under its transport key (provisioning).
+
+        Every working key is dropped with the old master key: sign in and load them again.
+
+        Raises:
+            DeviceNotConnected, DeviceTimeout,
+            DeviceRejected: ``11`` the KCV does not match (wrong transport key, or a corrupted
+            ciphertext; the old master key stays), ``06`` the pad has no transport key, ``07``
+            the command is unknown to the pad or the key not 32 hex, ``05`` busy.
+        """
         ...
 
 

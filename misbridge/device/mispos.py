@@ -65,6 +65,7 @@ from misbridge.link import (
     DeviceStatus,
     DisplayText,
     LinkSession,
+    LoadMasterKey,
     LoadWorkingKey,
     Message,
     PinBlock,
@@ -330,6 +331,11 @@ class MisPosV1Driver:
     async def load_working_key(self, key_index: int, enc_key_hex: str, kcv_hex: str) -> None:
         """Load a working key, encrypted under the pad's master key, into ``key_index``."""
         reply = await self._command(lambda rid: LoadWorkingKey(rid, key_index, enc_key_hex, kcv_hex))
+        expect_ok(reply, Step.COMMAND)
+
+    async def load_master_key(self, enc_key_hex: str, kcv_hex: str) -> None:
+        """Load a master key, encrypted under the pad's transport key (LOAD_MASTER_KEY, §11)."""
+        reply = await self._command(lambda rid: LoadMasterKey(rid, enc_key_hex, kcv_hex))
         expect_ok(reply, Step.COMMAND)
 
     async def cancel(self) -> None:

@@ -130,7 +130,14 @@ def code_read(reply: CodeData) -> CodeRead:
 
 def pad_info(reply: DeviceInfo) -> PadInfo:
     """The identity in a DEVICE_INFO_REPLY."""
-    return PadInfo(reply.model, reply.firmware, reply.serial_no, int(reply.protocol_version))
+    return PadInfo(
+        reply.model,
+        reply.firmware,
+        reply.serial_no,
+        int(reply.protocol_version),
+        reply.master_key_kcv,
+        reply.working_key_kcv,
+    )
 
 
 def check_protocol_version(info: PadInfo) -> None:

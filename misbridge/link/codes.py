@@ -37,6 +37,8 @@ class MessageType(IntEnum):
     LOAD_WORKING_KEY = 0x07
     READ_CODE = 0x08
     CHOOSE = 0x09
+    # 0x0A stays unassigned: §5.4's worked example of a command the pad does not know uses it.
+    LOAD_MASTER_KEY = 0x0B
     DEVICE_INFO_REPLY = 0x81
     CARD_DATA = 0x82
     PIN_BLOCK = 0x83
@@ -87,6 +89,9 @@ class Tag(IntEnum):
     ENC_WORKING_KEY = 0x9F51
     KEY_CHECK_VALUE = 0x9F52
     DISPLAY_SECONDS = 0x9F53
+    ENC_MASTER_KEY = 0x9F54
+    MASTER_KEY_KCV = 0x9F55
+    WORKING_KEY_KCV = 0x9F56
     TRANS_TYPE = 0x9F60
     REFERENCE = 0x9F61
     CODE_INPUT = 0x9F62

@@ -15,7 +15,9 @@ __all__ = [
     "DEFAULT_BAUDRATE",
     "FRAME_OVERHEAD",
     "INTER_BYTE_TIMEOUT_S",
+    "KCV_HEX_LEN",
     "LEN_FIELD_SIZE",
+    "MASTER_KEY_HEX_LEN",
     "MAX_CODE_LEN",
     "MAX_DATA_LEN",
     "MAX_FRAME_LEN",
@@ -107,3 +109,7 @@ NO_REQUEST_ID = 0
 CARD_KEY_INDEX = 1
 # §11 Keys: ENC_WORKING_KEY is a double-length (2-key) TDES key, 16 bytes, 32 hex characters.
 WORKING_KEY_HEX_LEN = 32
+# §11 Keys: ENC_MASTER_KEY is the master key, double-length TDES too, under the pad's transport key.
+MASTER_KEY_HEX_LEN = 32
+# §11 Keys: a key check value is the first 3 bytes of TDES-ECB(key, 8 zero bytes), 6 hex characters.
+KCV_HEX_LEN = 6

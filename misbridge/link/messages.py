@@ -32,6 +32,7 @@ from misbridge.link.codes import (
     TransType,
 )
 from misbridge.link.constants import (
+    KCV_HEX_LEN,
     MAX_CODE_LEN,
     MAX_OPTION_LEN,
     MAX_OPTIONS,
@@ -73,6 +74,7 @@ __all__ = [
     "DeviceState",
     "DeviceStatus",
     "DisplayText",
+    "LoadMasterKey",
     "LoadWorkingKey",
     "Message",
     "MessageSpec",
@@ -179,12 +181,30 @@ class LoadWorkingKey(MessageBase):
     key_check_value_hex: str
 
 
+@dataclass(frozen=True)
+class LoadMasterKey(MessageBase):
+    """LOAD_MASTER_KEY: replace the master key with one encrypted under the pad's transport key (§11).
+
+    Used once at provisioning (``misbridge pad provision``): the host forwards the backend's
+    DownloadKey answer (``mwTmk`` under ``rootKey``) unchanged, and never holds the key in clear.
+    """
+
+    TYPE: ClassVar[MessageType] = MessageType.LOAD_MASTER_KEY
+    request_id: int
+    enc_master_key_hex: str = field(repr=False)
+    key_check_value_hex: str
+
+
 # --- pad -> host (§5) ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class DeviceInfo(MessageBase):
-    """DEVICE_INFO_REPLY: model, firmware, serial number and protocol version of the pad."""
+    """DEVICE_INFO_REPLY: model, firmware, serial number and protocol version of the pad.
+
+    ``master_key_kcv`` and ``working_key_kcv`` (slot 1) are the KCVs of the keys the pad holds,
+    "" when the slot is empty or the pad predates the tags (§11).
+    """
 
     TYPE: ClassVar[MessageType] = MessageType.DEVICE_INFO_REPLY
     request_id: int
@@ -192,6 +212,8 @@ class DeviceInfo(MessageBase):
     firmware: str
     serial_no: str
     protocol_version: int
+    master_key_kcv: str = ""
+    working_key_kcv: str = ""
 
 
 @dataclass(frozen=True)
@@ -264,7 +286,16 @@ class Result(MessageBase):
 
 
 Command: TypeAlias = (
-    DeviceInfoRequest | ReadCard | ReadPin | Cancel | DisplayText | StatusRequest | LoadWorkingKey | ReadCode | Choose
+    DeviceInfoRequest
+    | ReadCard
+    | ReadPin
+    | Cancel
+    | DisplayText
+    | StatusRequest
+    | LoadWorkingKey
+    | LoadMasterKey
+    | ReadCode
+    | Choose
 )
 Reply: TypeAlias = DeviceInfo | CardData | PinBlock | Progress | DeviceStatus | Result | CodeData | Choice
 Message: TypeAlias = Command | Reply
@@ -316,7 +347,13 @@ MESSAGE_SPECS: Final[Mapping[MessageType, MessageSpec]] = {
             _REQUEST_ID,
             number_field("key_index", Tag.KEY_INDEX, 1, 99),
             hex_field("enc_working_key_hex", Tag.ENC_WORKING_KEY),
-            hex_field("key_check_value_hex", Tag.KEY_CHECK_VALUE, 6),
+            hex_field("key_check_value_hex", Tag.KEY_CHECK_VALUE, KCV_HEX_LEN),
+        ),
+        make_spec(
+            LoadMasterKey,
+            _REQUEST_ID,
+            hex_field("enc_master_key_hex", Tag.ENC_MASTER_KEY),
+            hex_field("key_check_value_hex", Tag.KEY_CHECK_VALUE, KCV_HEX_LEN),
         ),
         make_spec(
             DeviceInfo,
@@ -325,6 +362,8 @@ MESSAGE_SPECS: Final[Mapping[MessageType, MessageSpec]] = {
             text_field("firmware", Tag.FIRMWARE),
             text_field("serial_no", Tag.SERIAL_NO),
             number_field("protocol_version", Tag.PROTOCOL_VERSION, 1, 99),
+            hex_field("master_key_kcv", Tag.MASTER_KEY_KCV, KCV_HEX_LEN, optional=True),
+            hex_field("working_key_kcv", Tag.WORKING_KEY_KCV, KCV_HEX_LEN, optional=True),
         ),
         make_spec(
             CardData,

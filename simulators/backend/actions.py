@@ -16,6 +16,7 @@ from simulators.backend.management import batch_upload, summary
 from simulators.backend.members import accumulating
 from simulators.backend.qrcodes import ecoupon_inquiry, qrcode_sale
 from simulators.backend.reversals import inquiry, refund_sale, void_sale
+from simulators.backend.signin import download_key, sign_in
 
 __all__ = ["CURRENCY", "HANDLERS", "Handler", "SimContext", "decline_body"]
 
@@ -33,4 +34,6 @@ HANDLERS: dict[str, Handler] = {
     book.ECOUPON_INQUIRY: ecoupon_inquiry,
     book.SUMMARY: summary,
     book.BATCH_UPLOAD: batch_upload,
+    book.DOWNLOAD_KEY: download_key,
+    book.SIGN_IN: sign_in,
 }

@@ -29,10 +29,10 @@ from misbridge.host.asgi import AsgiServer
 from simulators.backend.actions import SimContext
 from simulators.backend.drop import ConnectionKeeper, DropConnection
 from simulators.backend.faults import Fault, FaultAction, FaultScript, ScriptedFault, parse_fault_requests
+from simulators.backend.keydesk import KeyDesk
 from simulators.backend.ledger import Ledger
 from simulators.backend.processor import Intake, Processor, SigningOptions
 from simulators.cards import CARDS
-from simulators.crypto import TEST_WORKING_KEY_HEX
 
 #: The simulator's default signing key (a published test fixture, never a real key).
 TEST_SIGNING_KEY = "misbridge-test-signing-key"
@@ -51,7 +51,8 @@ class BackendSimulator:
         include_body: sign the body too (must match the client's setting).
         truncate: keep only the first N hex characters of signatures (0 = all).
         prefix: URL path before ``/{action}``.
-        working_key_hex: the 3DES working key the "pad" encrypted cardInfo with.
+        keys: the simulated HSM (rootKey, mwTmk, per-day working keys, the legacy test key of a
+            terminal that never signed in): simulators.backend.keydesk.
         clock: source of local time for transDate (tests may fix it).
         ledger_file: keep the ledger in this JSON file (read at start if present, rewritten
             atomically after every change); None keeps it in memory.
@@ -73,14 +74,15 @@ class BackendSimulator:
         include_body: bool = True,
         truncate: int = 0,
         prefix: str = DEFAULT_PREFIX,
-        working_key_hex: str = TEST_WORKING_KEY_HEX,
+        keys: KeyDesk | None = None,
         clock: Callable[[], datetime] = datetime.now,
         ledger_file: Path | None = None,
     ) -> None:
         self.prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
         self.ledger = Ledger.open(CARDS, ledger_file) if ledger_file is not None else Ledger(CARDS)
         self.faults = FaultScript()
-        ctx = SimContext(self.ledger, CARDS, bytes.fromhex(working_key_hex), clock)
+        self.keys = keys if keys is not None else KeyDesk()
+        ctx = SimContext(self.ledger, CARDS, self.keys, clock)
         self.processor = Processor(ctx, SigningOptions(signing_key, include_body, truncate))
         self.app = ConnectionKeeper(
             Starlette(

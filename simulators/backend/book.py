@@ -35,6 +35,12 @@ QUERY_ACTIONS: Final = (ECOUPON_INQUIRY, SUMMARY)
 #: Every action of the book's §12 table.
 BOOK_ACTIONS: Final = (*SALE_ACTIONS, INQUIRY, *VOID_ACTIONS, *REFUND_ACTIONS, *QUERY_ACTIONS, BATCH_UPLOAD)
 
+#: The key actions (docs/backend.md, "Keys and sign-in"): DownloadKey is the book's name (§7.2), signIn
+#: misbridge's choice for the daily sign-in the Chinese history lists (§11.3).
+DOWNLOAD_KEY: Final = "DownloadKey"
+SIGN_IN: Final = "signIn"
+KEY_ACTIONS: Final = (DOWNLOAD_KEY, SIGN_IN)
+
 #: The kinds, in the order docs/backend.md lists them.
 KINDS: Final = ("sale", "inquiry", "void", "refund", "query", "upload")
 

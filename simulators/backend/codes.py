@@ -31,6 +31,7 @@ class SimCode(StrEnum):
     WRONG_FAMILY = "58"  # a card void/refund of a QR sale, or the other way round
     BAD_SIGNATURE = "63"
     DUPLICATE_TRACE_NO = "94"
+    KEY_EXPIRED = "A0"  # UnionPay's "sign in again": the terminal's working key is out of date
 
 
 #: returnDesc of an approval, as in the book's examples.

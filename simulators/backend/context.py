@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from simulators.backend.codes import SUCCESS_DESC, Declined, SimCode
+from simulators.backend.keydesk import KeyDesk
 from simulators.backend.ledger import Ledger
 from simulators.backend.records import TraceRecord, TraceState
 from simulators.cards import TestCard
@@ -28,12 +29,17 @@ _MAX_DECIMALS = 2
 
 @dataclass
 class SimContext:
-    """What handlers share: the ledger (which also numbers orders), the cards, the working key, the clock."""
+    """What handlers share: the ledger (which also numbers orders), the cards, the keys, the clock.
+
+    ``terminal`` is the deviceNo of the request being decided: the processor sets it just before
+    the handler runs (handlers never await, so no other request sees it).
+    """
 
     ledger: Ledger
     cards: Mapping[str, TestCard]
-    working_key: bytes
+    keys: KeyDesk
     clock: Callable[[], datetime] = datetime.now
+    terminal: str = ""
 
     def card_by_pan(self, pan: str) -> TestCard | None:
         """The test card with this PAN, if the simulated bank knows it."""
@@ -154,24 +160,31 @@ def identify_card(ctx: SimContext, card_info: Any, record: TraceRecord | None = 
     ``record`` (when given) gets the card's name as soon as the PAN is known, before the PIN check.
 
     Raises:
-        Declined: "30" cardInfo missing or undecryptable, "14" unknown card, "55" wrong PIN.
+        Declined: "30" cardInfo missing or not whole hex blocks, "A0" the terminal must sign in
+            again, "14" unknown card, "55" wrong PIN, or card data under another key than the
+            terminal's working key (as a real HSM's PIN translation fails).
     """
     if not isinstance(card_info, dict):
         raise format_error("cardInfo is required")
     card_no, password = card_info.get("cardNo"), card_info.get("password")
     if not isinstance(card_no, str) or not isinstance(password, str):
         raise format_error("cardInfo.cardNo and cardInfo.password are required")
+    if not _whole_blocks(card_no):
+        raise format_error("cardInfo.cardNo is not hex of whole 8-byte blocks")
+    key = ctx.keys.working_key(ctx.terminal, ctx.clock().date())
     try:
-        pan = decrypt_text(card_no, ctx.working_key)
+        pan = decrypt_text(card_no, key)
     except ValueError as err:
-        raise format_error("cardInfo.cardNo cannot be decrypted") from err
+        raise Declined(SimCode.INCORRECT_PIN, "incorrect PIN") from err
+    if not pan.isdigit():
+        raise Declined(SimCode.INCORRECT_PIN, "incorrect PIN")
     card = ctx.card_by_pan(pan)
     if card is None or card.usage is None:
         raise Declined(SimCode.UNKNOWN_CARD, "unknown card")
     if record is not None:
         record.card = card.name
     try:
-        pin = decrypt_pin(password, pan, ctx.working_key)
+        pin = decrypt_pin(password, pan, key)
     except ValueError as err:
         raise Declined(SimCode.INCORRECT_PIN, "incorrect PIN") from err
     if not hmac.compare_digest(pin.encode(), card.pin.encode()):
@@ -199,3 +212,11 @@ def original_of(ctx: SimContext, record: TraceRecord, body: Mapping[str, Any]) -
     if original.in_progress:
         raise Declined(SimCode.ORIGINAL_IN_PROGRESS, "original transaction in progress")
     return original
+
+
+def _whole_blocks(hex_text: str) -> bool:
+    try:
+        raw = bytes.fromhex(hex_text)
+    except ValueError:
+        return False
+    return bool(raw) and len(raw) % 8 == 0

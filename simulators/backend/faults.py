@@ -22,7 +22,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from simulators.backend.book import BOOK_ACTIONS, kind_of
+from simulators.backend.book import BOOK_ACTIONS, KEY_ACTIONS, kind_of
 
 #: Longest delay a fault may ask for.
 MAX_DELAY_S = 3600.0
@@ -77,7 +77,7 @@ class FaultAction(StrEnum):
 
 
 #: What a fault's ``action`` may name: a kind, or one of the book's actions.
-FAULT_TARGETS = frozenset({*FaultAction, *BOOK_ACTIONS})
+FAULT_TARGETS = frozenset({*FaultAction, *BOOK_ACTIONS, *KEY_ACTIONS})
 
 
 @dataclass

@@ -30,6 +30,7 @@ from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import ENVELOPE_FIELDS, Envelope, decode_body, envelope_dict
 from misbridge.errors import RequestError
 from simulators.backend.actions import HANDLERS, SimContext, decline_body
+from simulators.backend.book import DOWNLOAD_KEY
 from simulators.backend.codes import SimCode
 from simulators.backend.records import TraceRecord, TraceState
 
@@ -98,6 +99,12 @@ class Processor:
     def __init__(self, ctx: SimContext, options: SigningOptions) -> None:
         self.ctx = ctx
         self.options = options
+        # DownloadKey is signed with the rootKey (book §7.2), both ways; everything else with the shared key.
+        self._root_options = SigningOptions(ctx.keys.root_key_hex, options.include_body, options.truncate)
+
+    def options_for(self, action: str) -> SigningOptions:
+        """The signing of ``action``: the rootKey for DownloadKey (when signing is on), else the shared key."""
+        return self._root_options if action == DOWNLOAD_KEY and self.options.key is not None else self.options
 
     def handle(self, path_action: str, raw: bytes) -> dict[str, Any]:
         """Receive and decide one request at once; returns the signed reply envelope."""
@@ -128,6 +135,7 @@ class Processor:
         record, envelope, body = intake.record, intake.envelope, intake.body
         if record is None or envelope is None or body is None or not record.in_progress:
             raise RuntimeError(f"traceNo {intake.trace_no!r} is not in progress: declined or abandoned already")
+        self.ctx.terminal = envelope["deviceNo"]  # the handler runs at once and never awaits
         return self.reply(intake, HANDLERS[envelope["action"]](self.ctx, record, body))
 
     def abandon(self, intake: Intake) -> None:
@@ -154,7 +162,7 @@ class Processor:
     def sign_envelope(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Add (or replace) ``sign`` on a reply envelope, when signing is on."""
         fields.pop(signing.SIGN_FIELD, None)
-        signature = self.options.sign(fields)
+        signature = self.options_for(str(fields.get("action", ""))).sign(fields)
         if signature is not None:
             fields[signing.SIGN_FIELD] = signature
         return fields
@@ -168,7 +176,7 @@ class Processor:
         record: TraceRecord | None,
     ) -> dict[str, Any] | None:
         action = envelope["action"]
-        if not self.options.verify(envelope):
+        if not self.options_for(action).verify(envelope):
             return self._reject(trace_no, SimCode.BAD_SIGNATURE, "")
         if body is None:
             return self._reject(trace_no, SimCode.FORMAT_ERROR, "body is not Base64 of UTF-8 JSON")

@@ -12,9 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
 from simulators.cards import CARDS, DEFAULT_CARD
+from simulators.crypto import TEST_MASTER_KEY_HEX, TEST_WORKING_KEY_HEX
 from simulators.pinpad.control import ControlServer
 from simulators.pinpad.customer import Action, Customer
-from simulators.pinpad.device import SimulatedPinPad
+from simulators.pinpad.device import SERIAL_NO, SimulatedPinPad
 from simulators.pinpad.faults import EVENTS, Faults, Scenario, load_scenario
 
 #: Fault flag (argparse dest) -> Faults field.
@@ -44,6 +45,14 @@ _PAD_OPTIONS: dict[str, tuple[str, Any]] = {
     "legacy": ("legacy", False),
     "reset_on_open": ("reset_on_open", True),
     "session_start": ("session_start", True),
+    "keys": ("keys", "signed-in"),
+    "serial_no": ("serial_no", SERIAL_NO),
+}
+#: ``--keys``: what the pad holds at start (docs/device-protocol.md §11), as (master key, working key).
+KEY_STATES: dict[str, tuple[str, str]] = {
+    "signed-in": (TEST_MASTER_KEY_HEX, TEST_WORKING_KEY_HEX),
+    "provisioned": (TEST_MASTER_KEY_HEX, ""),
+    "unprovisioned": ("", ""),
 }
 
 
@@ -171,6 +180,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a mispos-v1 pad that does not know LINK_RESET (NAKs it, as SEQ 0)",
     )
     parser.add_argument(
+        "--keys",
+        default=None,
+        choices=sorted(KEY_STATES),
+        help="keys the pad holds at start: signed-in (test master key and test working key, the default), "
+        "provisioned (master key only: sign in and LOAD_WORKING_KEY first), unprovisioned (transport key "
+        "only: LOAD_MASTER_KEY first)",
+    )
+    parser.add_argument(
+        "--serial-no",
+        default=None,
+        help=f"SERIAL_NO in DEVICE_INFO (default {SERIAL_NO}; another one plays a replaced pad)",
+    )
+    parser.add_argument(
         "--interactive",
         action="store_true",
         help="ask on the terminal for the card, the PIN, the code scanned or keyed, the option chosen",
@@ -200,6 +222,9 @@ def build_pad(
         field: getattr(args, dest) for dest, field in _FAULT_FLAGS.items() if getattr(args, dest, None) is not None
     }
     Customer(pad_opts["card"], pad_opts["pin"], pad_opts["action"])  # validates --pin and --action
+    if pad_opts["keys"] not in KEY_STATES:
+        raise ValueError(f"keys must be one of {', '.join(sorted(KEY_STATES))}, not {pad_opts['keys']!r}")
+    master_key_hex, working_key_hex = KEY_STATES[pad_opts["keys"]]
     pad = SimulatedPinPad(
         default_card=pad_opts["card"],
         default_pin=pad_opts["pin"],
@@ -215,6 +240,9 @@ def build_pad(
         legacy=bool(pad_opts["legacy"]),
         reset_on_open=bool(pad_opts["reset_on_open"]),
         session_start=bool(pad_opts["session_start"]),
+        master_key_hex=master_key_hex,
+        working_key_hex=working_key_hex,
+        serial_no=str(pad_opts["serial_no"]),
     )
     for customer in scenario.customers:
         pad.enqueue_customer(customer)

@@ -39,6 +39,7 @@ from misbridge.link import (
     LinkEvent,
     LinkFailed,
     LinkSession,
+    LoadMasterKey,
     LoadWorkingKey,
     Message,
     PayloadAcked,
@@ -59,11 +60,12 @@ from misbridge.link import (
     encode_message,
     request_id_of,
 )
-from misbridge.link.constants import CARD_KEY_INDEX, NO_REQUEST_ID, WORKING_KEY_HEX_LEN
+from misbridge.link.constants import CARD_KEY_INDEX, MASTER_KEY_HEX_LEN, NO_REQUEST_ID, WORKING_KEY_HEX_LEN
 from misbridge.transport.base import ByteTransport
 from simulators.cards import CARDS, DEFAULT_CARD, TestCard
 from simulators.crypto import (
     TEST_MASTER_KEY_HEX,
+    TEST_ROOT_KEY_HEX,
     TEST_WORKING_KEY_HEX,
     encrypt_pin_block,
     encrypt_text,
@@ -104,6 +106,10 @@ class SimulatedPinPad:
             in holds it (the test key by default; empty: no working key yet).
         master_key_hex: the master key injected at provisioning, under which LOAD_WORKING_KEY is
             unwrapped (§11; empty: a pad not provisioned, which answers LOAD_WORKING_KEY NO_KEY).
+        transport_key_hex: the transport key (the store's e-Buy ``rootKey``) injected off-line at a
+            key-injection facility, under which LOAD_MASTER_KEY is unwrapped (§11; empty: a pad
+            that cannot be provisioned over the protocol, which answers LOAD_MASTER_KEY NO_KEY).
+        serial_no: the SERIAL_NO of DEVICE_INFO (another one plays a replaced pad).
         timeout_cap_s: the pad waits min(TIMEOUT_S, this) before answering TIMEOUT.
         card_delay_s: time the customer takes to present the card.
         pin_delay_s: time the customer takes to type the whole PIN.
@@ -128,6 +134,8 @@ class SimulatedPinPad:
         default_action: str = Action.PAY,
         working_key_hex: str = TEST_WORKING_KEY_HEX,
         master_key_hex: str = TEST_MASTER_KEY_HEX,
+        transport_key_hex: str = TEST_ROOT_KEY_HEX,
+        serial_no: str = SERIAL_NO,
         timeout_cap_s: float = 60.0,
         card_delay_s: float = 0.0,
         pin_delay_s: float = 0.0,
@@ -150,6 +158,8 @@ class SimulatedPinPad:
         self._default = Customer(default_card, default_pin, default_action)
         self._keys = {DEFAULT_KEY_INDEX: bytes.fromhex(working_key_hex)} if working_key_hex else {}
         self._master_key = bytes.fromhex(master_key_hex) if master_key_hex else None
+        self._transport_key = bytes.fromhex(transport_key_hex) if transport_key_hex else None
+        self.serial_no = serial_no
         self._timeout_cap_s = timeout_cap_s
         self._card_delay_s = card_delay_s
         self._pin_delay_s = pin_delay_s
@@ -318,7 +328,7 @@ class SimulatedPinPad:
     def _dispatch(self, msg: Message) -> None:
         rid = msg.request_id
         if isinstance(msg, DeviceInfoRequest):
-            self._send(DeviceInfo(rid, MODEL, FIRMWARE, SERIAL_NO, PROTOCOL_VERSION))
+            self._send(DeviceInfo(rid, MODEL, FIRMWARE, self.serial_no, PROTOCOL_VERSION, *self.key_check_values()))
         elif isinstance(msg, StatusRequest):
             state = DeviceState.IDLE if self._job is None else DeviceState.BUSY
             self._send(DeviceStatus(rid, state))
@@ -337,6 +347,9 @@ class SimulatedPinPad:
             self._send(Result(rid, ResultCode.OK))
         elif isinstance(msg, LoadWorkingKey):
             code, text = self._load_working_key(msg)
+            self._send(Result(rid, code, text))
+        elif isinstance(msg, LoadMasterKey) and not self._legacy:
+            code, text = self._load_master_key(msg)
             self._send(Result(rid, code, text))
         elif isinstance(msg, ReadCard | ReadPin) and not self._shows(msg.trans_type, msg.amount_minor, msg.reference):
             self._send(Result(rid, ResultCode.BAD_COMMAND, f"unknown TRANS_TYPE {msg.trans_type}"))
@@ -373,6 +386,27 @@ class SimulatedPinPad:
         self._card = None  # §11: a PIN is never bound to a card read under another key
         _LOGGER.debug("working key loaded into slot %d (KCV %s)", msg.key_index, msg.key_check_value_hex)
         return ResultCode.OK, ""
+
+    def _load_master_key(self, msg: LoadMasterKey) -> tuple[ResultCode, str]:
+        """§11: unwrap under the transport key, check the KCV, replace the master key, drop every working key."""
+        if self._transport_key is None:
+            return ResultCode.NO_KEY, "no transport key: the pad cannot be provisioned over the line"
+        if len(msg.enc_master_key_hex) != MASTER_KEY_HEX_LEN:
+            return ResultCode.BAD_COMMAND, "a master key is 16 bytes (32 hex characters)"
+        key = unwrap_key(msg.enc_master_key_hex, self._transport_key)
+        if key_check_value(key) != msg.key_check_value_hex:
+            return ResultCode.KEY_CHECK_FAILED, "key check value does not match; master key unchanged"
+        self._master_key = key
+        self._keys.clear()  # they were wrapped under the old master key
+        self._card = None
+        _LOGGER.debug("master key loaded (KCV %s)", msg.key_check_value_hex)
+        return ResultCode.OK, ""
+
+    def key_check_values(self) -> tuple[str, str]:
+        """The KCVs DEVICE_INFO reports: the master key's and slot 1's ("" for an empty slot)."""
+        master = key_check_value(self._master_key) if self._master_key is not None else ""
+        working = self._keys.get(CARD_KEY_INDEX)
+        return master, key_check_value(working) if working is not None else ""
 
     def _shows(self, trans_type: str, amount_minor: int, reference: str) -> bool:
         """Put a card or PIN step's confirmation line on the screen; False for an unknown TRANS_TYPE."""

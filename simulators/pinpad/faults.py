@@ -62,7 +62,15 @@ from typing import Any
 
 from misbridge.errors import MessageError
 from misbridge.link import ControlByte, Message, decode_bcd_length, decode_message, parse_link_reset
-from misbridge.link.messages import CardData, CodeData, LoadWorkingKey, PinBlock, Progress, ProgressStage
+from misbridge.link.messages import (
+    CardData,
+    CodeData,
+    LoadMasterKey,
+    LoadWorkingKey,
+    PinBlock,
+    Progress,
+    ProgressStage,
+)
 from simulators.pinpad.customer import Customer, ScriptedChoice, ScriptedCode
 
 #: Events ``unplug_after`` accepts: the pad unplugs once the host acknowledged that frame.
@@ -110,7 +118,7 @@ TRACE_FIELDS = (
     "index",
 )
 #: Messages whose TLVs carry encrypted data or a (payment) code: their hex is shown without the TLV part.
-_SECRET_TYPES = (CardData, PinBlock, LoadWorkingKey, CodeData)
+_SECRET_TYPES = (CardData, PinBlock, LoadWorkingKey, LoadMasterKey, CodeData)
 
 
 @dataclass
@@ -264,7 +272,19 @@ class Scenario:
 
 
 _PAD_KEYS = frozenset(
-    {"card", "pin", "timeout_cap", "card_delay", "pin_delay", "scanner", "legacy", "reset_on_open", "session_start"}
+    {
+        "card",
+        "pin",
+        "timeout_cap",
+        "card_delay",
+        "pin_delay",
+        "scanner",
+        "legacy",
+        "reset_on_open",
+        "session_start",
+        "keys",
+        "serial_no",
+    }
 )
 _SECTIONS = frozenset({"pad", "faults", "customers", "codes", "choices"})
 
@@ -273,7 +293,7 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario file::
 
         [pad]                    # card, pin, timeout_cap, card_delay, pin_delay, scanner, legacy,
-                                 # reset_on_open, session_start
+                                 # reset_on_open, session_start, keys, serial_no
         card = "points"
         [faults]                 # any field of Faults
         nak = 1

@@ -208,6 +208,70 @@ async def test_a_pad_without_a_master_key_answers_no_key(link_path: Path) -> Non
         await pad.stop()
 
 
+# -- §11 LOAD_MASTER_KEY: provisioning under the transport key (the store's rootKey) ------------
+
+#: The key-management guide's transport vector: a TMK wrapped under KTK 3131…31 (the simulators' rootKey).
+VECTOR_ENC_TMK, VECTOR_TMK_KCV = "E51D9047310F731798CF74AF483931B3", "712C8C"
+VECTOR_TMK = bytes.fromhex("1CF88AB5D64F314F9EF237FBD99E29CD")
+
+
+async def test_device_info_reports_the_kcvs_of_the_keys_the_pad_holds(driver: MisPosV1Driver) -> None:
+    info = await driver.device_info()
+    assert (info.master_key_kcv, info.working_key_kcv) == (
+        key_check_value(bytes.fromhex(TEST_MASTER_KEY_HEX)),
+        key_check_value(KEY),
+    )
+
+
+async def test_a_master_key_under_the_transport_key_replaces_the_old_one_and_drops_the_working_keys(
+    driver: MisPosV1Driver,
+) -> None:
+    await driver.load_master_key(VECTOR_ENC_TMK, VECTOR_TMK_KCV)
+    info = await driver.device_info()
+    assert (info.master_key_kcv, info.working_key_kcv) == (VECTOR_TMK_KCV, "")
+    with pytest.raises(DeviceRejected) as caught:
+        await driver.read_card(100, 30)
+    assert caught.value.device_code == ResultCode.NO_KEY
+    # A working key wrapped under the new master key loads; one under the old does not.
+    with pytest.raises(DeviceRejected) as caught:
+        await driver.load_working_key(1, VECTOR_ENC_PIK, VECTOR_KCV)
+    assert caught.value.device_code == ResultCode.KEY_CHECK_FAILED
+    await driver.load_working_key(1, wrap_key(KEY, VECTOR_TMK), key_check_value(KEY))
+    card = CARDS[DEFAULT_CARD]
+    read = await driver.read_card(100, 30)
+    pin = await driver.read_pin(100, 30)
+    assert decrypt_pin(pin.pin_block_hex, card.pan, KEY) == card.pin
+    assert decrypt_text(read.enc_pan_hex, KEY) == card.pan
+
+
+async def test_a_master_key_with_a_wrong_kcv_is_refused_and_the_pad_keeps_its_keys(driver: MisPosV1Driver) -> None:
+    with pytest.raises(DeviceRejected) as caught:
+        await driver.load_master_key(VECTOR_ENC_TMK, "712C8D")
+    assert caught.value.device_code == ResultCode.KEY_CHECK_FAILED
+    info = await driver.device_info()
+    assert info.working_key_kcv == key_check_value(KEY)
+    with pytest.raises(DeviceRejected) as caught:
+        await driver.load_master_key(VECTOR_ENC_TMK[:16], VECTOR_TMK_KCV)
+    assert caught.value.device_code == ResultCode.BAD_COMMAND
+
+
+async def test_a_pad_without_a_transport_key_cannot_be_provisioned_over_the_line(link_path: Path) -> None:
+    pad = SimulatedPinPad(link=str(link_path), master_key_hex="", working_key_hex="", transport_key_hex="")
+    await pad.start()
+    drv = MisPosV1Driver(settings_for(link_path), keepalive_s=None)
+    await drv.start()
+    try:
+        assert await drv.wait_connected(3)
+        assert drv.info is not None
+        assert (drv.info.master_key_kcv, drv.info.working_key_kcv) == ("", "")
+        with pytest.raises(DeviceRejected) as caught:
+            await drv.load_master_key(VECTOR_ENC_TMK, VECTOR_TMK_KCV)
+        assert caught.value.device_code == ResultCode.NO_KEY
+    finally:
+        await drv.stop()
+        await pad.stop()
+
+
 async def test_a_pin_is_bound_to_one_card_read(driver: MisPosV1Driver) -> None:
     # §5: the card read is used by one READ_PIN, whatever its outcome; the next needs a new card.
     await driver.read_card(100, 30)

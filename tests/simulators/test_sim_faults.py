@@ -126,7 +126,7 @@ def test_a_fault_may_name_one_action() -> None:
     assert taken is not None
     assert taken.action == "qrcodeSale"
     with pytest.raises(ValueError, match="book action"):
-        script.add(Fault.DECLINE, action="DownloadKey", code="05")
+        script.add(Fault.DECLINE, action="downloadParams", code="05")
 
 
 def test_pending_lists_uses_left_and_clear_counts_them() -> None:

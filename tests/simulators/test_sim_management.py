@@ -148,6 +148,6 @@ async def test_faults_by_action_name_over_http() -> None:
         assert (await client.call("summary", {"traceNo": fresh_trace_no()}))["returnCode"] == "96"
         assert (await client.entry(sale["traceNo"]))["refundedAmount"] == 0
         bad = await client.http.post(
-            "/_sim/faults", content=jsonio.dumps({"action": "DownloadKey", "fault": "decline", "code": "91"})
+            "/_sim/faults", content=jsonio.dumps({"action": "downloadParams", "fault": "decline", "code": "91"})
         )
         assert bad.status_code == 400

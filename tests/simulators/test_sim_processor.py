@@ -111,7 +111,7 @@ async def test_unsigned_request_is_63(http: httpx.AsyncClient) -> None:
 
 
 async def test_unsupported_action_is_12(http: httpx.AsyncClient) -> None:
-    _, body = await post(http, "DownloadKey", dumps(envelope("DownloadKey", {"traceNo": "P4"})))
+    _, body = await post(http, "downloadParams", dumps(envelope("downloadParams", {"traceNo": "P4"})))
     assert (body["returnCode"], body["returnDesc"]) == ("12", "unsupported action")
 
 
@@ -131,7 +131,7 @@ async def test_path_must_name_the_envelope_action(http: httpx.AsyncClient) -> No
         ({"totalAmount": True}, "totalAmount"),
         ({"cardInfo": None}, "cardInfo"),
         ({"cardInfo": {"cardNo": "00"}}, "cardInfo"),
-        ({"cardInfo": {"cardNo": "XYZ", "password": "00"}}, "decrypted"),
+        ({"cardInfo": {"cardNo": "XYZ", "password": "00"}}, "whole 8-byte blocks"),
         ({"goodsDetail": "x"}, "goodsDetail"),
         ({"memberDetail": [1]}, "memberDetail"),
     ],

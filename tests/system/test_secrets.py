@@ -9,6 +9,7 @@ import pytest
 from loguru import logger
 
 from misbridge.config import secrets
+from misbridge.errors import ConfigError
 
 KEY = "0123456789abcdef-test-signing-key"
 
@@ -82,3 +83,27 @@ def test_a_private_file_is_not_warned_about(tmp_path: Path, warnings: list[str])
     assert secrets.secret_file_problem(file) is None
     assert secrets.load_secret(secrets.SIGNING_KEY_CREDENTIAL, file) is not None
     assert warnings == []
+
+
+ROOT_KEY = "3131313131313131 3131313131313131"
+
+
+def test_the_root_key_comes_from_its_credential_as_32_uppercase_hex(credentials: Path) -> None:
+    (credentials / secrets.ROOT_KEY_CREDENTIAL).write_text(ROOT_KEY.lower() + "\n", encoding="utf-8")
+    secret = secrets.load_root_key()
+    assert secret is not None
+    assert secret.get_secret_value() == "31" * 16
+    assert "31" * 16 not in repr(secret)
+
+
+def test_no_root_key_is_none_and_a_malformed_one_is_refused_without_quoting_it(
+    credentials: Path, tmp_path: Path
+) -> None:
+    assert secrets.load_root_key() is None
+    bad = tmp_path / "root"
+    bad.write_text("not-a-key-31313131", encoding="utf-8")
+    bad.chmod(0o400)
+    with pytest.raises(ConfigError) as caught:
+        secrets.load_root_key(path=bad)
+    assert "not-a-key" not in str(caught.value)
+    assert "32 hex" in str(caught.value)

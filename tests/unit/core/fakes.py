@@ -67,6 +67,10 @@ class ScriptedPad:
         self.card = CardRead("00", "622588****1234", "AA" * 8, "BB" * 8, "2912")
         self.pin_block = "CC" * 8
         self.shown: list[tuple[str, TransKind, str, int]] = []
+        self.master_key_kcv = ""
+        self.working_key_kcv = ""
+        self.key_error: BaseException | None = None
+        self.keys_loaded: list[tuple[int, str, str]] = []
 
     @property
     def connected(self) -> bool:
@@ -76,7 +80,10 @@ class ScriptedPad:
     @property
     def info(self) -> PadInfo | None:
         """A fixed identity while connected."""
-        return PadInfo("FAKE", "0.1", "F001", 1) if self.is_connected else None
+        return self._info() if self.is_connected else None
+
+    def _info(self) -> PadInfo:
+        return PadInfo("FAKE", "0.1", "F001", 1, self.master_key_kcv, self.working_key_kcv)
 
     async def start(self) -> None:
         """Nothing to connect."""
@@ -89,8 +96,8 @@ class ScriptedPad:
         return self.is_connected
 
     async def device_info(self) -> PadInfo:
-        """The fixed identity."""
-        return PadInfo("FAKE", "0.1", "F001", 1)
+        """The fixed identity, with the KCVs of the keys loaded."""
+        return self._info()
 
     async def read_card(
         self,
@@ -154,7 +161,20 @@ class ScriptedPad:
         return "idle"
 
     async def load_working_key(self, key_index: int, enc_key_hex: str, kcv_hex: str) -> None:
-        """Accepted and forgotten."""
+        """Recorded in :attr:`keys_loaded`; slot 1's KCV becomes ``kcv_hex``; or :attr:`key_error` (once)."""
+        if self.key_error is not None:
+            err, self.key_error = self.key_error, None
+            raise err
+        self.keys_loaded.append((key_index, enc_key_hex, kcv_hex))
+        if key_index == 1:
+            self.working_key_kcv = kcv_hex
+
+    async def load_master_key(self, enc_key_hex: str, kcv_hex: str) -> None:
+        """The master KCV becomes ``kcv_hex``, the working key is dropped; or :attr:`key_error` (once)."""
+        if self.key_error is not None:
+            err, self.key_error = self.key_error, None
+            raise err
+        self.master_key_kcv, self.working_key_kcv = kcv_hex, ""
 
 
 class ScriptedBackend:

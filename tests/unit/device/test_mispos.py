@@ -44,6 +44,7 @@ from misbridge.link import (
     DeviceState,
     DeviceStatus,
     DisplayText,
+    LoadMasterKey,
     LoadWorkingKey,
     Message,
     PinBlock,
@@ -499,3 +500,14 @@ async def test_a_key_check_failure_is_a_device_error_with_its_pad_code(factory: 
         assert caught.value.return_code is ReturnCode.DEVICE_ERROR
     finally:
         await drv.stop()
+
+
+async def test_load_master_key_sends_the_ciphertext_and_reports_a_kcv_mismatch(
+    driver: MisPosV1Driver, factory: PadFactory
+) -> None:
+    await driver.load_master_key("11" * 16, "712C8C")
+    assert factory.pad.received[-1] == LoadMasterKey(2, "11" * 16, "712C8C")
+    factory.pad.respond = lambda m: [Result(m.request_id, ResultCode.KEY_CHECK_FAILED, "KCV")]
+    with pytest.raises(DeviceRejected) as caught:
+        await driver.load_master_key("11" * 16, "712C8D")
+    assert caught.value.device_code == "11"

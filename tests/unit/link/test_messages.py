@@ -22,6 +22,7 @@ from misbridge.link import (
     DeviceState,
     DeviceStatus,
     DisplayText,
+    LoadMasterKey,
     LoadWorkingKey,
     Message,
     MessageType,
@@ -87,6 +88,8 @@ SAMPLES: list[Message] = [
     CodeData(21, "280123121234567890", CodeSource.QR_CODE),
     Choose(22, 30, ("活动一", "Option 2"), "Choose"),
     Choice(23, 2),
+    LoadMasterKey(12, "E51D9047310F731798CF74AF483931B3", "712C8C"),
+    DeviceInfo(13, "MIS-1", "1.0.3", "SN0001", 1, master_key_kcv="8D0A74", working_key_kcv="08D7B4"),
 ]
 
 
@@ -151,7 +154,8 @@ def test_enums_from_the_document() -> None:
     assert [s.value for s in ProgressStage] == ["01", "02", "03", "04", "05", "06", "07"]
     assert (DeviceState.IDLE, DeviceState.BUSY) == ("00", "01")
     assert (CardType.MAGNETIC_STRIPE, CardType.IC, CardType.NFC_IC) == ("00", "01", "02")
-    assert (MessageType.DEVICE_INFO, MessageType.LOAD_WORKING_KEY) == (0x01, 0x07)
+    assert (MessageType.DEVICE_INFO, MessageType.LOAD_WORKING_KEY, MessageType.LOAD_MASTER_KEY) == (0x01, 0x07, 0x0B)
+    assert (Tag.ENC_MASTER_KEY, Tag.MASTER_KEY_KCV, Tag.WORKING_KEY_KCV) == (0x9F54, 0x9F55, 0x9F56)
     assert (MessageType.DEVICE_INFO_REPLY, MessageType.RESULT) == (0x81, 0x8F)
     assert (Tag.AMOUNT, Tag.DISPLAY_SECONDS) == (0x9F01, 0x9F53)
     assert (MessageType.READ_CODE, MessageType.CHOOSE, MessageType.CODE_DATA, MessageType.CHOICE) == (
@@ -169,6 +173,7 @@ def test_enums_from_the_document() -> None:
         (SAMPLES[12], [ENC_PAN, ENC_TRACK2, "AA" * 8, "BB" * 8, "CC" * 64]),
         (PinBlock(1, PIN_BLOCK, 1), [PIN_BLOCK]),
         (LoadWorkingKey(1, 1, WORKING_KEY, "A1B2C3"), [WORKING_KEY]),
+        (LoadMasterKey(1, WORKING_KEY, "A1B2C3"), [WORKING_KEY]),
     ],
 )
 def test_repr_never_shows_encrypted_data(msg: Message, secrets: list[str]) -> None:
@@ -338,3 +343,20 @@ def test_a_bad_command_without_a_usable_request_id_is_answered_with_no_request_i
         Result(NO_REQUEST_ID, ResultCode.OK)
     with pytest.raises(MessageError):
         ReadCard(NO_REQUEST_ID, 100, 60)
+
+
+def test_load_master_key_worked_example_of_section_11() -> None:
+    # docs/device-protocol.md §11: the transport-key vector of the key-management guide.
+    msg = LoadMasterKey(17, "E51D9047310F731798CF74AF483931B3", "712C8C")
+    assert encode_message(msg).hex(" ").upper() == (
+        "0B 9F 22 00 02 31 37 9F 54 00 32 45 35 31 44 39 30 34 37 33 31 30 46 37 33 31 37 39 38 43 46 37 34 "
+        "41 46 34 38 33 39 33 31 42 33 9F 52 00 06 37 31 32 43 38 43"
+    )
+    assert decode_message(encode_message(msg)) == msg
+
+
+def test_device_info_without_the_key_tags_is_a_pad_of_before_them() -> None:
+    old = encode_message(DeviceInfo(1, "MIS-1", "1.0", "SN1", 1))
+    assert decode_message(old) == DeviceInfo(1, "MIS-1", "1.0", "SN1", 1, "", "")
+    with pytest.raises(MessageError, match="6 characters"):
+        DeviceInfo(1, "MIS-1", "1.0", "SN1", 1, master_key_kcv="8D0A74B8")

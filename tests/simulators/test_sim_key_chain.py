@@ -1,0 +1,129 @@
+"""The whole key chain on the simulators: provision -> DownloadKey -> signIn -> LOAD_WORKING_KEY -> a sale
+whose PIN block the backend simulator decrypts with the day's key; next-day expiry; a wrong key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from misbridge.backend import BackendClient
+from misbridge.backend.keys import download_key, sign_in
+from misbridge.config.settings import BackendSettings, DeviceSettings, IdentitySettings, KeySettings
+from misbridge.device.mispos import MisPosV1Driver
+from misbridge.errors import DeviceRejected
+from simulators.backend import TEST_SIGNING_KEY, BackendSimulator
+from simulators.backend.keydesk import TEST_KEY_SEED, KeyDesk, day_key
+from simulators.crypto import TEST_ROOT_KEY_HEX, key_check_value
+from simulators.pinpad.device import SimulatedPinPad
+from tests.simulators.booksim import fresh_trace_no
+
+KEYS = KeySettings()
+TODAY = date(2024, 1, 2)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2024, 1, 2, 9, 0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def backend(clock: Clock) -> AsyncIterator[tuple[BackendSimulator, BackendClient]]:
+    sim = BackendSimulator(clock=clock, keys=KeyDesk(legacy_key=None))
+    url = await sim.start()
+    client = BackendClient(BackendSettings(url=url), IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
+    yield sim, client
+    await client.aclose()
+    await sim.stop()
+
+
+@pytest.fixture
+async def pad(tmp_path: Path) -> AsyncIterator[tuple[SimulatedPinPad, MisPosV1Driver]]:
+    link = tmp_path / "mispos"
+    simulator = SimulatedPinPad(link=str(link), master_key_hex="", working_key_hex="")  # unprovisioned
+    await simulator.start()
+    driver = MisPosV1Driver(DeviceSettings(url=str(link), command_timeout_s=2.0), keepalive_s=None)
+    await driver.start()
+    assert await driver.wait_connected(3)
+    yield simulator, driver
+    await driver.stop()
+    await simulator.stop()
+
+
+async def redeem(client: BackendClient, driver: MisPosV1Driver) -> dict[str, Any]:
+    card = await driver.read_card(4080, 30)
+    pin = await driver.read_pin(4080, 30)
+    body = {
+        "traceNo": fresh_trace_no(),
+        "totalAmount": 40.8,
+        "undiscountAmount": 0,
+        "goodsDetail": [],
+        "cardInfo": {"cardNo": card.enc_pan_hex, "password": pin.pin_block_hex, "cardType": card.card_type},
+    }
+    return (await client.submit("cardRedemption", body)).body
+
+
+async def provision_and_sign_in(client: BackendClient, driver: MisPosV1Driver) -> str:
+    mw_tmk = await download_key(client, KEYS, SecretStr(TEST_ROOT_KEY_HEX), fresh_trace_no())
+    await driver.load_master_key(mw_tmk.enc_key_hex, mw_tmk.kcv_hex)
+    pin_key = await sign_in(client, KEYS, fresh_trace_no())
+    await driver.load_working_key(1, pin_key.enc_key_hex, pin_key.kcv_hex)
+    info = await driver.device_info()
+    assert (info.master_key_kcv, info.working_key_kcv) == (mw_tmk.kcv_hex, pin_key.kcv_hex)
+    return pin_key.kcv_hex
+
+
+async def test_the_whole_chain_then_a_sale_verified_with_the_day_key(backend: Any, pad: Any) -> None:
+    (_sim, client), (_pad, driver) = backend, pad
+    with pytest.raises(DeviceRejected) as caught:  # unprovisioned: no card is read at all
+        await driver.read_card(4080, 30)
+    assert caught.value.device_code == "06"
+    kcv = await provision_and_sign_in(client, driver)
+    assert kcv == key_check_value(day_key(TEST_KEY_SEED, "POS01", TODAY))
+    assert (await redeem(client, driver))["returnCode"] == "00"
+
+
+async def test_a_sign_in_two_days_old_is_key_expired_and_the_next_day_key_works(
+    backend: Any, pad: Any, clock: Clock
+) -> None:
+    (_sim, client), (_pad, driver) = backend, pad
+    first = await provision_and_sign_in(client, driver)
+    clock.now += timedelta(days=1)
+    assert (await redeem(client, driver))["returnCode"] == "00"  # yesterday's key is still accepted
+    clock.now += timedelta(days=1)
+    assert (await redeem(client, driver))["returnCode"] == "A0"
+    pin_key = await sign_in(client, KEYS, fresh_trace_no())
+    assert pin_key.kcv_hex != first
+    await driver.load_working_key(1, pin_key.enc_key_hex, pin_key.kcv_hex)
+    assert (await redeem(client, driver))["returnCode"] == "00"
+
+
+async def test_a_pad_with_another_key_gets_incorrect_pin(backend: Any, pad: Any) -> None:
+    (sim, client), (_pad, driver) = backend, pad
+    await provision_and_sign_in(client, driver)
+    sim.keys.signed_in["POS01"] = TODAY - timedelta(days=1)  # the backend expects yesterday's key
+    assert (await redeem(client, driver))["returnCode"] == "55"
+
+
+async def test_a_working_key_under_another_master_key_is_refused_by_the_pad(backend: Any, pad: Any) -> None:
+    (_sim, client), (_pad, driver) = backend, pad
+    pin_key = await sign_in(client, KEYS, fresh_trace_no())
+    with pytest.raises(DeviceRejected) as caught:  # unprovisioned
+        await driver.load_working_key(1, pin_key.enc_key_hex, pin_key.kcv_hex)
+    assert caught.value.device_code == "06"
+    await driver.load_master_key("E51D9047310F731798CF74AF483931B3", "712C8C")  # a master key, not the store's
+    with pytest.raises(DeviceRejected) as caught:
+        await driver.load_working_key(1, pin_key.enc_key_hex, pin_key.kcv_hex)
+    assert caught.value.device_code == "11"
