@@ -9,37 +9,26 @@ ledger holds show what misbridge sent.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator
-from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
-from misbridge.backend import BackendClient
-from misbridge.config.settings import BackendSettings, IdentitySettings, ResolutionSettings, Settings, SigningSettings
+from misbridge.config.settings import ResolutionSettings
 from misbridge.core.service import TransactionService
 from misbridge.device.base import CardRead
 from misbridge.ebuy.examples import book_request
-from misbridge.journal.store import Journal
-from simulators.backend import TEST_SIGNING_KEY, BackendSimulator, Fault, FaultAction
+from simulators.backend import BackendSimulator, Fault, FaultAction
 from simulators.cards import CARDS
 from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
+from tests.simulators.conftest import book_trace_no
 from tests.unit.core.fakes import ScriptedPad
 
-_serial = itertools.count(1)
 RESOLUTION = ResolutionSettings(
     inquiry_interval_s=0.01, inquiry_bound_s=0.3, drain_before_sale_s=1.0, reversal_backoff_initial_s=0.01
 )
 KEY = bytes.fromhex(TEST_WORKING_KEY_HEX)
 
-
-def trace_no() -> str:
-    """A new traceNo of the book's suggested form."""
-    return datetime.now().strftime("%Y%m%d%H%M%S") + f"{next(_serial):010d}"
 
 
 def present(pad: ScriptedPad, name: str) -> None:
@@ -53,38 +42,16 @@ def present(pad: ScriptedPad, name: str) -> None:
 
 def sale(action: str) -> dict[str, Any]:
     """The book's example of ``action`` (40.80) under a new traceNo."""
-    return {**book_request(action), "traceNo": trace_no()}
+    return {**book_request(action), "traceNo": book_trace_no()}
 
 
 def refund(original: str, amount: str) -> dict[str, Any]:
-    return {"traceNo": trace_no(), "originalTraceNo": original, "refundAmount": Decimal(amount)}
+    return {"traceNo": book_trace_no(), "originalTraceNo": original, "refundAmount": Decimal(amount)}
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[BackendSimulator]:
-    simulator = BackendSimulator()
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-def pad() -> ScriptedPad:
-    return ScriptedPad()
-
-
-@pytest.fixture
-async def service(sim: BackendSimulator, pad: ScriptedPad, tmp_path: Path) -> AsyncIterator[TransactionService]:
-    backend_settings = BackendSettings(
-        url=sim.url, connect_timeout_s=0.5, read_timeout_s=0.5, request_deadline_s=3.0, signing=SigningSettings()
-    )
-    client = BackendClient(backend_settings, IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
-    journal = await Journal.open(tmp_path / "journal.db")
-    started = TransactionService(Settings(resolution=RESOLUTION), journal, pad, client)
-    await started.recover()
-    yield started
-    await journal.close()
-    await client.aclose()
+def resolution() -> ResolutionSettings:
+    return RESOLUTION
 
 
 async def test_a_card_sale_is_refunded_in_parts_with_its_card_then_not_voided(
@@ -102,7 +69,7 @@ async def test_a_card_sale_is_refunded_in_parts_with_its_card_then_not_voided(
         assert (await service.handle("refundCardSale", refund(original, amount)))["returnCode"] == "00", amount
     assert sim.ledger.points("points-cash") == points, "every point given back"
     assert (await service.handle("refundCardSale", refund(original, "0.01")))["returnCode"] == "MB47"
-    void = {"traceNo": trace_no(), "originalTraceNo": original}
+    void = {"traceNo": book_trace_no(), "originalTraceNo": original}
     assert (await service.handle("voidCardSale", void))["returnCode"] == "MB46"
 
 
@@ -114,12 +81,12 @@ async def test_a_card_payment_void_needs_its_acquirer_and_gives_the_balance_back
     body = sale("cardPayment")
     assert (await service.handle("cardPayment", body))["returnCode"] == "00"
     assert sim.ledger.balance("prepaid") < balance
-    void = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]}
+    void = {"traceNo": book_trace_no(), "originalTraceNo": body["traceNo"]}
     assert (await service.handle("voidCardSale", void))["returnCode"] == "MB10"
     void = {**void, "acquirer": body["acquirer"]}
     assert (await service.handle("voidCardSale", void))["returnCode"] == "00"
     assert sim.ledger.balance("prepaid") == balance
-    again = {**void, "traceNo": trace_no()}
+    again = {**void, "traceNo": book_trace_no()}
     assert (await service.handle("voidCardSale", again))["returnCode"] == "MB45"
 
 
@@ -132,7 +99,7 @@ async def test_a_card_void_never_answered_is_sent_again_as_a_system_void_and_con
     assert (await service.handle("cardPayment", body))["returnCode"] == "00"
     sim.faults.add(Fault.DROP_BEFORE_COMMIT, action=FaultAction.VOID)
     sim.faults.add(Fault.DROP_BEFORE_COMMIT, action=FaultAction.INQUIRY, times=1000)
-    void = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"], "acquirer": body["acquirer"]}
+    void = {"traceNo": book_trace_no(), "originalTraceNo": body["traceNo"], "acquirer": body["acquirer"]}
     assert (await service.handle("voidCardSale", void))["returnCode"] == "MB36"
     sim.faults.clear()
     await service.resolver.drain()  # the void again, without cardInfo: the simulator's system void
@@ -149,7 +116,7 @@ async def test_a_card_void_whose_reply_was_lost_is_found_by_inquiry(
     body = sale("cardRedemption")
     assert (await service.handle("cardRedemption", body))["returnCode"] == "00"
     sim.faults.add(Fault.DROP_AFTER_COMMIT, action=FaultAction.VOID)
-    void = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]}
+    void = {"traceNo": book_trace_no(), "originalTraceNo": body["traceNo"]}
     answer = await service.handle("voidCardSale", void)
     assert answer["returnCode"] == "00", answer
     view = await service.transaction(void["traceNo"])

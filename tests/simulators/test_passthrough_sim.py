@@ -7,58 +7,29 @@ misbridge did not send it again.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator
-from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
-from misbridge.backend import BackendClient
 from misbridge.config.settings import (
-    BackendSettings,
-    IdentitySettings,
     ResolutionSettings,
-    Settings,
-    SigningSettings,
 )
 from misbridge.core.service import TransactionService
 from misbridge.ebuy.examples import book_request
-from misbridge.journal.store import Journal
-from simulators.backend import TEST_SIGNING_KEY, BackendSimulator, Fault, FaultAction
-from tests.unit.core.fakes import ScriptedPad
+from simulators.backend import BackendSimulator, Fault, FaultAction
+from tests.simulators.conftest import book_trace_no
 
-_serial = itertools.count(1)
 RESOLUTION = ResolutionSettings(inquiry_interval_s=0.01, inquiry_bound_s=0.5, drain_before_sale_s=1.0)
 
 
 def fresh(action: str) -> dict[str, Any]:
     """The book's example of ``action`` under a new traceNo of the book's suggested form."""
-    return {**book_request(action), "traceNo": datetime.now().strftime("%Y%m%d%H%M%S") + f"{next(_serial):010d}"}
+    return {**book_request(action), "traceNo": book_trace_no()}
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[BackendSimulator]:
-    simulator = BackendSimulator()
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-async def service(sim: BackendSimulator, tmp_path: Path) -> AsyncIterator[TransactionService]:
-    backend_settings = BackendSettings(
-        url=sim.url, connect_timeout_s=0.5, read_timeout_s=0.5, request_deadline_s=3.0, signing=SigningSettings()
-    )
-    client = BackendClient(backend_settings, IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
-    journal = await Journal.open(tmp_path / "journal.db")
-    started = TransactionService(Settings(resolution=RESOLUTION), journal, ScriptedPad(), client)
-    await started.recover()
-    yield started
-    await journal.close()
-    await client.aclose()
+def resolution() -> ResolutionSettings:
+    return RESOLUTION
 
 
 @pytest.mark.parametrize("action", ["accumulating", "ecouponInquiry", "summary", "batchUpload"])

@@ -8,67 +8,34 @@ it has seen: what it answers shows what misbridge sent.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import AsyncIterator
-from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
 
-from misbridge.backend import BackendClient
-from misbridge.config.settings import BackendSettings, IdentitySettings, ResolutionSettings, Settings, SigningSettings
+from misbridge.config.settings import ResolutionSettings
 from misbridge.core.service import TransactionService
 from misbridge.ebuy.examples import book_request
-from misbridge.journal.store import Journal
-from simulators.backend import TEST_SIGNING_KEY, BackendSimulator, Fault, FaultAction
+from simulators.backend import BackendSimulator, Fault, FaultAction
+from tests.simulators.conftest import book_trace_no
 from tests.unit.core.fakes import ScriptedPad
 
-_serial = itertools.count(1)
 RESOLUTION = ResolutionSettings(
     inquiry_interval_s=0.01, inquiry_bound_s=0.3, drain_before_sale_s=1.0, reversal_backoff_initial_s=0.01
 )
 OPTIONS_CODE = "HDCP00000000000009"
 
 
-def trace_no() -> str:
-    """A new traceNo of the book's suggested form."""
-    return datetime.now().strftime("%Y%m%d%H%M%S") + f"{next(_serial):010d}"
-
 
 def sale(**changes: Any) -> dict[str, Any]:
     """The book's qrcodeSale example (40.80) under a new traceNo."""
-    body = {**book_request("qrcodeSale"), "traceNo": trace_no(), **changes}
+    body = {**book_request("qrcodeSale"), "traceNo": book_trace_no(), **changes}
     return {key: value for key, value in body.items() if value is not None}
 
 
 @pytest.fixture
-async def sim() -> AsyncIterator[BackendSimulator]:
-    simulator = BackendSimulator()
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-
-
-@pytest.fixture
-def pad() -> ScriptedPad:
-    return ScriptedPad()
-
-
-@pytest.fixture
-async def service(sim: BackendSimulator, pad: ScriptedPad, tmp_path: Path) -> AsyncIterator[TransactionService]:
-    backend_settings = BackendSettings(
-        url=sim.url, connect_timeout_s=0.5, read_timeout_s=0.5, request_deadline_s=3.0, signing=SigningSettings()
-    )
-    client = BackendClient(backend_settings, IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
-    journal = await Journal.open(tmp_path / "journal.db")
-    started = TransactionService(Settings(resolution=RESOLUTION), journal, pad, client)
-    await started.recover()
-    yield started
-    await journal.close()
-    await client.aclose()
+def resolution() -> ResolutionSettings:
+    return RESOLUTION
 
 
 async def test_a_qr_sale_is_refunded_in_parts_up_to_the_rest_then_not_voided(service: TransactionService) -> None:
@@ -76,11 +43,11 @@ async def test_a_qr_sale_is_refunded_in_parts_up_to_the_rest_then_not_voided(ser
     assert (await service.handle("qrcodeSale", body))["returnCode"] == "00"
     original = body["traceNo"]
     for amount in ("10.80", "30.00"):
-        refund = {"traceNo": trace_no(), "originalTraceNo": original, "refundAmount": Decimal(amount)}
+        refund = {"traceNo": book_trace_no(), "originalTraceNo": original, "refundAmount": Decimal(amount)}
         assert (await service.handle("refundQrcodeSale", refund))["returnCode"] == "00", amount
-    over = {"traceNo": trace_no(), "originalTraceNo": original, "refundAmount": Decimal("0.01")}
+    over = {"traceNo": book_trace_no(), "originalTraceNo": original, "refundAmount": Decimal("0.01")}
     assert (await service.handle("refundQrcodeSale", over))["returnCode"] == "MB47"
-    void = {"traceNo": trace_no(), "originalTraceNo": original}
+    void = {"traceNo": book_trace_no(), "originalTraceNo": original}
     assert (await service.handle("voidQrcodeSale", void))["returnCode"] == "MB46"
 
 
@@ -95,9 +62,9 @@ async def test_an_options_sale_chosen_on_the_pad_is_paid_then_voided(
     view = await service.transaction(body["traceNo"])
     assert view is not None
     assert [t["event"] for t in view["transitions"]][-3:] == ["offer_options", "option_chosen", "approve"]
-    void = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]}
+    void = {"traceNo": book_trace_no(), "originalTraceNo": body["traceNo"]}
     assert (await service.handle("voidQrcodeSale", void))["returnCode"] == "00"  # it named the second round
-    again = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]}
+    again = {"traceNo": book_trace_no(), "originalTraceNo": body["traceNo"]}
     assert (await service.handle("voidQrcodeSale", again))["returnCode"] == "MB45"
 
 
@@ -107,7 +74,7 @@ async def test_a_void_whose_reply_was_lost_is_found_by_inquiry(
     body = sale()
     assert (await service.handle("qrcodeSale", body))["returnCode"] == "00"
     sim.faults.add(Fault.DROP_AFTER_COMMIT, action=FaultAction.VOID)
-    void = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]}
+    void = {"traceNo": book_trace_no(), "originalTraceNo": body["traceNo"]}
     answer = await service.handle("voidQrcodeSale", void)
     assert answer["returnCode"] == "00", answer
     view = await service.transaction(void["traceNo"])
@@ -123,7 +90,7 @@ async def test_a_refund_that_never_arrived_is_declined_by_inquiry_and_not_sent_a
     body = sale()
     assert (await service.handle("qrcodeSale", body))["returnCode"] == "00"
     sim.faults.add(Fault.DROP_BEFORE_COMMIT, action=FaultAction.REFUND)
-    refund = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"], "refundAmount": Decimal("40.80")}
+    refund = {"traceNo": book_trace_no(), "originalTraceNo": body["traceNo"], "refundAmount": Decimal("40.80")}
     assert (await service.handle("refundQrcodeSale", refund))["returnCode"] == "MB33"
-    whole = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"], "refundAmount": Decimal("40.80")}
+    whole = {"traceNo": book_trace_no(), "originalTraceNo": body["traceNo"], "refundAmount": Decimal("40.80")}
     assert (await service.handle("refundQrcodeSale", whole))["returnCode"] == "00", "the first moved nothing"
