@@ -22,6 +22,9 @@ from misbridge.ebuy.requests import BOOK_ACTIONS
 from misbridge.link import (
     Cancel,
     CardData,
+    Choice,
+    Choose,
+    CodeData,
     ControlByte,
     DeviceInfo,
     DeviceInfoRequest,
@@ -34,6 +37,7 @@ from misbridge.link import (
     PinBlock,
     Progress,
     ReadCard,
+    ReadCode,
     ReadPin,
     Result,
     StatusRequest,
@@ -61,6 +65,10 @@ _MESSAGES: Final[tuple[Message, ...]] = (
     Progress(3, "04", 2),
     DeviceStatus(6, "01"),
     Result(4, "08", "cancelled by host"),
+    ReadCode(8, 60, "请扫码 Scan the code", amount_minor=1250),
+    Choose(9, 60, ("小杯咖啡", "Large coffee"), "Choose"),
+    CodeData(8, "280123121234567890", "02"),
+    Choice(9, 2),
 )
 
 
