@@ -108,7 +108,7 @@ async def run_demo(out: TextIO, *, card: str | None = None, scenario: str = "app
             await _print_trail(out, bench.daemon, response["traceNo"], expect_void=scenario == "lost-reply-void")
     expected = ReturnCode.VOIDED.code if scenario == "lost-reply-void" else "00"
     ended_well = response.get("returnCode") == expected
-    out.write(f"\n{'as expected' if ended_well else 'NOT as expected'}\n")
+    out.write(f"{'as expected' if ended_well else 'NOT as expected'}\n")
     return 0 if ended_well else 1
 
 

@@ -89,3 +89,13 @@ async def test_without_anyone_at_the_pad_the_person_checks_say_so(tmp_path: Path
     assert code == 0, out
     results = {c["id"]: c["status"] for c in json.loads(report.read_text(encoding="utf-8"))["checks"]}
     assert results == {"card-and-pin": "needs a person at the pad", "status-idle": "passed"}
+
+
+async def test_the_list_needs_no_pad_and_a_run_needs_one() -> None:
+    code, out = await _kit("--list")
+    assert code == 0, out
+    assert "session-start" in out
+    assert "§3.1" in out
+    code, out = await _kit()
+    assert code == 2
+    assert "--device-url is required" in out

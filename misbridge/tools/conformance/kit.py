@@ -121,9 +121,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``misbridge conformance``."""
     parser.add_argument(
         "--device-url",
-        required=True,
         metavar="URL",
-        help="the pad: /dev/mispos, /dev/ttyACM0, socket://host:port, usb://VID:PID",
+        help="the pad: /dev/mispos, /dev/ttyACM0, socket://host:port, usb://VID:PID (needed except with --list)",
     )
     parser.add_argument("--baudrate", type=int, default=115200, help="line speed (default 115200)")
     parser.add_argument(
@@ -163,6 +162,9 @@ def main(args: argparse.Namespace) -> int:
     if args.list:
         sys.stdout.write(listing() + "\n")
         return 0
+    if not args.device_url:
+        sys.stderr.write("misbridge conformance: --device-url is required (the pad to check)\n")
+        return 2
     person: Person
     if args.sim_control:
         person = SimulatorScript(args.sim_control)
