@@ -12,6 +12,10 @@ This is the only module that catches ``httpx`` errors; each one leaves as a
   envelope field, has an undecodable body, a missing or wrong signature, another ``traceNo``
   or another action. :class:`~misbridge.errors.BackendOutcomeUnknown`, never retried.
 * A definite, well-signed reply is a :class:`BackendReply`, approval or decline alike.
+
+Every attempt also updates the client's :class:`~misbridge.backend.reachability.Reachability`
+(is the host answering at all?), and :meth:`BackendClient.probe` asks the host cheaply without
+sending a transaction (docs/backend.md, "Is the backend reachable?").
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import httpx
 from loguru import logger
 from pydantic import SecretStr
 
+from misbridge.backend.reachability import Reachability
 from misbridge.backend.retry import NOT_SENT, SUBMIT_RETRY, RetryPolicy, call_retrying_not_sent
 from misbridge.config.secrets import TLS_CLIENT_KEY_CREDENTIAL, secret_path
 from misbridge.config.settings import BackendSettings, IdentitySettings
@@ -85,9 +90,11 @@ class BackendClient:
             when ``settings.signing.enabled`` and a key is given.
         transport: an httpx transport to use instead of the network (tests).
         retry_policy: how NOT SENT requests are retried.
+        on_attempt: told ``(action, attempt number)`` before each attempt of :meth:`submit`
+            (metrics); never by :meth:`probe`.
 
     Raises:
-        ConfigError: the URL is not an http(s) URL, or the CA bundle cannot be loaded.
+        ConfigError: the URL or probe URL is not an http(s) URL, or the CA bundle cannot be loaded.
     """
 
     def __init__(
@@ -106,6 +113,8 @@ class BackendClient:
         self._key = signing_key.get_secret_value() if signing_key and settings.signing.enabled else None
         self._retry_policy = retry_policy
         self._base_url = _checked_base_url(settings.url)
+        self._probe_url = _checked_url(settings.probe_url, "probe_url") if settings.probe_url else self._base_url
+        self._reach = Reachability()
         if settings.signing.enabled and self._key is None:
             logger.warning("backend signing is enabled but no signing key is configured: requests go unsigned")
         self._http = httpx.AsyncClient(
@@ -118,7 +127,7 @@ class BackendClient:
             verify=self._tls_context(settings, transport),
             transport=transport,
             follow_redirects=False,
-            event_hooks={"response": [_after_write]},
+            event_hooks={"response": [self._heard_back, _after_write]},
         )
 
     @staticmethod
@@ -135,6 +144,51 @@ class BackendClient:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()
+
+    @property
+    def known_down(self) -> bool:
+        """The backend is known to be down: the last attempt could not connect (NOT SENT:
+        refused, connect timeout, TLS handshake failed) and no call or probe got an answer since.
+
+        A call that connected but got no answer (an UNKNOWN read timeout or reset) does not make
+        it down; a call or probe cut off by a deadline or cancelled changes nothing.
+        """
+        return self._reach.down
+
+    @property
+    def last_error(self) -> str | None:
+        """A short text of the most recent failed call or probe (never a body or a key), or None."""
+        return self._reach.last_error
+
+    def last_ok_age_s(self) -> float | None:
+        """Seconds (monotonic) since the backend last sent any HTTP response, or None if never.
+
+        Any response counts, a non-200 status or an unsigned reply included: the host answered.
+        """
+        return self._reach.last_ok_age_s()
+
+    async def probe(self, timeout_s: float = 1.0) -> bool:
+        """Whether the backend host answers at all: a HEAD of ``backend.probe_url`` (default ``url``).
+
+        Any HTTP response, whatever its status, means reachable (and clears :attr:`known_down`).
+        A connect or TLS error, or no response within ``timeout_s`` (connect, send and read
+        together), means not reachable; :attr:`known_down` is left as it was. The probe is no
+        transaction attempt (``on_attempt`` is not told) and never raises for network errors.
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._http.head(self._probe_url, timeout=httpx.Timeout(timeout_s))
+        except TimeoutError:
+            self._reach.failed(f"probe: no answer within {timeout_s:g}s")
+            return False
+        except (httpx.HTTPError, OSError) as err:
+            self._reach.failed(f"probe: {type(err).__name__}")
+            return False
+        return True
+
+    async def _heard_back(self, response: httpx.Response) -> None:
+        # Reply headers are in: whatever the status or content, the host is up.
+        self._reach.answered()
 
     async def submit(
         self, action: str, body: Mapping[str, Any], *, signing_key: SecretStr | None = None
@@ -171,6 +225,7 @@ class BackendClient:
             response = await self._post(action, payload, count)
             reply = self._check_reply(action, trace_no, response, key)
         except (BackendNotSent, BackendOutcomeUnknown) as err:
+            self._reach.failed(f"{action} {_outcome(err)}: {err}")
             _log_failure(action, trace_no, err, attempts, started)
             raise
         logger.info(
@@ -200,7 +255,15 @@ class BackendClient:
         url = f"{self._base_url}/{action}"
 
         async def attempt() -> httpx.Response:
-            return await self._http.post(url, content=payload, headers={"Content-Type": "application/json"})
+            try:
+                return await self._http.post(url, content=payload, headers={"Content-Type": "application/json"})
+            except NOT_SENT:
+                self._reach.not_connected()
+                raise
+            except (httpx.HTTPError, OSError):
+                # After the connect (pooled or new): the host took the connection, it is not down.
+                self._reach.connected_without_answer()
+                raise
 
         try:
             async with asyncio.timeout(settings.request_deadline_s):
@@ -248,18 +311,25 @@ class BackendClient:
 
 async def _after_write(response: httpx.Response) -> None:
     # Reply headers are in: the request was written and the backend acted on it. A crash here
-    # is the "approved but the answer was lost" case the crash harness must survive.
+    # is the "approved but the answer was lost" case the crash harness must survive. A probe
+    # (HEAD) submits nothing, so it has no crash point.
+    if response.request.method != "POST":
+        return
     crash_point(f"backend.{response.request.url.path.rsplit('/', 1)[-1]}.after_write")
 
 
 def _checked_base_url(url: str) -> str:
+    return _checked_url(url, "url").rstrip("/")
+
+
+def _checked_url(url: str, setting: str) -> str:
     try:
         scheme = httpx.URL(url).scheme
     except httpx.InvalidURL as err:
-        raise ConfigError(f"backend url {url!r} is not a valid URL: {err}") from err
+        raise ConfigError(f"backend {setting} {url!r} is not a valid URL: {err}") from err
     if scheme not in ("http", "https"):
-        raise ConfigError(f"backend url {url!r} must be http:// or https://")
-    return url.rstrip("/")
+        raise ConfigError(f"backend {setting} {url!r} must be http:// or https://")
+    return url
 
 
 def _tls_context(settings: BackendSettings) -> ssl.SSLContext:
@@ -308,13 +378,16 @@ def _reply_envelope(content: bytes) -> dict[str, Any]:
     return value
 
 
+def _outcome(err: Exception) -> str:
+    return "NOT SENT" if isinstance(err, BackendNotSent) else "UNKNOWN"
+
+
 def _log_failure(action: str, trace_no: str, err: Exception, attempts: int, started: float) -> None:
-    outcome = "NOT SENT" if isinstance(err, BackendNotSent) else "UNKNOWN"
     logger.warning(
         "backend {} traceNo={} {}: {} attempts={} {}ms",
         action,
         trace_no,
-        outcome,
+        _outcome(err),
         err,
         attempts,
         _ms_since(started),

@@ -78,6 +78,51 @@ async def sign_in(backend: KeySubmitter, settings: KeySettings, trace_no: str) -
     return _wrapped(reply, "pinKey", settings.pin_key_field, settings.pin_key_kcv_field)
 
 
+class KeyExchange:
+    """The key chain's backend calls for the service: DownloadKey and sign-in over one client.
+
+    It fits core's ``KeyCenter`` protocol; core never sees the rootKey, only whether there is one.
+
+    Args:
+        client: the backend client (``BackendClient`` fits).
+        settings: the ``[keys]`` action and field names.
+        root_key: the rootKey DownloadKey is signed with (``config.secrets.load_root_key``), or None
+            when this process does not hold it (the daemon's default: only provisioning needs it).
+    """
+
+    def __init__(self, client: KeySubmitter, settings: KeySettings, root_key: SecretStr | None) -> None:
+        self._client = client
+        self._settings = settings
+        self._root_key = root_key
+
+    @property
+    def has_root_key(self) -> bool:
+        """Whether :meth:`download_key` can be called (a rootKey was loaded)."""
+        return self._root_key is not None
+
+    async def download_key(self, trace_no: str) -> WrappedKey:
+        """DownloadKey: ``mwTmk`` under the rootKey, as :func:`download_key`.
+
+        Raises:
+            KeyExchangeError: no rootKey was loaded (nothing is sent), or as :func:`download_key`.
+            BackendNotSent, BackendOutcomeUnknown: as for any call.
+        """
+        if self._root_key is None:
+            raise KeyExchangeError(
+                f"{self._settings.download_key_action} needs the rootKey, and none is loaded "
+                f"(credential {self._settings.root_key_credential!r} or keys.root_key_file)"
+            )
+        return await download_key(self._client, self._settings, self._root_key, trace_no)
+
+    async def sign_in(self, trace_no: str) -> WrappedKey:
+        """The daily sign-in: today's ``pinKey`` under ``mwTmk``, as :func:`sign_in`.
+
+        Raises:
+            BackendNotSent, BackendOutcomeUnknown, KeyExchangeError: as :func:`sign_in`.
+        """
+        return await sign_in(self._client, self._settings, trace_no)
+
+
 def is_key_expired(return_code: str, settings: KeySettings) -> bool:
     """Whether a backend returnCode means: the working key is out of date, sign in again."""
     return return_code in settings.key_expired_codes

@@ -72,13 +72,21 @@ def load_secret(name: str, path: Path | None = None) -> SecretStr | None:
     group or others is still used but logged as a warning (its path only, never its content).
     Returns None when neither source has it.
     """
+    file = _secret_file(name, path)
+    if file is None:
+        return None
+    if file == path and (problem := secret_file_problem(path)):
+        logger.warning("secret {!r}: {}", name, problem)
+    return SecretStr(file.read_text(encoding="utf-8").rstrip("\r\n"))
+
+
+def _secret_file(name: str, path: Path | None) -> Path | None:
+    """The file :func:`load_secret` reads: ``path`` if present, else the credential, else None."""
     if path is not None and path.is_file():
-        if problem := secret_file_problem(path):
-            logger.warning("secret {!r}: {}", name, problem)
-        return SecretStr(path.read_text(encoding="utf-8").rstrip("\r\n"))
+        return path
     directory = credentials_directory()
     if directory is not None and (directory / name).is_file():
-        return SecretStr((directory / name).read_text(encoding="utf-8").rstrip("\r\n"))
+        return directory / name
     return None
 
 
@@ -89,14 +97,18 @@ def load_root_key(name: str = ROOT_KEY_CREDENTIAL, path: Path | None = None) -> 
     write it. misbridge uses it only as the signing key of DownloadKey and never as a cipher key.
 
     Raises:
-        ConfigError: the secret is there but is not 32 hex characters (its content is never quoted).
+        ConfigError: the secret is there but is not 32 hex characters; the message names the file
+            it was read from, never its content.
     """
+    source = _secret_file(name, path)
     secret = load_secret(name, path)
     if secret is None:
         return None
     text = "".join(secret.get_secret_value().split()).upper()
     if len(text) != _ROOT_KEY_HEX_LEN or any(c not in _HEX for c in text):
-        raise ConfigError(f"secret {name!r} must be a double-length key: {_ROOT_KEY_HEX_LEN} hex characters")
+        raise ConfigError(
+            f"secret {name!r} (read from {source}) must be a double-length key: {_ROOT_KEY_HEX_LEN} hex characters"
+        )
     return SecretStr(text)
 
 

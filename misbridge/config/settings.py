@@ -81,6 +81,11 @@ class BackendSettings(_Section):
         description="private key of client_cert; default: the systemd credential tls-client-key "
         "($CREDENTIALS_DIRECTORY/tls-client-key)",
     )
+    probe_url: str | None = Field(
+        None,
+        description="URL whose answer shows the backend host is up (any HTTP status counts), asked with a "
+        "HEAD before a card action while the last call could not connect; default: url",
+    )
     signing: SigningSettings = SigningSettings()
 
 

@@ -6,16 +6,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 from pydantic import SecretStr
 
 from misbridge.backend import BackendClient
-from misbridge.backend.keys import download_key, sign_in
+from misbridge.backend.keys import KeyExchange, WrappedKey, download_key, sign_in
 from misbridge.config.settings import BackendSettings, DeviceSettings, IdentitySettings, KeySettings
 from misbridge.device.mispos import MisPosV1Driver
-from misbridge.errors import DeviceRejected
+from misbridge.errors import DeviceRejected, KeyExchangeError
 from simulators.backend import TEST_SIGNING_KEY, BackendSimulator
 from simulators.backend.keydesk import TEST_KEY_SEED, KeyDesk, day_key
 from simulators.crypto import TEST_ROOT_KEY_HEX, key_check_value
@@ -24,6 +24,17 @@ from tests.simulators.booksim import fresh_trace_no
 
 KEYS = KeySettings()
 TODAY = date(2024, 1, 2)
+
+
+class KeyCenter(Protocol):
+    """Core's view of the key chain, restated here so mypy checks that KeyExchange fits it."""
+
+    async def download_key(self, trace_no: str) -> WrappedKey: ...  # raises KeyExchangeError if no rootKey
+
+    async def sign_in(self, trace_no: str) -> WrappedKey: ...
+
+    @property
+    def has_root_key(self) -> bool: ...
 
 
 class Clock:
@@ -127,3 +138,27 @@ async def test_a_working_key_under_another_master_key_is_refused_by_the_pad(back
     with pytest.raises(DeviceRejected) as caught:
         await driver.load_working_key(1, pin_key.enc_key_hex, pin_key.kcv_hex)
     assert caught.value.device_code == "11"
+
+
+async def test_key_exchange_provisions_and_signs_in_a_pad_that_then_sells(backend: Any, pad: Any) -> None:
+    (_sim, client), (_pad, driver) = backend, pad
+    center: KeyCenter = KeyExchange(client, KEYS, SecretStr(TEST_ROOT_KEY_HEX))
+    assert center.has_root_key
+    mw_tmk = await center.download_key(fresh_trace_no())
+    await driver.load_master_key(mw_tmk.enc_key_hex, mw_tmk.kcv_hex)
+    pin_key = await center.sign_in(fresh_trace_no())
+    await driver.load_working_key(1, pin_key.enc_key_hex, pin_key.kcv_hex)
+    assert pin_key.kcv_hex == key_check_value(day_key(TEST_KEY_SEED, "POS01", TODAY))
+    assert (await redeem(client, driver))["returnCode"] == "00"
+
+
+async def test_key_exchange_without_a_root_key_sends_no_download_key_but_signs_in(backend: Any) -> None:
+    sim, client = backend
+    center: KeyCenter = KeyExchange(client, KEYS, None)
+    trace_no = fresh_trace_no()
+    assert not center.has_root_key
+    with pytest.raises(KeyExchangeError, match="DownloadKey needs the rootKey") as caught:
+        await center.download_key(trace_no)
+    assert "ebuy-root-key" in str(caught.value)
+    assert sim.ledger.get(trace_no) is None  # refused before anything was sent
+    assert (await center.sign_in(fresh_trace_no())).name == "pinKey"

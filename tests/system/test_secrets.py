@@ -107,3 +107,39 @@ def test_no_root_key_is_none_and_a_malformed_one_is_refused_without_quoting_it(
         secrets.load_root_key(path=bad)
     assert "not-a-key" not in str(caught.value)
     assert "32 hex" in str(caught.value)
+
+
+def test_the_root_key_comes_from_a_file_before_the_credential(credentials: Path, tmp_path: Path) -> None:
+    (credentials / secrets.ROOT_KEY_CREDENTIAL).write_text("32" * 16, encoding="utf-8")
+    file = tmp_path / "root"
+    file.write_text("0123456789abcdef FEDCBA9876543210\n", encoding="utf-8")
+    file.chmod(0o400)
+    secret = secrets.load_root_key(secrets.ROOT_KEY_CREDENTIAL, file)
+    assert secret is not None
+    assert secret.get_secret_value() == "0123456789ABCDEFFEDCBA9876543210"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["0123456789ABCDEF0123456789ABCDEG", "0123456789ABCDEF", "0123456789ABCDEF" * 3],
+    ids=["not-hex", "too-short", "too-long"],
+)
+def test_a_root_key_that_is_not_32_hex_is_refused_naming_its_file_not_its_value(
+    credentials: Path, tmp_path: Path, bad: str
+) -> None:
+    file = tmp_path / "root"
+    file.write_text(bad, encoding="utf-8")
+    file.chmod(0o400)
+    with pytest.raises(ConfigError) as caught:
+        secrets.load_root_key(secrets.ROOT_KEY_CREDENTIAL, file)
+    message = str(caught.value)
+    assert str(file) in message
+    assert "0123456789" not in message
+
+
+def test_a_malformed_root_key_credential_is_named_by_its_credential_file(credentials: Path) -> None:
+    (credentials / secrets.ROOT_KEY_CREDENTIAL).write_text("31" * 15, encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        secrets.load_root_key()
+    assert str(credentials / secrets.ROOT_KEY_CREDENTIAL) in str(caught.value)
+    assert "3131" not in str(caught.value)

@@ -167,6 +167,28 @@ async def test_a_server_from_another_ca_is_refused_before_sending(tmp_path: Path
             await client.aclose()
 
 
+async def test_a_probe_goes_through_the_same_tls_a_trusted_server_answers_another_ca_does_not(
+    tmp_path: Path,
+) -> None:
+    trusted, other = Pki(tmp_path, "trusted"), Pki(tmp_path, "other")
+    async with tls_server(trusted, require_client_cert=False) as (good_port, _):
+        good = _client(good_port, ca_bundle=trusted.ca)
+        try:
+            answered = await good.probe()
+        finally:
+            await good.aclose()
+    async with tls_server(other, require_client_cert=False) as (bad_port, _):
+        bad = _client(bad_port, ca_bundle=trusted.ca)
+        try:
+            refused = await bad.probe()
+            error = bad.last_error
+        finally:
+            await bad.aclose()
+    assert answered
+    assert not refused
+    assert error == "probe: ConnectError"
+
+
 def test_unreadable_client_certificate_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="client_cert"):
         _client(443, client_cert=tmp_path / "missing.pem")
