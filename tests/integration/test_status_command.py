@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from misbridge.app.cli import main
-from misbridge.app.status import HealthTarget
+from misbridge.app.status import HealthAnswer, HealthTarget, describe
 from misbridge.config.settings import ApiSettings
 from misbridge.errors import ConfigError
 from misbridge.telemetry.logs import configure_logging
@@ -395,3 +395,10 @@ def test_a_bad_url_or_timeout_is_a_usage_error(capsys: pytest.CaptureFixture[str
         main(["status", "--timeout", "0"])
     assert usage.value.code == 2
     assert "not a number of seconds above 0" in capsys.readouterr().err
+
+
+def test_the_sample_in_operations_md_is_what_it_prints() -> None:
+    text = (REPO_ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    sample = text.split("sudo misbridge status\n```\n```\n", 1)[1].split("```", 1)[0]
+    answer = HealthAnswer(200, json.dumps(READY), READY)
+    assert describe(HealthTarget.from_settings(ApiSettings()), answer) + "\n" == sample
