@@ -7,6 +7,7 @@ odd answers (a refusal, text, silence, fields of the wrong type), both through r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -27,6 +28,7 @@ from misbridge.app.status import HealthAnswer, HealthTarget, describe
 from misbridge.config.settings import ApiSettings
 from misbridge.errors import ConfigError
 from misbridge.telemetry.logs import configure_logging
+from tests.integration.conftest import Bench
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tok-status-1234"
@@ -215,6 +217,17 @@ def test_ready_over_the_unix_socket_from_misbridge_config(unix_door: tuple[Door,
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [f"misbridge at unix:{path}: READY", *READY_LINES]
     assert door.authorizations == [f"Bearer {TOKEN}"]
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_real_daemon_on_the_bench_is_ready(bench: Bench, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://{bench.host}:{bench.daemon.http_port}"
+    # In a thread: the command blocks on its answer, which the daemon serves from this loop.
+    code = await asyncio.to_thread(main, ["status", "--url", url])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0, lines
+    assert lines[0] == f"misbridge at {url}: READY"
+    assert lines[1].startswith("PIN pad      connected  MISBRIDGE-SIM "), lines
 
 
 # -- in-process, through real httpx --------------------------------------------------------------------
