@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 import tempfile
@@ -16,6 +17,15 @@ from misbridge.api.policy import CallerPolicy
 from misbridge.app import retention
 from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
 from misbridge.app.demo_list import DEMO_SCENARIOS, scenario_list
+from misbridge.app.status import (
+    DEFAULT_TIMEOUT_S,
+    EXIT_UNREACHABLE,
+    NoHealth,
+    api_token,
+    describe,
+    health_target,
+    read_health,
+)
 from misbridge.config.settings import DEFAULT_CONFIG_PATH, load_settings
 from misbridge.ebuy import jsonio
 from misbridge.errors import ConfigError, InvalidTransition, JournalError
@@ -47,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     check = commands.add_parser("check-config", help="validate a configuration file and print every problem")
     check.add_argument("--config", type=Path, required=True)
+    _add_status_parser(commands)
     _add_journal_parser(commands)
     probe = commands.add_parser(
         "probe", help="list serial ports and USB PIN pads; --try URL asks a pad for its DEVICE_INFO"
@@ -69,6 +80,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     conformance_arguments(conformance)
     return parser
+
+
+def _add_status_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = commands.add_parser(
+        "status", help="is the running misbridge ready? the pad, its keys, the sign-in, the backend",
+        description="Ask the running misbridge for its /health through its HTTP door and print it for a "
+        "technician (docs/operations.md, 'misbridge status'). Exit status: 0 ready, 1 not ready, "
+        "2 misbridge not reachable.",
+    )  # fmt: skip
+    command.add_argument(
+        "--config",
+        type=Path,
+        help="TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)",
+    )
+    command.add_argument(
+        "--url", help="ask this door instead of the configured one: http://HOST:PORT or unix:/PATH of the socket"
+    )
+    command.add_argument("--json", action="store_true", help="print /health's JSON as misbridge sent it")
+    command.add_argument(
+        "--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S,
+        help=f"seconds to wait for the answer (default {DEFAULT_TIMEOUT_S:g})",
+    )  # fmt: skip
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value > 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds above 0")
+    return value
 
 
 def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -133,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
             return _check_config(args.config)
         if args.command == "journal":
             return _journal(args)
+        if args.command == "status":
+            return _status(args)
         if args.command == "conformance":
             configure_logging("CRITICAL")
             from misbridge.tools.conformance.kit import main as conformance
@@ -164,12 +209,16 @@ def _check_config(config: Path) -> int:
     return 0
 
 
+def _config_path(config: Path | None) -> Path | None:
+    """``--config``, else $MISBRIDGE_CONFIG (None: settings read it), else the installed file if it exists."""
+    if config is None and not os.environ.get("MISBRIDGE_CONFIG") and DEFAULT_CONFIG_PATH.is_file():
+        return DEFAULT_CONFIG_PATH
+    return config
+
+
 def _journal(args: argparse.Namespace) -> int:
     """``misbridge journal ...``; 0 done, 1 not found or unreadable, 2 configuration or usage error."""
-    config = args.config
-    if config is None and not os.environ.get("MISBRIDGE_CONFIG") and DEFAULT_CONFIG_PATH.is_file():
-        config = DEFAULT_CONFIG_PATH
-    settings = load_settings(config)
+    settings = load_settings(_config_path(args.config))
     path: Path = args.journal or settings.journal.path
     try:
         since = journaltool.parse_since(args.since) if getattr(args, "since", None) else None
@@ -252,6 +301,19 @@ def _journal_resolve(path: Path, trace_no: str, outcome: str, note: str) -> int:
     closed = "; its reversal is closed (done)" if reversal == "done" else ""
     print(f"{trace_no}: needs_manual -> {state} (resolve_{outcome}){closed}; note: {note}")
     return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    """``misbridge status``: 0 ready, 1 not ready, 2 no usable answer (or a configuration error)."""
+    configure_logging("ERROR")  # a warning about the token file's mode would break the report's lines
+    settings = load_settings(_config_path(args.config))
+    target = health_target(settings.api, args.url)
+    answer = read_health(target, api_token(settings.api), timeout_s=args.timeout)
+    if isinstance(answer, NoHealth):
+        print(f"misbridge: {answer.message}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(answer.text.rstrip("\n") if args.json else describe(target, answer))
+    return answer.exit_status
 
 
 async def _serve(config: Path | None, *, simulators: bool) -> int:

@@ -8,7 +8,8 @@ layers that record into it, tells it where the journal and the pad are
 
 Gauges that describe stored state (reversal queue, transactions being resolved, journal
 size) are read from the journal when scraped, so they are right after a restart too; the
-pad's ``connected`` flag is read at scrape time as well. Counters and histograms start at
+pad's ``connected`` flag, the keys (signed in, the pad's working key) and the backend's
+reachability are read at scrape time as well. Counters and histograms start at
 zero with each process, as Prometheus expects (``rate()`` handles restarts).
 
 Label values are clamped to known sets (unknown actions become ``other``): a POS sending
@@ -29,11 +30,16 @@ Names (see docs/operations.md, "Metrics"):
 ``misbridge_transactions_unresolved``               unknown / inquiring / voiding right now
 ``misbridge_device_connected``                      1 when the PIN-pad link is up
 ``misbridge_journal_bytes``                         journal file + its WAL, in bytes
+``misbridge_signed_in``                             1 when today's sign-in succeeded
+``misbridge_pad_working_key_ok``                    1 when the pad holds the sign-in's key
+``misbridge_backend_reachable``                     1 when the backend counts as reachable
+``misbridge_backend_last_ok_seconds``               seconds since its last answer; NaN: never
 ==================================================  ==========================================
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -143,6 +149,24 @@ class Metrics:
         self.journal_bytes = Gauge(
             "misbridge_journal_bytes", "Size of the journal database plus its WAL file, in bytes", registry=reg
         )
+        self.signed_in = Gauge(
+            "misbridge_signed_in", "1 when misbridge signed in for the current period (working key issued), else 0",
+            registry=reg,
+        )  # fmt: skip
+        self.pad_working_key_ok = Gauge(
+            "misbridge_pad_working_key_ok", "1 when the PIN pad holds the working key of the sign-in, else 0",
+            registry=reg,
+        )  # fmt: skip
+        self.backend_reachable = Gauge(
+            "misbridge_backend_reachable", "1 when the e-Buy backend answered recently enough for /health, else 0",
+            registry=reg,
+        )  # fmt: skip
+        self.backend_last_ok_seconds = Gauge(
+            "misbridge_backend_last_ok_seconds", "Seconds since the e-Buy backend last answered; NaN if it never has",
+            registry=reg,
+        )  # fmt: skip
+        # 0 would read as "answered just now": until a source says otherwise, it never has.
+        self.backend_last_ok_seconds.set(math.nan)
         self.build_info = Gauge("misbridge_build_info", "Always 1; the version label", ["version"], registry=reg)
         self.build_info.labels(version=__version__).set(1)
         for state in ("pending", "needs_manual"):
@@ -150,6 +174,8 @@ class Metrics:
         self._journal: JournalStats | None = None
         self._journal_path: Path | None = None
         self._device_connected: Callable[[], bool] | None = None
+        self._flags: dict[Gauge, Callable[[], bool]] = {}
+        self._backend_last_ok_s: Callable[[], float | None] | None = None
 
     # -- wiring --------------------------------------------------------------------------------
 
@@ -159,14 +185,37 @@ class Metrics:
         journal: JournalStats | None = None,
         journal_path: Path | None = None,
         device_connected: Callable[[], bool] | None = None,
+        signed_in: Callable[[], bool] | None = None,
+        pad_key_ok: Callable[[], bool] | None = None,
+        backend_last_ok_s: Callable[[], float | None] | None = None,
+        backend_reachable: Callable[[], bool] | None = None,
     ) -> None:
-        """Say where the scrape-time gauges come from (each argument given replaces the old one)."""
+        """Say where the scrape-time gauges come from (each argument given replaces the old one).
+
+        Args:
+            journal: reversal counts and unresolved transactions.
+            journal_path: the database file whose size (with its WAL) is reported.
+            device_connected: whether the PIN-pad link is up.
+            signed_in: whether the sign-in of the current period succeeded.
+            pad_key_ok: whether the pad's working-key slot holds the key of that sign-in.
+            backend_last_ok_s: seconds since the backend last answered, None if it never has.
+            backend_reachable: whether the backend counts as reachable (the same rule as ``/health``).
+        """
         if journal is not None:
             self._journal = journal
         if journal_path is not None:
             self._journal_path = journal_path
         if device_connected is not None:
             self._device_connected = device_connected
+        for gauge, source in (
+            (self.signed_in, signed_in),
+            (self.pad_working_key_ok, pad_key_ok),
+            (self.backend_reachable, backend_reachable),
+        ):
+            if source is not None:
+                self._flags[gauge] = source
+        if backend_last_ok_s is not None:
+            self._backend_last_ok_s = backend_last_ok_s
 
     # -- recording (called by the service, the device driver and the backend client) ---------
 
@@ -229,9 +278,14 @@ class Metrics:
     # -- scraping -----------------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        """Read the scrape-time gauges from the journal, the journal files and the pad."""
+        """Read the scrape-time gauges from the journal, the journal files, the pad, the keys and the backend."""
         if self._device_connected is not None:
             self.set_device_connected(self._device_connected())
+        for gauge, source in self._flags.items():
+            gauge.set(1 if source() else 0)
+        if self._backend_last_ok_s is not None:
+            age = self._backend_last_ok_s()
+            self.backend_last_ok_seconds.set(math.nan if age is None else max(age, 0.0))
         if self._journal_path is not None:
             self.journal_bytes.set(journal_size(self._journal_path))
         if self._journal is not None:

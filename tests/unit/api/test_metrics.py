@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,6 +129,42 @@ async def test_scrape_time_gauges(tmp_path: Path) -> None:
     connected[0] = False
     await metrics.refresh()
     assert metrics.value("misbridge_device_connected") == 0
+
+
+async def test_keys_and_backend_gauges_are_read_at_scrape() -> None:
+    state: dict[str, Any] = {"signed_in": False, "key_ok": False, "reachable": False, "age": None}
+    metrics = Metrics()
+    metrics.watch(
+        signed_in=lambda: state["signed_in"], pad_key_ok=lambda: state["key_ok"],
+        backend_reachable=lambda: state["reachable"], backend_last_ok_s=lambda: state["age"],
+    )  # fmt: skip
+    body, _ = await metrics.render()
+    samples = {s.name: s.value for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    assert samples["misbridge_signed_in"] == 0
+    assert samples["misbridge_pad_working_key_ok"] == 0
+    assert samples["misbridge_backend_reachable"] == 0
+    assert math.isnan(samples["misbridge_backend_last_ok_seconds"])  # never answered, not "just now"
+    state.update(signed_in=True, key_ok=True, reachable=True, age=12.5)
+    await metrics.refresh()
+    assert metrics.value("misbridge_signed_in") == 1
+    assert metrics.value("misbridge_pad_working_key_ok") == 1
+    assert metrics.value("misbridge_backend_reachable") == 1
+    assert metrics.value("misbridge_backend_last_ok_seconds") == 12.5
+    state.update(key_ok=False, age=None)
+    await metrics.refresh()
+    assert metrics.value("misbridge_pad_working_key_ok") == 0
+    assert metrics.value("misbridge_signed_in") == 1
+    assert math.isnan(metrics.value("misbridge_backend_last_ok_seconds"))
+
+
+async def test_an_unwatched_backend_never_reads_as_just_answered() -> None:
+    metrics = Metrics()
+    metrics.watch(signed_in=lambda: True)
+    metrics.watch(device_connected=lambda: True)  # a later watch() keeps the earlier sources
+    await metrics.refresh()
+    assert metrics.value("misbridge_signed_in") == 1
+    assert metrics.value("misbridge_backend_reachable") == 0
+    assert math.isnan(metrics.value("misbridge_backend_last_ok_seconds"))
 
 
 async def test_a_journal_error_at_scrape_keeps_the_last_values() -> None:
