@@ -71,7 +71,7 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
     assert not V2_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 6
         assert await journal.count() == 2
         old = await journal.get("OLD1")
         assert old is not None
@@ -218,7 +218,7 @@ async def test_v3_file_is_migrated_keeps_its_rows_and_gains_the_queries(db_path:
     assert not V4_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 6
         assert await journal.count() == 2
         old = await journal.forwarded_inquiry("INQ0")
         assert old is not None
@@ -279,7 +279,7 @@ async def test_v4_file_is_migrated_keeps_its_calls_and_guards_and_takes_an_optio
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 4")
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 6
         assert [(c.trace_no, c.kind, c.return_code) for c in await journal.calls("OLD1")] == [
             ("202604301000020000000001", "inquiry", "25")
         ]
