@@ -41,6 +41,7 @@ def test_migrate_creates_the_latest_version_once(conn: sqlite3.Connection) -> No
     assert {"transactions", "transitions", "transactions_final_is_final"} <= names
     assert {"counters", "backend_calls", "reversals", "reversals_done_is_final"} <= names
     assert {"pos_inquiries", "transactions_trace_no_not_barred", "pos_inquiries_are_kept"} <= names
+    assert {"key_calls", "key_calls_trace_no_is_new", "key_calls_result_is_final", "purges"} <= names
 
 
 def test_newer_database_is_refused(conn: sqlite3.Connection) -> None:
