@@ -1,14 +1,15 @@
 """The SQLite transaction journal: intents before effects, compare-and-set state changes.
 
 Public API: :class:`Journal` (``store``, one part per table in ``connection``, ``transactions``,
-``calls``, ``pos_inquiries``, ``pos_queries``, ``reversals`` and ``retention``);
-:class:`TransactionRecord`, :class:`TransitionRecord`, :class:`CallRecord`,
+``calls``, ``key_calls``, ``pos_inquiries``, ``pos_queries``, ``reversals`` and ``retention``);
+:class:`TransactionRecord`, :class:`TransitionRecord`, :class:`CallRecord`, :class:`KeyCallRecord`,
 :class:`PosInquiryRecord`, :class:`PosQueryRecord` and :class:`ReversalRecord` (``records``);
 the errors (``errors``) :class:`DuplicateTraceNoError`, :class:`BarredTraceNoError`,
 :class:`KnownOriginalError`, :class:`StateConflictError` and :class:`ReversalConflictError`; and
 :data:`FINAL_STATES` (``schema``), the states the database refuses to leave. Besides the
-transactions, the journal numbers the requests misbridge originates (``Journal.allocate_call``)
-and holds the durable reversal queue (``Journal.enqueue_reversal`` and friends). Of
+transactions, the journal numbers the requests misbridge originates (``Journal.allocate_call``;
+``Journal.allocate_key_call`` for DownloadKey and the sign-in) and holds the durable reversal
+queue (``Journal.enqueue_reversal`` and friends). Of
 :mod:`misbridge.core` it imports only the pure transition table (:mod:`misbridge.core.machine`):
 a state is written only as the machine's
 ``next_state(kind, state, event)``.
@@ -26,6 +27,8 @@ from misbridge.journal.records import (
     CallKind,
     CallRecord,
     CallState,
+    KeyCallKind,
+    KeyCallRecord,
     PosInquiryRecord,
     PosQueryRecord,
     ReversalRecord,
@@ -49,6 +52,8 @@ __all__ = [
     "DuplicateTraceNoError",
     "Journal",
     "JournalSettings",
+    "KeyCallKind",
+    "KeyCallRecord",
     "KnownOriginalError",
     "PosInquiryRecord",
     "PosQueryRecord",

@@ -6,8 +6,10 @@ bumps the counter and inserts the ``backend_calls`` row in one commit before ret
 a traceNo the backend may have seen is never handed out again, crash or not.
 
 The backend refuses any traceNo it has already seen, so :func:`barred_as` (the requests
-misbridge sent, and the POS inquiries it forwarded, :mod:`misbridge.journal.pos_inquiries`)
-is what neither a new transaction nor a new call may use.
+misbridge sent, its key requests, :mod:`misbridge.journal.key_calls`, and the POS's inquiries,
+queries and uploads it passed on) is what neither a new transaction nor a new call may use.
+:func:`trace_prefix` and :func:`new_trace_no` are the numbering itself, shared with the key
+requests, so both take their serials from the one counter.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from misbridge.journal.records import CallKind, CallRecord
 from misbridge.journal.rows import BACKEND_CALLS, exists, record_result, request_fields, response_json
 from misbridge.journal.schema import TRACE_SERIAL, immediate_transaction
 
-__all__ = ["CALL_RESULTS", "BackendCalls", "barred_as"]
+__all__ = ["CALL_RESULTS", "BackendCalls", "barred_as", "new_trace_no", "trace_prefix"]
 
 _TRACE_PREFIX_FORMAT: Final = "%Y%m%d%H%M%S"
 _SERIAL_DIGITS: Final = 10
@@ -52,9 +54,7 @@ class BackendCalls(JournalBase):
             JournalError: ``original_trace_no`` is not in the journal, ``kind`` is unknown, a
                 time is naive, the serial is exhausted, or the write failed.
         """
-        local = self._clock().astimezone() if local_now is None else local_now
-        iso("local_now", local)  # refuses a naive time
-        prefix = local.strftime(_TRACE_PREFIX_FORMAT)
+        prefix = trace_prefix(self._clock(), local_now)
         return await self._run("allocate_call", _allocate_call, original_trace_no, kind, prefix, self._now())
 
     async def record_call_result(
@@ -97,10 +97,22 @@ class BackendCalls(JournalBase):
         return await self._run("barred_as", barred_as, trace_no)
 
 
+def trace_prefix(clock_now: datetime, local_now: datetime | None) -> str:
+    """The ``yyyyMMddHHmmss`` head of a new traceNo: ``local_now`` as given, else ``clock_now`` in local time.
+
+    Raises:
+        JournalError: the time used is naive.
+    """
+    local = clock_now.astimezone() if local_now is None else local_now
+    iso("local_now", local)  # refuses a naive time
+    return local.strftime(_TRACE_PREFIX_FORMAT)
+
+
 # --- Everything below runs on the journal thread. ----------------------------------------
 
 _BARRED_AS: Final = (
     ("SELECT 1 FROM backend_calls WHERE trace_no = ?", "the traceNo of a request misbridge sent"),
+    ("SELECT 1 FROM key_calls WHERE trace_no = ?", "the traceNo of a key request misbridge sent"),
     ("SELECT 1 FROM pos_inquiries WHERE trace_no = ?", "the traceNo of a forwarded POS inquiry"),
     ("SELECT 1 FROM pos_inquiries WHERE original_trace_no = ?", "the originalTraceNo of a forwarded POS inquiry"),
     ("SELECT 1 FROM pos_queries WHERE trace_no = ?", "the traceNo of a POS query or upload"),
@@ -130,15 +142,27 @@ def _insert_call(conn: sqlite3.Connection, trace_no: str, original_trace_no: str
     )
 
 
+def new_trace_no(conn: sqlite3.Connection, prefix: str) -> str:
+    """``prefix`` + the next serial that makes a traceNo nobody used; call it inside the write's transaction.
+
+    A serial that would repeat a transaction's traceNo (a POS may send 24 digits too) or one the
+    backend has seen (:func:`barred_as`) is skipped; the counter keeps every serial it gave.
+
+    Raises:
+        JournalError: the counter is missing or exhausted.
+    """
+    while True:
+        trace_no = f"{prefix}{_next_serial(conn):0{_SERIAL_DIGITS}d}"
+        used = exists(conn, "SELECT 1 FROM transactions WHERE trace_no = ?", trace_no)
+        if not used and barred_as(conn, trace_no) is None:
+            return trace_no
+
+
 def _allocate_call(conn: sqlite3.Connection, original_trace_no: str, kind: str, prefix: str, at: str) -> str:
     with immediate_transaction(conn):
         if not exists(conn, "SELECT 1 FROM transactions WHERE trace_no = ?", original_trace_no):
             raise JournalError(f"journal allocate_call: no transaction {original_trace_no!r}")
-        while True:  # skip a serial that would repeat a traceNo the POS used (it may send 24 digits too)
-            trace_no = f"{prefix}{_next_serial(conn):0{_SERIAL_DIGITS}d}"
-            used = exists(conn, "SELECT 1 FROM transactions WHERE trace_no = ?", trace_no)
-            if not used and barred_as(conn, trace_no) is None:
-                break
+        trace_no = new_trace_no(conn, prefix)
         _insert_call(conn, trace_no, original_trace_no, kind, at)
     return trace_no
 

@@ -28,6 +28,8 @@ __all__ = [
     "CallKind",
     "CallRecord",
     "CallState",
+    "KeyCallKind",
+    "KeyCallRecord",
     "PosInquiryRecord",
     "PosQueryRecord",
     "ReversalRecord",
@@ -46,6 +48,9 @@ CallKind = Literal["inquiry", "void", "option"]
 CallState = Literal["sent", "answered", "unknown"]
 """Where an originated request stands: ``sent`` (committed before the first byte), then
 ``answered`` or ``unknown`` (no usable reply: it may or may not have been processed)."""
+
+KeyCallKind = Literal["downloadKey", "signIn"]
+"""A key request misbridge originates: ``DownloadKey`` (the master key) or the daily sign-in (the working key)."""
 
 ReversalState = Literal["pending", "done", "needs_manual"]
 """Where a reversal queue entry stands; ``done`` is final."""
@@ -199,6 +204,32 @@ class CallRecord:
     def __post_init__(self) -> None:
         _require_one_of("call kind", self.kind, get_args(CallKind))
         _require_one_of("call state", self.state, get_args(CallState))
+        _require_aware("created_at", self.created_at)
+        _require_aware("updated_at", self.updated_at)
+
+
+@dataclass(frozen=True)
+class KeyCallRecord:
+    """One row of ``key_calls``: a key request misbridge originated (``downloadKey`` or ``signIn``).
+
+    ``trace_no`` is the request's own, never-repeated traceNo (``Journal.allocate_key_call``);
+    ``state`` is ``sent`` until its one result (``Journal.record_key_call_result``). The row
+    holds no key material: the wrapped key and its KCV go to the pad and nowhere else.
+
+    Raises:
+        ValueError: a timestamp is naive, or ``kind``/``state`` is not a known value.
+    """
+
+    trace_no: str
+    kind: KeyCallKind
+    state: CallState
+    return_code: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def __post_init__(self) -> None:
+        _require_one_of("key request kind", self.kind, get_args(KeyCallKind))
+        _require_one_of("key request state", self.state, get_args(CallState))
         _require_aware("created_at", self.created_at)
         _require_aware("updated_at", self.updated_at)
 

@@ -28,6 +28,14 @@ Versions:
    inquiry's: a trigger refuses a transaction with one and a query with a traceNo already used,
    and the rows are never deleted. ``pos_inquiries`` gains ``request_hash`` (NULL on rows from
    version 3), so the repeat of a forwarded inquiry gets its stored answer.
+5. ``backend_calls.kind`` gains ``option`` (the second round of a QR sale with options).
+6. misbridge's own key requests (issue 14): ``key_calls``, one row per ``downloadKey`` or
+   ``signIn``, numbered from the same ``trace_serial`` as ``backend_calls`` and committed ``sent``
+   before the request leaves, then ``answered`` or ``unknown``. They have no original and move no
+   money, and no key material is stored: traceNo, kind, state, return code and times only. Their
+   traceNos are barred like a call's (triggers refuse a transaction, call or query with one, and a
+   key request with a used traceNo). The ``purges`` table becomes part of the schema and counts
+   the ``key_calls`` rows a purge deletes.
 """
 
 from __future__ import annotations
@@ -44,6 +52,7 @@ __all__ = [
     "CALL_KINDS",
     "CALL_STATES",
     "FINAL_STATES",
+    "KEY_CALL_KINDS",
     "POS_INQUIRY_STATES",
     "POS_QUERY_ACTIONS",
     "PURGES_TABLE",
@@ -57,12 +66,13 @@ __all__ = [
     "schema_v3",
     "schema_v4",
     "schema_v5",
+    "schema_v6",
 ]
 
 FINAL_STATES: Final[tuple[str, ...]] = ("approved", "declined", "aborted", "voided")
 """States no transaction may leave; enforced by the ``transactions_final_is_final`` trigger."""
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """The ``PRAGMA user_version`` that :func:`migrate` brings a database to."""
 
 TRACE_SERIAL: Final = "trace_serial"
@@ -84,6 +94,9 @@ POS_INQUIRY_STATES: Final[tuple[str, ...]] = CALL_STATES
 POS_QUERY_ACTIONS: Final[tuple[str, ...]] = ("ecouponInquiry", "summary", "batchUpload")
 """The actions whose requests are ``pos_queries`` rows (``pos_queries.action``)."""
 
+KEY_CALL_KINDS: Final[tuple[str, ...]] = ("downloadKey", "signIn")
+"""The key requests misbridge originates (``key_calls.kind``, since version 6)."""
+
 PURGES_TABLE: Final = """CREATE TABLE IF NOT EXISTS purges (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
     at            TEXT NOT NULL,
@@ -95,8 +108,9 @@ PURGES_TABLE: Final = """CREATE TABLE IF NOT EXISTS purges (
 ) STRICT"""
 """The retention purge's own record (R16: the purge is itself journaled): one row per purge run.
 
-Created by the first :meth:`~misbridge.journal.store.Journal.purge` (``IF NOT EXISTS``), not by a
-migration, so :data:`SCHEMA_VERSION` is unchanged; a later migration may adopt it as is.
+Up to version 5 the first :meth:`~misbridge.journal.store.Journal.purge` created it (``IF NOT
+EXISTS``); migration 6 adopts it (creating it if no purge ever ran) and adds the ``key_calls``
+count, so from version 6 on it is always there.
 """
 
 _STATE_NAME = re.compile(r"[a-z][a-z0-9_]*")
@@ -383,12 +397,71 @@ def schema_v5(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
     ]
 
 
+def _trace_no_not_keyed(table: str) -> str:
+    # A trigger of its own beside the ones ``table`` has: adding it leaves the earlier
+    # versions' triggers as they are.
+    return f"""CREATE TRIGGER {table}_trace_no_not_keyed
+            BEFORE INSERT ON {table}
+            WHEN EXISTS (SELECT 1 FROM key_calls WHERE trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo is already used by a key request');
+            END"""  # noqa: S608 - table is a literal of schema_v6
+
+
+def schema_v6(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
+    """The statements that take version 5 to version 6: misbridge's own key requests (issue 14).
+
+    ``final_states`` is not used (same signature as every step).
+
+    Guards, as triggers:
+
+    * a key request's traceNo is new: no transaction, request misbridge sent, forwarded inquiry
+      or query has it; and no transaction, call or query is created with a key request's traceNo
+      (the backend refuses a traceNo it has seen);
+    * a key request gets exactly one result: once not ``sent``, its row does not change.
+
+    The ``purges`` table, made by a purge (:data:`PURGES_TABLE`) or here if none ever ran, gains
+    the count of ``key_calls`` rows each purge deleted.
+    """
+    del final_states  # same signature as schema_v1
+    return [
+        f"""CREATE TABLE key_calls (
+            trace_no    TEXT PRIMARY KEY NOT NULL,
+            kind        TEXT NOT NULL CHECK (kind IN ({_sql_list(KEY_CALL_KINDS, _ACTION_NAME)})),
+            state       TEXT NOT NULL CHECK (state IN ({_sql_list(CALL_STATES)})),
+            return_code TEXT,
+            created_at  TEXT NOT NULL,
+            updated_at  TEXT NOT NULL
+        ) STRICT""",
+        """CREATE TRIGGER key_calls_trace_no_is_new
+            BEFORE INSERT ON key_calls
+            WHEN EXISTS (SELECT 1 FROM transactions WHERE trace_no = NEW.trace_no)
+              OR EXISTS (SELECT 1 FROM backend_calls WHERE trace_no = NEW.trace_no)
+              OR EXISTS (SELECT 1 FROM pos_inquiries
+                         WHERE trace_no = NEW.trace_no OR original_trace_no = NEW.trace_no)
+              OR EXISTS (SELECT 1 FROM pos_queries WHERE trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo is already used');
+            END""",
+        """CREATE TRIGGER key_calls_result_is_final
+            BEFORE UPDATE ON key_calls
+            WHEN OLD.state <> 'sent'
+            BEGIN
+                SELECT RAISE(ABORT, 'key request already has its result');
+            END""",
+        *(_trace_no_not_keyed(table) for table in ("transactions", "backend_calls", "pos_queries")),
+        PURGES_TABLE,
+        "ALTER TABLE purges ADD COLUMN key_calls INTEGER NOT NULL DEFAULT 0",
+    ]
+
+
 _MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {
     1: schema_v1,
     2: schema_v2,
     3: schema_v3,
     4: schema_v4,
     5: schema_v5,
+    6: schema_v6,
 }
 """Statements that take a database from version ``n - 1`` to version ``n``."""
 

@@ -9,6 +9,7 @@ own module with the functions that run on the journal thread:
 * :mod:`~misbridge.journal.transactions`: intents and compare-and-set state changes, the
   target always the kind's machine's (``next_state(kind, state, event)``);
 * :mod:`~misbridge.journal.calls`: the requests misbridge originates and the traceNo counter;
+* :mod:`~misbridge.journal.key_calls`: misbridge's own key requests (DownloadKey, sign-in);
 * :mod:`~misbridge.journal.pos_inquiries`: the POS inquiries misbridge forwarded;
 * :mod:`~misbridge.journal.pos_queries`: the POS's queries and uploads misbridge passed on;
 * :mod:`~misbridge.journal.reversals`: the durable reversal queue, and the operator's
@@ -37,6 +38,7 @@ from misbridge.journal.errors import (
     ReversalConflictError,
     StateConflictError,
 )
+from misbridge.journal.key_calls import KeyCalls
 from misbridge.journal.pos_inquiries import PosInquiries
 from misbridge.journal.pos_queries import PosQueries
 from misbridge.journal.records import PosInquiryRecord, PosQueryRecord
@@ -56,7 +58,7 @@ __all__ = [
 ]
 
 
-class Journal(ReversalQueue, BackendCalls, PosInquiries, PosQueries, Retention):
+class Journal(ReversalQueue, BackendCalls, KeyCalls, PosInquiries, PosQueries, Retention):
     """The durable record of every transaction and its state changes.
 
     Open with :meth:`open` (not the constructor) and :meth:`close` when done, or use

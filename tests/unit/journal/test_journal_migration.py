@@ -3,7 +3,8 @@
 v1 -> v2 adds the traceNo serial, the backend calls and the reversal queue; v2 -> v3 the POS
 inquiries forwarded to the backend (issue 10); v3 -> v4 the POS's queries and uploads passed on,
 and the request hash of a forwarded inquiry; v4 -> v5 the ``option`` kind of backend call (the
-table rebuilt with its rows and guards).
+table rebuilt with its rows and guards); v5 -> v6 misbridge's own key requests (issue 14) and the
+``purges`` table adopted with a count of them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ import pytest
 
 from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal import SCHEMA_VERSION, Journal, TransactionRecord, queries
-from misbridge.journal.schema import immediate_transaction, migrate, schema_v1, schema_v2, schema_v3, schema_v4
+from misbridge.journal.schema import (
+    PURGES_TABLE,
+    immediate_transaction,
+    migrate,
+    schema_v1,
+    schema_v2,
+    schema_v3,
+    schema_v4,
+    schema_v5,
+)
 from misbridge.journal.store import BarredTraceNoError
 from tests.seeding import seed_transaction
 from tests.unit.journal.helpers import add_transaction, raw, serial_of
@@ -23,6 +33,7 @@ from tests.unit.journal.helpers import add_transaction, raw, serial_of
 V2_TABLES = {"counters", "backend_calls", "reversals"}
 V3_TABLES = {"pos_inquiries"}
 V4_TABLES = {"pos_queries"}
+V6_TABLES = {"key_calls", "purges"}
 
 
 def write_v1_file(path: Path) -> None:
@@ -71,7 +82,7 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
     assert not V2_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 6
         assert await journal.count() == 2
         old = await journal.get("OLD1")
         assert old is not None
@@ -98,9 +109,10 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
 async def test_fresh_file_goes_straight_to_the_latest_version(db_path: Path) -> None:
     async with await Journal.open(db_path) as journal:
         assert (await journal.settings()).schema_version == SCHEMA_VERSION
-    assert tables(db_path) >= V2_TABLES | V3_TABLES | V4_TABLES
+    assert tables(db_path) >= V2_TABLES | V3_TABLES | V4_TABLES | V6_TABLES
     with raw(db_path) as conn:
         assert conn.execute("SELECT name, value FROM counters").fetchall() == [("trace_serial", 0)]
+        assert "key_calls" in {str(row[1]) for row in conn.execute("PRAGMA table_info(purges)")}
 
 
 async def test_a_failed_v2_step_leaves_a_whole_v1_file(db_path: Path) -> None:
@@ -218,7 +230,7 @@ async def test_v3_file_is_migrated_keeps_its_rows_and_gains_the_queries(db_path:
     assert not V4_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 6
         assert await journal.count() == 2
         old = await journal.forwarded_inquiry("INQ0")
         assert old is not None
@@ -279,7 +291,7 @@ async def test_v4_file_is_migrated_keeps_its_calls_and_guards_and_takes_an_optio
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 4")
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 5
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 6
         assert [(c.trace_no, c.kind, c.return_code) for c in await journal.calls("OLD1")] == [
             ("202604301000020000000001", "inquiry", "25")
         ]
@@ -295,3 +307,93 @@ async def test_v4_file_is_migrated_keeps_its_calls_and_guards_and_takes_an_optio
         names = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"backend_calls_by_original", "backend_calls_trace_no_is_new", "backend_calls_result_is_final"} <= names
     assert "backend_calls_v5" not in names
+
+
+def write_v5_file(path: Path) -> None:
+    """A version-5 journal as the misbridge before issue 14 left it: the v3 rows, a query, an option call, a purge."""
+    write_v3_file(path)
+    at = "2026-04-30T10:00:05.000000+00:00"
+    with raw(path) as conn:
+        for version, statements in ((4, schema_v4()), (5, schema_v5())):
+            with immediate_transaction(conn):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version:d}")
+        with immediate_transaction(conn):
+            conn.execute(
+                "INSERT INTO pos_queries (trace_no, action, state, request_json, request_hash, return_code,"
+                " response_json, created_at, updated_at) VALUES ('SUM0', 'summary', 'answered', ?, 'h', '00', ?, ?, ?)",
+                ('{"traceNo":"SUM0"}', '{"returnCode":"00"}', at, at),
+            )
+            conn.execute("UPDATE counters SET value = 2 WHERE name = 'trace_serial'")
+            conn.execute(
+                "INSERT INTO backend_calls (trace_no, original_trace_no, kind, state, created_at, updated_at)"
+                " VALUES ('202604301000050000000002', 'OLD2', 'option', 'sent', ?, ?)",
+                (at, at),
+            )
+            conn.execute(PURGES_TABLE)  # a v5 purge made it
+            conn.execute("INSERT INTO purges (at, cutoff, transactions, transitions) VALUES (?, ?, 3, 9)", (at, at))
+
+
+def snapshot(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of a version-5 file, in the columns version 5 has."""
+    v5_columns = {"purges": "id, at, cutoff, transactions, transitions, backend_calls, reversals"}
+    with raw(path) as conn:
+        names = sorted(str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+        return {
+            name: conn.execute(f"SELECT {v5_columns.get(name, '*')} FROM {name} ORDER BY rowid").fetchall()  # noqa: S608 - names from sqlite_master
+            for name in names
+            if name not in {"sqlite_sequence", "key_calls"}
+        }
+
+
+async def test_v5_file_is_migrated_keeps_every_row_and_gains_the_key_calls(db_path: Path) -> None:
+    write_v5_file(db_path)
+    assert version(db_path) == 5
+    assert "key_calls" not in tables(db_path)
+    before = snapshot(db_path)
+    assert all(before[name] for name in ("transactions", "backend_calls", "pos_inquiries", "pos_queries", "purges"))
+
+    async with await Journal.open(db_path) as journal:
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 6
+        assert snapshot(db_path) == before
+        assert await journal.key_calls() == []
+        trace_no = await journal.allocate_key_call("signIn")
+        assert serial_of(trace_no) == 3, "the serial carries on from version 5's"
+        with pytest.raises(BarredTraceNoError, match="key request"):
+            await add_transaction(journal, trace_no, "received")
+        await journal.record_key_call_result(trace_no, "answered", "00")
+        with pytest.raises(JournalError, match="already 'answered'"):
+            await journal.record_key_call_result(trace_no, "unknown", None)
+        with pytest.raises(JournalError, match="key request"):  # the old tables' new guards work too
+            await journal.record_query(trace_no, "summary", {"traceNo": trace_no})
+        assert await journal.integrity_check() == "ok"
+    with raw(db_path) as conn:
+        assert conn.execute("SELECT transactions, key_calls FROM purges").fetchall() == [(3, 0)]
+        names = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")}
+    assert {
+        "key_calls_trace_no_is_new",
+        "key_calls_result_is_final",
+        "transactions_trace_no_not_keyed",
+        "backend_calls_trace_no_not_keyed",
+        "pos_queries_trace_no_not_keyed",
+        "pos_queries_trace_no_is_new",
+        "transactions_trace_no_is_new",
+    } <= names
+    assert version(db_path) == SCHEMA_VERSION
+
+
+async def test_a_failed_v6_step_leaves_a_whole_v5_file(db_path: Path) -> None:
+    write_v5_file(db_path)
+    before = snapshot(db_path)
+    with raw(db_path) as conn:  # the column exists already: step 6 fails at its last statement
+        conn.execute("ALTER TABLE purges ADD COLUMN key_calls INTEGER NOT NULL DEFAULT 0")
+    with pytest.raises(JournalError, match="cannot open journal"):
+        await Journal.open(db_path)
+    assert version(db_path) == 5
+    assert "key_calls" not in tables(db_path)  # the half-done step was rolled back
+    with raw(db_path) as conn:
+        conn.execute("ALTER TABLE purges DROP COLUMN key_calls")
+    async with await Journal.open(db_path) as journal:
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION
+        assert snapshot(db_path) == before

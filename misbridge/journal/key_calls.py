@@ -1,0 +1,127 @@
+"""misbridge's own key requests (schema v6, issue 14): ``DownloadKey`` and the sign-in, the ``key_calls`` table.
+
+:meth:`KeyCalls.allocate_key_call` numbers a key request like an inquiry or void
+(:func:`~misbridge.journal.calls.new_trace_no`: ``yyyyMMddHHmmss`` + the next ``trace_serial``)
+and commits its ``sent`` row before returning the traceNo, so a traceNo the backend may have
+seen is never handed out again, crash or not. A key request has no original transaction and
+moves no money, so it is not a ``backend_calls`` row; its traceNo is barred all the same
+(:func:`~misbridge.journal.calls.barred_as`): no POS transaction, call or query may use it.
+
+No key material is stored, ever: a row is the traceNo, the kind, the state, the return code and
+two times. The wrapped key and its KCV go from the backend to the pad and nowhere else.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime
+from typing import Final, Literal
+
+from misbridge.errors import JournalError
+from misbridge.journal.calls import CALL_RESULTS, new_trace_no, trace_prefix
+from misbridge.journal.connection import JournalBase
+from misbridge.journal.records import KeyCallKind, KeyCallRecord
+from misbridge.journal.rows import time_of
+from misbridge.journal.schema import KEY_CALL_KINDS, immediate_transaction
+
+__all__ = ["KeyCalls"]
+
+_DEFAULT_LIMIT: Final = 20
+
+
+class KeyCalls(JournalBase):
+    """The key requests misbridge originates: traceNo allocation, their results, the latest ones."""
+
+    async def allocate_key_call(self, kind: KeyCallKind, *, local_now: datetime | None = None) -> str:
+        """Allocate a new traceNo for a ``kind`` key request (``downloadKey`` or ``signIn``); return it.
+
+        The traceNo is made as :meth:`~misbridge.journal.calls.BackendCalls.allocate_call` makes
+        one, from the same counter: ``local_now`` (by default the journal clock in local time)
+        formatted ``%Y%m%d%H%M%S``, then the next ``trace_serial``, 10 digits, never repeated.
+        The counter bump and the ``key_calls`` row (state ``sent``) are one transaction: this
+        returns after the COMMIT, before anything may be sent with the traceNo.
+
+        Raises:
+            JournalError: ``kind`` is unknown, a time is naive, the serial is exhausted, or the
+                write failed.
+        """
+        if kind not in KEY_CALL_KINDS:
+            raise JournalError(f"journal allocate_key_call: kind must be one of {KEY_CALL_KINDS!r}, got {kind!r}")
+        prefix = trace_prefix(self._clock(), local_now)
+        return await self._run("allocate_key_call", _allocate_key_call, kind, prefix, self._now())
+
+    async def record_key_call_result(
+        self, trace_no: str, result: Literal["answered", "unknown"], return_code: str | None
+    ) -> None:
+        """Record the one result of the key request ``trace_no``.
+
+        ``result`` is ``"answered"`` (a reply arrived; ``return_code`` is its returnCode) or
+        ``"unknown"`` (no usable reply; ``return_code`` is usually ``None``). Only the return
+        code is kept, never the reply: it carries the wrapped key.
+
+        Raises:
+            JournalError: ``result`` is not ``answered``/``unknown``, there is no such key
+                request or it already has its result, or the write failed.
+        """
+        if result not in CALL_RESULTS:
+            raise JournalError(
+                f"journal record_key_call_result: result must be one of {CALL_RESULTS!r}, got {result!r}"
+            )
+        await self._run("record_key_call_result", _record_result, trace_no, result, return_code, self._now())
+
+    async def key_calls(self, limit: int = _DEFAULT_LIMIT) -> list[KeyCallRecord]:
+        """The latest ``limit`` key requests, newest first.
+
+        Raises:
+            JournalError: ``limit`` is negative, the read failed or a row is corrupt.
+        """
+        if limit < 0:
+            raise JournalError(f"journal key_calls: limit must not be negative, got {limit}")
+        return await self._run("key_calls", _select_key_calls, limit)
+
+
+# --- Everything below runs on the journal thread. ----------------------------------------
+
+
+def _allocate_key_call(conn: sqlite3.Connection, kind: str, prefix: str, at: str) -> str:
+    with immediate_transaction(conn):
+        trace_no = new_trace_no(conn, prefix)
+        conn.execute(
+            "INSERT INTO key_calls (trace_no, kind, state, created_at, updated_at) VALUES (?, ?, 'sent', ?, ?)",
+            (trace_no, kind, at, at),
+        )
+    return trace_no
+
+
+def _record_result(conn: sqlite3.Connection, trace_no: str, result: str, return_code: str | None, at: str) -> None:
+    # Compare-and-set on 'sent', as rows.record_result does for the tables that keep a reply.
+    with immediate_transaction(conn):
+        cursor = conn.execute(
+            "UPDATE key_calls SET state = ?, return_code = ?, updated_at = ? WHERE trace_no = ? AND state = 'sent'",
+            (result, return_code, at, trace_no),
+        )
+        if cursor.rowcount == 0:
+            row = conn.execute("SELECT state FROM key_calls WHERE trace_no = ?", (trace_no,)).fetchone()
+            found = "there is no such key request" if row is None else f"it is already {row[0]!r}"
+            raise JournalError(f"journal record_key_call_result: key request {trace_no!r}: {found}")
+
+
+def _to_key_call(row: sqlite3.Row) -> KeyCallRecord:
+    trace_no = str(row["trace_no"])
+    try:
+        return KeyCallRecord(
+            trace_no=trace_no,
+            kind=row["kind"],
+            state=row["state"],
+            return_code=row["return_code"],
+            created_at=time_of(row, "created_at"),
+            updated_at=time_of(row, "updated_at"),
+        )
+    except (TypeError, ValueError) as err:
+        raise JournalError(f"journal key request {trace_no!r} is corrupt: {err}") from err
+
+
+def _select_key_calls(conn: sqlite3.Connection, limit: int) -> list[KeyCallRecord]:
+    # rowid breaks a tie in created_at (one clock instant) by allocation order.
+    rows = conn.execute("SELECT * FROM key_calls ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
+    return [_to_key_call(row) for row in rows]
