@@ -16,8 +16,9 @@ from misbridge.device.mispos import MisPosV1Driver
 from misbridge.errors import DeviceRejected
 from misbridge.link import SessionStarted
 from misbridge.tools.conformance.base import Check, Failed, Run, Skipped, check, expect
-from misbridge.tools.conformance.command_checks import CUSTOMER_S, VECTOR_ENC_KEY, VECTOR_KCV, VECTOR_WRONG_KCV
+from misbridge.tools.conformance.command_checks import CUSTOMER_S
 from misbridge.tools.conformance.people import Act
+from misbridge.tools.conformance.vectors import VECTOR_ENC_KEY, VECTOR_KCV, VECTOR_WRONG_KCV
 
 DRIVER_CHECKS: list[Check] = []
 MASKED_PAN = re.compile(r"^\d{6}\*+\d{4}$")
