@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bumped when a check is added, removed or changes its rule: a report names the kit that made it.
-KIT_VERSION = "1"
+KIT_VERSION = "2"
 PROTOCOL_DOC = "docs/device-protocol.md"
 
 
@@ -120,7 +120,8 @@ class Report:
             )
         elif counts[Status.PERSON] or counts[Status.SKIPPED]:
             lines.append(
-                "No check failed; the checks marked PERSON need CUSTOMER=1 (--customer) and someone at the pad."
+                "No check failed; the checks marked PERSON need CUSTOMER=1 (--customer) and someone at the pad,"
+                " those marked SKIP say what they need."
             )
         else:
             lines.append("CONFORMANT: every check passed.")
