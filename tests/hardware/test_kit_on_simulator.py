@@ -4,7 +4,8 @@ A real subprocess, exactly as a vendor runs it, with the simulator's control soc
 at the pad and the simulator's test keys opted in: every check must pass, both reports be written
 and the pad keep the keys it had. Then against a simulator that breaks rules on purpose
 (``--no-session-start --legacy``), the matching checks must fail and say why. Without
-``--test-keys`` the key checks are skipped and no key goes to the pad.
+``--test-keys`` the key checks are skipped and no key goes to the pad; on a pad whose keys the kit
+cannot all put back, the report says what to do.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ KEY_LOADS = [
     "load-key-wrong-kcv",
     "load-key-kept",
     "load-key-wrong-size",
+    "load-key-slot1-wrong-kcv",
+    "load-key-slot1-right-kcv",
+    "load-master-key-wrong-kcv",
+    "load-master-key-wrong-size",
+    "load-master-key-right-kcv",
 ]
 
 
@@ -75,9 +81,11 @@ async def test_every_check_passes_on_the_simulator(tmp_path: Path, capsys: pytes
     data = json.loads(report.read_text(encoding="utf-8"))
     assert data["conformant"] is True
     assert data["summary"]["failed"] == 0
-    assert data["summary"]["passed"] == len(data["checks"]) >= 41
+    assert data["summary"]["passed"] == len(data["checks"]) >= 47
     assert all(c["section"] and c["status"] == "passed" for c in data["checks"])
-    assert set(KEY_LOADS) <= {c["id"] for c in data["checks"]}
+    assert {"key-kcvs", *KEY_LOADS} <= {c["id"] for c in data["checks"]}
+    # The kit changed the master key and slot 1, and put back what it found.
+    assert data["after_run"] == []
     assert keys_after == (MASTER_KCV, WORKING_KCV)
     assert data["pad"]["model"] == "MISBRIDGE-SIM"
     assert "§3.1" in text.read_text(encoding="utf-8")
@@ -85,10 +93,13 @@ async def test_every_check_passes_on_the_simulator(tmp_path: Path, capsys: pytes
 
 async def test_a_pad_breaking_rules_fails_the_matching_checks(tmp_path: Path) -> None:
     report = tmp_path / "report.json"
-    checks = ["driver-connect", "session-start", "session-invalid-ignored", "read-code", "device-info"]
+    checks = [
+        "driver-connect", "session-start", "session-invalid-ignored", "read-code", "device-info",
+        "load-master-key-wrong-size", "load-master-key-right-kcv",
+    ]  # fmt: skip
     async with launched_simulators(tmp_path, pinpad_args=("--no-session-start", "--legacy")) as sims:
         code, out = await _kit(
-            "--device-url", str(sims.device_path), "--sim-control", str(sims.control_path),
+            "--device-url", str(sims.device_path), "--sim-control", str(sims.control_path), "--test-keys",
             "--report", str(report), *(a for c in checks for a in ("--only", c)),
         )  # fmt: skip
     assert code == 1, out
@@ -102,6 +113,13 @@ async def test_a_pad_breaking_rules_fails_the_matching_checks(tmp_path: Path) ->
     assert results["read-code"]["status"] == "failed"
     assert "07" in results["read-code"]["got"]
     assert results["device-info"]["status"] == "passed"
+    # A pad from before LOAD_MASTER_KEY answers it 07, a malformed key included.
+    master = results["load-master-key-right-kcv"]
+    assert (master["status"], master["section"]) == ("failed", "11")
+    assert master["expected"].startswith("RESULT 00"), master
+    assert master["got"].startswith("RESULT 07"), master
+    assert "before LOAD_MASTER_KEY" in master["detail"], master
+    assert results["load-master-key-wrong-size"]["status"] == "passed"
     assert "NOT CONFORMANT" in out
 
 
@@ -125,7 +143,7 @@ async def test_without_anyone_at_the_pad_the_person_checks_say_so(tmp_path: Path
 
 async def test_without_test_keys_the_key_checks_are_skipped_and_no_key_goes_to_the_pad(tmp_path: Path) -> None:
     report, trace = tmp_path / "report.json", tmp_path / "trace.txt"
-    checks = ["status-idle", "busy-rules", *KEY_LOADS]
+    checks = ["key-kcvs", "busy-rules", *KEY_LOADS]
     async with launched_simulators(tmp_path, pinpad_args=("--trace", str(trace))) as sims:
         code, out = await _kit(
             "--device-url", str(sims.device_path), "--sim-control", str(sims.control_path),
@@ -139,13 +157,45 @@ async def test_without_test_keys_the_key_checks_are_skipped_and_no_key_goes_to_t
     for check in KEY_LOADS:
         assert results[check]["status"] == "skipped", results[check]
         assert "--test-keys" in results[check]["detail"], results[check]
-    assert results["status-idle"]["status"] == "passed"
+    assert results["key-kcvs"]["status"] == "passed"
+    assert results["key-kcvs"]["detail"] == f"MASTER_KEY_KCV {MASTER_KCV}, WORKING_KEY_KCV {WORKING_KCV}"
     assert results["busy-rules"]["status"] == "passed"
     lines = trace.read_text(encoding="utf-8")
     assert "DeviceInfoRequest" in lines  # the trace saw the kit's commands...
     assert "LoadWorkingKey" not in lines  # ...and no key among them
     assert "LoadMasterKey" not in lines
     assert keys_after == (MASTER_KCV, WORKING_KCV)
+    assert data["after_run"] == []
+
+
+@pytest.mark.parametrize(
+    ("keys", "found", "after", "skipped"),
+    [
+        # Slot 1 empty: the kit empties it again by loading the master key it found.
+        ("provisioned", (MASTER_KCV, ""), (MASTER_KCV, ""), set()),
+        # No master key: none to load a working key under, and no command takes the new one out.
+        ("unprovisioned", ("", ""), (MASTER_KCV, ""), {"load-key-slot1-wrong-kcv", "load-key-slot1-right-kcv"}),
+    ],
+)
+async def test_the_key_checks_put_back_what_they_can_and_say_what_they_cannot(
+    tmp_path: Path, keys: str, found: tuple[str, str], after: tuple[str, str], skipped: set[str]
+) -> None:
+    checks = {"key-kcvs", *(c for c in KEY_LOADS if c.startswith(("load-key-slot1", "load-master-key")))}
+    async with launched_simulators(tmp_path, pinpad_args=("--keys", keys)) as sims:
+        result = await run_kit(str(sims.device_path), only=checks, test_keys=True)
+        keys_after = await _pad_kcvs(sims.device_path)
+    out = result.text()
+    assert not result.failed, out
+    assert {r.id for r in result.results if r.status == "skipped"} == skipped, out
+    assert all("no master key (RESULT 06)" in r.detail for r in result.results if r.status == "skipped"), out
+    assert keys_after == after
+    if after == found:
+        assert result.after == [], out
+    else:
+        assert len(result.after) == 1, out
+        assert "run misbridge pad provision" in result.after[0]
+        assert f"now holds MASTER_KEY_KCV {MASTER_KCV}" in result.after[0]
+        assert "AFTER THIS RUN" in out
 
 
 async def test_the_list_needs_no_pad_and_a_run_needs_one() -> None:

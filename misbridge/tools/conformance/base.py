@@ -43,6 +43,13 @@ class Run:
     pad: dict[str, Any] = field(default_factory=dict)
     #: Set by a check for a later one (e.g. the PIN block the key check decrypts).
     notes: dict[str, Any] = field(default_factory=dict)
+    #: What the technician must do after the run (keys the kit changed and could not put back).
+    after: list[str] = field(default_factory=list)
+
+    def must_afterwards(self, step: str) -> None:
+        """Add ``step`` to :attr:`after`, once."""
+        if step not in self.after:
+            self.after.append(step)
 
     @property
     def raw(self) -> RawHost:

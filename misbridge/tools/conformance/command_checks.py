@@ -71,12 +71,13 @@ async def _tidy(host: RawHost) -> None:
     await host.request(Cancel(9000), 9000)
 
 
-def expect_code(result: Result, code: str, request_id: int, why: str) -> None:
+def expect_code(result: Result, code: str, request_id: int, why: str, note: str = "") -> None:
     """:class:`Failed` unless ``result`` is RESULT ``code`` for ``request_id``; ``why`` says what was sent."""
     expect(
         result.code == code and result.request_id == request_id,
         f"RESULT {code} with REQUEST_ID {request_id} ({why})",
         f"RESULT {result.code} with REQUEST_ID {result.request_id}" + (f" '{result.text}'" if result.text else ""),
+        note,
     )
 
 

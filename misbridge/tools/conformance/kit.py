@@ -2,7 +2,7 @@
 
 Three phases, each owning the port in turn: misbridge's driver (connect, commands, customer steps,
 unplug), then the kit as a raw host (session start, link rules, malformed commands, busy rules,
-result codes), then the timing checks over everything measured. A check that needs a person
+result codes, keys), then the timing checks over everything measured. A check that needs a person
 runs only when one is there (:mod:`~misbridge.tools.conformance.people`); a check that loads keys
 only when the technician says the pad holds the §11 test keys (``--test-keys``): without it the
 kit sends no key to the pad.
@@ -22,6 +22,7 @@ from misbridge.telemetry.logs import configure_logging
 from misbridge.tools.conformance.base import Check, Failed, Run, Skipped
 from misbridge.tools.conformance.command_checks import COMMAND_CHECKS
 from misbridge.tools.conformance.driver_checks import CONNECT_S, DRIVER_CHECKS, open_driver
+from misbridge.tools.conformance.key_checks import KEY_CHECKS
 from misbridge.tools.conformance.line import RawHost
 from misbridge.tools.conformance.link_checks import LINK_CHECKS
 from misbridge.tools.conformance.people import Act, AtTheTerminal, Nobody, Person, SimulatorScript
@@ -32,6 +33,7 @@ _TIMING = {"timing-turnaround", "timing-reply"}
 RAW_CHECKS: list[Check] = [
     *(c for c in LINK_CHECKS if c.id not in _TIMING),
     *COMMAND_CHECKS,
+    *KEY_CHECKS,
     *(c for c in LINK_CHECKS if c.id in _TIMING),
 ]
 ALL_CHECKS: list[Check] = [*DRIVER_CHECKS, *RAW_CHECKS]
@@ -87,11 +89,12 @@ async def run_kit(
 ) -> Report:
     """Every check (or those named in ``only``) against the pad at ``url``; the report.
 
-    ``test_keys``: the pad holds the §11 test keys, so the checks that load keys run.
+    ``test_keys``: the pad holds the §11 test keys, so the checks that load keys run (and the kit
+    puts back the keys it found, or the report's ``after`` says what to do).
     """
     run = Run(url, baudrate, person or Nobody(), test_keys)
     started = datetime.now(UTC).isoformat(timespec="seconds")
-    report = Report(url, run.person.name, started, run.pad)
+    report = Report(url, run.person.name, started, run.pad, after=run.after)
     began = time.monotonic()
 
     async def phase(checks: list[Check]) -> None:
@@ -153,7 +156,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--test-keys",
         action="store_true",
         help="the pad holds the test keys of docs/device-protocol.md §11 (transport key 3131...31, master key"
-        " CA5D...E9): run the key checks, which load keys",
+        " CA5D...E9): run the key checks, which load keys and put back the ones found when they are test keys",
     )
     parser.add_argument(
         "--report",

@@ -52,6 +52,8 @@ class Report:
     pad: dict[str, Any] = field(default_factory=dict)
     results: list[CheckResult] = field(default_factory=list)
     duration_s: float = 0.0
+    #: What the technician must do after the run: keys the kit changed and could not put back.
+    after: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """How many checks ended in each state (every state listed, 0 included)."""
@@ -75,6 +77,7 @@ class Report:
             "pad": self.pad,
             "summary": self.counts(),
             "conformant": not self.failed,
+            "after_run": self.after,
             "checks": [
                 {**asdict(r), "status": r.status.value, "duration_s": round(r.duration_s, 3)} for r in self.results
             ],
@@ -125,4 +128,8 @@ class Report:
             )
         else:
             lines.append("CONFORMANT: every check passed.")
+        if self.after:
+            lines.append("")
+            lines.append("AFTER THIS RUN: the kit changed the pad's keys and could not put them all back:")
+            lines.extend(f"  - {step}" for step in self.after)
         return "\n".join(lines)
