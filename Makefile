@@ -21,7 +21,7 @@ help:
 	@echo "make bench  - the benchmark table of docs/performance.md (about 5 minutes)"
 	@echo "make profile - where the daemon spends its CPU under load (py-spy)"
 	@echo "make test-browser - the browser attack test with headless Chromium (installs chromium)"
-	@echo "make test-hardware DEVICE_URL=/dev/mispos [CUSTOMER=1] - the conformance kit on a real PIN pad, with its report"
+	@echo "make test-hardware DEVICE_URL=/dev/mispos [CUSTOMER=1] [TEST_KEYS=1] - the conformance kit on a real PIN pad, with its report"
 	@echo "make serve  - run the daemon wired to both simulators on the default ports"
 	@echo "make install [DESTDIR=...] - install the service (docs/operations.md)"
 	@echo "make lint-system - udevadm verify 254 on the udev rules (downloads it once)"
@@ -186,18 +186,21 @@ browser-deps:
 	 else echo "Please install chromium (apt-get install chromium) and re-run."; exit 1; fi; \
 	 command -v chromium >/dev/null || { echo "chromium is still missing after apt-get install"; exit 1; }
 
-# make test-hardware DEVICE_URL=/dev/mispos [CUSTOMER=1]: the conformance kit on a real pad
-# (misbridge conformance, docs/operations.md "Certifying a PIN pad"); CUSTOMER=1 adds the card,
-# PIN, code, choice and cable checks, which need a person at the pad. Prints the report and writes
-# REPORT (JSON) and REPORT_TEXT.
+# make test-hardware DEVICE_URL=/dev/mispos [CUSTOMER=1] [TEST_KEYS=1]: the conformance kit on a
+# real pad (misbridge conformance, docs/operations.md "Certifying a PIN pad"); CUSTOMER=1 adds the
+# card, PIN, code, choice and cable checks, which need a person at the pad; TEST_KEYS=1 the key
+# checks, which load keys into a pad holding the test keys of docs/device-protocol.md §11. Prints
+# the report and writes REPORT (JSON) and REPORT_TEXT.
 DEVICE_URL ?=
 CUSTOMER ?=
+TEST_KEYS ?=
 REPORT ?= conformance-report.json
 REPORT_TEXT ?= conformance-report.txt
 .PHONY: test-hardware
 test-hardware: $(STAMP)
-	@[ -n "$(DEVICE_URL)" ] || { echo "usage: make test-hardware DEVICE_URL=/dev/mispos [CUSTOMER=1]"; exit 2; }
-	$(BIN)/misbridge conformance --device-url "$(DEVICE_URL)" $(if $(CUSTOMER),--customer) --report "$(REPORT)" --text "$(REPORT_TEXT)"
+	@[ -n "$(DEVICE_URL)" ] || { echo "usage: make test-hardware DEVICE_URL=/dev/mispos [CUSTOMER=1] [TEST_KEYS=1]"; exit 2; }
+	$(BIN)/misbridge conformance --device-url "$(DEVICE_URL)" $(if $(CUSTOMER),--customer) $(if $(TEST_KEYS),--test-keys) \
+	  --report "$(REPORT)" --text "$(REPORT_TEXT)"
 
 test-browser: $(STAMP) browser-deps
 	MISBRIDGE_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -m browser $(PYTEST_ARGS)

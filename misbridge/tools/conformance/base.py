@@ -37,10 +37,19 @@ class Run:
     url: str
     baudrate: int
     person: Person
+    #: The technician said the pad holds the §11 test keys (``--test-keys``): checks may load keys.
+    test_keys: bool = False
     host: RawHost | None = None
     pad: dict[str, Any] = field(default_factory=dict)
     #: Set by a check for a later one (e.g. the PIN block the key check decrypts).
     notes: dict[str, Any] = field(default_factory=dict)
+    #: What the technician must do after the run (keys the kit changed and could not put back).
+    after: list[str] = field(default_factory=list)
+
+    def must_afterwards(self, step: str) -> None:
+        """Add ``step`` to :attr:`after`, once."""
+        if step not in self.after:
+            self.after.append(step)
 
     @property
     def raw(self) -> RawHost:
@@ -57,6 +66,8 @@ class Check:
     """One rule of docs/device-protocol.md, checked.
 
     ``acts`` are what a person must do at the pad; without someone who can, the check is not run.
+    ``keys``: the check sends keys to the pad (or judges a key the kit loaded), so it runs only
+    when the technician said the pad holds the §11 test keys (``--test-keys``).
     ``limit_s`` bounds it (a pad that never answers fails it, the run goes on).
     """
 
@@ -66,15 +77,23 @@ class Check:
     run: CheckFn
     acts: tuple[Act, ...] = ()
     limit_s: float = 30.0
+    keys: bool = False
 
 
 def check(
-    registry: list[Check], id: str, title: str, section: str, *, acts: tuple[Act, ...] = (), limit_s: float = 30.0
+    registry: list[Check],
+    id: str,
+    title: str,
+    section: str,
+    *,
+    acts: tuple[Act, ...] = (),
+    limit_s: float = 30.0,
+    keys: bool = False,
 ) -> Callable[[CheckFn], CheckFn]:
     """Decorator: append the function to ``registry`` as a :class:`Check`."""
 
     def register(fn: CheckFn) -> CheckFn:
-        registry.append(Check(id, title, section, fn, acts, limit_s))
+        registry.append(Check(id, title, section, fn, acts, limit_s, keys))
         return fn
 
     return register

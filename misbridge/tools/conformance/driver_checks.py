@@ -16,8 +16,9 @@ from misbridge.device.mispos import MisPosV1Driver
 from misbridge.errors import DeviceRejected
 from misbridge.link import SessionStarted
 from misbridge.tools.conformance.base import Check, Failed, Run, Skipped, check, expect
-from misbridge.tools.conformance.command_checks import CUSTOMER_S, VECTOR_ENC_KEY, VECTOR_KCV, VECTOR_WRONG_KCV
+from misbridge.tools.conformance.command_checks import CUSTOMER_S
 from misbridge.tools.conformance.people import Act
+from misbridge.tools.conformance.vectors import VECTOR_ENC_KEY, VECTOR_KCV, VECTOR_WRONG_KCV
 
 DRIVER_CHECKS: list[Check] = []
 MASKED_PAN = re.compile(r"^\d{6}\*+\d{4}$")
@@ -87,7 +88,13 @@ async def display_text(run: Run) -> str:
     return "both shown (RESULT 00)"
 
 
-@check(DRIVER_CHECKS, "load-key-right-kcv", "LOAD_WORKING_KEY with the right KCV loads (§11 test vector, slot 2)", "11")
+@check(
+    DRIVER_CHECKS,
+    "load-key-right-kcv",
+    "LOAD_WORKING_KEY with the right KCV loads (§11 test vector, slot 2)",
+    "11",
+    keys=True,
+)
 async def load_right(run: Run) -> str:
     try:
         await driver(run).load_working_key(2, VECTOR_ENC_KEY, VECTOR_KCV)
@@ -100,7 +107,7 @@ async def load_right(run: Run) -> str:
     return f"KCV {VECTOR_KCV}: RESULT 00"
 
 
-@check(DRIVER_CHECKS, "load-key-wrong-kcv", "LOAD_WORKING_KEY with a wrong KCV: RESULT 11", "11; 6")
+@check(DRIVER_CHECKS, "load-key-wrong-kcv", "LOAD_WORKING_KEY with a wrong KCV: RESULT 11", "11; 6", keys=True)
 async def load_wrong(run: Run) -> str:
     if run.notes.get("no_master_key"):
         raise Skipped("the pad holds no master key (see load-key-right-kcv)")
@@ -155,6 +162,7 @@ async def card_and_pin(run: Run) -> str:
     "after RESULT 11 the slot keeps its key (READ_PIN with it works)",
     "11",
     acts=(Act.PAY,),
+    keys=True,
 )
 async def key_kept(run: Run) -> str:
     if not run.notes.get("slot2_loaded"):

@@ -2,8 +2,10 @@
 
 Three phases, each owning the port in turn: misbridge's driver (connect, commands, customer steps,
 unplug), then the kit as a raw host (session start, link rules, malformed commands, busy rules,
-result codes), then the timing checks over everything measured. A check that needs a person runs
-only when one is there (:mod:`~misbridge.tools.conformance.people`).
+result codes, keys), then the timing checks over everything measured. A check that needs a person
+runs only when one is there (:mod:`~misbridge.tools.conformance.people`); a check that loads keys
+only when the technician says the pad holds the §11 test keys (``--test-keys``): without it the
+kit sends no key to the pad.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from misbridge.telemetry.logs import configure_logging
 from misbridge.tools.conformance.base import Check, Failed, Run, Skipped
 from misbridge.tools.conformance.command_checks import COMMAND_CHECKS
 from misbridge.tools.conformance.driver_checks import CONNECT_S, DRIVER_CHECKS, open_driver
+from misbridge.tools.conformance.key_checks import KEY_CHECKS
 from misbridge.tools.conformance.line import RawHost
 from misbridge.tools.conformance.link_checks import LINK_CHECKS
 from misbridge.tools.conformance.people import Act, AtTheTerminal, Nobody, Person, SimulatorScript
@@ -30,13 +33,21 @@ _TIMING = {"timing-turnaround", "timing-reply"}
 RAW_CHECKS: list[Check] = [
     *(c for c in LINK_CHECKS if c.id not in _TIMING),
     *COMMAND_CHECKS,
+    *KEY_CHECKS,
     *(c for c in LINK_CHECKS if c.id in _TIMING),
 ]
 ALL_CHECKS: list[Check] = [*DRIVER_CHECKS, *RAW_CHECKS]
+#: Why a key check did not run (``Check.keys`` without ``--test-keys``).
+NO_TEST_KEYS = (
+    "loads keys into the pad (or judges a key the kit loaded): only with --test-keys (TEST_KEYS=1),"
+    " on a test pad holding the test keys of §11"
+)
 
 
 async def run_check(check: Check, run: Run) -> CheckResult:
     """Run one check and turn whatever happened into its result."""
+    if check.keys and not run.test_keys:
+        return CheckResult(check.id, check.title, check.section, Status.SKIPPED, NO_TEST_KEYS)
     missing = [act for act in check.acts if not run.person.can(act)]
     if missing:
         status = Status.PERSON if isinstance(run.person, Nobody) else Status.SKIPPED
@@ -74,10 +85,16 @@ async def run_kit(
     person: Person | None = None,
     only: set[str] | None = None,
     progress: bool = False,
+    test_keys: bool = False,
 ) -> Report:
-    """Every check (or those named in ``only``) against the pad at ``url``; the report."""
-    run = Run(url, baudrate, person or Nobody())
-    report = Report(url, run.person.name, datetime.now(UTC).isoformat(timespec="seconds"), run.pad)
+    """Every check (or those named in ``only``) against the pad at ``url``; the report.
+
+    ``test_keys``: the pad holds the §11 test keys, so the checks that load keys run (and the kit
+    puts back the keys it found, or the report's ``after`` says what to do).
+    """
+    run = Run(url, baudrate, person or Nobody(), test_keys)
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    report = Report(url, run.person.name, started, run.pad, after=run.after)
     began = time.monotonic()
 
     async def phase(checks: list[Check]) -> None:
@@ -136,6 +153,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="misbridge-sim pinpad's control socket: the kit scripts the simulated customer",
     )
     parser.add_argument(
+        "--test-keys",
+        action="store_true",
+        help="the pad holds the test keys of docs/device-protocol.md §11 (transport key 3131...31, master key"
+        " CA5D...E9): run the key checks, which load keys and put back the ones found when they are test keys",
+    )
+    parser.add_argument(
         "--report",
         type=Path,
         default=Path("conformance-report.json"),
@@ -150,9 +173,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def listing() -> str:
-    """One line per check: id, section, title, and whether it needs a person."""
+    """One line per check: id, section, title, and whether it needs a person or the test keys."""
     return "\n".join(
-        f"{c.id:<28} §{c.section:<12} {c.title}{'  [needs a person]' if set(c.acts) - {Act.STAY_AWAY} else ''}"
+        f"{c.id:<28} §{c.section:<12} {c.title}"
+        f"{'  [needs a person]' if set(c.acts) - {Act.STAY_AWAY} else ''}{'  [--test-keys]' if c.keys else ''}"
         for c in ALL_CHECKS
     )
 
@@ -174,7 +198,11 @@ def main(args: argparse.Namespace) -> int:
         person = Nobody()
     sys.stderr.write(f"mispos-v1 conformance kit: {len(ALL_CHECKS)} checks against {args.device_url}\n")
     only = set(args.only) if args.only else None
-    report = asyncio.run(run_kit(args.device_url, baudrate=args.baudrate, person=person, only=only, progress=True))
+    report = asyncio.run(
+        run_kit(
+            args.device_url, baudrate=args.baudrate, person=person, only=only, progress=True, test_keys=args.test_keys
+        )
+    )
     text = report.text()
     sys.stdout.write(text + "\n")
     report.write_json(args.report)

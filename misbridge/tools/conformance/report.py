@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 #: Bumped when a check is added, removed or changes its rule: a report names the kit that made it.
-KIT_VERSION = "1"
+KIT_VERSION = "2"
 PROTOCOL_DOC = "docs/device-protocol.md"
 
 
@@ -52,6 +52,8 @@ class Report:
     pad: dict[str, Any] = field(default_factory=dict)
     results: list[CheckResult] = field(default_factory=list)
     duration_s: float = 0.0
+    #: What the technician must do after the run: keys the kit changed and could not put back.
+    after: list[str] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
         """How many checks ended in each state (every state listed, 0 included)."""
@@ -75,6 +77,7 @@ class Report:
             "pad": self.pad,
             "summary": self.counts(),
             "conformant": not self.failed,
+            "after_run": self.after,
             "checks": [
                 {**asdict(r), "status": r.status.value, "duration_s": round(r.duration_s, 3)} for r in self.results
             ],
@@ -120,8 +123,13 @@ class Report:
             )
         elif counts[Status.PERSON] or counts[Status.SKIPPED]:
             lines.append(
-                "No check failed; the checks marked PERSON need CUSTOMER=1 (--customer) and someone at the pad."
+                "No check failed; the checks marked PERSON need CUSTOMER=1 (--customer) and someone at the pad,"
+                " those marked SKIP say what they need."
             )
         else:
             lines.append("CONFORMANT: every check passed.")
+        if self.after:
+            lines.append("")
+            lines.append("AFTER THIS RUN: the kit changed the pad's keys and could not put them all back:")
+            lines.extend(f"  - {step}" for step in self.after)
         return "\n".join(lines)
