@@ -91,6 +91,7 @@ class ReturnCode(Enum):
     ORIGINAL_NOT_QR_SALE = ("MB48", 409, "the original in the journal is not an approved QR code sale")
     ORIGINAL_NOT_CARD_SALE = ("MB49", 409, "the original in the journal is not an approved card sale")
     KEYS_NOT_READY = ("MB50", 503, "not signed in, or the PIN pad holds no valid working key; nothing was asked")
+    BACKEND_DOWN = ("MB51", 503, "e-Buy backend known to be unreachable; nothing was asked, no money moved")
     METHOD_NOT_ALLOWED = ("MB70", 405, "method not allowed on this path")
     HOST_REFUSED = ("MB71", 421, "the Host header does not name this service")
     ORIGIN_REFUSED = ("MB72", 403, "requests from web pages are refused")

@@ -1,4 +1,4 @@
-"""The ``misbridge`` command: ``serve``, ``demo``, ``check-config``, ``journal``, ``probe`` and ``conformance``."""
+"""The ``misbridge`` command: serve, demo, check-config, journal, probe, conformance and pad."""
 
 from __future__ import annotations
 
@@ -79,6 +79,17 @@ def _parser() -> argparse.ArgumentParser:
         "every check cites its section of docs/device-protocol.md; exit status 1 when one fails.",
     )
     conformance_arguments(conformance)
+    pad = commands.add_parser("pad", help="PIN pad keys: provision a new or replaced pad")
+    pad_commands = pad.add_subparsers(dest="pad_command", required=True)
+    provision = pad_commands.add_parser(
+        "provision",
+        help="load the store's master key into the pad (DownloadKey), then sign in and load today's key",
+        description="Run at install or after a pad was replaced, with the misbridge service stopped "
+        "(systemctl stop misbridge): the service owns the pad's port. Needs the rootKey credential "
+        "ebuy-root-key (or keys.root_key_file). docs/operations.md, 'Keys'.",
+    )
+    provision.add_argument("--config", type=Path, help="TOML configuration (default: $MISBRIDGE_CONFIG, else "
+                           "/etc/misbridge/misbridge.toml if it exists)")  # fmt: skip
     return parser
 
 
@@ -183,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
             from misbridge.tools.conformance.kit import main as conformance
 
             return conformance(args)
+        if args.command == "pad":
+            settings = load_settings(_config_path(args.config))
+            configure_logging("WARNING")
+            from misbridge.app.provision import provision_pad
+
+            return asyncio.run(provision_pad(settings, sys.stdout))
         if args.command == "probe":
             configure_logging("CRITICAL")
             from misbridge.tools.probe import run_probe

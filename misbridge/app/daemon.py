@@ -27,8 +27,11 @@ from misbridge.api.socket_server import PosSocketServer
 from misbridge.api.unix_socket import bind_unix_socket
 from misbridge.app.retention import run_retention
 from misbridge.backend.client import BackendClient
-from misbridge.config.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIAL, load_secret
+from misbridge.backend.keys import KeyExchange
+from misbridge.config.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIAL, load_root_key, load_secret
 from misbridge.config.settings import Settings
+from misbridge.core.health import backend_reachable
+from misbridge.core.keys import KeyKeeper
 from misbridge.core.service import TransactionService
 from misbridge.device.base import PinPadDriver, create_driver
 from misbridge.errors import ConfigError
@@ -128,6 +131,7 @@ class Daemon:
         self._pinpad: PinPadDriver | None = None
         self._backend: BackendClient | None = None
         self._service: TransactionService | None = None
+        self._keys: KeyKeeper | None = None
         self._socket_server: PosSocketServer | None = None
         self._http_server: AsgiServer | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -162,12 +166,22 @@ class Daemon:
         self._backend = BackendClient(
             settings.backend, settings.identity, self._signing_key, on_attempt=self.metrics.backend_attempt
         )
-        self._service = TransactionService(settings, self._journal, self._pinpad, self._backend, metrics=self.metrics)
+        self._keys = self._key_keeper(self._journal, self._pinpad, self._backend)
+        self._service = TransactionService(
+            settings, self._journal, self._pinpad, self._backend, metrics=self.metrics, keys=self._keys
+        )
         self._socket_server = PosSocketServer(self._service.handle, settings.api, settings.identity, policy=policy)
         self.socket_port = await self._socket_server.start()
         pinpad = self._pinpad
+        keys, healthy_within_s = self._keys, settings.backend.healthy_within_s
         self.metrics.watch(
-            journal=self._journal, journal_path=Path(settings.journal.path), device_connected=lambda: pinpad.connected
+            journal=self._journal,
+            journal_path=Path(settings.journal.path),
+            device_connected=lambda: pinpad.connected,
+            signed_in=lambda: keys.status.signed_in,
+            pad_key_ok=lambda: keys.status.pad_key_ok,
+            backend_last_ok_s=keys.reach.last_ok_age_s,
+            backend_reachable=lambda: backend_reachable(keys.reach, healthy_within_s),
         )
         app = create_app(self._service, security, metrics=self.metrics)
         gate = DoorGuard("http", settings.api, policy)
@@ -182,6 +196,9 @@ class Daemon:
         # during recovery just means recovery runs again).
         await self._service.recover()
         self._spawn(self._service.resolver.run_worker(), "reversal queue")
+        # The first sign-in before "ready", so a sale right after start-up finds the key loaded.
+        await self._keys.first_round(DEVICE_WAIT_S)
+        self._spawn(self._keys.run(), "key keeper")
         self._spawn(run_retention(self._journal, settings.journal.retention_days), "journal retention")
         logger.info(
             "misbridge ready: socket {}:{}, HTTP {}:{}",
@@ -190,6 +207,14 @@ class Daemon:
             settings.api.host,
             self.http_port,
         )
+
+    def _key_keeper(self, journal: Journal, pinpad: PinPadDriver, backend: BackendClient) -> KeyKeeper:
+        """The keeper of the pad's keys; it holds the rootKey only when it may provision a replaced pad."""
+        keys = self.settings.keys
+        root_key = None
+        if keys.replaced_pad == "provision":
+            root_key = load_root_key(keys.root_key_credential, keys.root_key_file)
+        return KeyKeeper(self.settings, journal, pinpad, KeyExchange(backend, keys, root_key), backend)
 
     def _quiet_the_loop(self) -> None:
         """Install the exception handler that keeps a descriptor flood out of the log (restored by stop)."""

@@ -94,6 +94,7 @@ async def run_demo(out: TextIO, *, card: str | None = None, scenario: str = "app
             out.write(f"scenario            {scenario}: {DEMO_SCENARIOS[scenario]}\n")
             out.write(f"PIN pad simulator   {bench.sims.device_path}\n")
             out.write(f"backend simulator   {bench.sims.backend_url}\n")
+            await _print_keys(out, bench.daemon)
             if scenario in BOOK_RUNS:
                 host = bench.daemon.settings.api.host
                 out.write(
@@ -110,6 +111,22 @@ async def run_demo(out: TextIO, *, card: str | None = None, scenario: str = "app
     ended_well = response.get("returnCode") == expected
     out.write(f"{'as expected' if ended_well else 'NOT as expected'}\n")
     return 0 if ended_well else 1
+
+
+async def _print_keys(out: TextIO, daemon: Daemon) -> None:
+    """The start-up sign-in and key load, as the journal and the pad report them (check values only)."""
+    keys = daemon.service.keys
+    calls = await daemon.service.journal.key_calls(limit=1)
+    info = daemon.service.pinpad.info
+    if keys is None or not calls or info is None:
+        out.write("keys                NOT signed in\n")
+        return
+    status = keys.status
+    out.write(f"sign-in             signIn traceNo {calls[0].trace_no}: returnCode {calls[0].return_code}, "
+              f"working key KCV {status.working_key_kcv}\n")  # fmt: skip
+    loaded = "loaded" if status.pad_key_ok else "NOT loaded"
+    out.write(f"key load            {loaded} into PIN pad {info.serial_no} slot {daemon.settings.device.key_index}: "
+              f"the pad reports KCV {info.working_key_kcv or '(none)'}\n")  # fmt: skip
 
 
 async def _script_backend_faults(backend_url: str, faults: list[dict[str, Any]]) -> None:

@@ -72,6 +72,12 @@ class BackendSettings(_Section):
     connect_timeout_s: float = Field(5.0, gt=0)
     read_timeout_s: float = Field(45.0, gt=0, description="per-read timeout after the request was written")
     request_deadline_s: float = Field(50.0, gt=0, description="hard limit on one backend call")
+    healthy_within_s: float = Field(
+        300.0,
+        gt=0,
+        description="/health counts the backend reachable if it answered within this many seconds; "
+        "misbridge probes it when idle for half of it",
+    )
     ca_bundle: Path | None = Field(None, description="PEM file of the CAs trusted for the backend (default: system)")
     client_cert: Path | None = Field(
         None, description="PEM certificate chain presented to the backend (mutual TLS); not a secret"

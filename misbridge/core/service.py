@@ -42,8 +42,9 @@ from misbridge.core.callers import CLAIM_MARGIN_S, InFlight, Presence
 from misbridge.core.cardfollow import CARD_FOLLOW_UPS, PadScreen, check_same_card, follow_up_screen
 from misbridge.core.flow import Flow
 from misbridge.core.followups import record_follow_up
-from misbridge.core.health import ServiceStatus, health_report
+from misbridge.core.health import BackendView, ServiceStatus, health_report
 from misbridge.core.inquiry import InquiryLoop
+from misbridge.core.keys import KeyKeeper
 from misbridge.core.machine import TxnState
 from misbridge.core.observe import NoMetrics, TransactionMetrics, timed
 from misbridge.core.passthrough import PASS_THROUGH_ACTIONS, VALUE_ACTIONS, PassThrough
@@ -110,8 +111,11 @@ class TransactionService:
         backend: CardBackend,
         *,
         metrics: TransactionMetrics | None = None,
+        keys: KeyKeeper | None = None,
     ) -> None:
         self._settings = settings
+        # None only where no pad keys are involved (core's unit tests); the daemon always has one.
+        self._keys = keys
         self._journal = journal
         self._pinpad = pinpad
         self._backend = backend
@@ -181,7 +185,15 @@ class TransactionService:
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """Readiness and details for ``/health`` (:func:`misbridge.core.health.health_report`)."""
         status = ServiceStatus(self._accepting, self._recovering, len(self._in_flight))
-        return await health_report(self._pinpad, self._journal, status)
+        if self._keys is None:
+            return await health_report(self._pinpad, self._journal, status)
+        backend = BackendView(self._keys.reach, self._settings.backend.healthy_within_s)
+        return await health_report(self._pinpad, self._journal, status, self._keys.status, backend)
+
+    @property
+    def keys(self) -> KeyKeeper | None:
+        """The key keeper (the daemon runs it; ``misbridge pad provision`` uses it)."""
+        return self._keys
 
     async def handle(
         self, action: str, body: Mapping[str, Any], *, caller_gone: asyncio.Event | None = None
@@ -259,6 +271,23 @@ class TransactionService:
             return await self._qr.again(existing, body, claim_deadline)  # a repeat, or the POS's choice
         if existing is not None:
             return answers.repeat_answer(existing, action, fingerprint)
+        if self._keys is None:
+            return await self._new_pad_transaction(action, body, request, claim_deadline, presence)
+        # A sign-in never swaps the pad's key between a card read and its PIN or its submit.
+        async with self._keys.pad_lock:
+            try:
+                await self._keys.check_ready(needs_keys=action != QR_ACTION)
+            except MisbridgeError as err:  # nothing recorded, nobody prompted: the traceNo stays free
+                _log_refusal(trace_no, action, err)
+                self._metrics.transaction_finished(action, "refused")
+                return answers.refusal(trace_no, err)
+            return await self._new_pad_transaction(action, body, request, claim_deadline, presence)
+
+    async def _new_pad_transaction(
+        self, action: str, body: dict[str, Any], request: _PadRequest, claim_deadline: float, presence: Presence
+    ) -> Response:
+        """A pad transaction whose traceNo the journal has not seen: intent, steps, answer."""
+        trace_no = request.traceNo
         # Pending voids go out before a new sale (the 冲正-before-next-transaction practice).
         await self._drain_unless_gone(presence)
         crash_point("intake.before_intent")
@@ -392,13 +421,15 @@ class TransactionService:
                 return answers.pos_response(flow.trace_no, ReturnCode.BACKEND_UNKNOWN)
             return answers.answer_from_journal(record)
         crash_point("submit.after_reply")
+        if self._keys is not None and reply.return_code in self._settings.keys.key_expired_codes:
+            self._keys.key_expired(reply.return_code)  # this request is answered as declined, never re-sent
         event = "approve" if reply.approved else "decline"
         answer = answers.backend_answer(reply.body, flow.trace_no)
         await flow.step(event, response=answer, return_code=reply.return_code)
         return answer
 
 
-def _log_refusal(trace_no: str, action: str, err: RequestError) -> None:
+def _log_refusal(trace_no: str, action: str, err: MisbridgeError) -> None:
     # A refused request's traceNo and action are whatever the POS sent: a known action and a
     # traceNo that passed validation are logged as they are, anything else only as a bounded,
     # printable, card-masked quote (a 30 000-character action must not become a 30 KB line).

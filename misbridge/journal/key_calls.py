@@ -7,12 +7,14 @@ seen is never handed out again, crash or not. A key request has no original tran
 moves no money, so it is not a ``backend_calls`` row; its traceNo is barred all the same
 (:func:`~misbridge.journal.calls.barred_as`): no POS transaction, call or query may use it.
 
-No key material is stored, ever: a row is the traceNo, the kind, the state, the return code and
-two times. The wrapped key and its KCV go from the backend to the pad and nowhere else.
+No key material is stored, ever: a row is the traceNo, the kind, the state, the return code,
+the issued key's check value (a KCV is printed on key forms; it does not reveal the key) and
+two times. The wrapped key goes from the backend to the pad and nowhere else.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import datetime
 from typing import Final, Literal
@@ -27,6 +29,7 @@ from misbridge.journal.schema import KEY_CALL_KINDS, immediate_transaction
 __all__ = ["KeyCalls"]
 
 _DEFAULT_LIMIT: Final = 20
+_KCV: Final = re.compile(r"[0-9A-F]{6}")
 
 
 class KeyCalls(JournalBase):
@@ -51,9 +54,14 @@ class KeyCalls(JournalBase):
         return await self._run("allocate_key_call", _allocate_key_call, kind, prefix, self._now())
 
     async def record_key_call_result(
-        self, trace_no: str, result: Literal["answered", "unknown"], return_code: str | None
+        self,
+        trace_no: str,
+        result: Literal["answered", "unknown"],
+        return_code: str | None,
+        *,
+        key_kcv: str | None = None,
     ) -> None:
-        """Record the one result of the key request ``trace_no``.
+        """Record the one result of the key request ``trace_no`` (``key_kcv``: the issued key's 6-hex KCV).
 
         ``result`` is ``"answered"`` (a reply arrived; ``return_code`` is its returnCode) or
         ``"unknown"`` (no usable reply; ``return_code`` is usually ``None``). Only the return
@@ -67,7 +75,19 @@ class KeyCalls(JournalBase):
             raise JournalError(
                 f"journal record_key_call_result: result must be one of {CALL_RESULTS!r}, got {result!r}"
             )
-        await self._run("record_key_call_result", _record_result, trace_no, result, return_code, self._now())
+        if key_kcv is not None and not _KCV.fullmatch(key_kcv):
+            raise JournalError("journal record_key_call_result: key_kcv must be 6 uppercase hex characters")
+        await self._run(
+            "record_key_call_result", _record_result, trace_no, result, return_code, key_kcv, self._now()
+        )
+
+    async def last_sign_in(self) -> KeyCallRecord | None:
+        """The newest approved sign-in that recorded its key's KCV, or None.
+
+        Raises:
+            JournalError: the read failed or the row is corrupt.
+        """
+        return await self._run("last_sign_in", _select_last_sign_in)
 
     async def key_calls(self, limit: int = _DEFAULT_LIMIT) -> list[KeyCallRecord]:
         """The latest ``limit`` key requests, newest first.
@@ -93,12 +113,15 @@ def _allocate_key_call(conn: sqlite3.Connection, kind: str, prefix: str, at: str
     return trace_no
 
 
-def _record_result(conn: sqlite3.Connection, trace_no: str, result: str, return_code: str | None, at: str) -> None:
+def _record_result(
+    conn: sqlite3.Connection, trace_no: str, result: str, return_code: str | None, key_kcv: str | None, at: str
+) -> None:
     # Compare-and-set on 'sent', as rows.record_result does for the tables that keep a reply.
     with immediate_transaction(conn):
         cursor = conn.execute(
-            "UPDATE key_calls SET state = ?, return_code = ?, updated_at = ? WHERE trace_no = ? AND state = 'sent'",
-            (result, return_code, at, trace_no),
+            "UPDATE key_calls SET state = ?, return_code = ?, key_kcv = ?, updated_at = ?"
+            " WHERE trace_no = ? AND state = 'sent'",
+            (result, return_code, key_kcv, at, trace_no),
         )
         if cursor.rowcount == 0:
             row = conn.execute("SELECT state FROM key_calls WHERE trace_no = ?", (trace_no,)).fetchone()
@@ -114,6 +137,7 @@ def _to_key_call(row: sqlite3.Row) -> KeyCallRecord:
             kind=row["kind"],
             state=row["state"],
             return_code=row["return_code"],
+            key_kcv=row["key_kcv"],
             created_at=time_of(row, "created_at"),
             updated_at=time_of(row, "updated_at"),
         )
@@ -125,3 +149,11 @@ def _select_key_calls(conn: sqlite3.Connection, limit: int) -> list[KeyCallRecor
     # rowid breaks a tie in created_at (one clock instant) by allocation order.
     rows = conn.execute("SELECT * FROM key_calls ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
     return [_to_key_call(row) for row in rows]
+
+
+def _select_last_sign_in(conn: sqlite3.Connection) -> KeyCallRecord | None:
+    row = conn.execute(
+        "SELECT * FROM key_calls WHERE kind = 'signIn' AND state = 'answered' AND return_code = '00'"
+        " AND key_kcv IS NOT NULL ORDER BY created_at DESC, rowid DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else _to_key_call(row)

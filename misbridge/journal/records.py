@@ -214,7 +214,9 @@ class KeyCallRecord:
 
     ``trace_no`` is the request's own, never-repeated traceNo (``Journal.allocate_key_call``);
     ``state`` is ``sent`` until its one result (``Journal.record_key_call_result``). The row
-    holds no key material: the wrapped key and its KCV go to the pad and nowhere else.
+    holds no key material: the wrapped key goes to the pad and nowhere else. ``key_kcv`` is the
+    check value (6 hex) of the key an answered sign-in issued: after a restart it tells whether
+    the pad still holds today's key, without a new sign-in.
 
     Raises:
         ValueError: a timestamp is naive, or ``kind``/``state`` is not a known value.
@@ -226,6 +228,7 @@ class KeyCallRecord:
     return_code: str | None
     created_at: datetime
     updated_at: datetime
+    key_kcv: str | None = None
 
     def __post_init__(self) -> None:
         _require_one_of("key request kind", self.kind, get_args(KeyCallKind))

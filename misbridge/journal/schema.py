@@ -430,6 +430,7 @@ def schema_v6(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
             kind        TEXT NOT NULL CHECK (kind IN ({_sql_list(KEY_CALL_KINDS, _ACTION_NAME)})),
             state       TEXT NOT NULL CHECK (state IN ({_sql_list(CALL_STATES)})),
             return_code TEXT,
+            key_kcv     TEXT CHECK (key_kcv IS NULL OR (length(key_kcv) = 6 AND NOT key_kcv GLOB '*[^0-9A-F]*')),
             created_at  TEXT NOT NULL,
             updated_at  TEXT NOT NULL
         ) STRICT""",

@@ -251,10 +251,15 @@ class FaultBench:
             yield
 
     async def wait_ready(self, timeout_s: float = 10.0) -> None:
-        """Wait until /health says ready (PIN pad connected, recovery done)."""
+        """Wait until the pad holds the signed-in key and recovery is done.
+
+        Not /health's 200: a daemon restarted on an unreachable backend is not "ready", yet it
+        takes cards (its sign-in from before the restart stands) and that is what a case tests.
+        """
         async with asyncio.timeout(timeout_s):
             while True:
-                if (await self.http.get("/health")).status_code == 200:
+                health = (await self.http.get("/health")).json()
+                if health["pad"].get("key_ok") and health["backend"]["signed_in"] and not health["recovering"]:
                     return
                 await asyncio.sleep(0.05)
 

@@ -225,8 +225,8 @@ async def test_http_front_door_refusals_use_matching_statuses(bench: Bench) -> N
 async def test_health_and_openapi(bench: Bench) -> None:
     health = await bench.http.get("/health")
     assert health.status_code == 200
-    assert health.json()["device"]["connected"] is True
-    assert health.json()["device"]["model"] == "MISBRIDGE-SIM"
+    assert health.json()["pad"]["connected"] is True
+    assert health.json()["pad"]["model"] == "MISBRIDGE-SIM"
     document = (await bench.http.get("/openapi.json")).json()
     assert {"/v1/cardRedemption", "/v1/cardPayment", "/v1/inquiry", "/health"} <= set(document["paths"])
     schemas = document["components"]["schemas"]

@@ -33,7 +33,7 @@ async def test_card_request_without_a_pad_gets_mb20_and_health_is_503(tmp_path: 
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{daemon.http_port}") as http:
             health = await http.get("/health")
             assert health.status_code == 503
-            assert health.json()["device"]["connected"] is False
+            assert health.json()["pad"]["connected"] is False
             record = (await http.get("/v1/transactions/99000009100010101732123")).json()
             assert record["state"] == "aborted"
             assert record["returnCode"] == "MB20"

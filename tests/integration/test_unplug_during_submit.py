@@ -34,7 +34,7 @@ async def test_unplug_after_the_pin_block_still_completes_the_sale(tmp_path: Pat
                     break
                 await asyncio.sleep(0.1)
             assert health.status_code == 503
-            assert health.json()["device"]["connected"] is False
+            assert health.json()["pad"]["connected"] is False
             base = sims.backend_url.split("/ebuyweb-posp")[0]
             ledger = (await http.get(f"{base}/_sim/ledger/{body['traceNo']}")).json()
         assert (ledger["submissions"], ledger["applied"]) == (1, True)

@@ -11,6 +11,8 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from pydantic import SecretStr
+
 from misbridge.backend.client import BackendReply
 from misbridge.device.base import (
     CardRead,
@@ -187,6 +189,28 @@ class ScriptedBackend:
     def __init__(self) -> None:
         self._script: defaultdict[str, deque[Step]] = defaultdict(deque)
         self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.signed_with: list[SecretStr | None] = []
+        self.down = False
+        self.probe_answers = True
+        self.probes = 0
+
+    # -- reachability, as BackendClient records it ----------------------------------------
+
+    @property
+    def known_down(self) -> bool:
+        """What the test set: the last call could not connect."""
+        return self.down
+
+    def last_ok_age_s(self) -> float | None:
+        """0 while up (it just answered), None while down."""
+        return None if self.down else 0.0
+
+    async def probe(self, timeout_s: float = 1.0) -> bool:
+        """Counted; answers :attr:`probe_answers` (and clears :attr:`down` when it does)."""
+        self.probes += 1
+        if self.probe_answers:
+            self.down = False
+        return self.probe_answers
 
     def will(self, action: str, *steps: Step) -> None:
         """Append ``steps`` to what ``action`` answers."""
@@ -196,9 +220,12 @@ class ScriptedBackend:
         """The actions submitted, in order."""
         return [action for action, _ in self.calls]
 
-    async def submit(self, action: str, body: Mapping[str, Any]) -> BackendReply:
-        """The next scripted step for ``action``."""
+    async def submit(
+        self, action: str, body: Mapping[str, Any], *, signing_key: SecretStr | None = None
+    ) -> BackendReply:
+        """The next scripted step for ``action`` (the key it was signed with recorded)."""
         self.calls.append((action, dict(body)))
+        self.signed_with.append(signing_key)
         queue = self._script[action]
         if not queue:
             raise AssertionError(f"the test scripted no answer for {action}")

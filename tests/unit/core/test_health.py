@@ -10,7 +10,14 @@ from misbridge.journal.store import Journal
 from tests.seeding import seed_transaction
 from tests.unit.core.fakes import ScriptedBackend, ScriptedPad
 
-DEVICE = {"connected": True, "model": "FAKE", "firmware": "0.1", "serialNo": "F001"}
+DEVICE = {
+    "connected": True,
+    "model": "FAKE",
+    "firmware": "0.1",
+    "serialNo": "F001",
+    "master_key_kcv": None,
+    "working_key_kcv": None,
+}
 
 
 async def test_ready_once_recovered_with_every_field_in_order(
@@ -24,9 +31,10 @@ async def test_ready_once_recovered_with_every_field_in_order(
     assert ready
     assert list(detail.items()) == [
         ("status", "ready"),
+        ("reasons", []),
         ("accepting", True),
         ("recovering", False),
-        ("device", DEVICE),
+        ("pad", DEVICE),
         ("inFlight", 0),
         ("reversals", {"pending": 0, "needsManual": 0}),
         ("alerts", []),
@@ -36,7 +44,8 @@ async def test_ready_once_recovered_with_every_field_in_order(
 async def test_not_ready_without_the_pad_or_when_shutting_down(service: TransactionService, pad: ScriptedPad) -> None:
     pad.is_connected = False
     ready, detail = await service.health()
-    assert (ready, detail["device"]) == (False, {"connected": False, "model": None, "firmware": None, "serialNo": None})
+    gone = dict.fromkeys(DEVICE, None) | {"connected": False}
+    assert (ready, detail["pad"], detail["reasons"]) == (False, gone, ["the PIN pad is not connected"])
     pad.is_connected = True
     service.stop_accepting()
     ready, detail = await service.health()

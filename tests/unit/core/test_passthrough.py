@@ -188,7 +188,7 @@ async def test_a_repeat_while_it_runs_joins_it_and_another_body_is_mb41(
         await gate.wait()
         return await original_submit(action, body)
 
-    backend.submit = slow_submit  # type: ignore[method-assign]
+    backend.submit = slow_submit  # type: ignore[method-assign,assignment]
     backend.will(POINTS, APPROVED)
     body = body_of(POINTS)
     first = asyncio.create_task(service.handle(POINTS, body))
@@ -382,7 +382,7 @@ async def test_a_card_sale_with_the_traceno_of_a_running_accumulation_is_mb41(
         await gate.wait()
         return await original_submit(action, body)
 
-    backend.submit = slow_submit  # type: ignore[method-assign]
+    backend.submit = slow_submit  # type: ignore[method-assign,assignment]
     backend.will(POINTS, APPROVED)
     body = body_of(POINTS)
     running = asyncio.create_task(service.handle(POINTS, body))

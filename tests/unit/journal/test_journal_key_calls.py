@@ -189,7 +189,8 @@ async def test_the_table_has_no_room_for_key_material(journal: Journal, db_path:
     del journal  # opened, so the file is at the latest version
     with raw(db_path) as conn:
         columns = [str(row[1]) for row in conn.execute("PRAGMA table_info(key_calls)")]
-    assert columns == ["trace_no", "kind", "state", "return_code", "created_at", "updated_at"]
+    # A check value of the issued key, and nothing else of it: no ciphertext, no reply.
+    assert columns == ["trace_no", "kind", "state", "return_code", "key_kcv", "created_at", "updated_at"]
 
 
 async def test_database_guards_against_hand_written_sql(journal: Journal, db_path: Path) -> None:
@@ -249,3 +250,23 @@ async def test_purge_deletes_only_answered_key_requests_older_than_the_cutoff(db
     with raw(db_path) as conn:
         purges = conn.execute("SELECT transactions, key_calls FROM purges ORDER BY id").fetchall()
     assert purges == [(1, 1), (0, 0)]
+
+
+async def test_the_last_approved_sign_in_is_found_with_its_key_kcv(journal: Journal) -> None:
+    assert await journal.last_sign_in() is None
+    first = await journal.allocate_key_call("signIn")
+    await journal.record_key_call_result(first, "answered", "00", key_kcv="A1A2A3")
+    declined = await journal.allocate_key_call("signIn")
+    await journal.record_key_call_result(declined, "answered", "96")
+    lost = await journal.allocate_key_call("signIn")
+    await journal.record_key_call_result(lost, "unknown", None)
+    found = await journal.last_sign_in()
+    assert found is not None
+    assert (found.trace_no, found.key_kcv) == (first, "A1A2A3")
+
+
+async def test_a_key_kcv_that_is_not_6_hex_is_refused(journal: Journal) -> None:
+    trace_no = await journal.allocate_key_call("signIn")
+    for bad in ("A1A2A", "a1a2a3", "A1A2A3A4", "11" * 16):
+        with pytest.raises(JournalError, match="key_kcv"):
+            await journal.record_key_call_result(trace_no, "answered", "00", key_kcv=bad)
