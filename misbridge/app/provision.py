@@ -16,7 +16,7 @@ from loguru import logger
 from misbridge.app.daemon import load_signing_key
 from misbridge.backend.client import BackendClient
 from misbridge.backend.keys import KeyExchange
-from misbridge.config.secrets import load_root_key
+from misbridge.config.secrets import load_root_key, use_installed_credentials
 from misbridge.config.settings import Settings
 from misbridge.core.keys import KeyKeeper
 from misbridge.device.base import PadInfo, create_driver
@@ -33,6 +33,7 @@ async def provision_pad(settings: Settings, out: TextIO, *, pad_wait_s: float = 
     Raises:
         ConfigError: no rootKey, or no signing key while signing is on (the command exits 2).
     """
+    use_installed_credentials()  # sudo misbridge pad provision: the files the unit loads
     root_key = load_root_key(settings.keys.root_key_credential, settings.keys.root_key_file)
     if root_key is None:
         raise ConfigError(

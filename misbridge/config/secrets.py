@@ -35,6 +35,21 @@ ROOT_KEY_CREDENTIAL = "ebuy-root-key"
 UNIT_CREDENTIALS = (SIGNING_KEY_CREDENTIAL, API_TOKEN_CREDENTIAL)
 
 
+#: Where systemd/misbridge.service's LoadCredential= lines read the credentials from.
+INSTALLED_CREDENTIALS = Path("/etc/misbridge/credentials")
+
+
+def use_installed_credentials() -> Path | None:
+    """For an administrator's command run from a root shell (no ``$CREDENTIALS_DIRECTORY``): read
+    the credentials where the unit loads them from, if that directory exists; returns the directory used.
+    """
+    directory = credentials_directory()
+    if directory is None and INSTALLED_CREDENTIALS.is_dir():
+        os.environ["CREDENTIALS_DIRECTORY"] = str(INSTALLED_CREDENTIALS)
+        directory = INSTALLED_CREDENTIALS
+    return directory
+
+
 def credentials_directory() -> Path | None:
     """``$CREDENTIALS_DIRECTORY`` if systemd set it and it exists, else None."""
     value = os.environ.get("CREDENTIALS_DIRECTORY", "")
