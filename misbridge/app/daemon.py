@@ -145,8 +145,9 @@ class Daemon:
         return self._service
 
     def is_alive(self) -> bool:
-        """Watchdog self-check: started, and the reversal-queue worker has not died."""
-        return self._service is not None and any(t.get_name() == "reversal queue" for t in self._background)
+        """Watchdog self-check: started, and neither the reversal-queue worker nor the key keeper has died."""
+        running = {task.get_name() for task in self._background if not task.done()}
+        return self._service is not None and {"reversal queue", "key keeper"} <= running
 
     async def start(self) -> None:
         """Open the journal, start the PIN-pad link and backend client, then open the front doors."""

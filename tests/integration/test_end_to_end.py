@@ -281,3 +281,19 @@ async def test_metrics_follow_the_real_transactions(bench: Bench) -> None:
     text = (await bench.http.get("/metrics")).text
     assert "misbridge_device_connected 1.0" in text
     assert "misbridge_journal_bytes" in text
+    # The daemon signed in at start-up and the pad holds the key: the gauges say so.
+    for gauge in ("misbridge_signed_in", "misbridge_pad_working_key_ok", "misbridge_backend_reachable"):
+        assert f"{gauge} 1.0" in text, gauge
+
+
+async def test_the_watchdog_self_check_needs_the_key_keeper(bench: Bench) -> None:
+    daemon = bench.daemon
+    assert daemon.is_alive()
+    keeper = next(task for task in daemon._background if task.get_name() == "key keeper")
+    keeper.cancel()
+    await asyncio.wait({keeper})
+    try:
+        assert not daemon.is_alive(), "a dead key keeper would refuse every card sale: systemd must restart"
+    finally:
+        daemon._spawn(daemon.service.keys.run(), "key keeper")  # type: ignore[union-attr]
+    assert daemon.is_alive()
