@@ -15,7 +15,7 @@ ENV_POINT = "MISBRIDGE_CRASH_AT"
 ENV_ENABLE = "MISBRIDGE_TEST_HOOKS"
 EXIT_CODE = 137
 
-#: Every named durable step, in the order a transaction meets them.
+#: Every named durable step: a transaction's in the order it meets them, then the keys'.
 POINTS: tuple[str, ...] = (
     "intake.before_intent",  # request validated, intent not yet committed
     "intake.after_intent",  # intent committed, pad not yet asked
@@ -57,6 +57,10 @@ POINTS: tuple[str, ...] = (
     # voidCardSale and refundCardSale from the POS pass the card sale's points (card and PIN on the
     # pad); a card void's write is backend.voidCardSale.after_write, a card refund's this one
     "backend.refundCardSale.after_write",  # the card refund written, reply not read
+    # the keys (core/keys.py): the sign-in at start-up, and provisioning a pad with the store's master key
+    "keys.after_sign_in",  # sign-in answered and journaled (its KCV), the key not yet loaded into the pad
+    "keys.after_working_load",  # LOAD_WORKING_KEY answered, the pad's KCV not yet read back (DEVICE_INFO)
+    "keys.after_master_load",  # LOAD_MASTER_KEY answered (working keys gone), not yet verified nor signed in
 )
 
 

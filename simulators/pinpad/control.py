@@ -12,6 +12,8 @@ customer and is answered with ``{"ok": true}`` or ``{"ok": false, "error": "..."
 :class:`~simulators.pinpad.customer.ScriptedChoice`). ``{"step": "unplug", "replug_after_s": 1}``
 is the technician instead: the cable is pulled now and plugged back after that many seconds
 (0 < s <= 60), the same link path on a new pty (the conformance kit's unplug check).
+``{"step": "keys", "keys": "stale"}`` is the key-injection tool: the pad's keys are replaced now
+(:data:`KEY_SETUPS`; the crash harness starts a sign-in or a provisioning from them).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from simulators.crypto import TEST_MASTER_KEY_HEX, with_odd_parity
 from simulators.pinpad.customer import Customer, ScriptedChoice, ScriptedCode
 from simulators.pinpad.device import SimulatedPinPad
 
@@ -34,6 +37,15 @@ _FIELDS = frozenset({"card", "pin", "action", "hesitate_s"})
 _CODE_FIELDS = frozenset({"code", "source", "action", "hesitate_s"})
 _CHOICE_FIELDS = frozenset({"option", "action", "hesitate_s"})
 MAX_LINE = 4096
+#: ``{"step": "keys", "keys": NAME}``: (master key, slot 1's working key) the pad gets, "" for none,
+#: None for a fresh random key (one no backend ever issued). The store's master key is the
+#: backend simulator's; the transport key (the rootKey) always stays.
+KEY_SETUPS: dict[str, tuple[str | None, str | None]] = {
+    "provisioned": (TEST_MASTER_KEY_HEX, ""),  # the store's master key, no working key yet
+    "stale": (TEST_MASTER_KEY_HEX, None),  # the store's master key, a working key nobody issued
+    "foreign": (None, None),  # another store's master key and working key (a replaced pad)
+    "unprovisioned": ("", ""),  # the transport key only
+}
 
 
 def parse_line(line: bytes) -> Customer | ScriptedCode | ScriptedChoice:
@@ -107,13 +119,27 @@ def _unplug(pad: SimulatedPinPad, fields: dict[str, Any]) -> None:
     loop.call_later(float(delay), lambda: loop.create_task(pad.start()))
 
 
+def _random_key_hex() -> str:
+    return with_odd_parity(os.urandom(16)).hex().upper()
+
+
+def _replace_keys(pad: SimulatedPinPad, fields: dict[str, Any]) -> None:
+    name = fields.pop("keys", None)
+    if fields:
+        raise ValueError(f"unknown keys: {', '.join(sorted(fields))}")
+    if not isinstance(name, str) or name not in KEY_SETUPS:
+        raise ValueError(f"keys is one of {', '.join(sorted(KEY_SETUPS))}")
+    master, working = KEY_SETUPS[name]
+    pad.replace_keys(_random_key_hex() if master is None else master, _random_key_hex() if working is None else working)
+
+
 def reply_for(pad: SimulatedPinPad, line: bytes) -> dict[str, Any]:
-    """Enqueue the customer in ``line`` on ``pad`` (or unplug it) and return the reply object."""
+    """Enqueue the customer in ``line`` on ``pad`` (or unplug it, or replace its keys) and return the reply object."""
     try:
         fields = _json_object(line)
-        if fields.get("step") == "unplug":
-            fields.pop("step")
-            _unplug(pad, fields)
+        if fields.get("step") in ("unplug", "keys"):
+            step = fields.pop("step")
+            (_unplug if step == "unplug" else _replace_keys)(pad, fields)
             return {"ok": True}
         script = parse_line(line)
         if isinstance(script, Customer):

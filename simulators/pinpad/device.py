@@ -95,6 +95,19 @@ def _trace(direction: str, msg: Message) -> None:
         _LOGGER.debug("%s %s id=%d %s", direction, type(msg).__name__, msg.request_id, fields)
 
 
+def _key_or_none(key_hex: str, length: int = WORKING_KEY_HEX_LEN) -> bytes | None:
+    """The key of ``key_hex`` ("" for none).
+
+    Raises:
+        ValueError: not ``length`` hex characters.
+    """
+    if not key_hex:
+        return None
+    if len(key_hex) != length:
+        raise ValueError(f"a key is {length} hex characters")
+    return bytes.fromhex(key_hex)
+
+
 class SimulatedPinPad:
     """A mispos-v1 PIN pad on a pseudo-terminal.
 
@@ -401,6 +414,22 @@ class SimulatedPinPad:
         self._card = None
         _LOGGER.debug("master key loaded (KCV %s)", msg.key_check_value_hex)
         return ResultCode.OK, ""
+
+    def replace_keys(self, master_key_hex: str, working_key_hex: str) -> None:
+        """Put these keys in the pad, as a key-injection tool would ("" for none): what a test
+        starts from (a pad with a stale key, a pad from another store, an unprovisioned one).
+
+        ``working_key_hex`` goes into slot 1; every other slot is emptied (its key was wrapped
+        under the master key being replaced), and a card read before is forgotten (§11). The
+        transport key stays.
+
+        Raises:
+            ValueError: a key that is not 32 hex characters.
+        """
+        master, working = _key_or_none(master_key_hex, MASTER_KEY_HEX_LEN), _key_or_none(working_key_hex)
+        self._master_key = master
+        self._keys = {CARD_KEY_INDEX: working} if working is not None else {}
+        self._card = None
 
     def key_check_values(self) -> tuple[str, str]:
         """The KCVs DEVICE_INFO reports: the master key's and slot 1's ("" for an empty slot)."""

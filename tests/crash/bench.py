@@ -103,14 +103,19 @@ def daemon_settings(
     journal: Path,
     inquiry_bound_s: float = INQUIRY_BOUND_S,
     options_on: str = "pad",
+    root_key_file: Path | None = None,
 ) -> Settings:
     """The daemon wired to this lane's simulators (misbridge.app.simulated), with short timers so
     an unknown outcome is inquired, voided and settled within a second, on fixed ports.
+
+    With ``root_key_file`` the daemon holds the store's rootKey and provisions a replaced pad
+    itself (``keys.replaced_pad = "provision"``), as the provisioning runs of the key points need.
 
     The POS deadline is a round value the start-up validator accepts above card + PIN +
     2 x grace + backend deadline + inquiry bound (5 + 5 + 2 + 2 + 0.4 = 14.4 s; 17 s with the
     long bound of the inquiry scenarios).
     """
+    keys: dict[str, Any] = {"replaced_pad": "provision", "root_key_file": root_key_file} if root_key_file else {}
     return simulated_settings(
         sims, journal,
         device={"card_timeout_s": 5, "pin_timeout_s": 5, "reply_grace_s": 1.0, "command_timeout_s": 2.0},
@@ -120,6 +125,7 @@ def daemon_settings(
         api={"host": HOST, "socket_port": ports[0], "http_port": ports[1], "socket_read_timeout_s": 0.5,
              "pos_deadline_s": 20.0},
         options={"on": options_on},
+        keys=keys,
         log_level="INFO",
     )  # fmt: skip
 

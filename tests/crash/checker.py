@@ -18,7 +18,11 @@ ledger over HTTP), so the rules are unit-tested without any process. For the run
   not get the stored response, the stored returnCode does not match the state ("00" exactly
   when approved), or a first answer said "00" for a transaction that did not end approved, or
   an outcome other than "00" for one that did (answers in :data:`NOT_AN_OUTCOME` excepted);
-* **integrity**: ``PRAGMA integrity_check`` is not ``ok``.
+* **integrity**: ``PRAGMA integrity_check`` is not ``ok``;
+* **key** (:func:`check_keys`): the backend declined a card request of the run ``55``: its card
+  data and PIN block were not under the working key the backend issued for the day (the harness's
+  customers always type the card's right PIN, so a 55 means a half-loaded or stale key was used);
+  or a key run's sale, the only thing in its way a crash, did not end approved.
 """
 
 from __future__ import annotations
@@ -42,6 +46,11 @@ VOID_APPROVED_CODES = (APPROVED_CODE, "22")
 #: retry shortly", and MB36 "a POS void still unknown, being sent again until confirmed"): a POS
 #: that got one asks again, so it is no contradiction whatever the end.
 NOT_AN_OUTCOME = frozenset({"MB25", "MB31", "MB36", "MB91", "MB92"})
+#: What the backend simulator answers card data or a PIN block under another key than the working key
+#: it issued the terminal for the day (simulators/backend/context.py), as a real HSM's PIN check fails.
+WRONG_KEY_CODE = "55"
+#: The columns of a verdict, in the table's order.
+COLUMNS = ("lost", "doubled", "stuck", "answer", "integrity", "key")
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,8 @@ class LedgerEntry:
     applied: bool = False
     voided_by: str | None = None
     refunded_amount: Decimal = Decimal(0)
+    #: What the backend answered it (None: never decided).
+    return_code: str | None = None
 
     @classmethod
     def from_json(cls, record: Mapping[str, Any] | None) -> LedgerEntry:
@@ -80,12 +91,14 @@ class LedgerEntry:
             return cls()
         voided_by = record.get("voidedBy")
         refunded = Decimal(str(record.get("refundedAmount") or 0))
+        code = record.get("returnCode")
         return cls(
             int(record.get("submissions", 0)),
             str(record.get("state", "")),
             bool(record.get("applied")),
             str(voided_by) if voided_by else None,
             refunded,
+            str(code) if code else None,
         )
 
 
@@ -98,16 +111,16 @@ class Verdict:
     stuck: list[str] = field(default_factory=list)
     answer: list[str] = field(default_factory=list)
     integrity: list[str] = field(default_factory=list)
+    key: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """No violation at all."""
-        return not (self.lost or self.doubled or self.stuck or self.answer or self.integrity)
+        return not any(getattr(self, name) for name in COLUMNS)
 
     def messages(self) -> list[str]:
         """Every violation as ``column: text``."""
-        columns = ("lost", "doubled", "stuck", "answer", "integrity")
-        return [f"{name}: {text}" for name in columns for text in getattr(self, name)]
+        return [f"{name}: {text}" for name in COLUMNS for text in getattr(self, name)]
 
 
 def check_run(
@@ -178,6 +191,24 @@ def _check_doubles(
     for entry in movers:
         if entry.voided_by is not None and entry.voided_by not in allocated:
             verdict.doubled.append(f"sale voided by {entry.voided_by}, a traceNo the journal never allocated")
+
+
+def check_keys(verdict: Verdict, sales: Mapping[str, LedgerEntry], *, state: str | None, approves: bool) -> None:
+    """No card request under a key the backend did not issue; a key run's sale approved.
+
+    Args:
+        verdict: where violations go.
+        sales: the ledger entries of the run's card requests (its sale, void or refund, and the
+            original of a follow-up), by traceNo.
+        state: the journal state of the run's traceNo.
+        approves: a key run: no fault was scripted, so after the restart the pad must hold
+            today's key (provisioned first, when it was another store's) and the sale be approved.
+    """
+    for trace_no, entry in sales.items():
+        if entry.return_code == WRONG_KEY_CODE:
+            verdict.key.append(f"the backend declined {trace_no} {WRONG_KEY_CODE}: not under the key it issued today")
+    if approves and state != "approved":
+        verdict.key.append(f"the sale ended {state}, not approved: the restart left the pad without today's key")
 
 
 def check_original(

@@ -25,6 +25,7 @@ from typing import Any, NoReturn
 from misbridge.app.daemon import load_signing_key
 from misbridge.app.simulated import Simulators
 from misbridge.config.settings import Settings
+from simulators.crypto import TEST_ROOT_KEY_HEX
 from tests.crash import checker, scenarios
 from tests.crash.bench import (
     ACTION,
@@ -51,7 +52,7 @@ from tests.crash.bench import (
 )
 from tests.crash.flows import Flow, Request
 from tests.crash.report import RunResult
-from tests.crash.scenarios import Stage, plan_for
+from tests.crash.scenarios import Plan, Stage, plan_for
 
 #: The answers that offer options to a POS that chooses (the daemons' ``options.choose_codes``).
 OPTION_CODES = ("09",)
@@ -94,20 +95,28 @@ class Lane:
         sims = Simulators(device_path=link, control_path=self.pad_control, backend_url=self.backend.url,
                           signing_key_file=key_file, log_path=workdir / "pinpad.log")  # fmt: skip
 
-        def settings(inquiry_bound_s: float, options_on: str) -> Settings:
+        # The store's rootKey, for the daemons of the runs that provision a pad (the key points).
+        root_key = workdir / "root.key"
+        root_key.write_text(TEST_ROOT_KEY_HEX, encoding="utf-8")
+        root_key.chmod(0o600)
+
+        def settings(inquiry_bound_s: float, options_on: str, provision: bool) -> Settings:
             return daemon_settings(
                 sims, ports=ports, journal=workdir / "journal.db", inquiry_bound_s=inquiry_bound_s,
-                options_on=options_on,
+                options_on=options_on, root_key_file=root_key if provision else None,
             )  # fmt: skip
 
         # Inquiry scenarios crash at the 1st or 2nd inquiry; a long bound keeps a slow machine
         # from giving up (and voiding) before the 2nd one. Some options runs have the POS choose.
         self.variants = {
-            (long, chooser): settings(scenarios.LONG_INQUIRY_BOUND_S if long else INQUIRY_BOUND_S, chooser)
+            (long, chooser, provision): settings(
+                scenarios.LONG_INQUIRY_BOUND_S if long else INQUIRY_BOUND_S, chooser, provision
+            )
             for long in (False, True)
             for chooser in ("pad", "pos")
+            for provision in (False, True)
         }
-        self.settings = self.variants[False, "pad"]
+        self.settings = self.variants[False, "pad", False]
         self.key = load_signing_key(self.settings)
         self.journal = Path(self.settings.journal.path)
 
@@ -118,10 +127,11 @@ class Lane:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    def _fork(self, crash_at: str | None, log: Path, *, long_bound: bool = False, flow: Flow | None) -> DaemonChild:
-        """A daemon; every daemon of a run where the POS chooses options has ``options.on = "pos"``."""
-        chooser = flow.options_on if flow is not None else "pad"
-        return DaemonChild(self.variants[long_bound, chooser], self.key, crash_at, log)
+    def _fork(self, crash_at: str | None, log: Path, plan: Plan, *, long_bound: bool = False) -> DaemonChild:
+        """A daemon; every daemon of a run where the POS chooses options has ``options.on = "pos"``,
+        every daemon of a run that provisions a pad the rootKey."""
+        chooser = plan.flow.options_on if plan.flow is not None else "pad"
+        return DaemonChild(self.variants[long_bound, chooser, plan.provision], self.key, crash_at, log)
 
     def _health_ok(self) -> bool:
         conn = http.client.HTTPConnection(HOST, self.settings.api.http_port, timeout=2)
@@ -192,13 +202,13 @@ class Lane:
         try:
             for number, stage in enumerate(plan.stages):
                 stage_log = log.with_name(f"{log.name}.{number}.log")
-                answer, last = self._crash_stage(stage, trace_no, last, stage_log, result, plan.flow, number == 0)
+                answer, last = self._crash_stage(stage, trace_no, last, stage_log, result, plan, number == 0)
                 first_answer = first_answer or answer
             result.reached = all(code == CRASHED for code in result.exits) and not result.setup
         finally:
             self.backend.clear_faults()
-        repeated = self._clean_stage(trace_no, last, log.with_name(f"{log.name}.clean.log"), result, plan.flow)
-        self._check(result, first_answer, repeated, plan.flow)
+        repeated = self._clean_stage(trace_no, last, log.with_name(f"{log.name}.clean.log"), result, plan)
+        self._check(result, first_answer, repeated, plan)
         result.seconds = round(time.monotonic() - started, 3)
         return result
 
@@ -209,11 +219,14 @@ class Lane:
         request: Request,
         log: Path,
         result: RunResult,
-        flow: Flow | None,
+        plan: Plan,
         first: bool,
     ) -> tuple[dict[str, Any] | None, Request]:
         """One daemon that should die at ``stage.crash_at``: its answer, if any, and what the POS asked last."""
-        child = self._fork(stage.crash_at, log, long_bound=stage.long_inquiry_bound, flow=flow)
+        flow = plan.flow
+        if stage.pad_keys is not None:  # what the daemon's start-up finds in the pad
+            script_pad(self.pad_control, {"step": "keys", "keys": stage.pad_keys})
+        child = self._fork(stage.crash_at, log, plan, long_bound=stage.long_inquiry_bound)
         answer: dict[str, Any] | None = None
         original = flow.original if flow is not None and first else None
         if not stage.sends_request:
@@ -261,9 +274,10 @@ class Lane:
         return True
 
     def _clean_stage(
-        self, trace_no: str, request: Request, log: Path, result: RunResult, flow: Flow | None
+        self, trace_no: str, request: Request, log: Path, result: RunResult, plan: Plan
     ) -> dict[str, Any] | None:
-        child = self._fork(None, log, flow=flow)
+        flow = plan.flow
+        child = self._fork(None, log, plan)
         repeated: dict[str, Any] | None = None
         try:
             if not self._ready(child, result):
@@ -280,8 +294,9 @@ class Lane:
         return repeated
 
     def _check(
-        self, result: RunResult, first: dict[str, Any] | None, repeated: dict[str, Any] | None, flow: Flow | None
+        self, result: RunResult, first: dict[str, Any] | None, repeated: dict[str, Any] | None, plan: Plan
     ) -> None:
+        flow = plan.flow
         view = checker.read_journal(self.journal, result.trace_no)
         sale = self.backend.ledger(result.trace_no)
         calls = {no: self.backend.ledger(no) for no, _ in view.calls}
@@ -290,8 +305,12 @@ class Lane:
         verdict = checker.check_run(
             view, sale, calls, repeated_answer=repeated, first_answer=first, moves_by=moves_by, approved_codes=codes
         )
+        card_requests = {result.trace_no: sale}
         if flow is not None and flow.original is not None:
             self._check_original(verdict, view, flow)
+            original_no = str(flow.original.body["traceNo"])
+            card_requests[original_no] = self.backend.ledger(original_no)
+        checker.check_keys(verdict, card_requests, state=view.state, approves=plan.approves)
         result.state, result.reversal = view.state, view.reversal_state
         result.ledger, result.submissions = sale.state, sale.submissions
         result.transitions = list(view.transitions)
@@ -302,6 +321,7 @@ class Lane:
         result.stuck += verdict.stuck
         result.answer += verdict.answer
         result.integrity += verdict.integrity
+        result.key += verdict.key
 
     def _check_original(self, verdict: checker.Verdict, view: checker.JournalView, flow: Flow) -> None:
         """The follow-up's original: the journal's view and its ledger entry as the backend knows it."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
+from tests.crash.checker import COLUMNS as VIOLATIONS
+
 
 @dataclass
 class RunResult:
@@ -29,6 +31,7 @@ class RunResult:
     stuck: list[str] = field(default_factory=list)
     answer: list[str] = field(default_factory=list)
     integrity: list[str] = field(default_factory=list)
+    key: list[str] = field(default_factory=list)
     #: Why the scenario did not happen as planned (the run then counts as not reached).
     setup: list[str] = field(default_factory=list)
     #: Times /health answered 200 before the daemon had logged the end of its start-up.
@@ -39,12 +42,12 @@ class RunResult:
     @property
     def ok(self) -> bool:
         """Reached and no violation."""
-        return self.reached and not (self.lost or self.doubled or self.stuck or self.answer or self.integrity)
+        return self.reached and not any(getattr(self, name) for name in VIOLATIONS)
 
 
 # --- the table ----------------------------------------------------------------------------------------
 
-COLUMNS = ("point", "runs", "reached", "lost", "doubled", "stuck", "answer", "integrity", "verdict")
+COLUMNS = ("point", "runs", "reached", *VIOLATIONS, "verdict")
 
 
 @dataclass
@@ -59,11 +62,12 @@ class Row:
     stuck: int = 0
     answer: int = 0
     integrity: int = 0
+    key: int = 0
 
     @property
     def verdict(self) -> str:
         """ok, or what failed."""
-        bad = self.lost + self.doubled + self.stuck + self.answer + self.integrity
+        bad = sum(getattr(self, name) for name in VIOLATIONS)
         if self.runs == 0:
             return "NOT RUN"
         if bad:
@@ -78,7 +82,7 @@ def summarize(points: Sequence[str], results: Sequence[RunResult]) -> list[Row]:
         row = rows[result.point]
         row.runs += 1
         row.reached += result.reached
-        for column in ("lost", "doubled", "stuck", "answer", "integrity"):
+        for column in VIOLATIONS:
             setattr(row, column, getattr(row, column) + bool(getattr(result, column)))
     return list(rows.values())
 
@@ -106,11 +110,7 @@ def failures(results: Sequence[RunResult]) -> Iterator[str]:
     for r in results:
         if r.ok:
             continue
-        problems = [
-            f"{name}: {text}"
-            for name in ("lost", "doubled", "stuck", "answer", "integrity")
-            for text in getattr(r, name)
-        ]
+        problems = [f"{name}: {text}" for name in VIOLATIONS for text in getattr(r, name)]
         if not r.reached:
             problems[:0] = [f"not reached (exit statuses {r.exits})", *r.setup]
         yield (

@@ -20,7 +20,13 @@ so a new point without one fails the suite instead of being silently skipped. A 
 * **card voids and refunds**: some runs of the card sale's points (and of
   ``backend.voidCardSale.after_write``, every run of ``backend.refundCardSale.after_write``) are
   a POS ``voidCardSale`` or ``refundCardSale`` of an approved card sale (:func:`card_follow_up_plan`);
-* **QR sale, follow-up and void-resend points**: tests/crash/flows.py.
+* **QR sale, follow-up and void-resend points**: tests/crash/flows.py;
+* **key points** (:func:`key_plan`): the pad's keys are replaced on the pad simulator's control
+  socket before the crashing daemon starts, so that its start-up must sign in (a stale working
+  key, or none) or provision the pad (another store's keys, or none: the daemons then hold the
+  rootKey, ``keys.replaced_pad = "provision"``); it dies in that start-up, before any request.
+  The clean daemon must sign in again, or take over the journaled sign-in when the pad reports
+  its KCV, and the POS's sale, sent to it alone, must be approved.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ VOID_POINTS: tuple[str, ...] = (
 )
 RECOVERY_POINTS: tuple[str, ...] = ("recovery.start", "recovery.after_first")
 SHUTDOWN_POINTS: tuple[str, ...] = ("shutdown.drain",)
+KEY_POINTS: tuple[str, ...] = ("keys.after_sign_in", "keys.after_working_load", "keys.after_master_load")
 
 #: Sale points a request passes only after the backend answered (a scripted decline matters there).
 BACKEND_REACHED: tuple[str, ...] = (
@@ -144,6 +151,8 @@ class Stage:
     sigterm_at_state: str | None = None
     #: Run this daemon with :data:`LONG_INQUIRY_BOUND_S` instead of the short inquiry bound.
     long_inquiry_bound: bool = False
+    #: The pad's keys, replaced before this daemon starts (``{"step": "keys"}`` on the pad simulator).
+    pad_keys: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,10 @@ class Plan:
     variant: str
     #: What a QR or follow-up run sends (None: the card sale of :func:`~tests.crash.harness.pos_body`).
     flow: Flow | None = None
+    #: Every daemon of the run holds the rootKey and provisions a replaced pad itself.
+    provision: bool = False
+    #: The run's sale must end approved: nothing but the crash stood in its way (the key runs).
+    approves: bool = False
 
 
 def _nth(point: str, nth: int) -> str:
@@ -290,6 +303,32 @@ def flow_plan(point: str, rng: random.Random, trace_no: str) -> Plan:
     return Plan(point, (Stage(point, faults),), variant, flow)
 
 
+#: The pads a sign-in crash starts from: a stale working key (the pad's KCV is not the journaled
+#: sign-in's), no working key, or another store's keys (the daemons then provision it).
+SIGN_IN_PADS: tuple[str, ...] = ("stale", "stale", "provisioned", "foreign")
+#: The pads a provisioning crash starts from: another store's keys, or the transport key only.
+PROVISION_PADS: tuple[str, ...] = ("foreign", "unprovisioned")
+
+
+def key_plan(point: str, rng: random.Random) -> Plan:
+    """A crash in the crashing daemon's start-up: in its sign-in, or in provisioning the pad.
+
+    A ``foreign`` pad refuses the working key (KCV mismatch), so the daemon provisions it first:
+    ``keys.after_working_load`` is then met by the sign-in that follows the master key's load.
+    """
+    pads = PROVISION_PADS if point == "keys.after_master_load" else SIGN_IN_PADS
+    pad = rng.choice(pads)
+    provision = pad in PROVISION_PADS
+    variant = {
+        "stale": "the pad holds a working key nobody issued",
+        "provisioned": "the pad holds no working key",
+        "foreign": "the pad holds another store's keys: the daemons provision it",
+        "unprovisioned": "the pad holds the transport key only: the daemons provision it",
+    }[pad]
+    stage = Stage(point, sends_request=False, pad_keys=pad)
+    return Plan(point, (stage,), variant, provision=provision, approves=True)
+
+
 def plan_for(point: str, rng: random.Random, trace_no: str = "C0") -> Plan:
     """The scenario of one run that crashes at ``point`` (``trace_no``: the run's, for QR and follow-up runs).
 
@@ -315,10 +354,13 @@ def plan_for(point: str, rng: random.Random, trace_no: str = "C0") -> Plan:
         held = rng.choice(("delay-before-commit", "delay-after-commit"))
         stage = Stage(point, (FaultSpec("sale", held, delay_s=HOLD_S),), sigterm_at_state="submitting")
         return Plan(point, (stage,), f"SIGTERM while the backend holds the sale ({held})")
+    if point in KEY_POINTS:
+        return key_plan(point, rng)
     raise ValueError(f"no crash scenario for point {point!r}")
 
 
 def uncovered_points() -> list[str]:
     """Points of :data:`misbridge.host.crashpoints.POINTS` this module has no scenario for."""
-    known = {*SALE_POINTS, *INQUIRY_POINTS, *VOID_POINTS, *RECOVERY_POINTS, *SHUTDOWN_POINTS, *flows.POINTS}
+    known = {*SALE_POINTS, *INQUIRY_POINTS, *VOID_POINTS, *RECOVERY_POINTS, *SHUTDOWN_POINTS, *KEY_POINTS}
+    known |= set(flows.POINTS)
     return [point for point in POINTS if point not in known]

@@ -18,6 +18,7 @@ from tests.crash.checker import (
     JournalView,
     LedgerEntry,
     Verdict,
+    check_keys,
     check_original,
     check_run,
     read_journal,
@@ -318,3 +319,49 @@ def test_some_qr_sales_read_the_code_on_the_pad_and_some_options_sales_let_the_p
     assert {flow.pad_code or flow.request.body["qrcode"] for flow in pos} == {flows.OPTIONS_CODE}
     follow_ups = [plan.flow for point in flows.FOLLOW_UP_POINTS for plan in _plans(point, 10) if plan.flow]
     assert {follow_up.options_on for follow_up in follow_ups} == {"pad"}
+
+
+# -- the keys: no card request under a key the backend did not issue ------------------------------------
+
+
+def test_the_ledger_entry_keeps_the_backends_answer() -> None:
+    record = {"submissions": 1, "state": "declined", "applied": False, "returnCode": "55"}
+    assert LedgerEntry.from_json(record).return_code == "55"
+    assert LedgerEntry.from_json(None).return_code is None
+
+
+@pytest.mark.parametrize(
+    ("sales", "state", "approves", "bad"),
+    [
+        ({"C1": LedgerEntry(1, "approved", applied=True, return_code="00")}, "approved", True, 0),
+        ({"C1": LedgerEntry(1, "declined", return_code="51")}, "declined", False, 0),  # a scripted decline
+        ({"C1": LedgerEntry(1, "declined", return_code="55")}, "declined", False, 1),  # a half-loaded key
+        # a card void under a stale key, its original approved
+        ({"C1": LedgerEntry(1, "declined", return_code="55"), "O1": APPLIED}, "declined", False, 1),
+        ({"C1": LedgerEntry()}, "aborted", True, 1),  # a key run refused MB50 after the restart
+        ({"C1": LedgerEntry(1, "declined", return_code="55")}, "declined", True, 2),
+    ],
+)
+def test_a_sale_declined_55_or_a_key_run_not_approved_is_a_key_violation(
+    sales: dict[str, LedgerEntry], state: str, approves: bool, bad: int
+) -> None:
+    verdict = Verdict()
+    check_keys(verdict, sales, state=state, approves=approves)
+    assert len(verdict.key) == bad, verdict.key
+    assert verdict.ok == (bad == 0)
+    assert all(message.startswith("key: ") for message in verdict.messages())
+
+
+@pytest.mark.parametrize("point", scenarios.KEY_POINTS)
+def test_key_runs_start_from_a_pad_that_makes_the_daemon_sign_in_or_provision(point: str) -> None:
+    plans = _plans(point, 40)
+    for plan in plans:
+        (stage,) = plan.stages
+        assert (stage.crash_at, stage.sends_request, plan.approves, plan.flow) == (point, False, True, None)
+        # A pad of another store (or none) is provisioned: the daemons then hold the rootKey.
+        assert plan.provision == (stage.pad_keys in scenarios.PROVISION_PADS)
+    pads = {plan.stages[0].pad_keys for plan in plans}
+    if point == "keys.after_master_load":
+        assert pads == set(scenarios.PROVISION_PADS)
+    else:
+        assert pads == set(scenarios.SIGN_IN_PADS)

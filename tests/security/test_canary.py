@@ -20,20 +20,29 @@ in the envelope, spelled in several cases, and card numbers in free text (contig
 dashed), in an action name and in an envelope field. Each must be refused with MB16 and its
 values (canaries of their own, :data:`CARELESS_CANARIES`) must be found nowhere.
 
+Every key of the chain is a canary too (issue 14, :func:`key_canaries`): the rootKey, ``mwTmk``
+and the day's ``pinKey``, clear and as the backend wraps them (misbridge forwards the wrapped
+ones to the pad and keeps and logs neither); their KCVs may appear. The card run above signs in
+at start-up; a second run finds the pad unprovisioned and, holding the rootKey, provisions it
+(DownloadKey, LOAD_MASTER_KEY), signs in, loads the key and makes one approved sale.
+
 Not scanned: the simulators' own log. The simulators play the pad and the bank, which hold the
 card by design; they are not part of misbridge.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import io
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -45,14 +54,23 @@ import pytest
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.app.daemon import Daemon
 from misbridge.app.simulated import Simulators, simulated_daemon, simulated_settings
-from misbridge.config.settings import Settings
+from misbridge.config.settings import IdentitySettings, Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
 from misbridge.ebuy.pan import luhn_valid
 from misbridge.telemetry.logs import configure_logging
 from misbridge.tools.journal import list_transactions, show
+from simulators.backend.keydesk import TEST_KEY_SEED, day_key
 from simulators.cards import CARDS
-from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
+from simulators.crypto import (
+    TEST_MASTER_KEY_HEX,
+    TEST_ROOT_KEY_HEX,
+    TEST_WORKING_KEY_HEX,
+    encrypt_pin_block,
+    encrypt_text,
+    key_check_value,
+    wrap_key,
+)
 from simulators.pinpad.control import enqueue_remote
 
 pytestmark = pytest.mark.timeout(240)
@@ -173,12 +191,13 @@ def test_the_scanner_finds_what_it_must() -> None:
 # --- the run ---------------------------------------------------------------------------------
 
 
-def _settings(sims: Simulators, workdir: Path) -> Settings:
+def _settings(sims: Simulators, workdir: Path, keys: dict[str, Any] | None = None) -> Settings:
     return simulated_settings(
         sims,
         workdir / "journal.db",
         device={"card_timeout_s": 5, "pin_timeout_s": 5, "reply_grace_s": 2.0},
         api={"socket_read_timeout_s": 0.5},
+        keys=keys or {},
         log_level="DEBUG",
     )
 
@@ -293,15 +312,25 @@ def _read(path: Path) -> bytes:
     return path.read_bytes() if path.exists() else b""
 
 
-async def _run_daemon(tmp_path: Path, drive: Callable[[Run], Awaitable[None]]) -> dict[str, bytes]:
-    """Run the daemon on the simulators, ``drive`` it; every blob it wrote, read while running and after."""
+async def _run_daemon(
+    tmp_path: Path,
+    drive: Callable[[Run], Awaitable[None]],
+    *,
+    keys: dict[str, Any] | None = None,
+    pad_keys: str | None = None,
+) -> dict[str, bytes]:
+    """Run the daemon on the simulators, ``drive`` it; every blob it wrote, read while running and after.
+
+    ``keys``: the daemon's ``[keys]`` settings; ``pad_keys``: what the pad holds at start (its ``--keys``).
+    """
     logs = io.StringIO()
     configure_logging("DEBUG", stream=logs)
     blobs: dict[str, bytes] = {}
     db = tmp_path / "journal.db"
     try:
-        settings = functools.partial(_settings, workdir=tmp_path)
-        async with simulated_daemon(tmp_path, settings, pinpad_args=("--timeout-cap", "0.3")) as running:
+        settings = functools.partial(_settings, workdir=tmp_path, keys=keys)
+        pad = ("--timeout-cap", "0.3", *(("--keys", pad_keys) if pad_keys else ()))
+        async with simulated_daemon(tmp_path, settings, pinpad_args=pad) as running:
             base = f"http://127.0.0.1:{running.daemon.http_port}"
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
                 await drive(Run(running.daemon, running.sims, http))
@@ -331,9 +360,9 @@ async def test_no_card_data_in_journal_wal_logs_or_output(tmp_path: Path, capfd:
     assert b"traceNo=CANARY-" in blobs["daemon log"], "the daemon logged the run"
 
     calls = {c["traceNo"].encode() for r in rows for c in (show(db, r.trace_no) or {}).get("backendCalls", [])}
-    scanner = Scanner(canaries(), known_identifiers=calls)
+    scanner = Scanner(canaries() | key_canaries(DEVICE_NO, date.today()), known_identifiers=calls)
     hits = [hit for name, blob in blobs.items() for hit in scanner.hits(name, blob)]
-    assert hits == [], "card data found:\n" + "\n".join(hits)
+    assert hits == [], "card data or key material found:\n" + "\n".join(hits)
     assert sum(len(b) for b in blobs.values()) > 10_000
     assert Decimal(str(rows[0].total_amount)) == Decimal("40.8")
 
@@ -355,3 +384,89 @@ async def test_a_grouped_card_number_in_an_http_action_never_reaches_the_log(
     scanner = Scanner(careless_canaries())
     hits = [hit for name, blob in blobs.items() for hit in scanner.hits(name, blob)]
     assert hits == [], "card data found:\n" + "\n".join(hits)
+
+
+# --- the keys of the chain (issue 14) ----------------------------------------------------------
+
+#: The terminal the daemons sign in as (``identity.device_no``): its day keys are canaries.
+DEVICE_NO = IdentitySettings().device_no
+
+
+def key_canaries(device_no: str, around: date) -> dict[str, bytes]:
+    """Name -> hex of every key of the chain (docs/backend.md, "Keys and sign-in"), clear and wrapped.
+
+    The rootKey, ``mwTmk`` (clear, and under the rootKey as DownloadKey answers it) and the
+    ``pinKey`` the backend simulator issues ``device_no`` (clear, and under ``mwTmk`` as the
+    sign-in answers it) for the day before, of and after ``around`` (a run across midnight).
+    misbridge forwards the wrapped ones to the pad and must keep and log neither; the clear ones
+    it never holds at all. Their KCVs are no canaries: check values are what it logs and journals.
+    The scanner compares case-blind, so upper and lower case hex are both found.
+    """
+    root, master = bytes.fromhex(TEST_ROOT_KEY_HEX), bytes.fromhex(TEST_MASTER_KEY_HEX)
+    found = {"rootKey": root.hex(), "mwTmk": master.hex(), "mwTmk under the rootKey": wrap_key(master, root)}
+    for day in (around - timedelta(days=1), around, around + timedelta(days=1)):
+        pin_key = day_key(TEST_KEY_SEED, device_no, day)
+        found[f"pinKey of {day}"] = pin_key.hex()
+        found[f"pinKey of {day} under mwTmk"] = wrap_key(pin_key, master)
+    return {name: value.encode() for name, value in found.items()}
+
+
+def test_the_scanner_finds_every_key_of_the_chain() -> None:
+    today = date.today()
+    scanner = Scanner(key_canaries(DEVICE_NO, today))
+    pin_key = day_key(TEST_KEY_SEED, DEVICE_NO, today)
+    wrapped = wrap_key(pin_key, bytes.fromhex(TEST_MASTER_KEY_HEX))
+    assert scanner.hits("t", f'"pinKey": "{wrapped}"'.encode())
+    assert scanner.hits("t", f"enc={wrapped.lower()}".encode())
+    assert scanner.hits(
+        "t",
+        base64.b64encode(
+            f'{{"mwTmk":"{key_canaries(DEVICE_NO, today)["mwTmk under the rootKey"].decode()}"}}'.encode()
+        ),
+    )
+    assert scanner.hits("t", TEST_ROOT_KEY_HEX.lower().encode())
+    assert scanner.hits("t", f"working key loaded (KCV {key_check_value(pin_key)})".encode()) == []
+
+
+async def _provisioned_sale(run: Run) -> None:
+    """The daemon provisions the pad it found without a master key, signs in, loads the key; a sale is approved."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 15
+    while (await run.http.get("/health")).status_code != 200:
+        assert loop.time() < deadline, "the daemon did not provision the pad and load the day's key"
+        await asyncio.sleep(0.05)
+    # Approved: the backend decrypted the PIN block with the key it issued today.
+    assert await run.sale("points-cash") == "00", run.answers[-1]
+
+
+def _key_calls(db: Path) -> list[tuple[str, str, str | None]]:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        rows = conn.execute("SELECT kind, state, return_code FROM key_calls ORDER BY created_at, trace_no").fetchall()
+    return [(str(kind), str(state), code) for kind, state, code in rows]
+
+
+async def test_no_key_of_the_chain_in_journal_wal_logs_or_output(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    root_key = tmp_path / "root.key"
+    root_key.write_text(TEST_ROOT_KEY_HEX, encoding="utf-8")
+    root_key.chmod(0o600)
+    keys = {"replaced_pad": "provision", "root_key_file": root_key}
+    blobs = await _run_daemon(tmp_path, _provisioned_sale, keys=keys, pad_keys="unprovisioned")
+    captured = capfd.readouterr()
+    blobs["stdout"] = captured.out.encode()
+    blobs["stderr"] = captured.err.encode()
+
+    # The run did what it should: signed in, found the pad unprovisioned, DownloadKey, signed in
+    # again, each key checked by the KCV the pad reported; the KCVs are in the log.
+    calls = _key_calls(tmp_path / "journal.db")
+    assert [kind for kind, _, _ in calls] == ["signIn", "downloadKey", "signIn"], calls
+    assert {(state, code) for _, state, code in calls} == {("answered", "00")}
+    log = blobs["daemon log"]
+    pin_key = day_key(TEST_KEY_SEED, DEVICE_NO, date.today())
+    assert f"provisioned: master key KCV {key_check_value(bytes.fromhex(TEST_MASTER_KEY_HEX))}".encode() in log
+    assert f"loaded into slot 1 (KCV {key_check_value(pin_key)})".encode() in log
+
+    scanner = Scanner(key_canaries(DEVICE_NO, date.today()))
+    hits = [hit for name, blob in blobs.items() for hit in scanner.hits(name, blob)]
+    assert hits == [], "key material found:\n" + "\n".join(hits)
