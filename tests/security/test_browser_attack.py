@@ -184,7 +184,9 @@ async def test_a_web_page_cannot_start_a_transaction(tmp_path: Path) -> None:
     assert all(not v.startswith("answered: status 200") for v in report.values()), report
     # ... and nothing happened.
     assert journaled == 0, report
-    assert ledger.get("transactions", {}) == {}, ledger
+    # The backend saw only misbridge's own start-up sign-in: no request of the page's.
+    seen = {entry["action"] for entry in ledger.get("transactions", {}).values()}
+    assert seen <= {"signIn"}, ledger
 
 
 async def _attack(daemon: Daemon, tmp_path: Path) -> dict[str, str]:
