@@ -12,7 +12,8 @@ import contextlib
 import ipaddress
 import resource
 import signal
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,28 @@ def load_api_security(settings: Settings) -> ApiSecurity:
 
 
 class Daemon:
-    """A running misbridge: start() brings every part up, stop() takes it down in order."""
+    """A running misbridge: start() brings every part up, stop() takes it down in order.
 
-    def __init__(self, settings: Settings, *, signing_key: SecretStr | None, metrics: Metrics | None = None) -> None:
+    Args:
+        settings: the whole configuration.
+        signing_key: the backend signing key (:func:`load_signing_key`), None with signing off.
+        metrics: where the metrics go (default: a new registry).
+        clock: local aware time for the key keeper's sign-in schedule (``keys.sign_in_at``);
+            None is the system clock. Tests pass one to show "the next day" without waiting.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        signing_key: SecretStr | None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.settings = settings
         self.metrics = metrics if metrics is not None else Metrics()
         self._signing_key = signing_key
+        self._clock = clock
         self.socket_port = 0
         self.http_port = 0
         self._journal: Journal | None = None
@@ -215,7 +232,10 @@ class Daemon:
         root_key = None
         if keys.replaced_pad == "provision":
             root_key = load_root_key(keys.root_key_credential, keys.root_key_file)
-        return KeyKeeper(self.settings, journal, pinpad, KeyExchange(backend, keys, root_key), backend)
+        center = KeyExchange(backend, keys, root_key)
+        if self._clock is None:
+            return KeyKeeper(self.settings, journal, pinpad, center, backend)
+        return KeyKeeper(self.settings, journal, pinpad, center, backend, clock=self._clock)
 
     def _quiet_the_loop(self) -> None:
         """Install the exception handler that keeps a descriptor flood out of the log (restored by stop)."""

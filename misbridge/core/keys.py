@@ -268,9 +268,24 @@ class KeyKeeper:
                 logger.warning("keys: {}; trying again in {:.0f} s", self._problem, delay)
                 wait, delay = delay, min(delay * 2, self._retry[1])
             self._wake.clear()
+            await self._pause(wait)
+
+    async def _pause(self, wait_s: float) -> None:
+        """Wait ``wait_s`` or until woken; while the backend is known down, probe it each poll and stop when it answers.
+
+        So a backend that comes back is seen within a poll, not at the next idle probe (up to a
+        minute, ``/health`` saying unreachable meanwhile), and a sign-in that failed for want of it
+        is made at once, not after its back-off (up to five minutes). A probe is one HEAD.
+        """
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait_s
+        while (left := end - loop.time()) > 0:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
+                async with asyncio.timeout(min(left, self._poll_s)):
                     await self._wake.wait()
+                return
+            if self._reach.known_down and await self._reach.probe(PROBE_TIMEOUT_S):
+                return
 
     async def first_round(self, timeout_s: float) -> bool:
         """Run one :meth:`maintain` now, for at most ``timeout_s``; True if cards may be read after it.

@@ -6,14 +6,15 @@ Routes (docs/backend.md, "The backend simulator"):
   unless a scripted fault says otherwise (simulators.backend.faults);
 * ``GET /_sim/ledger``: the whole ledger as JSON; ``GET /_sim/ledger/{traceNo}``: one record (404
   if never seen) (simulators.backend.ledger);
-* ``GET | POST | DELETE /_sim/faults``: list, append to, clear the fault script.
+* ``GET | POST | DELETE /_sim/faults``: list, append to, clear the fault script;
+* ``GET | POST /_sim/clock``: the simulator's time, and moving it (simulators.backend.clock).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import decode_body, encode_body
 from misbridge.host.asgi import AsgiServer
 from simulators.backend.actions import SimContext
+from simulators.backend.clock import SimClock, parse_clock_request
 from simulators.backend.drop import ConnectionKeeper, DropConnection
 from simulators.backend.faults import Fault, FaultAction, FaultScript, ScriptedFault, parse_fault_requests
 from simulators.backend.keydesk import KeyDesk
@@ -53,7 +55,8 @@ class BackendSimulator:
         prefix: URL path before ``/{action}``.
         keys: the simulated HSM (rootKey, mwTmk, per-day working keys, the legacy test key of a
             terminal that never signed in): simulators.backend.keydesk.
-        clock: source of local time for transDate (tests may fix it).
+        clock: source of local time for transDate and the key of the day (tests may fix it);
+            ``POST /_sim/clock`` moves it by an offset (:attr:`clock`).
         ledger_file: keep the ledger in this JSON file (read at start if present, rewritten
             atomically after every change); None keeps it in memory.
 
@@ -61,6 +64,7 @@ class BackendSimulator:
         app: the ASGI application (usable in-process with ``httpx.ASGITransport``).
         ledger: balances and per-traceNo records.
         faults: the fault script (see simulators.backend.faults).
+        clock: the simulator's time: ``clock`` plus the offset a test set.
 
     Raises:
         OSError: the ledger file exists but cannot be read.
@@ -82,7 +86,8 @@ class BackendSimulator:
         self.ledger = Ledger.open(CARDS, ledger_file) if ledger_file is not None else Ledger(CARDS)
         self.faults = FaultScript()
         self.keys = keys if keys is not None else KeyDesk()
-        ctx = SimContext(self.ledger, CARDS, self.keys, clock)
+        self.clock = SimClock(clock)
+        ctx = SimContext(self.ledger, CARDS, self.keys, self.clock)
         self.processor = Processor(ctx, SigningOptions(signing_key, include_body, truncate))
         self.app = ConnectionKeeper(
             Starlette(
@@ -90,6 +95,7 @@ class BackendSimulator:
                     Route("/_sim/ledger", self._ledger_endpoint, methods=["GET"]),
                     Route("/_sim/ledger/{trace_no}", self._ledger_entry_endpoint, methods=["GET"]),
                     Route("/_sim/faults", self._faults_endpoint, methods=["GET", "POST", "DELETE"]),
+                    Route("/_sim/clock", self._clock_endpoint, methods=["GET", "POST"]),
                     Route(f"{self.prefix}/{{action}}", self._action_endpoint, methods=["POST"]),
                 ]
             )
@@ -222,6 +228,14 @@ class BackendSimulator:
             for fault_request in requests:
                 self.faults.append(fault_request.scripted())
         return _json({"pending": self.faults.pending()})
+
+    async def _clock_endpoint(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                self.clock.offset = timedelta(seconds=parse_clock_request(await request.body()).offset_s)
+            except ValidationError as err:
+                return _json({"error": str(err)}, status_code=400)
+        return _json(self.clock.view())
 
 
 def _json(value: Any, *, status_code: int = 200) -> Response:

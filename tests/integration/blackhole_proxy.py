@@ -94,9 +94,14 @@ class BlackholeProxy:
         """True between :meth:`blackhole` and :meth:`restore`."""
         return self._blackholed
 
-    async def start(self) -> int:
-        """Listen on a free port (forwarding); returns it."""
-        self._server = await asyncio.start_server(self._accept, self.host, 0)
+    async def start(self, port: int = 0) -> int:
+        """Listen (forwarding) on ``port``, 0 = a free one; returns the port.
+
+        After :meth:`stop`, ``start(proxy.port)`` listens on the same port again: between the
+        two, connects are refused, as when the backend's process is down (asyncio's listening
+        socket has SO_REUSEADDR, so the port is free at once).
+        """
+        self._server = await asyncio.start_server(self._accept, self.host, port)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 

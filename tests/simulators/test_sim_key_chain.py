@@ -8,6 +8,7 @@ from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+import httpx
 import pytest
 from pydantic import SecretStr
 
@@ -17,6 +18,7 @@ from misbridge.config.settings import BackendSettings, DeviceSettings, IdentityS
 from misbridge.device.mispos import MisPosV1Driver
 from misbridge.errors import DeviceRejected, KeyExchangeError
 from simulators.backend import TEST_SIGNING_KEY, BackendSimulator
+from simulators.backend.app import DEFAULT_PREFIX
 from simulators.backend.keydesk import TEST_KEY_SEED, KeyDesk, day_key
 from simulators.crypto import TEST_ROOT_KEY_HEX, key_check_value
 from simulators.pinpad.device import SimulatedPinPad
@@ -162,3 +164,42 @@ async def test_key_exchange_without_a_root_key_sends_no_download_key_but_signs_i
     assert "ebuy-root-key" in str(caught.value)
     assert sim.ledger.get(trace_no) is None  # refused before anything was sent
     assert (await center.sign_in(fresh_trace_no())).name == "pinKey"
+
+
+async def test_the_clock_moved_over_http_dates_the_sign_in_and_the_key_checked(backend: Any, pad: Any) -> None:
+    # What a test does to a simulator in another process: "the next day" through /_sim/clock.
+    (sim, client), (_pad, driver) = backend, pad
+    await provision_and_sign_in(client, driver)
+    async with httpx.AsyncClient(base_url=sim.url.removesuffix(DEFAULT_PREFIX)) as control:
+        assert (await control.get("/_sim/clock")).json() == {"now": "2024-01-02T09:00:00", "offset_s": 0.0}
+        moved = await control.post("/_sim/clock", json={"offset_s": 86400})
+        assert moved.json() == {"now": "2024-01-03T09:00:00", "offset_s": 86400.0}
+        assert (await redeem(client, driver))["returnCode"] == "00"  # yesterday's sign-in still holds
+        key = await sign_in(client, KEYS, fresh_trace_no())
+        assert key.kcv_hex == key_check_value(day_key(TEST_KEY_SEED, "POS01", TODAY + timedelta(days=1)))
+        assert (await redeem(client, driver))["returnCode"] == "55"  # the pad still holds yesterday's key
+        await driver.load_working_key(1, key.enc_key_hex, key.kcv_hex)
+        assert (await redeem(client, driver))["returnCode"] == "00"
+        back = await control.post("/_sim/clock", json={"offset_s": 0})
+        assert back.json() == {"now": "2024-01-02T09:00:00", "offset_s": 0.0}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{",
+        b"[]",
+        b"{}",
+        b'{"offset_s": "60"}',
+        b'{"offset_s": true}',
+        b'{"offset_s": 1e12}',
+        b'{"offset_s": 1, "x": 0}',
+    ],
+)
+async def test_a_bad_clock_body_is_400_and_moves_nothing(backend: Any, body: bytes) -> None:
+    sim, _client = backend
+    async with httpx.AsyncClient(base_url=sim.url.removesuffix(DEFAULT_PREFIX)) as control:
+        answer = await control.post("/_sim/clock", content=body)
+        assert answer.status_code == 400
+        assert answer.json()["error"]
+        assert (await control.get("/_sim/clock")).json()["offset_s"] == 0.0

@@ -7,7 +7,7 @@ reported KCV is what decides: a load it refused, or one that left another KCV, i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -335,6 +335,51 @@ async def test_run_recovers_from_a_failed_sign_in_by_itself(keeper: KeyKeeper, b
         assert keeper.status.pad_key_ok
     finally:
         task.cancel()
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 2.0) -> None:
+    """Return once ``condition()`` holds; fail after about ``timeout_s``."""
+    for _ in range(int(timeout_s / 0.005)):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"not true within {timeout_s:g} s")
+
+
+async def test_a_backend_known_down_is_probed_every_poll_so_its_return_shows_at_once(
+    keeper: KeyKeeper, backend: ScriptedBackend
+) -> None:
+    backend.will("signIn", KEY_A)
+    await keeper.first_round(1.0)
+    backend.down, backend.probe_answers = True, False
+    task = asyncio.create_task(keeper.run())
+    try:
+        await until(lambda: backend.probes >= 5)  # every poll, not once per idle-probe interval (a minute)
+        backend.probe_answers = True
+        await until(lambda: not backend.known_down)
+    finally:
+        task.cancel()
+    assert backend.actions() == ["signIn"]  # probes only: no call while it was down
+
+
+async def test_a_sign_in_that_failed_while_the_backend_was_down_is_made_as_soon_as_it_answers(
+    settings: Settings, journal: Journal, provisioned: ScriptedPad, backend: ScriptedBackend, clock: Clock
+) -> None:
+    center = KeyExchange(backend, settings.keys, None)
+    # A back-off far longer than the test: only the backend's return can bring the next sign-in.
+    keeper = KeyKeeper(settings, journal, provisioned, center, backend, clock=clock, poll_s=0.01, retry_initial_s=60)
+    backend.will("signIn", BackendNotSent("connect refused"), KEY_A)
+    backend.down, backend.probe_answers = True, False
+    task = asyncio.create_task(keeper.run())
+    try:
+        await until(lambda: backend.probes >= 5)
+        assert backend.actions() == ["signIn"]  # while it is down the keeper probes; it does not sign in again
+        backend.probe_answers = True
+        await until(lambda: keeper.status.pad_key_ok)
+    finally:
+        task.cancel()
+    assert backend.actions() == ["signIn", "signIn"]
+    assert provisioned.working_key_kcv == "A1A2A3"
 
 
 async def test_a_restart_takes_over_todays_sign_in_while_the_pad_still_holds_its_key(
