@@ -19,8 +19,7 @@ from misbridge.device.mispos import MisPosV1Driver
 from misbridge.errors import DeviceRejected, KeyExchangeError
 from simulators.backend import TEST_SIGNING_KEY, BackendSimulator
 from simulators.backend.app import DEFAULT_PREFIX
-from simulators.backend.keydesk import TEST_KEY_SEED, KeyDesk, day_key
-from simulators.crypto import TEST_ROOT_KEY_HEX, key_check_value
+from simulators.crypto import TEST_KEY_SEED, TEST_ROOT_KEY_HEX, day_key, key_check_value
 from simulators.pinpad.device import SimulatedPinPad
 from tests.simulators.booksim import fresh_trace_no
 
@@ -54,7 +53,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def backend(clock: Clock) -> AsyncIterator[tuple[BackendSimulator, BackendClient]]:
-    sim = BackendSimulator(clock=clock, keys=KeyDesk(legacy_key=None))
+    sim = BackendSimulator(clock=clock)
     url = await sim.start()
     client = BackendClient(BackendSettings(url=url), IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
     yield sim, client
