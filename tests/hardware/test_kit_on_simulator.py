@@ -183,6 +183,10 @@ async def test_without_test_keys_the_key_checks_are_skipped_and_no_key_goes_to_t
     assert data["after_run"] == []
 
 
+#: Stands for the KCV of the working key a signed-in pad holds (the day's, known only at run time).
+DAY_KEY = "the day's working key"
+
+
 @pytest.mark.parametrize(
     ("keys", "found", "after", "skipped"),
     [
@@ -190,6 +194,8 @@ async def test_without_test_keys_the_key_checks_are_skipped_and_no_key_goes_to_t
         ("provisioned", (MASTER_KCV, ""), (MASTER_KCV, ""), set()),
         # No master key: none to load a working key under, and no command takes the new one out.
         ("unprovisioned", ("", ""), (MASTER_KCV, ""), {"load-key-slot1-wrong-kcv", "load-key-slot1-right-kcv"}),
+        # The key misbridge signed in for is no test key: the kit cannot load it again.
+        ("signed-in", (MASTER_KCV, DAY_KEY), (MASTER_KCV, ""), set()),
     ],
 )
 async def test_the_key_checks_put_back_what_they_can_and_say_what_they_cannot(
@@ -200,6 +206,9 @@ async def test_the_key_checks_put_back_what_they_can_and_say_what_they_cannot(
         keys_before = await _pad_kcvs(sims.device_path)
         result = await run_kit(str(sims.device_path), only=checks, test_keys=True)
         keys_after = await _pad_kcvs(sims.device_path)
+    if found[1] == DAY_KEY:
+        assert issued_day_key(keys_before[1])  # the key the backend simulator issues POS01
+        found = (found[0], keys_before[1])
     assert keys_before == found
     out = result.text()
     assert not result.failed, out
