@@ -6,10 +6,11 @@ One run, side by side:
   (new TCP connection, length-prefixed envelope), with ``python -m misbridge serve`` as a real
   subprocess wired to both simulators (zero customer delay);
 * **floor** of the same work, interleaved with the bridge runs: the direct POS -> backend
-  simulator round trip of the same signed envelope (misbridge's own ``BackendClient``, cardInfo
-  encrypted as the pad does it) + the wire time of the link bytes one redemption exchanges
-  (counted at the pad, ``bench/wire.py``, at the configured 115200 baud, 8N1) + the journal's
-  commits per redemption x one fsync measured on the same disk (p50).
+  simulator round trip of the same signed envelope (misbridge's own ``BackendClient``, signed in
+  as the daemon's terminal, cardInfo encrypted with that working key as the pad does it) + the
+  wire time of the link bytes one redemption exchanges (counted at the pad, ``bench/wire.py``, at
+  the configured 115200 baud, 8N1) + the journal's commits per redemption x one fsync measured on
+  the same disk (p50).
 
 CPU is the daemon's utime + stime over the measured redemptions (``/proc/<pid>/stat``);
 memory is its VmRSS when idle after start-up, after a warm-up and after the growth run.
@@ -47,10 +48,11 @@ from bench.common import (
 from bench.wire import LinkBytes, count_link_bytes, new_trace_no, wire_seconds
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.backend.client import BackendClient
-from misbridge.config.settings import BackendSettings, IdentitySettings
+from misbridge.backend.keys import sign_in
+from misbridge.config.settings import BackendSettings, IdentitySettings, KeySettings
 from misbridge.ebuy.examples import card_redemption_request
 from simulators.cards import CARDS, DEFAULT_CARD
-from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
+from simulators.crypto import TEST_MASTER_KEY_HEX, encrypt_pin_block, encrypt_text, unwrap_key
 
 WARMUP = 20
 GOAL_P50, GOAL_P99, GOAL_CPU_MS, GOAL_IDLE_MB, GOAL_GROWTH_MB = 1.25, 1.6, 3.0, 45.0, 2.0
@@ -74,10 +76,19 @@ class Measured:
     growth_redemptions: int = 0
 
 
-def card_info() -> dict[str, str]:
-    """cardInfo as misbridge builds it from the simulated pad's answers (same key, same card)."""
+async def signed_in_key(client: BackendClient) -> bytes:
+    """Sign in as the client's terminal, as the daemon does at start-up: the day's working key.
+
+    Unwrapped under the simulated store's master key, as the pad does it; the same deviceNo on the
+    same day gets the same key, so the daemon's own sign-in changes nothing for it.
+    """
+    pin_key = await sign_in(client, KeySettings(), new_trace_no())
+    return unwrap_key(pin_key.enc_key_hex, bytes.fromhex(TEST_MASTER_KEY_HEX))
+
+
+def card_info(key: bytes) -> dict[str, str]:
+    """cardInfo as misbridge builds it from the simulated pad's answers (the same working key, the same card)."""
     card = CARDS[DEFAULT_CARD]
-    key = bytes.fromhex(TEST_WORKING_KEY_HEX)
     return {
         "cardNo": encrypt_text(card.pan, key),
         "password": encrypt_pin_block(card.pin, card.pan, key),
@@ -130,7 +141,7 @@ async def measure(redemptions: int, growth: int) -> Measured:
             config, socket_port, http_port = daemon_config(workdir, sims.device_path, sims.backend_url, sims.key_file)
             key = SecretStr(sims.key_file.read_text(encoding="utf-8").strip())
             client = BackendClient(BackendSettings(url=sims.backend_url), IdentitySettings(), key)
-            info = card_info()
+            info = card_info(await signed_in_key(client))
             try:
                 async with daemon(config, socket_port, http_port, workdir / "daemon.log") as proc:
                     await asyncio.sleep(1.0)

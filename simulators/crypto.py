@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import date
 
 from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
-#: Double-length test working key shared by both simulators (never a production key).
-TEST_WORKING_KEY_HEX = "0123456789ABCDEFFEDCBA9876543210"
 #: The simulated pad's master key, injected "at provisioning" (docs/device-protocol.md §11). It is
 #: the TMK of the UnionPay sign-in test vector, so that vector loads as it is; never a production key.
 TEST_MASTER_KEY_HEX = "CA5D92598DCA48CE8A4C76361A9269E9"
@@ -25,6 +24,8 @@ TEST_MASTER_KEY_HEX = "CA5D92598DCA48CE8A4C76361A9269E9"
 #: its transport-key slot. The transport key of the key-management guide's §9 vector (KTK 3131…31),
 #: so that vector unwraps as it is; never a production key.
 TEST_ROOT_KEY_HEX = "31" * 16
+#: Seed of the backend simulator's per-day working keys (a test fixture, never a production secret).
+TEST_KEY_SEED = b"misbridge-backend-simulator-key-seed"
 #: Length of a key check value in KEY_CHECK_VALUE (§11): 3 bytes, 6 hex characters.
 KCV_BYTES = 3
 BLOCK = 8
@@ -90,6 +91,14 @@ def derive_key(seed: bytes, *parts: str) -> bytes:
     """
     digest = hmac.new(seed, "|".join(parts).encode("utf-8"), hashlib.sha256).digest()
     return with_odd_parity(digest[: 2 * BLOCK])
+
+
+def day_key(seed: bytes, device_no: str, day: date) -> bytes:
+    """The working key (pinKey) the backend simulator issues to ``device_no`` signing in on ``day``.
+
+    The pad simulator's ``--keys signed-in`` holds it too, so both agree without a shared fixed key.
+    """
+    return derive_key(seed, "pinKey", device_no, day.strftime("%Y%m%d"))
 
 
 def wrap_key(key: bytes, master_key: bytes) -> str:

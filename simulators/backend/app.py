@@ -53,8 +53,8 @@ class BackendSimulator:
         include_body: sign the body too (must match the client's setting).
         truncate: keep only the first N hex characters of signatures (0 = all).
         prefix: URL path before ``/{action}``.
-        keys: the simulated HSM (rootKey, mwTmk, per-day working keys, the legacy test key of a
-            terminal that never signed in): simulators.backend.keydesk.
+        keys: the simulated HSM (rootKey, mwTmk, per-day working keys, who signed in when):
+            simulators.backend.keydesk.
         clock: source of local time for transDate and the key of the day (tests may fix it);
             ``POST /_sim/clock`` moves it by an offset (:attr:`clock`).
         ledger_file: keep the ledger in this JSON file (read at start if present, rewritten

@@ -160,8 +160,8 @@ def identify_card(ctx: SimContext, card_info: Any, record: TraceRecord | None = 
     ``record`` (when given) gets the card's name as soon as the PAN is known, before the PIN check.
 
     Raises:
-        Declined: "30" cardInfo missing or not whole hex blocks, "A0" the terminal must sign in
-            again, "14" unknown card, "55" wrong PIN, or card data under another key than the
+        Declined: "30" cardInfo missing or not whole hex blocks, "A0" the terminal never signed in or must
+            sign in again, "14" unknown card, "55" wrong PIN, or card data under another key than the
             terminal's working key (as a real HSM's PIN translation fails).
     """
     if not isinstance(card_info, dict):

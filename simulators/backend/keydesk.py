@@ -4,14 +4,13 @@
   ``mwTmk`` TDES-ECB-encrypted under the rootKey, and its KCV.
 * ``signIn`` answers today's ``pinKey`` for the terminal (the envelope's deviceNo)
   TDES-ECB-encrypted under ``mwTmk``, and its KCV, and records the day the terminal signed in.
-  A working key is derived from the seed, the deviceNo and the date, so a test computes it with
-  :func:`day_key`; it is valid on the day of the sign-in and ``valid_days - 1`` days after.
+  A working key is derived from the seed, the deviceNo and the date (:func:`simulators.crypto.day_key`,
+  which a test may compute too); it is valid on the day of the sign-in and ``valid_days - 1`` days after.
 * Card requests are decrypted with the terminal's current working key: PAN, then the PIN block
   checked against the card's PIN. A key that is not the one issued (the pad loaded another, or
-  none) gives ``55`` incorrect PIN, as in the field; a sign-in too old gives ``A0`` sign in again.
-* A terminal that never signed in uses the ``legacy_key`` (the fixed test key the pad simulator
-  preloads), until misbridge signs in at start-up; ``legacy_key`` None makes such a terminal's
-  card requests answer ``A0`` too.
+  none) gives ``55`` incorrect PIN, as in the field; a terminal that never signed in, or whose
+  sign-in is too old, gives ``A0`` sign in again. There is no key a terminal may use without
+  signing in: a test that builds card data itself signs in first (``tests/keys.py``).
 """
 
 from __future__ import annotations
@@ -20,24 +19,10 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from simulators.backend.codes import Declined, SimCode
-from simulators.crypto import (
-    TEST_MASTER_KEY_HEX,
-    TEST_ROOT_KEY_HEX,
-    TEST_WORKING_KEY_HEX,
-    derive_key,
-    key_check_value,
-    wrap_key,
-)
+from simulators.crypto import TEST_KEY_SEED, TEST_MASTER_KEY_HEX, TEST_ROOT_KEY_HEX, day_key, key_check_value, wrap_key
 
-#: Seed of the per-day working keys (a test fixture, never a production secret).
-TEST_KEY_SEED = b"misbridge-backend-simulator-key-seed"
 #: How the KCVs are sent: 4 bytes, as UnionPay's field 62 (misbridge keeps the first 3 for the pad).
 KCV_BYTES = 4
-
-
-def day_key(seed: bytes, device_no: str, day: date) -> bytes:
-    """The working key (pinKey) the simulator issues to ``device_no`` for ``day``."""
-    return derive_key(seed, "pinKey", device_no, day.strftime("%Y%m%d"))
 
 
 @dataclass
@@ -47,7 +32,6 @@ class KeyDesk:
     root_key: bytes = bytes.fromhex(TEST_ROOT_KEY_HEX)
     master_key: bytes = bytes.fromhex(TEST_MASTER_KEY_HEX)
     seed: bytes = TEST_KEY_SEED
-    legacy_key: bytes | None = bytes.fromhex(TEST_WORKING_KEY_HEX)
     valid_days: int = 2
     signed_in: dict[str, date] = field(default_factory=dict)
 
@@ -77,14 +61,11 @@ class KeyDesk:
         """The key ``device_no``'s pad should have encrypted card data and PIN with today.
 
         Raises:
-            Declined: "A0" the last sign-in is older than ``valid_days``, or there was none and
-                there is no legacy key.
+            Declined: "A0" ``device_no`` never signed in, or its last sign-in is older than ``valid_days``.
         """
         day = self.signed_in.get(device_no)
         if day is None:
-            if self.legacy_key is None:
-                raise Declined(SimCode.KEY_EXPIRED, "not signed in: sign in again")
-            return self.legacy_key
+            raise Declined(SimCode.KEY_EXPIRED, "not signed in: sign in again")
         if (today - day).days >= self.valid_days:
             raise Declined(SimCode.KEY_EXPIRED, f"working key of {day:%Y%m%d} expired: sign in again")
         return day_key(self.seed, device_no, day)

@@ -9,10 +9,11 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import date
 from typing import IO, Any
 
 from simulators.cards import CARDS, DEFAULT_CARD
-from simulators.crypto import TEST_MASTER_KEY_HEX, TEST_WORKING_KEY_HEX
+from simulators.crypto import TEST_KEY_SEED, TEST_MASTER_KEY_HEX, day_key
 from simulators.pinpad.control import ControlServer
 from simulators.pinpad.customer import Action, Customer
 from simulators.pinpad.device import SERIAL_NO, SimulatedPinPad
@@ -45,14 +46,29 @@ _PAD_OPTIONS: dict[str, tuple[str, Any]] = {
     "legacy": ("legacy", False),
     "reset_on_open": ("reset_on_open", True),
     "session_start": ("session_start", True),
-    "keys": ("keys", "signed-in"),
+    "keys": ("keys", "provisioned"),
     "serial_no": ("serial_no", SERIAL_NO),
 }
+#: The terminal ``--keys signed-in`` plays: misbridge's default ``identity.device_no``.
+SIGNED_IN_DEVICE_NO = "POS01"
+
+
+def signed_in_key_hex(today: date | None = None) -> str:
+    """The working key the backend simulator issues to POS01 signing in ``today`` (default: the local date).
+
+    What the pad holds after misbridge, as POS01, signed in and loaded the key: for work on the pad
+    without misbridge (the conformance kit's card and busy checks need a key in slot 1). The
+    backend simulator still answers ``A0`` until POS01 has signed in there.
+    """
+    return day_key(TEST_KEY_SEED, SIGNED_IN_DEVICE_NO, today or date.today()).hex().upper()
+
+
 #: ``--keys``: what the pad holds at start (docs/device-protocol.md §11), as (master key, working key).
-KEY_STATES: dict[str, tuple[str, str]] = {
-    "signed-in": (TEST_MASTER_KEY_HEX, TEST_WORKING_KEY_HEX),
-    "provisioned": (TEST_MASTER_KEY_HEX, ""),
-    "unprovisioned": ("", ""),
+#: A function: the signed-in working key is the day's, read when the pad starts.
+KEY_STATES: dict[str, Callable[[], tuple[str, str]]] = {
+    "signed-in": lambda: (TEST_MASTER_KEY_HEX, signed_in_key_hex()),
+    "provisioned": lambda: (TEST_MASTER_KEY_HEX, ""),
+    "unprovisioned": lambda: ("", ""),
 }
 
 
@@ -183,9 +199,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--keys",
         default=None,
         choices=sorted(KEY_STATES),
-        help="keys the pad holds at start: signed-in (test master key and test working key, the default), "
-        "provisioned (master key only: sign in and LOAD_WORKING_KEY first), unprovisioned (transport key "
-        "only: LOAD_MASTER_KEY first)",
+        help="keys the pad holds at start: provisioned (the test master key, working-key slots empty: "
+        "misbridge signs in and loads the day's key at start-up; the default), signed-in (also the "
+        f"working key the backend simulator issues to {SIGNED_IN_DEVICE_NO} today, in slot 1: for the pad "
+        "without misbridge), unprovisioned (transport key only: misbridge pad provision first)",
     )
     parser.add_argument(
         "--serial-no",
@@ -224,7 +241,7 @@ def build_pad(
     Customer(pad_opts["card"], pad_opts["pin"], pad_opts["action"])  # validates --pin and --action
     if pad_opts["keys"] not in KEY_STATES:
         raise ValueError(f"keys must be one of {', '.join(sorted(KEY_STATES))}, not {pad_opts['keys']!r}")
-    master_key_hex, working_key_hex = KEY_STATES[pad_opts["keys"]]
+    master_key_hex, working_key_hex = KEY_STATES[pad_opts["keys"]]()
     pad = SimulatedPinPad(
         default_card=pad_opts["card"],
         default_pin=pad_opts["pin"],

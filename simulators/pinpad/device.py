@@ -7,8 +7,10 @@ The session runs on the daemon's own :class:`~misbridge.device.pump.LinkPump`, o
 It answers the commands of docs/device-protocol.md §5 with scripted customers
 (:class:`~simulators.pinpad.customer.Customer`; codes and choices in
 :class:`~simulators.pinpad.prompts.PromptSteps`), encrypting PAN, track 2 and the PIN block with
-the test working key exactly as a real pad's secure module would. LOAD_WORKING_KEY really
-unwraps the new key under the pad's master key and checks its KCV (docs/device-protocol.md §11).
+the working key in its slot exactly as a real pad's secure module would. It starts as a pad fresh
+from provisioning, with the test master key and no working key: LOAD_WORKING_KEY really unwraps
+the key misbridge got at sign-in under the master key and checks its KCV (docs/device-protocol.md
+§11), and until then READ_CARD answers 06.
 
 Trace lines (one per message, logger ``simulators.pinpad.device``, DEBUG) show the masked PAN
 only; tracks and PIN blocks are never printed.
@@ -66,7 +68,6 @@ from simulators.cards import CARDS, DEFAULT_CARD, TestCard
 from simulators.crypto import (
     TEST_MASTER_KEY_HEX,
     TEST_ROOT_KEY_HEX,
-    TEST_WORKING_KEY_HEX,
     encrypt_pin_block,
     encrypt_text,
     key_check_value,
@@ -115,8 +116,9 @@ class SimulatedPinPad:
         default_card: card presented when no customer was enqueued.
         default_pin: PIN typed by that default customer (None: the card's correct PIN).
         default_action: what that default customer does (an :class:`Action` value).
-        working_key_hex: the 3DES working key preloaded in slot 1, as a pad provisioned and signed
-            in holds it (the test key by default; empty: no working key yet).
+        working_key_hex: the 3DES working key preloaded in slot 1, as a pad signed in holds it
+            (empty, the default: no working key until the host signs in and loads one with
+            LOAD_WORKING_KEY, as a pad fresh from provisioning).
         master_key_hex: the master key injected at provisioning, under which LOAD_WORKING_KEY is
             unwrapped (§11; empty: a pad not provisioned, which answers LOAD_WORKING_KEY NO_KEY).
         transport_key_hex: the transport key (the store's e-Buy ``rootKey``) injected off-line at a
@@ -145,7 +147,7 @@ class SimulatedPinPad:
         default_card: str = DEFAULT_CARD,
         default_pin: str | None = None,
         default_action: str = Action.PAY,
-        working_key_hex: str = TEST_WORKING_KEY_HEX,
+        working_key_hex: str = "",
         master_key_hex: str = TEST_MASTER_KEY_HEX,
         transport_key_hex: str = TEST_ROOT_KEY_HEX,
         serial_no: str = SERIAL_NO,

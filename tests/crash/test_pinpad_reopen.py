@@ -28,6 +28,7 @@ from misbridge.link import (
     StatusRequest,
 )
 from simulators.pinpad import Customer, SimulatedPinPad
+from tests.keys import signed_in_pad_key
 
 #: Long enough that a customer who walks away is still "thinking" when the host comes back.
 WALK_AWAY_S = 30.0
@@ -35,7 +36,10 @@ WALK_AWAY_S = 30.0
 
 @pytest.fixture
 async def pad(tmp_path: Path) -> AsyncIterator[SimulatedPinPad]:
-    simulator = SimulatedPinPad(link=str(tmp_path / "mispos"), timeout_cap_s=WALK_AWAY_S)
+    # Signed in (a working key in slot 1): the card steps below need one.
+    simulator = SimulatedPinPad(
+        link=str(tmp_path / "mispos"), timeout_cap_s=WALK_AWAY_S, working_key_hex=signed_in_pad_key().hex()
+    )
     await simulator.start()
     yield simulator
     await simulator.stop()

@@ -1,9 +1,10 @@
 """What the conformance kit knows of keys: the §11 test keys it loads, and how it reads the pad's KCVs.
 
 The kit holds no clear key (misbridge has no TDES code), so its ciphertexts and KCVs are all it
-knows; a typo in one would make a conformant pad fail a key check. The clear keys are the
-simulators'. A pad whose DEVICE_INFO_REPLY breaks the KCV tags' form is played on an in-memory
-line, since the simulator (whose messages validate themselves) cannot send one.
+knows; a typo in one would make a conformant pad fail a key check. The clear master and transport
+keys are the simulators'; the clear working keys are §11's vectors, which no simulator holds. A
+pad whose DEVICE_INFO_REPLY breaks the KCV tags' form is played on an in-memory line, since the
+simulator (whose messages validate themselves) cannot send one.
 """
 
 from __future__ import annotations
@@ -29,11 +30,13 @@ from misbridge.tools.conformance.vectors import (
     wrong_kcv,
 )
 from misbridge.transport.memory import MemoryTransport, memory_pipe
-from simulators.crypto import TEST_MASTER_KEY_HEX, TEST_ROOT_KEY_HEX, TEST_WORKING_KEY_HEX, key_check_value, unwrap_key
+from simulators.crypto import TEST_MASTER_KEY_HEX, TEST_ROOT_KEY_HEX, key_check_value, unwrap_key
 
 #: The clear keys of docs/device-protocol.md §11 the simulators do not hold under these names.
 VECTOR_MASTER_KEY_HEX = "1CF88AB5D64F314F9EF237FBD99E29CD"
 VECTOR_WORKING_KEY_HEX = "807A23AD32B36D457AE91FDF927570EA"
+#: The kit's second working key (§11: the key-management guide's 0123…3210, KCV 08D7B4).
+KIT_WORKING_KEY_HEX = "0123456789ABCDEFFEDCBA9876543210"
 
 
 @pytest.mark.parametrize(
@@ -41,7 +44,7 @@ VECTOR_WORKING_KEY_HEX = "807A23AD32B36D457AE91FDF927570EA"
     [
         (TEST_MASTER_KEY, TEST_MASTER_KEY_HEX, TEST_ROOT_KEY_HEX),
         (VECTOR_MASTER_KEY, VECTOR_MASTER_KEY_HEX, TEST_ROOT_KEY_HEX),
-        (TEST_WORKING_KEY, TEST_WORKING_KEY_HEX, TEST_MASTER_KEY_HEX),
+        (TEST_WORKING_KEY, KIT_WORKING_KEY_HEX, TEST_MASTER_KEY_HEX),
         (VECTOR_WORKING_KEY, VECTOR_WORKING_KEY_HEX, TEST_MASTER_KEY_HEX),
     ],
     ids=["test master key", "master-key vector", "test working key", "working-key vector"],

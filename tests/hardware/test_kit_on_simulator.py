@@ -1,11 +1,13 @@
 """The conformance kit (``misbridge conformance``, ``make test-hardware``) run on the pty simulator.
 
 A real subprocess, exactly as a vendor runs it, with the simulator's control socket as the person
-at the pad and the simulator's test keys opted in: every check must pass, both reports be written
-and the pad keep the keys it had. Then against a simulator that breaks rules on purpose
-(``--no-session-start --legacy``), the matching checks must fail and say why. Without
-``--test-keys`` the key checks are skipped and no key goes to the pad; on a pad whose keys the kit
-cannot all put back, the report says what to do.
+at the pad and the simulator's test keys opted in (a test pad: the test master key, and in slot 1
+the kit's test working key, loaded first as a technician prepares one): every check must pass,
+both reports be written and the pad keep the keys it had. Then against a simulator that breaks
+rules on purpose (``--no-session-start --legacy``), the matching checks must fail and say why.
+Without ``--test-keys`` the key checks are skipped and no key goes to the pad (a pad misbridge
+signed in: ``--keys signed-in``); on a pad whose keys the kit cannot all put back, the report says
+what to do.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ from misbridge.config.settings import DeviceSettings
 from misbridge.device.mispos import MisPosV1Driver
 from misbridge.tools.conformance.kit import run_kit
 from misbridge.tools.conformance.people import SimulatorScript
-from simulators.crypto import TEST_MASTER_KEY_HEX, TEST_WORKING_KEY_HEX, key_check_value
+from misbridge.tools.conformance.vectors import TEST_WORKING_KEY
+from simulators.crypto import TEST_MASTER_KEY_HEX, key_check_value
+from tests.keys import issued_day_key
 
-#: The KCVs of the simulator's keys (``--keys signed-in``), from its clear keys.
+#: The KCV of the simulator's master key (every ``--keys`` but unprovisioned), from its clear key.
 MASTER_KCV = key_check_value(bytes.fromhex(TEST_MASTER_KEY_HEX))
-WORKING_KCV = key_check_value(bytes.fromhex(TEST_WORKING_KEY_HEX))
 #: The checks that load keys (or judge one the kit loaded): they need --test-keys.
 KEY_LOADS = [
     "load-key-right-kcv",
@@ -51,12 +54,18 @@ async def _kit(*args: str) -> tuple[int, str]:
     return process.returncode, out.decode(errors="replace")
 
 
-async def _pad_kcvs(device: Path) -> tuple[str, str]:
-    """The master and slot-1 KCVs the pad reports, read by misbridge's own driver (not the kit)."""
+async def _pad_kcvs(device: Path, *, load_test_working_key: bool = False) -> tuple[str, str]:
+    """The master and slot-1 KCVs the pad reports, read by misbridge's own driver (not the kit).
+
+    With ``load_test_working_key``, first LOAD_WORKING_KEY of the kit's test working key into slot 1
+    (under the test master key): the pad becomes a test pad whose keys the kit knows.
+    """
     pad = MisPosV1Driver(DeviceSettings(url=str(device)), keepalive_s=None)
     await pad.start()
     try:
         assert await pad.wait_connected(10)
+        if load_test_working_key:
+            await pad.load_working_key(1, TEST_WORKING_KEY.enc_hex, TEST_WORKING_KEY.kcv)
         info = await pad.device_info()
     finally:
         await pad.stop()
@@ -68,6 +77,7 @@ async def test_every_check_passes_on_the_simulator(tmp_path: Path, capsys: pytes
     # measured; the rule-breaking run below goes through the command line as a vendor runs it.
     report, text = tmp_path / "report.json", tmp_path / "report.txt"
     async with launched_simulators(tmp_path) as sims:
+        keys_before = await _pad_kcvs(sims.device_path, load_test_working_key=True)
         person = SimulatorScript(str(sims.control_path))
         result = await run_kit(str(sims.device_path), person=person, test_keys=True)
         keys_after = await _pad_kcvs(sims.device_path)
@@ -86,7 +96,7 @@ async def test_every_check_passes_on_the_simulator(tmp_path: Path, capsys: pytes
     assert {"key-kcvs", *KEY_LOADS} <= {c["id"] for c in data["checks"]}
     # The kit changed the master key and slot 1, and put back what it found.
     assert data["after_run"] == []
-    assert keys_after == (MASTER_KCV, WORKING_KCV)
+    assert keys_before == keys_after == (MASTER_KCV, TEST_WORKING_KEY.kcv)
     assert data["pad"]["model"] == "MISBRIDGE-SIM"
     assert "§3.1" in text.read_text(encoding="utf-8")
 
@@ -144,7 +154,9 @@ async def test_without_anyone_at_the_pad_the_person_checks_say_so(tmp_path: Path
 async def test_without_test_keys_the_key_checks_are_skipped_and_no_key_goes_to_the_pad(tmp_path: Path) -> None:
     report, trace = tmp_path / "report.json", tmp_path / "trace.txt"
     checks = ["key-kcvs", "busy-rules", *KEY_LOADS]
-    async with launched_simulators(tmp_path, pinpad_args=("--trace", str(trace))) as sims:
+    # A pad misbridge signed in (busy-rules needs a key in slot 1), whose working key the kit does not know.
+    async with launched_simulators(tmp_path, pinpad_args=("--trace", str(trace), "--keys", "signed-in")) as sims:
+        keys_before = await _pad_kcvs(sims.device_path)
         code, out = await _kit(
             "--device-url", str(sims.device_path), "--sim-control", str(sims.control_path),
             "--report", str(report), *(a for c in checks for a in ("--only", c)),
@@ -157,15 +169,22 @@ async def test_without_test_keys_the_key_checks_are_skipped_and_no_key_goes_to_t
     for check in KEY_LOADS:
         assert results[check]["status"] == "skipped", results[check]
         assert "--test-keys" in results[check]["detail"], results[check]
+    master_kcv, working_kcv = keys_before
+    assert master_kcv == MASTER_KCV
+    assert issued_day_key(working_kcv)  # the key the backend simulator issues POS01
     assert results["key-kcvs"]["status"] == "passed"
-    assert results["key-kcvs"]["detail"] == f"MASTER_KEY_KCV {MASTER_KCV}, WORKING_KEY_KCV {WORKING_KCV}"
+    assert results["key-kcvs"]["detail"] == f"MASTER_KEY_KCV {MASTER_KCV}, WORKING_KEY_KCV {working_kcv}"
     assert results["busy-rules"]["status"] == "passed"
     lines = trace.read_text(encoding="utf-8")
     assert "DeviceInfoRequest" in lines  # the trace saw the kit's commands...
     assert "LoadWorkingKey" not in lines  # ...and no key among them
     assert "LoadMasterKey" not in lines
-    assert keys_after == (MASTER_KCV, WORKING_KCV)
+    assert keys_after == keys_before
     assert data["after_run"] == []
+
+
+#: Stands for the KCV of the working key a signed-in pad holds (the day's, known only at run time).
+DAY_KEY = "the day's working key"
 
 
 @pytest.mark.parametrize(
@@ -175,6 +194,8 @@ async def test_without_test_keys_the_key_checks_are_skipped_and_no_key_goes_to_t
         ("provisioned", (MASTER_KCV, ""), (MASTER_KCV, ""), set()),
         # No master key: none to load a working key under, and no command takes the new one out.
         ("unprovisioned", ("", ""), (MASTER_KCV, ""), {"load-key-slot1-wrong-kcv", "load-key-slot1-right-kcv"}),
+        # The key misbridge signed in for is no test key: the kit cannot load it again.
+        ("signed-in", (MASTER_KCV, DAY_KEY), (MASTER_KCV, ""), set()),
     ],
 )
 async def test_the_key_checks_put_back_what_they_can_and_say_what_they_cannot(
@@ -182,8 +203,13 @@ async def test_the_key_checks_put_back_what_they_can_and_say_what_they_cannot(
 ) -> None:
     checks = {"key-kcvs", *(c for c in KEY_LOADS if c.startswith(("load-key-slot1", "load-master-key")))}
     async with launched_simulators(tmp_path, pinpad_args=("--keys", keys)) as sims:
+        keys_before = await _pad_kcvs(sims.device_path)
         result = await run_kit(str(sims.device_path), only=checks, test_keys=True)
         keys_after = await _pad_kcvs(sims.device_path)
+    if found[1] == DAY_KEY:
+        assert issued_day_key(keys_before[1])  # the key the backend simulator issues POS01
+        found = (found[0], keys_before[1])
+    assert keys_before == found
     out = result.text()
     assert not result.failed, out
     assert {r.id for r in result.results if r.status == "skipped"} == skipped, out
@@ -192,9 +218,9 @@ async def test_the_key_checks_put_back_what_they_can_and_say_what_they_cannot(
     if after == found:
         assert result.after == [], out
     else:
-        assert len(result.after) == 1, out
-        assert "run misbridge pad provision" in result.after[0]
-        assert f"now holds MASTER_KEY_KCV {MASTER_KCV}" in result.after[0]
+        assert result.after, out
+        assert all("run misbridge pad provision" in step for step in result.after), out
+        assert f"now holds MASTER_KEY_KCV {MASTER_KCV}, WORKING_KEY_KCV absent" in result.after[-1], out
         assert "AFTER THIS RUN" in out
 
 

@@ -5,7 +5,7 @@ subprocess on a real HTTP socket, the daemon in this process with its real journ
 ``misbridge pad provision`` and ``misbridge status`` run as processes of their own. Each test has
 its own simulators and journal, so none depends on the keys another left behind. Every pad is
 started with an explicit ``--keys``, and every sale is checked with a key the backend issued at a
-sign-in, never with the simulators' legacy fixed key.
+sign-in (the simulators share no fixed key).
 
 * provisioning: an unprovisioned pad refuses cards before the prompt; ``misbridge pad
   provision`` loads the store's master key (DownloadKey) and the day's key (signIn); the next
@@ -43,8 +43,7 @@ from misbridge.backend import BackendClient
 from misbridge.backend.keys import WrappedKey, sign_in
 from misbridge.config.settings import BackendSettings, IdentitySettings, KeySettings, Settings, SigningSettings
 from misbridge.ebuy.examples import book_request
-from simulators.backend.keydesk import TEST_KEY_SEED, day_key
-from simulators.crypto import TEST_MASTER_KEY_HEX, TEST_ROOT_KEY_HEX, key_check_value
+from simulators.crypto import TEST_KEY_SEED, TEST_MASTER_KEY_HEX, TEST_ROOT_KEY_HEX, day_key, key_check_value
 from tests.integration.blackhole_proxy import BlackholeProxy
 from tests.integration.faultbench import fault_settings, fresh_trace_no, redemption_body
 

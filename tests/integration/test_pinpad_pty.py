@@ -48,7 +48,6 @@ from misbridge.transport import open_transport
 from simulators.cards import CARDS, DEFAULT_CARD
 from simulators.crypto import (
     TEST_MASTER_KEY_HEX,
-    TEST_WORKING_KEY_HEX,
     decrypt_pin,
     decrypt_text,
     encrypt_text,
@@ -58,8 +57,10 @@ from simulators.crypto import (
 from simulators.pinpad import Customer, SimulatedPinPad
 from simulators.pinpad.control import ControlServer, enqueue_remote
 from simulators.pinpad.faults import Faults
+from tests.keys import signed_in_pad_key
 
-KEY = bytes.fromhex(TEST_WORKING_KEY_HEX)
+#: The working key the pads here hold in slot 1, as misbridge leaves a pad after its sign-in.
+KEY = signed_in_pad_key()
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_CAP_S = 0.3
 
@@ -75,7 +76,7 @@ def link_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def pad(link_path: Path) -> AsyncIterator[SimulatedPinPad]:
-    simulator = SimulatedPinPad(link=str(link_path), timeout_cap_s=TIMEOUT_CAP_S)
+    simulator = SimulatedPinPad(link=str(link_path), timeout_cap_s=TIMEOUT_CAP_S, working_key_hex=KEY.hex())
     await simulator.start()
     yield simulator
     await simulator.stop()
@@ -168,16 +169,30 @@ async def test_a_wrong_kcv_is_refused_with_11_and_the_slot_keeps_its_key(driver:
     assert decrypt_pin(pin.pin_block_hex, card.pan, KEY) == card.pin
 
 
-async def test_the_backend_working_key_wrapped_under_the_master_key_loads_and_sales_still_work(
-    driver: MisPosV1Driver,
+async def test_a_pad_fresh_from_provisioning_reads_no_card_until_the_backend_working_key_loads(
+    link_path: Path,
 ) -> None:
-    master = bytes.fromhex(TEST_MASTER_KEY_HEX)
-    await driver.load_working_key(1, wrap_key(KEY, master), key_check_value(KEY))
-    card = CARDS[DEFAULT_CARD]
-    read = await driver.read_card(100, 30)
-    pin = await driver.read_pin(100, 30)
-    assert decrypt_text(read.enc_pan_hex, KEY) == card.pan
-    assert decrypt_pin(pin.pin_block_hex, card.pan, KEY) == card.pin
+    pad = SimulatedPinPad(link=str(link_path))  # the default: the master key, no working key
+    await pad.start()
+    drv = MisPosV1Driver(settings_for(link_path), keepalive_s=None)
+    await drv.start()
+    try:
+        assert await drv.wait_connected(3)
+        assert drv.info is not None
+        assert drv.info.working_key_kcv == ""
+        with pytest.raises(DeviceRejected) as caught:
+            await drv.read_card(100, 30)
+        assert caught.value.device_code == ResultCode.NO_KEY
+        master = bytes.fromhex(TEST_MASTER_KEY_HEX)
+        await drv.load_working_key(1, wrap_key(KEY, master), key_check_value(KEY))
+        card = CARDS[DEFAULT_CARD]
+        read = await drv.read_card(100, 30)
+        pin = await drv.read_pin(100, 30)
+        assert decrypt_text(read.enc_pan_hex, KEY) == card.pan
+        assert decrypt_pin(pin.pin_block_hex, card.pan, KEY) == card.pin
+    finally:
+        await drv.stop()
+        await pad.stop()
 
 
 @pytest.mark.parametrize(
@@ -337,7 +352,7 @@ async def test_read_pin_without_a_card_is_refused(driver: MisPosV1Driver) -> Non
 
 
 async def test_host_cancel_ends_the_running_step(link_path: Path) -> None:
-    slow = SimulatedPinPad(link=str(link_path), card_delay_s=5)
+    slow = SimulatedPinPad(link=str(link_path), card_delay_s=5, working_key_hex=KEY.hex())
     await slow.start()
     drv = MisPosV1Driver(settings_for(link_path))
     await drv.start()
@@ -387,7 +402,7 @@ async def test_unplug_while_idle_then_replug_on_the_same_link(
         await driver.read_card(100, 30)
     assert time.monotonic() - started < 0.1
 
-    replacement = SimulatedPinPad(link=str(link_path))
+    replacement = SimulatedPinPad(link=str(link_path), working_key_hex=KEY.hex())
     await replacement.start()
     try:
         assert await driver.wait_connected(5)
@@ -465,7 +480,7 @@ async def test_command_line_simulator_serves_until_sigterm(tmp_path: Path) -> No
     link, control = tmp_path / "pinpad", tmp_path / "pinpad.ctl"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "simulators", "pinpad", "--link", str(link), "--control", str(control),
-        "--card", "points", "--timeout-cap", "0.2",
+        "--card", "points", "--timeout-cap", "0.2", "--keys", "signed-in",
         stdout=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert process.stdout is not None
@@ -507,7 +522,7 @@ FAULT_CASES = {
 @pytest.mark.parametrize("case", sorted(FAULT_CASES))
 async def test_the_link_recovers_from_line_faults_and_delivers_each_event_once(link_path: Path, case: str) -> None:
     faults, expected_event = FAULT_CASES[case]
-    pad = SimulatedPinPad(link=str(link_path))
+    pad = SimulatedPinPad(link=str(link_path), working_key_hex=KEY.hex())
     await pad.start()
     drv = MisPosV1Driver(settings_for(link_path), keepalive_s=None)
     await drv.start()
@@ -542,7 +557,7 @@ async def test_the_trace_shows_frames_with_the_pan_masked_and_secrets_elided(
     link_path: Path,
 ) -> None:
     lines: list[str] = []
-    pad = SimulatedPinPad(link=str(link_path), trace=lines.append, faults=Faults(garbage=1))
+    pad = SimulatedPinPad(link=str(link_path), trace=lines.append, faults=Faults(garbage=1), working_key_hex=KEY.hex())
     await pad.start()
     drv = MisPosV1Driver(settings_for(link_path), keepalive_s=None)
     await drv.start()
@@ -573,7 +588,7 @@ async def test_command_line_faults_scenario_and_trace_file(tmp_path: Path) -> No
     link, trace = tmp_path / "pinpad", tmp_path / "trace.log"
     scenario = tmp_path / "bench.toml"
     scenario.write_text(
-        '[pad]\ncard = "points"\ntimeout_cap = 0.2\n'
+        '[pad]\ncard = "points"\ntimeout_cap = 0.2\nkeys = "signed-in"\n'
         "[faults]\nnak = 1\nbad_lrc = 1\n"
         '[[customers]]\ncard = "member"\n[[customers]]\naction = "card-error"\n'
     )

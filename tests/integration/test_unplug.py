@@ -25,6 +25,7 @@ from misbridge.config.settings import DeviceSettings
 from misbridge.device import MisPosV1Driver
 from misbridge.errors import DeviceNotConnected
 from simulators.pinpad import Customer, SimulatedPinPad
+from tests.keys import signed_in_pad_key
 
 #: Longest acceptable time from the unplug to the failed command.
 FAIL_WITHIN_S = 1.0
@@ -41,7 +42,7 @@ def link_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def pad(link_path: Path) -> AsyncIterator[SimulatedPinPad]:
-    simulator = SimulatedPinPad(link=str(link_path), timeout_cap_s=30)
+    simulator = SimulatedPinPad(link=str(link_path), timeout_cap_s=30, working_key_hex=signed_in_pad_key().hex())
     await simulator.start()
     yield simulator
     await simulator.stop()
@@ -81,7 +82,7 @@ async def _quiet_then_back(driver: MisPosV1Driver, link_path: Path) -> None:
     assert cpu < CPU_MAX_FRACTION * CPU_SAMPLE_S, f"{cpu:.3f} s CPU in {CPU_SAMPLE_S} s while unplugged"
     assert not driver.connected
 
-    replacement = SimulatedPinPad(link=str(link_path))
+    replacement = SimulatedPinPad(link=str(link_path), working_key_hex=signed_in_pad_key().hex())
     await replacement.start()
     try:
         appeared = time.monotonic()

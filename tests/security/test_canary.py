@@ -4,7 +4,8 @@ The daemon runs in-process against the two simulators (real pty pad, real HTTP b
 test card goes through both front doors, with approvals, declines, a wrong PIN, a cancel, an
 inquiry and a repeat. The canaries are what the pad knows and sends: every card's PAN and
 track 2, and the HEX the pad sent misbridge for the PAN, the track and the PIN block
-(recomputed here with the simulators' test key: the pad's 3DES-ECB is deterministic).
+(recomputed here with the working key the daemon signed in for and loaded, found by the KCV the
+pad reports: the pad's 3DES-ECB is deterministic).
 
 Scanned, while the daemon still runs and again after it stopped: the journal file and its
 ``-wal`` (the WAL disappears at a clean close, so it is read while running), every daemon log
@@ -60,22 +61,22 @@ from misbridge.ebuy.examples import card_redemption_request
 from misbridge.ebuy.pan import luhn_valid
 from misbridge.telemetry.logs import configure_logging
 from misbridge.tools.journal import list_transactions, show
-from simulators.backend.keydesk import TEST_KEY_SEED, day_key
 from simulators.cards import CARDS
 from simulators.crypto import (
+    TEST_KEY_SEED,
     TEST_MASTER_KEY_HEX,
     TEST_ROOT_KEY_HEX,
-    TEST_WORKING_KEY_HEX,
+    day_key,
     encrypt_pin_block,
     encrypt_text,
     key_check_value,
     wrap_key,
 )
 from simulators.pinpad.control import enqueue_remote
+from tests.keys import issued_day_key, signed_in_pad_key
 
 pytestmark = pytest.mark.timeout(240)
 
-KEY = bytes.fromhex(TEST_WORKING_KEY_HEX)
 WRONG_PIN = "000000"
 _DIGIT_RUN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
 _HEX_TOKEN = re.compile(rb"[0-9A-Fa-f]{32,}")
@@ -108,7 +109,7 @@ def careless_canaries() -> dict[str, bytes]:
     return found
 
 
-def canaries() -> dict[str, bytes]:
+def canaries(key: bytes) -> dict[str, bytes]:
     """Name -> bytes that must never appear: clear card data, the pad's encrypted HEX, and
     what the careless POS sent."""
     found: dict[str, bytes] = careless_canaries()
@@ -116,10 +117,10 @@ def canaries() -> dict[str, bytes]:
         found[f"{card.name} PAN"] = card.pan.encode()
         found[f"{card.name} track2"] = card.track2.encode()
         found[f"{card.name} track2 tail"] = card.track2.split("=", 1)[1].encode()
-        found[f"{card.name} encrypted PAN"] = encrypt_text(card.pan, KEY).encode()
-        found[f"{card.name} encrypted track2"] = encrypt_text(card.track2, KEY).encode()
-        found[f"{card.name} PIN block"] = encrypt_pin_block(card.pin, card.pan, KEY).encode()
-        found[f"{card.name} wrong-PIN block"] = encrypt_pin_block(WRONG_PIN, card.pan, KEY).encode()
+        found[f"{card.name} encrypted PAN"] = encrypt_text(card.pan, key).encode()
+        found[f"{card.name} encrypted track2"] = encrypt_text(card.track2, key).encode()
+        found[f"{card.name} PIN block"] = encrypt_pin_block(card.pin, card.pan, key).encode()
+        found[f"{card.name} wrong-PIN block"] = encrypt_pin_block(WRONG_PIN, card.pan, key).encode()
     return found
 
 
@@ -173,11 +174,12 @@ def _base64_decodings(text: bytes) -> Iterable[bytes]:
 
 
 def test_the_scanner_finds_what_it_must() -> None:
-    scanner = Scanner(canaries())
+    key = signed_in_pad_key()
+    scanner = Scanner(canaries(key))
     card = CARDS["points-cash"]
     assert scanner.hits("t", f"pan={card.pan}".encode())
-    assert scanner.hits("t", f'"track2":"{encrypt_text(card.track2, KEY).lower()}"'.encode())
-    pin_block = encrypt_pin_block(card.pin, card.pan, KEY)
+    assert scanner.hits("t", f'"track2":"{encrypt_text(card.track2, key).lower()}"'.encode())
+    pin_block = encrypt_pin_block(card.pin, card.pan, key)
     assert scanner.hits("t", base64.b64encode(f'{{"cardInfo":{{"password":"{pin_block}"}}}}'.encode()))
     assert scanner.hits("t", b"\x00\x13" + b"4111111111111111" + b"\x00")  # any Luhn-valid PAN-length run
     assert scanner.hits("t", b"4111111111111111=2812") != []
@@ -318,10 +320,12 @@ async def _run_daemon(
     *,
     keys: dict[str, Any] | None = None,
     pad_keys: str | None = None,
-) -> dict[str, bytes]:
-    """Run the daemon on the simulators, ``drive`` it; every blob it wrote, read while running and after.
+) -> tuple[dict[str, bytes], str]:
+    """Run the daemon on the simulators, ``drive`` it.
 
-    ``keys``: the daemon's ``[keys]`` settings; ``pad_keys``: what the pad holds at start (its ``--keys``).
+    Returns every blob it wrote, read while running and after, and the KCV of the working key in
+    the pad (``/health``), which the daemon signed in for and loaded. ``keys``: the daemon's
+    ``[keys]`` settings; ``pad_keys``: what the pad holds at start (its ``--keys``).
     """
     logs = io.StringIO()
     configure_logging("DEBUG", stream=logs)
@@ -334,6 +338,7 @@ async def _run_daemon(
             base = f"http://127.0.0.1:{running.daemon.http_port}"
             async with httpx.AsyncClient(base_url=base, timeout=30) as http:
                 await drive(Run(running.daemon, running.sims, http))
+                working_key_kcv = str((await http.get("/health")).json()["pad"]["working_key_kcv"])
             blobs["journal.db (running)"] = _read(db)
             blobs["journal.db-wal (running)"] = _read(db.with_name("journal.db-wal"))
     finally:
@@ -341,12 +346,12 @@ async def _run_daemon(
     blobs["journal.db (stopped)"] = _read(db)
     blobs["journal.db-wal (stopped)"] = _read(db.with_name("journal.db-wal"))
     blobs["daemon log"] = logs.getvalue().encode()
-    return blobs
+    return blobs, working_key_kcv
 
 
 async def test_no_card_data_in_journal_wal_logs_or_output(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     db = tmp_path / "journal.db"
-    blobs = await _run_daemon(tmp_path, _drive)
+    blobs, working_key_kcv = await _run_daemon(tmp_path, _drive)
     assert blobs["journal.db-wal (running)"], "the WAL should hold the run's commits"
     captured = capfd.readouterr()
     blobs["stdout"] = captured.out.encode()
@@ -360,7 +365,8 @@ async def test_no_card_data_in_journal_wal_logs_or_output(tmp_path: Path, capfd:
     assert b"traceNo=CANARY-" in blobs["daemon log"], "the daemon logged the run"
 
     calls = {c["traceNo"].encode() for r in rows for c in (show(db, r.trace_no) or {}).get("backendCalls", [])}
-    scanner = Scanner(canaries() | key_canaries(DEVICE_NO, date.today()), known_identifiers=calls)
+    card_key = issued_day_key(working_key_kcv, DEVICE_NO)  # the key the pad encrypted the cards with
+    scanner = Scanner(canaries(card_key) | key_canaries(DEVICE_NO, date.today()), known_identifiers=calls)
     hits = [hit for name, blob in blobs.items() for hit in scanner.hits(name, blob)]
     assert hits == [], "card data or key material found:\n" + "\n".join(hits)
     assert sum(len(b) for b in blobs.values()) > 10_000
@@ -376,7 +382,7 @@ async def _http_actions_with_a_pan(run: Run) -> None:
 async def test_a_grouped_card_number_in_an_http_action_never_reaches_the_log(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    blobs = await _run_daemon(tmp_path, _http_actions_with_a_pan)
+    blobs, _ = await _run_daemon(tmp_path, _http_actions_with_a_pan)
     captured = capfd.readouterr()
     blobs["stdout"] = captured.out.encode()
     blobs["stderr"] = captured.err.encode()
@@ -452,7 +458,7 @@ async def test_no_key_of_the_chain_in_journal_wal_logs_or_output(
     root_key.write_text(TEST_ROOT_KEY_HEX, encoding="utf-8")
     root_key.chmod(0o600)
     keys = {"replaced_pad": "provision", "root_key_file": root_key}
-    blobs = await _run_daemon(tmp_path, _provisioned_sale, keys=keys, pad_keys="unprovisioned")
+    blobs, _ = await _run_daemon(tmp_path, _provisioned_sale, keys=keys, pad_keys="unprovisioned")
     captured = capfd.readouterr()
     blobs["stdout"] = captured.out.encode()
     blobs["stderr"] = captured.err.encode()

@@ -1,4 +1,9 @@
-"""Helpers for the whole-book simulator tests: a simulator in-process, signed envelopes, card data."""
+"""Helpers for the whole-book simulator tests: a simulator in-process, signed envelopes, card data.
+
+:func:`running` signs in as the terminal first (the simulator accepts card data only under the
+working key it issued, ``tests/keys.py``); :meth:`SimClient.card_info` and
+:meth:`SimClient.card_sale` encrypt with that key, as the pad misbridge signed in would.
+"""
 
 from __future__ import annotations
 
@@ -14,39 +19,16 @@ from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import decode_body, encode_body
 from simulators.backend import TEST_SIGNING_KEY, BackendSimulator
 from simulators.cards import CARDS
-from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
+from simulators.crypto import encrypt_pin_block, encrypt_text
+from tests.keys import issued_key_of, sign_in_trace_no
 
 PATH = "/ebuyweb-posp/api"
-WORKING_KEY = bytes.fromhex(TEST_WORKING_KEY_HEX)
 _SERIAL = itertools.count(1)
 
 
 def fresh_trace_no() -> str:
     """A traceNo never used before in this test run (yyyyMMdd + a 16-digit sequence)."""
     return f"20250101{next(_SERIAL):016d}"
-
-
-def card_info(card_name: str = "points-cash", *, pin: str | None = None) -> dict[str, Any]:
-    """The cardInfo misbridge sends for a test card: PAN and PIN block encrypted with the working key."""
-    card = CARDS[card_name]
-    return {
-        "cardNo": encrypt_text(card.pan, WORKING_KEY),
-        "password": encrypt_pin_block(pin or card.pin, card.pan, WORKING_KEY),
-        "valid": card.expiry,
-        "cardType": card.card_type,
-    }
-
-
-def card_sale(trace_no: str, card_name: str = "points-cash", total: str = "40.8", **extra: Any) -> dict[str, Any]:
-    """A card sale body (cardRedemption, or cardPayment with ``acquirer=``)."""
-    return {
-        "traceNo": trace_no,
-        "totalAmount": Decimal(total),
-        "undiscountAmount": 0,
-        "goodsDetail": [],
-        "cardInfo": card_info(card_name),
-        **extra,
-    }
 
 
 def qr_sale(trace_no: str, qrcode: str = "280123121234567890", total: str = "40.8", **extra: Any) -> dict[str, Any]:
@@ -67,6 +49,37 @@ class SimClient:
     def __init__(self, sim: BackendSimulator, http: httpx.AsyncClient) -> None:
         self.sim = sim
         self.http = http
+        #: The working key of the last :meth:`sign_in`; None before it.
+        self.key: bytes | None = None
+
+    async def sign_in(self) -> bytes:
+        """``signIn`` as the terminal POS01: its working key of the simulator's day, kept for card data."""
+        self.key = issued_key_of(await self.call("signIn", {"traceNo": sign_in_trace_no()}))
+        return self.key
+
+    def card_info(self, card_name: str = "points-cash", *, pin: str | None = None) -> dict[str, Any]:
+        """The cardInfo misbridge sends for a test card: PAN and PIN block under the signed-in key."""
+        assert self.key is not None, "sign in first: the simulator has no key for a terminal that did not"
+        card = CARDS[card_name]
+        return {
+            "cardNo": encrypt_text(card.pan, self.key),
+            "password": encrypt_pin_block(pin or card.pin, card.pan, self.key),
+            "valid": card.expiry,
+            "cardType": card.card_type,
+        }
+
+    def card_sale(
+        self, trace_no: str, card_name: str = "points-cash", total: str = "40.8", **extra: Any
+    ) -> dict[str, Any]:
+        """A card sale body (cardRedemption, or cardPayment with ``acquirer=``)."""
+        return {
+            "traceNo": trace_no,
+            "totalAmount": Decimal(total),
+            "undiscountAmount": 0,
+            "goodsDetail": [],
+            "cardInfo": self.card_info(card_name),
+            **extra,
+        }
 
     async def call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST ``body`` as ``action``; the reply is checked to be signed and to echo the action."""
@@ -100,8 +113,15 @@ class SimClient:
 
 
 @asynccontextmanager
-async def running(sim: BackendSimulator | None = None) -> AsyncIterator[SimClient]:
-    """A :class:`SimClient` on ``sim`` (a fresh simulator by default), in-process over ASGI."""
+async def running(sim: BackendSimulator | None = None, *, signed_in: bool = True) -> AsyncIterator[SimClient]:
+    """A :class:`SimClient` on ``sim`` (a fresh simulator by default), in-process over ASGI.
+
+    Args:
+        signed_in: sign in first (the signIn takes a traceNo of its own in the ledger).
+    """
     sim = sim or BackendSimulator()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=sim.app), base_url="http://sim") as http:
-        yield SimClient(sim, http)
+        client = SimClient(sim, http)
+        if signed_in:
+            await client.sign_in()
+        yield client

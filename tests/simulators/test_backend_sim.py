@@ -38,9 +38,11 @@ from simulators.backend import (
     refusing_port,
 )
 from simulators.cards import CARDS, TestCard
-from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
+from simulators.crypto import encrypt_pin_block, encrypt_text
+from tests.keys import sign_in
 
-WORKING_KEY = bytes.fromhex(TEST_WORKING_KEY_HEX)
+#: Card data for a request that never reaches a backend, so no key ever decrypts it.
+NOWHERE_KEY = bytes(16)
 D = Decimal
 _serial = itertools.count(1)
 
@@ -70,27 +72,34 @@ def trace_no() -> str:
     return datetime.now().strftime("%Y%m%d%H%M%S") + f"{next(_serial):010d}"
 
 
-def card_info(card: TestCard, pin: str | None = None) -> dict[str, str]:
-    """cardInfo as misbridge builds it from the pad's encrypted output."""
+def card_info(card: TestCard, key: bytes, pin: str | None = None) -> dict[str, str]:
+    """cardInfo as misbridge builds it from the pad's encrypted output, under the working key ``key``."""
     return {
-        "cardNo": encrypt_text(card.pan, WORKING_KEY),
-        "password": encrypt_pin_block(pin or card.pin, card.pan, WORKING_KEY),
+        "cardNo": encrypt_text(card.pan, key),
+        "password": encrypt_pin_block(pin or card.pin, card.pan, key),
         "valid": card.expiry,
-        "track2": encrypt_text(card.track2, WORKING_KEY),
+        "track2": encrypt_text(card.track2, key),
         "cardType": card.card_type,
     }
 
 
 def sale(
-    card_name: str, *, total: str = "40.8", undiscount: str = "0", pin: str | None = None, trace: str | None = None
+    card_name: str,
+    key: bytes,
+    *,
+    total: str = "40.8",
+    undiscount: str = "0",
+    pin: str | None = None,
+    trace: str | None = None,
 ) -> dict[str, Any]:
+    """A cardRedemption body with ``card_name``'s data under ``key`` (the terminal's signed-in key)."""
     return {
         "traceNo": trace or trace_no(),
         "totalAmount": D(total),
         "undiscountAmount": D(undiscount),
         "goodsDetail": BOOK_GOODS,
         "memberDetail": BOOK_MEMBER,
-        "cardInfo": card_info(CARDS[card_name], pin),
+        "cardInfo": card_info(CARDS[card_name], key, pin),
     }
 
 
@@ -119,6 +128,12 @@ async def client(sim: BackendSimulator) -> AsyncIterator[BackendClient]:
     await backend.aclose()
 
 
+@pytest.fixture(name="key")
+async def signed_in_key(client: BackendClient) -> bytes:
+    """The terminal signed in: the working key the simulator decrypts its card data with."""
+    return await sign_in(client)
+
+
 async def redeem(client: BackendClient, body: dict[str, Any]) -> BackendReply:
     return await client.submit("cardRedemption", body)
 
@@ -130,8 +145,10 @@ def amounts(reply: BackendReply) -> list[tuple[str, str]]:
 # --- approvals, one per card ---------------------------------------------------------------------
 
 
-async def test_points_cash_is_exactly_the_book_example(client: BackendClient, sim: BackendSimulator) -> None:
-    body = sale("points-cash")
+async def test_points_cash_is_exactly_the_book_example(
+    client: BackendClient, sim: BackendSimulator, key: bytes
+) -> None:
+    body = sale("points-cash", key)
     reply = await redeem(client, body)
     assert reply.approved
     assert reply.body["fundChannel"] == [
@@ -157,8 +174,8 @@ async def test_points_cash_is_exactly_the_book_example(client: BackendClient, si
     assert sim.ledger.points("points-cash") == 10_000
 
 
-async def test_approval_has_the_book_shape(client: BackendClient) -> None:
-    body = sale("points-cash")
+async def test_approval_has_the_book_shape(client: BackendClient, key: bytes) -> None:
+    body = sale("points-cash", key)
     reply = await redeem(client, body)
     assert list(reply.body) == [
         "traceNo",
@@ -211,8 +228,9 @@ async def test_every_card_splits_as_its_usage_says(
     channels: list[tuple[str, str]],
     points: int,
     balance: Decimal,
+    key: bytes,
 ) -> None:
-    reply = await redeem(client, sale(card, undiscount=undiscount))
+    reply = await redeem(client, sale(card, key, undiscount=undiscount))
     assert reply.approved, reply.body["returnDesc"]
     assert amounts(reply) == channels
     assert sum(D(amount) for _, amount in channels) == D("40.8")
@@ -221,8 +239,8 @@ async def test_every_card_splits_as_its_usage_says(
     assert reply.body["printDetail"]["cardNo64"] == CARDS[card].pan[:6] + "****" + CARDS[card].pan[-4:]
 
 
-async def test_member_reply_carries_the_new_balance(client: BackendClient) -> None:
-    reply = await redeem(client, sale("member"))
+async def test_member_reply_carries_the_new_balance(client: BackendClient, key: bytes) -> None:
+    reply = await redeem(client, sale("member", key))
     assert reply.body["memberDetail"]["balance"] == D("959.20")
     assert '"balance":959.20' in jsonio.dumps(reply.body)
     assert reply.body["memberDetail"]["memberId"] == "M000001545"
@@ -232,9 +250,11 @@ async def test_member_reply_carries_the_new_balance(client: BackendClient) -> No
 
 
 @pytest.mark.parametrize("card", [name for name, card in CARDS.items() if card.usage is not None])
-async def test_wrong_pin_is_55_and_changes_nothing(client: BackendClient, sim: BackendSimulator, card: str) -> None:
+async def test_wrong_pin_is_55_and_changes_nothing(
+    client: BackendClient, sim: BackendSimulator, card: str, key: bytes
+) -> None:
     before = sim.ledger.points(card), sim.ledger.balance(card)
-    body = sale(card, pin="000000")
+    body = sale(card, key, pin="000000")
     reply = await redeem(client, body)
     assert (reply.return_code, reply.body["returnDesc"]) == ("55", "incorrect PIN")
     assert not reply.approved
@@ -255,26 +275,28 @@ async def test_wrong_pin_is_55_and_changes_nothing(client: BackendClient, sim: B
     ],
 )
 async def test_insufficient_is_51(
-    client: BackendClient, sim: BackendSimulator, card: str, total: str, desc: str
+    client: BackendClient, sim: BackendSimulator, card: str, total: str, desc: str, key: bytes
 ) -> None:
-    reply = await redeem(client, sale(card, total=total))
+    reply = await redeem(client, sale(card, key, total=total))
     assert (reply.return_code, reply.body["returnDesc"]) == ("51", desc)
     assert sim.ledger.points(card) == CARDS[card].points
     assert sim.ledger.balance(card) == CARDS[card].balance
 
 
-async def test_points_cash_book_card_cannot_pay_all_points_but_never_51(client: BackendClient) -> None:
-    reply = await redeem(client, sale("points-cash", total="1000"))
+async def test_points_cash_book_card_cannot_pay_all_points_but_never_51(client: BackendClient, key: bytes) -> None:
+    reply = await redeem(client, sale("points-cash", key, total="1000"))
     assert amounts(reply) == [("001", "980"), ("002", "20")]
 
 
-async def test_unknown_card_is_14(client: BackendClient) -> None:
-    reply = await redeem(client, sale("unknown"))
+async def test_unknown_card_is_14(client: BackendClient, key: bytes) -> None:
+    reply = await redeem(client, sale("unknown", key))
     assert (reply.return_code, reply.body["returnDesc"]) == ("14", "unknown card")
 
 
-async def test_duplicate_trace_no_is_94_and_applied_once(client: BackendClient, sim: BackendSimulator) -> None:
-    body = sale("points")
+async def test_duplicate_trace_no_is_94_and_applied_once(
+    client: BackendClient, sim: BackendSimulator, key: bytes
+) -> None:
+    body = sale("points", key)
     first = await redeem(client, body)
     second = await redeem(client, body)
     assert first.approved
@@ -286,18 +308,18 @@ async def test_duplicate_trace_no_is_94_and_applied_once(client: BackendClient, 
     assert record.points_delta == -40_800
 
 
-async def test_a_declined_trace_no_cannot_be_reused(client: BackendClient, sim: BackendSimulator) -> None:
+async def test_a_declined_trace_no_cannot_be_reused(client: BackendClient, sim: BackendSimulator, key: bytes) -> None:
     trace = trace_no()
-    assert (await redeem(client, sale("points", pin="000000", trace=trace))).return_code == "55"
-    assert (await redeem(client, sale("points", trace=trace))).return_code == "94"
+    assert (await redeem(client, sale("points", key, pin="000000", trace=trace))).return_code == "55"
+    assert (await redeem(client, sale("points", key, trace=trace))).return_code == "94"
     assert sim.ledger.points("points") == 500_000
 
 
 # --- inquiry -------------------------------------------------------------------------------------
 
 
-async def test_inquiry_of_an_approved_sale(client: BackendClient) -> None:
-    original = await redeem(client, sale("points-cash"))
+async def test_inquiry_of_an_approved_sale(client: BackendClient, key: bytes) -> None:
+    original = await redeem(client, sale("points-cash", key))
     inquiry = {"traceNo": trace_no(), "originalTraceNo": original.body["traceNo"]}
     reply = await client.submit("inquiry", inquiry)
     assert reply.approved
@@ -307,8 +329,8 @@ async def test_inquiry_of_an_approved_sale(client: BackendClient) -> None:
         assert reply.body[name] == original.body[name]
 
 
-async def test_inquiry_of_a_declined_sale_returns_its_decline(client: BackendClient) -> None:
-    original = await redeem(client, sale("points", pin="000000"))
+async def test_inquiry_of_a_declined_sale_returns_its_decline(client: BackendClient, key: bytes) -> None:
+    original = await redeem(client, sale("points", key, pin="000000"))
     reply = await client.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": original.body["traceNo"]})
     assert (reply.return_code, reply.body["returnDesc"]) == ("55", "incorrect PIN")
 
@@ -320,9 +342,9 @@ async def test_inquiry_of_an_unknown_trace_no_is_25(client: BackendClient) -> No
 
 @pytest.mark.parametrize("action", ["inquiry", "voidCardSale"])
 async def test_not_found_stays_true_a_late_original_is_refused(
-    client: BackendClient, sim: BackendSimulator, action: str
+    client: BackendClient, sim: BackendSimulator, action: str, key: bytes
 ) -> None:
-    late = sale("prepaid")
+    late = sale("prepaid", key)
     reply = await client.submit(action, {"traceNo": trace_no(), "originalTraceNo": late["traceNo"]})
     assert reply.return_code == "25"
     assert (await redeem(client, late)).return_code == "94"
@@ -331,15 +353,15 @@ async def test_not_found_stays_true_a_late_original_is_refused(
     assert again.return_code == "25"
 
 
-async def test_inquiry_of_a_voided_sale_is_23(client: BackendClient) -> None:
-    original = await redeem(client, sale("prepaid"))
+async def test_inquiry_of_a_voided_sale_is_23(client: BackendClient, key: bytes) -> None:
+    original = await redeem(client, sale("prepaid", key))
     await client.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": original.body["traceNo"]})
     reply = await client.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": original.body["traceNo"]})
     assert (reply.return_code, reply.body["returnDesc"]) == ("23", "original transaction was voided")
 
 
-async def test_inquiry_trace_no_is_no_repeat_too(client: BackendClient, sim: BackendSimulator) -> None:
-    original = await redeem(client, sale("points"))
+async def test_inquiry_trace_no_is_no_repeat_too(client: BackendClient, sim: BackendSimulator, key: bytes) -> None:
+    original = await redeem(client, sale("points", key))
     inquiry = {"traceNo": trace_no(), "originalTraceNo": original.body["traceNo"]}
     assert (await client.submit("inquiry", inquiry)).approved
     assert (await client.submit("inquiry", inquiry)).return_code == "94"
@@ -350,8 +372,8 @@ async def test_inquiry_trace_no_is_no_repeat_too(client: BackendClient, sim: Bac
 
 
 @pytest.mark.parametrize("card", ["points", "points-cash", "privilege", "privilege-cash", "prepaid", "member"])
-async def test_void_restores_the_card(client: BackendClient, sim: BackendSimulator, card: str) -> None:
-    original = await redeem(client, sale(card))
+async def test_void_restores_the_card(client: BackendClient, sim: BackendSimulator, card: str, key: bytes) -> None:
+    original = await redeem(client, sale(card, key))
     assert original.approved
     void = {"traceNo": trace_no(), "originalTraceNo": original.body["traceNo"], "acquirer": "citicCashpay"}
     reply = await client.submit("voidCardSale", void)
@@ -365,14 +387,14 @@ async def test_void_restores_the_card(client: BackendClient, sim: BackendSimulat
     assert record.state is TraceState.VOIDED
 
 
-async def test_member_void_reports_the_restored_balance(client: BackendClient) -> None:
-    original = await redeem(client, sale("member"))
+async def test_member_void_reports_the_restored_balance(client: BackendClient, key: bytes) -> None:
+    original = await redeem(client, sale("member", key))
     reply = await client.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": original.body["traceNo"]})
     assert reply.body["memberDetail"]["balance"] == D("1000.00")
 
 
-async def test_void_twice_is_22(client: BackendClient, sim: BackendSimulator) -> None:
-    original = await redeem(client, sale("points"))
+async def test_void_twice_is_22(client: BackendClient, sim: BackendSimulator, key: bytes) -> None:
+    original = await redeem(client, sale("points", key))
     first = await client.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": original.body["traceNo"]})
     second = await client.submit("voidCardSale", {"traceNo": trace_no(), "originalTraceNo": original.body["traceNo"]})
     assert first.approved
@@ -388,10 +410,10 @@ async def test_void_of_an_unknown_trace_no_is_25(client: BackendClient) -> None:
 # --- signatures ----------------------------------------------------------------------------------
 
 
-async def test_bad_request_signature_is_63(sim: BackendSimulator) -> None:
+async def test_bad_request_signature_is_63(sim: BackendSimulator, key: bytes) -> None:
     # The client cannot verify a reply signed with the other key, so it reads this one unverified.
     wrong = BackendClient(settings_for(sim.url, verify_responses=False), IdentitySettings(), SecretStr("wrong"))
-    body = sale("points")
+    body = sale("points", key)
     try:
         reply = await redeem(wrong, body)
     finally:
@@ -401,11 +423,11 @@ async def test_bad_request_signature_is_63(sim: BackendSimulator) -> None:
     assert sim.ledger.submissions(body["traceNo"]) == 1
 
 
-async def test_bad_key_with_verification_on_is_unknown(sim: BackendSimulator) -> None:
+async def test_bad_key_with_verification_on_is_unknown(sim: BackendSimulator, key: bytes) -> None:
     wrong = BackendClient(settings_for(sim.url), IdentitySettings(), SecretStr("wrong"))
     try:
         with pytest.raises(BackendOutcomeUnknown, match="signature"):
-            await redeem(wrong, sale("points"))
+            await redeem(wrong, sale("points", key))
     finally:
         await wrong.aclose()
 
@@ -417,7 +439,7 @@ async def test_truncated_signatures_without_body_interoperate() -> None:
         settings_for(url, include_body=False, truncate=16), IdentitySettings(), SecretStr(TEST_SIGNING_KEY)
     )
     try:
-        assert (await redeem(backend, sale("points"))).approved
+        assert (await redeem(backend, sale("points", await sign_in(backend)))).approved
     finally:
         await backend.aclose()
         await simulator.stop()
@@ -428,10 +450,10 @@ async def test_truncated_signatures_without_body_interoperate() -> None:
 
 @pytest.mark.parametrize("fault", [fault for fault in Fault if fault.value.endswith("-after-commit")])
 async def test_lost_reply_is_unknown_and_inquiry_finds_the_approval(
-    client: BackendClient, sim: BackendSimulator, fault: Fault
+    client: BackendClient, sim: BackendSimulator, fault: Fault, key: bytes
 ) -> None:
     sim.faults.add(fault, action=FaultAction.SALE, delay_s=0.8 if fault.delays else 0.0)
-    body = sale("points")
+    body = sale("points", key)
     with pytest.raises(BackendOutcomeUnknown):
         await redeem(client, body)
     assert sim.ledger.submissions(body["traceNo"]) == 1
@@ -441,8 +463,8 @@ async def test_lost_reply_is_unknown_and_inquiry_finds_the_approval(
     assert len(sim.faults) == 0
 
 
-async def test_ledger_endpoint_over_the_socket(client: BackendClient, sim: BackendSimulator) -> None:
-    body = sale("points-cash")
+async def test_ledger_endpoint_over_the_socket(client: BackendClient, sim: BackendSimulator, key: bytes) -> None:
+    body = sale("points-cash", key)
     await redeem(client, body)
     await redeem(client, body)
     base = sim.url.split("/ebuyweb-posp")[0]
@@ -457,8 +479,8 @@ async def test_ledger_endpoint_over_the_socket(client: BackendClient, sim: Backe
 # --- cardPayment ---------------------------------------------------------------------------------
 
 
-async def test_card_payment_is_a_sale_too(client: BackendClient, sim: BackendSimulator) -> None:
-    body = {**sale("prepaid"), "acquirer": "citicCashpay"}
+async def test_card_payment_is_a_sale_too(client: BackendClient, sim: BackendSimulator, key: bytes) -> None:
+    body = {**sale("prepaid", key), "acquirer": "citicCashpay"}
     reply = await client.submit("cardPayment", body)
     assert reply.approved
     assert sim.ledger.balance("prepaid") == D("459.20")
@@ -577,6 +599,7 @@ class Table:
     sim: BackendSimulator
     fast: BackendClient
     control: httpx.AsyncClient
+    key: bytes
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
@@ -586,7 +609,7 @@ async def shared_table() -> AsyncIterator[Table]:
     backend = BackendClient(fast_settings(url), IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
     try:
         async with httpx.AsyncClient(base_url=url.removesuffix(DEFAULT_PREFIX), timeout=5, verify=TLS) as http:
-            yield Table(simulator, backend, http)
+            yield Table(simulator, backend, http, await sign_in(backend))
     finally:
         await backend.aclose()
         await simulator.stop()
@@ -606,10 +629,10 @@ def points_and_balance(sim: BackendSimulator, card: str) -> tuple[int, Decimal]:
 @in_module_loop
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 async def test_sale_fault_table(table: Table, case: Case) -> None:
-    sim, fast, control = table.sim, table.fast, table.control
+    sim, fast, control, key = table.sim, table.fast, table.control, table.key
     # The pool holds a keep-alive connection: a fault on a reused connection must not make httpx resend.
     assert (await fast.submit("inquiry", {"traceNo": trace_no(), "originalTraceNo": "none"})).return_code == "25"
-    body, points = sale("points"), sim.ledger.points("points")
+    body, points = sale("points", key), sim.ledger.points("points")
     await script(control, {"action": "sale", **case.fault})
     await submit_expecting(fast, "cardRedemption", body, case)
     record = await decided(control, body["traceNo"])
@@ -630,8 +653,8 @@ async def test_sale_fault_table(table: Table, case: Case) -> None:
 @in_module_loop
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 async def test_void_fault_table(table: Table, case: Case) -> None:
-    sim, fast, control = table.sim, table.fast, table.control
-    original, before = sale("member"), points_and_balance(sim, "member")
+    sim, fast, control, key = table.sim, table.fast, table.control, table.key
+    original, before = sale("member", key), points_and_balance(sim, "member")
     assert (await fast.submit("cardRedemption", original)).approved
     void = {"traceNo": trace_no(), "originalTraceNo": original["traceNo"]}
     await script(control, {"action": "void", **case.fault})
@@ -652,8 +675,8 @@ async def test_void_fault_table(table: Table, case: Case) -> None:
 @in_module_loop
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 async def test_inquiry_fault_table(table: Table, case: Case) -> None:
-    sim, fast, control = table.sim, table.fast, table.control
-    original, before = sale("prepaid"), points_and_balance(sim, "prepaid")
+    sim, fast, control, key = table.sim, table.fast, table.control, table.key
+    original, before = sale("prepaid", key), points_and_balance(sim, "prepaid")
     assert (await fast.submit("cardRedemption", original)).approved
     inquiry = {"traceNo": trace_no(), "originalTraceNo": original["traceNo"]}
     await script(control, {"action": "inquiry", **case.fault})
@@ -671,9 +694,9 @@ async def test_inquiry_fault_table(table: Table, case: Case) -> None:
 
 
 async def test_inquiry_during_delay_before_commit_is_26_then_00(
-    fast: BackendClient, sim: BackendSimulator, control: httpx.AsyncClient
+    fast: BackendClient, sim: BackendSimulator, control: httpx.AsyncClient, key: bytes
 ) -> None:
-    body = sale("prepaid")
+    body = sale("prepaid", key)
     await script(control, {"action": "sale", "fault": "delay-before-commit", "delay_s": 0.8})
     with pytest.raises(BackendOutcomeUnknown):
         await fast.submit("cardRedemption", body)
@@ -696,9 +719,9 @@ async def test_inquiry_during_delay_before_commit_is_26_then_00(
 
 
 async def test_a_repeat_while_in_progress_is_94_and_not_applied_twice(
-    fast: BackendClient, sim: BackendSimulator, control: httpx.AsyncClient
+    fast: BackendClient, sim: BackendSimulator, control: httpx.AsyncClient, key: bytes
 ) -> None:
-    body = sale("points")
+    body = sale("points", key)
     await script(control, {"action": "sale", "fault": "delay-before-commit", "delay_s": DELAY_S})
     with pytest.raises(BackendOutcomeUnknown):
         await fast.submit("cardRedemption", body)
@@ -711,8 +734,10 @@ async def test_a_repeat_while_in_progress_is_94_and_not_applied_twice(
 # --- scripting faults over HTTP ------------------------------------------------------------------
 
 
-async def test_fault_script_over_http(fast: BackendClient, sim: BackendSimulator, control: httpx.AsyncClient) -> None:
-    target, other = sale("points"), sale("points")
+async def test_fault_script_over_http(
+    fast: BackendClient, sim: BackendSimulator, control: httpx.AsyncClient, key: bytes
+) -> None:
+    target, other = sale("points", key), sale("points", key)
     pending = await script(
         control,
         {"action": "sale", "fault": "http-500-before-commit", "trace_no": target["traceNo"], "times": 2},
@@ -735,8 +760,10 @@ async def test_fault_script_over_http(fast: BackendClient, sim: BackendSimulator
     assert (await entry(control, target["traceNo"]))["submissions"] == 2
 
 
-async def test_faults_are_fifo_and_match_inquiries_by_original(fast: BackendClient, control: httpx.AsyncClient) -> None:
-    original = sale("points")
+async def test_faults_are_fifo_and_match_inquiries_by_original(
+    fast: BackendClient, control: httpx.AsyncClient, key: bytes
+) -> None:
+    original = sale("points", key)
     assert (await fast.submit("cardRedemption", original)).approved
     await script(
         control,
@@ -780,9 +807,9 @@ async def test_not_json_fault_script_is_400(control: httpx.AsyncClient) -> None:
 # --- the ledger, one traceNo at a time -----------------------------------------------------------
 
 
-async def test_ledger_entry_endpoint(fast: BackendClient, control: httpx.AsyncClient) -> None:
+async def test_ledger_entry_endpoint(fast: BackendClient, control: httpx.AsyncClient, key: bytes) -> None:
     assert (await control.get("/_sim/ledger/never-seen")).status_code == 404
-    body = sale("points-cash")
+    body = sale("points-cash", key)
     assert (await fast.submit("cardRedemption", body)).approved
     void = {"traceNo": trace_no(), "originalTraceNo": body["traceNo"]}
     assert (await fast.submit("voidCardSale", void)).approved
@@ -807,9 +834,11 @@ async def test_ledger_entry_endpoint(fast: BackendClient, control: httpx.AsyncCl
     assert whole["transactions"][body["traceNo"]] == sold
 
 
-async def test_a_rejected_submission_is_not_applied(sim: BackendSimulator, control: httpx.AsyncClient) -> None:
+async def test_a_rejected_submission_is_not_applied(
+    sim: BackendSimulator, control: httpx.AsyncClient, key: bytes
+) -> None:
     wrong = BackendClient(settings_for(sim.url, verify_responses=False), IdentitySettings(), SecretStr("wrong"))
-    body = sale("points")
+    body = sale("points", key)
     try:
         assert (await wrong.submit("cardRedemption", body)).return_code == "63"
     finally:
@@ -827,7 +856,7 @@ async def test_refusing_port_is_not_sent() -> None:
     started = time.monotonic()
     try:
         with pytest.raises(BackendNotSent) as raised:
-            await backend.submit("cardRedemption", sale("points"))
+            await backend.submit("cardRedemption", sale("points", NOWHERE_KEY))
     finally:
         await backend.aclose()
     assert isinstance(raised.value.__cause__, httpx.ConnectError)
@@ -842,7 +871,7 @@ async def test_blackhole_listener_is_not_sent_within_the_deadline() -> None:
         started = time.monotonic()
         try:
             with pytest.raises(BackendNotSent) as raised:
-                await backend.submit("cardRedemption", sale("points"))
+                await backend.submit("cardRedemption", sale("points", NOWHERE_KEY))
         finally:
             await backend.aclose()
     assert isinstance(raised.value.__cause__, httpx.ConnectTimeout)
@@ -858,7 +887,8 @@ async def test_ledger_file_survives_a_restart_on_the_same_port(tmp_path: Path) -
     url = await first.start()
     backend = BackendClient(fast_settings(url), IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
     try:
-        approved, declined = sale("member"), sale("points", pin="000000")
+        key = await sign_in(backend)
+        approved, declined = sale("member", key), sale("points", key, pin="000000")
         first_reply = await backend.submit("cardRedemption", approved)
         assert first_reply.approved
         assert (await backend.submit("cardRedemption", declined)).return_code == "55"
@@ -874,7 +904,9 @@ async def test_ledger_file_survives_a_restart_on_the_same_port(tmp_path: Path) -
             assert inquiry.body["orderNo"] == first_reply.body["orderNo"]
             assert (await backend.submit("cardRedemption", approved)).return_code == "94"
             assert (await backend.submit("cardRedemption", declined)).return_code == "94"
-            other = await backend.submit("cardRedemption", sale("prepaid"))
+            # The simulator keeps sign-ins in memory only: after its restart the terminal signs in again.
+            assert await sign_in(backend) == key  # the same day, the same key
+            other = await backend.submit("cardRedemption", sale("prepaid", key))
             assert other.body["orderNo"] != first_reply.body["orderNo"]  # the order counter survived too
             void = {"traceNo": trace_no(), "originalTraceNo": approved["traceNo"]}
             assert (await backend.submit("voidCardSale", void)).approved
@@ -898,7 +930,7 @@ async def test_cli_simulator_restarted_on_the_same_port_keeps_its_ledger(tmp_pat
     process, url = await start_cli(tmp_path, "--port", "0", "--ledger-file", str(ledger_file))
     backend = BackendClient(fast_settings(url), IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
     try:
-        body = sale("points")
+        body = sale("points", await sign_in(backend))
         assert (await backend.submit("cardRedemption", body)).approved
         await stop_cli(process)
         process, again = await start_cli(tmp_path, "--port", str(first_port(url)), "--ledger-file", str(ledger_file))

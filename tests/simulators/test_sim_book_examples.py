@@ -20,7 +20,7 @@ from misbridge.ebuy.examples import card_redemption_request
 from simulators.backend.book import BOOK_ACTIONS
 from simulators.backend.codes import SimCode
 from simulators.backend.testcodes import CODES, MEMBERS
-from tests.simulators.booksim import SimClient, card_info, fresh_trace_no, qr_sale, running
+from tests.simulators.booksim import SimClient, fresh_trace_no, qr_sale, running
 
 BOOK_ORIGINAL = "99000009100010101732124"
 
@@ -79,7 +79,7 @@ BATCH_UPLOAD = """{
 
 async def card_original(client: SimClient) -> None:
     """The original the card examples name: the book's cardPayment under 99000009100010101732124."""
-    body = {**card_payment_example(), "traceNo": BOOK_ORIGINAL, "cardInfo": card_info("points-cash")}
+    body = {**card_payment_example(), "traceNo": BOOK_ORIGINAL, "cardInfo": client.card_info("points-cash")}
     assert (await client.call("cardPayment", body))["returnCode"] == "00"
 
 
@@ -92,31 +92,32 @@ async def no_original(client: SimClient) -> None:
     """Nothing to make first."""
 
 
-Example = tuple[str, str, Callable[[], dict[str, Any]], Callable[[SimClient], Any]]
+#: (section, action, the example's body for a signed-in client, what to make first).
+Example = tuple[str, str, Callable[[SimClient], dict[str, Any]], Callable[[SimClient], Any]]
 
 EXAMPLES: list[Example] = [
-    ("§10.1", "cardPayment", lambda: {**card_payment_example(), "cardInfo": card_info()}, no_original),
-    ("§10.2", "cardRedemption", lambda: {**card_redemption_request(), "cardInfo": card_info()}, no_original),
-    ("§10.3", "qrcodeSale", qrcode_sale_example, no_original),
-    ("§10.4", "inquiry", lambda: _book(INQUIRY), card_original),
-    ("§10.5", "voidCardSale", lambda: _book(VOID_CARD), card_original),
-    ("§10.6", "voidQrcodeSale", lambda: _book(VOID_QR), qr_original),
-    ("§10.7", "refundCardSale", lambda: _book(REFUND_CARD), card_original),
-    ("§10.8", "refundQrcodeSale", lambda: _book(REFUND_QR), qr_original),
-    ("§10.9", "ecouponInquiry", lambda: _book(ECOUPON), no_original),
-    ("§10.10", "accumulating", accumulating_example, no_original),
-    ("§11.1", "summary", lambda: _book(SUMMARY), card_original),
-    ("§11.2", "batchUpload", lambda: _book(BATCH_UPLOAD), no_original),
+    ("§10.1", "cardPayment", lambda c: {**card_payment_example(), "cardInfo": c.card_info()}, no_original),
+    ("§10.2", "cardRedemption", lambda c: {**card_redemption_request(), "cardInfo": c.card_info()}, no_original),
+    ("§10.3", "qrcodeSale", lambda _: qrcode_sale_example(), no_original),
+    ("§10.4", "inquiry", lambda _: _book(INQUIRY), card_original),
+    ("§10.5", "voidCardSale", lambda _: _book(VOID_CARD), card_original),
+    ("§10.6", "voidQrcodeSale", lambda _: _book(VOID_QR), qr_original),
+    ("§10.7", "refundCardSale", lambda _: _book(REFUND_CARD), card_original),
+    ("§10.8", "refundQrcodeSale", lambda _: _book(REFUND_QR), qr_original),
+    ("§10.9", "ecouponInquiry", lambda _: _book(ECOUPON), no_original),
+    ("§10.10", "accumulating", lambda _: accumulating_example(), no_original),
+    ("§11.1", "summary", lambda _: _book(SUMMARY), card_original),
+    ("§11.2", "batchUpload", lambda _: _book(BATCH_UPLOAD), no_original),
 ]
 
 
 @pytest.mark.parametrize(("section", "action", "example", "setup"), EXAMPLES, ids=[e[0] for e in EXAMPLES])
 async def test_every_book_example_answers_00(
-    section: str, action: str, example: Callable[[], dict[str, Any]], setup: Callable[[SimClient], Any]
+    section: str, action: str, example: Callable[[SimClient], dict[str, Any]], setup: Callable[[SimClient], Any]
 ) -> None:
     async with running() as client:
         await setup(client)
-        body = {**example(), "traceNo": fresh_trace_no()}
+        body = {**example(client), "traceNo": fresh_trace_no()}
         reply = await client.call(action, body)
         assert (reply["returnCode"], reply["returnDesc"]) == ("00", "SUCCESS"), f"{section} {action}: {reply}"
         assert reply["traceNo"] == body["traceNo"]
@@ -131,7 +132,7 @@ async def test_card_redemption_answers_like_the_book_response_example() -> None:
     async with running() as client:
         reply = await client.call(
             "cardRedemption",
-            {**card_redemption_request(), "traceNo": fresh_trace_no()} | {"cardInfo": card_info("points-cash")},
+            {**card_redemption_request(), "traceNo": fresh_trace_no()} | {"cardInfo": client.card_info("points-cash")},
         )
     assert reply["paidAmount"] == Decimal("40.8")
     assert reply["fundChannel"] == [

@@ -20,13 +20,14 @@ from simulators.backend import TEST_SIGNING_KEY, BackendSimulator, Fault, FaultA
 from simulators.backend.drop import ConnectionDropped
 from simulators.backend.faults import parse_fault_requests
 from simulators.cards import CARDS
-from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
+from simulators.crypto import encrypt_pin_block, encrypt_text
+from tests.keys import issued_key_of, sign_in, sign_in_trace_no
 
-WORKING_KEY = bytes.fromhex(TEST_WORKING_KEY_HEX)
 PATH = "/ebuyweb-posp/api"
 
 
-def sale(trace_no: str, card_name: str = "points") -> dict[str, Any]:
+def sale(trace_no: str, key: bytes, card_name: str = "points") -> dict[str, Any]:
+    """A cardRedemption body with the card's data under ``key``, the terminal's signed-in working key."""
     card = CARDS[card_name]
     return {
         "traceNo": trace_no,
@@ -34,8 +35,8 @@ def sale(trace_no: str, card_name: str = "points") -> dict[str, Any]:
         "undiscountAmount": 0,
         "goodsDetail": [],
         "cardInfo": {
-            "cardNo": encrypt_text(card.pan, WORKING_KEY),
-            "password": encrypt_pin_block(card.pin, card.pan, WORKING_KEY),
+            "cardNo": encrypt_text(card.pan, key),
+            "password": encrypt_pin_block(card.pin, card.pan, key),
         },
     }
 
@@ -197,12 +198,23 @@ async def http(sim: BackendSimulator) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+async def signed_in(http: httpx.AsyncClient, url: str = PATH) -> bytes:
+    """Sign in as POS01 (the envelopes' deviceNo): the working key its card data must be encrypted with."""
+    response = await http.post(f"{url}/signIn", content=envelope("signIn", {"traceNo": sign_in_trace_no()}))
+    return issued_key_of(decode_body(jsonio.loads(response.content)["body"]))
+
+
+@pytest.fixture(name="key")
+async def signed_in_key(http: httpx.AsyncClient) -> bytes:
+    return await signed_in(http)
+
+
 async def test_a_drop_in_process_reaches_the_client_as_a_connection_error(
-    sim: BackendSimulator, http: httpx.AsyncClient
+    sim: BackendSimulator, http: httpx.AsyncClient, key: bytes
 ) -> None:
     sim.faults.add(Fault.DROP_AFTER_COMMIT, action=FaultAction.SALE)
     with pytest.raises(ConnectionDropped):
-        await http.post(f"{PATH}/cardRedemption", content=envelope("cardRedemption", sale("D1")))
+        await http.post(f"{PATH}/cardRedemption", content=envelope("cardRedemption", sale("D1", key)))
     record = sim.ledger.get("D1")
     assert record is not None
     assert record.state is TraceState.APPROVED
@@ -215,8 +227,9 @@ async def test_backend_client_in_process_sees_a_drop_as_unknown(sim: BackendSimu
     )
     sim.faults.add(Fault.DROP_BEFORE_COMMIT, action=FaultAction.SALE)
     try:
+        key = await sign_in(client)
         with pytest.raises(BackendOutcomeUnknown, match="ConnectionDropped"):
-            await client.submit("cardRedemption", sale("D2"))
+            await client.submit("cardRedemption", sale("D2", key))
     finally:
         await client.aclose()
     record = sim.ledger.get("D2")
@@ -224,23 +237,25 @@ async def test_backend_client_in_process_sees_a_drop_as_unknown(sim: BackendSimu
     assert (record.state, record.submissions) == (TraceState.NOT_APPLIED, 1)
 
 
-async def test_a_scripted_decline_uses_the_trace_no_up(sim: BackendSimulator, http: httpx.AsyncClient) -> None:
+async def test_a_scripted_decline_uses_the_trace_no_up(
+    sim: BackendSimulator, http: httpx.AsyncClient, key: bytes
+) -> None:
     sim.faults.add(Fault.DECLINE, action=FaultAction.SALE, code="51", desc="insufficient funds (scripted)")
-    response = await http.post(f"{PATH}/cardRedemption", content=envelope("cardRedemption", sale("D3")))
+    response = await http.post(f"{PATH}/cardRedemption", content=envelope("cardRedemption", sale("D3", key)))
     reply = jsonio.loads(response.content)
     assert signing.verify(reply, TEST_SIGNING_KEY)
     assert decode_body(reply["body"])["returnCode"] == "51"
-    again = await http.post(f"{PATH}/cardRedemption", content=envelope("cardRedemption", sale("D3")))
+    again = await http.post(f"{PATH}/cardRedemption", content=envelope("cardRedemption", sale("D3", key)))
     assert decode_body(jsonio.loads(again.content)["body"])["returnCode"] == "94"
     assert sim.ledger.points("points") == CARDS["points"].points
 
 
 async def test_a_decline_of_a_duplicate_leaves_the_original_alone(
-    sim: BackendSimulator, http: httpx.AsyncClient
+    sim: BackendSimulator, http: httpx.AsyncClient, key: bytes
 ) -> None:
-    await http.post(f"{PATH}/cardRedemption", content=envelope("cardRedemption", sale("D4")))
+    await http.post(f"{PATH}/cardRedemption", content=envelope("cardRedemption", sale("D4", key)))
     sim.faults.add(Fault.DECLINE, action=FaultAction.SALE, code="05")
-    await http.post(f"{PATH}/cardRedemption", content=envelope("cardRedemption", sale("D4")))
+    await http.post(f"{PATH}/cardRedemption", content=envelope("cardRedemption", sale("D4", key)))
     record = sim.ledger.get("D4")
     assert record is not None
     assert (record.state, record.return_code, record.submissions) == (TraceState.APPROVED, "00", 2)
@@ -251,8 +266,9 @@ async def test_stopping_during_delay_before_commit_leaves_it_not_applied() -> No
     url = await sim.start()
     sim.faults.add(Fault.DELAY_BEFORE_COMMIT, action=FaultAction.SALE, delay_s=30)
     async with httpx.AsyncClient() as client:
+        key = await signed_in(client, url)
         request = asyncio.create_task(
-            client.post(f"{url}/cardRedemption", content=envelope("cardRedemption", sale("D5")))
+            client.post(f"{url}/cardRedemption", content=envelope("cardRedemption", sale("D5", key)))
         )
         for _ in range(200):
             record = sim.ledger.get("D5")

@@ -12,9 +12,8 @@ from misbridge.config.settings import DeviceSettings
 from misbridge.device import MisPosV1Driver
 from misbridge.errors import CustomerCancelled
 from simulators.cards import CARDS
-from simulators.crypto import TEST_WORKING_KEY_HEX, decrypt_pin
-
-KEY = bytes.fromhex(TEST_WORKING_KEY_HEX)
+from simulators.crypto import decrypt_pin
+from tests.keys import load_working_key, signed_in_pad_key
 
 
 async def _until(stream: asyncio.StreamReader, text: str) -> str:
@@ -45,8 +44,10 @@ async def test_the_technician_picks_the_card_and_types_the_pin(tmp_path: Path) -
     await _until(process.stdout, "PIN pad simulator on")
     driver = MisPosV1Driver(DeviceSettings(url=str(link)))
     await driver.start()
+    key = signed_in_pad_key()
     try:
         assert await driver.wait_connected(5)
+        await load_working_key(driver, key)  # the pad starts provisioned: misbridge's sign-in loads the key
         reading = asyncio.create_task(driver.read_card(4080, 30))
         prompt = await _answer(process, "READ_CARD 40.80", "prepaid")
         assert "member" in prompt  # the technician is shown the card names
@@ -55,7 +56,7 @@ async def test_the_technician_picks_the_card_and_types_the_pin(tmp_path: Path) -
         entering = asyncio.create_task(driver.read_pin(4080, 30))
         await _answer(process, "PIN for", "")  # Enter: the right PIN
         pin = await entering
-        assert decrypt_pin(pin.pin_block_hex, CARDS["prepaid"].pan, KEY) == CARDS["prepaid"].pin
+        assert decrypt_pin(pin.pin_block_hex, CARDS["prepaid"].pan, key) == CARDS["prepaid"].pin
 
         reading = asyncio.create_task(driver.read_card(100, 30))
         await _answer(process, "READ_CARD 1.00", "member")

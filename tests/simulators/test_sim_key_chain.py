@@ -1,8 +1,9 @@
 """The whole key chain on the simulators: provision -> DownloadKey -> signIn -> LOAD_WORKING_KEY -> a sale
-whose PIN block the backend simulator decrypts with the day's key; next-day expiry; a wrong key."""
+whose PIN block the backend simulator decrypts with the day's key; next-day expiry; a wrong key; no sign-in at all."""
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -15,14 +16,19 @@ from pydantic import SecretStr
 from misbridge.backend import BackendClient
 from misbridge.backend.keys import KeyExchange, WrappedKey, download_key, sign_in
 from misbridge.config.settings import BackendSettings, DeviceSettings, IdentitySettings, KeySettings
+from misbridge.device.link_driver import LinkDriver
 from misbridge.device.mispos import MisPosV1Driver
 from misbridge.errors import DeviceRejected, KeyExchangeError
+from misbridge.link import DeviceInfo, DeviceInfoRequest
+from misbridge.transport.memory import memory_pipe
 from simulators.backend import TEST_SIGNING_KEY, BackendSimulator
 from simulators.backend.app import DEFAULT_PREFIX
-from simulators.backend.keydesk import TEST_KEY_SEED, KeyDesk, day_key
-from simulators.crypto import TEST_ROOT_KEY_HEX, key_check_value
+from simulators.crypto import TEST_KEY_SEED, TEST_MASTER_KEY_HEX, TEST_ROOT_KEY_HEX, day_key, key_check_value
+from simulators.pinpad.cli import add_arguments, build_pad, signed_in_key_hex
 from simulators.pinpad.device import SimulatedPinPad
-from tests.simulators.booksim import fresh_trace_no
+from tests.keys import signed_in_pad_key
+from tests.simulators.booksim import fresh_trace_no, running
+from tests.unit.device.fakes import fast_session
 
 KEYS = KeySettings()
 TODAY = date(2024, 1, 2)
@@ -54,7 +60,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def backend(clock: Clock) -> AsyncIterator[tuple[BackendSimulator, BackendClient]]:
-    sim = BackendSimulator(clock=clock, keys=KeyDesk(legacy_key=None))
+    sim = BackendSimulator(clock=clock)
     url = await sim.start()
     client = BackendClient(BackendSettings(url=url), IdentitySettings(), SecretStr(TEST_SIGNING_KEY))
     yield sim, client
@@ -203,3 +209,55 @@ async def test_a_bad_clock_body_is_400_and_moves_nothing(backend: Any, body: byt
         assert answer.status_code == 400
         assert answer.json()["error"]
         assert (await control.get("/_sim/clock")).json()["offset_s"] == 0.0
+
+
+async def test_a_terminal_that_never_signed_in_gets_a0_even_with_the_right_key() -> None:
+    sim = BackendSimulator(clock=Clock())
+    async with running(sim, signed_in=False) as client:
+        client.key = day_key(TEST_KEY_SEED, "POS01", TODAY)  # the very key a sign-in would issue
+        refused = await client.call("cardRedemption", client.card_sale(fresh_trace_no()))
+        assert (refused["returnCode"], refused["returnDesc"]) == ("A0", "not signed in: sign in again")
+        assert await client.sign_in() == day_key(TEST_KEY_SEED, "POS01", TODAY)
+        assert (await client.call("cardRedemption", client.card_sale(fresh_trace_no())))["returnCode"] == "00"
+
+
+async def test_the_signed_in_pad_holds_what_the_backend_issues_pos01_that_day() -> None:
+    async with running(BackendSimulator(clock=Clock())) as client:  # signs in as POS01 on TODAY
+        assert client.key is not None
+        assert signed_in_key_hex(TODAY) == client.key.hex().upper()
+    assert signed_in_key_hex(TODAY) != signed_in_key_hex(TODAY + timedelta(days=1))
+
+
+async def _kcvs(pad: SimulatedPinPad) -> tuple[str, str]:
+    """The master and slot-1 KCVs ``pad`` reports in DEVICE_INFO, over an in-memory line."""
+    host_end, pad_end = memory_pipe()
+    pad.serve(pad_end)
+    link = LinkDriver(host_end, fast_session())
+    link.start()
+    try:
+        info = await link.request(DeviceInfoRequest(1), timeout=2)
+        assert isinstance(info, DeviceInfo)
+        return info.master_key_kcv, info.working_key_kcv
+    finally:
+        await link.aclose()
+        await pad.stop()
+
+
+@pytest.mark.parametrize(
+    ("argv", "master", "working"),
+    [
+        ([], True, False),
+        (["--keys", "provisioned"], True, False),
+        (["--keys", "signed-in"], True, True),
+        (["--keys", "unprovisioned"], False, False),
+    ],
+    ids=["default", "provisioned", "signed-in", "unprovisioned"],
+)
+async def test_the_pad_simulator_starts_provisioned_unless_told_otherwise(
+    argv: list[str], master: bool, working: bool
+) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    master_kcv = key_check_value(bytes.fromhex(TEST_MASTER_KEY_HEX)) if master else ""
+    working_kcv = key_check_value(signed_in_pad_key()) if working else ""
+    assert await _kcvs(build_pad(parser.parse_args(argv))) == (master_kcv, working_kcv)

@@ -9,7 +9,6 @@ import pytest
 from simulators.crypto import (
     TEST_MASTER_KEY_HEX,
     TEST_ROOT_KEY_HEX,
-    TEST_WORKING_KEY_HEX,
     clear_pin_block,
     decrypt_block,
     decrypt_pin,
@@ -24,11 +23,15 @@ from simulators.crypto import (
     wrap_key,
 )
 
+#: A double-length key of the key-management guide, also the conformance kit's test working key
+#: (docs/device-protocol.md §11, KCV 08D7B4): a vector here, no key either simulator holds.
+VECTOR_KEY_HEX = "0123456789ABCDEFFEDCBA9876543210"
+
 
 @pytest.mark.parametrize(
     ("key", "kcv"),
     [
-        ("0123456789ABCDEFFEDCBA9876543210", "08D7B4"),  # the project's test key
+        (VECTOR_KEY_HEX, "08D7B4"),  # the kit's test working key
         ("11111111111111111111111111111111", "82E136"),
         ("807A23AD32B36D457AE91FDF927570EA", "8D0A74"),  # UnionPay PIK
         ("1CF88AB5D64F314F9EF237FBD99E29CD", "712C8C"),
@@ -46,7 +49,7 @@ def test_the_unionpay_sign_in_vector_unwraps_under_the_simulators_master_key() -
 
 
 def test_wrap_is_ecb_block_by_block_and_unwrap_reverses_it() -> None:
-    key = bytes.fromhex(TEST_WORKING_KEY_HEX)
+    key = bytes.fromhex(VECTOR_KEY_HEX)
     assert wrap_key(key, key) == "1A4D672DCA6CB3351FD1B02B237AF9AE"  # the guide's "K under itself"
     master = bytes.fromhex(TEST_MASTER_KEY_HEX)
     assert wrap_key(key, master) == "AA3A8E0552E755BDA9D6A7B8B6367174"  # docs/device-protocol.md §11
@@ -56,7 +59,7 @@ def test_wrap_is_ecb_block_by_block_and_unwrap_reverses_it() -> None:
 
 
 def test_card_text_is_padded_with_ascii_f_only_up_to_a_multiple_of_8() -> None:
-    key = bytes.fromhex(TEST_WORKING_KEY_HEX)
+    key = bytes.fromhex(VECTOR_KEY_HEX)
     assert len(encrypt_text("6225888812345678", key)) == 32  # 16 digits: no padding block
     assert encrypt_text("622588881234567", key)[16:] == encrypt_block(b"1234567F", key).hex().upper()
     assert decrypt_text(encrypt_text("6225888812345678=2912101", key), key) == "6225888812345678=2912101"
@@ -64,7 +67,7 @@ def test_card_text_is_padded_with_ascii_f_only_up_to_a_multiple_of_8() -> None:
 
 def test_iso_9564_format_0_vector_of_the_book() -> None:
     # e-Buy book §7.4: PIN 123456, PAN 123456789012345678 -> clear block 061253DFFEDCBA98.
-    key = bytes.fromhex(TEST_WORKING_KEY_HEX)
+    key = bytes.fromhex(VECTOR_KEY_HEX)
     clear = bytes.fromhex("061253DFFEDCBA98")
     assert encrypt_pin_block("123456", "123456789012345678", key) == encrypt_block(clear, key).hex().upper()
 
@@ -101,7 +104,7 @@ def test_the_transport_key_vector_unwraps_a_master_key_with_its_kcv() -> None:
 
 
 def test_kcv_lengths_and_the_unionpay_mac_key_check() -> None:
-    key = bytes.fromhex(TEST_WORKING_KEY_HEX)
+    key = bytes.fromhex(VECTOR_KEY_HEX)
     assert key_check_value(key, 4) == "08D7B4FB"
     assert key_check_value(key, 8) == "08D7B4FB629D0885"
     # UnionPay mode 003: the single-length MAK's check value is single DES.
@@ -119,12 +122,12 @@ def test_kcv_lengths_and_the_unionpay_mac_key_check() -> None:
 )
 def test_iso_9564_format_0_vectors_and_their_decryption(pin: str, pan: str, clear: str) -> None:
     assert clear_pin_block(pin, pan).hex().upper() == clear
-    key = bytes.fromhex(TEST_WORKING_KEY_HEX)
+    key = bytes.fromhex(VECTOR_KEY_HEX)
     assert decrypt_pin(encrypt_pin_block(pin, pan, key), pan, key) == pin
 
 
 def test_a_pin_block_under_another_key_does_not_decode_as_the_pin() -> None:
-    right, wrong = bytes.fromhex(TEST_WORKING_KEY_HEX), bytes.fromhex(TEST_MASTER_KEY_HEX)
+    right, wrong = bytes.fromhex(VECTOR_KEY_HEX), bytes.fromhex(TEST_MASTER_KEY_HEX)
     block = encrypt_pin_block("123456", "6225620000018888", right)
     with contextlib.suppress(ValueError):  # the usual outcome: not a format-0 block at all
         assert decrypt_pin(block, "6225620000018888", wrong) != "123456"

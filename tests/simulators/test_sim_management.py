@@ -10,7 +10,7 @@ from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import encode_body
 from simulators.backend import TEST_SIGNING_KEY, BackendSimulator, Fault
 from simulators.cards import CARDS
-from tests.simulators.booksim import card_sale, fresh_trace_no, qr_sale, running
+from tests.simulators.booksim import fresh_trace_no, qr_sale, running
 
 D = Decimal
 
@@ -27,7 +27,7 @@ def upload(*records: tuple[str, Any]) -> dict[str, Any]:
 
 async def test_summary_counts_since_the_last_summary() -> None:
     async with running() as client:
-        card = card_sale(fresh_trace_no(), "points-cash")
+        card = client.card_sale(fresh_trace_no(), "points-cash")
         await client.call("cardRedemption", card)
         qr = qr_sale(fresh_trace_no(), total="10.5")
         await client.call("qrcodeSale", qr)
@@ -35,7 +35,8 @@ async def test_summary_counts_since_the_last_summary() -> None:
             "refundQrcodeSale",
             {"traceNo": fresh_trace_no(), "originalTraceNo": qr["traceNo"], "refundAmount": D("0.5")},
         )
-        await client.call("cardRedemption", card_sale(fresh_trace_no(), "points", "1000"))  # declined: not counted
+        declined = client.card_sale(fresh_trace_no(), "points", "1000")
+        await client.call("cardRedemption", declined)  # declined: not counted
         first = await client.call("summary", {"traceNo": fresh_trace_no()})
         records = {(r["activityName"], r["isRefund"]): r for r in first["settleRecord"]}
         assert records[("银行卡积分兑换", False)]["totalAmount"] == "40.80"
@@ -50,9 +51,9 @@ async def test_summary_counts_since_the_last_summary() -> None:
 
 async def test_batch_upload_statuses() -> None:
     async with running() as client:
-        ok = card_sale(fresh_trace_no())
+        ok = client.card_sale(fresh_trace_no())
         await client.call("cardRedemption", ok)
-        declined = card_sale(fresh_trace_no(), "points", "1000")
+        declined = client.card_sale(fresh_trace_no(), "points", "1000")
         await client.call("cardRedemption", declined)
         voided = qr_sale(fresh_trace_no())
         await client.call("qrcodeSale", voided)
@@ -81,9 +82,9 @@ async def test_batch_upload_status_7_rolled_back_and_0_in_progress() -> None:
     sim = BackendSimulator()
     async with running(sim) as client:
         sim.faults.add(Fault.HTTP_500_BEFORE_COMMIT, action="cardRedemption")
-        dropped = card_sale(fresh_trace_no())
+        dropped = client.card_sale(fresh_trace_no())
         await client.http.post("/ebuyweb-posp/api/cardRedemption", content=_signed("cardRedemption", dropped))
-        held = sim.processor.receive("cardRedemption", _signed("cardRedemption", card_sale(fresh_trace_no())))
+        held = sim.processor.receive("cardRedemption", _signed("cardRedemption", client.card_sale(fresh_trace_no())))
         reply = await client.call("batchUpload", upload((dropped["traceNo"], 1), (held.trace_no, 1)))
         assert [r["status"] for r in reply["transRecord"]] == [7, 0]
 
@@ -104,7 +105,7 @@ async def test_batch_upload_matches_only_the_last_7_days() -> None:
     now = [datetime(2025, 1, 1, 12, 0, 0)]
     sim = BackendSimulator(clock=lambda: now[0])
     async with running(sim) as client:
-        old = card_sale(fresh_trace_no())
+        old = client.card_sale(fresh_trace_no())
         await client.call("cardRedemption", old)
         now[0] = datetime(2025, 1, 8, 12, 0, 1)
         reply = await client.call("batchUpload", upload((old["traceNo"], D("40.8"))))
@@ -139,7 +140,7 @@ async def test_faults_by_action_name_over_http() -> None:
         assert response.status_code == 200
         sale = qr_sale(fresh_trace_no())
         await client.call("qrcodeSale", sale)
-        card = card_sale(fresh_trace_no())
+        card = client.card_sale(fresh_trace_no())
         await client.call("cardRedemption", card)
         card_refund = {"traceNo": fresh_trace_no(), "originalTraceNo": card["traceNo"], "refundAmount": D("1")}
         assert (await client.call("refundCardSale", card_refund))["returnCode"] == "00"  # not the named action

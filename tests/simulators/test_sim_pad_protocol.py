@@ -36,6 +36,7 @@ from simulators.cards import DEFAULT_CARD
 from simulators.pinpad.customer import Action, Customer
 from simulators.pinpad.device import SimulatedPinPad
 from simulators.pinpad.faults import GARBAGE, Faults
+from tests.keys import signed_in_pad_key
 from tests.unit.device.fakes import fast_session
 
 
@@ -65,7 +66,7 @@ class RawHost:
 
 @pytest.fixture
 async def pad() -> AsyncIterator[SimulatedPinPad]:
-    simulator = SimulatedPinPad(timeout_cap_s=5.0)
+    simulator = SimulatedPinPad(timeout_cap_s=5.0, working_key_hex=signed_in_pad_key().hex())  # READ_CARD needs it
     yield simulator
     await simulator.stop()
 
@@ -120,7 +121,7 @@ def test_the_garbage_burst_holds_the_control_bytes() -> None:
 
 async def test_garbage_with_control_bytes_is_resynced_and_every_reply_arrives_once() -> None:
     host_end, pad_end = memory_pipe()
-    pad = SimulatedPinPad(faults=Faults(garbage=4))
+    pad = SimulatedPinPad(faults=Faults(garbage=4), working_key_hex=signed_in_pad_key().hex())
     pad.serve(pad_end)
     events: list[LinkEvent] = []
     link = LinkDriver(host_end, fast_session(), on_event=events.append)

@@ -13,10 +13,10 @@ from misbridge.ebuy import jsonio, signing
 from misbridge.ebuy.envelope import decode_body, encode_body
 from simulators.backend import TEST_SIGNING_KEY, BackendSimulator
 from simulators.cards import CARDS
-from simulators.crypto import TEST_WORKING_KEY_HEX, encrypt_pin_block, encrypt_text
+from simulators.crypto import encrypt_pin_block, encrypt_text
+from tests.keys import issued_key_of, sign_in_trace_no
 
 PATH = "/ebuyweb-posp/api"
-WORKING_KEY = bytes.fromhex(TEST_WORKING_KEY_HEX)
 
 
 @pytest.fixture
@@ -43,7 +43,8 @@ def envelope(action: str, body: dict[str, Any], *, key: str | None = TEST_SIGNIN
     return fields
 
 
-def sale(trace_no: str, card_name: str = "points-cash", total: str = "40.8") -> dict[str, Any]:
+def sale(trace_no: str, key: bytes, card_name: str = "points-cash", total: str = "40.8") -> dict[str, Any]:
+    """A cardRedemption body with the card's data under ``key``, the terminal's signed-in working key."""
     card = CARDS[card_name]
     return {
         "traceNo": trace_no,
@@ -51,8 +52,8 @@ def sale(trace_no: str, card_name: str = "points-cash", total: str = "40.8") -> 
         "undiscountAmount": 0,
         "goodsDetail": [],
         "cardInfo": {
-            "cardNo": encrypt_text(card.pan, WORKING_KEY),
-            "password": encrypt_pin_block(card.pin, card.pan, WORKING_KEY),
+            "cardNo": encrypt_text(card.pan, key),
+            "password": encrypt_pin_block(card.pin, card.pan, key),
             "valid": card.expiry,
             "cardType": card.card_type,
         },
@@ -71,8 +72,20 @@ def dumps(value: Any) -> bytes:
     return jsonio.dumps(value).encode()
 
 
-async def test_reply_echoes_the_envelope(http: httpx.AsyncClient) -> None:
-    reply, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("P1"))))
+def sign_in_request(**envelope_options: Any) -> dict[str, Any]:
+    """The signIn envelope of POS01 (the deviceNo of every envelope here)."""
+    return envelope("signIn", {"traceNo": sign_in_trace_no()}, **envelope_options)
+
+
+@pytest.fixture(name="key")
+async def signed_in_key(http: httpx.AsyncClient) -> bytes:
+    """POS01 signed in: the working key its card data must be encrypted with."""
+    _, body = await post(http, "signIn", dumps(sign_in_request()))
+    return issued_key_of(body)
+
+
+async def test_reply_echoes_the_envelope(http: httpx.AsyncClient, key: bytes) -> None:
+    reply, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("P1", key))))
     echoed = [reply[k] for k in ("action", "deviceNo", "shopNo", "brand")]
     assert echoed == ["cardRedemption", "POS01", "CN123456", "663"]
     assert body["returnCode"] == "00"
@@ -93,20 +106,20 @@ async def test_undecodable_body_is_format_error(http: httpx.AsyncClient, sim: Ba
     assert (body["returnCode"], body["traceNo"]) == ("30", "")
 
 
-async def test_bad_signature_is_63_and_counted(http: httpx.AsyncClient, sim: BackendSimulator) -> None:
-    _, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("P2"), key="wrong")))
+async def test_bad_signature_is_63_and_counted(http: httpx.AsyncClient, sim: BackendSimulator, key: bytes) -> None:
+    _, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("P2", key), key="wrong")))
     assert (body["returnCode"], body["returnDesc"]) == ("63", "signature verification failed")
     assert body["traceNo"] == "P2"
     assert sim.ledger.submissions("P2") == 1
     assert sim.ledger.points("points-cash") == CARDS["points-cash"].points
     # A rejected submission does not use up the traceNo: the correctly signed one is processed.
-    _, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("P2"))))
+    _, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("P2", key))))
     assert body["returnCode"] == "00"
     assert sim.ledger.submissions("P2") == 2
 
 
-async def test_unsigned_request_is_63(http: httpx.AsyncClient) -> None:
-    _, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("P3"), key=None)))
+async def test_unsigned_request_is_63(http: httpx.AsyncClient, key: bytes) -> None:
+    _, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("P3", key), key=None)))
     assert body["returnCode"] == "63"
 
 
@@ -115,8 +128,8 @@ async def test_unsupported_action_is_12(http: httpx.AsyncClient) -> None:
     assert (body["returnCode"], body["returnDesc"]) == ("12", "unsupported action")
 
 
-async def test_path_must_name_the_envelope_action(http: httpx.AsyncClient) -> None:
-    _, body = await post(http, "inquiry", dumps(envelope("cardRedemption", sale("P5"))))
+async def test_path_must_name_the_envelope_action(http: httpx.AsyncClient, key: bytes) -> None:
+    _, body = await post(http, "inquiry", dumps(envelope("cardRedemption", sale("P5", key))))
     assert body["returnCode"] == "30"
 
 
@@ -136,21 +149,23 @@ async def test_path_must_name_the_envelope_action(http: httpx.AsyncClient) -> No
         ({"memberDetail": [1]}, "memberDetail"),
     ],
 )
-async def test_bad_sale_fields_are_format_errors(http: httpx.AsyncClient, change: dict[str, Any], detail: str) -> None:
-    _, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", {**sale("P6"), **change})))
+async def test_bad_sale_fields_are_format_errors(
+    http: httpx.AsyncClient, change: dict[str, Any], detail: str, key: bytes
+) -> None:
+    _, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", {**sale("P6", key), **change})))
     assert body["returnCode"] == "30"
     assert detail in body["returnDesc"]
 
 
-async def test_missing_trace_no_is_format_error(http: httpx.AsyncClient) -> None:
-    body_in = sale("x")
+async def test_missing_trace_no_is_format_error(http: httpx.AsyncClient, key: bytes) -> None:
+    body_in = sale("x", key)
     del body_in["traceNo"]
     _, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", body_in)))
     assert (body["returnCode"], body["returnDesc"]) == ("30", "format error: traceNo is required")
 
 
-async def test_undecryptable_pin_block_is_incorrect_pin(http: httpx.AsyncClient) -> None:
-    body_in = sale("P7")
+async def test_undecryptable_pin_block_is_incorrect_pin(http: httpx.AsyncClient, key: bytes) -> None:
+    body_in = sale("P7", key)
     body_in["cardInfo"]["password"] = "00" * 8
     _, body = await post(http, "cardRedemption", dumps(envelope("cardRedemption", body_in)))
     assert body["returnCode"] == "55"
@@ -166,8 +181,8 @@ async def test_inquiry_of_itself_is_not_found(http: httpx.AsyncClient) -> None:
     assert body["returnCode"] == "25"
 
 
-async def test_void_of_a_declined_or_non_sale_original(http: httpx.AsyncClient) -> None:
-    await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("Q1", "points", "1000"))))  # 51
+async def test_void_of_a_declined_or_non_sale_original(http: httpx.AsyncClient, key: bytes) -> None:
+    await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("Q1", key, "points", "1000"))))  # 51
     await post(http, "inquiry", dumps(envelope("inquiry", {"traceNo": "Q2", "originalTraceNo": "Q1"})))
     for trace_no, original in (("Q3", "Q1"), ("Q4", "Q2")):
         request = {"traceNo": trace_no, "originalTraceNo": original}
@@ -175,8 +190,8 @@ async def test_void_of_a_declined_or_non_sale_original(http: httpx.AsyncClient) 
         assert body["returnCode"] == "25"
 
 
-async def test_ledger_json(http: httpx.AsyncClient) -> None:
-    await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("L1"))))
+async def test_ledger_json(http: httpx.AsyncClient, key: bytes) -> None:
+    await post(http, "cardRedemption", dumps(envelope("cardRedemption", sale("L1", key))))
     response = await http.get("/_sim/ledger")
     ledger = jsonio.loads(response.content)
     record = ledger["transactions"]["L1"]
@@ -191,18 +206,28 @@ async def test_ledger_json(http: httpx.AsyncClient) -> None:
 async def test_signing_off(sim: BackendSimulator) -> None:
     unsigned = BackendSimulator(signing_key=None)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=unsigned.app), base_url="http://sim") as client:
-        response = await client.post(f"{PATH}/cardRedemption", content=dumps(envelope("cardRedemption", sale("U1"))))
+        signed_in = await client.post(f"{PATH}/signIn", content=dumps(sign_in_request(key=None)))
+        key = issued_key_of(decode_body(jsonio.loads(signed_in.content)["body"]))
+        response = await client.post(
+            f"{PATH}/cardRedemption", content=dumps(envelope("cardRedemption", sale("U1", key)))
+        )
     reply = jsonio.loads(response.content)
     assert "sign" not in reply
     assert decode_body(reply["body"])["returnCode"] == "00"
 
 
+def truncated_signed(fields: dict[str, Any]) -> bytes:
+    fields["sign"] = signing.sign(fields, TEST_SIGNING_KEY, include_body=False, truncate=16)
+    return dumps(fields)
+
+
 async def test_truncated_body_excluded_signing() -> None:
     custom = BackendSimulator(include_body=False, truncate=16, prefix="/api/")
-    fields = envelope("cardRedemption", sale("T1"), key=None)
-    fields["sign"] = signing.sign(fields, TEST_SIGNING_KEY, include_body=False, truncate=16)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=custom.app), base_url="http://sim") as client:
-        response = await client.post("/api/cardRedemption", content=dumps(fields))
+        signed_in = await client.post("/api/signIn", content=truncated_signed(sign_in_request(key=None)))
+        key = issued_key_of(decode_body(jsonio.loads(signed_in.content)["body"]))
+        fields = envelope("cardRedemption", sale("T1", key), key=None)
+        response = await client.post("/api/cardRedemption", content=truncated_signed(fields))
     reply = jsonio.loads(response.content)
     assert len(reply["sign"]) == 16
     assert signing.verify(reply, TEST_SIGNING_KEY, include_body=False, truncate=16)

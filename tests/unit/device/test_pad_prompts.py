@@ -20,6 +20,7 @@ from misbridge.transport.memory import memory_pipe
 from simulators.pinpad.customer import DEFAULT_CODE, ScriptedChoice, ScriptedCode
 from simulators.pinpad.device import SimulatedPinPad
 from simulators.pinpad.faults import Faults
+from tests.keys import signed_in_pad_key
 from tests.unit.device.fakes import fast_session
 
 #: Builds a simulated pad (keyword options of SimulatedPinPad) and a driver connected to it.
@@ -32,7 +33,9 @@ async def connect() -> AsyncIterator[PadMaker]:
     opened: list[tuple[MisPosV1Driver, SimulatedPinPad]] = []
 
     async def make(**options: object) -> tuple[MisPosV1Driver, SimulatedPinPad]:
-        pad = SimulatedPinPad(timeout_cap_s=0.05, **options)  # type: ignore[arg-type]
+        # Signed in (a working key in slot 1), as misbridge leaves the pad: card steps need the key.
+        pad_options = {"timeout_cap_s": 0.05, "working_key_hex": signed_in_pad_key().hex(), **options}
+        pad = SimulatedPinPad(**pad_options)  # type: ignore[arg-type]
 
         async def opener(url: str, baudrate: int) -> ByteTransport:
             host_end, pad_end = memory_pipe()

@@ -23,12 +23,14 @@ from misbridge.link.testing import drop_writes
 from misbridge.transport.memory import memory_pipe
 from simulators.pinpad.device import SimulatedPinPad
 from simulators.pinpad.faults import Faults
+from tests.keys import signed_in_pad_key
 from tests.unit.device.fakes import FAST_ACK_TIMEOUT_S, fast_session
 
 
 async def test_the_simulated_pad_serves_a_memory_pipe_in_process() -> None:
     host_end, pad_end = memory_pipe()
-    pad = SimulatedPinPad(faults=Faults(nak=1, bad_lrc=1))  # the line's faults work on any transport
+    # The line's faults work on any transport; a working key in slot 1 for the card step.
+    pad = SimulatedPinPad(faults=Faults(nak=1, bad_lrc=1), working_key_hex=signed_in_pad_key().hex())
     pad.serve(pad_end)
     link = LinkDriver(host_end, fast_session())
     link.start()
