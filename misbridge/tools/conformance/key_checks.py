@@ -13,6 +13,7 @@ It never replaces a master key that it could not put back.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from misbridge.errors import MessageError, MisbridgeError
@@ -213,23 +214,9 @@ async def key_kcvs(run: Run) -> str:
     keys=True,
 )
 async def slot1_wrong_kcv(run: Run) -> str:
-    host = await fresh(run)
-    found = await _found(run, host)
-    before = await pad_keys(host, 410)
-    key = _working_key_for(before)
-    sent = wrong_kcv(key.kcv)
-    try:
-        result = await _load_working(host, 411, key, sent)
-        expect_code(result, "11", 411, f"KCV {sent} for {key.name}, whose KCV is {key.kcv}")
-        after = await pad_keys(host, 412)
-        expect(
-            after == before,
-            f"{before} still (after RESULT 11 the slot keeps its previous key)",
-            str(after),
-        )
-    finally:
-        back = await put_back(run, host, found)
-    return f"KCV {sent}: RESULT 11; still {before}{_then(back)}"
+    return await _wrong_kcv_changes_nothing(
+        run, 410, _working_key_for, _load_working, "after RESULT 11 the slot keeps its previous key"
+    )
 
 
 @check(
@@ -265,20 +252,33 @@ async def slot1_right_kcv(run: Run) -> str:
     keys=True,
 )
 async def master_wrong_kcv(run: Run) -> str:
+    return await _wrong_kcv_changes_nothing(
+        run,
+        430,
+        _master_key_for,
+        lambda host, request_id, key, kcv: _load_master(host, request_id, key.enc_hex, kcv),
+        "after RESULT 11 the pad keeps its master key and working keys",
+    )
+
+
+async def _wrong_kcv_changes_nothing(
+    run: Run,
+    first_id: int,
+    key_for: Callable[[PadKeys], KnownKey],
+    load: Callable[[RawHost, int, KnownKey, str], Awaitable[Result]],
+    why: str,
+) -> str:
+    """Load a known key with a wrong KCV: RESULT 11, and DEVICE_INFO reports the keys it did before."""
     host = await fresh(run)
     found = await _found(run, host)
-    before = await pad_keys(host, 430)
-    key = _master_key_for(before)
+    before = await pad_keys(host, first_id)
+    key = key_for(before)
     sent = wrong_kcv(key.kcv)
     try:
-        result = await _load_master(host, 431, key.enc_hex, sent)
-        expect_code(result, "11", 431, f"KCV {sent} for {key.name}, whose KCV is {key.kcv}")
-        after = await pad_keys(host, 432)
-        expect(
-            after == before,
-            f"{before} still (after RESULT 11 the pad keeps its master key and working keys)",
-            str(after),
-        )
+        result = await load(host, first_id + 1, key, sent)
+        expect_code(result, "11", first_id + 1, f"KCV {sent} for {key.name}, whose KCV is {key.kcv}")
+        after = await pad_keys(host, first_id + 2)
+        expect(after == before, f"{before} still ({why})", str(after))
     finally:
         back = await put_back(run, host, found)
     return f"KCV {sent}: RESULT 11; still {before}{_then(back)}"
