@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from contextvars import ContextVar
+from datetime import time
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +25,10 @@ from pydantic_settings import (
 from misbridge.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = Path("/etc/misbridge/misbridge.toml")
+#: The machine's zone when ``reconcile.time_zone`` is empty (the tz database file the system uses).
+LOCAL_ZONE_FILE = Path("/etc/localtime")
+#: Most records one batchUpload may carry (book §11.2 "Maximum:5000").
+MAX_BATCH_SIZE = 5000
 #: The TOML file of the Settings being built by load_settings (None: $MISBRIDGE_CONFIG, if set).
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("misbridge_config_file", default=None)
 
@@ -248,6 +254,61 @@ class KeySettings(_Section):
     )
 
 
+class ReconcileSettings(_Section):
+    """The end of day (docs/operations.md, "End of day: which records"): the business day and the upload.
+
+    A business day D runs from D at ``cut_off`` to D+1 at ``cut_off``, local time in
+    ``time_zone``: a store open past midnight books its 01:30 sales on the day it opened.
+    """
+
+    cut_off: str = Field(
+        "04:00",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="local time (HH:MM) a business day ends and the next begins",
+    )
+    time_zone: str = Field(
+        "", description="IANA time zone of the business day (Asia/Shanghai); empty: the machine's local zone"
+    )
+    batch_size: int = Field(
+        MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE, description="records per batchUpload call (the book allows 5000)"
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        if name:
+            _zone_named(name)
+        return name
+
+    def cut_off_time(self) -> time:
+        """:attr:`cut_off` as a time of day."""
+        return time.fromisoformat(self.cut_off)
+
+    def zone(self) -> ZoneInfo:
+        """:attr:`time_zone`, or the machine's local zone (``/etc/localtime``; UTC when it has none).
+
+        Raises:
+            ValueError: :attr:`time_zone` names no zone of the tz database.
+        """
+        if self.time_zone:
+            return _zone_named(self.time_zone)
+        try:
+            with LOCAL_ZONE_FILE.open("rb") as local:
+                return ZoneInfo.from_file(local, key="localtime")
+        except (OSError, ValueError):
+            return ZoneInfo("UTC")  # a container without /etc/localtime runs on UTC
+
+
+def _zone_named(name: str) -> ZoneInfo:
+    # ZoneInfo also accepts a path-like key; a zone name never starts with "/" or holds "..".
+    try:
+        if name.startswith("/") or ".." in name:
+            raise ValueError(name)
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as err:
+        raise ValueError(f"{name!r} is not an IANA time zone (e.g. Asia/Shanghai)") from err
+
+
 class Settings(BaseSettings):
     """All misbridge settings."""
 
@@ -261,6 +322,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     journal: JournalSettings = JournalSettings()
     keys: KeySettings = KeySettings()
+    reconcile: ReconcileSettings = ReconcileSettings()
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod

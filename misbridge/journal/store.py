@@ -15,6 +15,7 @@ own module with the functions that run on the journal thread:
 * :mod:`~misbridge.journal.reversals`: the durable reversal queue, and the operator's
   resolution of a transaction left ``needs_manual``;
 * :mod:`~misbridge.journal.retention`: the purge;
+* :mod:`~misbridge.journal.day`: the end of day's reads (one business day's transactions);
 * :mod:`~misbridge.journal.queries`: the read side shared with the read-only tools (the
   transaction view).
 
@@ -31,6 +32,7 @@ from typing import Any
 from misbridge.journal import queries
 from misbridge.journal.calls import BackendCalls
 from misbridge.journal.connection import JournalSettings
+from misbridge.journal.day import BusinessDayReads
 from misbridge.journal.errors import (
     BarredTraceNoError,
     DuplicateTraceNoError,
@@ -58,7 +60,7 @@ __all__ = [
 ]
 
 
-class Journal(ReversalQueue, BackendCalls, KeyCalls, PosInquiries, PosQueries, Retention):
+class Journal(ReversalQueue, BackendCalls, KeyCalls, PosInquiries, PosQueries, Retention, BusinessDayReads):
     """The durable record of every transaction and its state changes.
 
     Open with :meth:`open` (not the constructor) and :meth:`close` when done, or use

@@ -27,7 +27,7 @@ from misbridge.journal.records import TransactionRecord, TransitionRecord, iso_u
 from misbridge.journal.rows import load_dict, response_json
 from misbridge.journal.schema import immediate_transaction
 
-__all__ = ["Change", "TransactionTable", "compare_and_set_in_transaction", "insert_transition"]
+__all__ = ["Change", "TransactionTable", "compare_and_set_in_transaction", "insert_transition", "to_record"]
 
 _INTENT_EVENT: Final = "intent"
 
@@ -245,7 +245,12 @@ def compare_and_set_in_transaction(conn: sqlite3.Connection, change: Change) -> 
     return to_state
 
 
-def _to_record(row: sqlite3.Row) -> TransactionRecord:
+def to_record(row: sqlite3.Row) -> TransactionRecord:
+    """A ``transactions`` row as its record.
+
+    Raises:
+        JournalError: the row is corrupt.
+    """
     trace_no = str(row["trace_no"])
     response_text = row["response_json"]
     try:
@@ -268,7 +273,7 @@ def _to_record(row: sqlite3.Row) -> TransactionRecord:
 
 def _select_transaction(conn: sqlite3.Connection, trace_no: str) -> TransactionRecord | None:
     row = conn.execute("SELECT * FROM transactions WHERE trace_no = ?", (trace_no,)).fetchone()
-    return None if row is None else _to_record(row)
+    return None if row is None else to_record(row)
 
 
 def _select_transitions(conn: sqlite3.Connection, trace_no: str) -> list[TransitionRecord]:
@@ -301,7 +306,7 @@ def _select_by_states(conn: sqlite3.Connection, states: tuple[str, ...]) -> list
         f"SELECT * FROM transactions WHERE state IN ({placeholders}) ORDER BY created_at, trace_no",  # noqa: S608 - only "?" placeholders are formatted in
         states,
     ).fetchall()
-    return [_to_record(row) for row in rows]
+    return [to_record(row) for row in rows]
 
 
 def _count(conn: sqlite3.Connection) -> int:
@@ -317,4 +322,4 @@ def _select_followers(conn: sqlite3.Connection, original: str, actions: tuple[st
         " AND json_extract(request_json, '$.originalTraceNo') = ? ORDER BY created_at, trace_no",
         (*actions, original),
     ).fetchall()
-    return [_to_record(row) for row in rows]
+    return [to_record(row) for row in rows]

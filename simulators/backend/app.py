@@ -7,7 +7,9 @@ Routes (docs/backend.md, "The backend simulator"):
 * ``GET /_sim/ledger``: the whole ledger as JSON; ``GET /_sim/ledger/{traceNo}``: one record (404
   if never seen) (simulators.backend.ledger);
 * ``GET | POST | DELETE /_sim/faults``: list, append to, clear the fault script;
-* ``GET | POST /_sim/clock``: the simulator's time, and moving it (simulators.backend.clock).
+* ``GET | POST /_sim/clock``: the simulator's time, and moving it (simulators.backend.clock);
+* ``GET | POST | DELETE /_sim/disagree``: list, tell, forget what batchUpload should answer
+  against the ledger (simulators.backend.disagree).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from misbridge.ebuy.envelope import decode_body, encode_body
 from misbridge.host.asgi import AsgiServer
 from simulators.backend.actions import SimContext
 from simulators.backend.clock import SimClock, parse_clock_request
+from simulators.backend.disagree import Disagreements, parse_disagree_request
 from simulators.backend.drop import ConnectionKeeper, DropConnection
 from simulators.backend.faults import Fault, FaultAction, FaultScript, ScriptedFault, parse_fault_requests
 from simulators.backend.keydesk import KeyDesk
@@ -65,6 +68,8 @@ class BackendSimulator:
         ledger: balances and per-traceNo records.
         faults: the fault script (see simulators.backend.faults).
         clock: the simulator's time: ``clock`` plus the offset a test set.
+        disagreements: what batchUpload answers against the ledger, as a test told it
+            (``POST /_sim/disagree``; simulators.backend.disagree).
 
     Raises:
         OSError: the ledger file exists but cannot be read.
@@ -87,7 +92,8 @@ class BackendSimulator:
         self.faults = FaultScript()
         self.keys = keys if keys is not None else KeyDesk()
         self.clock = SimClock(clock)
-        ctx = SimContext(self.ledger, CARDS, self.keys, self.clock)
+        self.disagreements = Disagreements()
+        ctx = SimContext(self.ledger, CARDS, self.keys, self.clock, disagreements=self.disagreements)
         self.processor = Processor(ctx, SigningOptions(signing_key, include_body, truncate))
         self.app = ConnectionKeeper(
             Starlette(
@@ -96,6 +102,7 @@ class BackendSimulator:
                     Route("/_sim/ledger/{trace_no}", self._ledger_entry_endpoint, methods=["GET"]),
                     Route("/_sim/faults", self._faults_endpoint, methods=["GET", "POST", "DELETE"]),
                     Route("/_sim/clock", self._clock_endpoint, methods=["GET", "POST"]),
+                    Route("/_sim/disagree", self._disagree_endpoint, methods=["GET", "POST", "DELETE"]),
                     Route(f"{self.prefix}/{{action}}", self._action_endpoint, methods=["POST"]),
                 ]
             )
@@ -236,6 +243,16 @@ class BackendSimulator:
             except ValidationError as err:
                 return _json({"error": str(err)}, status_code=400)
         return _json(self.clock.view())
+
+    async def _disagree_endpoint(self, request: Request) -> Response:
+        if request.method == "DELETE":
+            return _json({"cleared": self.disagreements.clear(), "told": []})
+        if request.method == "POST":
+            try:
+                self.disagreements.tell(parse_disagree_request(await request.body()))
+            except ValidationError as err:
+                return _json({"error": str(err)}, status_code=400)
+        return _json({"told": self.disagreements.listing()})
 
 
 def _json(value: Any, *, status_code: int = 200) -> Response:

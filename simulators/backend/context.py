@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from simulators.backend.codes import SUCCESS_DESC, Declined, SimCode
+from simulators.backend.disagree import Disagreements
 from simulators.backend.keydesk import KeyDesk
 from simulators.backend.ledger import Ledger
 from simulators.backend.records import TraceRecord, TraceState
@@ -29,7 +30,8 @@ _MAX_DECIMALS = 2
 
 @dataclass
 class SimContext:
-    """What handlers share: the ledger (which also numbers orders), the cards, the keys, the clock.
+    """What handlers share: the ledger (which also numbers orders), the cards, the keys, the clock,
+    and the disagreements a test told batchUpload (simulators.backend.disagree).
 
     ``terminal`` is the deviceNo of the request being decided: the processor sets it just before
     the handler runs (handlers never await, so no other request sees it).
@@ -40,6 +42,7 @@ class SimContext:
     keys: KeyDesk
     clock: Callable[[], datetime] = datetime.now
     terminal: str = ""
+    disagreements: Disagreements = field(default_factory=Disagreements)
 
     def card_by_pan(self, pan: str) -> TestCard | None:
         """The test card with this PAN, if the simulated bank knows it."""

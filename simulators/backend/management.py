@@ -3,7 +3,8 @@
 ``summary`` counts the money transactions decided since the last summary, one ``settleRecord``
 (§8.8) per action and customer (the card's bank, or the code's issuer); voids and refunds are
 ``isRefund`` records and are subtracted in the totals. ``batchUpload`` matches each uploaded
-``transRecord`` (§8.7) against the ledger and answers its status.
+``transRecord`` (§8.7) against the ledger and answers its status, unless a test told the
+simulator to disagree about that traceNo (simulators.backend.disagree), which wins.
 """
 
 from __future__ import annotations
@@ -170,6 +171,9 @@ def _paid(entry: Mapping[str, Any]) -> Decimal:
 
 
 def _status(ctx: SimContext, upload: TraceRecord, entry: Mapping[str, Any], now: datetime) -> int:
+    told = ctx.disagreements.about(str(entry["traceNo"]))
+    if told is not None:
+        return told.status(_paid(entry))
     found = ctx.ledger.get(str(entry["traceNo"]))
     if found is None or found is upload or found.submissions == 0 or _too_old(found, now):
         return 4  # does not exist in the backend (or outside the 7-day window)

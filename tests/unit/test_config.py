@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import time
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given
@@ -74,3 +76,38 @@ def test_misspelt_key_and_bad_values_are_each_named(tmp_path: Path) -> None:
     assert "device.baudrate: Input should be greater than 0 (got -5)" in message
     assert "api.port: unknown setting" in message
     assert str(config) in message
+
+
+def test_reconcile_defaults() -> None:
+    reconcile = Settings().reconcile
+    assert (reconcile.cut_off, reconcile.time_zone, reconcile.batch_size) == ("04:00", "", 5000)
+    assert reconcile.cut_off_time() == time(4, 0)
+    assert reconcile.zone() is not None  # the machine's zone (UTC where it has none)
+
+
+def test_reconcile_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MISBRIDGE_RECONCILE__CUT_OFF", "02:30")
+    monkeypatch.setenv("MISBRIDGE_RECONCILE__TIME_ZONE", "Asia/Shanghai")
+    monkeypatch.setenv("MISBRIDGE_RECONCILE__BATCH_SIZE", "1000")
+    reconcile = load_settings().reconcile
+    assert reconcile.cut_off_time() == time(2, 30)
+    assert reconcile.zone() == ZoneInfo("Asia/Shanghai")
+    assert reconcile.batch_size == 1000
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("cut_off", "24:00", "reconcile.cut_off"),
+        ("cut_off", "4:00", "reconcile.cut_off"),
+        ("time_zone", "Mars/Olympus", "not an IANA time zone"),
+        ("time_zone", "Asia", "not an IANA time zone"),
+        ("time_zone", "/etc/localtime", "not an IANA time zone"),
+        ("time_zone", "../../etc/passwd", "not an IANA time zone"),
+        ("batch_size", 0, "reconcile.batch_size"),
+        ("batch_size", 5001, "reconcile.batch_size"),
+    ],
+)
+def test_bad_reconcile_settings_are_refused(key: str, value: object, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        load_settings(reconcile={key: value})
