@@ -321,7 +321,11 @@ class ReconcileReport:
             f"totals   journal: {self.journal.volume} transaction(s), net {money(self.journal.net)}",
             f"         backend summary ({self.backend.begin_date} to {self.backend.end_date}): "
             f"{backend.volume} transaction(s), net {money(backend.net)}  -> "
-            + ("agree" if self.totals_agree else "DIFFER: see docs/operations.md, 'End of day: reading the report'"),
+            + (
+                "agree"
+                if self.totals_agree
+                else "DIFFER: see docs/operations.md, 'End of day: running the reconciliation'"
+            ),
             "",
             "result: everything matches" if self.exit_status == EXIT_MATCHED else "result: MISMATCHES, act on them",
         ]
