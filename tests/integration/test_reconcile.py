@@ -317,3 +317,41 @@ async def test_the_command_runs_as_a_process(tmp_path: Path) -> None:
         assert bad.returncode == 2
         assert "not a date YYYY-MM-DD" in bad.stderr
         assert "Traceback" not in bad.stderr
+
+
+async def fault(url: str, order: dict[str, Any]) -> None:
+    base = url.split("/ebuyweb-posp")[0]
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(f"{base}/_sim/faults", json=order)
+    assert reply.status_code < 300, reply.text
+
+
+async def test_a_backend_failing_mid_way_exits_1_and_leaves_the_calls_journaled(tmp_path: Path) -> None:
+    key_file = write_signing_key(tmp_path)
+    now = datetime.now(UTC)
+    async with launched_backend(tmp_path, key_file) as url:
+        settings = backend_only_settings(tmp_path, url, key_file, now)
+        settings = settings.model_copy(update={"reconcile": settings.reconcile.model_copy(update={"batch_size": 1})})
+        await (await Journal.open(settings.journal.path)).close()
+        _insert_approved_sales(settings.journal.path, 2, now)
+        day, after = today_of(settings, now)
+        journal = settings.journal.path
+
+        await fault(url, {"action": "summary", "fault": "decline", "code": "96"})
+        err = io.StringIO()
+        assert await run_reconcile(settings, io.StringIO(), day=day, now=after, err=err) == 1
+        assert "summary" in err.getvalue()
+        assert "the backend refused it: 96" in err.getvalue()
+        assert own_calls(journal) == [("batchUpload", "answered", "00")] * 2 + [("summary", "answered", "96")]
+
+        await fault(url, {"action": "upload", "fault": "http-500-after-commit"})
+        err = io.StringIO()
+        assert await run_reconcile(settings, io.StringIO(), day=day, now=after, err=err) == 1
+        assert "could not be reached or gave no answer" in err.getvalue()
+        assert own_calls(journal)[3:] == [("batchUpload", "unknown", None)]
+        assert report_files(settings, day) == []
+
+        assert await run_reconcile(settings, io.StringIO(), day=day, now=after) == 3  # the backend never saw them
+    with sqlite3.connect(journal) as conn:
+        trace_nos = [row[0] for row in conn.execute("SELECT trace_no FROM key_calls")]
+    assert len(trace_nos) == len(set(trace_nos)) == 7, "every call had its own traceNo"
