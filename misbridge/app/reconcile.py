@@ -11,7 +11,8 @@ new calls and a new report file, and that is all.
 
 The report goes to standard output (a table, or ``--json``) and, as JSON and CSV, to
 ``<journal directory>/reports/<business date>/reconcile-<run time>.json|.csv``, each written to
-a temporary name, flushed to disk and renamed, so a crash never leaves half a report.
+a temporary name, flushed to disk and only then given its name, so a crash never leaves half a
+report.
 
 Exit status: 0 everything matches, 3 mismatches, 1 the backend could not be reached or failed
 mid-way (the calls made are journaled; run again), 2 a configuration or usage error.
@@ -284,18 +285,19 @@ def write_report(report: ReconcileReport, paths: Sequence[Path]) -> tuple[Path, 
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    """``text`` to ``path`` via a temporary name, flushed to disk, then renamed; never over an existing file."""
+    """``text`` to ``path`` via a temporary name, flushed to disk, then linked in; never over an existing file."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("x", encoding="utf-8", newline="") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    if path.exists():  # a run file is never replaced: a re-run has its own run time
-        temporary.unlink()
-        raise FileExistsError(f"report {path} exists already")
-    temporary.rename(path)
+    try:
+        with temporary.open("x", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        # A hard link, unlike a rename, refuses an existing name: a run file is never replaced.
+        os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     directory = os.open(path.parent, os.O_RDONLY)
     try:
-        os.fsync(directory)  # the rename itself survives a crash
+        os.fsync(directory)  # the new name itself survives a crash
     finally:
         os.close(directory)

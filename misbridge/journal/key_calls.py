@@ -93,7 +93,7 @@ class KeyCalls(JournalBase):
         return await self._run("last_sign_in", _select_last_sign_in)
 
     async def key_calls(self, limit: int = _DEFAULT_LIMIT) -> list[KeyCallRecord]:
-        """The latest ``limit`` key requests, newest first.
+        """The latest ``limit`` requests of this table (key requests and, since v7, the end of day's), newest first.
 
         Raises:
             JournalError: ``limit`` is negative, the read failed or a row is corrupt.

@@ -32,19 +32,18 @@ import pytest
 import pytest_asyncio
 
 from misbridge.api.pos_client import envelope_for, socket_request
-from misbridge.app.reconcile import run_reconcile
+from misbridge.app.reconcile import report_paths, run_reconcile, write_report
 from misbridge.app.simulated import launched_backend, simulated_daemon, write_signing_key
 from misbridge.config.settings import ReconcileSettings, Settings
 from misbridge.core.kinds import TABLES
 from misbridge.core.machine import kind_of
+from misbridge.core.reconcile import ReconcileReport, SummaryTotals, Totals
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
 from misbridge.journal import Journal, TransactionRecord
 from misbridge.journal.records import iso_utc, request_hash
 from tests.integration.conftest import Bench, bench_settings, new_trace_no
 from tests.seeding import events_to, seed_transaction
-
-pytestmark = pytest.mark.asyncio(loop_scope="function")
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 D = Decimal
@@ -355,3 +354,32 @@ async def test_a_backend_failing_mid_way_exits_1_and_leaves_the_calls_journaled(
     with sqlite3.connect(journal) as conn:
         trace_nos = [row[0] for row in conn.execute("SELECT trace_no FROM key_calls")]
     assert len(trace_nos) == len(set(trace_nos)) == 7, "every call had its own traceNo"
+
+
+def test_a_report_file_is_written_whole_and_never_replaced(tmp_path: Path) -> None:
+    shown = ReconcileReport(
+        business_date=date(2026, 5, 1),
+        run_at=datetime(2026, 5, 2, 4, 5, 6, 789, tzinfo=UTC),
+        begin_time="20260501040000",
+        end_time="20260502035959",
+        upload_trace_nos=(),
+        summary_trace_no="S1",
+        uploaded=0,
+        matched=0,
+        mismatches=(),
+        set_aside=(),
+        journal=Totals(0, D(0)),
+        backend=SummaryTotals(Totals(0, D(0)), "20260501040000", "20260502040000"),
+    )
+    paths = report_paths(tmp_path / "journal.db", shown)
+    assert paths == (
+        tmp_path / "reports/2026-05-01/reconcile-20260502T040506000789Z.json",
+        tmp_path / "reports/2026-05-01/reconcile-20260502T040506000789Z.csv",
+    )
+    write_report(shown, paths)
+    first = paths[0].read_bytes()
+    assert json.loads(first)["exitStatus"] == 0
+    with pytest.raises(FileExistsError):
+        write_report(shown, paths)
+    assert paths[0].read_bytes() == first
+    assert sorted(p.name for p in paths[0].parent.iterdir()) == sorted(p.name for p in paths)  # no temporary left
