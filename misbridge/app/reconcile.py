@@ -159,6 +159,7 @@ async def reconcile(settings: Settings, window: BusinessDay, now: datetime) -> R
         finally:
             await backend.aclose()
         order_nos = await _order_nos(journal, records, statuses)
+        self_voided = await _self_voided(journal, records)
     matched, mismatches = compare(records.records, statuses, order_nos)
     return ReconcileReport(
         business_date=window.business_date,
@@ -171,7 +172,7 @@ async def reconcile(settings: Settings, window: BusinessDay, now: datetime) -> R
         matched=matched,
         mismatches=tuple(mismatches),
         set_aside=records.set_aside,
-        journal=journal_totals(records.records),
+        journal=journal_totals(records.records, self_voided),
         backend=summary.totals,
     )
 
@@ -258,6 +259,18 @@ async def _order_nos(journal: Journal, records: DayRecords, statuses: Mapping[st
         answer = (found.response if found is not None else None) or {}
         order_nos[record.trace_no] = str(answer.get("orderNo") or "")
     return order_nos
+
+
+async def _self_voided(journal: Journal, records: DayRecords) -> set[str]:
+    """The backend traceNos of the day's sales misbridge voided itself: an approved void call of its own."""
+    voided: set[str] = set()
+    for record in records.records:
+        if record.state != "voided":
+            continue
+        calls = await journal.calls(record.journal_trace_no)
+        if any(call.kind == "void" and call.return_code == "00" for call in calls):
+            voided.add(record.trace_no)
+    return voided
 
 
 def report_paths(journal_path: Path, report: ReconcileReport) -> tuple[Path, Path]:

@@ -8,8 +8,8 @@ decides what the answers mean:
   believes; anything else (another status, or the record missing from the answer) is a
   :class:`Mismatch`, with what a person should do about it (:func:`advice`);
 * the **totals**: the money transactions of the day as the journal holds them (sales approved,
-  voided or refunded later count as sales; approved voids and refunds, and the void of a sale
-  misbridge voided itself, are subtracted; ``accumulating`` moves no money and is not counted),
+  voided or refunded later count as sales; approved voids and refunds, and the void call of a
+  sale misbridge voided itself, are subtracted; ``accumulating`` moves no money and is not counted),
   against the ``summary``'s ``volume`` and ``totalAmount``, exactly (Decimal).
 
 The ``summary`` counts what the backend decided since the *previous* summary, not one business
@@ -23,14 +23,14 @@ cut-off and before the next day's first sale. The report shows the summary's own
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Final
 
 from misbridge.core.endofday import BookStatus, DayRecord, SetAside
-from misbridge.core.machine import TransactionKind, TxnState, kind_of
+from misbridge.core.machine import TransactionKind, kind_of
 
 __all__ = [
     "CSV_COLUMNS",
@@ -203,21 +203,25 @@ class SummaryTotals:
     end_date: str
 
 
-def journal_totals(records: Iterable[DayRecord]) -> Totals:
-    """The day's money transactions as the journal holds them (module text): volume and net amount."""
+def journal_totals(records: Iterable[DayRecord], self_voided: Collection[str] = ()) -> Totals:
+    """The day's money transactions as the journal holds them (module text): volume and net amount.
+
+    ``self_voided`` names (by backend traceNo) the sales misbridge voided itself (an approved
+    void call of its own, a reversal): that void is no journal transaction, but the backend
+    counts it, so it is subtracted here. A sale the POS voided is ``voided`` too; its void is a
+    record of its own and is subtracted as such.
+    """
     volume = 0
     net = Decimal(0)
     for record in records:
         if record.action == _ACCUMULATING or record.status is BookStatus.FAILED:
             continue
-        kind = kind_of(record.action)
-        if kind is TransactionKind.SALE:
-            volume += 1
-            net += record.paid_amount
-            if record.state == TxnState.VOIDED:  # misbridge voided it itself: its void counts too
-                volume += 1
-                net -= record.paid_amount
-        else:
+        volume += 1
+        if kind_of(record.action) is not TransactionKind.SALE:
+            net -= record.paid_amount
+            continue
+        net += record.paid_amount
+        if record.trace_no in self_voided:
             volume += 1
             net -= record.paid_amount
     return Totals(volume, net)

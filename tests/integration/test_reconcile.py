@@ -125,11 +125,21 @@ def report_files(settings: Settings, day: date) -> list[Path]:
     return sorted(found, key=lambda path: (path.suffix != ".json", path.name))
 
 
+async def void(bench: Bench, sale: dict[str, Any], card: str = "points-cash") -> dict[str, Any]:
+    """The POS voids ``sale`` through the e-Buy socket, the customer presenting the same card; the answer."""
+    await bench.customer(card)
+    body = {"traceNo": new_trace_no(), "originalTraceNo": sale["traceNo"]}
+    answer = await socket_request(bench.host, bench.daemon.socket_port, envelope_for("voidCardSale", body))
+    return answer.body
+
+
 async def test_a_day_that_matches_exits_0_after_a_backend_down_run_that_exits_1(bench: Bench) -> None:
-    approved = [await sell(bench), await sell(bench)]
+    approved = [await sell(bench), await sell(bench), await sell(bench)]
     declined = await sell(bench, "unknown")
-    assert [a["returnCode"] for a in approved] == ["00", "00"]
+    voided = await void(bench, approved[2])
+    assert [a["returnCode"] for a in approved] == ["00", "00", "00"]
     assert declined["returnCode"] == "14"
+    assert voided["returnCode"] == "00", voided
     now = datetime.now(UTC)
     settings = reconcile_settings(bench.daemon.settings, now)
     day, after = today_of(settings, now)
@@ -149,18 +159,18 @@ async def test_a_day_that_matches_exits_0_after_a_backend_down_run_that_exits_1(
     out = io.StringIO()
     assert await run_reconcile(settings, out, day=day, now=after) == 0, out.getvalue()
     table = out.getvalue()
-    assert "matched 3, mismatched 0" in table
-    assert "totals   journal: 2 transaction(s), net 81.60" in table
-    assert "2 transaction(s), net 81.60  -> agree" in table
+    assert "matched 5, mismatched 0" in table  # the voided sale (6) and its void (1) too
+    assert "totals   journal: 4 transaction(s), net 81.60" in table
+    assert "4 transaction(s), net 81.60  -> agree" in table
     assert "result: everything matches" in table
     assert own_calls(journal)[1:] == [("batchUpload", "answered", "00"), ("summary", "answered", "00")]
     json_file, csv_file = report_files(settings, day)
     report = json.loads(json_file.read_text(encoding="utf-8"))
-    assert report["matched"] == 3
+    assert report["matched"] == 5
     assert report["mismatches"] == []
     assert report["exitStatus"] == 0
-    assert report["totals"]["journal"] == {"volume": 2, "totalAmount": "81.60"}
-    assert report["totals"]["backend"]["volume"] == 2
+    assert report["totals"]["journal"] == {"volume": 4, "totalAmount": "81.60"}
+    assert report["totals"]["backend"]["volume"] == 4
     assert report["totals"]["backend"]["totalAmount"] == "81.60"
     assert report["totals"]["agree"] is True
     assert [row["kind"] for row in csv.DictReader(csv_file.open(encoding="utf-8"))] == [
@@ -173,7 +183,7 @@ async def test_a_day_that_matches_exits_0_after_a_backend_down_run_that_exits_1(
     out = io.StringIO()
     assert await run_reconcile(settings, out, day=day, now=later, as_json=True) == 0
     again = json.loads(out.getvalue())
-    assert again["matched"] == 3
+    assert again["matched"] == 5
     assert again["totals"]["agree"] is False
     assert again["totals"]["backend"]["volume"] == 0
     assert len(report_files(settings, day)) == 4

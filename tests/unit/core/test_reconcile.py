@@ -65,13 +65,16 @@ def test_the_totals_count_money_as_the_summary_does() -> None:
     day = [
         record("S1", amount="40.8"),  # approved sale
         record("S2", amount="10.00", status=8),  # refunded later: still a sale
-        record("S3", state="voided", amount="5.00", status=6),  # misbridge voided it: a sale and its void
+        record("S3", state="voided", amount="5.00", status=6),  # misbridge voided it: a sale and its void call
+        record("S5", state="voided", amount="2.00", status=6),  # the POS voided it: V5 below is its void
         record("S4", state="declined", amount="99.00", status=5),  # moved nothing
         record("R1", action="refundCardSale", amount="3.30"),
         record("V1", action="voidCardSale", amount="1.00"),
+        record("V5", action="voidCardSale", amount="2.00"),
         record("A1", action="accumulating", amount="7.00"),  # points, no money
     ]
-    assert journal_totals(day) == Totals(volume=6, net=D("46.50"))
+    assert journal_totals(day, {"S3"}) == Totals(volume=8, net=D("46.50"))
+    assert journal_totals(day) == Totals(volume=7, net=D("51.50"))  # S3's void call not counted
     assert journal_totals([]) == Totals(0, D(0))
 
 
