@@ -243,6 +243,14 @@ class BackendNotSent(BackendError):
     default_code = ReturnCode.BACKEND_NOT_SENT
 
 
+class ReconcileFailed(BackendError):
+    """The end of day stopped: the backend was not reached, gave no usable answer, or refused a request.
+
+    The requests made are journaled with their result; ``misbridge reconcile`` exits 1 and a
+    re-run makes new requests under new traceNos.
+    """
+
+
 class BackendOutcomeUnknown(BackendError):
     """The request may have been processed: read timeout, reset, bad reply, bad signature...
 

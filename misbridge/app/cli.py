@@ -1,4 +1,4 @@
-"""The ``misbridge`` command: serve, demo, check-config, journal, probe, conformance and pad."""
+"""The ``misbridge`` command: serve, demo, check-config, status, journal, reconcile, probe, conformance and pad."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import tempfile
+from datetime import date
 from pathlib import Path
 
 from loguru import logger
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, required=True)
     _add_status_parser(commands)
     _add_journal_parser(commands)
+    _add_reconcile_parser(commands)
     probe = commands.add_parser(
         "probe", help="list serial ports and USB PIN pads; --try URL asks a pad for its DEVICE_INFO"
     )
@@ -113,6 +115,33 @@ def _add_status_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "--timeout", type=_seconds, default=DEFAULT_TIMEOUT_S,
         help=f"seconds to wait for the answer (default {DEFAULT_TIMEOUT_S:g})",
     )  # fmt: skip
+
+
+def _add_reconcile_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    command = commands.add_parser(
+        "reconcile", help="end of day: upload a business day to e-Buy (batchUpload), compare, and report",
+        description="Upload the business day's transactions with batchUpload, ask the summary, and report "
+        "every record the backend disagrees about with what to do (docs/operations.md, 'End of day'). "
+        "The report is printed and written as JSON and CSV under <journal directory>/reports/<date>/. "
+        "Exit status: 0 everything matches, 3 mismatches, 1 backend unreachable or failed (run again), "
+        "2 configuration or usage error.",
+    )  # fmt: skip
+    command.add_argument(
+        "--date", type=_business_date, help="business day YYYY-MM-DD (default: the last complete business day)"
+    )
+    command.add_argument(
+        "--config",
+        type=Path,
+        help="TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)",
+    )
+    command.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+
+def _business_date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date YYYY-MM-DD") from None
 
 
 def _seconds(text: str) -> float:
@@ -200,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             from misbridge.app.provision import provision_pad
 
             return asyncio.run(provision_pad(settings, sys.stdout))
+        if args.command == "reconcile":
+            return _reconcile(args)
         if args.command == "probe":
             configure_logging("CRITICAL")
             from misbridge.tools.probe import run_probe
@@ -318,6 +349,15 @@ def _journal_resolve(path: Path, trace_no: str, outcome: str, note: str) -> int:
     closed = "; its reversal is closed (done)" if reversal == "done" else ""
     print(f"{trace_no}: needs_manual -> {state} (resolve_{outcome}){closed}; note: {note}")
     return 0
+
+
+def _reconcile(args: argparse.Namespace) -> int:
+    """``misbridge reconcile``: 0 matched, 3 mismatches, 1 backend unreachable or failed, 2 usage error."""
+    settings = load_settings(_config_path(args.config))
+    configure_logging("ERROR")  # the report is the output; the backend client's info lines would break it
+    from misbridge.app.reconcile import run_reconcile
+
+    return asyncio.run(run_reconcile(settings, sys.stdout, day=args.date, as_json=args.json, err=sys.stderr))
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -10,6 +10,11 @@ moves no money, so it is not a ``backend_calls`` row; its traceNo is barred all 
 No key material is stored, ever: a row is the traceNo, the kind, the state, the return code,
 the issued key's check value (a KCV is printed on key forms; it does not reveal the key) and
 two times. The wrapped key goes from the backend to the pad and nowhere else.
+
+Since schema v7 the end of day's own ``batchUpload`` and ``summary`` requests (``misbridge
+reconcile``) are rows here too: like a key request they have no original and move no money,
+and they need exactly the same guarantees (a traceNo committed before sending, never reused,
+one result). Their replies are not kept here: the reconcile report files are their record.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ class KeyCalls(JournalBase):
     """The key requests misbridge originates: traceNo allocation, their results, the latest ones."""
 
     async def allocate_key_call(self, kind: KeyCallKind, *, local_now: datetime | None = None) -> str:
-        """Allocate a new traceNo for a ``kind`` key request (``downloadKey`` or ``signIn``); return it.
+        """Allocate a new traceNo for a ``kind`` request (``downloadKey``, ``signIn``, ``batchUpload``, ``summary``).
 
         The traceNo is made as :meth:`~misbridge.journal.calls.BackendCalls.allocate_call` makes
         one, from the same counter: ``local_now`` (by default the journal clock in local time)
@@ -77,9 +82,7 @@ class KeyCalls(JournalBase):
             )
         if key_kcv is not None and not _KCV.fullmatch(key_kcv):
             raise JournalError("journal record_key_call_result: key_kcv must be 6 uppercase hex characters")
-        await self._run(
-            "record_key_call_result", _record_result, trace_no, result, return_code, key_kcv, self._now()
-        )
+        await self._run("record_key_call_result", _record_result, trace_no, result, return_code, key_kcv, self._now())
 
     async def last_sign_in(self) -> KeyCallRecord | None:
         """The newest approved sign-in that recorded its key's KCV, or None.
@@ -90,7 +93,7 @@ class KeyCalls(JournalBase):
         return await self._run("last_sign_in", _select_last_sign_in)
 
     async def key_calls(self, limit: int = _DEFAULT_LIMIT) -> list[KeyCallRecord]:
-        """The latest ``limit`` key requests, newest first.
+        """The latest ``limit`` requests of this table (key requests and, since v7, the end of day's), newest first.
 
         Raises:
             JournalError: ``limit`` is negative, the read failed or a row is corrupt.

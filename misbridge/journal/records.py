@@ -49,8 +49,9 @@ CallState = Literal["sent", "answered", "unknown"]
 """Where an originated request stands: ``sent`` (committed before the first byte), then
 ``answered`` or ``unknown`` (no usable reply: it may or may not have been processed)."""
 
-KeyCallKind = Literal["downloadKey", "signIn"]
-"""A key request misbridge originates: ``DownloadKey`` (the master key) or the daily sign-in (the working key)."""
+KeyCallKind = Literal["downloadKey", "signIn", "batchUpload", "summary"]
+"""A request without an original misbridge originates: ``DownloadKey`` (the master key), the daily
+sign-in (the working key), or the end of day's ``batchUpload`` and ``summary`` (schema v7)."""
 
 ReversalState = Literal["pending", "done", "needs_manual"]
 """Where a reversal queue entry stands; ``done`` is final."""

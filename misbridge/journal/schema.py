@@ -36,6 +36,10 @@ Versions:
    traceNos are barred like a call's (triggers refuse a transaction, call or query with one, and a
    key request with a used traceNo). The ``purges`` table becomes part of the schema and counts
    the ``key_calls`` rows a purge deletes.
+7. ``key_calls.kind`` gains ``batchUpload`` and ``summary`` (issue 15, ``misbridge reconcile``):
+   the end of day's own requests are numbered, barred and given one result exactly like a key
+   request; they too have no original and move no money. The table is rebuilt with its rows, as
+   version 5 rebuilt ``backend_calls``.
 """
 
 from __future__ import annotations
@@ -67,12 +71,13 @@ __all__ = [
     "schema_v4",
     "schema_v5",
     "schema_v6",
+    "schema_v7",
 ]
 
 FINAL_STATES: Final[tuple[str, ...]] = ("approved", "declined", "aborted", "voided")
 """States no transaction may leave; enforced by the ``transactions_final_is_final`` trigger."""
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 """The ``PRAGMA user_version`` that :func:`migrate` brings a database to."""
 
 TRACE_SERIAL: Final = "trace_serial"
@@ -94,8 +99,10 @@ POS_INQUIRY_STATES: Final[tuple[str, ...]] = CALL_STATES
 POS_QUERY_ACTIONS: Final[tuple[str, ...]] = ("ecouponInquiry", "summary", "batchUpload")
 """The actions whose requests are ``pos_queries`` rows (``pos_queries.action``)."""
 
-KEY_CALL_KINDS: Final[tuple[str, ...]] = ("downloadKey", "signIn")
-"""The key requests misbridge originates (``key_calls.kind``, since version 6)."""
+KEY_CALL_KINDS: Final[tuple[str, ...]] = ("downloadKey", "signIn", "batchUpload", "summary")
+"""The requests without an original misbridge originates (``key_calls.kind``): the key requests since
+version 6, the end of day's ``batchUpload`` and ``summary`` since version 7."""
+_V6_KEY_CALL_KINDS: Final[tuple[str, ...]] = ("downloadKey", "signIn")
 
 PURGES_TABLE: Final = """CREATE TABLE IF NOT EXISTS purges (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -408,6 +415,36 @@ def _trace_no_not_keyed(table: str) -> str:
             END"""  # noqa: S608 - table is a literal of schema_v6
 
 
+def _key_calls_table(name: str, kinds: Sequence[str]) -> str:
+    return f"""CREATE TABLE {name} (
+            trace_no    TEXT PRIMARY KEY NOT NULL,
+            kind        TEXT NOT NULL CHECK (kind IN ({_sql_list(kinds, _ACTION_NAME)})),
+            state       TEXT NOT NULL CHECK (state IN ({_sql_list(CALL_STATES)})),
+            return_code TEXT,
+            key_kcv     TEXT CHECK (key_kcv IS NULL OR (length(key_kcv) = 6 AND NOT key_kcv GLOB '*[^0-9A-F]*')),
+            created_at  TEXT NOT NULL,
+            updated_at  TEXT NOT NULL
+        ) STRICT"""
+
+
+_KEY_CALLS_NEW: Final = """CREATE TRIGGER key_calls_trace_no_is_new
+            BEFORE INSERT ON key_calls
+            WHEN EXISTS (SELECT 1 FROM transactions WHERE trace_no = NEW.trace_no)
+              OR EXISTS (SELECT 1 FROM backend_calls WHERE trace_no = NEW.trace_no)
+              OR EXISTS (SELECT 1 FROM pos_inquiries
+                         WHERE trace_no = NEW.trace_no OR original_trace_no = NEW.trace_no)
+              OR EXISTS (SELECT 1 FROM pos_queries WHERE trace_no = NEW.trace_no)
+            BEGIN
+                SELECT RAISE(ABORT, 'traceNo is already used');
+            END"""
+_KEY_CALLS_RESULT_FINAL: Final = """CREATE TRIGGER key_calls_result_is_final
+            BEFORE UPDATE ON key_calls
+            WHEN OLD.state <> 'sent'
+            BEGIN
+                SELECT RAISE(ABORT, 'key request already has its result');
+            END"""
+
+
 def schema_v6(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
     """The statements that take version 5 to version 6: misbridge's own key requests (issue 14).
 
@@ -425,34 +462,33 @@ def schema_v6(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
     """
     del final_states  # same signature as schema_v1
     return [
-        f"""CREATE TABLE key_calls (
-            trace_no    TEXT PRIMARY KEY NOT NULL,
-            kind        TEXT NOT NULL CHECK (kind IN ({_sql_list(KEY_CALL_KINDS, _ACTION_NAME)})),
-            state       TEXT NOT NULL CHECK (state IN ({_sql_list(CALL_STATES)})),
-            return_code TEXT,
-            key_kcv     TEXT CHECK (key_kcv IS NULL OR (length(key_kcv) = 6 AND NOT key_kcv GLOB '*[^0-9A-F]*')),
-            created_at  TEXT NOT NULL,
-            updated_at  TEXT NOT NULL
-        ) STRICT""",
-        """CREATE TRIGGER key_calls_trace_no_is_new
-            BEFORE INSERT ON key_calls
-            WHEN EXISTS (SELECT 1 FROM transactions WHERE trace_no = NEW.trace_no)
-              OR EXISTS (SELECT 1 FROM backend_calls WHERE trace_no = NEW.trace_no)
-              OR EXISTS (SELECT 1 FROM pos_inquiries
-                         WHERE trace_no = NEW.trace_no OR original_trace_no = NEW.trace_no)
-              OR EXISTS (SELECT 1 FROM pos_queries WHERE trace_no = NEW.trace_no)
-            BEGIN
-                SELECT RAISE(ABORT, 'traceNo is already used');
-            END""",
-        """CREATE TRIGGER key_calls_result_is_final
-            BEFORE UPDATE ON key_calls
-            WHEN OLD.state <> 'sent'
-            BEGIN
-                SELECT RAISE(ABORT, 'key request already has its result');
-            END""",
+        _key_calls_table("key_calls", _V6_KEY_CALL_KINDS),
+        _KEY_CALLS_NEW,
+        _KEY_CALLS_RESULT_FINAL,
         *(_trace_no_not_keyed(table) for table in ("transactions", "backend_calls", "pos_queries")),
         PURGES_TABLE,
         "ALTER TABLE purges ADD COLUMN key_calls INTEGER NOT NULL DEFAULT 0",
+    ]
+
+
+def schema_v7(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
+    """The statements that take version 6 to version 7: ``key_calls.kind`` gains ``batchUpload`` and ``summary``.
+
+    The table is rebuilt with its rows, as :func:`schema_v5` rebuilt ``backend_calls``: dropping
+    it drops its own two triggers, which are made again; the other tables' triggers that name
+    ``key_calls`` resolve to the new table by name (``legacy_alter_table``).
+    """
+    del final_states  # same signature as schema_v1
+    columns = "trace_no, kind, state, return_code, key_kcv, created_at, updated_at"
+    return [
+        "PRAGMA legacy_alter_table = ON",
+        _key_calls_table("key_calls_v7", KEY_CALL_KINDS),
+        f"INSERT INTO key_calls_v7 ({columns}) SELECT {columns} FROM key_calls",  # noqa: S608 - constants
+        "DROP TABLE key_calls",
+        "ALTER TABLE key_calls_v7 RENAME TO key_calls",
+        "PRAGMA legacy_alter_table = OFF",
+        _KEY_CALLS_NEW,
+        _KEY_CALLS_RESULT_FINAL,
     ]
 
 
@@ -463,6 +499,7 @@ _MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {
     4: schema_v4,
     5: schema_v5,
     6: schema_v6,
+    7: schema_v7,
 }
 """Statements that take a database from version ``n - 1`` to version ``n``."""
 

@@ -25,6 +25,7 @@ from misbridge.journal.schema import (
     schema_v3,
     schema_v4,
     schema_v5,
+    schema_v6,
 )
 from misbridge.journal.store import BarredTraceNoError
 from tests.seeding import seed_transaction
@@ -82,7 +83,7 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
     assert not V2_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 6
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
         assert await journal.count() == 2
         old = await journal.get("OLD1")
         assert old is not None
@@ -230,7 +231,7 @@ async def test_v3_file_is_migrated_keeps_its_rows_and_gains_the_queries(db_path:
     assert not V4_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 6
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
         assert await journal.count() == 2
         old = await journal.forwarded_inquiry("INQ0")
         assert old is not None
@@ -291,7 +292,7 @@ async def test_v4_file_is_migrated_keeps_its_calls_and_guards_and_takes_an_optio
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 4")
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 6
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
         assert [(c.trace_no, c.kind, c.return_code) for c in await journal.calls("OLD1")] == [
             ("202604301000020000000001", "inquiry", "25")
         ]
@@ -355,7 +356,7 @@ async def test_v5_file_is_migrated_keeps_every_row_and_gains_the_key_calls(db_pa
     assert all(before[name] for name in ("transactions", "backend_calls", "pos_inquiries", "pos_queries", "purges"))
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 6
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
         assert snapshot(db_path) == before
         assert await journal.key_calls() == []
         trace_no = await journal.allocate_key_call("signIn")
@@ -397,3 +398,43 @@ async def test_a_failed_v6_step_leaves_a_whole_v5_file(db_path: Path) -> None:
     async with await Journal.open(db_path) as journal:
         assert (await journal.settings()).schema_version == SCHEMA_VERSION
         assert snapshot(db_path) == before
+
+
+async def test_v6_file_is_migrated_keeps_its_key_calls_and_takes_the_end_of_days_calls(db_path: Path) -> None:
+    write_v5_file(db_path)
+    at = "2026-04-30T10:00:06.000000+00:00"
+    with raw(db_path) as conn:
+        with immediate_transaction(conn):
+            for statement in schema_v6():
+                conn.execute(statement)
+            conn.execute("PRAGMA user_version = 6")
+        with immediate_transaction(conn):
+            conn.execute("UPDATE counters SET value = 3 WHERE name = 'trace_serial'")
+            conn.execute(
+                "INSERT INTO key_calls (trace_no, kind, state, return_code, key_kcv, created_at, updated_at)"
+                " VALUES ('202604301000060000000003', 'signIn', 'answered', '00', 'ABC123', ?, ?)",
+                (at, at),
+            )
+        with pytest.raises(sqlite3.IntegrityError):  # version 6 knows only the key requests
+            conn.execute(
+                "INSERT INTO key_calls (trace_no, kind, state, created_at, updated_at)"
+                " VALUES ('X1', 'batchUpload', 'sent', ?, ?)",
+                (at, at),
+            )
+    async with await Journal.open(db_path) as journal:
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
+        [kept] = await journal.key_calls()
+        assert (kept.trace_no, kept.kind, kept.key_kcv) == ("202604301000060000000003", "signIn", "ABC123")
+        upload = await journal.allocate_key_call("batchUpload")
+        summary = await journal.allocate_key_call("summary")
+        assert [serial_of(upload), serial_of(summary)] == [4, 5], "the serial carries on from version 6's"
+        with pytest.raises(BarredTraceNoError, match="key request"):  # barred like a key request's
+            await add_transaction(journal, upload, "received")
+        await journal.record_key_call_result(upload, "answered", "00")
+        with pytest.raises(JournalError, match="already 'answered'"):  # and one result
+            await journal.record_key_call_result(upload, "unknown", None)
+        assert await journal.integrity_check() == "ok"
+    with raw(db_path) as conn:
+        names = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master")}
+    assert {"key_calls_trace_no_is_new", "key_calls_result_is_final", "transactions_trace_no_not_keyed"} <= names
+    assert "key_calls_v7" not in names

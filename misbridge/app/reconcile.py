@@ -1,0 +1,316 @@
+"""``misbridge reconcile``: upload a business day to the backend, compare, and write the report.
+
+The end of day (docs/operations.md, "End of day"): the day's records
+(:func:`misbridge.core.endofday.day_records`) go up with ``batchUpload`` in calls of at most
+``reconcile.batch_size`` records, then ``summary`` is asked; :mod:`misbridge.core.reconcile`
+compares. Every request has its own traceNo from the journal's one counter, committed before
+it leaves and given its one result after (``key_calls`` rows of kind ``batchUpload`` and
+``summary``, schema v7), so a traceNo the backend may have seen is never sent again, crash or
+not. Uploading changes nothing in the journal's transactions: a re-run of the same day makes
+new calls and a new report file, and that is all.
+
+The report goes to standard output (a table, or ``--json``) and, as JSON and CSV, to
+``<journal directory>/reports/<business date>/reconcile-<run time>.json|.csv``, each written to
+a temporary name, flushed to disk and only then given its name, so a crash never leaves half a
+report.
+
+Exit status: 0 everything matches, 3 mismatches, 1 the backend could not be reached or failed
+mid-way (the calls made are journaled; run again), 2 a configuration or usage error.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Final, TextIO
+
+from loguru import logger
+
+from misbridge.app.daemon import load_signing_key
+from misbridge.backend.client import BackendClient, BackendReply
+from misbridge.config.settings import Settings
+from misbridge.core.endofday import BusinessDay, DayRecords, business_day, business_day_at, day_records
+from misbridge.core.reconcile import (
+    CSV_COLUMNS,
+    ReconcileReport,
+    SummaryTotals,
+    Totals,
+    compare,
+    journal_totals,
+)
+from misbridge.ebuy import jsonio
+from misbridge.errors import BackendError, ConfigError, JournalError, ReconcileFailed
+from misbridge.journal.records import KeyCallKind
+from misbridge.journal.store import Journal
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_USAGE",
+    "MATCH_WINDOW",
+    "last_complete_day",
+    "reconcile",
+    "report_paths",
+    "run_reconcile",
+]
+
+#: Exit status: the backend could not be reached, or failed mid-way.
+EXIT_FAILED: Final = 1
+#: Exit status: a configuration or usage error.
+EXIT_USAGE: Final = 2
+#: batchUpload matches only the transactions of the last 7 days (book §11.2).
+MATCH_WINDOW: Final = timedelta(days=7)
+_RUN_TIME_FORMAT: Final = "%Y%m%dT%H%M%S%fZ"
+
+
+@dataclass(frozen=True)
+class _Summary:
+    trace_no: str
+    totals: SummaryTotals
+
+
+def last_complete_day(settings: Settings, now: datetime) -> date:
+    """The last business day that has ended at ``now`` (aware): the one before ``now``'s own."""
+    reconcile = settings.reconcile
+    return business_day_at(now, reconcile.cut_off_time(), reconcile.zone()) - timedelta(days=1)
+
+
+async def run_reconcile(
+    settings: Settings,
+    out: TextIO,
+    *,
+    day: date | None = None,
+    as_json: bool = False,
+    now: datetime | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """``misbridge reconcile``: 0 matched, 3 mismatches, 1 backend unreachable or failed, 2 usage error.
+
+    ``day`` defaults to :func:`last_complete_day`; ``now`` (aware, default the clock) is when
+    the run happens. The report goes to ``out``; the reason of a 1 or 2 to ``err`` (default
+    ``out``) as one line starting ``misbridge:``.
+
+    Raises:
+        ConfigError: the settings are unusable (no signing key, a bad time zone): exit 2.
+    """
+    now = datetime.now(UTC) if now is None else now
+    err = out if err is None else err
+    try:
+        chosen = last_complete_day(settings, now) if day is None else day
+        window = business_day(settings.reconcile, chosen)
+    except ValueError as bad_zone:
+        raise ConfigError(f"reconcile.time_zone: {bad_zone}") from bad_zone
+    refusal = _refusal(window, now, settings.journal.path)
+    if refusal is not None:
+        print(f"misbridge: {refusal}", file=err)
+        return EXIT_USAGE
+    try:
+        report = await reconcile(settings, window, now)
+    except ReconcileFailed as failed:
+        print(
+            f"misbridge: {failed.message}; the calls made are in the journal, run misbridge reconcile again", file=err
+        )
+        return EXIT_FAILED
+    except JournalError as broken:
+        print(f"misbridge: {broken}", file=err)
+        return EXIT_FAILED
+    try:
+        json_path, csv_path = write_report(report, report_paths(settings.journal.path, report))
+    except OSError as unwritable:
+        print(f"misbridge: the report could not be written: {unwritable}", file=err)
+        return EXIT_FAILED
+    print(jsonio.pretty(report.to_json()) if as_json else report.table(), file=out)
+    if not as_json:
+        print(f"report: {json_path}\n        {csv_path}", file=out)
+    return report.exit_status
+
+
+def _refusal(window: BusinessDay, now: datetime, journal_path: Path) -> str | None:
+    if window.end > now:
+        return f"business day {window.business_date} has not ended yet (it ends {window.end.isoformat()})"
+    if now - window.begin > MATCH_WINDOW:
+        return f"business day {window.business_date} is older than 7 days: batchUpload matches only the last 7 days"
+    if not journal_path.is_file():
+        return f"journal {journal_path} does not exist (journal.path)"
+    return None
+
+
+async def reconcile(settings: Settings, window: BusinessDay, now: datetime) -> ReconcileReport:
+    """Upload business day ``window``, ask the summary, compare: the report (no file written).
+
+    Raises:
+        ConfigError: no signing key while signing is on.
+        ReconcileFailed: the backend could not be reached, or answered a request with a refusal
+            or a reply this cannot read.
+        JournalError: the journal could not be read or written.
+    """
+    signing_key = load_signing_key(settings)
+    async with await Journal.open(settings.journal.path) as journal:
+        records = await day_records(journal, window)
+        backend = BackendClient(settings.backend, settings.identity, signing_key)
+        try:
+            statuses, upload_trace_nos = await _upload(journal, backend, records, settings.reconcile.batch_size)
+            summary = await _summary(journal, backend)
+        finally:
+            await backend.aclose()
+        order_nos = await _order_nos(journal, records, statuses)
+        self_voided = await _self_voided(journal, records)
+    matched, mismatches = compare(records.records, statuses, order_nos)
+    return ReconcileReport(
+        business_date=window.business_date,
+        run_at=now,
+        begin_time=window.begin_time,
+        end_time=window.end_time,
+        upload_trace_nos=tuple(upload_trace_nos),
+        summary_trace_no=summary.trace_no,
+        uploaded=len(records.records),
+        matched=matched,
+        mismatches=tuple(mismatches),
+        set_aside=records.set_aside,
+        journal=journal_totals(records.records, self_voided),
+        backend=summary.totals,
+    )
+
+
+async def _upload(
+    journal: Journal, backend: BackendClient, records: DayRecords, size: int
+) -> tuple[dict[str, int], list[str]]:
+    """Every batch up; the status answered per traceNo and the calls' traceNos, in order."""
+    statuses: dict[str, int] = {}
+    trace_nos: list[str] = []
+    window = records.day
+    for batch in records.batches(size):
+        body = {
+            "transCount": len(batch),
+            "beginTime": window.begin_time,
+            "endTime": window.end_time,
+            "transRecord": batch,
+        }
+        trace_no, reply = await _call(journal, backend, "batchUpload", body)
+        trace_nos.append(trace_no)
+        statuses.update(_statuses(trace_no, reply.body))
+    return statuses, trace_nos
+
+
+async def _summary(journal: Journal, backend: BackendClient) -> _Summary:
+    trace_no, reply = await _call(journal, backend, "summary", {})
+    try:
+        totals = Totals(int(reply.body["volume"]), _amount(reply.body["totalAmount"]))
+        return _Summary(trace_no, SummaryTotals(totals, str(reply.body["beginDate"]), str(reply.body["endDate"])))
+    except (KeyError, TypeError, ValueError, ArithmeticError) as err:
+        raise ReconcileFailed(f"summary {trace_no}: the reply has no readable volume/totalAmount ({err})") from err
+
+
+def _amount(value: object) -> Decimal:
+    """An amount of a reply: a Decimal (:mod:`misbridge.ebuy.jsonio` reads numbers so) or a numeric string."""
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+async def _call(
+    journal: Journal, backend: BackendClient, kind: KeyCallKind, body: Mapping[str, Any]
+) -> tuple[str, BackendReply]:
+    """One request under a new journaled traceNo, its result recorded; the approved reply.
+
+    Raises:
+        ReconcileFailed: not reached, outcome unknown, or a refusal (returnCode not "00").
+    """
+    trace_no = await journal.allocate_key_call(kind)  # committed before anything leaves
+    try:
+        reply = await backend.submit(kind, {"traceNo": trace_no, **body})
+    except BackendError as err:
+        await journal.record_key_call_result(trace_no, "unknown", None)
+        raise ReconcileFailed(f"{kind} {trace_no}: the backend could not be reached or gave no answer ({err})") from err
+    await journal.record_key_call_result(trace_no, "answered", reply.return_code)
+    if not reply.approved:
+        described = reply.body.get("returnDesc", "")
+        raise ReconcileFailed(f"{kind} {trace_no}: the backend refused it: {reply.return_code} {described}".rstrip())
+    logger.info("reconcile {} {} answered", kind, trace_no)
+    return trace_no, reply
+
+
+def _statuses(trace_no: str, body: Mapping[str, Any]) -> dict[str, int]:
+    entries = body.get("transRecord")
+    if not isinstance(entries, list):
+        raise ReconcileFailed(f"batchUpload {trace_no}: the reply has no transRecord list")
+    statuses: dict[str, int] = {}
+    for entry in entries:
+        try:
+            status = entry["status"]
+            if isinstance(status, bool):
+                raise TypeError("status is a boolean")
+            statuses[str(entry["traceNo"])] = int(status)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ReconcileFailed(f"batchUpload {trace_no}: a transRecord of the reply is unreadable ({err})") from err
+    return statuses
+
+
+async def _order_nos(journal: Journal, records: DayRecords, statuses: Mapping[str, int]) -> dict[str, str]:
+    """The journal's orderNo of each record the backend disagrees about, by backend traceNo."""
+    order_nos: dict[str, str] = {}
+    for record in records.records:
+        if statuses.get(record.trace_no) == int(record.status):
+            continue
+        found = await journal.get(record.journal_trace_no)
+        answer = (found.response if found is not None else None) or {}
+        order_nos[record.trace_no] = str(answer.get("orderNo") or "")
+    return order_nos
+
+
+async def _self_voided(journal: Journal, records: DayRecords) -> set[str]:
+    """The backend traceNos of the day's sales misbridge voided itself: an approved void call of its own."""
+    voided: set[str] = set()
+    for record in records.records:
+        if record.state != "voided":
+            continue
+        calls = await journal.calls(record.journal_trace_no)
+        if any(call.kind == "void" and call.return_code == "00" for call in calls):
+            voided.add(record.trace_no)
+    return voided
+
+
+def report_paths(journal_path: Path, report: ReconcileReport) -> tuple[Path, Path]:
+    """Where ``report``'s JSON and CSV go: ``<journal dir>/reports/<date>/reconcile-<run time UTC>.json|.csv``."""
+    folder = journal_path.parent / "reports" / report.business_date.isoformat()
+    stem = f"reconcile-{report.run_at.astimezone(UTC).strftime(_RUN_TIME_FORMAT)}"
+    return folder / f"{stem}.json", folder / f"{stem}.csv"
+
+
+def write_report(report: ReconcileReport, paths: Sequence[Path]) -> tuple[Path, Path]:
+    """Write ``report`` as JSON and CSV to ``paths`` atomically; the paths written.
+
+    Raises:
+        OSError: the state directory is not writable, or the run's file exists already.
+    """
+    json_path, csv_path = paths
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(json_path, jsonio.pretty(report.to_json()) + "\n")
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
+    writer.writeheader()
+    writer.writerows(report.csv_rows())
+    _write_atomically(csv_path, text.getvalue())
+    return json_path, csv_path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """``text`` to ``path`` via a temporary name, flushed to disk, then linked in; never over an existing file."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("x", encoding="utf-8", newline="") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        # A hard link, unlike a rename, refuses an existing name: a run file is never replaced.
+        os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the new name itself survives a crash
+    finally:
+        os.close(directory)

@@ -1,0 +1,395 @@
+"""``misbridge reconcile`` against the real backend simulator and a real journal.
+
+The days that must match or disagree are made of real sales: a POS sends them through the
+daemon, the pad simulator on a pty, the backend simulator over HTTP (each test has its own
+bench, so the backend's ``summary``, which counts since the previous summary, sees only the
+test's own day). The backend is told to disagree about chosen traceNos (``/_sim/disagree``).
+The 12 000-record day and the subprocess runs use seeded journal rows (raw SQL, as the end of
+day's unit tests do, or the journal's own writes), honest there because what is checked is the
+upload and the report, and the backend then answers 4 (it never saw them).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import io
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from misbridge.api.pos_client import envelope_for, socket_request
+from misbridge.app.reconcile import report_paths, run_reconcile, write_report
+from misbridge.app.simulated import launched_backend, simulated_daemon, write_signing_key
+from misbridge.config.settings import ReconcileSettings, Settings
+from misbridge.core.kinds import TABLES
+from misbridge.core.machine import kind_of
+from misbridge.core.reconcile import ReconcileReport, SummaryTotals, Totals
+from misbridge.ebuy import jsonio
+from misbridge.ebuy.examples import card_redemption_request
+from misbridge.journal import Journal, TransactionRecord
+from misbridge.journal.records import iso_utc, request_hash
+from tests.integration.conftest import Bench, bench_settings, new_trace_no
+from tests.seeding import events_to, seed_transaction
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+D = Decimal
+
+
+def far_from_cut_off(now: datetime) -> ReconcileSettings:
+    """``[reconcile]`` whose business day holds ``now`` with hours to spare on both sides.
+
+    The zone is chosen so local time is about noon and the cut-off is 04:00: the test's sales
+    never straddle two business days, whenever (UTC) the test runs.
+    """
+    offset = 12 - now.astimezone(UTC).hour  # hours east of UTC that make it about noon
+    zone = "Etc/UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # Etc/GMT-3 is UTC+3
+    return ReconcileSettings(cut_off="04:00", time_zone=zone)
+
+
+def reconcile_settings(base: Settings, now: datetime, **backend: Any) -> Settings:
+    """``base`` with :func:`far_from_cut_off` and, optionally, backend settings changed."""
+    update: dict[str, Any] = {"reconcile": far_from_cut_off(now)}
+    if backend:
+        update["backend"] = base.backend.model_copy(update=backend)
+    return base.model_copy(update=update)
+
+
+def today_of(settings: Settings, now: datetime) -> tuple[date, datetime]:
+    """The business date holding ``now``, and a moment just after that day ends (when to reconcile it)."""
+    local = now.astimezone(ZoneInfo(settings.reconcile.time_zone))
+    day = local.date() if local.hour >= 4 else local.date() - timedelta(days=1)
+    end = datetime.combine(day + timedelta(days=1), settings.reconcile.cut_off_time(), tzinfo=local.tzinfo)
+    return day, end + timedelta(minutes=5)
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
+    """A daemon and both simulators of the test's own (a fresh backend ledger)."""
+    settings = functools.partial(bench_settings, workdir=tmp_path)
+    async with simulated_daemon(tmp_path, settings, pinpad_args=("--timeout-cap", "0.3")) as running:
+        base = f"http://{running.settings.api.host}:{running.daemon.http_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=30) as http:
+            yield Bench(running.daemon, running.sims, http)
+
+
+async def sell(bench: Bench, card: str = "points-cash") -> dict[str, Any]:
+    """One card redemption through the e-Buy socket, the customer presenting ``card``; the answer."""
+    await bench.customer(card)
+    body = card_redemption_request()
+    body["traceNo"] = new_trace_no()
+    answer = await socket_request(bench.host, bench.daemon.socket_port, envelope_for("cardRedemption", body))
+    return answer.body
+
+
+async def disagree(bench: Bench, trace_no: str, told: str, amount: str | None = None) -> None:
+    order: dict[str, str] = {"traceNo": trace_no, "as": told}
+    if amount is not None:
+        order["amount"] = amount
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(f"{bench.sims.backend_base}/_sim/disagree", json=order)
+    assert reply.status_code < 300, reply.text
+
+
+def own_calls(path: Path) -> list[tuple[str, str, str | None]]:
+    """The end of day's journaled requests: (kind, state, returnCode), oldest first."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute(
+            "SELECT kind, state, return_code FROM key_calls WHERE kind IN ('batchUpload', 'summary') ORDER BY rowid"
+        ).fetchall()
+    return [(str(kind), str(state), code) for kind, state, code in rows]
+
+
+def transactions(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute("SELECT * FROM transactions ORDER BY trace_no").fetchall()
+
+
+def report_files(settings: Settings, day: date) -> list[Path]:
+    """The day's report files: JSON first, then CSV, each in run order."""
+    folder = settings.journal.path.parent / "reports" / day.isoformat()
+    found = list(folder.iterdir()) if folder.is_dir() else []
+    return sorted(found, key=lambda path: (path.suffix != ".json", path.name))
+
+
+async def void(bench: Bench, sale: dict[str, Any], card: str = "points-cash") -> dict[str, Any]:
+    """The POS voids ``sale`` through the e-Buy socket, the customer presenting the same card; the answer."""
+    await bench.customer(card)
+    body = {"traceNo": new_trace_no(), "originalTraceNo": sale["traceNo"]}
+    answer = await socket_request(bench.host, bench.daemon.socket_port, envelope_for("voidCardSale", body))
+    return answer.body
+
+
+async def test_a_day_that_matches_exits_0_after_a_backend_down_run_that_exits_1(bench: Bench) -> None:
+    approved = [await sell(bench), await sell(bench), await sell(bench)]
+    declined = await sell(bench, "unknown")
+    voided = await void(bench, approved[2])
+    assert [a["returnCode"] for a in approved] == ["00", "00", "00"]
+    assert declined["returnCode"] == "14"
+    assert voided["returnCode"] == "00", voided
+    now = datetime.now(UTC)
+    settings = reconcile_settings(bench.daemon.settings, now)
+    day, after = today_of(settings, now)
+    journal = settings.journal.path
+    before = transactions(journal)
+
+    # The backend is down (nothing listens on its port): exit 1, the call is journaled, no report.
+    down = reconcile_settings(settings, now, url="http://127.0.0.1:9/ebuyweb-posp", request_deadline_s=1.0)
+    out, err = io.StringIO(), io.StringIO()
+    assert await run_reconcile(down, out, day=day, now=after, err=err) == 1
+    assert "batchUpload" in err.getvalue()
+    assert "run misbridge reconcile again" in err.getvalue()
+    assert own_calls(journal) == [("batchUpload", "unknown", None)]
+    assert report_files(settings, day) == []
+
+    # The backend is back: the re-run matches, with new traceNos.
+    out = io.StringIO()
+    assert await run_reconcile(settings, out, day=day, now=after) == 0, out.getvalue()
+    table = out.getvalue()
+    assert "matched 5, mismatched 0" in table  # the voided sale (6) and its void (1) too
+    assert "totals   journal: 4 transaction(s), net 81.60" in table
+    assert "4 transaction(s), net 81.60  -> agree" in table
+    assert "result: everything matches" in table
+    assert own_calls(journal)[1:] == [("batchUpload", "answered", "00"), ("summary", "answered", "00")]
+    json_file, csv_file = report_files(settings, day)
+    report = json.loads(json_file.read_text(encoding="utf-8"))
+    assert report["matched"] == 5
+    assert report["mismatches"] == []
+    assert report["exitStatus"] == 0
+    assert report["totals"]["journal"] == {"volume": 4, "totalAmount": "81.60"}
+    assert report["totals"]["backend"]["volume"] == 4
+    assert report["totals"]["backend"]["totalAmount"] == "81.60"
+    assert report["totals"]["agree"] is True
+    assert [row["kind"] for row in csv.DictReader(csv_file.open(encoding="utf-8"))] == [
+        "journal_totals",
+        "backend_totals",
+    ]
+
+    # A re-run of the same day writes a new run file and changes no transaction.
+    later = after + timedelta(minutes=1)
+    out = io.StringIO()
+    assert await run_reconcile(settings, out, day=day, now=later, as_json=True) == 0
+    again = json.loads(out.getvalue())
+    assert again["matched"] == 5
+    assert again["totals"]["agree"] is False
+    assert again["totals"]["backend"]["volume"] == 0
+    assert len(report_files(settings, day)) == 4
+    assert transactions(journal) == before
+    assert not [p for p in journal.parent.rglob(".*.tmp")], "no temporary file is left"
+
+
+async def test_every_planted_disagreement_is_a_report_line_with_its_advice(bench: Bench) -> None:
+    sales = [await sell(bench) for _ in range(8)]
+    assert all(sale["returnCode"] == "00" for sale in sales), sales
+    plants = [
+        ("drop", None, "4 not in the backend", "status 4, journal approved: the backend has no record: call e-Buy"),
+        ("amount", "50.00", "2 the backend holds more", "status 2: the backend charged more than the till"),
+        ("amount", "10.00", "3 the backend holds less", "status 3: the backend charged less than the till"),
+        ("reversed", None, "6 reversed", "status 6, journal approved: the backend reversed it"),
+        ("refunded", None, "8 refunded", "status 8, journal approved: the backend holds a refund"),
+        ("failed", None, "5 failed", "status 5, journal approved: the backend says it failed"),
+        ("rolled_back", None, "7 rolled back", "status 7, journal approved: the backend rolled it back"),
+    ]
+    for sale, (told, amount, _, _) in zip(sales, plants, strict=False):
+        await disagree(bench, sale["traceNo"], told, amount)
+    now = datetime.now(UTC)
+    settings = reconcile_settings(bench.daemon.settings, now)
+    day, after = today_of(settings, now)
+
+    out = io.StringIO()
+    assert await run_reconcile(settings, out, day=day, now=after) == 3
+    lines = out.getvalue().splitlines()
+    assert "matched 1, mismatched 7" in out.getvalue()
+    for sale, (_, _, status, what) in zip(sales, plants, strict=False):
+        [index] = [i for i, line in enumerate(lines) if line.startswith(f"  {sale['traceNo']}  ")]
+        assert lines[index].endswith(f"cardRedemption  approved 40.80  ->  {status}"), lines[index]
+        assert lines[index + 1].startswith(f"      what to do: {what}"), lines[index + 1]
+        assert f"orderNo {sale['orderNo']} and traceNo {sale['traceNo']}" in lines[index + 1]
+    assert "8 transaction(s), net 326.40  -> agree" in out.getvalue()  # summary does not see the plants
+    json_file, csv_file = report_files(settings, day)
+    report = json.loads(json_file.read_text(encoding="utf-8"))
+    assert sorted(m["backendStatus"] for m in report["mismatches"]) == [2, 3, 4, 5, 6, 7, 8]
+    rows = list(csv.DictReader(csv_file.open(encoding="utf-8")))
+    assert {row["backend_status"] for row in rows if row["kind"] == "mismatch"} == {"2", "3", "4", "5", "6", "7", "8"}
+
+
+def _insert_approved_sales(path: Path, count: int, at: datetime) -> None:
+    """``count`` approved card redemptions created ``at`` (raw SQL: one write, as the unit tests do)."""
+    created = iso_utc(at)
+    rows = []
+    for index in range(count):
+        trace_no = f"bulk{index:06d}"
+        request = jsonio.dumps({"traceNo": trace_no, "totalAmount": D(index % 100) + D("0.99")})
+        answer = jsonio.dumps({"traceNo": trace_no, "orderNo": f"O{index}", "returnCode": "00", "paidAmount": D("1")})
+        rows.append((trace_no, request, request_hash(jsonio.loads(request)), answer, created, created))
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO transactions (trace_no, action, state, request_json, request_hash, response_json,"
+            " return_code, created_at, updated_at) VALUES (?, 'cardRedemption', 'approved', ?, ?, ?, '00', ?, ?)",
+            rows,
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+async def seed_answered(journal: Journal, record: TransactionRecord, answer: dict[str, Any]) -> None:
+    """``record`` walked to its state by the journal's own writes, its last move recording ``answer``."""
+    kind = kind_of(record.action)
+    state: str = TABLES[kind].initial
+    await journal.record_intent(replace(record, state=state))
+    events = events_to(kind, record.state)
+    for index, event in enumerate(events):
+        state = await journal.record_transition(
+            record.trace_no, state, event, response=answer if index == len(events) - 1 else None
+        )
+
+
+def backend_only_settings(workdir: Path, url: str, key_file: Path, now: datetime) -> Settings:
+    return Settings(
+        backend={"url": url, "signing": {"key_file": key_file}},
+        journal={"path": workdir / "journal.db"},
+        reconcile=far_from_cut_off(now).model_dump(),
+    )
+
+
+async def test_a_day_of_12000_records_goes_up_in_three_batch_uploads(tmp_path: Path) -> None:
+    key_file = write_signing_key(tmp_path)
+    now = datetime.now(UTC)
+    async with launched_backend(tmp_path, key_file) as url:
+        settings = backend_only_settings(tmp_path, url, key_file, now)
+        await (await Journal.open(settings.journal.path)).close()  # the schema
+        _insert_approved_sales(settings.journal.path, 12_000, now)
+        day, after = today_of(settings, now)
+        out = io.StringIO()
+        assert await run_reconcile(settings, out, day=day, now=after, as_json=True) == 3
+    report = jsonio.loads(out.getvalue())
+    assert len(report["batchUploadTraceNos"]) == 3
+    assert report["uploaded"] == 12_000
+    assert len(report["mismatches"]) == 12_000
+    assert own_calls(settings.journal.path) == [("batchUpload", "answered", "00")] * 3 + [("summary", "answered", "00")]
+    assert report["totals"]["journal"] == {"volume": 12_000, "totalAmount": "12000.00"}
+
+
+async def test_the_command_runs_as_a_process(tmp_path: Path) -> None:
+    key_file = write_signing_key(tmp_path)
+    now = datetime.now(UTC)
+    async with launched_backend(tmp_path, key_file) as url:
+        settings = backend_only_settings(tmp_path, url, key_file, now)
+        yesterday = now - timedelta(days=1)  # the last complete business day (the command's default)
+        async with await Journal.open(settings.journal.path) as journal:
+            body = {"traceNo": "SEEDED1", "totalAmount": D("12.34")}
+            answer = {"traceNo": "SEEDED1", "orderNo": "ORD77", "returnCode": "00", "paidAmount": D("12.34")}
+            await seed_answered(
+                journal, TransactionRecord.new("SEEDED1", "cardPayment", "approved", body, now=yesterday), answer
+            )
+            open_body = {**body, "traceNo": "OPEN1"}
+            await seed_transaction(
+                journal, TransactionRecord.new("OPEN1", "cardPayment", "unknown", open_body, now=yesterday)
+            )
+        config = tmp_path / "misbridge.toml"
+        config.write_text(
+            f'[backend]\nurl = "{url}"\n[backend.signing]\nkey_file = "{key_file}"\n'
+            f'[journal]\npath = "{settings.journal.path}"\n'
+            f'[reconcile]\ncut_off = "04:00"\ntime_zone = "{settings.reconcile.time_zone}"\n',
+            encoding="utf-8",
+        )
+        env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+        env.pop("MISBRIDGE_CONFIG", None)
+        run = functools.partial(subprocess.run, capture_output=True, text=True, env=env, timeout=60, check=False)
+        done = run([sys.executable, "-m", "misbridge", "reconcile", "--config", str(config)])
+        assert done.returncode == 3, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "status 4, journal approved: the backend has no record: call e-Buy with orderNo ORD77" in done.stdout
+        assert "OPEN1  cardPayment  unknown: not final (unknown)" in done.stdout
+        assert "report: " in done.stdout
+
+        future = run([sys.executable, "-m", "misbridge", "reconcile", "--config", str(config), "--date", "2999-01-01"])
+        assert (future.returncode, future.stdout) == (2, "")
+        assert "has not ended yet" in future.stderr
+        bad = run([sys.executable, "-m", "misbridge", "reconcile", "--config", str(config), "--date", "May 1"])
+        assert bad.returncode == 2
+        assert "not a date YYYY-MM-DD" in bad.stderr
+        assert "Traceback" not in bad.stderr
+
+
+async def fault(url: str, order: dict[str, Any]) -> None:
+    base = url.split("/ebuyweb-posp")[0]
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(f"{base}/_sim/faults", json=order)
+    assert reply.status_code < 300, reply.text
+
+
+async def test_a_backend_failing_mid_way_exits_1_and_leaves_the_calls_journaled(tmp_path: Path) -> None:
+    key_file = write_signing_key(tmp_path)
+    now = datetime.now(UTC)
+    async with launched_backend(tmp_path, key_file) as url:
+        settings = backend_only_settings(tmp_path, url, key_file, now)
+        settings = settings.model_copy(update={"reconcile": settings.reconcile.model_copy(update={"batch_size": 1})})
+        await (await Journal.open(settings.journal.path)).close()
+        _insert_approved_sales(settings.journal.path, 2, now)
+        day, after = today_of(settings, now)
+        journal = settings.journal.path
+
+        await fault(url, {"action": "summary", "fault": "decline", "code": "96"})
+        err = io.StringIO()
+        assert await run_reconcile(settings, io.StringIO(), day=day, now=after, err=err) == 1
+        assert "summary" in err.getvalue()
+        assert "the backend refused it: 96" in err.getvalue()
+        assert own_calls(journal) == [("batchUpload", "answered", "00")] * 2 + [("summary", "answered", "96")]
+
+        await fault(url, {"action": "upload", "fault": "http-500-after-commit"})
+        err = io.StringIO()
+        assert await run_reconcile(settings, io.StringIO(), day=day, now=after, err=err) == 1
+        assert "could not be reached or gave no answer" in err.getvalue()
+        assert own_calls(journal)[3:] == [("batchUpload", "unknown", None)]
+        assert report_files(settings, day) == []
+
+        assert await run_reconcile(settings, io.StringIO(), day=day, now=after) == 3  # the backend never saw them
+    with sqlite3.connect(journal) as conn:
+        trace_nos = [row[0] for row in conn.execute("SELECT trace_no FROM key_calls")]
+    assert len(trace_nos) == len(set(trace_nos)) == 7, "every call had its own traceNo"
+
+
+def test_a_report_file_is_written_whole_and_never_replaced(tmp_path: Path) -> None:
+    shown = ReconcileReport(
+        business_date=date(2026, 5, 1),
+        run_at=datetime(2026, 5, 2, 4, 5, 6, 789, tzinfo=UTC),
+        begin_time="20260501040000",
+        end_time="20260502035959",
+        upload_trace_nos=(),
+        summary_trace_no="S1",
+        uploaded=0,
+        matched=0,
+        mismatches=(),
+        set_aside=(),
+        journal=Totals(0, D(0)),
+        backend=SummaryTotals(Totals(0, D(0)), "20260501040000", "20260502040000"),
+    )
+    paths = report_paths(tmp_path / "journal.db", shown)
+    assert paths == (
+        tmp_path / "reports/2026-05-01/reconcile-20260502T040506000789Z.json",
+        tmp_path / "reports/2026-05-01/reconcile-20260502T040506000789Z.csv",
+    )
+    write_report(shown, paths)
+    first = paths[0].read_bytes()
+    assert json.loads(first)["exitStatus"] == 0
+    with pytest.raises(FileExistsError):
+        write_report(shown, paths)
+    assert paths[0].read_bytes() == first
+    assert sorted(p.name for p in paths[0].parent.iterdir()) == sorted(p.name for p in paths)  # no temporary left
