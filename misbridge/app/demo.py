@@ -22,6 +22,7 @@ import httpx
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.app.daemon import Daemon
 from misbridge.app.demo_book import BOOK_RUNS
+from misbridge.app.demo_eod import end_of_day_scenario
 from misbridge.app.demo_list import DEMO_SCENARIOS
 from misbridge.app.simulated import Simulators, simulated_daemon, simulated_settings
 from misbridge.config.settings import Settings
@@ -31,6 +32,8 @@ from misbridge.ebuy.examples import card_redemption_request
 from misbridge.errors import ReturnCode
 
 RULE = "-" * 46
+#: The scenarios that run their own requests (every one but the card sale ones of SALE_FAULTS).
+RUNS = {**BOOK_RUNS, "end-of-day": end_of_day_scenario}
 
 
 #: Card sale scenario name -> backend faults scripted before the request.
@@ -95,13 +98,13 @@ async def run_demo(out: TextIO, *, card: str | None = None, scenario: str = "app
             out.write(f"PIN pad simulator   {bench.sims.device_path}\n")
             out.write(f"backend simulator   {bench.sims.backend_url}\n")
             await _print_keys(out, bench.daemon)
-            if scenario in BOOK_RUNS:
+            if scenario in RUNS:
                 host = bench.daemon.settings.api.host
                 out.write(
                     f"misbridge           socket {host}:{bench.daemon.socket_port}, "
                     f"http http://{host}:{bench.daemon.http_port}\n\n"
                 )
-                ended_well = await BOOK_RUNS[scenario](out, bench.daemon)
+                ended_well = await RUNS[scenario](out, bench.daemon)
                 out.write(f"\n{'as expected' if ended_well else 'NOT as expected'}\n")
                 return 0 if ended_well else 1
             await _script_backend_faults(bench.sims.backend_url, SALE_FAULTS[scenario])

@@ -55,7 +55,8 @@ async def trail(out: TextIO, daemon: Daemon, trace_no: str) -> None:
         out.write(f"                    sent as {call['kind']} traceNo {call['traceNo']}: {call['state']}\n")
 
 
-def _sale(suffix: str) -> dict[str, Any]:
+def sale_request(suffix: str) -> dict[str, Any]:
+    """The book's cardRedemption example under a traceNo ending in ``suffix``."""
     body = card_redemption_request()
     body["traceNo"] = f"{body['traceNo'][:-2]}{suffix}"
     return body
@@ -63,11 +64,11 @@ def _sale(suffix: str) -> dict[str, Any]:
 
 async def void_scenario(out: TextIO, daemon: Daemon) -> bool:
     """A card redemption, then its void (the customer presents the same card and PIN again)."""
-    sale = _sale("01")
+    sale = sale_request("01")
     if (await ask(out, daemon, "cardRedemption", sale, f"totalAmount {sale['totalAmount']}"))["returnCode"] != "00":
         return False
     out.write("customer            presents the same card again and enters the PIN: the pad shows VOID\n")
-    void = {"traceNo": _sale("02")["traceNo"], "originalTraceNo": sale["traceNo"]}
+    void = {"traceNo": sale_request("02")["traceNo"], "originalTraceNo": sale["traceNo"]}
     answer = await ask(out, daemon, "voidCardSale", void, f"originalTraceNo {sale['traceNo']}")
     await trail(out, daemon, void["traceNo"])
     return bool(answer["returnCode"] == "00")
@@ -75,13 +76,14 @@ async def void_scenario(out: TextIO, daemon: Daemon) -> bool:
 
 async def refund_scenario(out: TextIO, daemon: Daemon) -> bool:
     """A card redemption refunded 10.80 then the rest; one cent more is refused before the pad."""
-    sale = _sale("11")
+    sale = sale_request("11")
     total = Decimal(str(sale["totalAmount"]))
     if (await ask(out, daemon, "cardRedemption", sale, f"totalAmount {total}"))["returnCode"] != "00":
         return False
     codes = []
     for number, amount in enumerate((Decimal("10.80"), total - Decimal("10.80"), Decimal("0.01")), start=12):
-        body = {"traceNo": _sale(str(number))["traceNo"], "originalTraceNo": sale["traceNo"], "refundAmount": amount}
+        trace_no = sale_request(str(number))["traceNo"]
+        body = {"traceNo": trace_no, "originalTraceNo": sale["traceNo"], "refundAmount": amount}
         if amount != Decimal("0.01"):
             out.write("customer            presents the card and enters the PIN: the pad shows REFUND\n")
         codes.append((await ask(out, daemon, "refundCardSale", body, f"refundAmount {amount}"))["returnCode"])

@@ -17,6 +17,7 @@ DEMO_SCENARIOS: Final[dict[str, str]] = {
     "qrcode": "a QR code sale: the code in the POS's request, paid from the code's balance",
     "options": "a QR sale of an e-coupon with options: the customer chooses one on the pad, then it is paid",
     "day": "a day at the till: every action of the book once or more, alternating the socket and HTTP doors",
+    "end-of-day": "three card sales, the backend told to remember one with another amount, then misbridge reconcile",
 }
 
 

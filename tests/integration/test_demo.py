@@ -57,3 +57,14 @@ def test_the_demo_shows_no_whole_card_number(scenario: str) -> None:
     assert scenario == "void" or f"{pan[:6]}****{pan[-4:]}" in shown  # the receipt's card line
     for card in CARDS.values():
         assert card.pan not in shown, card.masked_pan
+
+
+def test_the_end_of_day_report_names_the_planted_sale_and_the_rest_match() -> None:
+    completed = run_demo("end-of-day")
+    assert completed.returncode == 0, completed.stdout[-4000:]
+    out = completed.stdout
+    assert "uploaded 3 record(s) in 1 batchUpload call(s); matched 2, mismatched 1" in out, out[-3000:]
+    planted = next(line.split()[5] for line in out.splitlines() if line.startswith("backend simulator   told"))
+    assert f"{planted}  cardRedemption  approved 40.80  ->  2 the backend holds more" in out, out[-3000:]
+    assert "the backend charged more than the till (40.80)" in out
+    assert "working key KCV" in out  # the start-up sign-in, shown before the day
