@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from misbridge.app import cli
-from misbridge.app.demo import SALE_FAULTS
+from misbridge.app.demo import RUNS, SALE_FAULTS
 from misbridge.app.demo_book import BOOK_RUNS
 from misbridge.app.demo_list import DEMO_SCENARIOS
 
@@ -24,8 +24,9 @@ def test_every_scenario_is_listed_in_help_with_its_line() -> None:
 
 
 def test_every_listed_scenario_is_run_by_the_demo_and_no_other() -> None:
-    assert set(DEMO_SCENARIOS) == set(SALE_FAULTS) | set(BOOK_RUNS)
-    assert not set(SALE_FAULTS) & set(BOOK_RUNS)
+    assert set(DEMO_SCENARIOS) == set(SALE_FAULTS) | set(RUNS)
+    assert not set(SALE_FAULTS) & set(RUNS)
+    assert set(BOOK_RUNS) | {"end-of-day"} == set(RUNS)
     assert {"void", "refund", "qrcode", "options"} <= set(BOOK_RUNS)
 
 
