@@ -133,6 +133,13 @@ install:
 		-e 's|^Documentation=file:/usr/share/doc/misbridge/|Documentation=file:$(DOCDIR)/|' \
 		systemd/misbridge.service > "$(DESTDIR)$(UNITDIR)/misbridge.service"
 	chmod 0644 "$(DESTDIR)$(UNITDIR)/misbridge.service"
+	sed -e 's|^ExecStart=/usr/bin/misbridge |ExecStart=$(PREFIX)/bin/misbridge |' \
+		-e 's|^Documentation=file:/usr/share/doc/misbridge/|Documentation=file:$(DOCDIR)/|' \
+		systemd/misbridge-reconcile.service > "$(DESTDIR)$(UNITDIR)/misbridge-reconcile.service"
+	chmod 0644 "$(DESTDIR)$(UNITDIR)/misbridge-reconcile.service"
+	sed -e 's|^Documentation=file:/usr/share/doc/misbridge/|Documentation=file:$(DOCDIR)/|' \
+		systemd/misbridge-reconcile.timer > "$(DESTDIR)$(UNITDIR)/misbridge-reconcile.timer"
+	chmod 0644 "$(DESTDIR)$(UNITDIR)/misbridge-reconcile.timer"
 	install -m 0644 udev/99-misbridge-pinpad.rules "$(DESTDIR)$(UDEVRULESDIR)/99-misbridge-pinpad.rules"
 	install -m 0644 packaging/sysusers.conf "$(DESTDIR)$(SYSUSERSDIR)/misbridge.conf"
 	install -m 0644 docs/operations.md "$(DESTDIR)$(DOCDIR)/operations.md"
@@ -148,7 +155,7 @@ install:
 		if [ -S /run/udev/control ]; then udevadm control --reload \
 			&& udevadm trigger --action=add --subsystem-match=tty --subsystem-match=usb; fi; \
 	fi
-	@echo "misbridge installed$(if $(DESTDIR), into $(DESTDIR)). Next: docs/operations.md (configuration, credentials, systemctl enable --now misbridge)."
+	@echo "misbridge installed$(if $(DESTDIR), into $(DESTDIR)). Next: docs/operations.md (configuration, credentials, systemctl enable --now misbridge misbridge-reconcile.timer)."
 
 # Offline checks of the unit and the udev rule with the real tools, installed when missing:
 # systemd-analyze (Debian's systemd), udevadm (udev) and, on Debian 12 whose udevadm 252 has no

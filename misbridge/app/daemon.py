@@ -33,6 +33,7 @@ from misbridge.config.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIA
 from misbridge.config.settings import Settings
 from misbridge.core.health import backend_reachable
 from misbridge.core.keys import KeyKeeper
+from misbridge.core.latest_reconcile import LatestReconcileReader
 from misbridge.core.service import TransactionService
 from misbridge.device.base import PinPadDriver, create_driver
 from misbridge.errors import ConfigError
@@ -85,6 +86,12 @@ def check_bind_address(settings: Settings) -> None:
             "the POS API listens on non-loopback address {}: callers from other machines cannot be identified "
             "and are refused with MB75 (docs/operations.md, 'Who may talk to misbridge')", host,
         )  # fmt: skip
+
+
+def _open_mismatches(reader: LatestReconcileReader) -> int:
+    """The gauge's value: the latest run's mismatches, 0 before the first run."""
+    latest = reader.get()
+    return 0 if latest is None else latest.mismatches
 
 
 def load_signing_key(settings: Settings) -> SecretStr | None:
@@ -191,6 +198,7 @@ class Daemon:
         self._socket_server = PosSocketServer(self._service.handle, settings.api, settings.identity, policy=policy)
         self.socket_port = await self._socket_server.start()
         pinpad = self._pinpad
+        latest = self._service.latest_reconcile
         keys, healthy_within_s = self._keys, settings.backend.healthy_within_s
         self.metrics.watch(
             journal=self._journal,
@@ -200,6 +208,7 @@ class Daemon:
             pad_key_ok=lambda: keys.status.pad_key_ok,
             backend_last_ok_s=keys.reach.last_ok_age_s,
             backend_reachable=lambda: backend_reachable(keys.reach, healthy_within_s),
+            reconcile_mismatches=lambda: _open_mismatches(latest),
         )
         app = create_app(self._service, security, metrics=self.metrics)
         gate = DoorGuard("http", settings.api, policy)

@@ -36,6 +36,7 @@ from misbridge.app.daemon import load_signing_key
 from misbridge.backend.client import BackendClient, BackendReply
 from misbridge.config.settings import Settings
 from misbridge.core.endofday import BusinessDay, DayRecords, business_day, business_day_at, day_records
+from misbridge.core.latest_reconcile import LatestReconcile, latest_path, write_latest
 from misbridge.core.reconcile import (
     CSV_COLUMNS,
     ReconcileReport,
@@ -54,6 +55,7 @@ __all__ = [
     "EXIT_USAGE",
     "MATCH_WINDOW",
     "last_complete_day",
+    "publish_latest",
     "reconcile",
     "report_paths",
     "run_reconcile",
@@ -124,10 +126,44 @@ async def run_reconcile(
     except OSError as unwritable:
         print(f"misbridge: the report could not be written: {unwritable}", file=err)
         return EXIT_FAILED
+    try:
+        publish_latest(settings.journal.path, report, json_path)
+    except OSError as unwritable:
+        # The report is written and its exit status stands; only the daemon's view is stale.
+        print(f"misbridge: warning: {latest_path(settings.journal.path)} not updated: {unwritable}", file=err)
     print(jsonio.pretty(report.to_json()) if as_json else report.table(), file=out)
     if not as_json:
         print(f"report: {json_path}\n        {csv_path}", file=out)
     return report.exit_status
+
+
+def publish_latest(journal_path: Path, report: ReconcileReport, json_path: Path) -> LatestReconcile:
+    """Tell the running daemon about this run (``reports/latest.json``) and raise the alert on mismatches.
+
+    The ERROR line carries ``alert="RECONCILE_MISMATCH"`` like the reversal queue's
+    ``NEEDS_MANUAL``, so the same journald/log-shipper rule catches both; it names the count,
+    the date and the report, never a traceNo (those are in the report).
+
+    Raises:
+        OSError: the reports directory is not writable.
+    """
+    latest = LatestReconcile(
+        business_date=report.business_date,
+        run_at=report.run_at,
+        matched=report.matched,
+        mismatches=len(report.mismatches),
+        report=json_path,
+    )
+    # The alert first: an unwritable latest.json must not swallow it.
+    if latest.mismatches:
+        logger.bind(alert="RECONCILE_MISMATCH").error(
+            "reconcile: {} end-of-day mismatch(es) for {}: see {}",
+            latest.mismatches,
+            latest.business_date.isoformat(),
+            json_path,
+        )
+    write_latest(latest_path(journal_path), latest)
+    return latest
 
 
 def _refusal(window: BusinessDay, now: datetime, journal_path: Path) -> str | None:

@@ -189,6 +189,7 @@ def describe(target: HealthTarget, answer: HealthAnswer) -> str:
         ("backend", _backend_line(backend)),
         ("in flight", _count(body.get("inFlight"), "transaction", "transactions")),
         ("reversals", _reversals_line(_section(body, "reversals"))),
+        ("reconcile", _reconcile_line(_section(body, "reconcile"))),
     ]
     lines += [f"{label:<{_LABEL_WIDTH}} {text}" for label, text in facts if text]
     alerts = body.get("alerts")
@@ -274,6 +275,16 @@ def _reversals_line(reversals: dict[str, Any]) -> str | None:
     manual = reversals.get("needsManual")
     needs = "needs" if manual == 1 else "need"
     return f"{_number(reversals.get('pending'))} pending, {_number(manual)} {needs} a person"
+
+
+def _reconcile_line(reconcile: dict[str, Any]) -> str | None:
+    """The latest end-of-day run: ``2026-05-01: all matched`` or ``2026-05-01: 2 MISMATCHES, see REPORT``."""
+    if not reconcile:
+        return None
+    day, mismatches = _clean(reconcile.get("date", "?")), reconcile.get("mismatches")
+    if mismatches == 0:
+        return f"{day}: all matched"
+    return f"{day}: {_number(mismatches)} MISMATCH(ES), see {_clean(reconcile.get('report', '?'))}"
 
 
 def _count(value: object, one: str, many: str) -> str | None:

@@ -4,7 +4,8 @@ Ready means: the PIN pad link is up and its working-key slot holds today's key, 
 signed in, the backend answered within ``backend.healthy_within_s``, misbridge accepts
 transactions and recovery has finished. When not ready, ``reasons`` says why in a
 technician's words. ``alerts`` lists what needs a person: a reversal in NEEDS_MANUAL never
-clears by itself. Anyone may read ``/health``, so it shows counts and check values, never a
+clears by itself, and neither does the latest end-of-day run's mismatches (``reconcile``)
+until a later run matches. Anyone may read ``/health``, so it shows counts and check values, never a
 traceNo or key material.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from misbridge.core.keys import KeyStatus, Reachability
+from misbridge.core.latest_reconcile import LatestReconcile
 from misbridge.device.base import PinPadDriver
 
 
@@ -46,11 +48,13 @@ async def health_report(
     status: ServiceStatus,
     keys: KeyStatus | None = None,
     backend: BackendView | None = None,
+    reconcile: LatestReconcile | None = None,
 ) -> tuple[bool, dict[str, Any]]:
     """Readiness and the details shown by ``/health``.
 
     ``keys`` and ``backend`` are None only where no keeper runs (core's unit tests): then
-    neither is judged.
+    neither is judged. ``reconcile`` is the latest end-of-day outcome, None before the first
+    run: mismatches are an alert, never a reason, since the pad lane can still sell.
     """
     pad = _pad_view(pinpad)
     reasons = _service_reasons(status)
@@ -72,6 +76,9 @@ async def health_report(
     ready = not reasons
     needs_manual = await reversals.count_reversals("needs_manual")
     alerts = [f"{needs_manual} reversal(s) need manual resolution"] if needs_manual else []
+    end_of_day_alert = reconcile.alert() if reconcile is not None else None
+    if end_of_day_alert is not None:
+        alerts.append(end_of_day_alert)
     detail: dict[str, Any] = {
         "status": "ready" if ready else "not ready",
         "reasons": reasons,
@@ -86,6 +93,12 @@ async def health_report(
         "reversals": {"pending": await reversals.count_reversals("pending"), "needsManual": needs_manual},
         "alerts": alerts,
     }
+    if reconcile is not None:
+        detail["reconcile"] = {
+            "date": reconcile.business_date.isoformat(),
+            "mismatches": reconcile.mismatches,
+            "report": str(reconcile.report),
+        }
     return ready, detail
 
 

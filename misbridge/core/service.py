@@ -31,6 +31,7 @@ import asyncio
 import re
 from collections import ChainMap
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
@@ -45,6 +46,7 @@ from misbridge.core.followups import record_follow_up
 from misbridge.core.health import BackendView, ServiceStatus, health_report
 from misbridge.core.inquiry import InquiryLoop
 from misbridge.core.keys import KeyKeeper
+from misbridge.core.latest_reconcile import LatestReconcileReader, latest_path
 from misbridge.core.machine import TxnState
 from misbridge.core.observe import NoMetrics, TransactionMetrics, timed
 from misbridge.core.passthrough import PASS_THROUGH_ACTIONS, VALUE_ACTIONS, PassThrough
@@ -128,6 +130,8 @@ class TransactionService:
         self._recovery = Recovery(
             journal, self._inquiries, self._reversals, drain_budget_s=settings.resolution.drain_before_sale_s
         )
+        # Written by `misbridge reconcile` (another process) next to the journal; read per /health.
+        self._latest_reconcile = LatestReconcileReader(latest_path(Path(settings.journal.path)))
         self._in_flight: dict[str, InFlight] = {}
         self._follow_up_lock = asyncio.Lock()  # a void/refund's check and intent, one at a time (QR or card)
         self._passthrough = PassThrough(
@@ -185,10 +189,16 @@ class TransactionService:
     async def health(self) -> tuple[bool, dict[str, Any]]:
         """Readiness and details for ``/health`` (:func:`misbridge.core.health.health_report`)."""
         status = ServiceStatus(self._accepting, self._recovering, len(self._in_flight))
+        reconcile = self._latest_reconcile.get()
         if self._keys is None:
-            return await health_report(self._pinpad, self._journal, status)
+            return await health_report(self._pinpad, self._journal, status, reconcile=reconcile)
         backend = BackendView(self._keys.reach, self._settings.backend.healthy_within_s)
-        return await health_report(self._pinpad, self._journal, status, self._keys.status, backend)
+        return await health_report(self._pinpad, self._journal, status, self._keys.status, backend, reconcile=reconcile)
+
+    @property
+    def latest_reconcile(self) -> LatestReconcileReader:
+        """The latest end-of-day outcome as ``/health`` reads it (the metrics scrape shares it)."""
+        return self._latest_reconcile
 
     @property
     def keys(self) -> KeyKeeper | None:

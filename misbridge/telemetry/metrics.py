@@ -9,7 +9,8 @@ layers that record into it, tells it where the journal and the pad are
 Gauges that describe stored state (reversal queue, transactions being resolved, journal
 size) are read from the journal when scraped, so they are right after a restart too; the
 pad's ``connected`` flag, the keys (signed in, the pad's working key) and the backend's
-reachability are read at scrape time as well. Counters and histograms start at
+reachability, and the latest end-of-day run's mismatches (``reports/latest.json``), are read at
+scrape time as well. Counters and histograms start at
 zero with each process, as Prometheus expects (``rate()`` handles restarts).
 
 Label values are clamped to known sets (unknown actions become ``other``): a POS sending
@@ -34,6 +35,7 @@ Names (see docs/operations.md, "Metrics"):
 ``misbridge_pad_working_key_ok``                    1 when the pad holds the sign-in's key
 ``misbridge_backend_reachable``                     1 when the backend counts as reachable
 ``misbridge_backend_last_ok_seconds``               seconds since its last answer; NaN: never
+``misbridge_reconcile_mismatches``                  open mismatches of the latest end-of-day run
 ==================================================  ==========================================
 """
 
@@ -167,6 +169,11 @@ class Metrics:
         )  # fmt: skip
         # 0 would read as "answered just now": until a source says otherwise, it never has.
         self.backend_last_ok_seconds.set(math.nan)
+        self.reconcile_mismatches = Gauge(
+            "misbridge_reconcile_mismatches",
+            "Mismatches left open by the latest end-of-day reconcile run (0 before the first run), read at scrape",
+            registry=reg,
+        )
         self.build_info = Gauge("misbridge_build_info", "Always 1; the version label", ["version"], registry=reg)
         self.build_info.labels(version=__version__).set(1)
         for state in ("pending", "needs_manual"):
@@ -174,6 +181,7 @@ class Metrics:
         self._journal: JournalStats | None = None
         self._journal_path: Path | None = None
         self._device_connected: Callable[[], bool] | None = None
+        self._reconcile_mismatches: Callable[[], int] | None = None
         self._flags: dict[Gauge, Callable[[], bool]] = {}
         self._backend_last_ok_s: Callable[[], float | None] | None = None
 
@@ -189,6 +197,7 @@ class Metrics:
         pad_key_ok: Callable[[], bool] | None = None,
         backend_last_ok_s: Callable[[], float | None] | None = None,
         backend_reachable: Callable[[], bool] | None = None,
+        reconcile_mismatches: Callable[[], int] | None = None,
     ) -> None:
         """Say where the scrape-time gauges come from (each argument given replaces the old one).
 
@@ -200,6 +209,7 @@ class Metrics:
             pad_key_ok: whether the pad's working-key slot holds the key of that sign-in.
             backend_last_ok_s: seconds since the backend last answered, None if it never has.
             backend_reachable: whether the backend counts as reachable (the same rule as ``/health``).
+            reconcile_mismatches: the open mismatches of the latest end-of-day run (0 when none ran).
         """
         if journal is not None:
             self._journal = journal
@@ -216,6 +226,8 @@ class Metrics:
                 self._flags[gauge] = source
         if backend_last_ok_s is not None:
             self._backend_last_ok_s = backend_last_ok_s
+        if reconcile_mismatches is not None:
+            self._reconcile_mismatches = reconcile_mismatches
 
     # -- recording (called by the service, the device driver and the backend client) ---------
 
@@ -278,7 +290,7 @@ class Metrics:
     # -- scraping -----------------------------------------------------------------------------
 
     async def refresh(self) -> None:
-        """Read the scrape-time gauges from the journal, the journal files, the pad, the keys and the backend."""
+        """Read the scrape-time gauges: journal, journal files, pad, keys, backend, latest reconcile run."""
         if self._device_connected is not None:
             self.set_device_connected(self._device_connected())
         for gauge, source in self._flags.items():
@@ -286,6 +298,8 @@ class Metrics:
         if self._backend_last_ok_s is not None:
             age = self._backend_last_ok_s()
             self.backend_last_ok_seconds.set(math.nan if age is None else max(age, 0.0))
+        if self._reconcile_mismatches is not None:
+            self.reconcile_mismatches.set(self._reconcile_mismatches())
         if self._journal_path is not None:
             self.journal_bytes.set(journal_size(self._journal_path))
         if self._journal is not None:

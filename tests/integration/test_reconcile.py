@@ -11,6 +11,7 @@ upload and the report, and the backend then answers 4 (it never saw them).
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import functools
 import io
@@ -30,8 +31,10 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import pytest_asyncio
+from loguru import logger
 
 from misbridge.api.pos_client import envelope_for, socket_request
+from misbridge.app.cli import main
 from misbridge.app.reconcile import report_paths, run_reconcile, write_report
 from misbridge.app.simulated import launched_backend, simulated_daemon, write_signing_key
 from misbridge.config.settings import ReconcileSettings, Settings
@@ -224,6 +227,61 @@ async def test_every_planted_disagreement_is_a_report_line_with_its_advice(bench
     assert sorted(m["backendStatus"] for m in report["mismatches"]) == [2, 3, 4, 5, 6, 7, 8]
     rows = list(csv.DictReader(csv_file.open(encoding="utf-8")))
     assert {row["backend_status"] for row in rows if row["kind"] == "mismatch"} == {"2", "3", "4", "5", "6", "7", "8"}
+
+
+async def test_mismatches_reach_the_running_daemon_as_alerts_without_not_ready(
+    bench: Bench, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 3: one ERROR line with its alert field, latest.json, /health, the gauge and status, still READY."""
+    sales = [await sell(bench), await sell(bench)]
+    await disagree(bench, sales[0]["traceNo"], "drop")
+    now = datetime.now(UTC)
+    settings = reconcile_settings(bench.daemon.settings, now)
+    day, after = today_of(settings, now)
+    before = await bench.http.get("/health")
+    assert "reconcile" not in before.json()
+    assert bench.daemon.metrics.value("misbridge_reconcile_mismatches") == 0
+
+    records: list[dict[str, Any]] = []
+    sink = logger.add(lambda message: records.append(dict(message.record)), level="ERROR")
+    try:
+        assert await run_reconcile(settings, io.StringIO(), day=day, now=after) == 3
+    finally:
+        logger.remove(sink)
+    [alert] = [r for r in records if r["extra"].get("alert") == "RECONCILE_MISMATCH"]
+    assert alert["level"].name == "ERROR"
+    [json_file, _] = report_files(settings, day)
+    assert alert["message"] == f"reconcile: 1 end-of-day mismatch(es) for {day.isoformat()}: see {json_file}"
+    latest = json.loads((settings.journal.path.parent / "reports" / "latest.json").read_text(encoding="utf-8"))
+    assert latest == {
+        "businessDate": day.isoformat(), "runAt": after.isoformat(), "matched": 1, "mismatches": 1,
+        "report": str(json_file),
+    }  # fmt: skip
+
+    health = await bench.http.get("/health")
+    body = health.json()
+    assert (health.status_code, body["status"]) == (before.status_code, before.json()["status"])
+    assert body["reasons"] == before.json()["reasons"]
+    assert body["reconcile"] == {"date": day.isoformat(), "mismatches": 1, "report": str(json_file)}
+    assert f"1 end-of-day mismatch(es) for {day.isoformat()}: see {json_file}" in body["alerts"]
+    assert sales[0]["traceNo"] not in health.text, "/health is public: no traceNo"
+    assert b"misbridge_reconcile_mismatches 1.0" in (await bench.http.get("/metrics")).content
+
+    url = f"http://{bench.host}:{bench.daemon.http_port}"
+    capsys.readouterr()
+    code = await asyncio.to_thread(main, ["status", "--url", url])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == (0 if before.status_code == 200 else 1), lines
+    assert f"reconcile    {day.isoformat()}: 1 MISMATCH(ES), see {json_file}" in lines
+
+    # A later run that matches clears the alert and the gauge (the planted drop is forgotten).
+    async with httpx.AsyncClient() as client:
+        assert (await client.delete(f"{bench.sims.backend_base}/_sim/disagree")).status_code < 300
+    assert await run_reconcile(settings, io.StringIO(), day=day, now=after + timedelta(minutes=1)) == 0
+    body = (await bench.http.get("/health")).json()
+    assert body["reconcile"]["mismatches"] == 0
+    assert not [a for a in body["alerts"] if "end-of-day" in a]
+    assert b"misbridge_reconcile_mismatches 0.0" in (await bench.http.get("/metrics")).content
 
 
 def _insert_approved_sales(path: Path, count: int, at: datetime) -> None:

@@ -321,6 +321,28 @@ def test_a_missing_backend_and_odd_fields_never_break_the_report(
     ]
 
 
+def test_the_latest_end_of_day_run_is_a_line_and_its_mismatches_an_alert_while_ready(
+    tcp_door: tuple[Door, int], capsys: pytest.CaptureFixture[str]
+) -> None:
+    door, port = tcp_door
+    report = "/var/lib/misbridge/reports/2026-05-01/reconcile-20260502T043500000000Z.json"
+    alert = f"2 end-of-day mismatch(es) for 2026-05-01: see {report}"
+    door.answer(
+        200, {**READY, "alerts": [alert], "reconcile": {"date": "2026-05-01", "mismatches": 2, "report": report}}
+    )
+    assert main(["status", "--url", f"http://127.0.0.1:{port}"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"misbridge at http://127.0.0.1:{port}: READY",
+        *READY_LINES,
+        f"reconcile    2026-05-01: 2 MISMATCH(ES), see {report}",
+        "alerts:",
+        f"  - {alert}",
+    ]
+    door.answer(200, {**READY, "reconcile": {"date": "2026-05-01", "mismatches": 0, "report": report}})
+    assert main(["status", "--url", f"http://127.0.0.1:{port}"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "reconcile    2026-05-01: all matched"
+
+
 def test_a_200_that_says_not_ready_is_not_ready(tcp_door: tuple[Door, int], capsys: pytest.CaptureFixture[str]) -> None:
     door, port = tcp_door
     door.answer(200, {**READY, "status": "not ready", "reasons": [], "recovering": True})

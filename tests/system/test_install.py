@@ -24,6 +24,8 @@ EXPECTED = {
     "usr/bin/misbridge": 0o755,
     "usr/bin/misbridge-sim": 0o755,
     "usr/lib/systemd/system/misbridge.service": 0o644,
+    "usr/lib/systemd/system/misbridge-reconcile.service": 0o644,
+    "usr/lib/systemd/system/misbridge-reconcile.timer": 0o644,
     "usr/lib/udev/rules.d/99-misbridge-pinpad.rules": 0o644,
     "usr/lib/sysusers.d/misbridge.conf": 0o644,
     "usr/share/doc/misbridge/operations.md": 0o644,
@@ -79,9 +81,9 @@ def test_make_install_into_a_staging_root(tmp_path: Path) -> None:
     binary = values(unit, "ExecStart")[0].split()[0]
     assert binary == "/usr/bin/misbridge"
     assert os.access(root / binary.lstrip("/"), os.X_OK)
-    assert (root / "usr/lib/systemd/system/misbridge.service").read_text(encoding="utf-8") == (
-        REPO / "systemd/misbridge.service"
-    ).read_text(encoding="utf-8")
+    for name in ("misbridge.service", "misbridge-reconcile.service", "misbridge-reconcile.timer"):
+        installed = (root / "usr/lib/systemd/system" / name).read_text(encoding="utf-8")
+        assert installed == (REPO / "systemd" / name).read_text(encoding="utf-8"), name
 
     launcher = root / "usr/bin/misbridge"
     version = _run([str(launcher), "--version"], timeout=60)

@@ -28,3 +28,13 @@ def test_the_unit_timers_quoted_are_the_units() -> None:
     assert f"TimeoutStartSec={values(unit, 'TimeoutStartSec')[0]}" in DOC
     for port in values(unit, "SocketBindAllow"):
         assert port.removeprefix("tcp:") in DOC
+
+
+def test_the_end_of_day_timer_quoted_is_the_timer() -> None:
+    timer = parse_unit((REPO / "systemd" / "misbridge-reconcile.timer").read_text(encoding="utf-8"))
+    service = parse_unit((REPO / "systemd" / "misbridge-reconcile.service").read_text(encoding="utf-8"))
+    for key in ("OnCalendar", "RandomizedDelaySec", "Persistent"):
+        assert f"{key}={values(timer, key, section='Timer')[0]}" in DOC, key
+    assert f"SuccessExitStatus={values(service, 'SuccessExitStatus')[0]}" in DOC
+    assert "misbridge_reconcile_mismatches" in DOC
+    assert "alert=RECONCILE_MISMATCH" in DOC

@@ -157,6 +157,18 @@ async def test_keys_and_backend_gauges_are_read_at_scrape() -> None:
     assert math.isnan(metrics.value("misbridge_backend_last_ok_seconds"))
 
 
+async def test_the_latest_reconcile_mismatches_are_read_at_scrape() -> None:
+    open_mismatches = {"count": 0}
+    metrics = Metrics()
+    metrics.watch(reconcile_mismatches=lambda: open_mismatches["count"])
+    body, _ = await metrics.render()
+    samples = {s.name: s.value for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    assert samples["misbridge_reconcile_mismatches"] == 0
+    open_mismatches["count"] = 3
+    await metrics.refresh()
+    assert metrics.value("misbridge_reconcile_mismatches") == 3
+
+
 async def test_an_unwatched_backend_never_reads_as_just_answered() -> None:
     metrics = Metrics()
     metrics.watch(signed_in=lambda: True)

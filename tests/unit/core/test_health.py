@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from misbridge.config.settings import Settings
+from dataclasses import replace
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from misbridge.config.settings import JournalSettings, Settings
+from misbridge.core.latest_reconcile import LatestReconcile, latest_path, write_latest
 from misbridge.core.reversals import ReversalQueue
 from misbridge.core.service import TransactionService
 from misbridge.journal.records import TransactionRecord
 from misbridge.journal.store import Journal
 from tests.seeding import seed_transaction
+from tests.unit.core.conftest import FAST_RESOLUTION
 from tests.unit.core.fakes import ScriptedBackend, ScriptedPad
 
 DEVICE = {
@@ -65,3 +71,24 @@ async def test_reversals_are_counted_and_needs_manual_is_an_alert_without_a_trac
     assert detail["reversals"] == {"pending": 1, "needsManual": 1}
     assert detail["alerts"] == ["1 reversal(s) need manual resolution"]
     assert "HEALTH0000" not in str(detail)
+
+
+async def test_end_of_day_mismatches_are_an_alert_and_never_make_it_not_ready(
+    tmp_path: Path, journal: Journal, pad: ScriptedPad, backend: ScriptedBackend
+) -> None:
+    settings = Settings(resolution=FAST_RESOLUTION, journal=JournalSettings(path=tmp_path / "journal.db"))
+    service = TransactionService(settings, journal, pad, backend)
+    await service.recover()
+    ready, detail = await service.health()
+    assert ready
+    assert "reconcile" not in detail, "no run yet: nothing to show"
+    report = tmp_path / "reports" / "2026-05-01" / "reconcile-20260502T043500000000Z.json"
+    run = LatestReconcile(date(2026, 5, 1), datetime(2026, 5, 2, 4, 35, tzinfo=UTC), 810, 2, report)
+    write_latest(latest_path(settings.journal.path), run)
+    ready, detail = await service.health()
+    assert (ready, detail["status"], detail["reasons"]) == (True, "ready", [])
+    assert detail["reconcile"] == {"date": "2026-05-01", "mismatches": 2, "report": str(report)}
+    assert detail["alerts"] == [f"2 end-of-day mismatch(es) for 2026-05-01: see {report}"]
+    write_latest(latest_path(settings.journal.path), replace(run, matched=812, mismatches=0))
+    ready, detail = await service.health()
+    assert (ready, detail["alerts"], detail["reconcile"]["mismatches"]) == (True, [], 0)
