@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from misbridge.errors import ReturnCode
 from tests.integration.faultbench import (
     FINAL_STATES,
     READ_TIMEOUT_S,
@@ -104,8 +105,16 @@ class Outcome:
         )
 
 
+#: The view of a sale refused before it was journaled (MB51).
+NOT_JOURNALED: dict[str, Any] = {"state": "not journaled"}
+#: MB51 comes after at most one probe (0.8 s): "refused in under a second", with room for a loaded box.
+REFUSED_WITHIN_S = 2.0
+
+
 def check(case: Case, outcome: Outcome) -> list[str]:
     """The checker: every way ``outcome`` breaks the rules of ``case`` (empty = all good)."""
+    if outcome.pos_code == ReturnCode.BACKEND_DOWN.code:
+        return _refused_as_down(case, outcome)
     problems: list[str] = []
     state, ledger = outcome.state, outcome.ledger
     submissions = 0 if ledger is None else ledger.submissions
@@ -126,6 +135,23 @@ def check(case: Case, outcome: Outcome) -> list[str]:
         problems.append(f"journal {state} but ledger applied={applied}")
     problems.extend(_pos_disagreements(case, outcome))
     problems.extend(_trail_disagreements(case, outcome))
+    return problems
+
+
+def _refused_as_down(case: Case, outcome: Outcome) -> list[str]:
+    """MB51: right only for an unreachable backend that a call before this one found down, and
+    only if nothing was journaled, nothing reached the backend, and it came at once."""
+    problems: list[str] = []
+    if case.backend == "sim":
+        problems.append("MB51 (backend known down) from a reachable backend")
+    if outcome.view is not NOT_JOURNALED:
+        problems.append(f"MB51 but the journal holds the sale ({outcome.state})")
+    if outcome.ledger is not None:
+        problems.append("MB51 but the backend's ledger holds the sale")
+    if outcome.seconds > REFUSED_WITHIN_S:
+        problems.append(f"MB51 after {outcome.seconds:.2f} s, not at once")
+    if outcome.answer.get("traceNo") != outcome.trace_no:
+        problems.append(f"POS answer carries traceNo {outcome.answer.get('traceNo')!r}")
     return problems
 
 
@@ -186,7 +212,9 @@ async def run_once(bench: FaultBench, case: Case, door: Door = "socket") -> Outc
     started = loop.time()
     try:
         answer = await bench.send("cardRedemption", body, door)
-        view = await bench.settle(trace_no)
+        # MB51 is answered before anything is journaled: there is nothing to settle.
+        refused = answer.get("returnCode") == ReturnCode.BACKEND_DOWN.code
+        view = (await bench.view(trace_no) or NOT_JOURNALED) if refused else await bench.settle(trace_no)
     finally:
         await bench.backend.clear_faults()
     seconds = loop.time() - started
@@ -208,7 +236,7 @@ _LOST_SALE_REPLY = Fault("sale", "drop-after-commit")
 TABLE: tuple[Case, ...] = (
     Case(
         "connect-refused",
-        "backend port refuses connections: retried, never sent -> aborted MB30",
+        "backend port refuses connections: retried, never sent -> aborted MB30; while it stays down, MB51 at once",
         "aborted",
         "MB30",
         submissions=0,
@@ -217,7 +245,7 @@ TABLE: tuple[Case, ...] = (
     ),
     Case(
         "connect-timeout",
-        "backend never answers the SYN: connect times out, never sent -> aborted MB30",
+        "backend never answers the SYN: connect times out, never sent -> aborted MB30; then MB51 after one probe",
         "aborted",
         "MB30",
         submissions=0,
