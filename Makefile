@@ -214,7 +214,7 @@ test-browser: $(STAMP) browser-deps
 
 # ---------------------------------------------------------------------------------------------
 # make bench: issue 7's benchmark suite (bench/, docs/performance.md); about 5 minutes on 2 cores.
-# BENCH_ARGS scales it, e.g. BENCH_ARGS="--redemptions 200 --growth 400 --idle-s 10".
+# BENCH_ARGS scales it, e.g. BENCH_ARGS="--redemptions 200 --growth 400 --idle-s 10 --reconcile-repeat 1".
 BENCH_ARGS ?=
 # make profile: py-spy attached to the daemon under the same load (python -m bench.profile).
 BENCH_STAMP := $(VENV)/.bench-stamp

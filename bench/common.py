@@ -12,15 +12,20 @@ import contextlib
 import json
 import os
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict, dataclass
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 
 import httpx
 
 from misbridge.app.simulated import launched_backend, launched_simulators, write_signing_key
+from misbridge.ebuy import jsonio
+from misbridge.journal.records import iso_utc, request_hash
 
 #: 8N1: a start bit, 8 data bits and a stop bit per byte.
 BITS_PER_BYTE = 10
@@ -149,6 +154,42 @@ def machine_facts() -> dict[str, str]:
     return {"nproc": str(os.cpu_count()), "cpu": model, "python": sys.version.split()[0]}
 
 
+# -- journals ----------------------------------------------------------------------------------
+
+#: What every seeded sale was paid (the answer's paidAmount): the figure batchUpload carries.
+SEEDED_PAID = Decimal("1")
+
+
+def insert_approved_sales(path: Path, count: int, at: datetime) -> list[str]:
+    """``count`` approved card redemptions created ``at`` in the journal ``path``; their traceNos.
+
+    Raw SQL in one transaction: the journal's own writes (6 commits with fsync per sale) would
+    take minutes for a 12 000-sale day, and what a reconcile bench or test measures is the
+    upload and the report, not how the rows got there. Each paid :data:`SEEDED_PAID`.
+    """
+    created = iso_utc(at)
+    rows = []
+    for index in range(count):
+        trace_no = f"bulk{index:06d}"
+        request = jsonio.dumps({"traceNo": trace_no, "totalAmount": Decimal(index % 100) + Decimal("0.99")})
+        answer = jsonio.dumps(
+            {"traceNo": trace_no, "orderNo": f"O{index}", "returnCode": "00", "paidAmount": SEEDED_PAID}
+        )
+        rows.append((trace_no, request, request_hash(jsonio.loads(request)), answer, created, created))
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO transactions (trace_no, action, state, request_json, request_hash, response_json,"
+            " return_code, created_at, updated_at) VALUES (?, 'cardRedemption', 'approved', ?, ?, ?, '00', ?, ?)",
+            rows,
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return [row[0] for row in rows]
+
+
 # -- processes ---------------------------------------------------------------------------------
 
 
@@ -179,9 +220,12 @@ def write_key(workdir: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def backend_simulator(workdir: Path, key_file: Path) -> AsyncIterator[str]:
-    """``python -m simulators backend`` on a free port; yields its URL (log: ``backend.log``)."""
-    async with launched_backend(workdir, key_file, log=workdir / "backend.log") as url:
+async def backend_simulator(workdir: Path, key_file: Path, ledger_file: Path | None = None) -> AsyncIterator[str]:
+    """``python -m simulators backend`` on a free port (on ``ledger_file`` if given); yields its URL.
+
+    Log: ``backend.log``.
+    """
+    async with launched_backend(workdir, key_file, log=workdir / "backend.log", ledger_file=ledger_file) as url:
         yield url
 
 

@@ -23,14 +23,17 @@ def main() -> int:
     parser.add_argument("--growth", type=int, default=10000)
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--fault-count", type=int, default=20)
+    parser.add_argument("--reconcile-records", type=int, default=12_000)
+    parser.add_argument("--reconcile-repeat", type=int, default=3)
     args = parser.parse_args()
     scripts: list[tuple[str, list[str]]] = [
         ("bench.codec", []),
         ("bench.startup", ["--idle-s", str(args.idle_s)]),
         ("bench.redemptions", ["--redemptions", str(args.redemptions), "--growth", str(args.growth)]),
         ("bench.faults", ["--count", str(args.fault_count)]),
+        ("bench.reconcile", ["--records", str(args.reconcile_records), "--repeat", str(args.reconcile_repeat)]),
     ]
-    order = ["bench.redemptions", "bench.startup", "bench.codec", "bench.faults"]
+    order = ["bench.redemptions", "bench.startup", "bench.codec", "bench.faults", "bench.reconcile"]
     rows: dict[str, list[Row]] = {}
     failed: list[str] = []
     started = time.monotonic()

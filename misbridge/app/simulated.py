@@ -85,10 +85,16 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
 
 
 @contextlib.asynccontextmanager
-async def launched_backend(workdir: Path, key_file: Path, *, log: Path | None = None) -> AsyncIterator[str]:
-    """Run the backend simulator alone (on a free port, signing with ``key_file``); yields its URL."""
+async def launched_backend(
+    workdir: Path, key_file: Path, *, log: Path | None = None, ledger_file: Path | None = None
+) -> AsyncIterator[str]:
+    """Run the backend simulator alone (on a free port, signing with ``key_file``); yields its URL.
+
+    ``ledger_file`` starts it with that ledger (``--ledger-file``): a bench can hand it a day of sales.
+    """
     log = log or workdir / "simulators.log"
-    backend = await _spawn(["backend", "--port", "0", "--key-file", str(key_file)], log)
+    ledger = ["--ledger-file", str(ledger_file)] if ledger_file is not None else []
+    backend = await _spawn(["backend", "--port", "0", "--key-file", str(key_file), *ledger], log)
     drain: asyncio.Task[None] | None = None
     try:
         url = (await _ready_line(backend, "backend", log)).split()[-1]

@@ -33,6 +33,7 @@ import pytest
 import pytest_asyncio
 from loguru import logger
 
+from bench.common import insert_approved_sales
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.app.cli import main
 from misbridge.app.reconcile import report_paths, run_reconcile, write_report
@@ -44,7 +45,6 @@ from misbridge.core.reconcile import ReconcileReport, SummaryTotals, Totals
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
 from misbridge.journal import Journal, TransactionRecord
-from misbridge.journal.records import iso_utc, request_hash
 from tests.integration.conftest import Bench, bench_settings, new_trace_no
 from tests.seeding import events_to, seed_transaction
 
@@ -284,28 +284,6 @@ async def test_mismatches_reach_the_running_daemon_as_alerts_without_not_ready(
     assert b"misbridge_reconcile_mismatches 0.0" in (await bench.http.get("/metrics")).content
 
 
-def _insert_approved_sales(path: Path, count: int, at: datetime) -> None:
-    """``count`` approved card redemptions created ``at`` (raw SQL: one write, as the unit tests do)."""
-    created = iso_utc(at)
-    rows = []
-    for index in range(count):
-        trace_no = f"bulk{index:06d}"
-        request = jsonio.dumps({"traceNo": trace_no, "totalAmount": D(index % 100) + D("0.99")})
-        answer = jsonio.dumps({"traceNo": trace_no, "orderNo": f"O{index}", "returnCode": "00", "paidAmount": D("1")})
-        rows.append((trace_no, request, request_hash(jsonio.loads(request)), answer, created, created))
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(
-            "INSERT INTO transactions (trace_no, action, state, request_json, request_hash, response_json,"
-            " return_code, created_at, updated_at) VALUES (?, 'cardRedemption', 'approved', ?, ?, ?, '00', ?, ?)",
-            rows,
-        )
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
-
-
 async def seed_answered(journal: Journal, record: TransactionRecord, answer: dict[str, Any]) -> None:
     """``record`` walked to its state by the journal's own writes, its last move recording ``answer``."""
     kind = kind_of(record.action)
@@ -332,7 +310,7 @@ async def test_a_day_of_12000_records_goes_up_in_three_batch_uploads(tmp_path: P
     async with launched_backend(tmp_path, key_file) as url:
         settings = backend_only_settings(tmp_path, url, key_file, now)
         await (await Journal.open(settings.journal.path)).close()  # the schema
-        _insert_approved_sales(settings.journal.path, 12_000, now)
+        insert_approved_sales(settings.journal.path, 12_000, now)
         day, after = today_of(settings, now)
         out = io.StringIO()
         assert await run_reconcile(settings, out, day=day, now=after, as_json=True) == 3
@@ -400,7 +378,7 @@ async def test_a_backend_failing_mid_way_exits_1_and_leaves_the_calls_journaled(
         settings = backend_only_settings(tmp_path, url, key_file, now)
         settings = settings.model_copy(update={"reconcile": settings.reconcile.model_copy(update={"batch_size": 1})})
         await (await Journal.open(settings.journal.path)).close()
-        _insert_approved_sales(settings.journal.path, 2, now)
+        insert_approved_sales(settings.journal.path, 2, now)
         day, after = today_of(settings, now)
         journal = settings.journal.path
 
