@@ -546,8 +546,13 @@ async def test_a_sign_in_due_while_the_backend_is_down_is_made_as_soon_as_it_is_
     await assert_refused_at_once(chain)
 
     await chain.proxy.start(chain.proxy.port)
-    health = await chain.ready(timeout_s=BACK_UP_WITHIN_S)
-    assert health.pad["working_key_kcv"] == health.backend["working_key_kcv"] == day_kcv(later.date())
+    # Ready comes first (yesterday's key still stands), the new day's sign-in a moment later.
+    await chain.ready(timeout_s=BACK_UP_WITHIN_S)
+    today = day_kcv(later.date())
+    health = await chain.wait_for(
+        "the new day's key", lambda h: h.status_code == 200 and h.pad["working_key_kcv"] == today, BACK_UP_WITHIN_S
+    )
+    assert health.backend["working_key_kcv"] == today
     assert (await chain.sale())["returnCode"] == "00"
 
 
