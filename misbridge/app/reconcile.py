@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from misbridge.app.daemon import load_signing_key
 from misbridge.backend.client import BackendClient, BackendReply
 from misbridge.config.settings import Settings
 from misbridge.core.endofday import BusinessDay, DayRecords, business_day, business_day_at, day_records
-from misbridge.core.latest_reconcile import LatestReconcile, latest_path, write_latest
+from misbridge.core.latest_reconcile import LatestReconcile, latest_path
 from misbridge.core.reconcile import (
     CSV_COLUMNS,
     ReconcileReport,
@@ -59,6 +60,7 @@ __all__ = [
     "reconcile",
     "report_paths",
     "run_reconcile",
+    "write_latest",
 ]
 
 #: Exit status: the backend could not be reached, or failed mid-way.
@@ -333,16 +335,32 @@ def write_report(report: ReconcileReport, paths: Sequence[Path]) -> tuple[Path, 
     return json_path, csv_path
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    """``text`` to ``path`` via a temporary name, flushed to disk, then linked in; never over an existing file."""
+def write_latest(path: Path, latest: LatestReconcile) -> None:
+    """Replace ``path`` with ``latest`` atomically: the daemon reads the old file or the new one, never half.
+
+    Raises:
+        OSError: the directory is not writable.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_atomically(path, json.dumps(latest.to_json(), indent=2) + "\n", replace=True)
+
+
+def _write_atomically(path: Path, text: str, *, replace: bool = False) -> None:
+    """``text`` to ``path`` via a temporary name, flushed to disk, then given its name, the directory synced.
+
+    ``replace`` False (a run's report): a hard link, which refuses an existing name, so a run file
+    is never replaced. True (``latest.json``): a rename over the old file.
+    """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with temporary.open("x", encoding="utf-8", newline="") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        # A hard link, unlike a rename, refuses an existing name: a run file is never replaced.
-        os.link(temporary, path)
+        if replace:
+            temporary.replace(path)
+        else:
+            os.link(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     directory = os.open(path.parent, os.O_RDONLY)

@@ -4,9 +4,10 @@
 while ``/health``, ``misbridge status`` and ``/metrics`` are answered by the daemon. A file is
 the one channel both already share without new privileges: the journal's directory, which both
 own as the misbridge user. So after writing its report a run replaces
-``<journal directory>/reports/latest.json`` atomically (a temporary name, flushed, renamed over
-the old one), and the daemon reads it when asked (:class:`LatestReconcileReader`), re-parsing
-only when the file changed: a ``stat`` per ``/health`` or scrape.
+``<journal directory>/reports/latest.json`` atomically (``misbridge.app.reconcile.write_latest``:
+a temporary name, flushed, renamed over the old one), and the daemon reads it when asked
+(:class:`LatestReconcileReader`), re-parsing only when the file changed: a ``stat`` per
+``/health`` or scrape.
 
 The file holds counts, the business date and the report's path: nothing ``/health`` (readable
 by anyone) must not show.
@@ -15,7 +16,6 @@ by anyone) must not show.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -30,7 +30,6 @@ __all__ = [
     "LatestReconcileReader",
     "latest_path",
     "read_latest",
-    "write_latest",
 ]
 
 #: The file's name, in ``<journal directory>/reports/``.
@@ -90,31 +89,6 @@ class LatestReconcile:
 def latest_path(journal_path: Path) -> Path:
     """Where the latest outcome lives for the journal at ``journal_path``."""
     return journal_path.parent / "reports" / LATEST_NAME
-
-
-def write_latest(path: Path, latest: LatestReconcile) -> None:
-    """Replace ``path`` with ``latest`` atomically: readers see the old file or the new one, never half.
-
-    Raises:
-        OSError: the directory is not writable.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with temporary.open("w", encoding="utf-8") as out:
-            json.dump(latest.to_json(), out, indent=2)
-            out.write("\n")
-            out.flush()
-            os.fsync(out.fileno())
-        # Unlike the run's report files, this one is meant to be replaced: rename, not link.
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def read_latest(path: Path) -> LatestReconcile | None:

@@ -6,8 +6,9 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+from misbridge.app.reconcile import write_latest
 from misbridge.config.settings import JournalSettings, Settings
-from misbridge.core.latest_reconcile import LatestReconcile, latest_path, write_latest
+from misbridge.core.latest_reconcile import LatestReconcile, latest_path
 from misbridge.core.reversals import ReversalQueue
 from misbridge.core.service import TransactionService
 from misbridge.journal.records import TransactionRecord

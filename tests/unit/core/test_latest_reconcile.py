@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from loguru import logger
 
+from misbridge.app.reconcile import write_latest
 from misbridge.core.latest_reconcile import (
     NOT_A_RECORD,
     LatestReconcile,
     LatestReconcileReader,
     latest_path,
     read_latest,
-    write_latest,
 )
 
 RUN = LatestReconcile(
