@@ -10,6 +10,7 @@ import sys
 import tempfile
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 from loguru import logger
 
@@ -126,8 +127,17 @@ def _add_reconcile_parser(commands: argparse._SubParsersAction[argparse.Argument
         "Exit status: 0 everything matches, 3 mismatches, 1 backend unreachable or failed (run again), "
         "2 configuration or usage error.",
     )  # fmt: skip
-    command.add_argument(
+    which = command.add_mutually_exclusive_group()
+    which.add_argument(
         "--date", type=_business_date, help="business day YYYY-MM-DD (default: the last complete business day)"
+    )
+    which.add_argument(
+        "--since",
+        type=_since,
+        metavar="DATE|last",
+        help="every business day from DATE (YYYY-MM-DD) to the last complete one, oldest first; 'last': every "
+        "day after the newest one that has a report (what the timer runs, so a day the machine was off is not "
+        "skipped)",
     )
     command.add_argument(
         "--config",
@@ -135,6 +145,15 @@ def _add_reconcile_parser(commands: argparse._SubParsersAction[argparse.Argument
         help="TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)",
     )
     command.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+
+def _since(text: str) -> date | Literal["last"]:
+    if text == "last":
+        return "last"
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a date YYYY-MM-DD nor 'last'") from None
 
 
 def _business_date(text: str) -> date:
@@ -357,7 +376,9 @@ def _reconcile(args: argparse.Namespace) -> int:
     configure_logging("ERROR")  # the report is the output; the backend client's info lines would break it
     from misbridge.app.reconcile import run_reconcile
 
-    return asyncio.run(run_reconcile(settings, sys.stdout, day=args.date, as_json=args.json, err=sys.stderr))
+    return asyncio.run(
+        run_reconcile(settings, sys.stdout, day=args.date, since=args.since, as_json=args.json, err=sys.stderr)
+    )
 
 
 def _status(args: argparse.Namespace) -> int:

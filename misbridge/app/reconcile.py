@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, Literal, TextIO
 
 from loguru import logger
 
@@ -40,11 +40,15 @@ from misbridge.core.endofday import BusinessDay, DayRecords, business_day, busin
 from misbridge.core.latest_reconcile import LatestReconcile, latest_path
 from misbridge.core.reconcile import (
     CSV_COLUMNS,
+    EXIT_MATCHED,
     ReconcileReport,
+    SettleLine,
     SummaryTotals,
     Totals,
+    by_activity,
     compare,
     journal_totals,
+    settle_lines,
 )
 from misbridge.ebuy import jsonio
 from misbridge.errors import BackendError, ConfigError, JournalError, ReconcileFailed
@@ -55,7 +59,11 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_USAGE",
     "MATCH_WINDOW",
+    "SINCE_LAST",
+    "RunPlan",
+    "days_to_run",
     "last_complete_day",
+    "last_reported_day",
     "publish_latest",
     "reconcile",
     "report_paths",
@@ -89,15 +97,19 @@ async def run_reconcile(
     out: TextIO,
     *,
     day: date | None = None,
+    since: date | Literal["last"] | None = None,
     as_json: bool = False,
     now: datetime | None = None,
     err: TextIO | None = None,
 ) -> int:
     """``misbridge reconcile``: 0 matched, 3 mismatches, 1 backend unreachable or failed, 2 usage error.
 
-    ``day`` defaults to :func:`last_complete_day`; ``now`` (aware, default the clock) is when
-    the run happens. The report goes to ``out``; the reason of a 1 or 2 to ``err`` (default
-    ``out``) as one line starting ``misbridge:``.
+    ``day`` defaults to :func:`last_complete_day`; ``since`` (a date, or :data:`SINCE_LAST`)
+    runs every business day from it to the last complete one instead (:func:`days_to_run`),
+    oldest first, stopping at the first that exits 1 or 2. ``now`` (aware, default the clock)
+    is when the run happens. The report goes to ``out`` (several days: one table each, or one
+    JSON list); the reason of a 1 or 2 to ``err`` (default ``out``) as one line starting
+    ``misbridge:``, and with ``since`` a progress line per day.
 
     Raises:
         ConfigError: the settings are unusable (no signing key, a bad time zone): exit 2.
@@ -105,38 +117,147 @@ async def run_reconcile(
     now = datetime.now(UTC) if now is None else now
     err = out if err is None else err
     try:
-        chosen = last_complete_day(settings, now) if day is None else day
-        window = business_day(settings.reconcile, chosen)
+        plan = days_to_run(settings, now, day=day, since=since)
     except ValueError as bad_zone:
         raise ConfigError(f"reconcile.time_zone: {bad_zone}") from bad_zone
+    for note in plan.notes:
+        print(f"misbridge: {note}", file=err)
+    if plan.refusal is not None:
+        print(f"misbridge: {plan.refusal}", file=err)
+        return EXIT_USAGE
+    reports: list[ReconcileReport] = []
+    worst = EXIT_MATCHED
+    for number, chosen in enumerate(plan.days, start=1):
+        if since is not None:
+            print(f"misbridge: business day {chosen} ({number} of {len(plan.days)})", file=err)
+        shown: _Shown = "none" if as_json and since is not None else "json" if as_json else "table"
+        status, report = await _run_day(settings, chosen, now, out, shown=shown, err=err)
+        if report is not None:
+            reports.append(report)
+        if status in (EXIT_FAILED, EXIT_USAGE):
+            worst = status
+            break
+        worst = max(worst, status)
+    if as_json and since is not None:
+        print(jsonio.pretty([report.to_json() for report in reports]), file=out)
+    return worst
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The business days one run reconciles, oldest first; a refusal (exit 2) instead; notes for the operator."""
+
+    days: tuple[date, ...]
+    refusal: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+#: ``--since last``: every day after the newest one with a report, up to the last complete day.
+SINCE_LAST: Final[Literal["last"]] = "last"
+
+
+def days_to_run(
+    settings: Settings, now: datetime, *, day: date | None = None, since: date | Literal["last"] | None = None
+) -> RunPlan:
+    """Which business days a run reconciles.
+
+    * neither: the last complete business day;
+    * ``day``: that day (it must have ended and lie within batchUpload's 7 days);
+    * ``since`` a date: every day from it to the last complete one (the same limits);
+    * ``since`` :data:`SINCE_LAST`: every day after the newest business day that has a report
+      (:func:`last_reported_day`) to the last complete one; with no report yet, the last
+      complete day alone. Days past batchUpload's 7 days are skipped with a note (they can no
+      longer be matched). Nothing to do is no error: no days, a note.
+
+    Raises:
+        ValueError: ``reconcile.time_zone`` names no zone.
+    """
+    last = last_complete_day(settings, now)
+    if since is None:
+        chosen = last if day is None else day
+        refusal = _refusal(business_day(settings.reconcile, chosen), now, settings.journal.path)
+        return RunPlan((chosen,), refusal)
+    if isinstance(since, date):
+        first = since
+        if first > last:
+            return RunPlan((), f"--since {first}: that business day has not ended yet (the last ended is {last})")
+        refusal = _refusal(business_day(settings.reconcile, first), now, settings.journal.path)
+        return RunPlan(_days(first, last), None if refusal is None else f"--since {first}: {refusal}")
+    reported = last_reported_day(settings.journal.path)
+    first = last if reported is None else reported + timedelta(days=1)
+    days = _days(first, last)
+    kept = tuple(d for d in days if now - business_day(settings.reconcile, d).begin <= MATCH_WINDOW)
+    notes = []
+    if len(kept) < len(days):
+        skipped = days[: len(days) - len(kept)]
+        notes.append(
+            f"business days {skipped[0]} to {skipped[-1]} were never reconciled and are older than 7 days: "
+            "batchUpload can no longer match them; compare them with e-Buy by hand (docs/operations.md)"
+        )
+    if not kept:
+        notes.append(f"nothing to reconcile: every business day up to {last} has a report")
+        return RunPlan((), None, tuple(notes))
+    refusal = _refusal(business_day(settings.reconcile, kept[0]), now, settings.journal.path)
+    return RunPlan(kept, refusal, tuple(notes))
+
+
+def _days(first: date, last: date) -> tuple[date, ...]:
+    return tuple(first + timedelta(days=n) for n in range((last - first).days + 1))
+
+
+def last_reported_day(journal_path: Path) -> date | None:
+    """The newest business day with a report file (``reports/<date>/reconcile-*.json``); None when none has one."""
+    reports = journal_path.parent / "reports"
+    newest: date | None = None
+    for folder in reports.glob("????-??-??"):
+        try:
+            reported = date.fromisoformat(folder.name)
+        except ValueError:
+            continue
+        if any(folder.glob("reconcile-*.json")) and (newest is None or reported > newest):
+            newest = reported
+    return newest
+
+
+#: How a day's report is printed: a table, JSON, or not at all (the caller prints a list of several).
+_Shown = Literal["table", "json", "none"]
+
+
+async def _run_day(
+    settings: Settings, chosen: date, now: datetime, out: TextIO, *, shown: _Shown, err: TextIO
+) -> tuple[int, ReconcileReport | None]:
+    """Reconcile one business day and print it as ``shown``: its exit status, and the report when one was written."""
+    window = business_day(settings.reconcile, chosen)
     refusal = _refusal(window, now, settings.journal.path)
     if refusal is not None:
         print(f"misbridge: {refusal}", file=err)
-        return EXIT_USAGE
+        return EXIT_USAGE, None
     try:
         report = await reconcile(settings, window, now)
     except ReconcileFailed as failed:
         print(
             f"misbridge: {failed.message}; the calls made are in the journal, run misbridge reconcile again", file=err
         )
-        return EXIT_FAILED
+        return EXIT_FAILED, None
     except JournalError as broken:
         print(f"misbridge: {broken}", file=err)
-        return EXIT_FAILED
+        return EXIT_FAILED, None
     try:
         json_path, csv_path = write_report(report, report_paths(settings.journal.path, report))
     except OSError as unwritable:
         print(f"misbridge: the report could not be written: {unwritable}", file=err)
-        return EXIT_FAILED
+        return EXIT_FAILED, None
     try:
         publish_latest(settings.journal.path, report, json_path)
     except OSError as unwritable:
         # The report is written and its exit status stands; only the daemon's view is stale.
         print(f"misbridge: warning: {latest_path(settings.journal.path)} not updated: {unwritable}", file=err)
-    print(jsonio.pretty(report.to_json()) if as_json else report.table(), file=out)
-    if not as_json:
+    if shown == "json":
+        print(jsonio.pretty(report.to_json()), file=out)
+    elif shown == "table":
+        print(report.table(), file=out)
         print(f"report: {json_path}\n        {csv_path}", file=out)
-    return report.exit_status
+    return report.exit_status, report
 
 
 def publish_latest(journal_path: Path, report: ReconcileReport, json_path: Path) -> LatestReconcile:
@@ -153,7 +274,7 @@ def publish_latest(journal_path: Path, report: ReconcileReport, json_path: Path)
         business_date=report.business_date,
         run_at=report.run_at,
         matched=report.matched,
-        mismatches=len(report.mismatches),
+        mismatches=report.to_act_on,
         report=json_path,
     )
     # The alert first: an unwritable latest.json must not swallow it.
@@ -212,6 +333,8 @@ async def reconcile(settings: Settings, window: BusinessDay, now: datetime) -> R
         set_aside=records.set_aside,
         journal=journal_totals(records.records, self_voided),
         backend=summary.totals,
+        activities=by_activity(records.records, self_voided, summary.totals.settle),
+        totals_decide=settings.reconcile.totals_decide,
     )
 
 
@@ -237,11 +360,20 @@ async def _upload(
 
 async def _summary(journal: Journal, backend: BackendClient) -> _Summary:
     trace_no, reply = await _call(journal, backend, "summary", {})
+    body = reply.body
     try:
-        totals = Totals(int(reply.body["volume"]), _amount(reply.body["totalAmount"]))
-        return _Summary(trace_no, SummaryTotals(totals, str(reply.body["beginDate"]), str(reply.body["endDate"])))
+        totals = Totals(int(body["volume"]), _amount(body["totalAmount"]))
+        begin, end = str(body["beginDate"]), str(body["endDate"])
     except (KeyError, TypeError, ValueError, ArithmeticError) as err:
         raise ReconcileFailed(f"summary {trace_no}: the reply has no readable volume/totalAmount ({err})") from err
+    return _Summary(trace_no, SummaryTotals(totals, begin, end, _settle_lines(trace_no, body.get("settleRecord"))))
+
+
+def _settle_lines(trace_no: str, entries: object) -> tuple[SettleLine, ...] | None:
+    try:
+        return settle_lines(entries)
+    except ValueError as err:
+        raise ReconcileFailed(f"summary {trace_no}: {err}") from err
 
 
 def _amount(value: object) -> Decimal:

@@ -272,6 +272,11 @@ class ReconcileSettings(_Section):
     batch_size: int = Field(
         MAX_BATCH_SIZE, ge=1, le=MAX_BATCH_SIZE, description="records per batchUpload call (the book allows 5000)"
     )
+    totals_decide: bool = Field(
+        False,
+        description="a totals difference (summary or per activity) makes the exit status 3; only for a store "
+        "whose summary is asked by misbridge reconcile alone, once a day",
+    )
 
     @field_validator("time_zone")
     @classmethod

@@ -155,6 +155,9 @@ class DayRecord:
     paid_amount: Decimal
     status: BookStatus
     trans_time: str  # when the POS asked, yyyyMMddHHmmss local
+    #: The sale's activityNo as its approval's goodsDetail gave it (a void's or refund's: its sale's);
+    #: "" when the journal has none, or the sale's goods name several.
+    activity_no: str = ""
 
     def trans_record(self) -> dict[str, Any]:
         """The book's transRecord (§8.7): ``traceNo``, ``paidAmount`` (exact), ``status`` (a number, as §11.2 sends)."""
@@ -228,12 +231,38 @@ def records_of(rows: DayRows, day: BusinessDay) -> DayRecords:
             status, paid = outcome
             trace_no = rows.sent_as.get(transaction.trace_no, transaction.trace_no)
             trans_time = day.book_time(transaction.created_at)
+            activity_no = _activity_of(transaction, rows.originals)
             records.append(
                 DayRecord(
-                    trace_no, transaction.trace_no, transaction.action, transaction.state, paid, status, trans_time
+                    trace_no,
+                    transaction.trace_no,
+                    transaction.action,
+                    transaction.state,
+                    paid,
+                    status,
+                    trans_time,
+                    activity_no,
                 )
             )
     return DayRecords(day, tuple(records), tuple(set_aside))
+
+
+def _activity_of(transaction: TransactionRecord, originals: Mapping[str, TransactionRecord]) -> str:
+    """The activityNo the backend books ``transaction`` under: its sale's approval's goodsDetail (§8.1).
+
+    The book returns ``activityNo`` per goodsDetail entry "once e-Buy backend system confirm
+    transaction success"; a sale whose entries name one activity is that activity's. None, or
+    several (the amount per activity is not known), give "".
+    """
+    if kind_of(transaction.action) is TransactionKind.SALE:
+        sale: TransactionRecord | None = transaction
+    else:
+        sale = originals.get(str(transaction.request.get("originalTraceNo")))
+    goods = ((sale.response or {}) if sale is not None else {}).get("goodsDetail")
+    if not isinstance(goods, list):
+        return ""
+    named = {str(item["activityNo"]) for item in goods if isinstance(item, dict) and item.get("activityNo")}
+    return named.pop() if len(named) == 1 else ""
 
 
 def _followers_by_original(followers: Iterable[TransactionRecord]) -> dict[str, list[TransactionRecord]]:

@@ -12,10 +12,16 @@ decides what the answers mean:
   sale misbridge voided itself, are subtracted; ``accumulating`` moves no money and is not counted),
   against the ``summary``'s ``volume`` and ``totalAmount``, exactly (Decimal).
 
+* the **totals per activity** (:func:`by_activity`): where the ``summary`` gives its
+  ``settleRecord`` lines (§8.8: ``activityNo``, ``isRefund``, ``volume``, ``totalAmount``), the
+  journal's sales and its voids and refunds are added up per activityNo (the one the sale's
+  approval named in its goodsDetail) and set against them, sales and refunds apart.
+
 The ``summary`` counts what the backend decided since the *previous* summary, not one business
 day: its totals agree with the day's only when the summary is asked once a day, after the day's
 cut-off and before the next day's first sale. The report shows the summary's own
-``beginDate``/``endDate`` so a reader can tell.
+``beginDate``/``endDate`` so a reader can tell. That is why the totals decide the exit status
+only when ``reconcile.totals_decide`` says the store's summary is asked so.
 
 :class:`ReconcileReport` is the result: a readable table (:meth:`ReconcileReport.table`), JSON
 (:meth:`ReconcileReport.to_json`) and CSV rows (:meth:`ReconcileReport.csv_rows`).
@@ -37,15 +43,19 @@ __all__ = [
     "EXIT_MATCHED",
     "EXIT_MISMATCHED",
     "STATUS_MEANINGS",
+    "ActivityTotals",
     "Mismatch",
     "ReconcileReport",
+    "SettleLine",
     "SummaryTotals",
     "Totals",
     "advice",
+    "by_activity",
     "compare",
     "journal_totals",
     "meaning",
     "money",
+    "settle_lines",
 ]
 
 #: ``misbridge reconcile``'s exit status when every record and the totals agree.
@@ -80,6 +90,8 @@ CSV_COLUMNS: Final = (
     "what_to_do",
     "volume",
     "net_amount",
+    "activityNo",
+    "isRefund",
 )
 
 _ACCUMULATING: Final = "accumulating"
@@ -195,12 +207,153 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class SettleLine:
+    """One ``settleRecord`` of the summary (§8.8): an activity's sales (or refunds) and their amount."""
+
+    activity_no: str
+    activity_name: str
+    is_refund: bool
+    volume: int
+    amount: Decimal
+
+
+@dataclass(frozen=True)
 class SummaryTotals:
-    """What the backend's ``summary`` answered: its totals and the period it covers."""
+    """What the backend's ``summary`` answered: its totals, the period it covers, its settleRecord lines.
+
+    ``settle`` is None when the answer had no ``settleRecord`` list (the totals are then
+    compared as a whole only).
+    """
 
     totals: Totals
     begin_date: str
     end_date: str
+    settle: tuple[SettleLine, ...] | None = None
+
+
+def settle_lines(entries: object) -> tuple[SettleLine, ...] | None:
+    """A summary's ``settleRecord`` (§8.8) as lines; None when the reply has none.
+
+    The book makes settleRecord mandatory; a backend that leaves it out is compared on its
+    totals alone. Amounts may be strings (the book's example) or numbers.
+
+    Raises:
+        ValueError: settleRecord is not a list, or a line lacks a field or holds a bad one
+            (the message names it).
+    """
+    if entries is None:
+        return None
+    if not isinstance(entries, list):
+        raise ValueError("settleRecord is not a list")
+    return tuple(_settle_line(number, entry) for number, entry in enumerate(entries, start=1))
+
+
+def _settle_line(number: int, entry: object) -> SettleLine:
+    try:
+        if not isinstance(entry, Mapping):
+            raise TypeError("not an object")
+        is_refund = entry["isRefund"]
+        if not isinstance(is_refund, bool):
+            raise TypeError("isRefund is not true or false")
+        volume = entry["volume"]
+        if isinstance(volume, bool) or int(volume) != volume or volume < 0:
+            raise ValueError(f"volume {volume!r} is not a count")
+        amount = entry["totalAmount"]
+        exact = _exact_amount(amount)
+        if exact is None:
+            raise ValueError(f"totalAmount {amount!r} is not an amount")
+        return SettleLine(str(entry["activityNo"]), str(entry.get("activityName", "")), is_refund, int(volume), exact)
+    except KeyError as missing:
+        raise ValueError(f"settleRecord line {number} has no {missing}") from missing
+    except (TypeError, ValueError) as bad:
+        raise ValueError(f"settleRecord line {number} is unreadable: {bad}") from bad
+
+
+def _exact_amount(value: object) -> Decimal | None:
+    """``value`` (a Decimal as jsonio reads numbers, or a numeric string) exactly; None when it is no amount."""
+    if isinstance(value, bool) or not isinstance(value, (Decimal, str, int)):
+        return None
+    try:
+        exact = value if isinstance(value, Decimal) else Decimal(value)
+    except ArithmeticError:
+        return None
+    return exact if exact.is_finite() else None
+
+
+@dataclass(frozen=True)
+class ActivityTotals:
+    """One activity's sales (``is_refund`` False) or its voids and refunds, journal against backend.
+
+    ``journal`` / ``backend`` hold the volume and the amount added up (positive, not netted);
+    a side that has no such line holds zeros.
+    """
+
+    activity_no: str  # "" for the journal's sales without one activityNo
+    activity_name: str
+    is_refund: bool
+    journal: Totals
+    backend: Totals
+
+    @property
+    def agree(self) -> bool:
+        """Whether both sides count the same transactions and amount, exactly."""
+        return self.journal == self.backend
+
+    def to_json(self) -> dict[str, Any]:
+        """The line as the JSON report holds it (amounts as exact strings)."""
+        return {
+            "activityNo": self.activity_no,
+            "activityName": self.activity_name,
+            "isRefund": self.is_refund,
+            "journal": self.journal.to_json(),
+            "backend": self.backend.to_json(),
+            "agree": self.agree,
+        }
+
+
+def by_activity(
+    records: Iterable[DayRecord], self_voided: Collection[str], settle: Iterable[SettleLine] | None
+) -> tuple[ActivityTotals, ...]:
+    """The journal's day (as :func:`journal_totals` counts it) per activityNo and refund-or-not, against ``settle``.
+
+    Lines are sorted by activityNo, sales before refunds; a line only one side has shows zeros
+    on the other. ``settle`` None (the summary gave no settleRecord): no lines, nothing to set
+    the journal against.
+    """
+    if settle is None:
+        return ()
+    journal: dict[tuple[str, bool], Totals] = {}
+    names: dict[tuple[str, bool], str] = {}
+    for record in records:
+        if record.action == _ACCUMULATING or record.status is BookStatus.FAILED:
+            continue
+        is_sale = kind_of(record.action) is TransactionKind.SALE
+        _add(journal, (record.activity_no, not is_sale), record.paid_amount)
+        names.setdefault((record.activity_no, not is_sale), record.action)
+        if is_sale and record.trace_no in self_voided:
+            _add(journal, (record.activity_no, True), record.paid_amount)
+            names.setdefault((record.activity_no, True), record.action)
+    backend: dict[tuple[str, bool], Totals] = {}
+    for line in settle:
+        key = (line.activity_no, line.is_refund)
+        backend[key] = _plus(backend.get(key, _NOTHING), Totals(line.volume, line.amount))
+        names[key] = line.activity_name  # the backend's name wins over the journal's action
+    return tuple(
+        ActivityTotals(no, names[key], refund, journal.get(key, _NOTHING), backend.get(key, _NOTHING))
+        for key in sorted(journal.keys() | backend.keys())
+        for no, refund in (key,)
+    )
+
+
+_NOTHING: Final = Totals(0, Decimal(0))
+
+
+def _plus(left: Totals, right: Totals) -> Totals:
+    return Totals(left.volume + right.volume, left.net + right.net)
+
+
+def _add(tally: dict[tuple[str, bool], Totals], key: tuple[str, bool], amount: Decimal) -> None:
+    tally[key] = _plus(tally.get(key, _NOTHING), Totals(1, amount))
 
 
 def journal_totals(records: Iterable[DayRecord], self_voided: Collection[str] = ()) -> Totals:
@@ -243,21 +396,30 @@ class ReconcileReport:
     set_aside: tuple[SetAside, ...]
     journal: Totals
     backend: SummaryTotals
+    activities: tuple[ActivityTotals, ...] = ()
+    totals_decide: bool = False
 
     @property
     def totals_agree(self) -> bool:
-        """Whether the summary's volume and net amount equal the journal's, exactly."""
-        return self.journal == self.backend.totals
+        """Whether the summary's volume and net amount, and each activity line, equal the journal's, exactly."""
+        return self.journal == self.backend.totals and all(line.agree for line in self.activities)
 
     @property
     def exit_status(self) -> int:
-        """0 when every uploaded record matched, 3 when one did not.
+        """0 when every uploaded record matched, 3 when one did not (or the totals differ and decide).
 
-        The totals do not decide it: the summary counts since the previous summary, so a re-run
-        of a day (or a summary asked by the POS meanwhile) makes them differ with nothing wrong.
-        A difference is printed for a person to judge (docs/operations.md, "End of day").
+        By default the totals do not decide it: the summary counts since the previous summary,
+        so a re-run of a day (or a summary asked by the POS meanwhile) makes them differ with
+        nothing wrong; a difference is printed for a person to judge (docs/operations.md, "End
+        of day"). ``totals_decide`` (``reconcile.totals_decide``) is for a store whose summary
+        is asked only by this run, once a day: then a difference is a mismatch too.
         """
-        return EXIT_MISMATCHED if self.mismatches else EXIT_MATCHED
+        return EXIT_MISMATCHED if self.to_act_on else EXIT_MATCHED
+
+    @property
+    def to_act_on(self) -> int:
+        """How many findings a person must act on: the mismatches, and the totals when they decide and differ."""
+        return len(self.mismatches) + (1 if self.totals_decide and not self.totals_agree else 0)
 
     def to_json(self) -> dict[str, Any]:
         """The whole report as JSON-ready data (amounts as exact strings)."""
@@ -282,7 +444,9 @@ class ReconcileReport:
                     "beginDate": self.backend.begin_date,
                     "endDate": self.backend.end_date,
                 },
+                "byActivity": None if self.backend.settle is None else [line.to_json() for line in self.activities],
                 "agree": self.totals_agree,
+                "decide": self.totals_decide,
             },
             "exitStatus": self.exit_status,
         }
@@ -293,8 +457,11 @@ class ReconcileReport:
         rows += [_set_aside_row(aside) for aside in self.set_aside]
         rows += [
             _totals_row("journal_totals", self.journal, ""),
-            _totals_row("backend_totals", self.backend.totals, "agree" if self.totals_agree else "DIFFER"),
+            _totals_row("backend_totals", self.backend.totals, _verdict(self.journal == self.backend.totals)),
         ]
+        for line in self.activities:
+            rows.append(_activity_row("activity_journal", line, line.journal, ""))
+            rows.append(_activity_row("activity_backend", line, line.backend, _verdict(line.agree)))
         return rows
 
     def table(self) -> str:
@@ -325,15 +492,46 @@ class ReconcileReport:
             f"totals   journal: {self.journal.volume} transaction(s), net {money(self.journal.net)}",
             f"         backend summary ({self.backend.begin_date} to {self.backend.end_date}): "
             f"{backend.volume} transaction(s), net {money(backend.net)}  -> "
-            + (
-                "agree"
-                if self.totals_agree
-                else "DIFFER: see docs/operations.md, 'End of day: running the reconciliation'"
-            ),
+            + _verdict(self.journal == backend, explained=True),
+            *self._activity_lines(),
             "",
-            "result: everything matches" if self.exit_status == EXIT_MATCHED else "result: MISMATCHES, act on them",
+            self._result_line(),
         ]
         return "\n".join(lines)
+
+    def _result_line(self) -> str:
+        if self.mismatches:
+            return "result: MISMATCHES, act on them"
+        if self.exit_status == EXIT_MISMATCHED:
+            return "result: the TOTALS DIFFER and decide here (reconcile.totals_decide): act on them"
+        if not self.totals_agree:
+            return "result: every record matches; the totals differ, alone no mismatch (reconcile.totals_decide)"
+        return "result: everything matches"
+
+    def _activity_lines(self) -> list[str]:
+        if self.backend.settle is None:
+            return ["         by activity: the summary gave no settleRecord lines"]
+        lines = ["         by activity (activityNo name, sales or refunds: journal | backend):"]
+        for line in self.activities:
+            side = "refunds" if line.is_refund else "sales"
+            lines.append(
+                f"           {line.activity_no or '(none)'} {line.activity_name}, {side}: "
+                f"{line.journal.volume} {money(line.journal.net)} | {line.backend.volume} {money(line.backend.net)}"
+                f"  -> {_verdict(line.agree)}"
+            )
+        return lines
+
+
+def _verdict(agree: bool, *, explained: bool = False) -> str:
+    if agree:
+        return "agree"
+    return "DIFFER: see docs/operations.md, 'End of day: running the reconciliation'" if explained else "DIFFER"
+
+
+def _activity_row(kind: str, line: ActivityTotals, totals: Totals, verdict: str) -> dict[str, str]:
+    row = _totals_row(kind, totals, verdict)
+    row.update(action=line.activity_name, activityNo=line.activity_no, isRefund=str(line.is_refund).lower())
+    return row
 
 
 def _mismatch_row(mismatch: Mismatch) -> dict[str, str]:
@@ -351,6 +549,8 @@ def _mismatch_row(mismatch: Mismatch) -> dict[str, str]:
         "what_to_do": mismatch.what_to_do,
         "volume": "",
         "net_amount": "",
+        "activityNo": record.activity_no,
+        "isRefund": "",
     }
 
 

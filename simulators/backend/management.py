@@ -1,10 +1,12 @@
 """The management API: ``summary`` (book §11.1) and ``batchUpload`` (§11.2).
 
 ``summary`` counts the money transactions decided since the last summary, one ``settleRecord``
-(§8.8) per action and customer (the card's bank, or the code's issuer); voids and refunds are
-``isRefund`` records and are subtracted in the totals. ``batchUpload`` matches each uploaded
-``transRecord`` (§8.7) against the ledger and answers its status, unless a test told the
-simulator to disagree about that traceNo (simulators.backend.disagree), which wins.
+(§8.8) per activity, action and customer (the card's bank, or the code's issuer): the activity
+is the one the sale's approval named in its goodsDetail (a void's or refund's: its sale's), the
+name the action's. Voids and refunds are ``isRefund`` records and are subtracted in the totals.
+``batchUpload`` matches each uploaded ``transRecord`` (§8.7) against the ledger and answers its
+status, unless a test told the simulator to disagree about that traceNo
+(simulators.backend.disagree), which wins.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ MAX_RECORDS = 5000
 MATCH_WINDOW = timedelta(days=7)
 TIME_FORMAT = "%Y%m%d%H%M%S"
 CENT = Decimal("0.01")
-#: activityNo and activityName of each counted action (the simulator's own; productName is the book's 全场产品).
+#: activityNo (when the sale named none) and activityName of each counted action (the simulator's own;
+#: productName is the book's 全场产品).
 ACTIVITIES = {
     "cardRedemption": ("SIM01", "银行卡积分兑换"),
     "cardPayment": ("SIM02", "银行卡收单"),
@@ -46,6 +49,7 @@ class _Group:
 
     action: str
     customer: str
+    activity_no: str
     volume: int = 0
     total: Decimal = Decimal(0)
 
@@ -54,10 +58,10 @@ class _Group:
         return self.action in _REFUNDS
 
     def to_json(self) -> dict[str, Any]:
-        activity_no, activity_name = ACTIVITIES[self.action]
+        activity_name = ACTIVITIES[self.action][1]
         money = str(self.total.quantize(CENT))  # like the book's "2082.10"
         return {
-            "activityNo": activity_no,
+            "activityNo": self.activity_no,
             "activityName": activity_name,
             "productName": "全场产品",
             "customer": self.customer,
@@ -72,10 +76,11 @@ def summary(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) -> dict[
     """Totals of the sales, voids and refunds decided since the last summary; marks them counted."""
     trans_date = ctx.trans_date()
     counted = [r for r in ctx.ledger.records() if r is not record and not r.summarized and _counts(r)]
-    groups: dict[tuple[str, str], _Group] = {}
+    groups: dict[tuple[str, str, str], _Group] = {}
     for counted_record in counted:
-        customer = _customer(ctx, counted_record)
-        group = groups.setdefault((counted_record.action, customer), _Group(counted_record.action, customer))
+        customer, activity_no = _customer(ctx, counted_record), _activity(ctx, counted_record)
+        key = (activity_no, counted_record.action, customer)
+        group = groups.setdefault(key, _Group(counted_record.action, customer, activity_no))
         group.volume += 1
         group.total += counted_record.total_amount or Decimal(0)
         counted_record.summarized = True
@@ -124,6 +129,16 @@ def _counts(record: TraceRecord) -> bool:
     if record.action in MONEY_SALES:
         return record.state in (TraceState.APPROVED, TraceState.VOIDED)
     return record.action in _REFUNDS and record.state is TraceState.APPROVED
+
+
+def _activity(ctx: SimContext, record: TraceRecord) -> str:
+    sale = ctx.ledger.get(record.original_trace_no) if record.original_trace_no else record
+    goods = sale.response.get("goodsDetail") if sale is not None else None
+    if isinstance(goods, list):
+        for item in goods:
+            if isinstance(item, dict) and item.get("activityNo"):
+                return str(item["activityNo"])
+    return ACTIVITIES[record.action][0]
 
 
 def _customer(ctx: SimContext, record: TraceRecord) -> str:

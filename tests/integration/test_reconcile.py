@@ -36,7 +36,15 @@ from loguru import logger
 from bench.common import insert_approved_sales
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.app.cli import main
-from misbridge.app.reconcile import report_paths, run_reconcile, write_report
+from misbridge.app.reconcile import (
+    SINCE_LAST,
+    RunPlan,
+    days_to_run,
+    last_reported_day,
+    report_paths,
+    run_reconcile,
+    write_report,
+)
 from misbridge.app.simulated import launched_backend, simulated_daemon, write_signing_key
 from misbridge.config.settings import ReconcileSettings, Settings
 from misbridge.core.kinds import TABLES
@@ -176,9 +184,18 @@ async def test_a_day_that_matches_exits_0_after_a_backend_down_run_that_exits_1(
     assert report["totals"]["backend"]["volume"] == 4
     assert report["totals"]["backend"]["totalAmount"] == "81.60"
     assert report["totals"]["agree"] is True
+    # Per activity: the card sales' activity (their goodsDetail's activityNo), sales and the void apart.
+    by_activity = report["totals"]["byActivity"]
+    assert [(line["isRefund"], line["journal"], line["agree"]) for line in by_activity] == [
+        (False, {"volume": 3, "totalAmount": "122.40"}, True),
+        (True, {"volume": 1, "totalAmount": "40.80"}, True),
+    ]
+    assert {line["activityNo"] for line in by_activity} == {approved[0]["goodsDetail"][0]["activityNo"]}
+    assert "refunds: 1 40.80 | 1 40.80  -> agree" in table
     assert [row["kind"] for row in csv.DictReader(csv_file.open(encoding="utf-8"))] == [
         "journal_totals",
         "backend_totals",
+        *["activity_journal", "activity_backend"] * 2,
     ]
 
     # A re-run of the same day writes a new run file and changes no transaction.
@@ -192,6 +209,15 @@ async def test_a_day_that_matches_exits_0_after_a_backend_down_run_that_exits_1(
     assert len(report_files(settings, day)) == 4
     assert transactions(journal) == before
     assert not [p for p in journal.parent.rglob(".*.tmp")], "no temporary file is left"
+
+    # A store whose summary only this run asks may let the totals decide: the re-run's differ.
+    decided = settings.model_copy(update={"reconcile": settings.reconcile.model_copy(update={"totals_decide": True})})
+    out = io.StringIO()
+    assert await run_reconcile(decided, out, day=day, now=later + timedelta(minutes=1)) == 3
+    assert "matched 5, mismatched 0" in out.getvalue()
+    assert "result: the TOTALS DIFFER and decide here" in out.getvalue()
+    latest = json.loads((journal.parent / "reports" / "latest.json").read_text(encoding="utf-8"))
+    assert latest["mismatches"] == 1, "a deciding totals difference raises the alert"
 
 
 async def test_every_planted_disagreement_is_a_report_line_with_its_advice(bench: Bench) -> None:
@@ -429,3 +455,96 @@ def test_a_report_file_is_written_whole_and_never_replaced(tmp_path: Path) -> No
         write_report(shown, paths)
     assert paths[0].read_bytes() == first
     assert sorted(p.name for p in paths[0].parent.iterdir()) == sorted(p.name for p in paths)  # no temporary left
+
+
+def test_the_days_a_run_reconciles(tmp_path: Path) -> None:
+    now = datetime(2026, 5, 10, 12, 0, tzinfo=UTC)
+    settings = Settings(
+        journal={"path": tmp_path / "journal.db"}, reconcile={"cut_off": "04:00", "time_zone": "Etc/UTC"}
+    )
+    settings.journal.path.write_bytes(b"")  # it exists; days_to_run never opens it
+    plan = functools.partial(days_to_run, settings, now)
+    assert plan().days == (date(2026, 5, 9),)
+    assert plan(day=date(2026, 5, 4)).days == (date(2026, 5, 4),)
+    assert "older than 7 days" in str(plan(day=date(2026, 5, 2)).refusal)
+    assert plan(since=date(2026, 5, 7)) == RunPlan((date(2026, 5, 7), date(2026, 5, 8), date(2026, 5, 9)))
+    assert plan(since=date(2026, 5, 9)).days == (date(2026, 5, 9),)
+    assert "--since 2026-05-10: that business day has not ended yet" in str(plan(since=date(2026, 5, 10)).refusal)
+    assert "--since 2026-05-01: business day 2026-05-01 is older than 7 days" in str(
+        plan(since=date(2026, 5, 1)).refusal
+    )
+
+    assert plan(since=SINCE_LAST) == RunPlan((date(2026, 5, 9),)), "no report yet: the last complete day alone"
+    reports = tmp_path / "reports"
+    (reports / "2026-05-06").mkdir(parents=True)
+    (reports / "2026-05-06" / ".reconcile-x.json.1.tmp").write_text("", encoding="utf-8")  # never given its name
+    (reports / "not-a-date").mkdir()
+    assert last_reported_day(settings.journal.path) is None
+    (reports / "2026-05-06" / "reconcile-20260507T043000000000Z.json").write_text("{}", encoding="utf-8")
+    assert last_reported_day(settings.journal.path) == date(2026, 5, 6)
+    assert plan(since=SINCE_LAST).days == (date(2026, 5, 7), date(2026, 5, 8), date(2026, 5, 9))
+    (reports / "2026-05-09").mkdir()
+    (reports / "2026-05-09" / "reconcile-20260510T043000000000Z.json").write_text("{}", encoding="utf-8")
+    assert plan(since=SINCE_LAST) == RunPlan(
+        (), None, ("nothing to reconcile: every business day up to 2026-05-09 has a report",)
+    )
+
+    # A machine off for ten days: the days batchUpload can no longer match are named, not uploaded.
+    later = plan.func(settings, now + timedelta(days=10), since=SINCE_LAST)
+    assert later.days == tuple(date(2026, 5, 14) + timedelta(days=n) for n in range(6))
+    assert later.notes == (
+        "business days 2026-05-10 to 2026-05-13 were never reconciled and are older than 7 days: batchUpload "
+        "can no longer match them; compare them with e-Buy by hand (docs/operations.md)",
+    )
+
+
+async def test_since_reconciles_every_day_in_order_and_last_catches_up(tmp_path: Path) -> None:
+    key_file = write_signing_key(tmp_path)
+    now = datetime.now(UTC)
+    async with launched_backend(tmp_path, key_file) as url:
+        settings = backend_only_settings(tmp_path, url, key_file, now)
+        await (await Journal.open(settings.journal.path)).close()
+        insert_approved_sales(settings.journal.path, 2, now - timedelta(days=2))  # the backend never saw them
+        today, after = today_of(settings, now)
+        first = today - timedelta(days=2)
+
+        out, err = io.StringIO(), io.StringIO()
+        assert await run_reconcile(settings, out, since=first, now=after, as_json=True, err=err) == 3, err.getvalue()
+        reports = jsonio.loads(out.getvalue())
+        assert [r["businessDate"] for r in reports] == [str(first + timedelta(days=n)) for n in range(3)]
+        assert [r["uploaded"] for r in reports] == [2, 0, 0]
+        assert [r["exitStatus"] for r in reports] == [3, 0, 0]
+        assert [line for line in err.getvalue().splitlines() if "of 3" in line] == [
+            f"misbridge: business day {first + timedelta(days=n)} ({n + 1} of 3)" for n in range(3)
+        ]
+        assert last_reported_day(settings.journal.path) == today
+
+        # Nothing new: --since last has nothing to do, and says so.
+        out, err = io.StringIO(), io.StringIO()
+        assert await run_reconcile(settings, out, since=SINCE_LAST, now=after, err=err) == 0
+        assert out.getvalue() == ""
+        assert f"nothing to reconcile: every business day up to {today} has a report" in err.getvalue()
+
+        # Two days later the timer's --since last runs both days it missed, oldest first.
+        out = io.StringIO()
+        assert (
+            await run_reconcile(settings, out, since=SINCE_LAST, now=after + timedelta(days=2), err=io.StringIO()) == 0
+        )
+        tables = out.getvalue()
+        assert tables.index(f"business day {today + timedelta(days=1)}") < tables.index(
+            f"business day {today + timedelta(days=2)}"
+        )
+        assert last_reported_day(settings.journal.path) == today + timedelta(days=2)
+
+        # A backend that is down stops the run at its first day: no report, so the next run retries it.
+        down = settings.model_copy(
+            update={
+                "backend": settings.backend.model_copy(
+                    update={"url": "http://127.0.0.1:9/ebuyweb-posp", "request_deadline_s": 1.0}
+                )
+            }
+        )
+        err = io.StringIO()
+        assert await run_reconcile(down, io.StringIO(), since=SINCE_LAST, now=after + timedelta(days=4), err=err) == 1
+        assert err.getvalue().count("could not be reached") == 1
+        assert last_reported_day(settings.journal.path) == today + timedelta(days=2)

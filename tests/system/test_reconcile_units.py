@@ -20,7 +20,7 @@ from tests.system.tools import REPO, UNIT, Setting, parse_unit, run, tool, value
 
 SERVICE = REPO / "systemd" / "misbridge-reconcile.service"
 TIMER = REPO / "systemd" / "misbridge-reconcile.timer"
-EXEC_START = "/usr/bin/misbridge reconcile --config /etc/misbridge/misbridge.toml"
+EXEC_START = "/usr/bin/misbridge reconcile --since last --config /etc/misbridge/misbridge.toml"
 #: misbridge reconcile's exit status for "the run completed and found mismatches".
 EXIT_MISMATCHED = 3
 

@@ -213,6 +213,22 @@ async def test_a_void_of_a_sale_of_an_earlier_day_takes_that_sales_amount(journa
     assert by_trace_no(await day_records(journal, MAY_1)) == {"void-today": (BookStatus.EQUAL, D("3.21"))}
 
 
+async def test_the_activity_is_the_sales_goods_activity_for_it_and_its_follow_ups(journal: Journal) -> None:
+    def goods(*activities: str) -> list[dict[str, Any]]:
+        return [{"goodsId": f"G{n}", "activityNo": activity} for n, activity in enumerate(activities)]
+
+    for trace_no, activities in (("one", ("ACT1", "ACT1")), ("two", ("ACT1", "ACT2")), ("none", ())):
+        response = approval(trace_no, paidAmount=D("1.00"), goodsDetail=goods(*activities))
+        await seed(journal, trace_no, "cardRedemption", "approved", {"totalAmount": D("1.00")}, response=response)
+    await sale(journal, "old", at=NOON - timedelta(days=3))  # an approval without goodsDetail
+    await seed(journal, "void-one", "voidCardSale", "approved", {"originalTraceNo": "one"})
+    await seed(journal, "refund-old", "refundCardSale", "approved", {"originalTraceNo": "old", "refundAmount": D(1)})
+    records = await day_records(journal, MAY_1)
+    activity = {record.journal_trace_no: record.activity_no for record in records.records}
+    # several activities in one sale: the amount per activity is unknown, so none is named
+    assert activity == {"one": "ACT1", "two": "", "none": "", "void-one": "ACT1", "refund-old": ""}
+
+
 async def test_amounts_stay_exact_decimals(journal: Journal) -> None:
     await sale(journal, "big", total="99999999.99")
     await sale(journal, "dime", total="0.10")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
@@ -11,21 +12,29 @@ from misbridge.core.endofday import BookStatus, DayRecord, SetAside
 from misbridge.core.reconcile import (
     CSV_COLUMNS,
     ReconcileReport,
+    SettleLine,
     SummaryTotals,
     Totals,
     advice,
+    by_activity,
     compare,
     journal_totals,
     money,
+    settle_lines,
 )
 
 D = Decimal
 
 
 def record(
-    trace_no: str, action: str = "cardPayment", state: str = "approved", amount: str = "40.80", status: int = 1
+    trace_no: str,
+    action: str = "cardPayment",
+    state: str = "approved",
+    amount: str = "40.80",
+    status: int = 1,
+    activity: str = "",
 ) -> DayRecord:
-    return DayRecord(trace_no, trace_no, action, state, D(amount), BookStatus(status), "20260501120000")
+    return DayRecord(trace_no, trace_no, action, state, D(amount), BookStatus(status), "20260501120000", activity)
 
 
 def test_a_record_matches_only_with_the_status_misbridge_believes() -> None:
@@ -88,8 +97,53 @@ def test_money_adds_zeros_and_never_rounds() -> None:
     ]
 
 
-def report(mismatched: bool, backend_net: str = "40.80") -> ReconcileReport:
-    records = [record("A")]
+def test_the_activity_lines_set_sales_and_refunds_apart_per_activity() -> None:
+    day = [
+        record("S1", amount="40.8", activity="ACT1"),
+        record("S2", amount="10.00", activity="ACT1", status=8),  # refunded: still a sale
+        record("S3", state="voided", amount="5.00", status=6, activity="ACT2"),  # misbridge voided it
+        record("S4", state="declined", amount="99.00", status=5, activity="ACT1"),  # moved nothing
+        record("R1", action="refundCardSale", amount="3.30", activity="ACT1"),
+        record("Q1", action="qrcodeSale", amount="1.00"),  # its goods named no single activity
+        record("A1", action="accumulating", amount="7.00", activity="ACT1"),  # points, no money
+    ]
+    settle = [
+        SettleLine("ACT1", "积分兑换", False, 1, D("40.80")),  # split by customer: the same activity twice
+        SettleLine("ACT1", "积分兑换", False, 1, D("10")),
+        SettleLine("ACT1", "退货", True, 1, D("3.30")),
+        SettleLine("ACT2", "收单", False, 1, D("5.00")),
+        SettleLine("ACT3", "其他", False, 2, D("8.00")),  # the backend only
+    ]
+    lines = by_activity(day, {"S3"}, settle)
+    shown = [(line.activity_no, line.activity_name, line.is_refund, line.journal, line.backend) for line in lines]
+    assert shown == [
+        ("", "qrcodeSale", False, Totals(1, D("1.00")), Totals(0, D(0))),
+        ("ACT1", "积分兑换", False, Totals(2, D("50.80")), Totals(2, D("50.80"))),
+        ("ACT1", "退货", True, Totals(1, D("3.30")), Totals(1, D("3.30"))),
+        ("ACT2", "收单", False, Totals(1, D("5.00")), Totals(1, D("5.00"))),
+        ("ACT2", "cardPayment", True, Totals(1, D("5.00")), Totals(0, D(0))),  # the void call of S3
+        ("ACT3", "其他", False, Totals(0, D(0)), Totals(2, D("8.00"))),
+    ]
+    assert [line.agree for line in lines] == [False, True, True, True, False, False]
+    assert lines[1].to_json() == {
+        "activityNo": "ACT1",
+        "activityName": "积分兑换",
+        "isRefund": False,
+        "journal": {"volume": 2, "totalAmount": "50.80"},
+        "backend": {"volume": 2, "totalAmount": "50.80"},
+        "agree": True,
+    }
+    assert by_activity([], (), []) == ()
+    assert by_activity(day, (), None) == ()  # no settleRecord: nothing to compare per activity
+
+
+def report(
+    mismatched: bool,
+    backend_net: str = "40.80",
+    settle: tuple[SettleLine, ...] | None = None,
+    totals_decide: bool = False,
+) -> ReconcileReport:
+    records = [record("A", activity="ACT1")]
     _, mismatches = compare(records, {"A": 4 if mismatched else 1}, {"A": "O-A"})
     return ReconcileReport(
         business_date=date(2026, 5, 1),
@@ -103,7 +157,9 @@ def report(mismatched: bool, backend_net: str = "40.80") -> ReconcileReport:
         mismatches=tuple(mismatches),
         set_aside=(SetAside("P1", "cardPayment", "unknown", "not final (unknown): its outcome is not known yet"),),
         journal=journal_totals(records),
-        backend=SummaryTotals(Totals(1, D(backend_net)), "20260501040000", "20260502040000"),
+        backend=SummaryTotals(Totals(1, D(backend_net)), "20260501040000", "20260502040000", settle),
+        activities=by_activity(records, (), settle),
+        totals_decide=totals_decide,
     )
 
 
@@ -115,6 +171,29 @@ def test_the_exit_status_follows_the_records_and_a_totals_difference_is_shown() 
     assert not differing.totals_agree
     assert "net 0.00  -> DIFFER" in differing.table()
     assert differing.to_json()["totals"]["agree"] is False
+    assert "result: every record matches; the totals differ" in differing.table()
+    assert report(mismatched=False, backend_net="0", totals_decide=True).exit_status == 3
+    assert report(mismatched=False, totals_decide=True).exit_status == 0
+
+
+def test_an_activity_that_differs_is_a_totals_difference() -> None:
+    agreeing = report(mismatched=False, settle=(SettleLine("ACT1", "收单", False, 1, D("40.80")),))
+    assert agreeing.totals_agree
+    assert "ACT1 收单, sales: 1 40.80 | 1 40.80  -> agree" in agreeing.table()
+    differing = (SettleLine("ACT9", "收单", False, 1, D("40.80")),)  # the same total, another activity
+    assert not report(mismatched=False, settle=differing).totals_agree
+    assert report(mismatched=False, settle=differing, totals_decide=True).exit_status == 3
+    without = report(mismatched=False)
+    assert without.totals_agree
+    assert "by activity: the summary gave no settleRecord lines" in without.table()
+    assert without.to_json()["totals"]["byActivity"] is None
+    rows = report(mismatched=False, settle=differing).csv_rows()
+    assert [(row["kind"], row["activityNo"], row["backend_meaning"]) for row in rows[-4:]] == [
+        ("activity_journal", "ACT1", ""),
+        ("activity_backend", "ACT1", "DIFFER"),
+        ("activity_journal", "ACT9", ""),
+        ("activity_backend", "ACT9", "DIFFER"),
+    ]
 
 
 def test_the_report_forms_hold_the_same_facts() -> None:
@@ -131,3 +210,36 @@ def test_the_report_forms_hold_the_same_facts() -> None:
     assert all(set(row) == set(CSV_COLUMNS) for row in rows)
     assert [row["kind"] for row in rows] == ["mismatch", "set_aside", "journal_totals", "backend_totals"]
     assert rows[-1]["backend_meaning"] == "agree"
+
+
+def test_settle_lines_read_the_books_lines_and_name_a_bad_field() -> None:
+    book_line = {
+        "activityNo": "2016101201",
+        "activityName": "浦发银行积分兑换",
+        "productName": "大杯",
+        "customer": "浦发银行",
+        "isRefund": False,
+        "volume": 130,
+        "totalReceiptAmount": "2082.10",
+        "totalAmount": "2082.10",
+    }
+    assert settle_lines([book_line, {**book_line, "isRefund": True, "totalAmount": D("1.5")}]) == (
+        SettleLine("2016101201", "浦发银行积分兑换", False, 130, D("2082.10")),
+        SettleLine("2016101201", "浦发银行积分兑换", True, 130, D("1.5")),
+    )
+    assert settle_lines(None) is None
+    assert settle_lines([]) == ()
+    bad = {
+        "settleRecord is not a list": {"activityNo": "1"},
+        "line 1 has no 'isRefund'": [{k: v for k, v in book_line.items() if k != "isRefund"}],
+        "line 2 is unreadable: isRefund is not true or false": [book_line, {**book_line, "isRefund": "false"}],
+        "line 1 is unreadable: volume '130' is not a count": [{**book_line, "volume": "130"}],
+        "line 1 is unreadable: volume -1 is not a count": [{**book_line, "volume": -1}],
+        "line 1 is unreadable: totalAmount 'NaN' is not an amount": [{**book_line, "totalAmount": "NaN"}],
+        "line 1 is unreadable: totalAmount '12,00' is not an amount": [{**book_line, "totalAmount": "12,00"}],
+        "line 1 is unreadable: not an object": ["2082.10"],
+        "line 1 is unreadable: totalAmount None is not an amount": [{**book_line, "totalAmount": None}],
+    }
+    for message, entries in bad.items():
+        with pytest.raises(ValueError, match=re.escape(message)):
+            settle_lines(entries)
