@@ -8,7 +8,7 @@ import math
 import os
 import sys
 import tempfile
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +32,8 @@ from misbridge.config.settings import DEFAULT_CONFIG_PATH, load_settings
 from misbridge.ebuy import jsonio
 from misbridge.errors import ConfigError, InvalidTransition, JournalError
 from misbridge.host import systemd
+from misbridge.journal.records import KeyCallKind
+from misbridge.journal.schema import KEY_CALL_KINDS
 from misbridge.journal.store import Journal, StateConflictError
 from misbridge.telemetry.logs import configure_logging
 from misbridge.tools import journal as journaltool
@@ -175,7 +177,7 @@ def _seconds(text: str) -> float:
 
 def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     journal = commands.add_parser(
-        "journal", help="list, show, export (masked), purge or resolve the transaction journal",
+        "journal", help="list, show, export (masked), purge or resolve the transaction journal; list key calls",
         description="Read the journal read-only (safe while misbridge runs), purge old final transactions, "
         "or record how a transaction left for a person (needs_manual) was resolved.",
     )  # fmt: skip
@@ -199,6 +201,7 @@ def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     export.add_argument("--since", help=since_help)
     export.add_argument("--state", help=state_help)
     export.add_argument("--output", type=Path, help="write to this file instead of standard output")
+    _add_key_calls_parser(tools)
     purge = tools.add_parser("purge", help="delete final transactions older than the retention (never open ones)")
     purge.add_argument("--older-than-days", type=int, help="retention in days (default: journal.retention_days)")
     purge.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
@@ -220,6 +223,49 @@ def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     resolve.add_argument(
         "--note", required=True, help="who decided and on what evidence (e.g. 'e-Buy support ticket 4711, J. Li')"
     )
+
+
+def _add_key_calls_parser(tools: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # Not "calls": `journal show` lists a transaction's backendCalls (inquiries, voids), another table.
+    command = tools.add_parser(
+        "key-calls", help="misbridge's own calls, newest first: key downloads, sign-ins (with the KCV), end of day",
+        description="List the requests misbridge sent under a traceNo of its own, outside any transaction "
+        "(the key_calls table): downloadKey, signIn (with the check value of the key it issued, never a key), "
+        "and the end of day's batchUpload and summary; when each was allocated, and how it ended: answered "
+        f"(with its return code), unknown (no usable reply) or '{journaltool.NO_RESULT_YET}'. Read-only: "
+        "safe while misbridge runs.",
+    )  # fmt: skip
+    command.add_argument(
+        "--kind", type=_key_call_kind,
+        help=f"only this kind: {', '.join(KEY_CALL_KINDS)} (sign-in and download-key work too)",
+    )  # fmt: skip
+    command.add_argument(
+        "--since", help="only calls allocated since then: 2026-05-01, 7d, 12h, 30m or an ISO date/time (local if naive)"
+    )
+    command.add_argument(
+        "--limit", type=_positive_count, default=journaltool.DEFAULT_KEY_CALLS_LIMIT,
+        help=f"at most this many lines (default {journaltool.DEFAULT_KEY_CALLS_LIMIT})",
+    )  # fmt: skip
+    command.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+
+
+def _key_call_kind(text: str) -> str:
+    """``--kind``: a kind as the journal writes it, in any case, with or without ``-``/``_`` (``sign-in``)."""
+    wanted = text.replace("-", "").replace("_", "").lower()
+    for kind in KEY_CALL_KINDS:
+        if kind.lower() == wanted:
+            return kind
+    raise argparse.ArgumentTypeError(f"{text!r} is not a kind of call: use one of {', '.join(KEY_CALL_KINDS)}")
+
+
+def _positive_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -309,6 +355,8 @@ def _journal(args: argparse.Namespace) -> int:
                 with args.output.open("w", encoding="utf-8", newline="") as out:
                     count = journaltool.export(path, out, fmt=args.format, since=since, state=args.state)
                 print(f"{count} transaction(s) written to {args.output}", file=sys.stderr)
+        elif args.journal_command == "key-calls":
+            _journal_key_calls(path, args.kind, since, args.limit, as_json=args.json)
         elif args.journal_command == "resolve":
             return _journal_resolve(path, args.trace_no, args.outcome, args.note)
         else:
@@ -318,6 +366,20 @@ def _journal(args: argparse.Namespace) -> int:
         print(f"misbridge: {err}", file=sys.stderr)
         return 1
     return 0
+
+
+def _journal_key_calls(
+    path: Path, kind: KeyCallKind | None, since: datetime | None, limit: int, *, as_json: bool
+) -> None:
+    """``journal key-calls``: the table, a JSON array, or one line saying there are none."""
+    calls = journaltool.list_key_calls(path, kind=kind, since=since, limit=limit)
+    if as_json:
+        print(jsonio.pretty([journaltool.key_call_row(call) for call in calls]))
+    elif calls:
+        print(journaltool.format_key_calls(calls))
+    else:
+        only = "".join((f" of kind {kind}" if kind else "", f" since {since:%Y-%m-%d %H:%M %z}" if since else ""))
+        print(f"no calls{only} in {path} (key downloads, sign-ins, end-of-day batchUpload and summary)")
 
 
 def _journal_purge(path: Path, retention_days: int, dry_run: bool) -> int:

@@ -15,6 +15,11 @@ Since schema v7 the end of day's own ``batchUpload`` and ``summary`` requests (`
 reconcile``) are rows here too: like a key request they have no original and move no money,
 and they need exactly the same guarantees (a traceNo committed before sending, never reused,
 one result). Their replies are not kept here: the reconcile report files are their record.
+
+:func:`select_key_calls` is the read, a plain function over a connection: the daemon runs it on
+the journal thread (:meth:`KeyCalls.key_calls`) and ``misbridge journal key-calls`` on its
+read-only connection. It names its columns rather than ``SELECT *``, so a column added to the
+table is never shown by accident.
 """
 
 from __future__ import annotations
@@ -27,14 +32,17 @@ from typing import Final, Literal
 from misbridge.errors import JournalError
 from misbridge.journal.calls import CALL_RESULTS, new_trace_no, trace_prefix
 from misbridge.journal.connection import JournalBase
-from misbridge.journal.records import KeyCallKind, KeyCallRecord
+from misbridge.journal.records import KeyCallKind, KeyCallRecord, iso_utc
 from misbridge.journal.rows import time_of
 from misbridge.journal.schema import KEY_CALL_KINDS, immediate_transaction
 
-__all__ = ["KeyCalls"]
+__all__ = ["DEFAULT_KEY_CALLS_LIMIT", "KeyCalls", "check_key_calls_filter", "select_key_calls"]
 
-_DEFAULT_LIMIT: Final = 20
+DEFAULT_KEY_CALLS_LIMIT: Final = 20
+"""How many rows :meth:`KeyCalls.key_calls` and :func:`select_key_calls` return unless told."""
 _KCV: Final = re.compile(r"[0-9A-F]{6}")
+#: Every column of a :class:`KeyCallRecord`, and nothing else.
+_COLUMNS: Final = "trace_no, kind, state, return_code, key_kcv, created_at, updated_at"
 
 
 class KeyCalls(JournalBase):
@@ -92,15 +100,27 @@ class KeyCalls(JournalBase):
         """
         return await self._run("last_sign_in", _select_last_sign_in)
 
-    async def key_calls(self, limit: int = _DEFAULT_LIMIT) -> list[KeyCallRecord]:
+    async def key_calls(
+        self,
+        limit: int = DEFAULT_KEY_CALLS_LIMIT,
+        *,
+        kind: KeyCallKind | None = None,
+        since: datetime | None = None,
+    ) -> list[KeyCallRecord]:
         """The latest ``limit`` requests of this table (key requests and, since v7, the end of day's), newest first.
 
+        ``kind`` keeps only that kind, ``since`` only the requests allocated at or after it
+        (:func:`select_key_calls`).
+
         Raises:
-            JournalError: ``limit`` is negative, the read failed or a row is corrupt.
+            JournalError: ``limit`` is negative, ``kind`` is unknown, ``since`` is naive, the
+                read failed or a row is corrupt.
         """
-        if limit < 0:
-            raise JournalError(f"journal key_calls: limit must not be negative, got {limit}")
-        return await self._run("key_calls", _select_key_calls, limit)
+        try:
+            check_key_calls_filter(limit, kind, since)
+        except ValueError as err:
+            raise JournalError(f"journal key_calls: {err}") from err
+        return await self._run("key_calls", select_key_calls, limit, kind, since)
 
 
 # --- Everything below runs on the journal thread. ----------------------------------------
@@ -148,15 +168,60 @@ def _to_key_call(row: sqlite3.Row) -> KeyCallRecord:
         raise JournalError(f"journal key request {trace_no!r} is corrupt: {err}") from err
 
 
-def _select_key_calls(conn: sqlite3.Connection, limit: int) -> list[KeyCallRecord]:
+def check_key_calls_filter(limit: int, kind: str | None, since: datetime | None) -> None:
+    """Refuse a filter :func:`select_key_calls` cannot apply.
+
+    Raises:
+        ValueError: ``limit`` is negative, ``kind`` is not one of the table's kinds, or ``since``
+            is naive; the message names which.
+    """
+    if limit < 0:
+        raise ValueError(f"limit must not be negative, got {limit}")
+    if kind is not None and kind not in KEY_CALL_KINDS:
+        raise ValueError(f"kind must be one of {KEY_CALL_KINDS!r}, got {kind!r}")
+    if since is not None:
+        iso_utc(since)  # raises ValueError naming a naive time
+
+
+def select_key_calls(
+    conn: sqlite3.Connection,
+    limit: int = DEFAULT_KEY_CALLS_LIMIT,
+    kind: str | None = None,
+    since: datetime | None = None,
+) -> list[KeyCallRecord]:
+    """The latest ``limit`` ``key_calls`` rows, newest first; of ``kind`` only, allocated at or after ``since``.
+
+    Works on any connection, whatever its ``row_factory`` (the journal's, or a read-only one).
+    A journal file from before schema version 6 has no such table: no rows.
+
+    Raises:
+        ValueError: a filter :func:`check_key_calls_filter` refuses.
+        JournalError: a row is corrupt.
+        sqlite3.Error: the read failed.
+    """
+    check_key_calls_filter(limit, kind, since)
+    cursor = conn.cursor()
+    cursor.row_factory = sqlite3.Row
+    if cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'key_calls'").fetchone() is None:
+        return []
+    clauses: list[str] = []
+    params: list[str | int] = []
+    if kind is not None:
+        clauses.append("kind = ?")
+        params.append(kind)
+    if since is not None:
+        clauses.append("created_at >= ?")  # ISO-8601 UTC of fixed width: text order is time order
+        params.append(iso_utc(since))
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     # rowid breaks a tie in created_at (one clock instant) by allocation order.
-    rows = conn.execute("SELECT * FROM key_calls ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,)).fetchall()
+    query = f"SELECT {_COLUMNS} FROM key_calls{where} ORDER BY created_at DESC, rowid DESC LIMIT ?"  # noqa: S608 - literals with "?" placeholders
+    rows = cursor.execute(query, (*params, limit)).fetchall()
     return [_to_key_call(row) for row in rows]
 
 
 def _select_last_sign_in(conn: sqlite3.Connection) -> KeyCallRecord | None:
     row = conn.execute(
-        "SELECT * FROM key_calls WHERE kind = 'signIn' AND state = 'answered' AND return_code = '00'"
+        f"SELECT {_COLUMNS} FROM key_calls WHERE kind = 'signIn' AND state = 'answered' AND return_code = '00'"  # noqa: S608 - constants
         " AND key_kcv IS NOT NULL ORDER BY created_at DESC, rowid DESC LIMIT 1"
     ).fetchone()
     return None if row is None else _to_key_call(row)

@@ -1,6 +1,6 @@
-"""``misbridge journal list|show|export|purge``: the journal for support and reconciliation.
+"""``misbridge journal list|show|export|key-calls|purge|resolve``: the journal for support and reconciliation.
 
-``list``, ``show`` and ``export`` open the journal **read-only** (SQLite ``mode=ro``), so they
+``list``, ``show``, ``export`` and ``key-calls`` open the journal **read-only** (SQLite ``mode=ro``), so they
 are safe while the daemon runs: they never take the write lock and never change a byte. When
 the daemon is not running (no ``-wal``/``-shm`` file beside the database) the file is opened
 ``immutable`` as well, so a read as root does not leave root-owned ``-wal``/``-shm`` files the
@@ -10,6 +10,13 @@ What they print is the journal's read side (:mod:`misbridge.journal.queries`, th
 daemon builds for the HTTP door), masked: the journal holds no card data (the pad's encrypted
 fields are never stored), only the masked PAN (first 6 / last 4); every value printed also
 passes the log scrubber's rules (:mod:`misbridge.ebuy.redaction`) as a second line of defence.
+
+``key-calls`` (:func:`list_key_calls`) lists the requests misbridge made under a traceNo of its
+own that belong to no transaction: the key downloads and daily sign-ins, and the end of day's
+``batchUpload`` and ``summary`` (the ``key_calls`` table). It is not named ``calls``: ``show``
+already lists a transaction's ``backendCalls`` (the inquiries, voids and options sent about
+it), which are another table. The rows hold no key material, only the issued key's check value
+(KCV); what is printed is named field by field (:data:`KEY_CALL_COLUMNS`).
 
 ``purge`` (:mod:`misbridge.app.retention`) deletes final transactions older than
 ``journal.retention_days`` through :meth:`misbridge.journal.store.Journal.purge` (never a
@@ -26,22 +33,30 @@ import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import closing, contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TextIO
 from urllib.parse import quote
 
 from misbridge.ebuy import jsonio
+from misbridge.ebuy.redaction import scrub_text
 from misbridge.errors import JournalError
 from misbridge.journal import queries
+from misbridge.journal.key_calls import DEFAULT_KEY_CALLS_LIMIT, select_key_calls
 from misbridge.journal.queries import EXPORT_COLUMNS, STATE_GROUPS, TransactionSummary
-from misbridge.journal.records import utc_now
+from misbridge.journal.records import KeyCallKind, KeyCallRecord, utc_now
 
 __all__ = [
+    "DEFAULT_KEY_CALLS_LIMIT",
     "EXPORT_COLUMNS",
+    "KEY_CALL_COLUMNS",
+    "NO_RESULT_YET",
     "STATE_GROUPS",
     "TransactionSummary",
     "export",
+    "format_key_calls",
+    "key_call_row",
+    "list_key_calls",
     "list_transactions",
     "open_readonly",
     "parse_since",
@@ -166,6 +181,78 @@ def show(path: Path, trace_no: str) -> dict[str, Any] | None:
     """
     with _reading(path) as conn:
         return queries.transaction_view(conn, trace_no)
+
+
+# --- key-calls -------------------------------------------------------------------------------
+
+#: The fields of a ``key-calls`` line, in order: the columns of its table and the keys of its JSON.
+KEY_CALL_COLUMNS: Final = (
+    "traceNo", "kind", "allocatedLocal", "allocatedUTC", "result", "returnCode", "keyKcv", "resultAtUTC",
+)  # fmt: skip
+#: What ``result`` says of a request still ``sent``: its traceNo was committed before sending, so
+#: the backend may have it (a request in flight now, or one a crash or lost reply left).
+NO_RESULT_YET: Final = "none yet: allocated, may have been sent"
+
+
+def list_key_calls(
+    path: Path,
+    *,
+    kind: KeyCallKind | None = None,
+    since: datetime | None = None,
+    limit: int = DEFAULT_KEY_CALLS_LIMIT,
+) -> list[KeyCallRecord]:
+    """misbridge's own requests (key downloads, sign-ins, end of day), newest first.
+
+    Only ``kind`` ones when given, allocated at or after ``since``, at most ``limit``
+    (:func:`misbridge.journal.key_calls.select_key_calls`).
+
+    Raises:
+        JournalError: the journal cannot be read or a row is corrupt.
+        ValueError: ``kind`` is unknown, ``since`` is naive or ``limit`` is negative.
+    """
+    with _reading(path) as conn:
+        return select_key_calls(conn, limit, kind, since)
+
+
+def _utc_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def key_call_row(call: KeyCallRecord) -> dict[str, str | None]:
+    """``call`` keyed by :data:`KEY_CALL_COLUMNS`; ``None`` for what it does not have (yet).
+
+    ``allocatedLocal`` is the allocation time in this machine's zone with its offset,
+    ``allocatedUTC`` and ``resultAtUTC`` (when the result was recorded) in UTC; ``result`` is
+    ``answered``, ``unknown`` (no usable reply) or ``None`` (none recorded: it may have been
+    sent). ``keyKcv`` is a check value: it does not reveal the key.
+    """
+    answered = call.state != "sent"
+    return {
+        "traceNo": scrub_text(call.trace_no),
+        "kind": call.kind,
+        "allocatedLocal": call.created_at.astimezone().isoformat(timespec="seconds"),
+        "allocatedUTC": _utc_text(call.created_at),
+        "result": call.state if answered else None,
+        "returnCode": None if call.return_code is None else scrub_text(call.return_code),
+        "keyKcv": call.key_kcv,
+        "resultAtUTC": _utc_text(call.updated_at) if answered else None,
+    }
+
+
+def format_key_calls(calls: Iterable[KeyCallRecord]) -> str:
+    """``key-calls``' text table: ``-`` for a value a row lacks, :data:`NO_RESULT_YET` for no result.
+
+    The columns are :data:`KEY_CALL_COLUMNS` but ``resultAtUTC`` (the JSON has it), to keep a
+    line readable on a technician's terminal.
+    """
+    columns = KEY_CALL_COLUMNS[:-1]
+    table = [list(columns)]
+    for call in calls:
+        row = key_call_row(call)
+        row["result"] = row["result"] or NO_RESULT_YET
+        table.append([row[column] or "-" for column in columns])
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table)
 
 
 # --- retention -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""``misbridge journal list|show|export|purge``: read-only, masked, safe while the daemon writes."""
+"""``misbridge journal list|show|export|key-calls|purge|resolve``: read-only, masked, safe while the daemon writes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from contextlib import closing
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ from misbridge.journal.records import TransactionRecord, iso_utc
 from misbridge.journal.store import Journal
 from misbridge.telemetry.logs import configure_logging
 from misbridge.tools import journal as journaltool
-from tests.security.journals import NOW, OLD, RECENT, ROWS, build_journal, request
+from tests.security.journals import NOW, OLD, RECENT, ROWS, Clock, build_journal, request
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CANARY_PAN = "6225620000018888"
@@ -260,3 +261,152 @@ def test_cli_resolve_closes_a_needs_manual_sale_while_the_journal_is_open(
     assert "is 'voided', not 'needs_manual'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([*base, "OLD-NEEDS-MANUAL", "--as", "voided"])  # --note is required
+
+
+# --- key-calls: misbridge's own calls (key downloads, sign-ins, end of day) -------------------
+
+KCV = "1F2E3D"
+
+
+async def _key_calls_journal(path: Path) -> dict[str, str]:
+    """A journal with a call of every kind and every result, a day apart from OLD on; name -> traceNo."""
+    clock = Clock(OLD)
+    made: dict[str, str] = {}
+    async with await Journal.open(path, clock=clock) as journal:
+        made["download"] = await journal.allocate_key_call("downloadKey")
+        await journal.record_key_call_result(made["download"], "answered", "00")
+        clock.now += timedelta(days=1)
+        made["sign-in"] = await journal.allocate_key_call("signIn")
+        await journal.record_key_call_result(made["sign-in"], "answered", "00", key_kcv=KCV)
+        clock.now += timedelta(days=1)
+        made["refused sign-in"] = await journal.allocate_key_call("signIn")
+        await journal.record_key_call_result(made["refused sign-in"], "answered", "96")
+        clock.now = RECENT
+        made["upload"] = await journal.allocate_key_call("batchUpload")
+        await journal.record_key_call_result(made["upload"], "unknown", None)
+        clock.now += timedelta(minutes=1)
+        made["summary"] = await journal.allocate_key_call("summary")  # no result: may have been sent
+    return made
+
+
+def _key_calls(path: Path, *args: str) -> list[str]:
+    return ["journal", "--journal", str(path), "key-calls", *args]
+
+
+async def test_key_calls_lists_every_kind_and_result_newest_first(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    made = await _key_calls_journal(path)
+    calls = journaltool.list_key_calls(path)
+    newest_first = ("summary", "upload", "refused sign-in", "sign-in", "download")
+    assert [c.trace_no for c in calls] == [made[name] for name in newest_first]
+    rows = {name: journaltool.key_call_row(call) for name, call in zip(newest_first, calls, strict=True)}
+    assert [(r["kind"], r["result"], r["returnCode"], r["keyKcv"]) for r in rows.values()] == [
+        ("summary", None, None, None),
+        ("batchUpload", "unknown", None, None),
+        ("signIn", "answered", "96", None),
+        ("signIn", "answered", "00", KCV),
+        ("downloadKey", "answered", "00", None),
+    ]
+    assert rows["upload"]["allocatedUTC"] == RECENT.strftime("%Y-%m-%dT%H:%M:%SZ")
+    local = datetime.fromisoformat(rows["upload"]["allocatedLocal"] or "")
+    assert local == RECENT
+    assert local.utcoffset() == RECENT.astimezone().utcoffset()  # this machine's zone
+    assert rows["summary"]["resultAtUTC"] is None
+    assert rows["upload"]["resultAtUTC"] is not None
+    table = journaltool.format_key_calls(calls).splitlines()
+    assert table[0].split() == ["traceNo", "kind", "allocatedLocal", "allocatedUTC", "result", "returnCode", "keyKcv"]
+    assert table[1].split()[:2] == [made["summary"], "summary"]
+    assert journaltool.NO_RESULT_YET in table[1]
+    assert table[2].split()[-3:] == ["unknown", "-", "-"]
+    assert table[4].split()[-3:] == ["answered", "00", KCV]
+    assert [c.trace_no for c in journaltool.list_key_calls(path, kind="signIn", limit=1)] == [made["refused sign-in"]]
+
+
+async def test_cli_key_calls_filters_by_kind_and_since(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "journal.db"
+    made = await _key_calls_journal(path)
+    assert main(_key_calls(path, "--kind", "sign-in")) == 0  # the journal's signIn, as a person may type it
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == [made["refused sign-in"], made["sign-in"]]
+    assert main(_key_calls(path, "--since", (RECENT - timedelta(days=1)).date().isoformat())) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == [made["summary"], made["upload"]]
+    assert main(_key_calls(path, "--kind", "batchUpload", "--since", "2000-01-01", "--limit", "5")) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == [made["upload"]]
+
+
+async def test_cli_key_calls_json_parses_with_exactly_the_documented_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "journal.db"
+    made = await _key_calls_journal(path)
+    assert main(_key_calls(path, "--json", "--limit", "2")) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [list(row) for row in rows] == [list(journaltool.KEY_CALL_COLUMNS)] * 2
+    assert [(r["traceNo"], r["result"], r["returnCode"]) for r in rows] == [
+        (made["summary"], None, None),
+        (made["upload"], "unknown", None),
+    ]
+    assert main(_key_calls(path, "--json", "--kind", "signIn", "--limit", "1")) == 0
+    [sign_in] = json.loads(capsys.readouterr().out)
+    assert (sign_in["traceNo"], sign_in["keyKcv"]) == (made["refused sign-in"], None)
+
+
+async def test_cli_key_calls_says_so_when_there_are_none(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "journal.db"
+    await build_journal(path)  # transactions and their calls, but no key call
+    assert main(_key_calls(path)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"no calls in {path} (")
+    assert out.count("\n") == 1
+    assert main(_key_calls(path, "--kind", "summary", "--since", "2026-05-01")) == 0
+    assert capsys.readouterr().out.startswith("no calls of kind summary since 2026-05-01 00:00")
+    assert main(_key_calls(path, "--json")) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [(["--kind", "inquiry"], "--kind"), (["--limit", "0"], "--limit"), (["--limit", "many"], "--limit")],
+)
+def test_cli_key_calls_bad_arguments_name_the_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], option: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(_key_calls(tmp_path / "journal.db", *args))
+    assert exited.value.code == 2
+    assert f"argument {option}: '{args[1]}' is not" in capsys.readouterr().err
+
+
+def test_cli_key_calls_bad_since_names_the_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(_key_calls(tmp_path / "journal.db", "--since", "2026-13-45")) == 2
+    assert capsys.readouterr().err.startswith("misbridge: --since '2026-13-45':")
+    assert main(_key_calls(tmp_path / "journal.db")) == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+async def test_key_calls_reads_only_and_shows_no_column_it_does_not_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "journal.db"
+    made = await _key_calls_journal(path)
+    # A column added to the table later (here holding a canary) must not reach the output unnoticed.
+    with closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        # (as a default: the table's trigger refuses to change a row that has its result)
+        conn.execute(f"ALTER TABLE key_calls ADD COLUMN wrapped_key TEXT DEFAULT '{ENC_HEX}'")
+        assert conn.execute("SELECT COUNT(*) FROM key_calls WHERE wrapped_key = ?", (ENC_HEX,)).fetchone() == (5,)
+    before = _digest(path)
+    assert main(_key_calls(path)) == 0
+    assert main(_key_calls(path, "--json")) == 0
+    out = capsys.readouterr().out
+    assert ENC_HEX not in out
+    assert "wrapped" not in out
+    assert made["sign-in"] in out
+    assert _digest(path) == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["journal.db"], "no -wal/-shm left behind"
+    async with await Journal.open(path) as journal:  # the daemon, running: a sign-in in flight
+        live = await journal.allocate_key_call("signIn")
+        [newest] = journaltool.list_key_calls(path, limit=1)  # sees the WAL, takes no write lock
+        assert (newest.trace_no, newest.state) == (live, "sent")
+        await journal.record_key_call_result(live, "answered", "00", key_kcv=KCV)
+        assert journaltool.list_key_calls(path, limit=1)[0].key_kcv == KCV

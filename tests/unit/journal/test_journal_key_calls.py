@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import sqlite3
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 from misbridge.errors import JournalError
 from misbridge.journal import BarredTraceNoError, Journal, KeyCallRecord
+from misbridge.journal.key_calls import select_key_calls
 from tests.unit.journal.helpers import T0, FakeClock, add_transaction, counter, raw, serial_of
 
 TRACE_NO = re.compile(r"^\d{14}\d{10}$")
@@ -270,3 +272,30 @@ async def test_a_key_kcv_that_is_not_6_hex_is_refused(journal: Journal) -> None:
     for bad in ("A1A2A", "a1a2a3", "A1A2A3A4", "11" * 16):
         with pytest.raises(JournalError, match="key_kcv"):
             await journal.record_key_call_result(trace_no, "answered", "00", key_kcv=bad)
+
+
+async def test_key_calls_filter_by_kind_and_since(db_path: Path) -> None:
+    clock = FakeClock()
+    async with await Journal.open(db_path, clock=clock) as journal:
+        old_sign_in = await journal.allocate_key_call("signIn")
+        clock.advance(86400)
+        upload = await journal.allocate_key_call("batchUpload")
+        summary = await journal.allocate_key_call("summary")
+        new_sign_in = await journal.allocate_key_call("signIn")
+        assert [c.trace_no for c in await journal.key_calls(kind="signIn")] == [new_sign_in, old_sign_in]
+        day_two = T0 + timedelta(days=1)
+        assert [c.trace_no for c in await journal.key_calls(since=day_two)] == [new_sign_in, summary, upload]
+        assert await journal.key_calls(since=day_two + timedelta(microseconds=1)) == []  # since is inclusive
+        assert [c.trace_no for c in await journal.key_calls(kind="batchUpload", since=day_two)] == [upload]
+        assert [c.trace_no for c in await journal.key_calls(1, kind="signIn")] == [new_sign_in]
+        with pytest.raises(JournalError, match="kind must be one of"):
+            await journal.key_calls(kind="void")  # type: ignore[arg-type]
+        with pytest.raises(JournalError, match="timezone-aware"):
+            await journal.key_calls(since=datetime(2026, 5, 1))
+
+
+def test_select_key_calls_reads_a_journal_from_before_the_table(tmp_path: Path) -> None:
+    # A read-only tool may meet a file the daemon has not migrated yet (schema < 6): no rows, no error.
+    with closing(sqlite3.connect(tmp_path / "old.db")) as conn:
+        conn.execute("CREATE TABLE transactions (trace_no TEXT)")
+        assert select_key_calls(conn) == []
