@@ -60,6 +60,7 @@ class ReturnCode(Enum):
     CARD_DATA_REFUSED = ("MB16", 422, "the POS sent card or PIN data; those come only from the PIN pad")
     BATCH_COUNT_MISMATCH = ("MB17", 422, "batchUpload transCount is not the number of transRecord entries")
     BATCH_WINDOW = ("MB18", 422, "batchUpload beginTime is after endTime, or the two are more than 7 days apart")
+    UNKNOWN_LANE = ("MB19", 404, "no lane with this name or deviceNo; nothing was asked, no money moved")
     DEVICE_NOT_CONNECTED = ("MB20", 503, "PIN pad not connected")
     CARD_TIMEOUT = ("MB21", 408, "no card presented before the card timeout")
     PIN_TIMEOUT = ("MB22", 408, "no PIN entered before the PIN timeout")

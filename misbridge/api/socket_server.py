@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, Protocol, cast
 
@@ -109,12 +109,24 @@ class PosSocketServer:
         api: address, limits and deadlines.
         identity: deviceNo/shopNo/brand used in answers that cannot echo the request's.
         policy: who may talk (default: everyone the kernel can identify).
+        route: with several lanes, the handler of the lane the envelope's ``deviceNo`` names,
+            None when it names none (answered MB19); without, every request goes to ``handler``.
+        port: listen here instead of ``api.socket_port`` (a lane's own port).
     """
 
     def __init__(
-        self, handler: Handler, api: ApiSettings, identity: IdentitySettings, *, policy: CallerPolicy | None = None
+        self,
+        handler: Handler,
+        api: ApiSettings,
+        identity: IdentitySettings,
+        *,
+        policy: CallerPolicy | None = None,
+        route: Callable[[str], Handler | None] | None = None,
+        port: int | None = None,
     ) -> None:
         self._handler = handler
+        self._route = route
+        self._port = api.socket_port if port is None else port
         self._api = api
         self._identity = identity
         self.guard = DoorGuard("socket", api, policy)
@@ -128,7 +140,7 @@ class PosSocketServer:
         def protocol() -> asyncio.StreamReaderProtocol:
             return asyncio.StreamReaderProtocol(_WatchedReader(), self._on_connection)
 
-        sock = bind_tcp(self._api.host, self._api.socket_port)
+        sock = bind_tcp(self._api.host, self._port)
         self._server = await loop.create_server(protocol, sock=sock, backlog=ACCEPTS_PER_WAKEUP)
         sock.listen(LISTEN_BACKLOG)
         port = int(sock.getsockname()[1])
@@ -258,8 +270,16 @@ class PosSocketServer:
 
     async def _run_handler(self, envelope: Envelope, caller_gone: asyncio.Event, ticket: Ticket) -> dict[str, Any]:
         """The handler's answer; any exception of it becomes an MB99 answer and one log line."""
+        handler = self._handler if self._route is None else self._route(envelope.device_no)
+        if handler is None:
+            err = RequestError(
+                f"deviceNo {_echoable(envelope.device_no)!r} is no lane's: send the deviceNo of this POS's lane",
+                return_code=ReturnCode.UNKNOWN_LANE,
+            )
+            self.guard.log_edge(ticket, err.return_code, f"refused a message: {err}")
+            return error_response(_echoable(envelope.body.get("traceNo")), err, err.return_code)
         try:
-            return dict(await self._handler(envelope.action, envelope.body, caller_gone=caller_gone))
+            return dict(await handler(envelope.action, envelope.body, caller_gone=caller_gone))
         except Exception as err:  # noqa: BLE001 -- every request gets an answer in the book's shape
             self.guard.log_edge(ticket, ReturnCode.INTERNAL, f"the handler failed: {_describe(err)}")
             failure = RequestError("internal error while processing the request", return_code=ReturnCode.INTERNAL)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 from contextvars import ContextVar
+from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -314,6 +315,43 @@ def _zone_named(name: str) -> ZoneInfo:
         raise ValueError(f"{name!r} is not an IANA time zone (e.g. Asia/Shanghai)") from err
 
 
+#: The name of the one lane of a configuration without ``[[lanes]]``.
+DEFAULT_LANE: Final = "default"
+#: A lane name: it appears in URLs (``/v1/lanes/{lane}/…``), metric labels and log lines.
+LANE_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class LaneSettings(_Section):
+    """One lane (``[[lanes]]``): a POS terminal and its PIN pad, served by the same daemon as the others.
+
+    What a lane leaves out comes from ``[device]`` and ``[identity]``; the first lane is the
+    default lane (the plain ``/v1/{action}`` path, and socket requests naming no lane's deviceNo
+    when it is the only one).
+    """
+
+    name: str = Field(pattern=LANE_NAME_PATTERN, description="the lane's name in URLs, metrics and logs")
+    device_url: str = Field(
+        min_length=1, description="the lane's PIN pad: serial path, /dev/serial/by-id path, or usb://VID:PID[/serial]"
+    )
+    device_no: str = Field(min_length=1, max_length=32, description="deviceNo the backend knows this lane by")
+    shop_no: str | None = Field(None, min_length=1, max_length=32, description="shopNo when it differs from identity")
+    socket_port: int | None = Field(
+        None, ge=1, le=65535, description="an e-Buy socket port of this lane's own (every request on it is the lane's)"
+    )
+    key_index: int | None = Field(None, ge=1, le=99, description="working-key slot, when not device.key_index")
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A lane as the daemon runs it: its name, its pad's settings, the identity it sends, its own port."""
+
+    name: str
+    device: DeviceSettings
+    identity: IdentitySettings
+    socket_port: int | None
+    default: bool
+
+
 class Settings(BaseSettings):
     """All misbridge settings."""
 
@@ -328,7 +366,33 @@ class Settings(BaseSettings):
     journal: JournalSettings = JournalSettings()
     keys: KeySettings = KeySettings()
     reconcile: ReconcileSettings = ReconcileSettings()
+    lanes: list[LaneSettings] = Field(
+        default_factory=list, description="several POS lanes, each with its own PIN pad; empty: one lane from [device]"
+    )
     log_level: Literal["TRACE", "DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    def lane_list(self) -> list[Lane]:
+        """Every lane the daemon serves, the default one first.
+
+        Without ``[[lanes]]`` that is one lane named :data:`DEFAULT_LANE` made of ``[device]``
+        and ``[identity]`` as they are, so a one-pad configuration runs as it always did.
+        """
+        if not self.lanes:
+            return [Lane(DEFAULT_LANE, self.device, self.identity, None, default=True)]
+        return [self._lane(index, lane) for index, lane in enumerate(self.lanes)]
+
+    def _lane(self, index: int, lane: LaneSettings) -> Lane:
+        device = self.device.model_copy(update={"url": lane.device_url})
+        if lane.key_index is not None:
+            device = device.model_copy(update={"key_index": lane.key_index})
+        identity = self.identity.model_copy(
+            update={"device_no": lane.device_no, "shop_no": lane.shop_no or self.identity.shop_no}
+        )
+        return Lane(lane.name, device, identity, lane.socket_port, default=index == 0)
+
+    def for_lane(self, lane: Lane) -> Settings:
+        """These settings as ``lane``'s service sees them: ``device`` and ``identity`` are the lane's."""
+        return self.model_copy(update={"device": lane.device, "identity": lane.identity})
 
     @classmethod
     def settings_customise_sources(
@@ -361,7 +425,26 @@ class Settings(BaseSettings):
             raise ValueError("resolution.reversal_backoff_max_s must be >= resolution.reversal_backoff_initial_s")
         if self.backend.request_deadline_s <= self.backend.connect_timeout_s:
             raise ValueError("backend.request_deadline_s must exceed backend.connect_timeout_s")
+        self._lanes_distinct()
         return self
+
+    def _lanes_distinct(self) -> None:
+        """Two lanes never share a name, a pad, a deviceNo or a port (nor a port of [api])."""
+        for field, what in (("name", "name"), ("device_url", "device_url"), ("device_no", "device_no")):
+            seen: set[str] = set()
+            for index, lane in enumerate(self.lanes):
+                value = str(getattr(lane, field))
+                if value in seen:
+                    raise ValueError(f"lanes[{index}].{what} {value!r} is already another lane's")
+                seen.add(value)
+        taken = {self.api.socket_port: "api.socket_port", self.api.http_port: "api.http_port"}
+        for index, lane in enumerate(self.lanes):
+            port = lane.socket_port
+            if port is None:
+                continue
+            if port in taken:
+                raise ValueError(f"lanes[{index}].socket_port {port} is already {taken[port]}")
+            taken[port] = f"lanes[{index}].socket_port"
 
 
 def load_settings(config_path: Path | None = None, **overrides: object) -> Settings:

@@ -114,6 +114,7 @@ class TransactionService:
         *,
         metrics: TransactionMetrics | None = None,
         keys: KeyKeeper | None = None,
+        follow_up_lock: asyncio.Lock | None = None,
     ) -> None:
         self._settings = settings
         # None only where no pad keys are involved (core's unit tests); the daemon always has one.
@@ -133,7 +134,9 @@ class TransactionService:
         # Written by `misbridge reconcile` (another process) next to the journal; read per /health.
         self._latest_reconcile = LatestReconcileReader(latest_path(Path(settings.journal.path)))
         self._in_flight: dict[str, InFlight] = {}
-        self._follow_up_lock = asyncio.Lock()  # a void/refund's check and intent, one at a time (QR or card)
+        # A void/refund's check and intent, one at a time (QR or card), across every lane: two
+        # lanes must not both void one sale.
+        self._follow_up_lock = follow_up_lock if follow_up_lock is not None else asyncio.Lock()
         self._passthrough = PassThrough(
             settings, journal, backend, self._inquiries, metrics=self._metrics, card_in_flight=self._in_flight,
             follow_up_lock=self._follow_up_lock,
@@ -169,6 +172,10 @@ class TransactionService:
     def journal(self) -> Journal:
         """The journal (read-only: status queries)."""
         return self._journal
+
+    def running(self, trace_no: str) -> bool:
+        """Whether a transaction with ``trace_no`` runs on this service right now (a lane router's question)."""
+        return trace_no in self._in_flight or trace_no in self._passthrough.in_flight
 
     def stop_accepting(self) -> None:
         """Refuse new transactions (shutdown); running ones go on to their end."""
