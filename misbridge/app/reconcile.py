@@ -12,7 +12,10 @@ new calls and a new report file, and that is all.
 The report goes to standard output (a table, or ``--json``) and, as JSON and CSV, to
 ``<journal directory>/reports/<business date>/reconcile-<run time>.json|.csv``, each written to
 a temporary name, flushed to disk and only then given its name, so a crash never leaves half a
-report.
+report. A killed run may leave such a temporary (``.<name>.<pid>.tmp``, never read); the next
+run removes the ones whose process is gone before it writes (:func:`remove_stale_temporaries`).
+The crash points ``reconcile.*`` (:mod:`misbridge.host.crashpoints`) prove it:
+tests/crash/test_reconcile_crash.py kills the command at each.
 
 Exit status: 0 everything matches, 3 mismatches, 1 the backend could not be reached or failed
 mid-way (the calls made are journaled; run again), 2 a configuration or usage error.
@@ -24,6 +27,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -52,6 +56,7 @@ from misbridge.core.reconcile import (
 )
 from misbridge.ebuy import jsonio
 from misbridge.errors import BackendError, ConfigError, JournalError, ReconcileFailed
+from misbridge.host.crashpoints import crash_point
 from misbridge.journal.records import KeyCallKind
 from misbridge.journal.store import Journal
 
@@ -66,6 +71,7 @@ __all__ = [
     "last_reported_day",
     "publish_latest",
     "reconcile",
+    "remove_stale_temporaries",
     "report_paths",
     "run_reconcile",
     "write_latest",
@@ -78,6 +84,8 @@ EXIT_USAGE: Final = 2
 #: batchUpload matches only the transactions of the last 7 days (book §11.2).
 MATCH_WINDOW: Final = timedelta(days=7)
 _RUN_TIME_FORMAT: Final = "%Y%m%dT%H%M%S%fZ"
+#: A temporary of :func:`_write_atomically`: ``.<the file's name>.<the writer's pid>.tmp``.
+_TEMPORARY: Final = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp")
 
 
 @dataclass(frozen=True)
@@ -247,6 +255,7 @@ async def _run_day(
     except OSError as unwritable:
         print(f"misbridge: the report could not be written: {unwritable}", file=err)
         return EXIT_FAILED, None
+    crash_point("reconcile.after_report")
     try:
         publish_latest(settings.journal.path, report, json_path)
     except OSError as unwritable:
@@ -390,11 +399,13 @@ async def _call(
         ReconcileFailed: not reached, outcome unknown, or a refusal (returnCode not "00").
     """
     trace_no = await journal.allocate_key_call(kind)  # committed before anything leaves
+    crash_point("reconcile.after_alloc")
     try:
         reply = await backend.submit(kind, {"traceNo": trace_no, **body})
     except BackendError as err:
         await journal.record_key_call_result(trace_no, "unknown", None)
         raise ReconcileFailed(f"{kind} {trace_no}: the backend could not be reached or gave no answer ({err})") from err
+    crash_point("reconcile.after_reply")
     await journal.record_key_call_result(trace_no, "answered", reply.return_code)
     if not reply.approved:
         described = reply.body.get("returnDesc", "")
@@ -458,6 +469,7 @@ def write_report(report: ReconcileReport, paths: Sequence[Path]) -> tuple[Path, 
     """
     json_path, csv_path = paths
     json_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(json_path.parent)
     _write_atomically(json_path, jsonio.pretty(report.to_json()) + "\n")
     text = io.StringIO(newline="")
     writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
@@ -474,7 +486,49 @@ def write_latest(path: Path, latest: LatestReconcile) -> None:
         OSError: the directory is not writable.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path.parent)
     _write_atomically(path, json.dumps(latest.to_json(), indent=2) + "\n", replace=True)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove the temporaries a killed run left in ``folder`` (not below it); the ones removed.
+
+    A temporary's name carries the pid of the run that wrote it. It is stale when that process
+    is gone, or is this one: a pid can come back after a kill (a container starts its processes
+    with the same pids), and this run has not begun writing, so the file is an earlier run's and
+    would otherwise make its own temporary's exclusive open fail. A temporary of another live
+    run is left alone: that run is writing it now. Nothing reads a temporary, so one left until
+    the next run does no harm meanwhile.
+
+    Raises:
+        OSError: ``folder`` cannot be listed or a stale temporary cannot be removed.
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for path in folder.iterdir():
+        found = _TEMPORARY.fullmatch(path.name)
+        if found is None or not _is_stale(int(found["pid"])):
+            continue
+        path.unlink(missing_ok=True)  # missing: another run removed it first
+        logger.info("reconcile: removed {}, left by a run that was killed", path)
+        removed.append(path)
+    return removed
+
+
+def _is_stale(pid: int) -> bool:
+    """Whether a temporary written by process ``pid`` can no longer be in the middle of its write."""
+    if pid <= 0 or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # it exists, as another user
+    except OverflowError:
+        return True  # no such pid can exist
+    return False
 
 
 def _write_atomically(path: Path, text: str, *, replace: bool = False) -> None:
@@ -489,6 +543,7 @@ def _write_atomically(path: Path, text: str, *, replace: bool = False) -> None:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
+        crash_point("reconcile.file.before_name")  # whole and synced under its temporary name only
         if replace:
             temporary.replace(path)
         else:

@@ -4,7 +4,9 @@
 call ``os._exit(137)``, the way a power cut or ``kill -9`` ends a process: no cleanup, no
 flush beyond what was already committed. The hook is **inert** unless ``MISBRIDGE_TEST_HOOKS=1``
 is also set, so a stray variable on a store machine does nothing. The harness in
-``tests/crash`` uses every point in :data:`POINTS` (docs/reliability.md lists them).
+``tests/crash`` kills the daemon at every point of :data:`DAEMON_POINTS`, and
+tests/crash/test_reconcile_crash.py the end-of-day command at every point of
+:data:`RECONCILE_POINTS` (docs/reliability.md lists them all).
 """
 
 from __future__ import annotations
@@ -15,7 +17,23 @@ ENV_POINT = "MISBRIDGE_CRASH_AT"
 ENV_ENABLE = "MISBRIDGE_TEST_HOOKS"
 EXIT_CODE = 137
 
-#: Every named durable step: a transaction's in the order it meets them, then the keys'.
+#: The end of day's (``misbridge reconcile``, app/reconcile.py), in the order a run meets them. Each
+#: batchUpload call and then the summary pass the first four (the *nth* pass is a later call), and
+#: each of the three files (the report's JSON, its CSV, latest.json) passes the fifth. A command of
+#: its own, not the daemon: tests/crash/test_reconcile_crash.py kills it, not the daemon harness (a
+#: POS's batchUpload or summary through the daemon meets the backend.* two as well; the harness
+#: sends none).
+RECONCILE_POINTS: tuple[str, ...] = (
+    "reconcile.after_alloc",  # a batchUpload's or the summary's traceNo committed, nothing sent
+    "backend.batchUpload.after_write",  # a batchUpload written, reply headers arrived, body not read
+    "backend.summary.after_write",  # the summary written, reply headers arrived, body not read
+    "reconcile.after_reply",  # a call answered, its result not yet recorded
+    "reconcile.file.before_name",  # a file whole and synced under its temporary name, not yet named
+    "reconcile.after_report",  # the report's JSON and CSV named, latest.json not yet replaced
+)
+
+#: Every named durable step: a transaction's in the order it meets them, then the keys', then the
+#: end of day's (:data:`RECONCILE_POINTS`).
 POINTS: tuple[str, ...] = (
     "intake.before_intent",  # request validated, intent not yet committed
     "intake.after_intent",  # intent committed, pad not yet asked
@@ -61,7 +79,11 @@ POINTS: tuple[str, ...] = (
     "keys.after_sign_in",  # sign-in answered and journaled (its KCV), the key not yet loaded into the pad
     "keys.after_working_load",  # LOAD_WORKING_KEY answered, the pad's KCV not yet read back (DEVICE_INFO)
     "keys.after_master_load",  # LOAD_MASTER_KEY answered (working keys gone), not yet verified nor signed in
+    *RECONCILE_POINTS,
 )
+
+#: The daemon's (``misbridge serve``): the points the crash harness (tests/crash/harness.py) kills it at.
+DAEMON_POINTS: tuple[str, ...] = tuple(point for point in POINTS if point not in RECONCILE_POINTS)
 
 
 def _parse(value: str) -> tuple[str, int] | None:

@@ -1,7 +1,8 @@
 """What one crash run does for each crash point: backend faults, which pass crashes, how it is reached.
 
-Every point in :data:`misbridge.host.crashpoints.POINTS` has a scenario here (a unit test checks it),
-so a new point without one fails the suite instead of being silently skipped. A scenario is a
+Every point in :data:`misbridge.host.crashpoints.DAEMON_POINTS` has a scenario here (a unit test checks
+it), so a new point without one fails the suite instead of being silently skipped. (The end of day's,
+``RECONCILE_POINTS``, are a command's: tests/crash/test_reconcile_crash.py has a case for each.) A scenario is a
 :class:`Plan`, drawn with the run's own ``random.Random`` so that a seed reproduces the run:
 
 * **sale points** (intake, card, PIN, submit, outcome, POS reply): the customer pays; for the
@@ -35,7 +36,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from misbridge.host.crashpoints import POINTS
+from misbridge.host.crashpoints import DAEMON_POINTS
 from tests.crash import flows
 from tests.crash.flows import Flow
 
@@ -360,7 +361,7 @@ def plan_for(point: str, rng: random.Random, trace_no: str = "C0") -> Plan:
 
 
 def uncovered_points() -> list[str]:
-    """Points of :data:`misbridge.host.crashpoints.POINTS` this module has no scenario for."""
+    """Points of :data:`misbridge.host.crashpoints.DAEMON_POINTS` this module has no scenario for."""
     known = {*SALE_POINTS, *INQUIRY_POINTS, *VOID_POINTS, *RECOVERY_POINTS, *SHUTDOWN_POINTS, *KEY_POINTS}
     known |= set(flows.POINTS)
-    return [point for point in POINTS if point not in known]
+    return [point for point in DAEMON_POINTS if point not in known]

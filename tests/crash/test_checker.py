@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from misbridge.core.machine import TxnState
-from misbridge.host.crashpoints import POINTS
+from misbridge.host.crashpoints import DAEMON_POINTS
 from misbridge.journal.records import TransactionRecord
 from misbridge.journal.store import Journal
 from tests.crash import flows, scenarios
@@ -180,18 +180,18 @@ async def test_read_journal_sees_state_response_and_integrity(tmp_path: Path) ->
 
 
 def test_every_crash_point_has_a_scenario() -> None:
-    assert len(POINTS) >= 18
+    assert len(DAEMON_POINTS) >= 18
     assert scenarios.uncovered_points() == []
-    for point in POINTS:
+    for point in DAEMON_POINTS:
         for index in range(20):
             plan = scenarios.plan_for(point, random.Random(index))
             assert plan.stages[-1].crash_at.split(":")[0] == point
-            assert all(stage.crash_at.split(":")[0] in POINTS for stage in plan.stages)
+            assert all(stage.crash_at.split(":")[0] in DAEMON_POINTS for stage in plan.stages)
 
 
 def test_a_seed_reproduces_the_scenario() -> None:
-    first = [scenarios.plan_for(p, random.Random(f"s:{p}")) for p in POINTS]
-    again = [scenarios.plan_for(p, random.Random(f"s:{p}")) for p in POINTS]
+    first = [scenarios.plan_for(p, random.Random(f"s:{p}")) for p in DAEMON_POINTS]
+    again = [scenarios.plan_for(p, random.Random(f"s:{p}")) for p in DAEMON_POINTS]
     assert first == again
 
 

@@ -1,4 +1,4 @@
-"""R3: crash misbridge at every named crash point, restart it, and find 0 lost, 0 doubled, 0 stuck, 0 key.
+"""R3: crash the daemon at every one of its crash points, restart it, and find 0 lost, 0 doubled, 0 stuck, 0 key.
 
 The harness forks daemons, so it runs in its own process (``python -m tests.crash.harness``), never
 inside pytest. ``make test`` runs every point x 20; ``make soak`` (``-m soak``) every point x 200.
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from misbridge.host.crashpoints import POINTS
+from misbridge.host.crashpoints import DAEMON_POINTS
 from tests.crash.checker import COLUMNS as VIOLATIONS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,9 +36,9 @@ def run_harness(runs: int, tmp_path: Path, timeout_s: float, capsys: pytest.Capt
     sys.stderr.write(completed.stderr[-20_000:])
     assert completed.returncode == 0, completed.stdout[-20_000:] + completed.stderr[-5_000:]
     rows = {row["point"]: row for row in json.loads(report.read_text(encoding="utf-8"))["rows"]}
-    assert len(POINTS) >= 18
-    assert sorted(rows) == sorted(POINTS)
-    for point in POINTS:
+    assert len(DAEMON_POINTS) >= 18
+    assert sorted(rows) == sorted(DAEMON_POINTS)
+    for point in DAEMON_POINTS:
         row = rows[point]
         assert row["runs"] == runs, row
         assert row["reached"] == runs, f"{point} was not reached in every run: {row}"

@@ -41,6 +41,7 @@ from misbridge.app.reconcile import (
     RunPlan,
     days_to_run,
     last_reported_day,
+    remove_stale_temporaries,
     report_paths,
     run_reconcile,
     write_report,
@@ -548,3 +549,25 @@ async def test_since_reconciles_every_day_in_order_and_last_catches_up(tmp_path:
         assert await run_reconcile(down, io.StringIO(), since=SINCE_LAST, now=after + timedelta(days=4), err=err) == 1
         assert err.getvalue().count("could not be reached") == 1
         assert last_reported_day(settings.journal.path) == today + timedelta(days=2)
+
+
+def test_a_run_removes_the_temporaries_of_killed_runs_and_leaves_a_live_runs(tmp_path: Path) -> None:
+    """A temporary is stale when its writer is gone or is this process (a pid reused after a kill)."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, check=True)
+    dead_pid = int(gone.stdout)
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE) as live:
+        names = {
+            "killed": f".reconcile-1.json.{dead_pid}.tmp",
+            "mine": f".latest.json.{os.getpid()}.tmp",
+            "live": f".reconcile-2.csv.{live.pid}.tmp",
+            "report": "reconcile-1.csv",
+            "hidden": ".keep",
+        }
+        for name in names.values():
+            (tmp_path / name).write_text("x", encoding="utf-8")
+        removed = remove_stale_temporaries(tmp_path)
+        assert live.stdin is not None
+        live.stdin.close()
+    assert sorted(path.name for path in removed) == sorted([names["killed"], names["mine"]])
+    assert sorted(path.name for path in tmp_path.iterdir()) == sorted([names["live"], names["report"], names["hidden"]])
+    assert remove_stale_temporaries(tmp_path / "absent") == []

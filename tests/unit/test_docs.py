@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from misbridge.errors import ReturnCode
+from misbridge.host.crashpoints import POINTS
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -25,3 +26,10 @@ def test_no_undocumented_code_in_the_table() -> None:
     text = (DOCS / "return-codes.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\| `(MB\d\d)` \|", text, re.MULTILINE))
     assert documented == {code.code for code in ReturnCode}
+
+
+def test_every_crash_point_is_in_the_reliability_tables_in_order() -> None:
+    text = (DOCS / "reliability.md").read_text(encoding="utf-8")
+    listed = re.findall(r"^\| (\d+) \| `([^`]+)` \|", text, re.MULTILINE)
+    assert [point for _, point in listed] == list(POINTS)
+    assert [int(number) for number, _ in listed] == list(range(1, len(POINTS) + 1))
