@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from loguru import logger
@@ -37,6 +38,7 @@ from misbridge.api.http_guards import (
 )
 from misbridge.api.schemas import openapi_document
 from misbridge.api.security import ApiSecurity, SecurityMiddleware
+from misbridge.config.settings import DEFAULT_LANE, LANE_NAME_PATTERN
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.requests import TRACE_NO_PATTERN
 from misbridge.errors import RequestError, ReturnCode
@@ -46,6 +48,7 @@ __all__ = ["MAX_BODY_BYTES", "JsonResponse", "MetricsSource", "PosService", "cre
 
 _STATUS_BY_CODE = {member.code: member.http_status for member in ReturnCode}
 _TRACE_NO = re.compile(TRACE_NO_PATTERN)
+_LANE_NAME = re.compile(LANE_NAME_PATTERN)
 
 
 class PosService(Protocol):
@@ -130,6 +133,44 @@ async def _handle_watched(service: PosService, action: str, body: dict[str, Any]
             )
 
 
+async def _post(service: PosService, request: Request) -> Response:
+    """One POS request on ``service``: its JSON body in, the e-Buy answer out."""
+    body = await _read_json_object(request)
+    if isinstance(body, Response):
+        return body
+    request.scope[TRACE_NO_SCOPE_KEY] = trace_no_of(body)
+    answer = await _handle_watched(service, request.path_params["action"], body, request)
+    after_reply = BackgroundTask(crash_point, "pos.after_reply")
+    return JsonResponse(answer, status_code=_status_for(answer), background=after_reply)
+
+
+def _lane_routes(lane_named: Callable[[str], PosService | None]) -> list[Route]:
+    """``POST /v1/lanes/{lane}/{action}`` and ``GET /v1/lanes/{lane}/health``: MB19 for a lane that does not exist."""
+
+    async def post_lane_action(request: Request) -> Response:
+        lane = lane_named(request.path_params["lane"])
+        if lane is None:
+            return _no_lane(request.path_params["lane"])
+        return await _post(lane, request)
+
+    async def get_lane_health(request: Request) -> Response:
+        lane = lane_named(request.path_params["lane"])
+        if lane is None:
+            return _no_lane(request.path_params["lane"])
+        ready, detail = await lane.health()
+        return JsonResponse(detail, status_code=200 if ready else 503)
+
+    return [
+        Route("/v1/lanes/{lane}/health", get_lane_health, methods=["GET"]),
+        Route("/v1/lanes/{lane}/{action}", post_lane_action, methods=["POST"]),
+    ]
+
+
+def _no_lane(name: str) -> JsonResponse:
+    shown = name if _LANE_NAME.fullmatch(name) else "(not a lane name)"
+    return book_answer(ReturnCode.UNKNOWN_LANE, f"no lane named {shown!r} on this misbridge")
+
+
 async def _read_json_object(request: Request) -> dict[str, Any] | JsonResponse:
     """The request body as a JSON object, or the MB01 answer saying why it is not one."""
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -146,24 +187,25 @@ async def _read_json_object(request: Request) -> dict[str, Any] | JsonResponse:
 
 
 def create_app(
-    service: PosService, security: ApiSecurity | None = None, *, metrics: MetricsSource | None = None
+    service: PosService,
+    security: ApiSecurity | None = None,
+    *,
+    metrics: MetricsSource | None = None,
+    lanes: Callable[[str], PosService | None] | None = None,
 ) -> Starlette:
     """Build the Starlette app for a running service.
 
     Args:
-        service: what runs the transactions.
+        service: what runs the transactions (the default lane's, for ``/v1/{action}``).
         security: the door's rules; the default checks Host and Origin but asks for no token.
         metrics: serves ``GET /metrics`` and counts refusals; without it ``/metrics`` is 404.
+        lanes: each lane's service by name, None for no such lane (``/v1/lanes/{lane}/…``);
+            without it the only lane is ``service``, named ``default``.
     """
+    lane_named = lanes if lanes is not None else (lambda name: service if name == DEFAULT_LANE else None)
 
     async def post_action(request: Request) -> Response:
-        body = await _read_json_object(request)
-        if isinstance(body, Response):
-            return body
-        request.scope[TRACE_NO_SCOPE_KEY] = trace_no_of(body)
-        answer = await _handle_watched(service, request.path_params["action"], body, request)
-        after_reply = BackgroundTask(crash_point, "pos.after_reply")
-        return JsonResponse(answer, status_code=_status_for(answer), background=after_reply)
+        return await _post(service, request)
 
     async def get_transaction(request: Request) -> Response:
         trace_no = request.path_params["trace_no"]
@@ -189,6 +231,7 @@ def create_app(
 
     routes = [
         Route("/v1/transactions/{trace_no}", get_transaction, methods=["GET"]),
+        *_lane_routes(lane_named),
         Route("/v1/{action}", post_action, methods=["POST"]),
         Route("/health", get_health, methods=["GET"]),
         Route("/openapi.json", get_openapi, methods=["GET"]),

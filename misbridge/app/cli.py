@@ -38,6 +38,9 @@ from misbridge.journal.store import Journal, StateConflictError
 from misbridge.telemetry.logs import configure_logging
 from misbridge.tools import journal as journaltool
 
+#: Most simulated lanes ``--lanes`` starts (each is a pad simulator process).
+MAX_SIMULATED_LANES = 32
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="misbridge", description="e-Buy cashier-side middleware")
@@ -49,11 +52,20 @@ def _parser() -> argparse.ArgumentParser:
         "--simulators", action="store_true",
         help="start the PIN-pad and backend simulators and wire the daemon to them (bench / POS development)",
     )  # fmt: skip
+    serve.add_argument(
+        "--lanes", type=_lane_count, default=None, metavar="N",
+        help="with --simulators: N lanes, each with a simulated PIN pad (lane1..laneN, deviceNo POS01..); "
+        "default: the configuration's [[lanes]], else 1",
+    )  # fmt: skip
     demo = commands.add_parser(
         "demo", help="run a scenario (a card sale by default) on the simulators and print it",
         epilog=scenario_list(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     demo.add_argument("--card", help="test card the simulated customer presents (default: points-cash)")
+    demo.add_argument(
+        "--lanes", type=_lane_count, metavar="N",
+        help="N lanes, each with its own simulated PIN pad, selling at the same time: one receipt per lane",
+    )  # fmt: skip
     demo.add_argument("-v", "--verbose", action="store_true", help="show the daemon's log lines")
     demo.add_argument(
         "--scenario", default="approve", choices=list(DEMO_SCENARIOS), metavar="NAME",
@@ -147,6 +159,16 @@ def _add_reconcile_parser(commands: argparse._SubParsersAction[argparse.Argument
         help="TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)",
     )
     command.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+
+
+def _lane_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_SIMULATED_LANES:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of lanes from 1 to {MAX_SIMULATED_LANES}")
+    return count
 
 
 def _since(text: str) -> date | Literal["last"]:
@@ -273,10 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            configure_logging("INFO" if args.verbose else "ERROR")
-            from misbridge.app.demo import run_demo
-
-            return asyncio.run(run_demo(sys.stdout, card=args.card, scenario=args.scenario))
+            return _demo(args)
         if args.command == "check-config":
             return _check_config(args.config)
         if args.command == "journal":
@@ -303,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             status, text = run_probe(args.try_url, baudrate=args.baudrate, timeout=args.timeout)
             print(text, file=sys.stdout if status == 0 else sys.stderr)
             return status
-        return asyncio.run(_serve(args.config, simulators=args.simulators))
+        return asyncio.run(_serve(args.config, simulators=args.simulators, lanes=args.lanes))
     except ConfigError as err:
         print(f"misbridge: {err}", file=sys.stderr)
         return 2
@@ -432,6 +451,20 @@ def _journal_resolve(path: Path, trace_no: str, outcome: str, note: str) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    """``misbridge demo``: 0 when the scenario (or every lane's sale) ended as it should."""
+    configure_logging("INFO" if args.verbose else "ERROR")
+    if args.lanes is not None:
+        if args.scenario != "approve":
+            raise ConfigError("--lanes runs card sales; it takes no --scenario")
+        from misbridge.app.demo_lanes import run_lanes_demo
+
+        return asyncio.run(run_lanes_demo(sys.stdout, lanes=args.lanes, card=args.card))
+    from misbridge.app.demo import run_demo
+
+    return asyncio.run(run_demo(sys.stdout, card=args.card, scenario=args.scenario))
+
+
 def _reconcile(args: argparse.Namespace) -> int:
     """``misbridge reconcile``: 0 matched, 3 mismatches, 1 backend unreachable or failed, 2 usage error."""
     settings = load_settings(_config_path(args.config))
@@ -456,17 +489,25 @@ def _status(args: argparse.Namespace) -> int:
     return answer.exit_status
 
 
-async def _serve(config: Path | None, *, simulators: bool) -> int:
+async def _serve(config: Path | None, *, simulators: bool, lanes: int | None = None) -> int:
+    if lanes is not None and not simulators:
+        raise ConfigError("--lanes needs --simulators (a real store lists its lanes in [[lanes]])")
     settings = load_settings(config)
     configure_logging(settings.log_level)
     if not simulators:
         return await _run_daemon(Daemon(settings, signing_key=load_signing_key(settings)))
     from misbridge.app.simulated import simulated_daemon
 
+    pad_count = lanes if lanes is not None else max(1, len(settings.lanes))
+    if lanes is not None and settings.lanes and lanes != len(settings.lanes):
+        raise ConfigError(f"--lanes {lanes}: the configuration lists {len(settings.lanes)} lanes")
     with tempfile.TemporaryDirectory(prefix="misbridge-sim-") as tmp:
-        async with simulated_daemon(Path(tmp), settings, start=False) as bench:
+        async with simulated_daemon(Path(tmp), settings, start=False, lanes=pad_count) as bench:
             sims = bench.sims
-            print(f"PIN pad simulator: {sims.device_path} (customer control socket {sims.control_path})")
+            pads = [(pad.device_path, pad.control_path) for pad in sims.pads] or [(sims.device_path, sims.control_path)]
+            for number, (device, control) in enumerate(pads, start=1):
+                lane = f"lane {number}: " if len(pads) > 1 else ""
+                print(f"{lane}PIN pad simulator: {device} (customer control socket {control})")
             print(f"backend simulator: {sims.backend_url}")
             print(f"journal (temporary): {bench.settings.journal.path}", flush=True)
             return await _run_daemon(bench.daemon)

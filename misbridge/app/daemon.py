@@ -13,6 +13,7 @@ import ipaddress
 import resource
 import signal
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,15 +25,16 @@ from misbridge.api.guard import DoorGuard
 from misbridge.api.http_app import create_app
 from misbridge.api.policy import CallerPolicy
 from misbridge.api.security import ApiSecurity
-from misbridge.api.socket_server import PosSocketServer
+from misbridge.api.socket_server import Handler, PosSocketServer
 from misbridge.api.unix_socket import bind_unix_socket
 from misbridge.app.retention import run_retention
 from misbridge.backend.client import BackendClient
 from misbridge.backend.keys import KeyExchange
 from misbridge.config.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIAL, load_root_key, load_secret
-from misbridge.config.settings import Settings
+from misbridge.config.settings import Lane, Settings
 from misbridge.core.health import backend_reachable
 from misbridge.core.keys import KeyKeeper
+from misbridge.core.lanes import LaneRouter
 from misbridge.core.latest_reconcile import LatestReconcileReader
 from misbridge.core.service import TransactionService
 from misbridge.device.base import PinPadDriver, create_driver
@@ -126,6 +128,21 @@ def load_api_security(settings: Settings) -> ApiSecurity:
     return ApiSecurity.from_settings(settings.api, token)
 
 
+@dataclass
+class _LaneParts:
+    """What one lane runs on: its pad, its backend client (the lane's deviceNo), its keys, its service."""
+
+    lane: Lane
+    pinpad: PinPadDriver
+    backend: BackendClient
+    keys: KeyKeeper
+    service: TransactionService
+
+    def task_name(self, work: str) -> str:
+        """A background task's name: the default lane's as it always was, another lane's with its name."""
+        return work if self.lane.default else f"{work} ({self.lane.name})"
+
+
 class Daemon:
     """A running misbridge: start() brings every part up, stop() takes it down in order.
 
@@ -152,11 +169,9 @@ class Daemon:
         self.socket_port = 0
         self.http_port = 0
         self._journal: Journal | None = None
-        self._pinpad: PinPadDriver | None = None
-        self._backend: BackendClient | None = None
-        self._service: TransactionService | None = None
-        self._keys: KeyKeeper | None = None
-        self._socket_server: PosSocketServer | None = None
+        self._lanes: list[_LaneParts] = []
+        self._router: LaneRouter | None = None
+        self._socket_servers: list[PosSocketServer] = []
         self._http_server: AsgiServer | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._previous_exception_handler: Any = None
@@ -164,14 +179,21 @@ class Daemon:
 
     @property
     def service(self) -> TransactionService:
-        """The running transaction service."""
-        assert self._service is not None, "daemon not started"
-        return self._service
+        """The default lane's running transaction service."""
+        assert self._lanes, "daemon not started"
+        return self._lanes[0].service
+
+    @property
+    def router(self) -> LaneRouter:
+        """Every lane's service, as the doors reach them."""
+        assert self._router is not None, "daemon not started"
+        return self._router
 
     def is_alive(self) -> bool:
-        """Watchdog self-check: started, and neither the reversal-queue worker nor the key keeper has died."""
+        """Watchdog self-check: started, and no lane's reversal-queue worker or key keeper has died."""
         running = {task.get_name() for task in self._background if not task.done()}
-        return self._service is not None and {"reversal queue", "key keeper"} <= running
+        needed = {parts.task_name(work) for parts in self._lanes for work in ("reversal queue", "key keeper")}
+        return self._router is not None and needed <= running
 
     async def start(self) -> None:
         """Open the journal, start the PIN-pad link and backend client, then open the front doors."""
@@ -183,34 +205,16 @@ class Daemon:
         self._quiet_the_loop()
         Path(settings.journal.path).parent.mkdir(parents=True, exist_ok=True)
         self._journal = await Journal.open(Path(settings.journal.path))
-        self._pinpad = create_driver(settings.device)
-        self._pinpad.on_link_event = self.metrics.record_link_event
-        await self._pinpad.start()
-        if not await self._pinpad.wait_connected(DEVICE_WAIT_S):
-            logger.warning("PIN pad at {} not connected yet; retrying in the background", settings.device.url)
-        self._backend = BackendClient(
-            settings.backend, settings.identity, self._signing_key, on_attempt=self.metrics.backend_attempt
-        )
-        self._keys = self._key_keeper(self._journal, self._pinpad, self._backend)
-        self._service = TransactionService(
-            settings, self._journal, self._pinpad, self._backend, metrics=self.metrics, keys=self._keys
-        )
-        self._socket_server = PosSocketServer(self._service.handle, settings.api, settings.identity, policy=policy)
-        self.socket_port = await self._socket_server.start()
-        pinpad = self._pinpad
-        latest = self._service.latest_reconcile
-        keys, healthy_within_s = self._keys, settings.backend.healthy_within_s
-        self.metrics.watch(
-            journal=self._journal,
-            journal_path=Path(settings.journal.path),
-            device_connected=lambda: pinpad.connected,
-            signed_in=lambda: keys.status.signed_in,
-            pad_key_ok=lambda: keys.status.pad_key_ok,
-            backend_last_ok_s=keys.reach.last_ok_age_s,
-            backend_reachable=lambda: backend_reachable(keys.reach, healthy_within_s),
-            reconcile_mismatches=lambda: _open_mismatches(latest),
-        )
-        app = create_app(self._service, security, metrics=self.metrics)
+        lanes = settings.lane_list()
+        follow_up_lock = asyncio.Lock()  # one void or refund check at a time across every lane
+        for lane in lanes:
+            self._lanes.append(await self._start_lane(lane, self._lane_journal(lane, len(lanes)), follow_up_lock))
+        self._router = LaneRouter([(parts.lane, parts.service) for parts in self._lanes])
+        await self._open_socket_doors(policy)
+        self._watch_metrics()
+        default_door = self._router.door(self._router.default)
+        assert default_door is not None
+        app = create_app(default_door, security, metrics=self.metrics, lanes=self._router.door)
         gate = DoorGuard("http", settings.api, policy)
         if settings.api.http_socket is not None:
             sock = bind_unix_socket(settings.api.http_socket, group=settings.api.http_socket_group)
@@ -220,31 +224,102 @@ class Daemon:
         self.http_port = await self._http_server.start()
         # The doors are open so /health and inquiries answer, but card requests get MB92 until
         # every interrupted transaction is finished (recovery commits each step, so a crash
-        # during recovery just means recovery runs again).
-        await self._service.recover()
-        self._spawn(self._service.resolver.run_worker(), "reversal queue")
+        # during recovery just means recovery runs again). Lanes recover side by side: one
+        # lane's long recovery does not hold another's sales.
+        await asyncio.gather(*(parts.service.recover() for parts in self._lanes))
+        for parts in self._lanes:
+            self._spawn(parts.service.resolver.run_worker(), parts.task_name("reversal queue"))
         # The first sign-in before "ready", so a sale right after start-up finds the key loaded.
-        await self._keys.first_round(DEVICE_WAIT_S)
-        self._spawn(self._keys.run(), "key keeper")
+        await asyncio.gather(*(parts.keys.first_round(DEVICE_WAIT_S) for parts in self._lanes))
+        for parts in self._lanes:
+            self._spawn(parts.keys.run(), parts.task_name("key keeper"))
         self._spawn(run_retention(self._journal, settings.journal.retention_days), "journal retention")
         logger.info(
-            "misbridge ready: socket {}:{}, HTTP {}:{}",
+            "misbridge ready: socket {}:{}, HTTP {}:{}, lane(s) {}",
             settings.api.host,
             self.socket_port,
             settings.api.host,
             self.http_port,
+            ", ".join(f"{parts.lane.name} ({parts.lane.identity.device_no})" for parts in self._lanes),
         )
 
-    def _key_keeper(self, journal: Journal, pinpad: PinPadDriver, backend: BackendClient) -> KeyKeeper:
-        """The keeper of the pad's keys; it holds the rootKey only when it may provision a replaced pad."""
-        keys = self.settings.keys
+    def _lane_journal(self, lane: Lane, lane_count: int) -> Journal:
+        """The journal as ``lane`` sees it: the whole journal for a one-lane daemon, else the lane's view."""
+        assert self._journal is not None
+        if lane_count == 1:
+            return self._journal  # as it always was: every row is the one lane's
+        # Until the journal keeps lanes apart (its lane views), two lanes would recover and
+        # void each other's transactions: refuse rather than run so.
+        raise ConfigError("several [[lanes]] need the journal's lane views, which this build does not have yet")
+
+    async def _start_lane(self, lane: Lane, journal: Journal, follow_up_lock: asyncio.Lock) -> _LaneParts:
+        """Start ``lane``'s pad link and build its backend client, key keeper and service."""
+        settings = self.settings.for_lane(lane)
+        pinpad = create_driver(settings.device)
+        pinpad.on_link_event = self.metrics.record_link_event
+        await pinpad.start()
+        if not await pinpad.wait_connected(DEVICE_WAIT_S):
+            logger.warning(
+                "lane {}: PIN pad at {} not connected yet; retrying in the background", lane.name, lane.device.url
+            )
+        backend = BackendClient(
+            settings.backend, settings.identity, self._signing_key, on_attempt=self.metrics.backend_attempt
+        )
+        keys = self._key_keeper(settings, journal, pinpad, backend)
+        service = TransactionService(
+            settings, journal, pinpad, backend, metrics=self.metrics, keys=keys, follow_up_lock=follow_up_lock
+        )
+        return _LaneParts(lane, pinpad, backend, keys, service)
+
+    async def _open_socket_doors(self, policy: CallerPolicy) -> None:
+        """The e-Buy socket door (routing by deviceNo), and each lane's own port."""
+        router, settings = self.router, self.settings
+        default = router.door(router.default)
+        assert default is not None
+        main = PosSocketServer(
+            default.handle, settings.api, settings.identity, policy=policy, route=_by_device_no(router)
+        )
+        self._socket_servers.append(main)
+        self.socket_port = await main.start()
+        for parts in self._lanes:
+            if parts.lane.socket_port is None:
+                continue
+            door = router.door(parts.lane.name)
+            assert door is not None
+            own = PosSocketServer(
+                door.handle, settings.api, parts.lane.identity, policy=policy, port=parts.lane.socket_port
+            )
+            self._socket_servers.append(own)
+            await own.start()
+
+    def _watch_metrics(self) -> None:
+        assert self._journal is not None
+        default = self._lanes[0]
+        pinpad, keys = default.pinpad, default.keys
+        latest, healthy_within_s = default.service.latest_reconcile, self.settings.backend.healthy_within_s
+        self.metrics.watch(
+            journal=self._journal,
+            journal_path=Path(self.settings.journal.path),
+            device_connected=lambda: pinpad.connected,
+            signed_in=lambda: keys.status.signed_in,
+            pad_key_ok=lambda: keys.status.pad_key_ok,
+            backend_last_ok_s=keys.reach.last_ok_age_s,
+            backend_reachable=lambda: backend_reachable(keys.reach, healthy_within_s),
+            reconcile_mismatches=lambda: _open_mismatches(latest),
+        )
+
+    def _key_keeper(
+        self, settings: Settings, journal: Journal, pinpad: PinPadDriver, backend: BackendClient
+    ) -> KeyKeeper:
+        """The keeper of a lane's pad keys; it holds the rootKey only when it may provision a replaced pad."""
+        keys = settings.keys
         root_key = None
         if keys.replaced_pad == "provision":
             root_key = load_root_key(keys.root_key_credential, keys.root_key_file)
         center = KeyExchange(backend, keys, root_key)
         if self._clock is None:
-            return KeyKeeper(self.settings, journal, pinpad, center, backend)
-        return KeyKeeper(self.settings, journal, pinpad, center, backend, clock=self._clock)
+            return KeyKeeper(settings, journal, pinpad, center, backend)
+        return KeyKeeper(settings, journal, pinpad, center, backend, clock=self._clock)
 
     def _quiet_the_loop(self) -> None:
         """Install the exception handler that keeps a descriptor flood out of the log (restored by stop)."""
@@ -259,29 +334,38 @@ class Daemon:
 
     async def stop(self) -> None:
         """Stop taking requests, let running transactions finish, then close everything."""
-        if self._service is not None:
-            self._service.stop_accepting()
-        if self._socket_server is not None:
-            await self._socket_server.stop()
+        for parts in self._lanes:
+            parts.service.stop_accepting()
+        for server in self._socket_servers:
+            await server.stop()
         if self._http_server is not None:
             await self._http_server.stop()
-        if self._service is not None:
+        if self._lanes:
             crash_point("shutdown.drain")
-            await self._service.drain()
-            await self._service.resolver.finish()
+            await asyncio.gather(*(parts.service.drain() for parts in self._lanes))
+            await asyncio.gather(*(parts.service.resolver.finish() for parts in self._lanes))
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self._pinpad is not None:
-            await self._pinpad.stop()
-        if self._backend is not None:
-            await self._backend.aclose()
+        for parts in self._lanes:
+            await parts.pinpad.stop()
+            await parts.backend.aclose()
         if self._journal is not None:
             await self._journal.close()
         if self._loop is not None:
             self._loop.set_exception_handler(self._previous_exception_handler)
             self._loop = None
         logger.info("misbridge stopped")
+
+
+def _by_device_no(router: LaneRouter) -> Callable[[str], Handler | None]:
+    """The socket door's route: the handler of the lane the envelope's deviceNo names."""
+
+    def route(device_no: str) -> Handler | None:
+        door = router.by_device_no(device_no)
+        return None if door is None else door.handle
+
+    return route
 
 
 async def wait_for_stop_signal() -> None:

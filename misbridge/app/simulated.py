@@ -25,21 +25,35 @@ from pathlib import Path
 from typing import Any
 
 from misbridge.app.daemon import Daemon, load_signing_key
-from misbridge.config.settings import Settings
+from misbridge.config.settings import LaneSettings, Settings
 from misbridge.errors import ConfigError
 
 READY_TIMEOUT_S = 15.0
 
 
 @dataclass(frozen=True)
+class PadSimulator:
+    """Where one running PIN-pad simulator is: its pty link and its control socket."""
+
+    device_path: Path
+    control_path: Path
+
+
+@dataclass(frozen=True)
 class Simulators:
-    """Where the running simulators are."""
+    """Where the running simulators are; ``pads`` holds one pad per lane, the first one also as ``device_path``."""
 
     device_path: Path
     control_path: Path
     backend_url: str
     signing_key_file: Path
     log_path: Path
+    pads: tuple[PadSimulator, ...] = ()
+
+    @property
+    def lane_count(self) -> int:
+        """How many lanes (pads) run: 1 for a classic bench."""
+        return max(1, len(self.pads))
 
     @property
     def backend_base(self) -> str:
@@ -123,6 +137,7 @@ async def launched_simulators(
     pinpad_args: tuple[str, ...] = (),
     pad_log: Path | None = None,
     backend_log: Path | None = None,
+    lanes: int = 1,
 ) -> AsyncIterator[Simulators]:
     """Run both simulators for the duration of the ``async with`` block.
 
@@ -132,32 +147,68 @@ async def launched_simulators(
         pinpad_args: extra ``misbridge-sim pinpad`` options (e.g. ``--timeout-cap 0.5`` in tests).
         pad_log, backend_log: where each simulator's stderr goes (default: both to
             ``workdir/simulators.log``).
+        lanes: how many PIN pads to run, one per lane (``pinpad``, ``pinpad-2``, …).
     """
+    if lanes < 1:
+        raise ValueError(f"lanes must be 1 or more, not {lanes}")
     key_file = write_signing_key(workdir)
-    sims = Simulators(
-        device_path=workdir / "pinpad",
-        control_path=workdir / "pinpad.ctl",
-        backend_url="",
-        signing_key_file=key_file,
-        log_path=pad_log or workdir / "simulators.log",
-    )
-    pad_args = ["pinpad", "--link", str(sims.device_path), "--control", str(sims.control_path)]
-    if card:
-        pad_args += ["--card", card]
-    pad_args += pinpad_args
-    pad = await _spawn(pad_args, sims.log_path)
-    backend = await _spawn(["backend", "--port", "0", "--key-file", str(key_file)], backend_log or sims.log_path)
+    pads = tuple(_pad_paths(workdir, number) for number in range(1, lanes + 1))
+    log_path = pad_log or workdir / "simulators.log"
+    pad_processes = [await _spawn(_pad_args(pad, card, pinpad_args), log_path) for pad in pads]
+    backend = await _spawn(["backend", "--port", "0", "--key-file", str(key_file)], backend_log or log_path)
+    processes = [*pad_processes, backend]
     drains: list[asyncio.Task[None]] = []
     try:
-        await _ready_line(pad, "PIN pad", sims.log_path)
-        backend_line = await _ready_line(backend, "backend", backend_log or sims.log_path)
-        drains = [asyncio.create_task(_drain(p)) for p in (pad, backend)]
-        yield Simulators(**{**sims.__dict__, "backend_url": backend_line.split()[-1]})
+        for pad_process in pad_processes:
+            await _ready_line(pad_process, "PIN pad", log_path)
+        backend_line = await _ready_line(backend, "backend", backend_log or log_path)
+        drains = [asyncio.create_task(_drain(p)) for p in processes]
+        yield Simulators(
+            device_path=pads[0].device_path,
+            control_path=pads[0].control_path,
+            backend_url=backend_line.split()[-1],
+            signing_key_file=key_file,
+            log_path=log_path,
+            pads=pads,
+        )
     finally:
-        await asyncio.gather(_stop(pad), _stop(backend))
+        await asyncio.gather(*(_stop(p) for p in processes))
         for task in drains:
             task.cancel()
         await asyncio.gather(*drains, return_exceptions=True)
+
+
+def _pad_paths(workdir: Path, number: int) -> PadSimulator:
+    """Lane ``number``'s pad files: ``pinpad``/``pinpad.ctl`` for the first (as ever), ``pinpad-N`` after."""
+    stem = "pinpad" if number == 1 else f"pinpad-{number}"
+    return PadSimulator(workdir / stem, workdir / f"{stem}.ctl")
+
+
+def _pad_args(pad: PadSimulator, card: str | None, extra: tuple[str, ...]) -> list[str]:
+    args = ["pinpad", "--link", str(pad.device_path), "--control", str(pad.control_path)]
+    if card:
+        args += ["--card", card]
+    return [*args, *extra]
+
+
+def lane_name(number: int) -> str:
+    """The simulated bench's name of lane ``number`` (1-based): ``lane1``, ``lane2``, …"""
+    return f"lane{number}"
+
+
+def lane_device_no(number: int) -> str:
+    """The simulated bench's deviceNo of lane ``number``: ``POS01``, ``POS02``, … (the first is the default's)."""
+    return f"POS{number:02d}"
+
+
+def simulated_lanes(sims: Simulators) -> list[dict[str, Any]]:
+    """``[[lanes]]`` for the simulators' pads; empty for one pad (a one-lane bench is configured as ever)."""
+    if sims.lane_count == 1:
+        return []
+    return [
+        {"name": lane_name(number), "device_url": str(pad.device_path), "device_no": lane_device_no(number)}
+        for number, pad in enumerate(sims.pads, start=1)
+    ]
 
 
 def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -185,6 +236,7 @@ def simulated_settings(sims: Simulators, journal: Path, *, base: Settings | None
         if sections:
             raise TypeError("simulated_settings: sections are applied only without base")
         return base.model_copy(update={
+            "lanes": _wired_lanes(base, sims),
             "device": base.device.model_copy(update={"url": str(sims.device_path)}),
             "backend": base.backend.model_copy(update={
                 "url": sims.backend_url,
@@ -197,8 +249,25 @@ def simulated_settings(sims: Simulators, journal: Path, *, base: Settings | None
         "backend": {"url": sims.backend_url, "signing": {"key_file": sims.signing_key_file}},
         "api": {"socket_port": 0, "http_port": 0},
         "journal": {"path": journal},
+        "lanes": simulated_lanes(sims),
     }
     return Settings(**_merged(wiring, sections))
+
+
+def _wired_lanes(base: Settings, sims: Simulators) -> list[LaneSettings]:
+    """``base``'s lanes (names, deviceNos, ports kept) on the simulators' pads, or the bench's own lanes.
+
+    Raises:
+        ConfigError: ``base`` has lanes, but not as many as there are simulated pads.
+    """
+    if not base.lanes:
+        return [LaneSettings(**lane) for lane in simulated_lanes(sims)]
+    if len(base.lanes) != sims.lane_count:
+        raise ConfigError(f"the configuration has {len(base.lanes)} lanes but {sims.lane_count} pads were simulated")
+    return [
+        lane.model_copy(update={"device_url": str(pad.device_path)})
+        for lane, pad in zip(base.lanes, sims.pads, strict=True)
+    ]
 
 
 def daemon_for(settings: Settings) -> Daemon:
@@ -228,6 +297,7 @@ async def simulated_daemon(
     card: str | None = None,
     pinpad_args: tuple[str, ...] = (),
     start: bool = True,
+    lanes: int = 1,
     **sections: Any,
 ) -> AsyncIterator[SimulatedDaemon]:
     """Both simulators and a daemon wired to them, for the duration of the ``async with`` block.
@@ -239,9 +309,11 @@ async def simulated_daemon(
         card, pinpad_args: for the simulated PIN pad (see :func:`launched_simulators`).
         start: start the daemon on entry and stop it on exit; with False the caller starts
             and stops it (``misbridge serve`` does, between its systemd notifications).
+        lanes: how many lanes, each with a simulated pad of its own (``lane1`` … with deviceNo
+            ``POS01`` …; one lane is configured without ``[[lanes]]``, as ever).
         sections: settings by section merged over the wiring (see :func:`simulated_settings`).
     """
-    async with launched_simulators(workdir, card=card, pinpad_args=pinpad_args) as sims:
+    async with launched_simulators(workdir, card=card, pinpad_args=pinpad_args, lanes=lanes) as sims:
         if callable(settings):
             wired = settings(sims)
         else:
