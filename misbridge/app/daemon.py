@@ -34,6 +34,7 @@ from misbridge.config.settings import Settings
 from misbridge.core.health import backend_reachable
 from misbridge.core.keys import KeyKeeper
 from misbridge.core.latest_reconcile import LatestReconcileReader
+from misbridge.core.progress import ProgressHub
 from misbridge.core.service import TransactionService
 from misbridge.device.base import PinPadDriver, create_driver
 from misbridge.errors import ConfigError
@@ -158,6 +159,8 @@ class Daemon:
         self._keys: KeyKeeper | None = None
         self._socket_server: PosSocketServer | None = None
         self._http_server: AsgiServer | None = None
+        #: The progress events of every lane, for the HTTP door's streams (one hub per daemon).
+        self.progress = ProgressHub()
         self._background: set[asyncio.Task[None]] = set()
         self._previous_exception_handler: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -193,8 +196,9 @@ class Daemon:
         )
         self._keys = self._key_keeper(self._journal, self._pinpad, self._backend)
         self._service = TransactionService(
-            settings, self._journal, self._pinpad, self._backend, metrics=self.metrics, keys=self._keys
-        )
+            settings, self._journal, self._pinpad, self._backend, metrics=self.metrics, keys=self._keys,
+            progress=self.progress,
+        )  # fmt: skip
         self._socket_server = PosSocketServer(self._service.handle, settings.api, settings.identity, policy=policy)
         self.socket_port = await self._socket_server.start()
         pinpad = self._pinpad
@@ -210,7 +214,7 @@ class Daemon:
             backend_reachable=lambda: backend_reachable(keys.reach, healthy_within_s),
             reconcile_mismatches=lambda: _open_mismatches(latest),
         )
-        app = create_app(self._service, security, metrics=self.metrics)
+        app = create_app(self._service, security, metrics=self.metrics, progress=self.progress)
         gate = DoorGuard("http", settings.api, policy)
         if settings.api.http_socket is not None:
             sock = bind_unix_socket(settings.api.http_socket, group=settings.api.http_socket_group)
@@ -263,6 +267,8 @@ class Daemon:
             self._service.stop_accepting()
         if self._socket_server is not None:
             await self._socket_server.stop()
+        # The streams end now, so the HTTP door's graceful stop does not wait for them.
+        self.progress.close()
         if self._http_server is not None:
             await self._http_server.stop()
         if self._service is not None:
