@@ -214,7 +214,10 @@ class Daemon:
             backend_reachable=lambda: backend_reachable(keys.reach, healthy_within_s),
             reconcile_mismatches=lambda: _open_mismatches(latest),
         )
-        app = create_app(self._service, security, metrics=self.metrics, progress=self.progress)
+        app = create_app(
+            self._service, security, metrics=self.metrics, progress=self.progress,
+            keep_alive_s=settings.api.progress_keep_alive_s,
+        )  # fmt: skip
         gate = DoorGuard("http", settings.api, policy)
         if settings.api.http_socket is not None:
             sock = bind_unix_socket(settings.api.http_socket, group=settings.api.http_socket_group)
