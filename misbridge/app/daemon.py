@@ -160,7 +160,9 @@ class Daemon:
         self._socket_server: PosSocketServer | None = None
         self._http_server: AsgiServer | None = None
         #: The progress events of every lane, for the HTTP door's streams (one hub per daemon).
-        self.progress = ProgressHub()
+        #: One service runs today: the default lane's; each lane's service adds its lane.
+        self._lane = settings.lane_list()[0].name
+        self.progress = ProgressHub([self._lane])
         self._background: set[asyncio.Task[None]] = set()
         self._previous_exception_handler: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -197,7 +199,7 @@ class Daemon:
         self._keys = self._key_keeper(self._journal, self._pinpad, self._backend)
         self._service = TransactionService(
             settings, self._journal, self._pinpad, self._backend, metrics=self.metrics, keys=self._keys,
-            progress=self.progress,
+            progress=self.progress, lane=self._lane,
         )  # fmt: skip
         self._socket_server = PosSocketServer(self._service.handle, settings.api, settings.identity, policy=policy)
         self.socket_port = await self._socket_server.start()

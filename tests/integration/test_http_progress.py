@@ -204,9 +204,9 @@ async def test_a_stream_without_the_token_is_refused_like_a_post(
     assert bench.daemon.progress.subscriber_count == 0
 
 
-async def test_an_unknown_lane_is_404_mb78_and_a_bad_trace_no_mb15(bench: StreamBench) -> None:
+async def test_an_unknown_lane_is_404_mb19_and_a_bad_trace_no_mb15(bench: StreamBench) -> None:
     reply = await bench.http.get("/v1/lanes/nope/events", headers=AUTH)
-    assert (reply.status_code, reply.json()["returnCode"]) == (404, "MB78")
+    assert (reply.status_code, reply.json()["returnCode"]) == (404, "MB19")
     assert "default" in reply.json()["returnDesc"]
     reply = await bench.http.get("/v1/transactions/bad%20trace/events", headers=AUTH)
     assert (reply.status_code, reply.json()["returnCode"]) == (422, "MB15")

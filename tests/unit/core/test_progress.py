@@ -219,7 +219,7 @@ def test_the_next_subscriber_beyond_the_cap_is_refused_with_mb77() -> None:
     assert hub.subscriber_count == 2
 
 
-def test_an_unknown_lane_is_refused_with_mb78_until_it_is_added() -> None:
+def test_an_unknown_lane_is_refused_with_mb19_until_it_is_added() -> None:
     hub = ProgressHub()
     with pytest.raises(StreamRefused) as refused:
         hub.subscribe(lane="two")
