@@ -100,6 +100,7 @@ class ReturnCode(Enum):
     CALLER_NOT_ALLOWED = ("MB74", 403, "the calling local user is not on the allow-list")
     CALLER_UNIDENTIFIED = ("MB75", 403, "the calling local user could not be identified")
     TOO_MANY_CONNECTIONS = ("MB76", 503, "too many open connections; retry in a moment")
+    TOO_MANY_STREAMS = ("MB77", 503, "too many progress streams open; retry in a moment")
     SHUTTING_DOWN = ("MB91", 503, "misbridge is shutting down")
     RECOVERING = ("MB92", 503, "misbridge is finishing interrupted transactions; retry shortly")
     INTERNAL = ("MB99", 500, "internal error")
@@ -230,6 +231,12 @@ class DeviceBadReply(DeviceError):
     waits for (docs/device-protocol.md §6.1). The step ends at once; the link stays up."""
 
     default_code = ReturnCode.DEVICE_BAD_REPLY
+
+
+class StreamRefused(MisbridgeError):
+    """A progress stream cannot be opened: too many are open, no such lane, or misbridge is stopping."""
+
+    default_code = ReturnCode.TOO_MANY_STREAMS
 
 
 class BackendError(MisbridgeError):

@@ -7,7 +7,10 @@ response JSON. Every other answer of the door is JSON in the same e-Buy response
 65 535 bytes (MB08), an unknown path (MB09), a wrong method (MB70), an unknown traceNo (MB44),
 and an unhandled error (MB99, :mod:`misbridge.api.http_guards`). Processed transactions
 (approved or declined by the backend) answer 200. ``GET /metrics`` serves the Prometheus text
-format when the daemon hands in a metrics source.
+format when the daemon hands in a metrics source. With a progress source, ``GET
+/v1/transactions/{traceNo}/events``, ``GET /v1/lanes/{lane}/events`` and ``GET /v1/events`` stream
+a transaction's or a lane's progress as Server-Sent Events (:mod:`misbridge.api.progress_stream`),
+token-guarded like every route but ``/health`` and ``/metrics``.
 """
 
 from __future__ import annotations
@@ -36,15 +39,16 @@ from misbridge.api.http_guards import (
     book_answer,
     trace_no_of,
 )
+from misbridge.api.progress_stream import KEEP_ALIVE_S, EventStream, ProgressSource, one_event
 from misbridge.api.schemas import openapi_document
 from misbridge.api.security import ApiSecurity, SecurityMiddleware
 from misbridge.config.settings import DEFAULT_LANE, LANE_NAME_PATTERN
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.requests import TRACE_NO_PATTERN
-from misbridge.errors import RequestError, ReturnCode
+from misbridge.errors import RequestError, ReturnCode, StreamRefused
 from misbridge.host.crashpoints import crash_point
 
-__all__ = ["MAX_BODY_BYTES", "JsonResponse", "MetricsSource", "PosService", "create_app"]
+__all__ = ["MAX_BODY_BYTES", "JsonResponse", "MetricsSource", "PosService", "ProgressSource", "create_app"]
 
 _STATUS_BY_CODE = {member.code: member.http_status for member in ReturnCode}
 _TRACE_NO = re.compile(TRACE_NO_PATTERN)
@@ -71,7 +75,7 @@ class MetricsSource(Protocol):
     def api_refused(self, status: int) -> None: ...
 
 
-def _refusal(err: RequestError, *, status: int | None = None) -> JsonResponse:
+def _refusal(err: RequestError | StreamRefused, *, status: int | None = None) -> JsonResponse:
     return book_answer(err.return_code, str(err), status=status)
 
 
@@ -186,12 +190,67 @@ async def _read_json_object(request: Request) -> dict[str, Any] | JsonResponse:
     return body
 
 
+def _bad_trace_no() -> JsonResponse:
+    err = RequestError("'traceNo' must be 1 to 40 letters, digits, '_' or '-'", return_code=ReturnCode.BAD_TRACE_NO)
+    return _refusal(err)
+
+
+def _progress_routes(service: PosService, progress: ProgressSource, keep_alive_s: float) -> list[Route]:
+    """The three progress streams (:mod:`misbridge.api.progress_stream`)."""
+
+    async def transaction_events(request: Request) -> Response:
+        trace_no = request.path_params["trace_no"]
+        if not _TRACE_NO.fullmatch(trace_no):
+            return _bad_trace_no()
+        try:
+            # Subscribed before the journal is read: a result committed in between is not missed.
+            subscription = progress.subscribe(trace_no=trace_no)
+        except StreamRefused as err:
+            return _refusal(err)
+        try:
+            view = await service.transaction(trace_no)
+        except BaseException:
+            subscription.close()
+            raise
+        # A view of another traceNo is the original of a request sent about this one: not this one's end.
+        if view is not None and view.get("traceNo") == trace_no:
+            lane = view.get("lane")
+            settled = progress.result_if_settled(
+                trace_no, str(view["state"]), view.get("returnCode"), lane=lane if isinstance(lane, str) else None
+            )
+            if settled is not None:
+                subscription.close()
+                return one_event(settled)
+        # Unknown yet is fine: the POS may subscribe before it posts the sale.
+        return EventStream(subscription, keep_alive_s=keep_alive_s)
+
+    def lane_stream(lane: str) -> Response:
+        try:
+            return EventStream(progress.subscribe(lane=lane), keep_alive_s=keep_alive_s)
+        except StreamRefused as err:
+            return _refusal(err)
+
+    async def lane_events(request: Request) -> Response:
+        return lane_stream(request.path_params["lane"])
+
+    async def default_lane_events(_: Request) -> Response:
+        return lane_stream(progress.lanes[0])
+
+    return [
+        Route("/v1/transactions/{trace_no}/events", transaction_events, methods=["GET"]),
+        Route("/v1/lanes/{lane}/events", lane_events, methods=["GET"]),
+        Route("/v1/events", default_lane_events, methods=["GET"]),
+    ]
+
+
 def create_app(
     service: PosService,
     security: ApiSecurity | None = None,
     *,
     metrics: MetricsSource | None = None,
     lanes: Callable[[str], PosService | None] | None = None,
+    progress: ProgressSource | None = None,
+    keep_alive_s: float = KEEP_ALIVE_S,
 ) -> Starlette:
     """Build the Starlette app for a running service.
 
@@ -201,6 +260,8 @@ def create_app(
         metrics: serves ``GET /metrics`` and counts refusals; without it ``/metrics`` is 404.
         lanes: each lane's service by name, None for no such lane (``/v1/lanes/{lane}/…``);
             without it the only lane is ``service``, named ``default``.
+        progress: serves the progress streams (``/v1/.../events``); without it they are 404.
+        keep_alive_s: the longest a progress stream stays quiet before a ``: keep-alive`` comment.
     """
     lane_named = lanes if lanes is not None else (lambda name: service if name == DEFAULT_LANE else None)
 
@@ -210,9 +271,7 @@ def create_app(
     async def get_transaction(request: Request) -> Response:
         trace_no = request.path_params["trace_no"]
         if not _TRACE_NO.fullmatch(trace_no):
-            err = RequestError("'traceNo' must be 1 to 40 letters, digits, '_' or '-'",
-                               return_code=ReturnCode.BAD_TRACE_NO)  # fmt: skip
-            return _refusal(err)
+            return _bad_trace_no()
         view = await service.transaction(trace_no)
         if view is None:
             code = ReturnCode.TRANSACTION_NOT_FOUND
@@ -224,13 +283,17 @@ def create_app(
         return JsonResponse(detail, status_code=200 if ready else 503)
 
     rules = security or ApiSecurity()
-    document = openapi_document(token_required=rules.token is not None, metrics=metrics is not None)
+    document = openapi_document(
+        token_required=rules.token is not None, metrics=metrics is not None, progress=progress is not None
+    )
 
     async def get_openapi(_: Request) -> Response:
         return JsonResponse(document)
 
     routes = [
         Route("/v1/transactions/{trace_no}", get_transaction, methods=["GET"]),
+        # The streams first: GET /v1/lanes/{lane}/events is no lane action.
+        *([] if progress is None else _progress_routes(service, progress, keep_alive_s)),
         *_lane_routes(lane_named),
         Route("/v1/{action}", post_action, methods=["POST"]),
         Route("/health", get_health, methods=["GET"]),

@@ -50,7 +50,7 @@ _DOOR_CODES = (
 _NOT_FROM_AN_ACTION = frozenset({
     ReturnCode.BAD_LENGTH_PREFIX, ReturnCode.BAD_ENVELOPE, ReturnCode.BAD_BODY_ENCODING, ReturnCode.UNKNOWN_ACTION,
     ReturnCode.UNSUPPORTED_ACTION, ReturnCode.NO_SUCH_PATH, ReturnCode.TRANSACTION_NOT_FOUND,
-    ReturnCode.METHOD_NOT_ALLOWED, ReturnCode.TOKEN_REFUSED,
+    ReturnCode.METHOD_NOT_ALLOWED, ReturnCode.TOKEN_REFUSED, ReturnCode.TOO_MANY_STREAMS,
 })  # fmt: skip
 #: Codes only a batchUpload body can get.
 _BATCH_CODES = frozenset({ReturnCode.BATCH_COUNT_MISMATCH, ReturnCode.BATCH_WINDOW})
@@ -289,6 +289,51 @@ def _transaction_operation(token_required: bool) -> dict[str, Any]:
     }
 
 
+_STREAM_DESCRIPTION = (
+    'Server-Sent Events (docs/pos-api.md, "Progress stream"): per event the lines `event: <step>`, '
+    "`data: <JSON: lane, traceNo, step, time and the step's fields>`, `id: <n>` and a blank line; "
+    "`: keep-alive` comments when quiet. Steps: waiting_for_card, card_read (maskedPan, cardType), "
+    "waiting_for_pin, pin_digits (digits), waiting_for_code, choosing, submitting, inquiring, voiding, "
+    "result (state, returnCode), overflow (the client fell behind; the stream ends)"
+)
+#: Codes any progress stream can be refused with besides the door's own.
+_STREAM_CODES = (ReturnCode.TOO_MANY_STREAMS, ReturnCode.SHUTTING_DOWN)
+
+
+def _stream_operation(
+    operation_id: str, summary: str, codes: Iterable[ReturnCode], parameters: list[dict[str, Any]], token_required: bool
+) -> dict[str, Any]:
+    responses = _error_responses([*_DOOR_CODES, *_STREAM_CODES, *codes])
+    responses["200"] = {
+        "description": _STREAM_DESCRIPTION,
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+    operation: dict[str, Any] = {"operationId": operation_id, "summary": summary}
+    if parameters:
+        operation["parameters"] = parameters
+    operation["responses"] = _with_token_refusal(responses, token_required)
+    return operation
+
+
+def _progress_paths(token_required: bool) -> dict[str, Any]:
+    lane_parameter = {"name": "lane", "in": "path", "required": True, "schema": {"type": "string"},
+                      "description": 'a lane of this misbridge ("default" with one PIN pad)'}  # fmt: skip
+    return {
+        "/v1/transactions/{traceNo}/events": {"get": _stream_operation(
+            "transactionEvents",
+            "one transaction's progress until its result (subscribe before posting it if you like)",
+            [ReturnCode.BAD_TRACE_NO], [_TRACE_NO_PARAMETER], token_required,
+        )},
+        "/v1/lanes/{lane}/events": {"get": _stream_operation(
+            "laneEvents", "every transaction's progress on one lane", [ReturnCode.UNKNOWN_LANE], [lane_parameter],
+            token_required,
+        )},
+        "/v1/events": {"get": _stream_operation(
+            "events", "every transaction's progress on the default lane", [], [], token_required
+        )},
+    }  # fmt: skip
+
+
 def _health_operation() -> dict[str, Any]:
     responses = _error_responses(_DOOR_CODES)
     health_ref = {"$ref": _REF.format(model="Health")}
@@ -326,13 +371,14 @@ def _path_refusals() -> dict[str, Any]:
     return {"NoSuchPath": refusals["404"], "MethodNotAllowed": refusals["405"]}
 
 
-def openapi_document(*, token_required: bool = False, metrics: bool = False) -> dict[str, Any]:
+def openapi_document(*, token_required: bool = False, metrics: bool = False, progress: bool = False) -> dict[str, Any]:
     """OpenAPI 3.1 for the door as configured.
 
     Args:
         token_required: the door checks a bearer token (then every operation but ``/health`` and
             ``/metrics`` lists the ``bearer`` security requirement and its 401).
         metrics: the door serves ``GET /metrics``.
+        progress: the door serves the progress streams (``/v1/.../events``).
     """
     action_refs, schemas = _request_schemas()
     schemas.update(EbuyResponse=EBUY_RESPONSE, ErrorResponse=ERROR_RESPONSE, TransactionView=TRANSACTION_VIEW,
@@ -341,6 +387,8 @@ def openapi_document(*, token_required: bool = False, metrics: bool = False) -> 
         f"/v1/{action}": {"post": _action_operation(action, ref, token_required)} for action, ref in action_refs.items()
     }
     paths["/v1/transactions/{traceNo}"] = {"get": _transaction_operation(token_required)}
+    if progress:
+        paths.update(_progress_paths(token_required))
     paths["/health"] = {"get": _health_operation()}
     paths["/openapi.json"] = {"get": _openapi_operation(token_required)}
     if metrics:

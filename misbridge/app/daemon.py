@@ -36,6 +36,7 @@ from misbridge.core.health import backend_reachable
 from misbridge.core.keys import KeyKeeper
 from misbridge.core.lanes import LaneRouter
 from misbridge.core.latest_reconcile import LatestReconcileReader
+from misbridge.core.progress import ProgressHub
 from misbridge.core.service import TransactionService
 from misbridge.device.base import PinPadDriver, create_driver
 from misbridge.errors import ConfigError
@@ -173,6 +174,8 @@ class Daemon:
         self._router: LaneRouter | None = None
         self._socket_servers: list[PosSocketServer] = []
         self._http_server: AsgiServer | None = None
+        #: The progress events of every lane, for the HTTP door's streams (one hub per daemon).
+        self.progress = ProgressHub([lane.name for lane in settings.lane_list()])
         self._background: set[asyncio.Task[None]] = set()
         self._previous_exception_handler: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -214,7 +217,10 @@ class Daemon:
         self._watch_metrics()
         default_door = self._router.door(self._router.default)
         assert default_door is not None
-        app = create_app(default_door, security, metrics=self.metrics, lanes=self._router.door)
+        app = create_app(
+            default_door, security, metrics=self.metrics, lanes=self._router.door, progress=self.progress,
+            keep_alive_s=settings.api.progress_keep_alive_s,
+        )  # fmt: skip
         gate = DoorGuard("http", settings.api, policy)
         if settings.api.http_socket is not None:
             sock = bind_unix_socket(settings.api.http_socket, group=settings.api.http_socket_group)
@@ -267,8 +273,9 @@ class Daemon:
         )
         keys = self._key_keeper(settings, journal, pinpad, backend)
         service = TransactionService(
-            settings, journal, pinpad, backend, metrics=self.metrics, keys=keys, follow_up_lock=follow_up_lock
-        )
+            settings, journal, pinpad, backend, metrics=self.metrics, keys=keys, follow_up_lock=follow_up_lock,
+            progress=self.progress, lane=lane.name,
+        )  # fmt: skip
         return _LaneParts(lane, pinpad, backend, keys, service)
 
     async def _open_socket_doors(self, policy: CallerPolicy) -> None:
@@ -338,6 +345,8 @@ class Daemon:
             parts.service.stop_accepting()
         for server in self._socket_servers:
             await server.stop()
+        # The streams end now, so the HTTP door's graceful stop does not wait for them.
+        self.progress.close()
         if self._http_server is not None:
             await self._http_server.stop()
         if self._lanes:

@@ -203,6 +203,9 @@ class ApiSettings(_Section):
     idle_timeout_s: float = Field(
         30.0, gt=0, le=3600, description="a socket-door connection with no request for this long is closed"
     )
+    progress_keep_alive_s: float = Field(
+        15.0, gt=0, le=300, description="a quiet progress stream sends a ': keep-alive' comment this often"
+    )
     max_connections: int = Field(64, ge=1, le=900, description="open connections per door")
     max_connections_per_user: int = Field(16, ge=1, le=900, description="open connections per door and local user")
     unknown_inquiries_per_minute: int = Field(

@@ -52,10 +52,11 @@ from misbridge.core.observe import NoMetrics, TransactionMetrics, timed
 from misbridge.core.passthrough import PASS_THROUGH_ACTIONS, VALUE_ACTIONS, PassThrough
 from misbridge.core.ports import CardBackend
 from misbridge.core.pos_inquiry import PosInquiries
+from misbridge.core.progress import DEFAULT_LANE, ProgressEvent, ProgressHub
 from misbridge.core.qr import QR_ACTION, QrSales
 from misbridge.core.recovery import Recovery
 from misbridge.core.reversals import ReversalQueue
-from misbridge.device.base import CardRead, EncryptedPin, PinPadDriver
+from misbridge.device.base import CardRead, EncryptedPin, PinPadDriver, ProgressStep
 from misbridge.ebuy import carddata
 from misbridge.ebuy.requests import (
     BOOK_ACTIONS,
@@ -115,6 +116,8 @@ class TransactionService:
         metrics: TransactionMetrics | None = None,
         keys: KeyKeeper | None = None,
         follow_up_lock: asyncio.Lock | None = None,
+        progress: ProgressHub | None = None,
+        lane: str = DEFAULT_LANE,
     ) -> None:
         self._settings = settings
         # None only where no pad keys are involved (core's unit tests); the daemon always has one.
@@ -149,6 +152,29 @@ class TransactionService:
         # Not ready until recover() has run: a card request before that could overtake an
         # interrupted transaction of the same customer.
         self._recovering = True
+        self._lane = lane
+        self._progress = progress
+        if progress is not None:
+            self._follow_progress(progress)
+
+    def _follow_progress(self, progress: ProgressHub) -> None:
+        """Feed ``progress``: every move this service's journal commits, and the PIN digits typed on its pad.
+
+        The journal is the one place every state change passes (the inquiry loop's, the reversal
+        queue's and recovery's too), so its observer covers them all without a hook in each.
+        """
+        progress.add_lane(self._lane)
+        self._journal.observer = progress.observer(self._lane)
+        self._pinpad.on_progress = self._pad_progress
+
+    def _pad_progress(self, stage: str, digits_entered: int) -> None:
+        """The pad's progress report: the PIN digit count goes to the hub for the sale on the pad."""
+        if self._progress is None or stage != ProgressStep.PIN_DIGIT:
+            return  # card and code steps are told by the journal's moves already
+        # One pad transaction at a time (MB25 otherwise): the one in flight is the pad's.
+        on_pad = next(iter(self._in_flight), None)
+        if on_pad is not None:
+            self._progress.publish(ProgressEvent.pin_digits(self._lane, on_pad, digits_entered))
 
     @property
     def resolver(self) -> ReversalQueue:
@@ -176,6 +202,11 @@ class TransactionService:
     def running(self, trace_no: str) -> bool:
         """Whether a transaction with ``trace_no`` runs on this service right now (a lane router's question)."""
         return trace_no in self._in_flight or trace_no in self._passthrough.in_flight
+
+    @property
+    def lane(self) -> str:
+        """The name of this service's lane (its PIN pad) in progress events."""
+        return self._lane
 
     def stop_accepting(self) -> None:
         """Refuse new transactions (shutdown); running ones go on to their end."""

@@ -62,7 +62,7 @@ class ReversalQueue(TransactionTable):
         """
         change = self._change(trace_no, from_state, event, detail=detail, response=response, return_code=return_code)
         due = change.at if first_attempt_at is None else iso("first_attempt_at", first_attempt_at)
-        await self._run("enqueue_reversal", _enqueue_reversal, change, due)
+        self._committed(change, await self._run("enqueue_reversal", _enqueue_reversal, change, due))
 
     async def due_reversals(self, now: datetime | None = None) -> list[ReversalRecord]:
         """The ``pending`` queue entries due at ``now`` (default: the clock), oldest first.
@@ -133,7 +133,7 @@ class ReversalQueue(TransactionTable):
         change = self._change(
             original_trace_no, _VOIDING, event, response=response, return_code=return_code, detail=detail
         )
-        await self._run("complete_reversal", _close_reversal, change, "done", 1)
+        self._committed(change, await self._run("complete_reversal", _close_reversal, change, "done", 1))
 
     async def escalate_reversal(
         self,
@@ -158,7 +158,7 @@ class ReversalQueue(TransactionTable):
         change = self._change(
             original_trace_no, _VOIDING, "escalate", response=response, return_code=return_code, detail=detail
         )
-        await self._run("escalate_reversal", _close_reversal, change, "needs_manual", 0)
+        self._committed(change, await self._run("escalate_reversal", _close_reversal, change, "needs_manual", 0))
 
     async def resolve(self, trace_no: str, outcome: str, *, note: str) -> TxnState:
         """Record an operator's resolution of ``trace_no``, in ``needs_manual``, as ``outcome``; return it.
@@ -179,7 +179,9 @@ class ReversalQueue(TransactionTable):
         if not note.strip():
             raise JournalError(f"journal resolve {trace_no!r}: a note is required (who decided, on what evidence)")
         change = self._change(trace_no, TxnState.NEEDS_MANUAL.value, f"resolve_{outcome}", detail=note)
-        return await self._run("resolve", _resolve, change)
+        to_state = await self._run("resolve", _resolve, change)
+        self._committed(change, to_state)
+        return to_state
 
 
 # --- Everything below runs on the journal thread. ----------------------------------------
@@ -190,17 +192,18 @@ def _reversal_state(conn: sqlite3.Connection, original_trace_no: str) -> str | N
     return None if row is None else str(row[0])
 
 
-def _enqueue_reversal(conn: sqlite3.Connection, change: Change, due: str) -> None:
+def _enqueue_reversal(conn: sqlite3.Connection, change: Change, due: str) -> TxnState:
     with immediate_transaction(conn):
         existing = _reversal_state(conn, change.trace_no)
         if existing is not None:
             raise ReversalConflictError(change.trace_no, None, existing)
-        compare_and_set_in_transaction(conn, change)
+        to_state = compare_and_set_in_transaction(conn, change)
         conn.execute(
             "INSERT INTO reversals (original_trace_no, state, attempts, next_attempt_at, created_at, updated_at)"
             " VALUES (?, 'pending', 0, ?, ?, ?)",
             (change.trace_no, due, change.at, change.at),
         )
+    return to_state
 
 
 def _update_reversal(
@@ -227,7 +230,7 @@ def _record_reversal_attempt(conn: sqlite3.Connection, original_trace_no: str, d
         )
 
 
-def _close_reversal(conn: sqlite3.Connection, change: Change, state: str, extra_attempts: int) -> None:
+def _close_reversal(conn: sqlite3.Connection, change: Change, state: str, extra_attempts: int) -> TxnState:
     with immediate_transaction(conn):
         _update_reversal(
             conn,
@@ -238,7 +241,7 @@ def _close_reversal(conn: sqlite3.Connection, change: Change, state: str, extra_
             extra_attempts,
             change.at,
         )
-        compare_and_set_in_transaction(conn, change)
+        return compare_and_set_in_transaction(conn, change)
 
 
 def _resolve(conn: sqlite3.Connection, change: Change) -> TxnState:

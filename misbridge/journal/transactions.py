@@ -11,7 +11,7 @@ any change to a transaction in a final state (:mod:`misbridge.journal.schema`).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -27,7 +27,15 @@ from misbridge.journal.records import TransactionRecord, TransitionRecord, iso_u
 from misbridge.journal.rows import load_dict, response_json
 from misbridge.journal.schema import immediate_transaction
 
-__all__ = ["Change", "TransactionTable", "compare_and_set_in_transaction", "insert_transition", "to_record"]
+__all__ = [
+    "Change",
+    "CommittedMove",
+    "TransactionTable",
+    "TransitionObserver",
+    "compare_and_set_in_transaction",
+    "insert_transition",
+    "to_record",
+]
 
 _INTENT_EVENT: Final = "intent"
 
@@ -47,8 +55,38 @@ class Change:
     detail: str
 
 
+@dataclass(frozen=True)
+class CommittedMove:
+    """A state change the journal committed, as its observer hears of it.
+
+    Only what a cashier's screen may show: no request, no response body, the PAN masked as the
+    pad gave it.
+    """
+
+    trace_no: str
+    from_state: str
+    event: str
+    to_state: TxnState
+    masked_pan: str | None
+    card_type: str | None
+    return_code: str | None
+
+
+#: Told of every committed move of a transaction, on the event loop, right after its COMMIT.
+#: It must not raise and must not block: the move is durable already, and the caller waits.
+TransitionObserver = Callable[[CommittedMove], None]
+
+
 class TransactionTable(JournalBase):
-    """Intents, state changes and reads of ``transactions`` and ``transitions``."""
+    """Intents, state changes and reads of ``transactions`` and ``transitions``.
+
+    Attributes:
+        observer: told of every committed move (:data:`TransitionObserver`), or None. It is the
+            one place every state change passes, the reversal queue's and the operator's
+            included, so a progress feed needs no hook in each caller.
+    """
+
+    observer: TransitionObserver | None = None
 
     async def record_intent(self, record: TransactionRecord) -> None:
         """Insert a new transaction and its first transitions row (``"" -> state``, ``intent``).
@@ -103,7 +141,9 @@ class TransactionTable(JournalBase):
             return_code=return_code,
             detail=detail,
         )
-        return await self._run("record_transition", _compare_and_set, change)
+        to_state = await self._run("record_transition", _compare_and_set, change)
+        self._committed(change, to_state)
+        return to_state
 
     async def get(self, trace_no: str) -> TransactionRecord | None:
         """The transaction ``trace_no``, or ``None`` if the journal has no intent for it.
@@ -144,6 +184,21 @@ class TransactionTable(JournalBase):
             JournalError: the read failed.
         """
         return await self._run("count", _count)
+
+    def _committed(self, change: Change, to_state: TxnState) -> None:
+        """Tell the observer, if any, of ``change`` now that it is committed."""
+        if self.observer is not None:
+            self.observer(
+                CommittedMove(
+                    trace_no=change.trace_no,
+                    from_state=change.from_state,
+                    event=change.event,
+                    to_state=to_state,
+                    masked_pan=change.masked_pan,
+                    card_type=change.card_type,
+                    return_code=change.return_code,
+                )
+            )
 
     def _change(
         self,
