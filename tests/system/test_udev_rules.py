@@ -2,13 +2,17 @@
 
 The lint parses every rule line as ``KEY<op>"value"`` pairs and checks each key takes that
 operator. The evaluator runs the rules (the subset of udev they use) against made-up devices,
-so the test checks what a pad actually gets, not only that the words are there. Where a
-udevadm with the ``verify`` verb exists (systemd >= 254; Debian 12 has 252, `make lint-system`
-fetches 254 from bookworm-backports), udev's own parser checks the file too.
+so the test checks what a pad actually gets, not only that the words are there: glob matches,
+``$env{KEY}`` substitution and SYMLINK's default escaping as systemd's udev does them
+(src/udev/udev-rules.c, udev-format.c), with the properties udev's usb_id and path_id builtins
+(60-serial.rules) give a USB tty before this file runs. Where a udevadm with the ``verify``
+verb exists (systemd >= 254; Debian 12 has 252, `make lint-system` fetches 254 from
+bookworm-backports), udev's own parser checks the file too.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 from dataclasses import dataclass, field
@@ -33,6 +37,17 @@ OPERATORS: dict[str, frozenset[str]] = {
 WITH_ATTR = frozenset({"ATTR", "ATTRS", "ENV"})
 #: The USB-serial bridges the rule must cover out of the box, and the placeholder pad.
 EXPECTED_IDS = {("0403", "6001"), ("067b", "2303"), ("1a86", "7523"), ("10c4", "ea60"), ("1209", "0001")}
+#: The order udev applies a line's assignments in, whatever their order on the line: it sorts a
+#: line's tokens by type (sort_tokens() in udev-rules.c; TK_A_GROUP < TK_A_MODE < TK_A_TAG <
+#: TK_A_ENV < TK_A_DEVLINK), so ENV{X}="..." takes effect before SYMLINK+="$env{X}" on the same line.
+ASSIGN_ORDER = ("GROUP", "MODE", "TAG", "ENV", "SYMLINK")
+#: $env{KEY} in a value; any other $ or % substitution is one the evaluator does not know.
+ENV_SUBSTITUTION = re.compile(r"\$env\{(?P<key>[^}]+)\}")
+#: Characters udev keeps in a device name (allow_listed_char_for_devnode() in device-nodes.c).
+DEVNODE_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz#+-.:=@_")
+#: A pad's USB path as path_id gives it (ID_PATH_TAG), and its USB serial number (ID_SERIAL_SHORT).
+PORT_TAG = "pci-0000_00_14_0-usb-0_2_1_0"
+SERIAL = "A10K5XYZ"
 
 
 @dataclass(frozen=True)
@@ -101,6 +116,11 @@ class Device:
     mode: str | None = None
 
 
+def _glob(pattern: str, actual: str) -> bool:
+    # udev matches with fnmatch(3), "|" separating alternatives (udev(7), "Operators").
+    return any(fnmatch.fnmatchcase(actual, alternative) for alternative in pattern.split("|"))
+
+
 def _matches(pair: Pair, device: Device) -> bool:
     actual: str | None
     if pair.key == "ACTION":
@@ -115,15 +135,55 @@ def _matches(pair: Pair, device: Device) -> bool:
         actual = device.attrs.get(pair.attr or "") or device.parent_attrs.get(pair.attr or "")
     else:
         raise AssertionError(f"the evaluator does not know how to match {pair.key}")
-    equal = actual is not None and actual == pair.value
+    equal = actual is not None and _glob(pair.value, actual)
     return equal if pair.op == "==" else not equal
+
+
+def _replace_whitespace(value: str) -> str:
+    # udev_replace_whitespace(): leading and trailing whitespace dropped, each run inside -> "_".
+    return "_".join(value.split())
+
+
+def _substitute(value: str, device: Device, *, replace_whitespace: bool) -> str:
+    """``value`` with each ``$env{KEY}`` replaced by the device's property (empty when unset)."""
+    assert "%" not in value, f"the evaluator does not know the substitutions of {value!r}"
+    assert "$" not in ENV_SUBSTITUTION.sub("", value), f"the evaluator does not know the substitutions of {value!r}"
+
+    def property_of(found: re.Match[str]) -> str:
+        text = device.env.get(found["key"], "")
+        return _replace_whitespace(text) if replace_whitespace else text
+
+    return ENV_SUBSTITUTION.sub(property_of, value)
+
+
+def _symlink_names(value: str, device: Device) -> list[str]:
+    """What SYMLINK+="value" links, with no OPTIONS string_escape (udev-rules.c, TK_A_DEVLINK).
+
+    Substituted values have their whitespace replaced, then every character udev does not
+    allow in a name but "/" and " " becomes "_" (udev_replace_chars(buf, "/ ")), and the
+    result is split at spaces: one SYMLINK may name several links.
+    """
+    return _replace_chars(_substitute(value, device, replace_whitespace=True), allow="/ ").split()
+
+
+def _replace_chars(text: str, *, allow: str) -> str:
+    """udev_replace_chars(): "_" for each character udev does not allow in a name.
+
+    Kept: DEVNODE_CHARS, ``allow``, a ``\\x`` hex escape's two characters, and non-ASCII
+    characters (udev keeps valid UTF-8; a Python str holds nothing else).
+    """
+    kept: list[str] = []
+    for index, char in enumerate(text):
+        escape = char == "\\" and text[index + 1 : index + 2] == "x"
+        kept.append(char if char in DEVNODE_CHARS or char in allow or not char.isascii() or escape else "_")
+    return "".join(kept)
 
 
 def _assign(pair: Pair, device: Device) -> None:
     if pair.key == "ENV":
-        device.env[pair.attr or ""] = pair.value
+        device.env[pair.attr or ""] = _substitute(pair.value, device, replace_whitespace=False)
     elif pair.key == "SYMLINK":
-        device.symlinks.append(pair.value)
+        device.symlinks += _symlink_names(pair.value, device)
     elif pair.key == "TAG":
         device.tags.append(pair.value)
     elif pair.key == "GROUP":
@@ -146,15 +206,23 @@ def evaluate(rules: list[Rule], device: Device) -> Device:
         conditions = [p for p in rule.pairs if p.op in MATCH_OPS]
         if labels or not all(_matches(p, device) for p in conditions):
             continue
-        for pair in rule.assigns:
+        for pair in sorted(rule.assigns, key=lambda p: ASSIGN_ORDER.index(p.key)):
             _assign(pair, device)
         if gotos := rule.get("GOTO"):
             skip_to = gotos[0].value
     return device
 
 
-def tty(vendor: str, product: str, action: str = "add") -> Device:
-    return Device("tty", parent_attrs={"idVendor": vendor, "idProduct": product}, action=action)
+def tty(vendor: str, product: str, action: str = "add", *, serial: str | None = None, port: str = PORT_TAG) -> Device:
+    """A USB tty with the properties 60-serial.rules' usb_id and path_id give it before our rules run.
+
+    ``serial`` is ID_SERIAL_SHORT as usb_id leaves it (None: the pad has no usable serial number,
+    so usb_id sets no ID_SERIAL_SHORT); ``port`` is path_id's ID_PATH_TAG.
+    """
+    env = {"ID_PATH_TAG": port}
+    if serial is not None:
+        env["ID_SERIAL_SHORT"] = serial
+    return Device("tty", env=env, parent_attrs={"idVendor": vendor, "idProduct": product}, action=action)
 
 
 def usb_device(vendor: str, product: str) -> Device:
@@ -178,10 +246,30 @@ def test_mode_is_0660_wherever_access_is_granted(rules: list[Rule]) -> None:
     for rule in rules:
         modes = [p.value for p in rule.get("MODE")]
         assert modes in ([], ["0660"]), f"line {rule.line}: MODE {modes}"
-        if rule.get("GROUP") or rule.get("SYMLINK"):
+        if rule.get("GROUP"):
             assert modes == ["0660"], f'line {rule.line}: grants a device without MODE="0660"'
             assert [p.value for p in rule.get("GROUP")] == ["misbridge"], f"line {rule.line}"
     assert "0666" not in RULES.read_text(encoding="utf-8")
+
+
+def test_only_a_device_made_private_gets_a_name(rules: list[Rule]) -> None:
+    # A link is only ever given to a marked pad, and the marked pads are what the action rule
+    # gives group misbridge, mode 0660: a name never points at a node other users can open.
+    (action,) = [rule for rule in rules if rule.get("SYMLINK") and rule.get("GROUP")]
+    marker = [(p.op, p.value) for p in action.get("ENV", "MISBRIDGE_PINPAD")]
+    assert marker == [("==", "1")]
+    for rule in rules:
+        if rule.get("SYMLINK"):
+            assert [(p.op, p.value) for p in rule.get("ENV", "MISBRIDGE_PINPAD")] == marker, f"line {rule.line}"
+            assert all(p.value.startswith("mispos") for p in rule.get("SYMLINK")), f"line {rule.line}"
+
+
+def test_a_per_pad_name_needs_its_property(rules: list[Rule]) -> None:
+    # An unset $env{} substitutes "", which would make one bare /dev/mispos- for every pad.
+    for rule in rules:
+        for link in rule.get("SYMLINK"):
+            for key in ENV_SUBSTITUTION.findall(link.value):
+                assert [(p.op, p.value) for p in rule.get("ENV", key)] == [("==", "?*")], f"line {rule.line}: {key}"
 
 
 def test_tty_and_usb_actions_hide_the_pad_from_modemmanager_and_tag_it(rules: list[Rule]) -> None:
@@ -211,15 +299,45 @@ def test_the_id_list_is_easy_to_extend(rules: list[Rule]) -> None:
 
 @pytest.mark.parametrize(("vendor", "product"), sorted(EXPECTED_IDS))
 def test_a_supported_serial_pad_gets_a_private_stable_node(rules: list[Rule], vendor: str, product: str) -> None:
-    device = evaluate(rules, tty(vendor, product))
-    assert device.symlinks == ["mispos"]
+    device = evaluate(rules, tty(vendor, product, serial=SERIAL))
+    assert device.symlinks == ["mispos", f"mispos-{SERIAL}", f"mispos-port-{PORT_TAG}"]
     assert (device.group, device.mode) == ("misbridge", "0660")
     assert device.env.get("ID_MM_DEVICE_IGNORE") == "1"
     assert device.tags == ["systemd"]
 
 
+def test_a_pad_without_a_serial_number_is_named_by_its_port(rules: list[Rule]) -> None:
+    device = evaluate(rules, tty("1a86", "7523", serial=None))
+    assert device.symlinks == ["mispos", f"mispos-port-{PORT_TAG}"]
+    assert (device.group, device.mode) == ("misbridge", "0660")
+
+
+def test_an_empty_serial_number_makes_no_bare_name(rules: list[Rule]) -> None:
+    device = evaluate(rules, tty("1a86", "7523", serial=""))
+    assert "mispos-" not in device.symlinks
+    assert device.symlinks == ["mispos", f"mispos-port-{PORT_TAG}"]
+
+
+def test_two_pads_with_the_same_serial_number_differ_by_port(rules: list[Rule]) -> None:
+    # Cheap bridges often share one serial number: both claim mispos-<serial> (udev lets one
+    # win), but each keeps a name of its own by the USB socket it is plugged into.
+    left = evaluate(rules, tty("0403", "6001", serial="A50285BI", port="pci-0000_00_14_0-usb-0_1_1_0"))
+    right = evaluate(rules, tty("0403", "6001", serial="A50285BI", port="pci-0000_00_14_0-usb-0_2_1_0"))
+    assert set(left.symlinks) & set(right.symlinks) == {"mispos", "mispos-A50285BI"}
+    assert "mispos-port-pci-0000_00_14_0-usb-0_1_1_0" in left.symlinks
+    assert "mispos-port-pci-0000_00_14_0-usb-0_2_1_0" in right.symlinks
+
+
+def test_a_serial_number_becomes_one_safe_name(rules: list[Rule]) -> None:
+    # usb_id already replaces these; SYMLINK's escaping would again, so one odd serial number
+    # can neither make two links (a space separates links) nor leave the name's rules.
+    device = evaluate(rules, tty("10c4", "ea60", serial=" AB 12*\\3 "))
+    assert device.symlinks == ["mispos", "mispos-AB_12__3", f"mispos-port-{PORT_TAG}"]
+
+
 def test_other_devices_are_left_alone(rules: list[Rule]) -> None:
-    for device in (tty("046d", "c52b"), Device("tty"), usb_device("0403", "6001"), Device("input")):
+    others = (tty("046d", "c52b", serial=SERIAL), Device("tty"), usb_device("0403", "6001"), Device("input"))
+    for device in others:
         evaluate(rules, device)
         assert (device.symlinks, device.tags, device.group, device.mode) == ([], [], None, None), device
 
@@ -232,7 +350,7 @@ def test_a_supported_bulk_usb_pad_gets_a_private_node(rules: list[Rule]) -> None
 
 
 def test_remove_events_change_nothing(rules: list[Rule]) -> None:
-    device = evaluate(rules, tty("0403", "6001", action="remove"))
+    device = evaluate(rules, tty("0403", "6001", action="remove", serial=SERIAL))
     assert (device.symlinks, device.group) == ([], None)
 
 

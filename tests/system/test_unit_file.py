@@ -23,6 +23,9 @@ from tests.system.tools import REPO, UNIT, Setting, parse_unit, run, tool, value
 MAX_EXPOSURE = 2.0
 EXEC_START = "/usr/bin/misbridge serve --config /etc/misbridge/misbridge.toml"
 SECRET_WORDS = re.compile(r"KEY|TOKEN|SECRET|PASS|PIN|SIGN|CRED|CERT", re.IGNORECASE)
+#: The ports the unit keeps for lanes' own socket ports ([[lanes]] socket_port), one per lane;
+#: docs/operations.md and the example configuration name the same range.
+LANE_PORTS = range(9110, 9140)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +121,8 @@ def test_binds_nothing_but_what_we_expect(unit: list[Setting]) -> None:
         assert all(value == "" for value in values(unit, key)), f"{key}= must be absent or empty"
     assert values(unit, "CapabilityBoundingSet") == [""]
     api = ApiSettings()
-    assert sorted(values(unit, "SocketBindAllow")) == sorted([f"tcp:{api.socket_port}", f"tcp:{api.http_port}"])
+    lanes = f"tcp:{LANE_PORTS[0]}-{LANE_PORTS[-1]}"
+    assert sorted(values(unit, "SocketBindAllow")) == sorted([f"tcp:{api.socket_port}", f"tcp:{api.http_port}", lanes])
     assert values(unit, "SocketBindDeny") == ["any"]
     assert values(unit, "IPAddressDeny") == ["any"]
     assert values(unit, "IPAddressAllow") == ["localhost"]
@@ -127,6 +131,24 @@ def test_binds_nothing_but_what_we_expect(unit: list[Setting]) -> None:
         ["/dev/mispos rw", "char-ttyACM rw", "char-ttyUSB rw", "char-usb_device rw"]
     )
     assert values(unit, "RestrictAddressFamilies") == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK"]
+
+
+def test_the_lane_range_is_apart_from_the_doors_ports() -> None:
+    # A lane's own port may never be one of [api]'s (the settings refuse it): the range must
+    # not hold a default door port, or the first lane a technician numbers would be refused.
+    api = ApiSettings()
+    assert api.socket_port not in LANE_PORTS
+    assert api.http_port not in LANE_PORTS
+    assert len(LANE_PORTS) >= 16, "room for a large store's lanes"
+
+
+def test_systemd_reads_the_lane_range(tmp_path: Path) -> None:
+    # systemd itself must read the range (SocketBindAllow= ranges need systemd >= 249):
+    # a malformed range is a warning that "prints nothing" above would catch, a valid one none.
+    analyze = tool("systemd-analyze", package="systemd")
+    broken = _verifiable_copy(tmp_path, extra="SocketBindAllow=tcp:9139-9110\n")
+    result = run([analyze, "verify", str(broken)])
+    assert "SocketBindAllow" in result.stdout + result.stderr
 
 
 def test_the_unit_never_needs_the_pad_to_start(unit: list[Setting]) -> None:
