@@ -179,6 +179,30 @@ def describe(target: HealthTarget, answer: HealthAnswer) -> str:
     lines = [f"misbridge at {target.name}: {'READY' if answer.ready else 'NOT READY'}"]
     if not answer.ready:
         lines += ["why:", *(f"  - {reason}" for reason in _reasons(body))]
+    lanes = _section(body, "lanes")
+    if lanes:
+        for name, lane in lanes.items():
+            lane_body = lane if isinstance(lane, dict) else {}
+            verdict = "ready" if lane_body.get("status") == "ready" else "NOT ready"
+            device_no = f", deviceNo {_clean(lane_body['deviceNo'])}" if lane_body.get("deviceNo") else ""
+            lines.append(f"lane {_clean(name)}{device_no}: {verdict}")
+            lines += [f"  {line}" for line in _lane_facts(lane_body)]
+    else:
+        lines += _lane_facts(body)
+    shared = [
+        ("in flight", _count(body.get("inFlight"), "transaction", "transactions")),
+        ("reversals", _reversals_line(_section(body, "reversals"))),
+        ("reconcile", _reconcile_line(_section(body, "reconcile"))),
+    ]
+    lines += [f"{label:<{_LABEL_WIDTH}} {text}" for label, text in shared if text]
+    alerts = body.get("alerts")
+    if isinstance(alerts, list) and alerts:
+        lines += ["alerts:", *(f"  - {_clean(alert)}" for alert in alerts)]
+    return "\n".join(lines)
+
+
+def _lane_facts(body: dict[str, Any]) -> list[str]:
+    """One lane's pad, keys and backend lines (a one-lane misbridge's are its whole report's)."""
     pad = _section(body, "pad") or _section(body, "device")
     backend = _section(body, "backend")
     facts = [
@@ -187,15 +211,8 @@ def describe(target: HealthTarget, answer: HealthAnswer) -> str:
         ("working key", _working_key_line(pad, backend)),
         ("signed in", _signed_in_line(backend)),
         ("backend", _backend_line(backend)),
-        ("in flight", _count(body.get("inFlight"), "transaction", "transactions")),
-        ("reversals", _reversals_line(_section(body, "reversals"))),
-        ("reconcile", _reconcile_line(_section(body, "reconcile"))),
     ]
-    lines += [f"{label:<{_LABEL_WIDTH}} {text}" for label, text in facts if text]
-    alerts = body.get("alerts")
-    if isinstance(alerts, list) and alerts:
-        lines += ["alerts:", *(f"  - {_clean(alert)}" for alert in alerts)]
-    return "\n".join(lines)
+    return [f"{label:<{_LABEL_WIDTH}} {text}" for label, text in facts if text]
 
 
 def _reasons(body: dict[str, Any]) -> list[str]:

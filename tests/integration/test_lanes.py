@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import pytest_asyncio
 
 from misbridge.api.pos_client import envelope_for, socket_request
+from misbridge.app.cli import main
 from misbridge.app.simulated import SimulatedDaemon, lane_device_no, lane_name, simulated_daemon
 from misbridge.ebuy.examples import card_redemption_request
 from tests.integration.conftest import new_trace_no
@@ -86,6 +88,17 @@ async def test_four_lanes_sell_at_once_each_on_its_own_pad(four: SimulatedDaemon
     assert sorted(health["lanes"]) == [lane_name(number) for number in range(1, LANES + 1)]
     assert {lane["deviceNo"] for lane in health["lanes"].values()} == {"POS01", "POS02", "POS03", "POS04"}
     assert all(lane["pad"]["connected"] and lane["pad"]["key_ok"] for lane in health["lanes"].values())
+
+
+async def test_misbridge_status_shows_every_lane(four: SimulatedDaemon, capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://{four.settings.api.host}:{four.daemon.http_port}"
+    code = await asyncio.to_thread(main, ["status", "--url", url])  # blocks: the daemon serves from this loop
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0, lines
+    assert lines[0] == f"misbridge at {url}: READY"
+    for number in range(1, LANES + 1):
+        at = lines.index(f"lane {lane_name(number)}, deviceNo {lane_device_no(number)}: ready")
+        assert lines[at + 1].startswith("  PIN pad      connected  MISBRIDGE-SIM "), lines
 
 
 async def test_the_http_door_routes_by_the_lane_in_the_path(four: SimulatedDaemon) -> None:
