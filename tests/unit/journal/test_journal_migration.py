@@ -17,6 +17,7 @@ import pytest
 from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal import SCHEMA_VERSION, Journal, TransactionRecord, queries
 from misbridge.journal.schema import (
+    LANE_TABLES,
     PURGES_TABLE,
     immediate_transaction,
     migrate,
@@ -83,7 +84,7 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
     assert not V2_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
         assert await journal.count() == 2
         old = await journal.get("OLD1")
         assert old is not None
@@ -231,7 +232,7 @@ async def test_v3_file_is_migrated_keeps_its_rows_and_gains_the_queries(db_path:
     assert not V4_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
         assert await journal.count() == 2
         old = await journal.forwarded_inquiry("INQ0")
         assert old is not None
@@ -292,7 +293,7 @@ async def test_v4_file_is_migrated_keeps_its_calls_and_guards_and_takes_an_optio
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 4")
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
         assert [(c.trace_no, c.kind, c.return_code) for c in await journal.calls("OLD1")] == [
             ("202604301000020000000001", "inquiry", "25")
         ]
@@ -336,16 +337,22 @@ def write_v5_file(path: Path) -> None:
             conn.execute("INSERT INTO purges (at, cutoff, transactions, transitions) VALUES (?, ?, 3, 9)", (at, at))
 
 
-def snapshot(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of every table of a version-5 file, in the columns version 5 has."""
-    v5_columns = {"purges": "id, at, cutoff, transactions, transitions, backend_calls, reversals"}
+#: The columns later versions added to a table: purges.key_calls (6), every lane (8).
+LATER_COLUMNS = {("purges", "key_calls"), *((table, "lane") for table in LANE_TABLES)}
+
+
+def snapshot(path: Path, *, since: int = 5) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of a version-``since`` file (5 or 7), in the columns that version has."""
+    later = LATER_COLUMNS if since < 6 else {(table, "lane") for table in LANE_TABLES}
+    skipped = {"sqlite_sequence", "key_calls"} if since < 6 else {"sqlite_sequence"}
     with raw(path) as conn:
         names = sorted(str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
-        return {
-            name: conn.execute(f"SELECT {v5_columns.get(name, '*')} FROM {name} ORDER BY rowid").fetchall()  # noqa: S608 - names from sqlite_master
-            for name in names
-            if name not in {"sqlite_sequence", "key_calls"}
-        }
+        snap = {}
+        for name in (name for name in names if name not in skipped):
+            columns = [str(row[1]) for row in conn.execute(f"PRAGMA table_info({name})")]
+            kept = ", ".join(column for column in columns if (name, column) not in later)
+            snap[name] = conn.execute(f"SELECT {kept} FROM {name} ORDER BY rowid").fetchall()  # noqa: S608 - names from sqlite_master
+        return snap
 
 
 async def test_v5_file_is_migrated_keeps_every_row_and_gains_the_key_calls(db_path: Path) -> None:
@@ -356,7 +363,7 @@ async def test_v5_file_is_migrated_keeps_every_row_and_gains_the_key_calls(db_pa
     assert all(before[name] for name in ("transactions", "backend_calls", "pos_inquiries", "pos_queries", "purges"))
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
         assert snapshot(db_path) == before
         assert await journal.key_calls() == []
         trace_no = await journal.allocate_key_call("signIn")
@@ -422,7 +429,7 @@ async def test_v6_file_is_migrated_keeps_its_key_calls_and_takes_the_end_of_days
                 (at, at),
             )
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
         [kept] = await journal.key_calls()
         assert (kept.trace_no, kept.kind, kept.key_kcv) == ("202604301000060000000003", "signIn", "ABC123")
         upload = await journal.allocate_key_call("batchUpload")

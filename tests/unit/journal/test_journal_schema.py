@@ -35,7 +35,7 @@ def _insert(conn: sqlite3.Connection, trace_no: str, state: str) -> None:
 
 def test_migrate_creates_the_latest_version_once(conn: sqlite3.Connection) -> None:
     assert migrate(conn) == 0
-    assert _version(conn) == SCHEMA_VERSION == 7
+    assert _version(conn) == SCHEMA_VERSION == 8
     assert migrate(conn) == SCHEMA_VERSION  # nothing to do the second time
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"transactions", "transitions", "transactions_final_is_final"} <= names
