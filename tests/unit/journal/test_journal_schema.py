@@ -42,6 +42,7 @@ def test_migrate_creates_the_latest_version_once(conn: sqlite3.Connection) -> No
     assert {"counters", "backend_calls", "reversals", "reversals_done_is_final"} <= names
     assert {"pos_inquiries", "transactions_trace_no_not_barred", "pos_inquiries_are_kept"} <= names
     assert {"key_calls", "key_calls_trace_no_is_new", "key_calls_result_is_final", "purges"} <= names
+    assert {"transactions_by_lane", "pos_queries_by_lane", "key_calls_by_lane"} <= names
 
 
 def test_newer_database_is_refused(conn: sqlite3.Connection) -> None:
