@@ -129,6 +129,7 @@ TRANSACTION_VIEW: dict[str, Any] = {
             "items": {"type": "object"},
             "description": "POS inquiries misbridge forwarded to e-Buy about this traceNo (action, state then empty)",
         },
+        "lane": {"type": "string", "description": "a named POS lane's transaction's lane; absent: the default lane"},
     },
 }
 

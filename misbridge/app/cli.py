@@ -32,6 +32,7 @@ from misbridge.config.settings import DEFAULT_CONFIG_PATH, load_settings
 from misbridge.ebuy import jsonio
 from misbridge.errors import ConfigError, InvalidTransition, JournalError
 from misbridge.host import systemd
+from misbridge.journal.lanes import LaneFilter
 from misbridge.journal.records import KeyCallKind
 from misbridge.journal.schema import KEY_CALL_KINDS
 from misbridge.journal.store import Journal, StateConflictError
@@ -212,9 +213,11 @@ def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     tools = journal.add_subparsers(dest="journal_command", required=True)
     since_help = "only transactions created since then: 7d, 12h, 30m or an ISO date/time (local time if naive)"
     state_help = "only this state (approved, declined, aborted, voided, needs_manual, ...), or final / open"
+    lane_help = "only this POS lane's transactions; 'default' for the default lane's (default: every lane)"
     listing = tools.add_parser("list", help="newest transactions first, as a table")
     listing.add_argument("--since", help=since_help)
     listing.add_argument("--state", help=state_help)
+    listing.add_argument("--lane", type=_lane, help=lane_help)
     listing.add_argument("--limit", type=int, default=50, help="at most this many lines (default 50)")
     show = tools.add_parser("show", help="one transaction: request, answer, transitions, backend calls, reversal")
     show.add_argument("trace_no", metavar="TRACENO")
@@ -222,6 +225,7 @@ def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--since", help=since_help)
     export.add_argument("--state", help=state_help)
+    export.add_argument("--lane", type=_lane, help=lane_help)
     export.add_argument("--output", type=Path, help="write to this file instead of standard output")
     _add_key_calls_parser(tools)
     purge = tools.add_parser("purge", help="delete final transactions older than the retention (never open ones)")
@@ -268,7 +272,18 @@ def _add_key_calls_parser(tools: argparse._SubParsersAction[argparse.ArgumentPar
         "--limit", type=_positive_count, default=journaltool.DEFAULT_KEY_CALLS_LIMIT,
         help=f"at most this many lines (default {journaltool.DEFAULT_KEY_CALLS_LIMIT})",
     )  # fmt: skip
+    command.add_argument(
+        "--lane", type=_lane, help="only this POS lane's calls; 'default' for the default lane's (default: every lane)"
+    )
     command.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+
+
+def _lane(text: str) -> LaneFilter:
+    """``--lane``: a lane's name, or ``default`` for the default lane."""
+    try:
+        return LaneFilter.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
 
 
 def _key_call_kind(text: str) -> str:
@@ -359,7 +374,9 @@ def _journal(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.journal_command == "list":
-            rows = journaltool.list_transactions(path, since=since, state=args.state, limit=max(args.limit, 0))
+            rows = journaltool.list_transactions(
+                path, since=since, state=args.state, limit=max(args.limit, 0), lane=args.lane
+            )
             print(journaltool.format_table(rows))
         elif args.journal_command == "show":
             view = journaltool.show(path, args.trace_no)
@@ -369,13 +386,15 @@ def _journal(args: argparse.Namespace) -> int:
             print(jsonio.pretty(view))
         elif args.journal_command == "export":
             if args.output is None:
-                journaltool.export(path, sys.stdout, fmt=args.format, since=since, state=args.state)
+                journaltool.export(path, sys.stdout, fmt=args.format, since=since, state=args.state, lane=args.lane)
             else:
                 with args.output.open("w", encoding="utf-8", newline="") as out:
-                    count = journaltool.export(path, out, fmt=args.format, since=since, state=args.state)
+                    count = journaltool.export(
+                        path, out, fmt=args.format, since=since, state=args.state, lane=args.lane
+                    )
                 print(f"{count} transaction(s) written to {args.output}", file=sys.stderr)
         elif args.journal_command == "key-calls":
-            _journal_key_calls(path, args.kind, since, args.limit, as_json=args.json)
+            _journal_key_calls(path, args.kind, since, args.limit, as_json=args.json, lane=args.lane)
         elif args.journal_command == "resolve":
             return _journal_resolve(path, args.trace_no, args.outcome, args.note)
         else:
@@ -388,16 +407,28 @@ def _journal(args: argparse.Namespace) -> int:
 
 
 def _journal_key_calls(
-    path: Path, kind: KeyCallKind | None, since: datetime | None, limit: int, *, as_json: bool
+    path: Path,
+    kind: KeyCallKind | None,
+    since: datetime | None,
+    limit: int,
+    *,
+    as_json: bool,
+    lane: LaneFilter | None = None,
 ) -> None:
     """``journal key-calls``: the table, a JSON array, or one line saying there are none."""
-    calls = journaltool.list_key_calls(path, kind=kind, since=since, limit=limit)
+    calls = journaltool.list_key_calls(path, kind=kind, since=since, limit=limit, lane=lane)
     if as_json:
         print(jsonio.pretty([journaltool.key_call_row(call) for call in calls]))
     elif calls:
         print(journaltool.format_key_calls(calls))
     else:
-        only = "".join((f" of kind {kind}" if kind else "", f" since {since:%Y-%m-%d %H:%M %z}" if since else ""))
+        only = "".join(
+            (
+                f" of kind {kind}" if kind else "",
+                f" since {since:%Y-%m-%d %H:%M %z}" if since else "",
+                f" of lane {lane.label}" if lane else "",
+            )
+        )
         print(f"no calls{only} in {path} (key downloads, sign-ins, end-of-day batchUpload and summary)")
 
 

@@ -6,7 +6,9 @@ Public API: :class:`Journal` (``store``, one part per table in ``connection``, `
 :class:`PosInquiryRecord`, :class:`PosQueryRecord` and :class:`ReversalRecord` (``records``);
 the errors (``errors``) :class:`DuplicateTraceNoError`, :class:`BarredTraceNoError`,
 :class:`KnownOriginalError`, :class:`StateConflictError` and :class:`ReversalConflictError`; and
-:data:`FINAL_STATES` (``schema``), the states the database refuses to leave. Besides the
+:data:`FINAL_STATES` (``schema``), the states the database refuses to leave; :class:`LaneFilter`
+and :data:`DEFAULT_LANE_NAME` (``lanes``), a row's POS lane (``Journal.for_lane`` gives one lane's
+view of the journal). Besides the
 transactions, the journal numbers the requests misbridge originates (``Journal.allocate_call``;
 ``Journal.allocate_key_call`` for DownloadKey and the sign-in) and holds the durable reversal
 queue (``Journal.enqueue_reversal`` and friends). Of
@@ -23,6 +25,7 @@ from misbridge.journal.errors import (
     ReversalConflictError,
     StateConflictError,
 )
+from misbridge.journal.lanes import DEFAULT_LANE_NAME, LaneFilter
 from misbridge.journal.records import (
     CallKind,
     CallRecord,
@@ -43,6 +46,7 @@ from misbridge.journal.schema import FINAL_STATES, SCHEMA_VERSION
 from misbridge.journal.store import Journal
 
 __all__ = [
+    "DEFAULT_LANE_NAME",
     "FINAL_STATES",
     "SCHEMA_VERSION",
     "BarredTraceNoError",
@@ -55,6 +59,7 @@ __all__ = [
     "KeyCallKind",
     "KeyCallRecord",
     "KnownOriginalError",
+    "LaneFilter",
     "PosInquiryRecord",
     "PosQueryRecord",
     "ReversalConflictError",

@@ -18,11 +18,19 @@ that run on the worker thread, each taking the connection first.
 
 A write whose awaiting task is cancelled still runs to completion (or failure) on the worker
 thread; re-read with ``Journal.get`` to learn which.
+
+**Lanes** (schema v8, :mod:`~misbridge.journal.lanes`): :meth:`JournalBase.for_lane` makes a
+*view* of the same open journal for one POS lane: the same connection, worker thread and clock,
+another :attr:`JournalBase.lane_filter`. The table modules write :attr:`JournalBase.lane_column`
+in the ``lane`` column of the rows they create and pass :attr:`JournalBase.lane_filter` to the
+reads that find work. The journal :meth:`JournalBase.open` returns has no filter and writes
+``NULL``: exactly the journal of one lane.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +42,7 @@ from types import TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from misbridge.errors import JournalError
+from misbridge.journal.lanes import LaneFilter, check_lane_name
 from misbridge.journal.records import iso_utc, utc_now
 from misbridge.journal.schema import migrate
 
@@ -58,6 +67,13 @@ class JournalSettings:
     page_cache_kib: int
 
 
+@dataclass
+class _Lifetime:
+    """Whether the connection is closed: one object shared by a journal and all its lane views."""
+
+    closed: bool = False
+
+
 def iso(name: str, moment: datetime) -> str:
     """``moment`` as journal timestamp text; a naive ``moment`` is a :class:`JournalError` naming ``name``."""
     try:
@@ -70,7 +86,7 @@ class JournalBase:
     """The connection, its one worker thread and the clock; see :class:`~misbridge.journal.store.Journal`.
 
     Open with :meth:`open` (not the constructor) and :meth:`close` when done, or use
-    ``async with``.
+    ``async with``. :meth:`for_lane` gives one POS lane's view of it.
 
     Args:
         conn: a connection made by the journal thread.
@@ -82,7 +98,10 @@ class JournalBase:
         self._conn = conn
         self._executor = executor
         self._clock = clock
-        self._closed = False
+        self._lifetime = _Lifetime()
+        self._is_view = False
+        self._lane_name: str | None = None
+        self._lane_filter: LaneFilter | None = None  # None: every lane (the journal open() returns)
 
     @classmethod
     async def open(cls, path: Path, *, clock: Callable[[], datetime] = utc_now) -> Self:
@@ -103,11 +122,73 @@ class JournalBase:
             raise
         return cls(conn, executor, clock)
 
+    def for_lane(self, name: str, *, default: bool) -> Self:
+        """A view of this open journal for the POS lane ``name``: its rows only, where work is found.
+
+        The view shares this journal's connection, worker thread and clock (its calls queue with
+        every other call, in order). It differs in two ways:
+
+        * the rows it creates carry the lane: ``record_intent``'s transaction, ``record_query``'s
+          query, ``allocate_key_call``'s key request and ``record_pos_inquiry``'s forwarded
+          inquiry get ``lane = name``, or ``NULL`` when ``default`` is true (the default lane
+          writes what a one-lane journal writes);
+        * the reads that find work see only the lane's rows: ``list_by_states``,
+          ``due_reversals``, ``pending_reversals`` and ``count_reversals`` (a reversal is its
+          transaction's lane's), ``unanswered_queries``, ``last_sign_in``, ``key_calls``, and
+          ``day_rows`` unless given a lane; the default lane's view sees ``lane IS NULL``.
+
+        Everything keyed by a traceNo stays journal-wide, so a traceNo is used once across all
+        lanes and a void or refund finds its original whichever lane sold it: ``get``,
+        ``transitions``, ``followers``, ``transaction_view``, ``reversal``, ``query``,
+        ``pos_inquiries``, ``forwarded_inquiry``, ``calls``, ``barred_as``, the duplicate and
+        barred checks of every write, and the traceNo counter of ``allocate_call`` and
+        ``allocate_key_call``. ``count``, ``purge``, ``resolve`` and the compare-and-set moves
+        act on the whole journal too.
+
+        :meth:`close` on a view does nothing (nor does leaving ``async with`` on it): the
+        connection is the journal's, closed by whoever opened it; once it is, every view's calls
+        raise :class:`JournalError` as the journal's do.
+
+        Raises:
+            JournalError: ``name`` cannot name a lane (:func:`misbridge.journal.lanes.check_lane_name`),
+                or a named lane (``default`` false) is called ``"default"``, the tools' name for
+                the default lane.
+        """
+        try:
+            lanes = LaneFilter.default() if default else LaneFilter.named(name)
+            check_lane_name(name)
+        except ValueError as err:
+            raise JournalError(f"journal for_lane: {err}") from err
+        view = copy.copy(self)  # shares the connection, executor, clock and lifetime
+        view._is_view = True
+        view._lane_name = None if default else name
+        view._lane_filter = lanes
+        return view
+
+    @property
+    def lane(self) -> str | None:
+        """This view's lane name; ``None`` for the default lane's view and for the journal itself."""
+        return self._lane_name
+
+    @property
+    def lane_filter(self) -> LaneFilter | None:
+        """The rows this journal's work reads see: one lane's (a view), or ``None``, every lane."""
+        return self._lane_filter
+
+    @property
+    def lane_column(self) -> str | None:
+        """What the rows this journal creates hold in ``lane``: a named view's name, else ``NULL``."""
+        return None if self._lane_filter is None else self._lane_filter.value
+
     async def close(self) -> None:
-        """Finish queued calls, close the connection and stop the thread.  Idempotent."""
-        if self._closed:
+        """Finish queued calls, close the connection and stop the thread.  Idempotent.
+
+        On a lane view (:meth:`for_lane`) it does nothing: the journal that opened the
+        connection closes it.
+        """
+        if self._is_view or self._lifetime.closed:
             return
-        self._closed = True
+        self._lifetime.closed = True
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
         except sqlite3.Error as err:
@@ -145,7 +226,7 @@ class JournalBase:
 
     async def _run(self, what: str, func: Callable[..., _T], *args: Any) -> _T:
         """``func(conn, *args)`` on the worker thread; ``sqlite3.Error`` becomes :class:`JournalError`."""
-        if self._closed:
+        if self._lifetime.closed:
             raise JournalError(f"journal {what}: the journal is closed")
         call = partial(func, self._conn, *args)
         try:

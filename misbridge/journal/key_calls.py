@@ -20,6 +20,10 @@ one result). Their replies are not kept here: the reconcile report files are the
 the journal thread (:meth:`KeyCalls.key_calls`) and ``misbridge journal key-calls`` on its
 read-only connection. It names its columns rather than ``SELECT *``, so a column added to the
 table is never shown by accident.
+
+Each lane signs in with its own ``deviceNo``, so a request belongs to the lane of the journal view
+that allocated it (schema v8): on a lane view :meth:`KeyCalls.last_sign_in` and
+:meth:`KeyCalls.key_calls` see the lane's requests only. The traceNo counter is journal-wide.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Final, Literal
 from misbridge.errors import JournalError
 from misbridge.journal.calls import CALL_RESULTS, new_trace_no, trace_prefix
 from misbridge.journal.connection import JournalBase
+from misbridge.journal.lanes import LaneFilter, lane_clause
 from misbridge.journal.records import KeyCallKind, KeyCallRecord, iso_utc
 from misbridge.journal.rows import time_of
 from misbridge.journal.schema import KEY_CALL_KINDS, immediate_transaction
@@ -41,7 +46,7 @@ __all__ = ["DEFAULT_KEY_CALLS_LIMIT", "KeyCalls", "check_key_calls_filter", "sel
 DEFAULT_KEY_CALLS_LIMIT: Final = 20
 """How many rows :meth:`KeyCalls.key_calls` and :func:`select_key_calls` return unless told."""
 _KCV: Final = re.compile(r"[0-9A-F]{6}")
-#: Every column of a :class:`KeyCallRecord`, and nothing else.
+#: Every column of a :class:`KeyCallRecord` up to version 7, and nothing else (``lane`` is read when there).
 _COLUMNS: Final = "trace_no, kind, state, return_code, key_kcv, created_at, updated_at"
 
 
@@ -54,8 +59,9 @@ class KeyCalls(JournalBase):
         The traceNo is made as :meth:`~misbridge.journal.calls.BackendCalls.allocate_call` makes
         one, from the same counter: ``local_now`` (by default the journal clock in local time)
         formatted ``%Y%m%d%H%M%S``, then the next ``trace_serial``, 10 digits, never repeated.
-        The counter bump and the ``key_calls`` row (state ``sent``) are one transaction: this
-        returns after the COMMIT, before anything may be sent with the traceNo.
+        The counter bump and the ``key_calls`` row (state ``sent``, ``lane`` this journal's
+        :attr:`lane_column`) are one transaction: this returns after the COMMIT, before anything
+        may be sent with the traceNo.
 
         Raises:
             JournalError: ``kind`` is unknown, a time is naive, the serial is exhausted, or the
@@ -64,7 +70,7 @@ class KeyCalls(JournalBase):
         if kind not in KEY_CALL_KINDS:
             raise JournalError(f"journal allocate_key_call: kind must be one of {KEY_CALL_KINDS!r}, got {kind!r}")
         prefix = trace_prefix(self._clock(), local_now)
-        return await self._run("allocate_key_call", _allocate_key_call, kind, prefix, self._now())
+        return await self._run("allocate_key_call", _allocate_key_call, kind, prefix, self._now(), self.lane_column)
 
     async def record_key_call_result(
         self,
@@ -93,12 +99,12 @@ class KeyCalls(JournalBase):
         await self._run("record_key_call_result", _record_result, trace_no, result, return_code, key_kcv, self._now())
 
     async def last_sign_in(self) -> KeyCallRecord | None:
-        """The newest approved sign-in that recorded its key's KCV, or None.
+        """The newest approved sign-in that recorded its key's KCV, or None (on a lane view, the lane's).
 
         Raises:
             JournalError: the read failed or the row is corrupt.
         """
-        return await self._run("last_sign_in", _select_last_sign_in)
+        return await self._run("last_sign_in", _select_last_sign_in, self.lane_filter)
 
     async def key_calls(
         self,
@@ -110,7 +116,7 @@ class KeyCalls(JournalBase):
         """The latest ``limit`` requests of this table (key requests and, since v7, the end of day's), newest first.
 
         ``kind`` keeps only that kind, ``since`` only the requests allocated at or after it
-        (:func:`select_key_calls`).
+        (:func:`select_key_calls`); a lane view only the lane's.
 
         Raises:
             JournalError: ``limit`` is negative, ``kind`` is unknown, ``since`` is naive, the
@@ -120,18 +126,19 @@ class KeyCalls(JournalBase):
             check_key_calls_filter(limit, kind, since)
         except ValueError as err:
             raise JournalError(f"journal key_calls: {err}") from err
-        return await self._run("key_calls", select_key_calls, limit, kind, since)
+        return await self._run("key_calls", select_key_calls, limit, kind, since, self.lane_filter)
 
 
 # --- Everything below runs on the journal thread. ----------------------------------------
 
 
-def _allocate_key_call(conn: sqlite3.Connection, kind: str, prefix: str, at: str) -> str:
+def _allocate_key_call(conn: sqlite3.Connection, kind: str, prefix: str, at: str, lane: str | None) -> str:
     with immediate_transaction(conn):
         trace_no = new_trace_no(conn, prefix)
         conn.execute(
-            "INSERT INTO key_calls (trace_no, kind, state, created_at, updated_at) VALUES (?, ?, 'sent', ?, ?)",
-            (trace_no, kind, at, at),
+            "INSERT INTO key_calls (trace_no, kind, state, created_at, updated_at, lane)"
+            " VALUES (?, ?, 'sent', ?, ?, ?)",
+            (trace_no, kind, at, at, lane),
         )
     return trace_no
 
@@ -163,6 +170,7 @@ def _to_key_call(row: sqlite3.Row) -> KeyCallRecord:
             key_kcv=row["key_kcv"],
             created_at=time_of(row, "created_at"),
             updated_at=time_of(row, "updated_at"),
+            lane=row["lane"] if "lane" in row.keys() else None,  # noqa: SIM118 - sqlite3.Row: `in` looks at the values, keys() has the names
         )
     except (TypeError, ValueError) as err:
         raise JournalError(f"journal key request {trace_no!r} is corrupt: {err}") from err
@@ -188,11 +196,14 @@ def select_key_calls(
     limit: int = DEFAULT_KEY_CALLS_LIMIT,
     kind: str | None = None,
     since: datetime | None = None,
+    lanes: LaneFilter | None = None,
 ) -> list[KeyCallRecord]:
     """The latest ``limit`` ``key_calls`` rows, newest first; of ``kind`` only, allocated at or after ``since``.
 
+    ``lanes`` keeps one lane's requests only (``None``: every lane's).
     Works on any connection, whatever its ``row_factory`` (the journal's, or a read-only one).
-    A journal file from before schema version 6 has no such table: no rows.
+    A journal file from before schema version 6 has no such table: no rows. One from before
+    version 8 has no ``lane``: every request is the default lane's.
 
     Raises:
         ValueError: a filter :func:`check_key_calls_filter` refuses.
@@ -204,8 +215,14 @@ def select_key_calls(
     cursor.row_factory = sqlite3.Row
     if cursor.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'key_calls'").fetchone() is None:
         return []
+    has_lane = _has_lane(cursor)
+    if lanes is not None and lanes.value is not None and not has_lane:
+        return []  # before version 8 there is only the default lane
     clauses: list[str] = []
-    params: list[str | int] = []
+    params: list[str | int | None] = []
+    if lanes is not None and has_lane:
+        clauses.append("lane IS ?")
+        params.append(lanes.value)
     if kind is not None:
         clauses.append("kind = ?")
         params.append(kind)
@@ -214,14 +231,22 @@ def select_key_calls(
         params.append(iso_utc(since))
     where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
     # rowid breaks a tie in created_at (one clock instant) by allocation order.
-    query = f"SELECT {_COLUMNS} FROM key_calls{where} ORDER BY created_at DESC, rowid DESC LIMIT ?"  # noqa: S608 - literals with "?" placeholders
+    columns = f"{_COLUMNS}, lane" if has_lane else _COLUMNS
+    query = f"SELECT {columns} FROM key_calls{where} ORDER BY created_at DESC, rowid DESC LIMIT ?"  # noqa: S608 - literals with "?" placeholders
     rows = cursor.execute(query, (*params, limit)).fetchall()
     return [_to_key_call(row) for row in rows]
 
 
-def _select_last_sign_in(conn: sqlite3.Connection) -> KeyCallRecord | None:
+def _has_lane(cursor: sqlite3.Cursor) -> bool:
+    # The daemon's file is always at the latest version; the read-only tool's may be older.
+    return any(row[1] == "lane" for row in cursor.execute("PRAGMA table_info(key_calls)").fetchall())
+
+
+def _select_last_sign_in(conn: sqlite3.Connection, lanes: LaneFilter | None) -> KeyCallRecord | None:
+    in_lane, lane_params = lane_clause(lanes)
     row = conn.execute(
-        f"SELECT {_COLUMNS} FROM key_calls WHERE kind = 'signIn' AND state = 'answered' AND return_code = '00'"  # noqa: S608 - constants
-        " AND key_kcv IS NOT NULL ORDER BY created_at DESC, rowid DESC LIMIT 1"
+        f"SELECT {_COLUMNS}, lane FROM key_calls WHERE kind = 'signIn'{in_lane} AND state = 'answered'"  # noqa: S608 - constants
+        " AND return_code = '00' AND key_kcv IS NOT NULL ORDER BY created_at DESC, rowid DESC LIMIT 1",
+        lane_params,
     ).fetchone()
     return None if row is None else _to_key_call(row)

@@ -7,6 +7,9 @@ leaves, :meth:`PosInquiries.record_pos_inquiry_result` its one result, by an eve
 traceNos of such an inquiry for ever, so ``Journal.record_intent`` refuses a transaction with
 either (:class:`~misbridge.journal.errors.BarredTraceNoError`) and ``Journal.allocate_call``
 never hands one out (:func:`misbridge.journal.calls.barred_as`).
+
+A forwarded inquiry went out with its lane's ``deviceNo``: its row holds the lane of the journal
+view that recorded it (schema v8). Every read here is by traceNo, journal-wide.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ class PosInquiries(JournalBase):
         ``request_hash`` is the fingerprint of the POS's request, kept so a repeat of it gets the
         stored answer (and another request with the same traceNo MB41).
 
-        Returns the row's id once committed: before anything is sent. From then on neither
+        The row's ``lane`` is this journal's :attr:`lane_column`. Returns the row's id once
+        committed: before anything is sent. From then on neither
         traceNo can start a transaction (``record_intent`` raises ``BarredTraceNoError``).
         The check that the original is unknown and the insert are one transaction, so a sale
         whose intent is committed first is answered from the journal instead.
@@ -45,7 +49,13 @@ class PosInquiries(JournalBase):
             JournalError: the write failed.
         """
         return await self._run(
-            "record_pos_inquiry", _insert_pos_inquiry, trace_no, original_trace_no, request_hash, self._now()
+            "record_pos_inquiry",
+            _insert_pos_inquiry,
+            trace_no,
+            original_trace_no,
+            request_hash,
+            self._now(),
+            self.lane_column,
         )
 
     async def record_pos_inquiry_result(
@@ -96,15 +106,15 @@ class PosInquiries(JournalBase):
 
 
 def _insert_pos_inquiry(
-    conn: sqlite3.Connection, trace_no: str, original_trace_no: str, request_hash: str | None, at: str
+    conn: sqlite3.Connection, trace_no: str, original_trace_no: str, request_hash: str | None, at: str, lane: str | None
 ) -> int:
     with immediate_transaction(conn):
         if exists(conn, "SELECT 1 FROM transactions WHERE trace_no = ?", original_trace_no):
             raise KnownOriginalError(original_trace_no)
         cursor = conn.execute(
-            "INSERT INTO pos_inquiries (trace_no, original_trace_no, state, request_hash, created_at, updated_at)"
-            " VALUES (?, ?, 'sent', ?, ?, ?)",
-            (trace_no, original_trace_no, request_hash, at, at),
+            "INSERT INTO pos_inquiries (trace_no, original_trace_no, state, request_hash, created_at, updated_at,"
+            " lane) VALUES (?, ?, 'sent', ?, ?, ?, ?)",
+            (trace_no, original_trace_no, request_hash, at, at, lane),
         )
     return int(cursor.lastrowid or 0)
 
@@ -113,7 +123,7 @@ def _to_pos_inquiry(row: sqlite3.Row) -> PosInquiryRecord:
     inquiry_id = int(row["id"])
     try:
         fields = request_fields(row, f"inquiry {inquiry_id}")
-        return PosInquiryRecord(id=inquiry_id, request_hash=row["request_hash"], **fields)
+        return PosInquiryRecord(id=inquiry_id, request_hash=row["request_hash"], lane=row["lane"], **fields)
     except (TypeError, ValueError) as err:
         raise JournalError(f"journal forwarded inquiry {inquiry_id} is corrupt: {err}") from err
 

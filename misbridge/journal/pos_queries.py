@@ -8,6 +8,9 @@ got, so a repeat of the request gets the same answer. The backend has seen the t
 on: no transaction may use it (``Journal.record_intent`` raises
 :class:`~misbridge.journal.errors.BarredTraceNoError`), and a query may not use a traceNo the
 backend has seen already.
+
+A query belongs to the lane of the journal view that recorded it (schema v8): on a lane view
+:meth:`PosQueries.unanswered_queries` sees the lane's only; :meth:`PosQueries.query` is by traceNo.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from misbridge.errors import JournalError
 from misbridge.journal.calls import barred_as
 from misbridge.journal.connection import JournalBase, iso
 from misbridge.journal.errors import BarredTraceNoError, DuplicateTraceNoError
+from misbridge.journal.lanes import LaneFilter, lane_clause
 from misbridge.journal.records import PosQueryRecord, request_hash, storable
 from misbridge.journal.rows import POS_QUERIES, exists, load_dict, record_result, response_json, time_of
 from misbridge.journal.schema import immediate_transaction
@@ -36,8 +40,9 @@ class PosQueries(JournalBase):
     async def record_query(self, trace_no: str, action: str, request: dict[str, Any]) -> None:
         """Record that the POS's ``action`` request ``trace_no`` is about to be passed on.
 
-        The row keeps the :func:`storable` copy of ``request`` and the fingerprint of
-        ``request`` itself. Returns once committed: before anything is sent.
+        The row keeps the :func:`storable` copy of ``request``, the fingerprint of ``request``
+        itself and this journal's :attr:`lane_column`. Returns once committed: before anything
+        is sent.
 
         Raises:
             DuplicateTraceNoError: a query with ``trace_no`` is already journaled.
@@ -47,7 +52,7 @@ class PosQueries(JournalBase):
             JournalError: ``action`` is not a query or upload, or the write failed.
         """
         kind_of(action)  # an action without a machine raises before anything is written
-        row = (trace_no, action, jsonio.dumps(storable(request)), request_hash(request), self._now())
+        row = (trace_no, action, jsonio.dumps(storable(request)), request_hash(request), self._now(), self.lane_column)
         await self._run("record_query", _insert_query, row)
 
     async def record_query_result(
@@ -81,19 +86,20 @@ class PosQueries(JournalBase):
     async def unanswered_queries(self, before: datetime) -> list[PosQueryRecord]:
         """The queries and uploads still ``sent`` that were recorded before ``before``, oldest first.
 
-        At start-up these are the ones a previous run left without a result.
+        At start-up these are the ones a previous run left without a result. On a lane view,
+        only the lane's.
 
         Raises:
             JournalError: ``before`` is naive, the read failed or a row is corrupt.
         """
-        return await self._run("unanswered_queries", _select_unanswered, iso("before", before))
+        return await self._run("unanswered_queries", _select_unanswered, iso("before", before), self.lane_filter)
 
 
 # --- Everything below runs on the journal thread. ----------------------------------------
 
 
-def _insert_query(conn: sqlite3.Connection, row: tuple[str, str, str, str, str]) -> None:
-    trace_no, action, request_json, fingerprint, at = row
+def _insert_query(conn: sqlite3.Connection, row: tuple[str, str, str, str, str, str | None]) -> None:
+    trace_no, action, request_json, fingerprint, at, lane = row
     with immediate_transaction(conn):
         if exists(conn, "SELECT 1 FROM pos_queries WHERE trace_no = ?", trace_no):
             raise DuplicateTraceNoError(trace_no)
@@ -103,9 +109,9 @@ def _insert_query(conn: sqlite3.Connection, row: tuple[str, str, str, str, str])
         if seen_as is not None:
             raise BarredTraceNoError(trace_no, seen_as)
         conn.execute(
-            "INSERT INTO pos_queries (trace_no, action, state, request_json, request_hash, created_at, updated_at)"
-            " VALUES (?, ?, 'sent', ?, ?, ?, ?)",
-            (trace_no, action, request_json, fingerprint, at, at),
+            "INSERT INTO pos_queries (trace_no, action, state, request_json, request_hash, created_at, updated_at,"
+            " lane) VALUES (?, ?, 'sent', ?, ?, ?, ?, ?)",
+            (trace_no, action, request_json, fingerprint, at, at, lane),
         )
 
 
@@ -123,6 +129,7 @@ def _to_query(row: sqlite3.Row) -> PosQueryRecord:
             response=None if text is None else load_dict(text, f"response of query {trace_no!r}"),
             created_at=time_of(row, "created_at"),
             updated_at=time_of(row, "updated_at"),
+            lane=row["lane"],
         )
     except (TypeError, ValueError) as err:
         raise JournalError(f"journal query {trace_no!r} is corrupt: {err}") from err
@@ -133,8 +140,10 @@ def _select_query(conn: sqlite3.Connection, trace_no: str) -> PosQueryRecord | N
     return None if row is None else _to_query(row)
 
 
-def _select_unanswered(conn: sqlite3.Connection, before: str) -> list[PosQueryRecord]:
+def _select_unanswered(conn: sqlite3.Connection, before: str, lanes: LaneFilter | None) -> list[PosQueryRecord]:
+    in_lane, lane_params = lane_clause(lanes)
     rows = conn.execute(
-        "SELECT * FROM pos_queries WHERE state = 'sent' AND created_at < ? ORDER BY created_at, trace_no", (before,)
+        f"SELECT * FROM pos_queries WHERE state = 'sent' AND created_at < ?{in_lane} ORDER BY created_at, trace_no",  # noqa: S608 - "?" placeholders only
+        (before, *lane_params),
     ).fetchall()
     return [_to_query(row) for row in rows]

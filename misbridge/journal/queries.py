@@ -14,6 +14,12 @@ scrubber's rules as a second line of defence.
   forwarded about it); :func:`http_view` is the part ``GET /v1/transactions/{traceNo}`` shows.
 * :func:`summaries`: the lines of ``list`` and ``export``; :func:`purgeable_count`: what a
   purge would delete now.
+
+The POS lane of a transaction (schema v8, :mod:`misbridge.journal.lanes`) is its ``lane``: the
+lane's name, ``""`` for the default lane (as every value a row lacks). :func:`summaries` takes a
+:class:`~misbridge.journal.lanes.LaneFilter`. The HTTP view names the lane only for a named lane,
+so a one-lane misbridge answers the POS exactly as before lanes. A file from before version 8 (the
+tools read a file as they find it) has only the default lane.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from typing import Any, Final
 
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.redaction import masked, scrub_text
+from misbridge.journal.lanes import LaneFilter
 from misbridge.journal.records import iso_utc
 from misbridge.journal.retention import PURGEABLE
 from misbridge.journal.schema import FINAL_STATES
@@ -40,10 +47,11 @@ __all__ = [
     "transaction_view",
 ]
 
-#: Columns of ``list`` and ``export``, in order; the first keys of :func:`transaction_view`.
+#: Columns of ``list`` and ``export``, in order; the first keys of :func:`transaction_view`. ``lane``
+#: (schema v8) comes last so that the columns before it stay where a reader of the CSV had them.
 EXPORT_COLUMNS: Final = (
     "traceNo", "action", "state", "returnCode", "maskedPan", "cardType", "totalAmount", "paidAmount", "orderNo",
-    "createdAt", "updatedAt",
+    "createdAt", "updatedAt", "lane",
 )  # fmt: skip
 #: ``state`` shorthands: every final state, or every state that is not final.
 STATE_GROUPS: Final = {"final": FINAL_STATES, "open": None}
@@ -64,12 +72,13 @@ class TransactionSummary:
     order_no: str
     created_at: str
     updated_at: str
+    lane: str = ""  # the lane's name; "" for the default lane
 
     def as_row(self) -> dict[str, str]:
         """The summary keyed by :data:`EXPORT_COLUMNS`."""
         values = (
             self.trace_no, self.action, self.state, self.return_code, self.masked_pan, self.card_type,
-            self.total_amount, self.paid_amount, self.order_no, self.created_at, self.updated_at,
+            self.total_amount, self.paid_amount, self.order_no, self.created_at, self.updated_at, self.lane,
         )  # fmt: skip
         return dict(zip(EXPORT_COLUMNS, values, strict=True))
 
@@ -103,6 +112,16 @@ def _json_field(text: str | None, key: str) -> Any:
     return value.get(key) if isinstance(value, dict) else None
 
 
+def _has_lane(conn: sqlite3.Connection, table: str) -> bool:
+    """Whether ``table`` has the ``lane`` column (schema v8); ``table`` is a literal of this module."""
+    return any(row[1] == "lane" for row in _rows(conn, f"PRAGMA table_info({table})"))
+
+
+def _lane_of(row: sqlite3.Row) -> Any:
+    # A row of a file from before version 8 has no lane: it is the default lane's.
+    return row["lane"] if "lane" in row.keys() else None  # noqa: SIM118 - sqlite3.Row: `in` looks at the values, keys() has the names
+
+
 def _summary(row: sqlite3.Row) -> TransactionSummary:
     return TransactionSummary(
         trace_no=_text(row["trace_no"]),
@@ -116,6 +135,7 @@ def _summary(row: sqlite3.Row) -> TransactionSummary:
         order_no=_text(_json_field(row["response_json"], "orderNo")),
         created_at=_text(row["created_at"]),
         updated_at=_text(row["updated_at"]),
+        lane=_text(_lane_of(row)),
     )
 
 
@@ -126,8 +146,9 @@ def summaries(
     state: str | None = None,
     limit: int | None = 50,
     newest_first: bool = True,
+    lane: LaneFilter | None = None,
 ) -> list[TransactionSummary]:
-    """Transactions created at or after ``since``, in ``state`` (or ``final``/``open``).
+    """Transactions created at or after ``since``, in ``state`` (or ``final``/``open``), of ``lane`` (``None``: any).
 
     Raises:
         ValueError: ``since`` is naive or ``limit`` is negative.
@@ -135,6 +156,11 @@ def summaries(
     """
     clauses: list[str] = []
     params: list[Any] = []
+    if lane is not None and _has_lane(conn, "transactions"):
+        clauses.append("lane IS ?")
+        params.append(lane.value)
+    elif lane is not None and lane.value is not None:
+        return []  # a file from before version 8 has the default lane only
     if since is not None:
         clauses.append("created_at >= ?")
         params.append(iso_utc(since))
@@ -180,10 +206,10 @@ def _original_of(conn: sqlite3.Connection, trace_no: str) -> str:
     return trace_no if inquiry is None else str(inquiry[0])
 
 
-#: A ``pos_queries`` row in the columns of a ``transactions`` row (it has no card).
+#: A ``pos_queries`` row in the columns of a ``transactions`` row (it has no card); then its lane.
 _QUERY_AS_TRANSACTION: Final = (
     "SELECT trace_no, action, state, request_json, request_hash, NULL AS masked_pan, NULL AS card_type,"
-    " response_json, return_code, created_at, updated_at FROM pos_queries WHERE trace_no = ?"
+    " response_json, return_code, created_at, updated_at, {lane} AS lane FROM pos_queries WHERE trace_no = ?"
 )
 
 
@@ -191,7 +217,8 @@ def _query_row(conn: sqlite3.Connection, trace_no: str) -> sqlite3.Row | None:
     """The query or upload ``trace_no`` as a transaction row; ``None`` also for a file from before them."""
     if _one(conn, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pos_queries'") is None:
         return None
-    return _one(conn, _QUERY_AS_TRANSACTION, (trace_no,))
+    lane = "lane" if _has_lane(conn, "pos_queries") else "NULL"
+    return _one(conn, _QUERY_AS_TRANSACTION.format(lane=lane), (trace_no,))
 
 
 def transaction_view(conn: sqlite3.Connection, trace_no: str) -> dict[str, Any] | None:
@@ -206,7 +233,8 @@ def transaction_view(conn: sqlite3.Connection, trace_no: str) -> dict[str, Any] 
     the traceNo is barred afterwards), so its view has ``action`` and ``state`` ``""`` and only
     ``posInquiries``. A query or upload the POS sent (``pos_queries``) is shown as a transaction
     without transitions: its action, its state (``sent``, ``answered``, ``unknown``), its request
-    and the answer the POS got.
+    and the answer the POS got. ``lane`` is the transaction's (or query's) lane, ``""`` for the
+    default lane.
 
     Raises:
         sqlite3.Error: the read failed.
@@ -274,9 +302,12 @@ def http_view(view: Mapping[str, Any]) -> dict[str, Any]:
     """The part of a :func:`transaction_view` that ``GET /v1/transactions/{traceNo}`` shows.
 
     A value the transaction lacks is ``null`` (``maskedPan``, ``returnCode``); the transitions,
-    the reversal and the originated requests are shown without their answers.
+    the reversal and the originated requests are shown without their answers. ``lane`` is there
+    only for a named lane's transaction: the default lane's view is exactly what misbridge
+    showed before lanes.
     """
     reversal = view["reversal"]
+    lane = view.get("lane") or None
     return {
         "traceNo": view["traceNo"],
         "action": view["action"],
@@ -299,4 +330,4 @@ def http_view(view: Mapping[str, Any]) -> dict[str, Any]:
             {**i, "createdAt": _http_time(i["createdAt"]), "updatedAt": _http_time(i["updatedAt"])}
             for i in view["posInquiries"]
         ],
-    }  # fmt: skip
+    } | ({} if lane is None else {"lane": lane})  # fmt: skip

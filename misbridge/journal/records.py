@@ -126,7 +126,10 @@ class TransactionRecord:
 
     Build a new one with :meth:`new`; the journal returns them from ``get`` and
     ``list_by_states``.  ``request_hash`` is the SHA-256 hex fingerprint of the canonical
-    request (:func:`request_hash`), kept to recognise a repeated ``trace_no``.
+    request (:func:`request_hash`), kept to recognise a repeated ``trace_no``. ``lane`` is the
+    POS lane the transaction belongs to (schema v8, :mod:`misbridge.journal.lanes`): ``None``
+    for the default lane. It is read back from the row; ``record_intent`` writes the journal
+    view's lane, so a new record leaves it ``None``.
 
     Raises:
         ValueError: a timestamp is naive.
@@ -143,6 +146,7 @@ class TransactionRecord:
     card_type: str | None = None
     response: dict[str, Any] | None = None
     return_code: str | None = None
+    lane: str | None = None
 
     def __post_init__(self) -> None:
         _require_aware("created_at", self.created_at)
@@ -230,6 +234,7 @@ class KeyCallRecord:
     created_at: datetime
     updated_at: datetime
     key_kcv: str | None = None
+    lane: str | None = None  # the lane that sent it (schema v8); None: the default lane
 
     def __post_init__(self) -> None:
         _require_one_of("key request kind", self.kind, get_args(KeyCallKind))
@@ -256,6 +261,7 @@ class PosInquiryRecord:
     created_at: datetime
     updated_at: datetime
     request_hash: str | None = None  # the request's fingerprint; None on rows from schema version 3
+    lane: str | None = None  # the lane that forwarded it (schema v8); None: the default lane
 
 
 @dataclass(frozen=True)
@@ -277,6 +283,7 @@ class PosQueryRecord:
     response: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    lane: str | None = None  # the lane whose POS sent it (schema v8); None: the default lane
 
 
 @dataclass(frozen=True)

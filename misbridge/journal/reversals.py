@@ -10,6 +10,9 @@ A transaction the queue gave to a person (``needs_manual``) gets its last word f
 operator (``misbridge journal resolve``): :meth:`ReversalQueue.resolve` moves it by its
 kind's ``resolve_*`` event and closes its queue entry (``needs_manual -> done``, so retention
 may purge both later), in one commit.
+
+An entry belongs to its transaction's lane (schema v8): on a lane view, ``due_reversals``,
+``pending_reversals`` and ``count_reversals`` see the lane's entries only; the rest is by traceNo.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from misbridge.core.machine import TxnState, kind_of
 from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal.connection import iso
 from misbridge.journal.errors import ReversalConflictError
+from misbridge.journal.lanes import LaneFilter
 from misbridge.journal.records import ReversalRecord, ReversalState
 from misbridge.journal.rows import time_of
 from misbridge.journal.schema import immediate_transaction
@@ -67,19 +71,21 @@ class ReversalQueue(TransactionTable):
     async def due_reversals(self, now: datetime | None = None) -> list[ReversalRecord]:
         """The ``pending`` queue entries due at ``now`` (default: the clock), oldest first.
 
+        On a lane view, only the entries of the lane's transactions.
+
         Raises:
             JournalError: ``now`` is naive, the read failed or a row is corrupt.
         """
         at = self._now() if now is None else iso("now", now)
-        return await self._run("due_reversals", _select_reversals, at)
+        return await self._run("due_reversals", _select_reversals, at, self.lane_filter)
 
     async def pending_reversals(self) -> list[ReversalRecord]:
-        """Every ``pending`` queue entry, due or not, oldest first.
+        """Every ``pending`` queue entry, due or not, oldest first (on a lane view, the lane's).
 
         Raises:
             JournalError: the read failed or a row is corrupt.
         """
-        return await self._run("pending_reversals", _select_reversals, None)
+        return await self._run("pending_reversals", _select_reversals, None, self.lane_filter)
 
     async def reversal(self, original_trace_no: str) -> ReversalRecord | None:
         """The queue entry of ``original_trace_no`` in any state, or ``None`` if it has none.
@@ -90,12 +96,12 @@ class ReversalQueue(TransactionTable):
         return await self._run("reversal", _select_reversal, original_trace_no)
 
     async def count_reversals(self, state: ReversalState) -> int:
-        """The number of queue entries in ``state``.
+        """The number of queue entries in ``state`` (on a lane view, of the lane's transactions).
 
         Raises:
             JournalError: the read failed.
         """
-        return await self._run("count_reversals", _count_reversals, state)
+        return await self._run("count_reversals", _count_reversals, state, self.lane_filter)
 
     async def record_reversal_attempt(self, original_trace_no: str, *, next_attempt_at: datetime, error: str) -> None:
         """Record a failed void attempt: ``attempts`` + 1, due again at ``next_attempt_at``.
@@ -280,12 +286,21 @@ def _to_reversal(row: sqlite3.Row) -> ReversalRecord:
         raise JournalError(f"journal reversal of {original!r} is corrupt: {err}") from err
 
 
-def _select_reversals(conn: sqlite3.Connection, due_at: str | None) -> list[ReversalRecord]:
-    """Pending entries, oldest first; only those due at ``due_at`` unless it is ``None``."""
+#: The reversals of one lane: an entry is its transaction's lane's (the ``reversals`` row has none).
+_OF_LANE: Final = " AND original_trace_no IN (SELECT trace_no FROM transactions WHERE lane IS :lane)"
+
+
+def _lane_condition(lanes: LaneFilter | None) -> tuple[str, dict[str, str | None]]:
+    return ("", {}) if lanes is None else (_OF_LANE, {"lane": lanes.value})
+
+
+def _select_reversals(conn: sqlite3.Connection, due_at: str | None, lanes: LaneFilter | None) -> list[ReversalRecord]:
+    """Pending entries, oldest first; only those due at ``due_at`` unless it is ``None``; of ``lanes``' transactions."""
+    of_lane, params = _lane_condition(lanes)
     rows = conn.execute(
-        "SELECT * FROM reversals WHERE state = 'pending' AND (:due_at IS NULL OR next_attempt_at <= :due_at)"
-        " ORDER BY created_at, rowid",
-        {"due_at": due_at},
+        "SELECT * FROM reversals WHERE state = 'pending' AND (:due_at IS NULL OR next_attempt_at <= :due_at)"  # noqa: S608 - literals with named placeholders
+        f"{of_lane} ORDER BY created_at, rowid",
+        {"due_at": due_at, **params},
     ).fetchall()
     return [_to_reversal(row) for row in rows]
 
@@ -295,5 +310,7 @@ def _select_reversal(conn: sqlite3.Connection, original_trace_no: str) -> Revers
     return None if row is None else _to_reversal(row)
 
 
-def _count_reversals(conn: sqlite3.Connection, state: str) -> int:
-    return int(conn.execute("SELECT COUNT(*) FROM reversals WHERE state = ?", (state,)).fetchone()[0])
+def _count_reversals(conn: sqlite3.Connection, state: str, lanes: LaneFilter | None) -> int:
+    of_lane, params = _lane_condition(lanes)
+    query = f"SELECT COUNT(*) FROM reversals WHERE state = :state{of_lane}"  # noqa: S608 - literals with named placeholders
+    return int(conn.execute(query, {"state": state, **params}).fetchone()[0])

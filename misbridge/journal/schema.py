@@ -40,6 +40,14 @@ Versions:
    the end of day's own requests are numbered, barred and given one result exactly like a key
    request; they too have no original and move no money. The table is rebuilt with its rows, as
    version 5 rebuilt ``backend_calls``.
+8. POS lanes (issue 16, :mod:`misbridge.journal.lanes`): ``transactions``, ``pos_queries``,
+   ``key_calls`` and ``pos_inquiries`` gain a nullable ``lane`` (the lane whose pad, ``deviceNo``
+   and ``shopNo`` the row's request went out with; ``NULL`` is the default lane, so every earlier
+   row is the default lane's and a one-lane journal writes what it wrote before). A named lane is
+   never ``''``. Indexes serve the reads that find one lane's work: transactions by state,
+   unanswered queries, the latest sign-in. Columns are added, no table is rebuilt, so every
+   trigger stays as it was. (A later rebuild of one of these tables must carry ``lane`` and make
+   its ``*_by_lane`` index again.)
 """
 
 from __future__ import annotations
@@ -57,6 +65,7 @@ __all__ = [
     "CALL_STATES",
     "FINAL_STATES",
     "KEY_CALL_KINDS",
+    "LANE_TABLES",
     "POS_INQUIRY_STATES",
     "POS_QUERY_ACTIONS",
     "PURGES_TABLE",
@@ -72,12 +81,13 @@ __all__ = [
     "schema_v5",
     "schema_v6",
     "schema_v7",
+    "schema_v8",
 ]
 
 FINAL_STATES: Final[tuple[str, ...]] = ("approved", "declined", "aborted", "voided")
 """States no transaction may leave; enforced by the ``transactions_final_is_final`` trigger."""
 
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 """The ``PRAGMA user_version`` that :func:`migrate` brings a database to."""
 
 TRACE_SERIAL: Final = "trace_serial"
@@ -492,6 +502,29 @@ def schema_v7(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
     ]
 
 
+LANE_TABLES: Final[tuple[str, ...]] = ("transactions", "pos_queries", "key_calls", "pos_inquiries")
+"""The tables whose rows carry the lane they belong to (``lane``, version 8)."""
+
+
+def schema_v8(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
+    """The statements that take version 7 to version 8: the ``lane`` of a row (issue 16).
+
+    ``final_states`` is not used (same signature as every step). ``ADD COLUMN`` gives every
+    existing row ``NULL``, the default lane, and leaves the tables, their triggers and their
+    rows as they are; the step and its ``user_version`` are one transaction, as every step.
+    """
+    del final_states  # same signature as schema_v1
+    return [
+        *(f"ALTER TABLE {table} ADD COLUMN lane TEXT CHECK (lane <> '')" for table in LANE_TABLES),
+        # list_by_states: one lane's transactions in some states, oldest first
+        "CREATE INDEX transactions_by_lane ON transactions (lane, state, created_at)",
+        # unanswered_queries: one lane's queries still 'sent', oldest first
+        "CREATE INDEX pos_queries_by_lane ON pos_queries (lane, state, created_at)",
+        # last_sign_in and key_calls: one lane's requests of a kind, newest first
+        "CREATE INDEX key_calls_by_lane ON key_calls (lane, kind, created_at)",
+    ]
+
+
 _MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {
     1: schema_v1,
     2: schema_v2,
@@ -500,6 +533,7 @@ _MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {
     5: schema_v5,
     6: schema_v6,
     7: schema_v7,
+    8: schema_v8,
 }
 """Statements that take a database from version ``n - 1`` to version ``n``."""
 

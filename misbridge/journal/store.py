@@ -16,6 +16,7 @@ own module with the functions that run on the journal thread:
   resolution of a transaction left ``needs_manual``;
 * :mod:`~misbridge.journal.retention`: the purge;
 * :mod:`~misbridge.journal.day`: the end of day's reads (one business day's transactions);
+* :mod:`~misbridge.journal.lanes`: a row's POS lane and the filter on it (``Journal.for_lane``);
 * :mod:`~misbridge.journal.queries`: the read side shared with the read-only tools (the
   transaction view).
 
@@ -65,7 +66,9 @@ class Journal(ReversalQueue, BackendCalls, KeyCalls, PosInquiries, PosQueries, R
 
     Open with :meth:`open` (not the constructor) and :meth:`close` when done, or use
     ``async with``.  All methods are coroutines and may be called concurrently; they are
-    executed one at a time, in call order, on the journal's thread.
+    executed one at a time, in call order, on the journal's thread.  :meth:`for_lane` gives
+    one POS lane's view of it (schema v8, :mod:`misbridge.journal.lanes`): its rows carry the
+    lane and its work reads see the lane's rows only; the journal itself sees every lane.
 
     Args:
         conn: a connection made by the journal thread.

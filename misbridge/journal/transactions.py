@@ -6,6 +6,10 @@ the kind's machine (:func:`misbridge.core.kinds.next_state`), compare-and-set on
 caller saw, with one ``transitions`` row per change in the same commit
 (:func:`compare_and_set_in_transaction`, the one place a state is written).  A trigger refuses
 any change to a transaction in a final state (:mod:`misbridge.journal.schema`).
+
+A transaction belongs to the lane of the journal view that recorded its intent (schema v8,
+:meth:`~misbridge.journal.connection.JournalBase.for_lane`); :meth:`TransactionTable.list_by_states`
+sees only the view's lane, while reads and moves by traceNo are journal-wide.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal.calls import barred_as
 from misbridge.journal.connection import JournalBase
 from misbridge.journal.errors import BarredTraceNoError, DuplicateTraceNoError, StateConflictError
+from misbridge.journal.lanes import LaneFilter, lane_clause
 from misbridge.journal.records import TransactionRecord, TransitionRecord, iso_utc, storable
 from misbridge.journal.rows import load_dict, response_json
 from misbridge.journal.schema import immediate_transaction
@@ -91,7 +96,9 @@ class TransactionTable(JournalBase):
     async def record_intent(self, record: TransactionRecord) -> None:
         """Insert a new transaction and its first transitions row (``"" -> state``, ``intent``).
 
-        Returns only after the COMMIT: the intent is durable.
+        Returns only after the COMMIT: the intent is durable. The row's ``lane`` is this
+        journal's :attr:`lane_column` (a lane view's name, else ``NULL``); ``record.lane`` must be
+        ``None`` or that same value.
 
         Raises:
             DuplicateTraceNoError: ``record.trace_no`` is already in the journal.
@@ -99,12 +106,17 @@ class TransactionTable(JournalBase):
                 request (a :class:`DuplicateTraceNoError` too).
             InvalidTransition: ``record.action`` has no state machine, or ``record.state`` is
                 not the initial state of its kind (a transaction starts where its machine does).
-            JournalError: the write failed.
+            JournalError: ``record.lane`` is another lane's, or the write failed.
         """
         initial = TABLES[kind_of(record.action)].initial
         if record.state != initial:
             raise InvalidTransition(f"a {record.action} starts in {initial.value!r}, not {record.state!r}")
-        await self._run("record_intent", _insert_intent, record)
+        lane = self.lane_column
+        if record.lane is not None and record.lane != lane:
+            raise JournalError(
+                f"journal record_intent {record.trace_no!r}: the record is lane {record.lane!r}'s, not {lane!r}'s"
+            )
+        await self._run("record_intent", _insert_intent, record, lane)
 
     async def record_transition(
         self,
@@ -164,10 +176,13 @@ class TransactionTable(JournalBase):
     async def list_by_states(self, states: Iterable[str]) -> list[TransactionRecord]:
         """Every transaction in one of ``states``, oldest first (e.g. for start-up recovery).
 
+        On a lane view, only the lane's transactions.
+
         Raises:
             JournalError: the read failed or a row is corrupt.
         """
-        return await self._run("list_by_states", _select_by_states, tuple(str(s) for s in states))
+        wanted = tuple(str(s) for s in states)
+        return await self._run("list_by_states", _select_by_states, wanted, self.lane_filter)
 
     async def followers(self, original_trace_no: str, actions: Iterable[str]) -> list[TransactionRecord]:
         """The ``actions`` transactions (voids, refunds) whose request names ``original_trace_no``, oldest first.
@@ -228,7 +243,7 @@ class TransactionTable(JournalBase):
 # --- Everything below runs on the journal thread. ----------------------------------------
 
 
-def _insert_intent(conn: sqlite3.Connection, record: TransactionRecord) -> None:
+def _insert_intent(conn: sqlite3.Connection, record: TransactionRecord, lane: str | None) -> None:
     created_at, updated_at = iso_utc(record.created_at), iso_utc(record.updated_at)
     with immediate_transaction(conn):
         seen_as = barred_as(conn, record.trace_no)
@@ -236,8 +251,8 @@ def _insert_intent(conn: sqlite3.Connection, record: TransactionRecord) -> None:
             raise BarredTraceNoError(record.trace_no, seen_as)
         cursor = conn.execute(
             "INSERT INTO transactions (trace_no, action, state, request_json, request_hash, masked_pan,"
-            " card_type, response_json, return_code, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trace_no) DO NOTHING",
+            " card_type, response_json, return_code, created_at, updated_at, lane)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trace_no) DO NOTHING",
             (
                 record.trace_no,
                 record.action,
@@ -250,6 +265,7 @@ def _insert_intent(conn: sqlite3.Connection, record: TransactionRecord) -> None:
                 record.return_code,
                 created_at,
                 updated_at,
+                lane,
             ),
         )
         if cursor.rowcount == 0:
@@ -321,6 +337,7 @@ def to_record(row: sqlite3.Row) -> TransactionRecord:
             card_type=row["card_type"],
             response=None if response_text is None else load_dict(response_text, f"response of {trace_no!r}"),
             return_code=row["return_code"],
+            lane=row["lane"],
         )
     except (TypeError, ValueError) as err:  # a timestamp that is not ISO-8601 with an offset
         raise JournalError(f"journal row {trace_no!r} is corrupt: {err}") from err
@@ -353,13 +370,16 @@ def _select_transitions(conn: sqlite3.Connection, trace_no: str) -> list[Transit
         raise JournalError(f"journal transitions of {trace_no!r} are corrupt: {err}") from err
 
 
-def _select_by_states(conn: sqlite3.Connection, states: tuple[str, ...]) -> list[TransactionRecord]:
+def _select_by_states(
+    conn: sqlite3.Connection, states: tuple[str, ...], lanes: LaneFilter | None
+) -> list[TransactionRecord]:
     if not states:
         return []
     placeholders = ", ".join("?" * len(states))
+    in_lane, lane_params = lane_clause(lanes)
     rows = conn.execute(
-        f"SELECT * FROM transactions WHERE state IN ({placeholders}) ORDER BY created_at, trace_no",  # noqa: S608 - only "?" placeholders are formatted in
-        states,
+        f"SELECT * FROM transactions WHERE state IN ({placeholders}){in_lane} ORDER BY created_at, trace_no",  # noqa: S608 - only "?" placeholders are formatted in
+        (*states, *lane_params),
     ).fetchall()
     return [to_record(row) for row in rows]
 

@@ -18,6 +18,11 @@ already lists a transaction's ``backendCalls`` (the inquiries, voids and options
 it), which are another table. The rows hold no key material, only the issued key's check value
 (KCV); what is printed is named field by field (:data:`KEY_CALL_COLUMNS`).
 
+POS lanes (schema v8): ``list``, ``export`` and ``key-calls`` take a
+:class:`~misbridge.journal.lanes.LaneFilter` (``--lane NAME``, or ``--lane default`` for the
+rows of the default lane, whose ``lane`` is empty); ``list`` shows a ``lane`` column when a row
+it prints has one, ``export`` always has the ``lane`` column and ``show`` the ``lane`` key.
+
 ``purge`` (:mod:`misbridge.app.retention`) deletes final transactions older than
 ``journal.retention_days`` through :meth:`misbridge.journal.store.Journal.purge` (never a
 non-final one), and ``resolve`` records an operator's decision on a ``needs_manual``
@@ -43,6 +48,7 @@ from misbridge.ebuy.redaction import scrub_text
 from misbridge.errors import JournalError
 from misbridge.journal import queries
 from misbridge.journal.key_calls import DEFAULT_KEY_CALLS_LIMIT, select_key_calls
+from misbridge.journal.lanes import LaneFilter
 from misbridge.journal.queries import EXPORT_COLUMNS, STATE_GROUPS, TransactionSummary
 from misbridge.journal.records import KeyCallKind, KeyCallRecord, utc_now
 
@@ -129,18 +135,27 @@ def list_transactions(
     state: str | None = None,
     limit: int | None = 50,
     newest_first: bool = True,
+    lane: LaneFilter | None = None,
 ) -> list[TransactionSummary]:
-    """Transactions created at or after ``since``, in ``state`` (or ``final``/``open``).
+    """Transactions created at or after ``since``, in ``state`` (or ``final``/``open``), of ``lane`` (``None``: any).
 
     Raises:
         JournalError: the journal cannot be read.
         ValueError: ``since`` is naive or ``limit`` is negative.
     """
     with _reading(path) as conn:
-        return queries.summaries(conn, since=since, state=state, limit=limit, newest_first=newest_first)
+        return queries.summaries(conn, since=since, state=state, limit=limit, newest_first=newest_first, lane=lane)
 
 
-def export(path: Path, out: TextIO, *, fmt: str, since: datetime | None = None, state: str | None = None) -> int:
+def export(
+    path: Path,
+    out: TextIO,
+    *,
+    fmt: str,
+    since: datetime | None = None,
+    state: str | None = None,
+    lane: LaneFilter | None = None,
+) -> int:
     """Write every matching transaction, oldest first, as CSV or JSON; return how many.
 
     Raises:
@@ -149,7 +164,8 @@ def export(path: Path, out: TextIO, *, fmt: str, since: datetime | None = None, 
     """
     if fmt not in ("csv", "json"):
         raise ValueError(f"unknown export format {fmt!r}: csv or json")
-    rows = [s.as_row() for s in list_transactions(path, since=since, state=state, limit=None, newest_first=False)]
+    found = list_transactions(path, since=since, state=state, limit=None, newest_first=False, lane=lane)
+    rows = [s.as_row() for s in found]
     if fmt == "csv":
         writer = csv.DictWriter(out, fieldnames=EXPORT_COLUMNS, lineterminator="\n")
         writer.writeheader()
@@ -160,11 +176,23 @@ def export(path: Path, out: TextIO, *, fmt: str, since: datetime | None = None, 
 
 
 def format_table(rows: Iterable[TransactionSummary]) -> str:
-    """``list``'s text table."""
-    columns = ("traceNo", "createdAt", "action", "state", "returnCode", "maskedPan", "totalAmount")
-    table = [list(columns)] + [[row.as_row()[c] for c in columns] for row in rows]
+    """``list``'s text table; a ``lane`` column (``default`` for the default lane) when a row has a named lane.
+
+    A one-lane journal's table is as it was before lanes.
+    """
+    lines = list(rows)
+    columns: tuple[str, ...] = ("traceNo", "createdAt", "action", "state", "returnCode", "maskedPan", "totalAmount")
+    named_lanes = any(row.lane for row in lines)
+    if named_lanes:
+        columns = (*columns, "lane")
+    table = [list(columns)] + [[_cell(row, c) for c in columns] for row in lines]
     widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table)
+
+
+def _cell(row: TransactionSummary, column: str) -> str:
+    value = row.as_row()[column]
+    return LaneFilter(value or None).label if column == "lane" else value
 
 
 # --- show ------------------------------------------------------------------------------------
@@ -200,10 +228,11 @@ def list_key_calls(
     kind: KeyCallKind | None = None,
     since: datetime | None = None,
     limit: int = DEFAULT_KEY_CALLS_LIMIT,
+    lane: LaneFilter | None = None,
 ) -> list[KeyCallRecord]:
     """misbridge's own requests (key downloads, sign-ins, end of day), newest first.
 
-    Only ``kind`` ones when given, allocated at or after ``since``, at most ``limit``
+    Only ``kind`` ones when given, allocated at or after ``since``, of ``lane``, at most ``limit``
     (:func:`misbridge.journal.key_calls.select_key_calls`).
 
     Raises:
@@ -211,7 +240,7 @@ def list_key_calls(
         ValueError: ``kind`` is unknown, ``since`` is naive or ``limit`` is negative.
     """
     with _reading(path) as conn:
-        return select_key_calls(conn, limit, kind, since)
+        return select_key_calls(conn, limit, kind, since, lane)
 
 
 def _utc_text(moment: datetime) -> str:

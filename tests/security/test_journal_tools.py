@@ -20,11 +20,23 @@ import pytest
 from misbridge.app.cli import main
 from misbridge.ebuy import jsonio
 from misbridge.errors import JournalError
+from misbridge.journal.lanes import LaneFilter
 from misbridge.journal.records import TransactionRecord, iso_utc
+from misbridge.journal.schema import (
+    immediate_transaction,
+    schema_v1,
+    schema_v2,
+    schema_v3,
+    schema_v4,
+    schema_v5,
+    schema_v6,
+    schema_v7,
+)
 from misbridge.journal.store import Journal
 from misbridge.telemetry.logs import configure_logging
 from misbridge.tools import journal as journaltool
 from tests.security.journals import NOW, OLD, RECENT, ROWS, Clock, build_journal, request
+from tests.seeding import seed_transaction
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CANARY_PAN = "6225620000018888"
@@ -410,3 +422,110 @@ async def test_key_calls_reads_only_and_shows_no_column_it_does_not_name(
         assert (newest.trace_no, newest.state) == (live, "sent")
         await journal.record_key_call_result(live, "answered", "00", key_kcv=KCV)
         assert journaltool.list_key_calls(path, limit=1)[0].key_kcv == KCV
+
+
+# --- lanes (schema v8) -----------------------------------------------------------------------
+
+LANE2 = "lane2"
+
+
+async def _lane2_rows(path: Path) -> str:
+    """Add an approved sale and a sign-in of the lane ``lane2`` to the journal at ``path``; the sign-in's traceNo."""
+    async with await Journal.open(path, clock=Clock(RECENT)) as journal:
+        lane2 = journal.for_lane(LANE2, default=False)
+        record = TransactionRecord.new("LANE2-APPROVED", "cardRedemption", "approved", request("LANE2-APPROVED"),
+                                       now=RECENT + timedelta(minutes=5))  # fmt: skip
+        await seed_transaction(lane2, record)
+        return await lane2.allocate_key_call("signIn")
+
+
+async def test_lane_filters_list_export_show_and_key_calls(journal_path: Path) -> None:
+    sign_in = await _lane2_rows(journal_path)
+
+    named = journaltool.list_transactions(journal_path, lane=LaneFilter.named(LANE2))
+    assert [(r.trace_no, r.lane) for r in named] == [("LANE2-APPROVED", LANE2)]
+    default = journaltool.list_transactions(journal_path, lane=LaneFilter.default(), limit=None)
+    assert {r.trace_no for r in default} == set(ROWS)
+    assert {r.lane for r in default} == {""}
+    assert len(journaltool.list_transactions(journal_path, limit=None)) == len(ROWS) + 1
+    assert journaltool.list_transactions(journal_path, lane=LaneFilter.named("elsewhere")) == []
+    approved = journaltool.list_transactions(journal_path, state="approved", lane=LaneFilter.named(LANE2))
+    assert [r.trace_no for r in approved] == ["LANE2-APPROVED"]
+
+    out = io.StringIO()
+    assert journaltool.export(journal_path, out, fmt="csv") == len(ROWS) + 1
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert list(rows[0])[-1] == "lane"
+    assert {(row["traceNo"], row["lane"]) for row in rows if row["lane"]} == {("LANE2-APPROVED", LANE2)}
+    out = io.StringIO()
+    assert journaltool.export(journal_path, out, fmt="json", lane=LaneFilter.named(LANE2)) == 1
+    assert [row["lane"] for row in json.loads(out.getvalue())] == [LANE2]
+
+    shown = journaltool.show(journal_path, "LANE2-APPROVED")
+    assert shown is not None
+    assert shown["lane"] == LANE2
+    assert journaltool.show(journal_path, "OLD-APPROVED")["lane"] == ""  # type: ignore[index]
+    assert [c.trace_no for c in journaltool.list_key_calls(journal_path, lane=LaneFilter.named(LANE2))] == [sign_in]
+    assert journaltool.list_key_calls(journal_path, lane=LaneFilter.default()) == []
+
+
+async def test_cli_list_export_key_calls_by_lane(
+    journal_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sign_in = await _lane2_rows(journal_path)
+    base = ["journal", "--journal", str(journal_path)]
+    assert main([*base, "list", "--lane", LANE2]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[-1] == "lane"
+    assert [line.split()[0] for line in table[1:]] == ["LANE2-APPROVED"]
+    assert table[1].split()[-1] == LANE2
+    assert main([*base, "list", "--lane", "default", "--limit", "3"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "lane" not in table[0].split(), "the default lane's table is the table of before lanes"
+    assert len(table) == 4
+    assert main([*base, "list", "--limit", "1"]) == 0  # every lane: the newest is lane2's, so the column shows
+    table = capsys.readouterr().out.splitlines()
+    assert (table[0].split()[-1], table[1].split()[-1]) == ("lane", LANE2)
+    assert main([*base, "list", "--limit", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[2].split()[-1] == "default"
+    target = tmp_path / "lane2.csv"
+    assert main([*base, "export", "--lane", LANE2, "--output", str(target)]) == 0
+    assert [row["traceNo"] for row in csv.DictReader(target.open(encoding="utf-8"))] == ["LANE2-APPROVED"]
+    assert main([*base, "key-calls", "--lane", LANE2]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[0] == sign_in
+    assert main([*base, "key-calls", "--lane", "default"]) == 0
+    assert "of lane default" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main([*base, "list", "--lane", "no such lane"])
+    assert exited.value.code == 2
+    assert "argument --lane: lane name 'no such lane'" in capsys.readouterr().err
+
+
+def test_lane_filters_read_a_file_from_before_lanes(tmp_path: Path) -> None:
+    path = tmp_path / "v7.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        steps = (schema_v1, schema_v2, schema_v3, schema_v4, schema_v5, schema_v6, schema_v7)
+        for version, step in enumerate(steps, start=1):
+            with immediate_transaction(conn):
+                for statement in step():
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version:d}")
+        conn.execute(
+            "INSERT INTO transactions (trace_no, action, state, request_json, request_hash, created_at, updated_at)"
+            " VALUES ('OLD', 'cardRedemption', 'approved', '{}', 'h', ?, ?)",
+            (iso_utc(OLD), iso_utc(OLD)),
+        )
+        conn.execute(
+            "INSERT INTO key_calls (trace_no, kind, state, created_at, updated_at)"
+            " VALUES ('K', 'signIn', 'sent', ?, ?)",
+            (iso_utc(OLD), iso_utc(OLD)),
+        )
+    finally:
+        conn.close()
+    # The tools read a file as they find it: before version 8 every row is the default lane's.
+    assert [r.lane for r in journaltool.list_transactions(path, lane=LaneFilter.default())] == [""]
+    assert journaltool.list_transactions(path, lane=LaneFilter.named(LANE2)) == []
+    assert journaltool.show(path, "OLD")["lane"] == ""  # type: ignore[index]
+    assert [c.lane for c in journaltool.list_key_calls(path, lane=LaneFilter.default())] == [None]
+    assert journaltool.list_key_calls(path, lane=LaneFilter.named(LANE2)) == []

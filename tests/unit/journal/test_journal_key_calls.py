@@ -192,7 +192,7 @@ async def test_the_table_has_no_room_for_key_material(journal: Journal, db_path:
     with raw(db_path) as conn:
         columns = [str(row[1]) for row in conn.execute("PRAGMA table_info(key_calls)")]
     # A check value of the issued key, and nothing else of it: no ciphertext, no reply.
-    assert columns == ["trace_no", "kind", "state", "return_code", "key_kcv", "created_at", "updated_at"]
+    assert columns == ["trace_no", "kind", "state", "return_code", "key_kcv", "created_at", "updated_at", "lane"]
 
 
 async def test_database_guards_against_hand_written_sql(journal: Journal, db_path: Path) -> None:

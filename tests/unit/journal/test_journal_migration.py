@@ -4,12 +4,15 @@ v1 -> v2 adds the traceNo serial, the backend calls and the reversal queue; v2 -
 inquiries forwarded to the backend (issue 10); v3 -> v4 the POS's queries and uploads passed on,
 and the request hash of a forwarded inquiry; v4 -> v5 the ``option`` kind of backend call (the
 table rebuilt with its rows and guards); v5 -> v6 misbridge's own key requests (issue 14) and the
-``purges`` table adopted with a count of them.
+``purges`` table adopted with a count of them; v6 -> v7 the end of day's own calls (the key_calls
+table rebuilt); v7 -> v8 the POS lane of a row (issue 16), every earlier row the default lane's.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ import pytest
 from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal import SCHEMA_VERSION, Journal, TransactionRecord, queries
 from misbridge.journal.schema import (
+    LANE_TABLES,
     PURGES_TABLE,
     immediate_transaction,
     migrate,
@@ -26,6 +30,7 @@ from misbridge.journal.schema import (
     schema_v4,
     schema_v5,
     schema_v6,
+    schema_v7,
 )
 from misbridge.journal.store import BarredTraceNoError
 from tests.seeding import seed_transaction
@@ -83,7 +88,7 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
     assert not V2_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
         assert await journal.count() == 2
         old = await journal.get("OLD1")
         assert old is not None
@@ -231,7 +236,7 @@ async def test_v3_file_is_migrated_keeps_its_rows_and_gains_the_queries(db_path:
     assert not V4_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
         assert await journal.count() == 2
         old = await journal.forwarded_inquiry("INQ0")
         assert old is not None
@@ -292,7 +297,7 @@ async def test_v4_file_is_migrated_keeps_its_calls_and_guards_and_takes_an_optio
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 4")
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
         assert [(c.trace_no, c.kind, c.return_code) for c in await journal.calls("OLD1")] == [
             ("202604301000020000000001", "inquiry", "25")
         ]
@@ -336,16 +341,22 @@ def write_v5_file(path: Path) -> None:
             conn.execute("INSERT INTO purges (at, cutoff, transactions, transitions) VALUES (?, ?, 3, 9)", (at, at))
 
 
-def snapshot(path: Path) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of every table of a version-5 file, in the columns version 5 has."""
-    v5_columns = {"purges": "id, at, cutoff, transactions, transitions, backend_calls, reversals"}
+#: The columns later versions added to a table: purges.key_calls (6), every lane (8).
+LATER_COLUMNS = {("purges", "key_calls"), *((table, "lane") for table in LANE_TABLES)}
+
+
+def snapshot(path: Path, *, since: int = 5) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of a version-``since`` file (5 or 7), in the columns that version has."""
+    later = LATER_COLUMNS if since < 6 else {(table, "lane") for table in LANE_TABLES}
+    skipped = {"sqlite_sequence", "key_calls"} if since < 6 else {"sqlite_sequence"}
     with raw(path) as conn:
         names = sorted(str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
-        return {
-            name: conn.execute(f"SELECT {v5_columns.get(name, '*')} FROM {name} ORDER BY rowid").fetchall()  # noqa: S608 - names from sqlite_master
-            for name in names
-            if name not in {"sqlite_sequence", "key_calls"}
-        }
+        snap = {}
+        for name in (name for name in names if name not in skipped):
+            columns = [str(row[1]) for row in conn.execute(f"PRAGMA table_info({name})")]
+            kept = ", ".join(column for column in columns if (name, column) not in later)
+            snap[name] = conn.execute(f"SELECT {kept} FROM {name} ORDER BY rowid").fetchall()  # noqa: S608 - names from sqlite_master
+        return snap
 
 
 async def test_v5_file_is_migrated_keeps_every_row_and_gains_the_key_calls(db_path: Path) -> None:
@@ -356,7 +367,7 @@ async def test_v5_file_is_migrated_keeps_every_row_and_gains_the_key_calls(db_pa
     assert all(before[name] for name in ("transactions", "backend_calls", "pos_inquiries", "pos_queries", "purges"))
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
         assert snapshot(db_path) == before
         assert await journal.key_calls() == []
         trace_no = await journal.allocate_key_call("signIn")
@@ -422,7 +433,7 @@ async def test_v6_file_is_migrated_keeps_its_key_calls_and_takes_the_end_of_days
                 (at, at),
             )
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 7
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
         [kept] = await journal.key_calls()
         assert (kept.trace_no, kept.kind, kept.key_kcv) == ("202604301000060000000003", "signIn", "ABC123")
         upload = await journal.allocate_key_call("batchUpload")
@@ -438,3 +449,115 @@ async def test_v6_file_is_migrated_keeps_its_key_calls_and_takes_the_end_of_days
         names = {str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"key_calls_trace_no_is_new", "key_calls_result_is_final", "transactions_trace_no_not_keyed"} <= names
     assert "key_calls_v7" not in names
+
+
+def write_v7_file(path: Path) -> None:
+    """A version-7 journal as the misbridge before issue 16 left it: the v5 rows, a sign-in, an open query."""
+    write_v5_file(path)
+    at = "2026-04-30T10:00:07.000000+00:00"
+    with raw(path) as conn:
+        for version, statements in ((6, schema_v6()), (7, schema_v7())):
+            with immediate_transaction(conn):
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version:d}")
+        with immediate_transaction(conn):
+            conn.execute("UPDATE counters SET value = 4 WHERE name = 'trace_serial'")
+            conn.execute(
+                "INSERT INTO key_calls (trace_no, kind, state, return_code, key_kcv, created_at, updated_at)"
+                " VALUES ('202604301000070000000003', 'signIn', 'answered', '00', 'ABC123', ?, ?)",
+                (at, at),
+            )
+            conn.execute(
+                "INSERT INTO key_calls (trace_no, kind, state, created_at, updated_at)"
+                " VALUES ('202604301000070000000004', 'batchUpload', 'sent', ?, ?)",
+                (at, at),
+            )
+            conn.execute(
+                "INSERT INTO pos_queries (trace_no, action, state, request_json, request_hash, created_at, updated_at)"
+                " VALUES ('UP0', 'batchUpload', 'sent', '{\"traceNo\":\"UP0\"}', 'h', ?, ?)",
+                (at, at),
+            )
+
+
+def schema_objects(path: Path, kind: str) -> dict[str, str]:
+    with raw(path) as conn:
+        rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = ?", (kind,)).fetchall()
+    return {str(name): str(sql) for name, sql in rows}
+
+
+async def test_v7_file_is_migrated_keeps_every_row_and_reads_it_as_the_default_lanes(db_path: Path) -> None:
+    write_v7_file(db_path)
+    assert version(db_path) == 7
+    before = snapshot(db_path, since=7)
+    triggers = schema_objects(db_path, "trigger")
+    assert all(before[name] for name in ("transactions", "backend_calls", "pos_inquiries", "pos_queries", "key_calls"))
+
+    async with await Journal.open(db_path) as journal:
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
+        assert snapshot(db_path, since=7) == before, "no row changed"
+        default, lane2 = journal.for_lane("lane1", default=True), journal.for_lane("lane2", default=False)
+        old = await journal.get("OLD1")
+        assert old is not None
+        assert (old.state, old.lane) == ("voiding", None)
+        # The default lane's work is every row of before: lane2 has none of it.
+        assert [r.trace_no for r in await default.list_by_states(["voiding", "approved"])] == ["OLD1", "OLD2"]
+        assert await lane2.list_by_states(["voiding", "approved"]) == []
+        assert [r.original_trace_no for r in await default.pending_reversals()] == ["OLD1"]
+        assert await lane2.pending_reversals() == []
+        later = datetime(2026, 5, 1, tzinfo=UTC)
+        assert [q.trace_no for q in await default.unanswered_queries(later)] == ["UP0"]
+        assert await lane2.unanswered_queries(later) == []
+        signed = await default.last_sign_in()
+        assert signed is not None
+        assert (signed.key_kcv, signed.lane) == ("ABC123", None)
+        assert await lane2.last_sign_in() is None
+        # Old and new lanes share the counter and the barred traceNos.
+        assert serial_of(await lane2.allocate_key_call("signIn")) == 5
+        with pytest.raises(BarredTraceNoError):
+            await add_transaction(lane2, "UP0", "received")
+        assert await journal.integrity_check() == "ok"
+
+    assert schema_objects(db_path, "trigger") == triggers, "every trigger as it was"
+    with raw(db_path) as conn:
+        for table in LANE_TABLES:
+            lanes = [row[0] for row in conn.execute(f"SELECT lane FROM {table} ORDER BY rowid")]  # noqa: S608 - literals
+            expected = [None] * len(before[table]) + (["lane2"] if table == "key_calls" else [])
+            assert lanes == expected, table
+    assert {"transactions_by_lane", "pos_queries_by_lane", "key_calls_by_lane"} <= set(schema_objects(db_path, "index"))
+
+
+async def test_a_failed_v8_step_leaves_a_whole_v7_file(db_path: Path) -> None:
+    write_v7_file(db_path)
+    before = snapshot(db_path, since=7)
+    with raw(db_path) as conn:  # the name is taken: step 8 fails at its last statement, after the columns
+        conn.execute("CREATE TABLE key_calls_by_lane (x)")
+    with pytest.raises(JournalError, match="cannot open journal"):
+        await Journal.open(db_path)
+    assert version(db_path) == 7
+    with raw(db_path) as conn:  # the half-done step was rolled back
+        assert all(
+            "lane" not in {str(row[1]) for row in conn.execute(f"PRAGMA table_info({table})")} for table in LANE_TABLES
+        )
+        conn.execute("DROP TABLE key_calls_by_lane")
+    async with await Journal.open(db_path) as journal:  # and the next start finishes it
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION
+    assert snapshot(db_path, since=7) == before
+
+
+@pytest.mark.parametrize("write", [write_v1_file, write_v2_file, write_v3_file, write_v5_file, write_v7_file])
+async def test_every_older_file_is_the_default_lanes(db_path: Path, write: Callable[[Path], None]) -> None:
+    write(db_path)
+    async with await Journal.open(db_path) as journal:
+        default, lane2 = journal.for_lane("lane1", default=True), journal.for_lane("lane2", default=False)
+        every = await journal.list_by_states(["voiding", "approved"])
+        assert [r.trace_no for r in every] == ["OLD1", "OLD2"]
+        assert all(record.lane is None for record in every)
+        assert await default.list_by_states(["voiding", "approved"]) == every
+        assert await lane2.list_by_states(["voiding", "approved"]) == []
+        await add_transaction(lane2, "NEW2", "received")
+    with raw(db_path) as conn:
+        for table in LANE_TABLES:
+            lanes = {row[0] for row in conn.execute(f"SELECT lane FROM {table}")}  # noqa: S608 - literals
+            assert lanes <= ({None, "lane2"} if table == "transactions" else {None}), table
+        assert conn.execute("SELECT lane FROM transactions WHERE trace_no = 'NEW2'").fetchone() == ("lane2",)
