@@ -215,10 +215,8 @@ class Daemon:
         self._router = LaneRouter([(parts.lane, parts.service) for parts in self._lanes])
         await self._open_socket_doors(policy)
         self._watch_metrics()
-        default_door = self._router.door(self._router.default)
-        assert default_door is not None
         app = create_app(
-            default_door, security, metrics=self.metrics, lanes=self._router.door, progress=self.progress,
+            self._router.front(), security, metrics=self.metrics, lanes=self._router.door, progress=self.progress,
             keep_alive_s=settings.api.progress_keep_alive_s,
         )  # fmt: skip
         gate = DoorGuard("http", settings.api, policy)
@@ -254,9 +252,7 @@ class Daemon:
         assert self._journal is not None
         if lane_count == 1:
             return self._journal  # as it always was: every row is the one lane's
-        # Until the journal keeps lanes apart (its lane views), two lanes would recover and
-        # void each other's transactions: refuse rather than run so.
-        raise ConfigError("several [[lanes]] need the journal's lane views, which this build does not have yet")
+        return self._journal.for_lane(lane.name, default=lane.default)
 
     async def _start_lane(self, lane: Lane, journal: Journal, follow_up_lock: asyncio.Lock) -> _LaneParts:
         """Start ``lane``'s pad link and build its backend client, key keeper and service."""

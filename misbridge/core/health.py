@@ -75,7 +75,7 @@ async def health_report(
             reasons.append(_backend_reason(backend, age))
     ready = not reasons
     needs_manual = await reversals.count_reversals("needs_manual")
-    alerts = [f"{needs_manual} reversal(s) need manual resolution"] if needs_manual else []
+    alerts = [needs_manual_alert(needs_manual)] if needs_manual else []
     end_of_day_alert = reconcile.alert() if reconcile is not None else None
     if end_of_day_alert is not None:
         alerts.append(end_of_day_alert)
@@ -100,6 +100,11 @@ async def health_report(
             "report": str(reconcile.report),
         }
     return ready, detail
+
+
+def needs_manual_alert(count: int) -> str:
+    """The alert ``/health`` raises while ``count`` reversals need a person."""
+    return f"{count} reversal(s) need manual resolution"
 
 
 def _pad_view(pinpad: PinPadDriver) -> dict[str, Any]:

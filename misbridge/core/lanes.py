@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from misbridge.config.settings import Lane
 from misbridge.core import answers
 from misbridge.core.answers import Response
+from misbridge.core.health import needs_manual_alert
 from misbridge.errors import RequestError, ReturnCode
 
 __all__ = ["LaneDoor", "LaneRouter", "LaneService"]
@@ -84,6 +85,10 @@ class LaneRouter:
         """What a door serving only lane ``name`` calls (the HTTP lane path, a lane's own port); None: no such lane."""
         return LaneDoor(self, name) if name in self._lanes else None
 
+    def front(self) -> LaneDoor:
+        """What the HTTP door's plain paths call: the default lane's requests, the whole daemon's ``/health``."""
+        return LaneDoor(self, self._default, whole=True)
+
     def by_device_no(self, device_no: str) -> LaneDoor | None:
         """The lane a socket request's envelope names by ``deviceNo``.
 
@@ -137,9 +142,10 @@ class LaneRouter:
 class LaneDoor:
     """One lane as a door sees it: the same calls as a service, bound to the lane's name."""
 
-    def __init__(self, router: LaneRouter, lane: str) -> None:
+    def __init__(self, router: LaneRouter, lane: str, *, whole: bool = False) -> None:
         self._router = router
         self.lane = lane
+        self._whole = whole  # health() reports every lane (the plain /health)
 
     async def handle(
         self, action: str, body: Mapping[str, Any], *, caller_gone: asyncio.Event | None = None
@@ -152,8 +158,8 @@ class LaneDoor:
         return await self._router.transaction(trace_no)
 
     async def health(self) -> tuple[bool, dict[str, Any]]:
-        """This lane's ``/health``."""
-        return await self._router.health(self.lane)
+        """This lane's ``/health`` (the daemon's, for the front door)."""
+        return await self._router.health(None if self._whole else self.lane)
 
 
 def unknown_lane(body: Mapping[str, Any], message: str) -> Response:
@@ -169,14 +175,19 @@ def _combined(
     ready = all(lane_ready for lane_ready, _ in reports.values())
     reasons = [f"lane {name}: {reason}" for name, (_, detail) in reports.items() for reason in detail["reasons"]]
     default = next(iter(reports.values()))[1]
-    alerts = list(dict.fromkeys(alert for _, detail in reports.values() for alert in detail.get("alerts", [])))
+    # Each lane counts its own reversals; the end-of-day alert is the journal's, the same in every lane.
+    pending = sum(d["reversals"]["pending"] for _, d in reports.values())
+    needs_manual = sum(d["reversals"]["needsManual"] for _, d in reports.values())
+    own = needs_manual_alert(default["reversals"]["needsManual"])
+    alerts = [needs_manual_alert(needs_manual)] if needs_manual else []
+    alerts += [alert for alert in default.get("alerts", []) if alert != own]
     detail: dict[str, Any] = {
         "status": "ready" if ready else "not ready",
         "reasons": reasons,
         "accepting": all(d["accepting"] for _, d in reports.values()),
         "recovering": any(d["recovering"] for _, d in reports.values()),
         "inFlight": sum(d["inFlight"] for _, d in reports.values()),
-        "reversals": default["reversals"],
+        "reversals": {"pending": pending, "needsManual": needs_manual},
         "alerts": alerts,
         "lanes": {
             name: {"deviceNo": lanes[name].lane.identity.device_no, **lane_detail}

@@ -22,6 +22,7 @@ import pytest_asyncio
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.app.cli import main
 from misbridge.app.simulated import SimulatedDaemon, lane_device_no, lane_name, simulated_daemon
+from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
 from tests.integration.conftest import new_trace_no
 
@@ -105,9 +106,10 @@ async def test_the_http_door_routes_by_the_lane_in_the_path(four: SimulatedDaemo
     base = f"http://{four.settings.api.host}:{four.daemon.http_port}"
     async with httpx.AsyncClient(base_url=base, timeout=30) as http:
         bodies = [sale_body() for _ in range(2)]
+        headers = {"Content-Type": "application/json"}
         replies = await asyncio.gather(
-            http.post("/v1/lanes/lane3/cardRedemption", json=bodies[0]),
-            http.post("/v1/cardRedemption", json=bodies[1]),  # the plain path: the default lane
+            http.post("/v1/lanes/lane3/cardRedemption", content=jsonio.dumps(bodies[0]), headers=headers),
+            http.post("/v1/cardRedemption", content=jsonio.dumps(bodies[1]), headers=headers),  # the default lane
         )
         assert [reply.json()["returnCode"] for reply in replies] == ["00", "00"]
         journal_lanes = lanes_of(four.settings.journal.path)
@@ -116,7 +118,7 @@ async def test_the_http_door_routes_by_the_lane_in_the_path(four: SimulatedDaemo
         assert lane_health.status_code == 200
         assert "lanes" not in lane_health.json()
 
-        nowhere = await http.post("/v1/lanes/lane9/cardRedemption", json=sale_body())
+        nowhere = await http.post("/v1/lanes/lane9/cardRedemption", content=jsonio.dumps(sale_body()), headers=headers)
         assert nowhere.status_code == 404
         assert nowhere.json()["returnCode"] == "MB19"
         assert "lane9" in nowhere.json()["returnDesc"]
