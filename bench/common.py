@@ -110,6 +110,17 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_split(pid))
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent not idle since boot (first line of ``/proc/stat``).
+
+    The difference over a run against its wall time x nproc tells whether the machine was
+    saturated (every process: the daemon, the simulators, the bench itself and anything else).
+    """
+    fields = [int(value) for value in Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def _status_mb(pid: int, field_name: str) -> float:
     """One ``kB`` field of ``/proc/<pid>/status`` in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():

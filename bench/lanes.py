@@ -21,6 +21,7 @@ Run alone: ``python -m bench.lanes [--lanes 8] [--sales 200] [--quick] [--json P
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from bench.common import (
     daemon,
     daemon_config,
     emit,
+    machine_busy_seconds,
     ms,
     peak_rss_mb,
     percentile,
@@ -60,6 +62,8 @@ class Phase:
     seconds: dict[int, list[float]] = field(default_factory=dict)
     cpu_s: float = 0.0
     wall_s: float = 0.0
+    machine_busy_s: float = 0.0
+    pos_cpu_s: float = 0.0
 
     @property
     def sales(self) -> int:
@@ -75,6 +79,17 @@ class Phase:
     def cpu_ms_per_sale(self) -> float:
         """The daemon's CPU per sale, in milliseconds."""
         return self.cpu_s / self.sales * 1000
+
+    def load(self) -> str:
+        """How busy the machine was over the phase, in cores, and the daemon's and the POS loops' part."""
+
+        def cores(seconds: float) -> str:
+            return f"{seconds / self.wall_s:.2f}"
+
+        return (
+            f"machine busy {cores(self.machine_busy_s)} of {os.cpu_count()} cores, of which the daemon "
+            f"{cores(self.cpu_s)}, the POS loops {cores(self.pos_cpu_s)}"
+        )
 
 
 @dataclass
@@ -117,10 +132,17 @@ async def pos_loop(socket_port: int, lane: int, sales: int) -> list[float]:
 
 async def run_phase(pid: int, socket_port: int, lanes: Sequence[int], sales: int) -> Phase:
     """Every lane in ``lanes`` runs its POS loop at the same time; the daemon ``pid``'s CPU over it."""
-    cpu_before, started = cpu_seconds(pid), time.perf_counter()
+    cpu_before, busy_before, pos_before = cpu_seconds(pid), machine_busy_seconds(), time.process_time()
+    started = time.perf_counter()
     results = await asyncio.gather(*(pos_loop(socket_port, lane, sales) for lane in lanes))
     wall = time.perf_counter() - started
-    return Phase(dict(zip(lanes, results, strict=True)), cpu_seconds(pid) - cpu_before, wall)
+    return Phase(
+        dict(zip(lanes, results, strict=True)),
+        cpu_s=cpu_seconds(pid) - cpu_before,
+        wall_s=wall,
+        machine_busy_s=machine_busy_seconds() - busy_before,
+        pos_cpu_s=time.process_time() - pos_before,
+    )
 
 
 async def measure(lanes: int, sales: int, warmup: int = WARMUP_PER_LANE) -> Measured:
@@ -220,8 +242,9 @@ def rows(m: Measured) -> list[Row]:
             "(report)",
             f"{m.together.wall_s:.2f} s = {m.together.sales / m.together.wall_s:.0f} sales/s",
             verdict(None),
-            f"one lane alone: {m.alone.wall_s:.2f} s = {m.alone.sales / m.alone.wall_s:.0f} sales/s; "
-            f"the whole run with start-up and warm-up {m.run_wall_s:.1f} s",
+            f"{m.together.load()}. One lane alone: {m.alone.wall_s:.2f} s = "
+            f"{m.alone.sales / m.alone.wall_s:.0f} sales/s, {m.alone.load()}. "
+            f"The whole run with start-up and warm-up {m.run_wall_s:.1f} s",
         ),
     ]
 
