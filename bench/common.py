@@ -15,7 +15,7 @@ import socket
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import httpx
 
-from misbridge.app.simulated import launched_backend, launched_simulators, write_signing_key
+from misbridge.app.simulated import launched_backend, launched_simulators, simulated_lanes, write_signing_key
 from misbridge.ebuy import jsonio
 from misbridge.journal.records import iso_utc, request_hash
 
@@ -110,12 +110,33 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_split(pid))
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent not idle since boot (first line of ``/proc/stat``).
+
+    The difference over a run against its wall time x nproc tells whether the machine was
+    saturated (every process: the daemon, the simulators, the bench itself and anything else).
+    """
+    fields = [int(value) for value in Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_mb(pid: int, field_name: str) -> float:
+    """One ``kB`` field of ``/proc/<pid>/status`` in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith(f"{field_name}:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field_name} for pid {pid}")
+
+
 def rss_mb(pid: int) -> float:
     """Resident set size of one process in MiB (``VmRSS`` of ``/proc/<pid>/status``)."""
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return _status_mb(pid, "VmRSS")
+
+
+def peak_rss_mb(pid: int) -> float:
+    """The highest resident set size of one process so far, in MiB (``VmHWM`` of ``/proc/<pid>/status``)."""
+    return _status_mb(pid, "VmHWM")
 
 
 def fsync_times(directory: Path, count: int = 200) -> list[float]:
@@ -195,12 +216,13 @@ def insert_approved_sales(path: Path, count: int, at: datetime) -> list[str]:
 
 @dataclass(frozen=True)
 class Sims:
-    """Where the simulators listen."""
+    """Where the simulators listen; ``lanes`` is the ``[[lanes]]`` for their pads (empty for one pad)."""
 
     device_path: Path
     control_path: Path
     backend_url: str
     key_file: Path
+    lanes: tuple[dict[str, object], ...] = ()
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
@@ -230,19 +252,27 @@ async def backend_simulator(workdir: Path, key_file: Path, ledger_file: Path | N
 
 
 @contextlib.asynccontextmanager
-async def simulators(workdir: Path, *pinpad_args: str) -> AsyncIterator[Sims]:
+async def simulators(workdir: Path, *pinpad_args: str, lanes: int = 1) -> AsyncIterator[Sims]:
     """Both simulators as subprocesses, zero customer delay; yields where they are.
 
     Started by misbridge.app.simulated like every simulated bench; each logs to its own file
     (``pinpad.log``, ``backend.log``) so the pad's summary line can be read after it exits.
+    ``lanes`` pads run, one per lane (every pad logs to ``pinpad.log``).
     """
     async with launched_simulators(
         workdir,
         pinpad_args=("--card-delay", "0", "--pin-delay", "0", *pinpad_args),
         pad_log=workdir / "pinpad.log",
         backend_log=workdir / "backend.log",
+        lanes=lanes,
     ) as sims:
-        yield Sims(sims.device_path, sims.control_path, sims.backend_url, sims.signing_key_file)
+        yield Sims(
+            sims.device_path,
+            sims.control_path,
+            sims.backend_url,
+            sims.signing_key_file,
+            tuple(simulated_lanes(sims)),
+        )
 
 
 def _toml(value: object) -> str:
@@ -253,12 +283,20 @@ def _toml(value: object) -> str:
     return json.dumps(str(value))  # a JSON string is a valid TOML basic string
 
 
-def write_config(path: Path, sections: dict[str, dict[str, object]], log_level: str = "INFO") -> Path:
-    """A misbridge TOML file from ``{section: {key: value}}`` (dotted sections allowed)."""
+def write_config(
+    path: Path,
+    sections: dict[str, dict[str, object]],
+    log_level: str = "INFO",
+    lanes: Sequence[Mapping[str, object]] = (),
+) -> Path:
+    """A misbridge TOML file from ``{section: {key: value}}`` (dotted sections allowed), then a ``[[lanes]]`` each."""
     lines = [f"log_level = {_toml(log_level)}"]
     for section, keys in sections.items():
         lines.append(f"\n[{section}]")
         lines += [f"{key} = {_toml(value)}" for key, value in keys.items()]
+    for lane in lanes:
+        lines.append("\n[[lanes]]")
+        lines += [f"{key} = {_toml(value)}" for key, value in lane.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
 
@@ -271,8 +309,12 @@ def daemon_config(
     *,
     name: str = "misbridge",
     extra: dict[str, dict[str, object]] | None = None,
+    lanes: Sequence[Mapping[str, object]] = (),
 ) -> tuple[Path, int, int]:
-    """Write a daemon TOML wired to the simulators on fixed free ports: (path, socket port, http port)."""
+    """Write a daemon TOML wired to the simulators on fixed free ports: (path, socket port, http port).
+
+    ``lanes``: its ``[[lanes]]`` (:attr:`Sims.lanes` for the simulators' pads); none for one lane.
+    """
     socket_port, http_port = free_port(), free_port()
     sections: dict[str, dict[str, object]] = {
         "device": {"url": str(sims_device)},
@@ -283,7 +325,7 @@ def daemon_config(
     }
     for section, keys in (extra or {}).items():
         sections.setdefault(section, {}).update(keys)
-    return write_config(workdir / f"{name}.toml", sections), socket_port, http_port
+    return write_config(workdir / f"{name}.toml", sections, lanes=lanes), socket_port, http_port
 
 
 @dataclass

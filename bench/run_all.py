@@ -25,6 +25,8 @@ def main() -> int:
     parser.add_argument("--fault-count", type=int, default=20)
     parser.add_argument("--reconcile-records", type=int, default=12_000)
     parser.add_argument("--reconcile-repeat", type=int, default=3)
+    parser.add_argument("--lanes", type=int, default=8)
+    parser.add_argument("--lane-sales", type=int, default=200)
     args = parser.parse_args()
     scripts: list[tuple[str, list[str]]] = [
         ("bench.codec", []),
@@ -32,8 +34,9 @@ def main() -> int:
         ("bench.redemptions", ["--redemptions", str(args.redemptions), "--growth", str(args.growth)]),
         ("bench.faults", ["--count", str(args.fault_count)]),
         ("bench.reconcile", ["--records", str(args.reconcile_records), "--repeat", str(args.reconcile_repeat)]),
+        ("bench.lanes", ["--lanes", str(args.lanes), "--sales", str(args.lane_sales)]),
     ]
-    order = ["bench.redemptions", "bench.startup", "bench.codec", "bench.faults", "bench.reconcile"]
+    order = ["bench.redemptions", "bench.startup", "bench.codec", "bench.faults", "bench.reconcile", "bench.lanes"]
     rows: dict[str, list[Row]] = {}
     failed: list[str] = []
     started = time.monotonic()
