@@ -18,8 +18,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
 
 from loguru import logger
 from starlette.applications import Starlette
@@ -152,6 +152,8 @@ def _lane_routes(lane_named: Callable[[str], PosService | None]) -> list[Route]:
     """``POST /v1/lanes/{lane}/{action}`` and ``GET /v1/lanes/{lane}/health``: MB19 for a lane that does not exist."""
 
     async def post_lane_action(request: Request) -> Response:
+        if request.path_params["action"] in _LANE_GET_PATHS:  # GET /v1/lanes/{lane}/health, …/events
+            raise HTTPException(ReturnCode.METHOD_NOT_ALLOWED.http_status, headers={"Allow": "GET"})
         lane = lane_named(request.path_params["lane"])
         if lane is None:
             return _no_lane(request.path_params["lane"])
@@ -168,6 +170,10 @@ def _lane_routes(lane_named: Callable[[str], PosService | None]) -> list[Route]:
         Route("/v1/lanes/{lane}/health", get_lane_health, methods=["GET"]),
         Route("/v1/lanes/{lane}/{action}", post_lane_action, methods=["POST"]),
     ]
+
+
+#: The last segments of a lane's GET paths: a POST to them is a wrong method, not an unknown action.
+_LANE_GET_PATHS: Final = frozenset({"health", "events"})
 
 
 def _no_lane(name: str) -> JsonResponse:
@@ -249,6 +255,7 @@ def create_app(
     *,
     metrics: MetricsSource | None = None,
     lanes: Callable[[str], PosService | None] | None = None,
+    lane_names: Sequence[str] = (DEFAULT_LANE,),
     progress: ProgressSource | None = None,
     keep_alive_s: float = KEEP_ALIVE_S,
 ) -> Starlette:
@@ -260,6 +267,7 @@ def create_app(
         metrics: serves ``GET /metrics`` and counts refusals; without it ``/metrics`` is 404.
         lanes: each lane's service by name, None for no such lane (``/v1/lanes/{lane}/…``);
             without it the only lane is ``service``, named ``default``.
+        lane_names: the lanes' names, the default first (the OpenAPI document lists them).
         progress: serves the progress streams (``/v1/.../events``); without it they are 404.
         keep_alive_s: the longest a progress stream stays quiet before a ``: keep-alive`` comment.
     """
@@ -284,7 +292,10 @@ def create_app(
 
     rules = security or ApiSecurity()
     document = openapi_document(
-        token_required=rules.token is not None, metrics=metrics is not None, progress=progress is not None
+        token_required=rules.token is not None,
+        metrics=metrics is not None,
+        progress=progress is not None,
+        lanes=lane_names,
     )
 
     async def get_openapi(_: Request) -> Response:

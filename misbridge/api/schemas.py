@@ -15,7 +15,7 @@ code (``ErrorResponse``); each status lists the codes that can come with it, fro
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +23,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from misbridge import __version__
+from misbridge.config.settings import DEFAULT_LANE
 from misbridge.ebuy.carddata import CARD_DATA_FIELDS
 from misbridge.ebuy.requests import (
     MAX_AMOUNT,
@@ -316,9 +317,49 @@ def _stream_operation(
     return operation
 
 
-def _progress_paths(token_required: bool) -> dict[str, Any]:
-    lane_parameter = {"name": "lane", "in": "path", "required": True, "schema": {"type": "string"},
-                      "description": 'a lane of this misbridge ("default" with one PIN pad)'}  # fmt: skip
+def _lane_parameter(lanes: Sequence[str]) -> dict[str, Any]:
+    """The ``{lane}`` path parameter: one of this misbridge's lanes (any other name is answered MB19)."""
+    return {
+        "name": "lane", "in": "path", "required": True, "schema": {"type": "string", "enum": list(lanes)},
+        "description": 'a lane of this misbridge ("default" with one PIN pad; [[lanes]] names the others)',
+    }  # fmt: skip
+
+
+def _lane_paths(action_refs: dict[str, str], token_required: bool, lanes: Sequence[str]) -> dict[str, Any]:
+    """``POST /v1/lanes/{lane}/{action}`` for every action, and ``GET /v1/lanes/{lane}/health``."""
+    lane_parameter = _lane_parameter(lanes)
+    paths: dict[str, Any] = {}
+    for action, ref in action_refs.items():
+        operation = _action_operation(action, ref, token_required)
+        operation["operationId"] = f"lane_{action}"
+        operation["summary"] = f"e-Buy {action} on one lane (its PIN pad and deviceNo)"
+        operation["parameters"] = [lane_parameter]
+        operation["responses"] = _with_lane_refusal(operation["responses"])
+        paths[f"/v1/lanes/{{lane}}/{action}"] = {"post": operation}
+    health = _health_operation()
+    health.update(operationId="laneHealth", summary="one lane's readiness (its pad, keys and backend)")
+    health["parameters"] = [lane_parameter]
+    health["responses"] = _with_lane_refusal(health["responses"])
+    if token_required:
+        del health["security"]  # only /health and /metrics are open; a lane's health needs the token
+        health["responses"] = _with_token_refusal(health["responses"], token_required)
+    paths["/v1/lanes/{lane}/health"] = {"get": health}
+    return paths
+
+
+def _with_lane_refusal(responses: dict[str, Any]) -> dict[str, Any]:
+    """``responses`` with the 404 an unknown lane gets (MB19) next to the door's own 404s."""
+    unknown = _error_responses([ReturnCode.UNKNOWN_LANE])["404"]
+    merged = dict(responses)
+    if "404" in merged:
+        merged["404"] = {**merged["404"], "description": merged["404"]["description"] + "; " + unknown["description"]}
+    else:
+        merged["404"] = unknown
+    return dict(sorted(merged.items()))
+
+
+def _progress_paths(token_required: bool, lanes: Sequence[str]) -> dict[str, Any]:
+    lane_parameter = _lane_parameter(lanes)
     return {
         "/v1/transactions/{traceNo}/events": {"get": _stream_operation(
             "transactionEvents",
@@ -372,7 +413,13 @@ def _path_refusals() -> dict[str, Any]:
     return {"NoSuchPath": refusals["404"], "MethodNotAllowed": refusals["405"]}
 
 
-def openapi_document(*, token_required: bool = False, metrics: bool = False, progress: bool = False) -> dict[str, Any]:
+def openapi_document(
+    *,
+    token_required: bool = False,
+    metrics: bool = False,
+    progress: bool = False,
+    lanes: Sequence[str] = (DEFAULT_LANE,),
+) -> dict[str, Any]:
     """OpenAPI 3.1 for the door as configured.
 
     Args:
@@ -380,6 +427,7 @@ def openapi_document(*, token_required: bool = False, metrics: bool = False, pro
             ``/metrics`` lists the ``bearer`` security requirement and its 401).
         metrics: the door serves ``GET /metrics``.
         progress: the door serves the progress streams (``/v1/.../events``).
+        lanes: the names ``{lane}`` takes in ``/v1/lanes/{lane}/…``, the default lane first.
     """
     action_refs, schemas = _request_schemas()
     schemas.update(EbuyResponse=EBUY_RESPONSE, ErrorResponse=ERROR_RESPONSE, TransactionView=TRANSACTION_VIEW,
@@ -388,8 +436,9 @@ def openapi_document(*, token_required: bool = False, metrics: bool = False, pro
         f"/v1/{action}": {"post": _action_operation(action, ref, token_required)} for action, ref in action_refs.items()
     }
     paths["/v1/transactions/{traceNo}"] = {"get": _transaction_operation(token_required)}
+    paths.update(_lane_paths(action_refs, token_required, lanes))
     if progress:
-        paths.update(_progress_paths(token_required))
+        paths.update(_progress_paths(token_required, lanes))
     paths["/health"] = {"get": _health_operation()}
     paths["/openapi.json"] = {"get": _openapi_operation(token_required)}
     if metrics:

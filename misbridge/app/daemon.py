@@ -216,7 +216,8 @@ class Daemon:
         await self._open_socket_doors(policy)
         self._watch_metrics()
         app = create_app(
-            self._router.front(), security, metrics=self.metrics, lanes=self._router.door, progress=self.progress,
+            self._router.front(), security, metrics=self.metrics, lanes=self._router.door,
+            lane_names=self._router.names, progress=self.progress,
             keep_alive_s=settings.api.progress_keep_alive_s,
         )  # fmt: skip
         gate = DoorGuard("http", settings.api, policy)

@@ -95,12 +95,19 @@ def before_call(context: schemathesis.HookContext, case: Case, kwargs: dict[str,
         return
     if "traceNo" in body:  # every action journals its traceNo: a reused one is a repeat or MB41
         body["traceNo"] = "S" + uuid.uuid4().hex[:20]
-    if case.path in _TOTAL_PATHS:
+    path = _action_path(case.path)
+    if path in _TOTAL_PATHS:
         total, undiscount = _amount(body.get("totalAmount")), _amount(body.get("undiscountAmount"))
         if total is not None and undiscount is not None and undiscount > total:
             body["totalAmount"], body["undiscountAmount"] = body["undiscountAmount"], body["totalAmount"]
-    if case.path == "/v1/batchUpload":
+    if path == "/v1/batchUpload":
         _fit_batch(body)
+
+
+def _action_path(path: str) -> str:
+    """``/v1/{action}`` for an action's path, also on a lane (``/v1/lanes/{lane}/{action}``)."""
+    prefix = "/v1/lanes/{lane}/"
+    return "/v1/" + path.removeprefix(prefix) if path.startswith(prefix) else path
 
 
 def _book_time(value: Any) -> datetime | None:

@@ -48,7 +48,9 @@ SEED = 20261205
 #: Failure codes about which requests are valid (the door's validation against the document).
 VALIDATION_CODES = frozenset({"ST201", "ST202", "ST203"})
 SERVER_ERROR_CODES = frozenset({"ST101", "ST102"})
-SALE_PATHS = ("/v1/cardRedemption", "/v1/cardPayment")
+SALE_PATHS = (
+    "/v1/cardRedemption", "/v1/cardPayment", "/v1/lanes/{lane}/cardRedemption", "/v1/lanes/{lane}/cardPayment"
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,7 @@ def write_config(workdir: Path) -> Path:
     config = workdir / "schemathesis.toml"
     config.write_text(
         "[[operations]]\n"
-        'include-path-regex = "^/v1/batchUpload$"\n'
+        'include-path-regex = "^/v1/(lanes/[^/]+/)?batchUpload$"\n'
         'checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "401", "403", "404", "409", "413", '
         '"429"]\n'
         'checks.negative_data_rejection.expected-statuses = ["400", "401", "403", "404", "405", "406", "409", '
