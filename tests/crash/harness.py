@@ -5,8 +5,8 @@ Run it as a program (pytest runs it in a subprocess, tests/crash/test_crash_poin
     python -m tests.crash.harness --points all --runs 20 [--seed S] [--jobs 4] [--json FILE]
     python -m tests.crash.harness --pos-lanes 2 --points all --runs 5    # 2 POS lanes in flight
 
-It prints ``point | runs | reached | lost | doubled | stuck | answer | integrity | verdict`` and
-exits 1 on any violation or on any run whose crash point was not reached.
+It prints ``point | runs | reached | lost | doubled | stuck | answer | integrity | key | pos_lane |
+verdict`` and exits 1 on any violation or on any run whose crash point was not reached.
 
 How a run goes (docs/reliability.md, "Crash points"):
 
