@@ -376,9 +376,10 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes | None:
 class PosCall:
     """One POS request on the e-Buy socket door (blocking socket, 2-byte length + envelope)."""
 
-    def __init__(self, port: int, body: dict[str, Any], action: str = ACTION) -> None:
+    def __init__(self, port: int, body: dict[str, Any], action: str = ACTION, *, device_no: str = "POS01") -> None:
+        # The envelope's deviceNo picks the POS lane on a daemon with several (docs/operations.md "Lanes").
         self.sock = socket.create_connection((HOST, port), timeout=5)
-        self.sock.sendall(frame_message(encode_envelope(envelope_for(action, body))))
+        self.sock.sendall(frame_message(encode_envelope(envelope_for(action, body, device_no=device_no))))
 
     def answer(self, timeout: float) -> dict[str, Any] | None:
         """The answer body, or None when the connection ended (or stayed silent) without one."""

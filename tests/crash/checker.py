@@ -22,14 +22,17 @@ ledger over HTTP), so the rules are unit-tested without any process. For the run
 * **key** (:func:`check_keys`): the backend declined a card request of the run ``55``: its card
   data and PIN block were not under the working key the backend issued for the day (the harness's
   customers always type the card's right PIN, so a 55 means a half-loaded or stale key was used);
-  or a key run's sale, the only thing in its way a crash, did not end approved.
+  or a key run's sale, the only thing in its way a crash, did not end approved;
+* **pos_lane** (:func:`check_pos_lane`): the journal row is not in the POS lane its request was
+  sent on (``lane`` NULL for the default lane, the lane's name for any other), so that lane's
+  recovery and reversal worker would not see it (tests/crash/pos_lanes.py).
 """
 
 from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -50,7 +53,7 @@ NOT_AN_OUTCOME = frozenset({"MB25", "MB31", "MB36", "MB91", "MB92"})
 #: it issued the terminal for the day (simulators/backend/context.py), as a real HSM's PIN check fails.
 WRONG_KEY_CODE = "55"
 #: The columns of a verdict, in the table's order.
-COLUMNS = ("lost", "doubled", "stuck", "answer", "integrity", "key")
+COLUMNS = ("lost", "doubled", "stuck", "answer", "integrity", "key", "pos_lane")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,8 @@ class JournalView:
     calls: tuple[tuple[str, str], ...]
     transitions: tuple[str, ...]
     integrity: str
+    #: The row's POS lane (journal schema v8): None for the default lane (and when there is no row).
+    lane: str | None = None
 
     @property
     def settled(self) -> bool:
@@ -112,6 +117,7 @@ class Verdict:
     answer: list[str] = field(default_factory=list)
     integrity: list[str] = field(default_factory=list)
     key: list[str] = field(default_factory=list)
+    pos_lane: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -209,6 +215,21 @@ def check_keys(verdict: Verdict, sales: Mapping[str, LedgerEntry], *, state: str
             verdict.key.append(f"the backend declined {trace_no} {WRONG_KEY_CODE}: not under the key it issued today")
     if approves and state != "approved":
         verdict.key.append(f"the sale ended {state}, not approved: the restart left the pad without today's key")
+
+
+def check_pos_lane(verdict: Verdict, journal: JournalView, expected: str | None) -> None:
+    """The run's row is in the POS lane its request was sent on (``expected``: None for the default lane).
+
+    Each lane's recovery, reversal worker and inquiry loop find work through the journal's lane
+    view (``Journal.for_lane``): a row written with another lane's name would be finished by the
+    wrong lane, or by none. No row at all is stuck's to report, not this rule's.
+    """
+    if journal.state is not None and journal.lane != expected:
+        verdict.pos_lane.append(f"journal row in POS lane {_lane_label(journal.lane)}, sent on {_lane_label(expected)}")
+
+
+def _lane_label(lane: str | None) -> str:
+    return "default (NULL)" if lane is None else repr(lane)
 
 
 def check_original(
@@ -311,7 +332,7 @@ def read_journal(path: Path, trace_no: str) -> JournalView:
         return JournalView(None, None, None, None, (), (), "journal file missing")
     with _read_only(path) as conn:
         row = conn.execute(
-            "SELECT state, response_json, return_code FROM transactions WHERE trace_no = ?", (trace_no,)
+            "SELECT state, response_json, return_code, lane FROM transactions WHERE trace_no = ?", (trace_no,)
         ).fetchone()
         rev = conn.execute("SELECT state FROM reversals WHERE original_trace_no = ?", (trace_no,)).fetchone()
         calls = conn.execute(
@@ -331,13 +352,16 @@ def read_journal(path: Path, trace_no: str) -> JournalView:
         calls=tuple((str(c["trace_no"]), str(c["kind"])) for c in calls),
         transitions=tuple(f"{s['from_state']} -{s['event']}-> {s['to_state']}" for s in steps),
         integrity=integrity,
+        lane=row["lane"] if row else None,
     )
 
 
-def sweep(path: Path) -> list[str]:
+def sweep(path: Path, pos_lanes: Collection[str | None] | None = None) -> list[str]:
     """Whole-journal check at the end of a lane: every transaction final, no reversal left, integrity ok.
 
-    Each run checks its own traceNo; this catches a run that disturbed an earlier one.
+    Each run checks its own traceNo; this catches a run that disturbed an earlier one. With
+    ``pos_lanes`` (the journal lanes of the daemons' POS lanes, None for the default one) every
+    transaction must also be in one of them.
     """
     if not path.exists():
         return []
@@ -347,7 +371,14 @@ def sweep(path: Path) -> list[str]:
         ).fetchall()
         reversals = conn.execute("SELECT original_trace_no, state FROM reversals WHERE state <> 'done'").fetchall()
         integrity = "\n".join(str(r[0]) for r in conn.execute("PRAGMA integrity_check").fetchall())
+        lanes = conn.execute("SELECT lane, count(*) AS n FROM transactions GROUP BY lane").fetchall()
     problems = [f"transaction {row['trace_no']} left {row['state']}" for row in open_rows]
+    if pos_lanes is not None:
+        problems += [
+            f"{row['n']} transaction(s) in POS lane {_lane_label(row['lane'])}, no lane of the daemons"
+            for row in lanes
+            if row["lane"] not in pos_lanes
+        ]
     problems += [f"reversal of {row['original_trace_no']} left {row['state']}" for row in reversals]
     if integrity != "ok":
         problems.append(f"integrity_check: {integrity}")

@@ -3,9 +3,10 @@
 Run it as a program (pytest runs it in a subprocess, tests/crash/test_crash_points.py)::
 
     python -m tests.crash.harness --points all --runs 20 [--seed S] [--jobs 4] [--json FILE]
+    python -m tests.crash.harness --pos-lanes 2 --points all --runs 5    # 2 POS lanes in flight
 
-It prints ``point | runs | reached | lost | doubled | stuck | answer | integrity | verdict`` and
-exits 1 on any violation or on any run whose crash point was not reached.
+It prints ``point | runs | reached | lost | doubled | stuck | answer | integrity | key | pos_lane |
+verdict`` and exits 1 on any violation or on any run whose crash point was not reached.
 
 How a run goes (docs/reliability.md, "Crash points"):
 
@@ -32,6 +33,11 @@ How a run goes (docs/reliability.md, "Crash points"):
 ``--jobs N`` runs N lanes in parallel. A lane is a forked worker with its own bench (both
 simulators, two ports, a journal) that runs its share of the runs; lanes share nothing.
 
+``--pos-lanes N`` (N >= 2) gives every daemon N POS lanes (``[[lanes]]``, one pad simulator each;
+not to be confused with the harness's lanes above) and sends a ``cardRedemption`` on each of them
+at the same moment in every run: tests/crash/pos_lanes.py. It runs the points a plain card sale
+reaches (``all`` means those); the QR, follow-up and key points are refused there.
+
 The modules: this one is the command line; tests/crash/bench.py the timers, the daemons' settings,
 the simulator processes, the forked daemon child and the POS's socket call; tests/crash/lane.py one
 lane's runs and the lanes in parallel; tests/crash/report.py a run's record, the table and the
@@ -41,6 +47,7 @@ failure paragraphs; tests/crash/scenarios.py and tests/crash/flows.py what each 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import secrets
 import shutil
@@ -53,7 +60,8 @@ from pathlib import Path
 
 from misbridge.host import crashpoints
 from tests.crash.bench import DEFAULT_JOBS
-from tests.crash.lane import run_all
+from tests.crash.lane import BenchFactory, Lane, run_all
+from tests.crash.pos_lanes import POS_LANES_POINTS, PosLanesBench
 from tests.crash.report import failures, render, summarize
 from tests.crash.scenarios import uncovered_points
 
@@ -70,6 +78,13 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=DEFAULT_JOBS,
         help=f"parallel lanes, each with its own simulators and journal (default {DEFAULT_JOBS})",
+    )
+    parser.add_argument(
+        "--pos-lanes",
+        type=int,
+        default=1,
+        help="POS lanes per daemon, a sale in flight on each in every run (default 1; 2 or more: "
+        "the plain card sale's points only)",
     )
     parser.add_argument("--json", type=Path, default=None, help="write every run's result to this file")
     parser.add_argument("--workdir", type=Path, default=None, help="keep journals and logs here (default: temp)")
@@ -90,6 +105,22 @@ def _refusal(unknown: Sequence[str]) -> str:
     return "".join(lines)
 
 
+def _pos_lanes_refusal(points: Sequence[str]) -> str | None:
+    """Why ``--pos-lanes`` > 1 cannot run ``points`` (None: it can)."""
+    others = [p for p in points if p in crashpoints.DAEMON_POINTS and p not in POS_LANES_POINTS]
+    if not others:
+        return None
+    return (
+        f"not run with --pos-lanes: {', '.join(others)} (a POS lane's QR, follow-up and key points "
+        "run with one POS lane; docs/reliability.md, 'Two POS lanes in flight')\n"
+    )
+
+
+def _bench(pos_lanes: int) -> BenchFactory:
+    """What each harness lane runs on: one POS lane per daemon, or tests/crash/pos_lanes.py's several."""
+    return Lane if pos_lanes == 1 else functools.partial(PosLanesBench, pos_lanes=pos_lanes)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the harness over the daemon's points; 0 when every point was reached in every run with no violation."""
     args = _parse(argv)
@@ -97,20 +128,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if missing:
         sys.stderr.write(f"no crash scenario for: {', '.join(missing)}\n")
         return 2
-    daemon_points = crashpoints.DAEMON_POINTS
+    if args.runs < 1 or args.jobs < 1 or args.pos_lanes < 1:
+        sys.stderr.write("--runs, --jobs and --pos-lanes must be >= 1\n")
+        return 2
+    daemon_points = crashpoints.DAEMON_POINTS if args.pos_lanes == 1 else POS_LANES_POINTS
     points = list(daemon_points) if args.points == "all" else [p.strip() for p in args.points.split(",") if p]
-    unknown = [p for p in points if p not in daemon_points]
-    if unknown or args.runs < 1 or args.jobs < 1:
-        sys.stderr.write(_refusal(unknown) if unknown else "--runs and --jobs must be >= 1\n")
+    unknown = [p for p in points if p not in crashpoints.DAEMON_POINTS]
+    refusal = _refusal(unknown) if unknown else _pos_lanes_refusal(points) if args.pos_lanes > 1 else None
+    if refusal:
+        sys.stderr.write(refusal)
         return 2
     seed = args.seed if args.seed is not None else secrets.token_hex(4)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="misbridge-crash-"))
     workdir.mkdir(parents=True, exist_ok=True)
     sys.stdout.write(
-        f"crash harness: {len(points)} points x {args.runs} runs, seed {seed}, {args.jobs} lane(s), workdir {workdir}\n"
+        f"crash harness: {len(points)} points x {args.runs} runs, seed {seed}, {args.jobs} lane(s), "
+        f"{args.pos_lanes} POS lane(s) per daemon, workdir {workdir}\n"
     )
     started = time.monotonic()
-    results, errors = run_all(points, args.runs, seed=seed, jobs=args.jobs, workdir=workdir, progress=not args.quiet)
+    results, errors = run_all(
+        points, args.runs, seed=seed, jobs=args.jobs, workdir=workdir, progress=not args.quiet,
+        bench=_bench(args.pos_lanes),
+    )  # fmt: skip
     wall = time.monotonic() - started
     rows = summarize(points, results)
     sys.stdout.write(render(rows) + "\n")
@@ -136,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "points": points,
                     "runs": args.runs,
                     "jobs": args.jobs,
+                    "pos_lanes": args.pos_lanes,
                     "wall_s": round(wall, 1),
                     "errors": errors,
                     "rows": [{**asdict(row), "verdict": row.verdict} for row in rows],

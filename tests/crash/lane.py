@@ -3,6 +3,9 @@
 :class:`Lane` runs one crash run after the other (:meth:`Lane.run`: the crashing daemons, the
 clean one, the check); :func:`run_all` forks ``--jobs`` lane workers and gathers their results
 (tests/crash/harness.py; docs/reliability.md, "Crash points").
+
+A harness *lane* is a parallel worker, not a POS lane: with ``pos_lanes`` > 1 its daemons serve
+that many POS lanes (``[[lanes]]``, one pad simulator each; tests/crash/pos_lanes.py).
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
 from misbridge.app.daemon import load_signing_key
-from misbridge.app.simulated import Simulators
+from misbridge.app.simulated import PadSimulator, Simulators
 from misbridge.config.settings import Settings
 from simulators.crypto import TEST_ROOT_KEY_HEX
 from tests.crash import checker, scenarios
@@ -57,7 +60,7 @@ from tests.crash.scenarios import Plan, Stage, plan_for
 #: The answers that offer options to a POS that chooses (the daemons' ``options.choose_codes``).
 OPTION_CODES = ("09",)
 
-# --- one lane: a pad, two ports, a journal --------------------------------------------------------------
+# --- one lane: its pads, two ports, a journal ----------------------------------------------------------
 
 
 class Lane:
@@ -69,7 +72,7 @@ class Lane:
     the other's script.
     """
 
-    def __init__(self, name: str, workdir: Path, seed: str) -> None:
+    def __init__(self, name: str, workdir: Path, seed: str, *, pos_lanes: int = 1) -> None:
         self.name = name
         self.workdir = workdir
         self.seed = seed
@@ -79,21 +82,23 @@ class Lane:
         key_file.write_text(secrets.token_hex(16), encoding="utf-8")
         key_file.chmod(0o600)
         self.backend_sim = SimProcess(["backend", "--port", "0", "--key-file", str(key_file)], workdir / "backend.log")
-        link = workdir / "pinpad"
-        self.pad = SimProcess(
-            ["pinpad", "--link", str(link), "--control", str(workdir / "pinpad.ctl")], workdir / "pinpad.log"
-        )
+        #: One pad simulator per POS lane the daemons serve (the first as it always was).
+        self.pad_sims = [_pad_sim(workdir, number) for number in range(1, pos_lanes + 1)]
+        self.pads = [pad for pad, _ in self.pad_sims]
         try:
             self.backend = Backend(self.backend_sim.ready_line().split()[-1])
-            self.pad.ready_line()
+            for _, process in self.pad_sims:
+                process.ready_line()
         except BaseException:
             self.close()
             raise
         ports = (free_port(), free_port())
-        self.pad_control = workdir / "pinpad.ctl"
+        self.pad_control = self.pads[0].control_path
 
-        sims = Simulators(device_path=link, control_path=self.pad_control, backend_url=self.backend.url,
-                          signing_key_file=key_file, log_path=workdir / "pinpad.log")  # fmt: skip
+        # More than one pad: simulated_settings gives the daemons [[lanes]] lane1 (POS01), lane2 (POS02), ...
+        sims = Simulators(device_path=self.pads[0].device_path, control_path=self.pad_control,
+                          backend_url=self.backend.url, signing_key_file=key_file,
+                          log_path=workdir / "pinpad.log", pads=tuple(self.pads))  # fmt: skip
 
         # The store's rootKey, for the daemons of the runs that provision a pad (the key points).
         root_key = workdir / "root.key"
@@ -121,9 +126,14 @@ class Lane:
         self.journal = Path(self.settings.journal.path)
 
     def close(self) -> None:
-        """Stop both simulators."""
-        self.pad.stop()
+        """Stop the simulators."""
+        for _, process in self.pad_sims:
+            process.stop()
         self.backend_sim.stop()
+
+    def sweep(self) -> list[str]:
+        """The whole journal at the end of the lane's runs (:func:`checker.sweep`)."""
+        return checker.sweep(self.journal)
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -311,6 +321,7 @@ class Lane:
             original_no = str(flow.original.body["traceNo"])
             card_requests[original_no] = self.backend.ledger(original_no)
         checker.check_keys(verdict, card_requests, state=view.state, approves=plan.approves)
+        checker.check_pos_lane(verdict, view, None)  # one POS lane: the default lane's rows, as ever
         result.state, result.reversal = view.state, view.reversal_state
         result.ledger, result.submissions = sale.state, sale.submissions
         result.transitions = list(view.transitions)
@@ -322,6 +333,7 @@ class Lane:
         result.answer += verdict.answer
         result.integrity += verdict.integrity
         result.key += verdict.key
+        result.pos_lane += verdict.pos_lane
 
     def _check_original(self, verdict: checker.Verdict, view: checker.JournalView, flow: Flow) -> None:
         """The follow-up's original: the journal's view and its ledger entry as the backend knows it."""
@@ -345,13 +357,27 @@ def _code(body: dict[str, Any] | None) -> str | None:
     return None if body is None else str(body.get("returnCode"))
 
 
+def _pad_sim(workdir: Path, number: int) -> tuple[PadSimulator, SimProcess]:
+    """POS lane ``number``'s pad simulator: ``pinpad``/``pinpad.ctl`` for the first, ``pinpad-N`` after."""
+    stem = "pinpad" if number == 1 else f"pinpad-{number}"
+    pad = PadSimulator(workdir / stem, workdir / f"{stem}.ctl")
+    args = ["pinpad", "--link", str(pad.device_path), "--control", str(pad.control_path)]
+    return pad, SimProcess(args, workdir / f"{stem}.log")
+
+
+#: Builds a lane's bench: (name, workdir, seed) -> a Lane (or a subclass, tests/crash/pos_lanes.py).
+BenchFactory = Callable[[str, Path, str], Lane]
+
+
 # --- lanes in parallel -------------------------------------------------------------------------------
 
 
-def _lane_worker(lane_dir: Path, seed: str, tasks: list[tuple[str, int]], out: Path, progress: bool) -> NoReturn:
+def _lane_worker(
+    lane_dir: Path, seed: str, tasks: list[tuple[str, int]], out: Path, progress: bool, bench: BenchFactory
+) -> NoReturn:
     code = 1
     try:
-        lane = Lane(lane_dir.name, lane_dir, seed)
+        lane = bench(lane_dir.name, lane_dir, seed)
         try:
             with out.open("w", encoding="utf-8") as sink:
                 for point, index in tasks:
@@ -364,7 +390,7 @@ def _lane_worker(lane_dir: Path, seed: str, tasks: list[tuple[str, int]], out: P
                         sys.stderr.flush()
         finally:
             lane.close()
-        leftovers = checker.sweep(lane.journal)
+        leftovers = lane.sweep()
         for problem in leftovers:
             sys.stderr.write(f"lane {lane.name}: {problem}\n")
         code = 3 if leftovers else 0
@@ -378,9 +404,19 @@ def _lane_worker(lane_dir: Path, seed: str, tasks: list[tuple[str, int]], out: P
 
 
 def run_all(
-    points: Sequence[str], runs: int, *, seed: str, jobs: int, workdir: Path, progress: bool
+    points: Sequence[str],
+    runs: int,
+    *,
+    seed: str,
+    jobs: int,
+    workdir: Path,
+    progress: bool,
+    bench: BenchFactory = Lane,
 ) -> tuple[list[RunResult], list[str]]:
-    """Run ``runs`` crash runs for each point on ``jobs`` lanes; returns the results and lane errors."""
+    """Run ``runs`` crash runs for each point on ``jobs`` lanes; returns the results and lane errors.
+
+    ``bench`` builds each lane (default :class:`Lane`: daemons with one POS lane).
+    """
     prewarm()
     # Interleave the points so each lane gets a fair mix of slow and fast scenarios.
     tasks = [(point, index) for index in range(runs) for point in points]
@@ -393,7 +429,7 @@ def run_all(
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _lane_worker(lane_dir, seed, tasks[lane_no::jobs], out, progress)
+            _lane_worker(lane_dir, seed, tasks[lane_no::jobs], out, progress, bench)
         lanes.append((pid, out))
     errors: list[str] = []
     results: list[RunResult] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from tests.crash.checker import COLUMNS as VIOLATIONS
 
@@ -32,6 +33,11 @@ class RunResult:
     answer: list[str] = field(default_factory=list)
     integrity: list[str] = field(default_factory=list)
     key: list[str] = field(default_factory=list)
+    pos_lane: list[str] = field(default_factory=list)
+    #: With ``--pos-lanes N`` (tests/crash/pos_lanes.py): each POS lane's transaction of the run
+    #: (lane, trace_no, state, reversal, ledger, ...); the fields above are then the first lane's,
+    #: the violations every lane's, each prefixed with its lane and traceNo.
+    pos_lanes: list[dict[str, Any]] = field(default_factory=list)
     #: Why the scenario did not happen as planned (the run then counts as not reached).
     setup: list[str] = field(default_factory=list)
     #: Times /health answered 200 before the daemon had logged the end of its start-up.
@@ -63,6 +69,7 @@ class Row:
     answer: int = 0
     integrity: int = 0
     key: int = 0
+    pos_lane: int = 0
 
     @property
     def verdict(self) -> str:
@@ -118,6 +125,17 @@ def failures(results: Sequence[RunResult]) -> Iterator[str]:
             f"  state {r.state}, reversal {r.reversal}, ledger {r.ledger} x{r.submissions}, "
             f"first answer {r.first_answer}, repeated answer {r.repeated_answer}\n"
             f"  transitions: {'; '.join(r.transitions) or '-'}\n"
+            + "".join(f"  {_pos_lane_line(txn)}\n" for txn in r.pos_lanes)
             + "".join(f"  {p}\n" for p in problems)
             + f"  log: {r.log}"
         )
+
+
+def _pos_lane_line(txn: dict[str, Any]) -> str:
+    """One POS lane's transaction of a ``--pos-lanes`` run, on one line."""
+    return (
+        f"POS lane {txn['lane']} traceNo {txn['trace_no']}: state {txn['state']} (journal lane "
+        f"{txn['journal_lane']}), reversal {txn['reversal']}, ledger {txn['ledger']} x{txn['submissions']}, "
+        f"first answer {txn['first_answer']}, repeated answer {txn['repeated_answer']}; "
+        f"transitions: {'; '.join(txn['transitions']) or '-'}"
+    )

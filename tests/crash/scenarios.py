@@ -69,6 +69,12 @@ VOID_POINTS: tuple[str, ...] = (
 RECOVERY_POINTS: tuple[str, ...] = ("recovery.start", "recovery.after_first")
 SHUTDOWN_POINTS: tuple[str, ...] = ("shutdown.drain",)
 KEY_POINTS: tuple[str, ...] = ("keys.after_sign_in", "keys.after_working_load", "keys.after_master_load")
+#: The points a run of a plain ``cardRedemption`` reaches (:func:`card_sale_plan`), in DAEMON_POINTS' order.
+CARD_SALE_RUN_POINTS: tuple[str, ...] = tuple(
+    point
+    for point in DAEMON_POINTS
+    if point in {*SALE_POINTS, *INQUIRY_POINTS, *VOID_POINTS, *RECOVERY_POINTS, *SHUTDOWN_POINTS}
+)
 
 #: Sale points a request passes only after the backend answered (a scripted decline matters there).
 BACKEND_REACHED: tuple[str, ...] = (
@@ -342,6 +348,19 @@ def plan_for(point: str, rng: random.Random, trace_no: str = "C0") -> Plan:
     card_share = {"backend.voidCardSale.after_write": 0.35}.get(point, 0.3 if point in flows.CARD_SALE_POINTS else 0)
     if card_share and rng.random() < card_share:
         return card_follow_up_plan(point, rng, trace_no)
+    if point in KEY_POINTS:
+        return key_plan(point, rng)
+    return card_sale_plan(point, rng)
+
+
+def card_sale_plan(point: str, rng: random.Random) -> Plan:
+    """A run whose POS request is a plain ``cardRedemption``: one of :data:`CARD_SALE_RUN_POINTS`.
+
+    The two-POS-lane runs (tests/crash/pos_lanes.py) draw their plans here, one for both lanes.
+
+    Raises:
+        ValueError: ``point`` is not one of them.
+    """
     if point in SALE_POINTS or point in INQUIRY_POINTS or point in VOID_POINTS:
         stage, variant = prep_stage(point, rng)
         return Plan(point, (stage,), variant)
@@ -355,9 +374,7 @@ def plan_for(point: str, rng: random.Random, trace_no: str = "C0") -> Plan:
         held = rng.choice(("delay-before-commit", "delay-after-commit"))
         stage = Stage(point, (FaultSpec("sale", held, delay_s=HOLD_S),), sigterm_at_state="submitting")
         return Plan(point, (stage,), f"SIGTERM while the backend holds the sale ({held})")
-    if point in KEY_POINTS:
-        return key_plan(point, rng)
-    raise ValueError(f"no crash scenario for point {point!r}")
+    raise ValueError(f"no crash scenario for point {point!r} in a plain card sale")
 
 
 def uncovered_points() -> list[str]:

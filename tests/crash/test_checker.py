@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,11 +21,13 @@ from tests.crash.checker import (
     Verdict,
     check_keys,
     check_original,
+    check_pos_lane,
     check_run,
     read_journal,
     read_state,
     sweep,
 )
+from tests.crash.pos_lanes import POS_LANES_POINTS, pos_lane_sales
 
 APPROVED = {"traceNo": "T1", "returnCode": "00", "returnDesc": "SUCCESS"}
 VOIDED = {"traceNo": "T1", "returnCode": "MB32", "returnDesc": "voided"}
@@ -365,3 +368,77 @@ def test_key_runs_start_from_a_pad_that_makes_the_daemon_sign_in_or_provision(po
         assert pads == set(scenarios.PROVISION_PADS)
     else:
         assert pads == set(scenarios.SIGN_IN_PADS)
+
+
+# -- several POS lanes in one daemon: each row in the lane its request was sent on (tests/crash/pos_lanes.py)
+
+
+@pytest.mark.parametrize(
+    ("row_lane", "expected", "bad"),
+    [
+        (None, None, False),  # the default lane writes NULL, as a one-lane journal does
+        ("lane2", "lane2", False),
+        ("lane2", None, True),  # the default lane's sale written as lane2's: lane2's recovery would finish it
+        (None, "lane2", True),  # lane2's sale in the default lane: lane2's reversal worker never sees it
+        ("lane3", "lane2", True),
+    ],
+)
+def test_a_row_outside_the_pos_lane_it_was_sent_on_is_a_pos_lane_violation(
+    row_lane: str | None, expected: str | None, bad: bool
+) -> None:
+    verdict = Verdict()
+    check_pos_lane(verdict, replace(view("approved"), lane=row_lane), expected)
+    assert bool(verdict.pos_lane) is bad, verdict.pos_lane
+    assert verdict.ok is not bad
+    assert all(message.startswith("pos_lane: ") for message in verdict.messages())
+
+
+def test_no_row_at_all_is_stuck_not_a_pos_lane_violation() -> None:
+    verdict = check(view(None), LedgerEntry())
+    check_pos_lane(verdict, view(None), "lane2")
+    assert verdict.stuck
+    assert not verdict.pos_lane
+
+
+async def test_read_journal_and_the_sweep_see_each_rows_pos_lane(tmp_path: Path) -> None:
+    path = tmp_path / "journal.db"
+    journal = await Journal.open(path)
+    try:
+        views = {"T1": journal.for_lane("lane1", default=True), "T2": journal.for_lane("lane2", default=False)}
+        views["T3"] = journal.for_lane("lane3", default=False)
+        for trace_no, lane in views.items():
+            await lane.record_intent(
+                TransactionRecord.new(trace_no, "cardRedemption", TxnState.RECEIVED, {"traceNo": trace_no})
+            )
+            await lane.record_transition(trace_no, "received", "abort", response=VOIDED, return_code="MB32")
+    finally:
+        await journal.close()
+    assert [read_journal(path, no).lane for no in ("T1", "T2", "T3", "T4")] == [None, "lane2", "lane3", None]
+    assert sweep(path) == []
+    assert sweep(path, pos_lanes={None, "lane2", "lane3"}) == []
+    assert sweep(path, pos_lanes={None, "lane2"}) == ["1 transaction(s) in POS lane 'lane3', no lane of the daemons"]
+
+
+def test_the_pos_lanes_mode_runs_every_plain_card_sale_point_and_only_those() -> None:
+    expected = [p for p in DAEMON_POINTS if p not in {*flows.POINTS, *scenarios.KEY_POINTS}]
+    assert list(POS_LANES_POINTS) == expected
+    assert {"intake.before_intent", "pos.after_reply", "recovery.start", "shutdown.drain"} <= set(expected)
+    for point in POS_LANES_POINTS:
+        for index in range(20):
+            plan = scenarios.card_sale_plan(point, random.Random(index))
+            assert plan.stages[-1].crash_at.split(":")[0] == point
+            assert (plan.flow, plan.provision, plan.approves) == (None, False, False)
+    for point in (*flows.POINTS, *scenarios.KEY_POINTS):
+        with pytest.raises(ValueError, match="no crash scenario"):
+            scenarios.card_sale_plan(point, random.Random(0))
+
+
+def test_each_pos_lane_sells_under_its_own_trace_no_and_device_no() -> None:
+    sales = pos_lane_sales(2, 7, random.Random("s"))
+    assert [(s.name, s.device_no, s.journal_lane) for s in sales] == [
+        ("lane1", "POS01", None),
+        ("lane2", "POS02", "lane2"),
+    ]
+    assert len({s.trace_no for s in sales}) == 2
+    assert all(s.body["traceNo"] == s.trace_no and s.trace_no.endswith("0007") for s in sales)
+    assert pos_lane_sales(2, 7, random.Random("s")) == sales  # a seed reproduces them
