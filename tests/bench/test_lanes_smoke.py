@@ -45,7 +45,7 @@ def test_quick_run_prints_every_row_and_writes_them_as_json(tmp_path: Path) -> N
     assert re.fullmatch(r"[\d.]+x (PASS|MISS)", ratio.verdict)
     assert re.fullmatch(r"[\d.]+ ms \(2 lanes\), [\d.]+ ms \(one lane\)", by_name["8e. daemon CPU per sale"].measured)
     assert re.fullmatch(r"[\d.]+ MB", by_name["8f. daemon peak RSS"].measured)
-    wall = by_name[f"8g. wall time, {QUICK_LANES} lanes x {QUICK_SALES} sales"]
+    wall = by_name[f"8g. saturation, {QUICK_LANES} lanes x {QUICK_SALES} sales unpaced"]
     assert re.fullmatch(r"[\d.]+ s = \d+ sales/s", wall.measured)
 
 
@@ -55,7 +55,9 @@ def _phase(lanes: int, seconds: float) -> Phase:
 
 def test_the_goal_is_the_p50_of_every_lane_within_1_2_times_one_lane_alone() -> None:
     def goal_row(together_s: float) -> str:
-        measured = Measured(2, 10, alone=_phase(1, 0.010), together=_phase(2, together_s))
+        measured = Measured(
+            2, 10, alone=_phase(1, 0.010), together=_phase(2, together_s), saturated=_phase(2, together_s)
+        )
         return next(r.verdict for r in rows(measured) if r.name.startswith("8d."))
 
     assert goal_row(0.012) == "1.20x PASS"
