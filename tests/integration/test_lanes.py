@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +22,16 @@ import pytest_asyncio
 
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.app.cli import main
-from misbridge.app.simulated import SimulatedDaemon, lane_device_no, lane_name, simulated_daemon
+from misbridge.app.simulated import (
+    SimulatedDaemon,
+    Simulators,
+    lane_device_no,
+    lane_name,
+    simulated_daemon,
+    simulated_lanes,
+    simulated_settings,
+)
+from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
 from tests.integration.conftest import new_trace_no
@@ -188,3 +198,51 @@ async def _health(bench: SimulatedDaemon) -> dict[str, Any]:
         reply = await http.get("/health")
     health: dict[str, Any] = reply.json()
     return health
+
+
+async def fault(bench: SimulatedDaemon, order: dict[str, Any]) -> None:
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(f"{bench.sims.backend_base}/_sim/faults", json=order)
+    assert reply.status_code < 300, reply.text
+
+
+async def test_a_void_hanging_on_one_lane_does_not_hold_another_lanes_sales(four: SimulatedDaemon) -> None:
+    body = sale_body()
+    lost = body["traceNo"]
+    await fault(four, {"action": "sale", "fault": "drop-after-commit", "trace_no": lost})
+    await fault(four, {"action": "inquiry", "fault": "http-500-after-commit", "times": 1000, "trace_no": lost})
+    await fault(four, {"action": "void", "fault": "delay-before-commit", "delay_s": 6, "trace_no": lost})
+    answer = await sell_on_socket(four, 2, body)  # the reply is lost, inquiries fail: voided
+    assert answer["returnCode"] == "MB32", answer
+    journal = four.daemon.service.journal  # the default lane's view: lane 2's reversal is not its work
+    lane2 = journal.for_lane("lane2", default=False)
+    for _ in range(50):  # the lane's reversal worker sends the void, which the backend holds 6 s
+        if (await lane2.calls(lost)) and any(call.kind == "void" for call in await lane2.calls(lost)):
+            break
+        await asyncio.sleep(0.1)
+    assert [r.original_trace_no for r in await lane2.pending_reversals()] == [lost]
+    assert await journal.pending_reversals() == []
+
+    other, seconds = await timed_sale(four, 1)  # lane 1 has no void of its own to send first
+    assert other["returnCode"] == "00", other
+    assert seconds < 3.0, f"lane 1 waited {seconds:.1f} s behind lane 2's void"
+    assert [r.original_trace_no for r in await lane2.pending_reversals()] == [lost], "lane 2's void was still hanging"
+
+
+async def test_a_lane_with_a_port_of_its_own(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a free port for the lane (released before the daemon binds it)
+        probe.bind(("127.0.0.1", 0))
+        own_port = probe.getsockname()[1]
+
+    def wired(sims: Simulators) -> Settings:
+        lanes = simulated_lanes(sims)
+        lanes[1]["socket_port"] = own_port
+        return simulated_settings(sims, tmp_path / "journal.db", lanes=lanes)
+
+    async with simulated_daemon(tmp_path, wired, card="points-cash", lanes=2) as bench:
+        body = sale_body()
+        # The POS of lane 2 sends lane 1's deviceNo (or none it knows): the port decides.
+        envelope = envelope_for("cardRedemption", body, device_no="POS01")
+        answer = await socket_request(bench.settings.api.host, own_port, envelope)
+        assert answer.body["returnCode"] == "00", answer.body
+        assert lanes_of(bench.settings.journal.path)[body["traceNo"]] == "lane2"
