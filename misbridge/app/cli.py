@@ -108,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     provision.add_argument("--config", type=Path, help="TOML configuration (default: $MISBRIDGE_CONFIG, else "
                            "/etc/misbridge/misbridge.toml if it exists)")  # fmt: skip
+    provision.add_argument(
+        "--lane", metavar="NAME",
+        help="the [[lanes]] lane whose pad to provision, under its deviceNo and shopNo (default: the default lane; "
+        "'default' names it too)",
+    )  # fmt: skip
     return parser
 
 
@@ -138,7 +143,8 @@ def _add_reconcile_parser(commands: argparse._SubParsersAction[argparse.Argument
         "reconcile", help="end of day: upload a business day to e-Buy (batchUpload), compare, and report",
         description="Upload the business day's transactions with batchUpload, ask the summary, and report "
         "every record the backend disagrees about with what to do (docs/operations.md, 'End of day'). "
-        "The report is printed and written as JSON and CSV under <journal directory>/reports/<date>/. "
+        "The report is printed and written as JSON and CSV under <journal directory>/reports/<date>/; with "
+        "several [[lanes]], one per lane, each under its own deviceNo. "
         "Exit status: 0 everything matches, 3 mismatches, 1 backend unreachable or failed (run again), "
         "2 configuration or usage error.",
     )  # fmt: skip
@@ -160,6 +166,10 @@ def _add_reconcile_parser(commands: argparse._SubParsersAction[argparse.Argument
         help="TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)",
     )
     command.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
+    command.add_argument(
+        "--lane", metavar="NAME",
+        help="only this [[lanes]] lane ('default': the default lane); default: every lane, one report each",
+    )  # fmt: skip
 
 
 def _lane_count(text: str) -> int:
@@ -327,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
             configure_logging("WARNING")
             from misbridge.app.provision import provision_pad
 
-            return asyncio.run(provision_pad(settings, sys.stdout))
+            return asyncio.run(provision_pad(settings, sys.stdout, lane=args.lane))
         if args.command == "reconcile":
             return _reconcile(args)
         if args.command == "probe":
@@ -503,7 +513,9 @@ def _reconcile(args: argparse.Namespace) -> int:
     from misbridge.app.reconcile import run_reconcile
 
     return asyncio.run(
-        run_reconcile(settings, sys.stdout, day=args.date, since=args.since, as_json=args.json, err=sys.stderr)
+        run_reconcile(
+            settings, sys.stdout, day=args.date, since=args.since, as_json=args.json, err=sys.stderr, lane=args.lane
+        )
     )
 
 

@@ -4,6 +4,12 @@ Run at install, or when a pad is replaced, with the misbridge service stopped (i
 port). The rootKey comes from the ``ebuy-root-key`` systemd credential or ``keys.root_key_file``
 (docs/operations.md, "Keys"). Every step is checked by the KCV the pad reports; what is printed is
 the pad's identity and check values, never a key.
+
+With several POS lanes (``[[lanes]]``) it provisions one lane's pad (``--lane``, default the
+default lane): that lane's ``device_url`` and ``key_index``, DownloadKey and the sign-in under
+that lane's deviceNo and shopNo, the sign-in journaled as the lane's (its ``key_calls`` row
+carries the lane, so the daemon's key keeper of that lane finds it at start). With one lane it is
+``[device]`` and ``[identity]``, as ever.
 """
 
 from __future__ import annotations
@@ -27,12 +33,22 @@ from misbridge.journal.store import Journal
 PAD_WAIT_S = 10.0
 
 
-async def provision_pad(settings: Settings, out: TextIO, *, pad_wait_s: float = PAD_WAIT_S) -> int:
-    """Provision the configured pad; 0 done, 1 failed (the reason printed to ``out``).
+async def provision_pad(
+    settings: Settings, out: TextIO, *, lane: str | None = None, pad_wait_s: float = PAD_WAIT_S
+) -> int:
+    """Provision the pad of ``lane`` (default: the default lane); 0 done, 1 failed (the reason printed to ``out``).
 
     Raises:
-        ConfigError: no rootKey, or no signing key while signing is on (the command exits 2).
+        ConfigError: no such lane, no rootKey, or no signing key while signing is on (the command exits 2).
     """
+    try:
+        chosen = settings.lane_named(lane)
+    except ValueError as unknown:
+        raise ConfigError(str(unknown)) from unknown
+    several = len(settings.lane_list()) > 1
+    if several:
+        print(f"lane {chosen.name} (deviceNo {chosen.identity.device_no}, pad {chosen.device.url})", file=out)
+    settings = settings.for_lane(chosen)  # the lane's pad and identity; everything else as configured
     use_installed_credentials()  # sudo misbridge pad provision: the files the unit loads
     root_key = load_root_key(settings.keys.root_key_credential, settings.keys.root_key_file)
     if root_key is None:
@@ -43,7 +59,9 @@ async def provision_pad(settings: Settings, out: TextIO, *, pad_wait_s: float = 
     signing_key = load_signing_key(settings)  # the sign-in is signed like any request
     Path(settings.journal.path).parent.mkdir(parents=True, exist_ok=True)
     pad = create_driver(settings.device)
-    async with await Journal.open(Path(settings.journal.path)) as journal:
+    async with await Journal.open(Path(settings.journal.path)) as whole:
+        # With several lanes the daemon's keeper reads its own lane's sign-ins: journal this one as the lane's.
+        journal = whole.for_lane(chosen.name, default=chosen.default) if several else whole
         backend = BackendClient(settings.backend, settings.identity, signing_key)
         await pad.start()
         try:

@@ -19,6 +19,20 @@ tests/crash/test_reconcile_crash.py kills the command at each.
 
 Exit status: 0 everything matches, 3 mismatches, 1 the backend could not be reached or failed
 mid-way (the calls made are journaled; run again), 2 a configuration or usage error.
+
+**Lanes** (issue 16). The backend knows each POS lane by its own deviceNo, so with several
+lanes every business day is reconciled once per lane, in lane order: the lane's records (its
+journal view, :meth:`misbridge.journal.store.Journal.for_lane`) go up under the lane's
+identity (deviceNo, shopNo), with a ``summary`` of the lane's own; the calls' traceNos come from
+the journal's one counter and their ``key_calls`` rows carry the lane. ``--lane`` runs one lane.
+Each lane's report names the lane, and its files do too, except the default lane's, whose names
+are the ones a one-lane store always had: ``reconcile-<run time>.json`` for the default lane,
+``reconcile-<lane>-<run time>.json`` for the others (a lane name has no capital letter, so the
+two never mix). ``latest.json`` keeps each lane's latest outcome and adds them up
+(:func:`misbridge.core.latest_reconcile.with_lane`). ``--since last`` takes a day as done for a
+lane once that lane has a report of it, and runs each day for the lanes that have none. The
+exit status is the worst lane's; a 1 or 2 stops the run there. A one-lane configuration runs
+as before lanes: the whole journal, ``[identity]``, no lane in the report or its names.
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -39,13 +53,13 @@ from loguru import logger
 
 from misbridge.app.daemon import load_signing_key
 from misbridge.backend.client import BackendClient, BackendReply
-from misbridge.config.settings import Settings
+from misbridge.config.settings import Lane, Settings
 from misbridge.core.endofday import BusinessDay, DayRecords, business_day, business_day_at, day_records
-from misbridge.core.latest_reconcile import LatestReconcile, latest_path
+from misbridge.core.latest_reconcile import LaneReconcile, LatestReconcile, latest_path, read_latest, with_lane
 from misbridge.core.reconcile import (
-    CSV_COLUMNS,
     EXIT_MATCHED,
     ReconcileReport,
+    ReportLane,
     SettleLine,
     SummaryTotals,
     Totals,
@@ -67,6 +81,7 @@ __all__ = [
     "SINCE_LAST",
     "RunPlan",
     "days_to_run",
+    "lanes_to_reconcile",
     "last_complete_day",
     "last_reported_day",
     "publish_latest",
@@ -86,6 +101,8 @@ MATCH_WINDOW: Final = timedelta(days=7)
 _RUN_TIME_FORMAT: Final = "%Y%m%dT%H%M%S%fZ"
 #: A temporary of :func:`_write_atomically`: ``.<the file's name>.<the writer's pid>.tmp``.
 _TEMPORARY: Final = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.tmp")
+#: A report's JSON file: ``reconcile-<run time>.json`` (the default lane's) or ``reconcile-<lane>-<run time>.json``.
+_REPORT_NAME: Final = re.compile(r"reconcile-(?:(?P<lane>.+)-)?[0-9]{8}T[0-9]{12}Z\.json")
 
 
 @dataclass(frozen=True)
@@ -109,15 +126,18 @@ async def run_reconcile(
     as_json: bool = False,
     now: datetime | None = None,
     err: TextIO | None = None,
+    lane: str | None = None,
 ) -> int:
     """``misbridge reconcile``: 0 matched, 3 mismatches, 1 backend unreachable or failed, 2 usage error.
 
     ``day`` defaults to :func:`last_complete_day`; ``since`` (a date, or :data:`SINCE_LAST`)
     runs every business day from it to the last complete one instead (:func:`days_to_run`),
-    oldest first, stopping at the first that exits 1 or 2. ``now`` (aware, default the clock)
-    is when the run happens. The report goes to ``out`` (several days: one table each, or one
-    JSON list); the reason of a 1 or 2 to ``err`` (default ``out``) as one line starting
-    ``misbridge:``, and with ``since`` a progress line per day.
+    oldest first, stopping at the first that exits 1 or 2. Each day is reconciled once per
+    lane, in lane order (module text); ``lane`` names the one lane to run
+    (:func:`lanes_to_reconcile`). ``now`` (aware, default the clock) is when the run happens.
+    The report goes to ``out`` (several days or lanes: one table each, or one JSON list); the
+    reason of a 1 or 2 to ``err`` (default ``out``) as one line starting ``misbridge:``, and
+    with ``since`` a progress line per day.
 
     Raises:
         ConfigError: the settings are unusable (no signing key, a bad time zone): exit 2.
@@ -125,7 +145,12 @@ async def run_reconcile(
     now = datetime.now(UTC) if now is None else now
     err = out if err is None else err
     try:
-        plan = days_to_run(settings, now, day=day, since=since)
+        lanes = lanes_to_reconcile(settings, lane)
+    except ValueError as unknown:
+        print(f"misbridge: {unknown}", file=err)
+        return EXIT_USAGE
+    try:
+        plan = days_to_run(settings, now, day=day, since=since, lanes=lanes)
     except ValueError as bad_zone:
         raise ConfigError(f"reconcile.time_zone: {bad_zone}") from bad_zone
     for note in plan.notes:
@@ -133,31 +158,67 @@ async def run_reconcile(
     if plan.refusal is not None:
         print(f"misbridge: {plan.refusal}", file=err)
         return EXIT_USAGE
+    listed = as_json and (since is not None or len(lanes) > 1)  # several reports: one JSON list
+    shown: _Shown = "none" if listed else "json" if as_json else "table"
     reports: list[ReconcileReport] = []
     worst = EXIT_MATCHED
-    for number, chosen in enumerate(plan.days, start=1):
-        if since is not None:
+    for number, chosen, day_lane in _runs(plan, lanes):
+        if since is not None and number is not None:
             print(f"misbridge: business day {chosen} ({number} of {len(plan.days)})", file=err)
-        shown: _Shown = "none" if as_json and since is not None else "json" if as_json else "table"
-        status, report = await _run_day(settings, chosen, now, out, shown=shown, err=err)
+        status, report = await _run_day(settings, chosen, now, out, shown=shown, err=err, lane=day_lane)
         if report is not None:
             reports.append(report)
         if status in (EXIT_FAILED, EXIT_USAGE):
             worst = status
             break
         worst = max(worst, status)
-    if as_json and since is not None:
+    if listed:
         print(jsonio.pretty([report.to_json() for report in reports]), file=out)
     return worst
 
 
+def lanes_to_reconcile(settings: Settings, name: str | None = None) -> list[Lane]:
+    """The lanes a run reconciles: every configured lane in order, or the one called ``name``.
+
+    ``default`` names the default lane whatever it is called, as ``misbridge journal --lane``
+    does (:meth:`misbridge.config.settings.Settings.lane_named`).
+
+    Raises:
+        ValueError: no lane is called ``name``; the message lists the lanes.
+    """
+    return settings.lane_list() if name is None else [settings.lane_named(name)]
+
+
+def _several_lanes(settings: Settings) -> bool:
+    """Whether misbridge serves several lanes: each is then reconciled on its own view and identity."""
+    return len(settings.lane_list()) > 1
+
+
+def _runs(plan: RunPlan, lanes: Sequence[Lane]) -> Iterator[tuple[int | None, date, Lane]]:
+    """Each (day, lane) of ``plan`` in order; the day's number (1-based) with its first lane only."""
+    for number, chosen in enumerate(plan.days, start=1):
+        names = plan.lanes_on(chosen, [lane.name for lane in lanes])
+        for index, lane in enumerate(lane for lane in lanes if lane.name in names):
+            yield (number if index == 0 else None), chosen, lane
+
+
 @dataclass(frozen=True)
 class RunPlan:
-    """The business days one run reconciles, oldest first; a refusal (exit 2) instead; notes for the operator."""
+    """The business days one run reconciles, oldest first; a refusal (exit 2) instead; notes for the operator.
+
+    ``partial`` names the days on which only some lanes run (``--since last``: the others have a
+    report of it already), with those lanes; every other day runs every lane.
+    """
 
     days: tuple[date, ...]
     refusal: str | None = None
     notes: tuple[str, ...] = ()
+    partial: tuple[tuple[date, tuple[str, ...]], ...] = ()
+
+    def lanes_on(self, day: date, lanes: Sequence[str]) -> tuple[str, ...]:
+        """Which of ``lanes`` (names, in order) run on ``day``."""
+        only = dict(self.partial).get(day)
+        return tuple(lanes) if only is None else tuple(name for name in lanes if name in only)
 
 
 #: ``--since last``: every day after the newest one with a report, up to the last complete day.
@@ -165,17 +226,24 @@ SINCE_LAST: Final[Literal["last"]] = "last"
 
 
 def days_to_run(
-    settings: Settings, now: datetime, *, day: date | None = None, since: date | Literal["last"] | None = None
+    settings: Settings,
+    now: datetime,
+    *,
+    day: date | None = None,
+    since: date | Literal["last"] | None = None,
+    lanes: Sequence[Lane] | None = None,
 ) -> RunPlan:
-    """Which business days a run reconciles.
+    """Which business days a run reconciles, for which of ``lanes`` (default: every configured lane).
 
     * neither: the last complete business day;
     * ``day``: that day (it must have ended and lie within batchUpload's 7 days);
     * ``since`` a date: every day from it to the last complete one (the same limits);
-    * ``since`` :data:`SINCE_LAST`: every day after the newest business day that has a report
-      (:func:`last_reported_day`) to the last complete one; with no report yet, the last
-      complete day alone. Days past batchUpload's 7 days are skipped with a note (they can no
-      longer be matched). Nothing to do is no error: no days, a note.
+    * ``since`` :data:`SINCE_LAST`: for each lane, every day after the newest business day that
+      has a report of the lane (:func:`last_reported_day`) to the last complete one, or with no
+      report yet the last complete day alone; the plan's days are every lane's, and a day some
+      lanes have a report of runs for the others only (:attr:`RunPlan.partial`). Days past
+      batchUpload's 7 days are skipped with a note (they can no longer be matched). Nothing to
+      do is no error: no days, a note.
 
     Raises:
         ValueError: ``reconcile.time_zone`` names no zone.
@@ -191,9 +259,8 @@ def days_to_run(
             return RunPlan((), f"--since {first}: that business day has not ended yet (the last ended is {last})")
         refusal = _refusal(business_day(settings.reconcile, first), now, settings.journal.path)
         return RunPlan(_days(first, last), None if refusal is None else f"--since {first}: {refusal}")
-    reported = last_reported_day(settings.journal.path)
-    first = last if reported is None else reported + timedelta(days=1)
-    days = _days(first, last)
+    firsts = _first_unreported(settings, settings.lane_list() if lanes is None else lanes, last)
+    days = _days(min(firsts.values()), last)
     kept = tuple(d for d in days if now - business_day(settings.reconcile, d).begin <= MATCH_WINDOW)
     notes = []
     if len(kept) < len(days):
@@ -206,15 +273,38 @@ def days_to_run(
         notes.append(f"nothing to reconcile: every business day up to {last} has a report")
         return RunPlan((), None, tuple(notes))
     refusal = _refusal(business_day(settings.reconcile, kept[0]), now, settings.journal.path)
-    return RunPlan(kept, refusal, tuple(notes))
+    partial = tuple(
+        (d, tuple(name for name, first in firsts.items() if first <= d))
+        for d in kept
+        if any(first > d for first in firsts.values())
+    )
+    return RunPlan(kept, refusal, tuple(notes), partial)
+
+
+def _first_unreported(settings: Settings, lanes: Sequence[Lane], last: date) -> dict[str, date]:
+    """Each lane's first day to run for ``--since last``: the day after its newest report, else ``last``."""
+    firsts: dict[str, date] = {}
+    for lane in lanes:
+        reported = last_reported_day(settings.journal.path, _file_lane(settings, lane))
+        firsts[lane.name] = last if reported is None else reported + timedelta(days=1)
+    return firsts
 
 
 def _days(first: date, last: date) -> tuple[date, ...]:
     return tuple(first + timedelta(days=n) for n in range((last - first).days + 1))
 
 
-def last_reported_day(journal_path: Path) -> date | None:
-    """The newest business day with a report file (``reports/<date>/reconcile-*.json``); None when none has one."""
+def _file_lane(settings: Settings, lane: Lane) -> str | None:
+    """The lane as report file names carry it: None for the default lane (and for one lane), else its name."""
+    return None if lane.default or not _several_lanes(settings) else lane.name
+
+
+def last_reported_day(journal_path: Path, lane: str | None = None) -> date | None:
+    """The newest business day with a report of ``lane`` (``reports/<date>/reconcile-*.json``); None when none has one.
+
+    ``lane`` None is the default lane, whose files carry no lane name (a one-lane store's
+    reports, as ever); a name counts only the files of that lane (``reconcile-<lane>-*.json``).
+    """
     reports = journal_path.parent / "reports"
     newest: date | None = None
     for folder in reports.glob("????-??-??"):
@@ -222,9 +312,17 @@ def last_reported_day(journal_path: Path) -> date | None:
             reported = date.fromisoformat(folder.name)
         except ValueError:
             continue
-        if any(folder.glob("reconcile-*.json")) and (newest is None or reported > newest):
+        if _has_report(folder, lane) and (newest is None or reported > newest):
             newest = reported
     return newest
+
+
+def _has_report(folder: Path, lane: str | None) -> bool:
+    for path in folder.glob("reconcile-*.json"):
+        named = _REPORT_NAME.fullmatch(path.name)
+        if named is not None and named["lane"] == lane:
+            return True
+    return False
 
 
 #: How a day's report is printed: a table, JSON, or not at all (the caller prints a list of several).
@@ -232,16 +330,16 @@ _Shown = Literal["table", "json", "none"]
 
 
 async def _run_day(
-    settings: Settings, chosen: date, now: datetime, out: TextIO, *, shown: _Shown, err: TextIO
+    settings: Settings, chosen: date, now: datetime, out: TextIO, *, shown: _Shown, err: TextIO, lane: Lane
 ) -> tuple[int, ReconcileReport | None]:
-    """Reconcile one business day and print it as ``shown``: its exit status, and the report when one was written."""
+    """Reconcile one business day of ``lane`` and print it as ``shown``: its exit status, and the report if written."""
     window = business_day(settings.reconcile, chosen)
     refusal = _refusal(window, now, settings.journal.path)
     if refusal is not None:
         print(f"misbridge: {refusal}", file=err)
         return EXIT_USAGE, None
     try:
-        report = await reconcile(settings, window, now)
+        report = await reconcile(settings, window, now, lane=lane if _several_lanes(settings) else None)
     except ReconcileFailed as failed:
         print(
             f"misbridge: {failed.message}; the calls made are in the journal, run misbridge reconcile again", file=err
@@ -257,7 +355,7 @@ async def _run_day(
         return EXIT_FAILED, None
     crash_point("reconcile.after_report")
     try:
-        publish_latest(settings.journal.path, report, json_path)
+        publish_latest(settings.journal.path, report, json_path, lanes=[lane.name for lane in settings.lane_list()])
     except OSError as unwritable:
         # The report is written and its exit status stands; only the daemon's view is stale.
         print(f"misbridge: warning: {latest_path(settings.journal.path)} not updated: {unwritable}", file=err)
@@ -269,17 +367,21 @@ async def _run_day(
     return report.exit_status, report
 
 
-def publish_latest(journal_path: Path, report: ReconcileReport, json_path: Path) -> LatestReconcile:
+def publish_latest(
+    journal_path: Path, report: ReconcileReport, json_path: Path, *, lanes: Sequence[str] = ()
+) -> LatestReconcile:
     """Tell the running daemon about this run (``reports/latest.json``) and raise the alert on mismatches.
 
     The ERROR line carries ``alert="RECONCILE_MISMATCH"`` like the reversal queue's
     ``NEEDS_MANUAL``, so the same journald/log-shipper rule catches both; it names the count,
-    the date and the report, never a traceNo (those are in the report).
+    the date and the report (and a lane's report its lane), never a traceNo (those are in the
+    report). A lane's report replaces its lane's entry of the file and keeps the other lanes'
+    (``lanes``: the configured lanes' names, in order; :func:`with_lane`).
 
     Raises:
         OSError: the reports directory is not writable.
     """
-    latest = LatestReconcile(
+    own = LatestReconcile(
         business_date=report.business_date,
         run_at=report.run_at,
         matched=report.matched,
@@ -287,15 +389,28 @@ def publish_latest(journal_path: Path, report: ReconcileReport, json_path: Path)
         report=json_path,
     )
     # The alert first: an unwritable latest.json must not swallow it.
-    if latest.mismatches:
+    if own.mismatches:
+        named = "" if report.lane is None else f"lane {report.lane.name}: "
         logger.bind(alert="RECONCILE_MISMATCH").error(
-            "reconcile: {} end-of-day mismatch(es) for {}: see {}",
-            latest.mismatches,
-            latest.business_date.isoformat(),
+            "reconcile: {}{} end-of-day mismatch(es) for {}: see {}",
+            named,
+            own.mismatches,
+            own.business_date.isoformat(),
             json_path,
         )
-    write_latest(latest_path(journal_path), latest)
+    path = latest_path(journal_path)
+    latest = own if report.lane is None else with_lane(_previous(path), LaneReconcile(report.lane.name, own), lanes)
+    write_latest(path, latest)
     return latest
+
+
+def _previous(path: Path) -> LatestReconcile | None:
+    """The latest outcome written so far; None when there is none or it is unreadable (this run replaces it)."""
+    try:
+        return read_latest(path)
+    except (OSError, ValueError) as unreadable:
+        logger.warning("reconcile: {} is unreadable, the other lanes' outcomes are lost: {}", path, unreadable)
+        return None
 
 
 def _refusal(window: BusinessDay, now: datetime, journal_path: Path) -> str | None:
@@ -308,8 +423,13 @@ def _refusal(window: BusinessDay, now: datetime, journal_path: Path) -> str | No
     return None
 
 
-async def reconcile(settings: Settings, window: BusinessDay, now: datetime) -> ReconcileReport:
+async def reconcile(
+    settings: Settings, window: BusinessDay, now: datetime, *, lane: Lane | None = None
+) -> ReconcileReport:
     """Upload business day ``window``, ask the summary, compare: the report (no file written).
+
+    ``lane`` None reconciles the whole journal under ``[identity]`` (one lane, as ever); a lane
+    reconciles its own rows (its journal view) under its own identity, and the report names it.
 
     Raises:
         ConfigError: no signing key while signing is on.
@@ -318,9 +438,11 @@ async def reconcile(settings: Settings, window: BusinessDay, now: datetime) -> R
         JournalError: the journal could not be read or written.
     """
     signing_key = load_signing_key(settings)
-    async with await Journal.open(settings.journal.path) as journal:
+    identity = settings.identity if lane is None else lane.identity
+    async with await Journal.open(settings.journal.path) as whole:
+        journal = whole if lane is None else whole.for_lane(lane.name, default=lane.default)
         records = await day_records(journal, window)
-        backend = BackendClient(settings.backend, settings.identity, signing_key)
+        backend = BackendClient(settings.backend, identity, signing_key)
         try:
             statuses, upload_trace_nos = await _upload(journal, backend, records, settings.reconcile.batch_size)
             summary = await _summary(journal, backend)
@@ -344,6 +466,7 @@ async def reconcile(settings: Settings, window: BusinessDay, now: datetime) -> R
         backend=summary.totals,
         activities=by_activity(records.records, self_voided, summary.totals.settle),
         totals_decide=settings.reconcile.totals_decide,
+        lane=None if lane is None else ReportLane(lane.name, identity.device_no, identity.shop_no, lane.default),
     )
 
 
@@ -455,9 +578,13 @@ async def _self_voided(journal: Journal, records: DayRecords) -> set[str]:
 
 
 def report_paths(journal_path: Path, report: ReconcileReport) -> tuple[Path, Path]:
-    """Where ``report``'s JSON and CSV go: ``<journal dir>/reports/<date>/reconcile-<run time UTC>.json|.csv``."""
+    """Where ``report``'s JSON and CSV go: ``<journal dir>/reports/<date>/reconcile-<run time UTC>.json|.csv``.
+
+    A lane's other than the default lane's: ``reconcile-<lane>-<run time UTC>.json|.csv``.
+    """
     folder = journal_path.parent / "reports" / report.business_date.isoformat()
-    stem = f"reconcile-{report.run_at.astimezone(UTC).strftime(_RUN_TIME_FORMAT)}"
+    lane = "" if report.lane is None or report.lane.default else f"{report.lane.name}-"
+    stem = f"reconcile-{lane}{report.run_at.astimezone(UTC).strftime(_RUN_TIME_FORMAT)}"
     return folder / f"{stem}.json", folder / f"{stem}.csv"
 
 
@@ -472,7 +599,7 @@ def write_report(report: ReconcileReport, paths: Sequence[Path]) -> tuple[Path, 
     remove_stale_temporaries(json_path.parent)
     _write_atomically(json_path, jsonio.pretty(report.to_json()) + "\n")
     text = io.StringIO(newline="")
-    writer = csv.DictWriter(text, fieldnames=CSV_COLUMNS, lineterminator="\r\n")
+    writer = csv.DictWriter(text, fieldnames=report.csv_columns, lineterminator="\r\n")
     writer.writeheader()
     writer.writerows(report.csv_rows())
     _write_atomically(csv_path, text.getvalue())

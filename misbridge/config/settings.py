@@ -393,6 +393,22 @@ class Settings(BaseSettings):
         )
         return Lane(lane.name, device, identity, lane.socket_port, default=index == 0)
 
+    def lane_named(self, name: str | None = None) -> Lane:
+        """The lane called ``name``; the default lane for None or :data:`DEFAULT_LANE` (whatever it is called).
+
+        For the tools' ``--lane`` (``misbridge reconcile``, ``misbridge pad provision``).
+
+        Raises:
+            ValueError: no lane is called ``name``; the message lists the lanes.
+        """
+        lanes = self.lane_list()
+        if name is None:
+            return lanes[0]
+        for lane in lanes:
+            if lane.name == name or (name == DEFAULT_LANE and lane.default):
+                return lane
+        raise ValueError(f"--lane {name}: no such lane; the lanes are {', '.join(lane.name for lane in lanes)}")
+
     def for_lane(self, lane: Lane) -> Settings:
         """These settings as ``lane``'s service sees them: ``device`` and ``identity`` are the lane's."""
         return self.model_copy(update={"device": lane.device, "identity": lane.identity})

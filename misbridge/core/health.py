@@ -94,12 +94,20 @@ async def health_report(
         "alerts": alerts,
     }
     if reconcile is not None:
-        detail["reconcile"] = {
-            "date": reconcile.business_date.isoformat(),
-            "mismatches": reconcile.mismatches,
-            "report": str(reconcile.report),
-        }
+        detail["reconcile"] = _reconcile_view(reconcile)
     return ready, detail
+
+
+def _reconcile_view(reconcile: LatestReconcile) -> dict[str, Any]:
+    """``/health``'s ``reconcile``: the date, the open mismatches, the report; with lanes, each lane's too."""
+    view: dict[str, Any] = {
+        "date": reconcile.business_date.isoformat(),
+        "mismatches": reconcile.mismatches,
+        "report": str(reconcile.report),
+    }
+    if reconcile.lanes:
+        view["lanes"] = {lane.lane: _reconcile_view(lane.latest) for lane in reconcile.lanes}
+    return view
 
 
 def needs_manual_alert(count: int) -> str:

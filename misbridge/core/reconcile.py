@@ -25,6 +25,11 @@ only when ``reconcile.totals_decide`` says the store's summary is asked so.
 
 :class:`ReconcileReport` is the result: a readable table (:meth:`ReconcileReport.table`), JSON
 (:meth:`ReconcileReport.to_json`) and CSV rows (:meth:`ReconcileReport.csv_rows`).
+
+With several POS lanes (issue 16) each lane is reconciled on its own, under its own deviceNo,
+and its report names it (:class:`ReportLane`): the table's heading, ``lane``/``deviceNo``/
+``shopNo`` in the JSON, a first ``lane`` column in the CSV. A one-lane report has no lane and
+reads exactly as before lanes.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ __all__ = [
     "ActivityTotals",
     "Mismatch",
     "ReconcileReport",
+    "ReportLane",
     "SettleLine",
     "SummaryTotals",
     "Totals",
@@ -381,6 +387,24 @@ def journal_totals(records: Iterable[DayRecord], self_voided: Collection[str] = 
 
 
 @dataclass(frozen=True)
+class ReportLane:
+    """The POS lane a report is of, when misbridge serves several: its name and the identity it uploaded under.
+
+    ``default`` marks the default lane (the journal's rows without a lane), whose report files
+    keep the names they had before lanes.
+    """
+
+    name: str
+    device_no: str
+    shop_no: str
+    default: bool = False
+
+    def to_json(self) -> dict[str, str]:
+        """The report's ``lane``, ``deviceNo`` and ``shopNo``."""
+        return {"lane": self.name, "deviceNo": self.device_no, "shopNo": self.shop_no}
+
+
+@dataclass(frozen=True)
 class ReconcileReport:
     """One run of ``misbridge reconcile`` for one business day: what matched, what did not, the totals."""
 
@@ -398,6 +422,8 @@ class ReconcileReport:
     backend: SummaryTotals
     activities: tuple[ActivityTotals, ...] = ()
     totals_decide: bool = False
+    #: The lane reconciled, with several lanes; None with one (the report reads as before lanes).
+    lane: ReportLane | None = None
 
     @property
     def totals_agree(self) -> bool:
@@ -423,8 +449,10 @@ class ReconcileReport:
 
     def to_json(self) -> dict[str, Any]:
         """The whole report as JSON-ready data (amounts as exact strings)."""
+        lane = {} if self.lane is None else self.lane.to_json()
         return {
             "businessDate": self.business_date.isoformat(),
+            **lane,
             "runAt": self.run_at.isoformat(),
             "beginTime": self.begin_time,
             "endTime": self.end_time,
@@ -451,8 +479,19 @@ class ReconcileReport:
             "exitStatus": self.exit_status,
         }
 
+    @property
+    def csv_columns(self) -> tuple[str, ...]:
+        """The CSV's columns: :data:`CSV_COLUMNS`, after a ``lane`` column when the report is a lane's."""
+        return CSV_COLUMNS if self.lane is None else ("lane", *CSV_COLUMNS)
+
     def csv_rows(self) -> list[dict[str, str]]:
-        """One row per mismatch, per set-aside transaction, and the two totals, under :data:`CSV_COLUMNS`."""
+        """One row per mismatch, per set-aside transaction, and the two totals, under :attr:`csv_columns`."""
+        rows = self._csv_rows()
+        if self.lane is None:
+            return rows
+        return [{"lane": self.lane.name, **row} for row in rows]
+
+    def _csv_rows(self) -> list[dict[str, str]]:
         rows = [_mismatch_row(mismatch) for mismatch in self.mismatches]
         rows += [_set_aside_row(aside) for aside in self.set_aside]
         rows += [
@@ -466,8 +505,9 @@ class ReconcileReport:
 
     def table(self) -> str:
         """The report for a person, one fact per line."""
+        lane = "" if self.lane is None else f"lane {self.lane.name} (deviceNo {self.lane.device_no}), "
         lines = [
-            f"misbridge reconcile: business day {self.business_date} ({self.begin_time} to {self.end_time})",
+            f"misbridge reconcile: {lane}business day {self.business_date} ({self.begin_time} to {self.end_time})",
             f"uploaded {self.uploaded} record(s) in {len(self.upload_trace_nos)} batchUpload call(s); "
             f"matched {self.matched}, mismatched {len(self.mismatches)}",
         ]

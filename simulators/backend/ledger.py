@@ -63,7 +63,8 @@ class Ledger:
         members: the members by memberId (their points are copied).
 
     Attributes:
-        summary_since: the endDate of the last ``summary`` (yyyyMMddHHmmss; "" before the first).
+        summary_since: the endDate of each terminal's last ``summary`` (yyyyMMddHHmmss), by deviceNo;
+            a terminal that never asked has none.
     """
 
     def __init__(
@@ -79,7 +80,7 @@ class Ledger:
         self._members = {member_id: member.points for member_id, member in members.items()}
         self._records: dict[str, TraceRecord] = {}
         self._order_serial = 0
-        self.summary_since = ""
+        self.summary_since: dict[str, str] = {}
         self.path = path
 
     @classmethod
@@ -261,8 +262,10 @@ class Ledger:
         self._records = {record.trace_no: record for record in records}
 
     def _load_holders(self, state: Mapping[str, Any]) -> None:
-        # Codes, members and the summary mark came later: a file without them keeps the test values.
-        self.summary_since = str(state.get("summarySince", ""))
+        # Codes, members and the summary marks came later: a file without them keeps the test values.
+        # A file from before the marks were kept per terminal holds one string: no terminal's mark.
+        marks = state.get("summarySince", {})
+        self.summary_since = {str(device): str(at) for device, at in marks.items()} if isinstance(marks, dict) else {}
         for code, saved in state.get("codes", {}).items():
             if code in self._codes:
                 self._codes[code] = Decimal(saved["balance"])

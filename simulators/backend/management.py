@@ -7,6 +7,12 @@ name the action's. Voids and refunds are ``isRefund`` records and are subtracted
 ``batchUpload`` matches each uploaded ``transRecord`` (§8.7) against the ledger and answers its
 status, unless a test told the simulator to disagree about that traceNo
 (simulators.backend.disagree), which wins.
+
+Both are per terminal, as the envelope's ``deviceNo`` names it (the book is silent; a backend
+that knows each POS by its deviceNo books each one's transactions apart): ``summary`` counts the
+asking terminal's transactions since *its* last summary, and ``batchUpload`` answers 4 (does not
+exist) for a traceNo another terminal's request was booked under. A record with no terminal (a
+ledger file from before terminals were kept) counts for whichever terminal asks.
 """
 
 from __future__ import annotations
@@ -75,7 +81,11 @@ class _Group:
 def summary(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) -> dict[str, Any]:
     """Totals of the sales, voids and refunds decided since the last summary; marks them counted."""
     trans_date = ctx.trans_date()
-    counted = [r for r in ctx.ledger.records() if r is not record and not r.summarized and _counts(r)]
+    counted = [
+        r
+        for r in ctx.ledger.records()
+        if r is not record and not r.summarized and _counts(r) and _booked_for(r, ctx.terminal)
+    ]
     groups: dict[tuple[str, str, str], _Group] = {}
     for counted_record in counted:
         customer, activity_no = _customer(ctx, counted_record), _activity(ctx, counted_record)
@@ -84,8 +94,9 @@ def summary(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) -> dict[
         group.volume += 1
         group.total += counted_record.total_amount or Decimal(0)
         counted_record.summarized = True
-    begin = ctx.ledger.summary_since or min((r.trans_date for r in counted), default=trans_date)
-    ctx.ledger.summary_since = trans_date
+    since = ctx.ledger.summary_since
+    begin = since.get(ctx.terminal) or min((r.trans_date for r in counted), default=trans_date)
+    since[ctx.terminal] = trans_date
     net = sum((-g.total if g.is_refund else g.total for g in groups.values()), Decimal(0)).quantize(CENT)
     response = {
         "traceNo": record.trace_no,
@@ -122,6 +133,11 @@ def batch_upload(ctx: SimContext, record: TraceRecord, body: dict[str, Any]) -> 
         "transRecord": matched,
     }
     return approved(record, response)
+
+
+def _booked_for(record: TraceRecord, terminal: str) -> bool:
+    """Whether ``record`` is ``terminal``'s: booked under its deviceNo, or under none known."""
+    return record.device_no is None or record.device_no == terminal
 
 
 def _counts(record: TraceRecord) -> bool:
@@ -192,6 +208,8 @@ def _status(ctx: SimContext, upload: TraceRecord, entry: Mapping[str, Any], now:
     found = ctx.ledger.get(str(entry["traceNo"]))
     if found is None or found is upload or found.submissions == 0 or _too_old(found, now):
         return 4  # does not exist in the backend (or outside the 7-day window)
+    if not _booked_for(found, upload.device_no or ""):
+        return 4  # another terminal's: this one has no such transaction
     if found.state is TraceState.NOT_APPLIED:
         return 7  # received, rolled back without effect (rejected, or dropped before commit)
     if found.in_progress:

@@ -12,7 +12,8 @@ A request goes through two steps, so that faults can come between them
 4. the body decodes and the path names the envelope's action (else "30");
 5. the action is one the simulator implements (else "12"); the body has a ``traceNo`` (else "30");
 6. the traceNo was never used before (else "94"; the original is not applied again);
-7. the record is marked ``in_progress``: the traceNo is taken from now on.
+7. the record is marked ``in_progress``: the traceNo is taken from now on, booked under the
+   envelope's ``deviceNo`` (the terminal ``summary`` and ``batchUpload`` count it for).
 
 :meth:`Processor.commit`, after any scripted delay: the action's handler decides (or the
 rejection of steps 1-6 is answered).
@@ -126,6 +127,7 @@ class Processor:
             record.original_trace_no = intake.original_trace_no  # what a void or inquiry targets, even if faulted
         if rejection is None and record is not None:
             record.action, record.state = envelope["action"], TraceState.IN_PROGRESS
+            record.device_no = envelope["deviceNo"]  # the terminal it is booked under (summary, batchUpload)
         return intake
 
     def commit(self, intake: Intake) -> dict[str, Any]:

@@ -38,7 +38,9 @@ class TraceRecord:
     ``voided_by`` is the traceNo of the void that reversed this sale, ``refunded_by`` the
     refunds of it and ``refunded_amount`` their sum. ``qrcode`` / ``member_id`` / ``acquirer``
     say what a QR sale, an accumulation or a cardPayment was made with. ``summarized`` is set
-    once a ``summary`` has counted it.
+    once a ``summary`` has counted it. ``device_no`` is the envelope's deviceNo of the request
+    that was accepted under this traceNo: the terminal the backend books it under (None for a
+    record never accepted, or read from a ledger file written before it was kept).
     """
 
     trace_no: str
@@ -60,6 +62,7 @@ class TraceRecord:
     member_id: str | None = None
     acquirer: str | None = None
     summarized: bool = False
+    device_no: str | None = None
 
     @property
     def used(self) -> bool:
@@ -122,6 +125,7 @@ class TraceRecord:
             "memberId": self.member_id,
             "acquirer": self.acquirer,
             "summarized": self.summarized,
+            "deviceNo": self.device_no,
         }
 
     def to_json(self) -> dict[str, Any]:
@@ -172,6 +176,7 @@ class TraceRecord:
             member_id=state.get("memberId"),
             acquirer=state.get("acquirer"),
             summarized=bool(state.get("summarized", False)),
+            device_no=state.get("deviceNo"),
         )
 
 

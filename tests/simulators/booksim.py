@@ -81,11 +81,11 @@ class SimClient:
             **extra,
         }
 
-    async def call(self, action: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST ``body`` as ``action``; the reply is checked to be signed and to echo the action."""
+    async def call(self, action: str, body: dict[str, Any], *, device_no: str = "POS01") -> dict[str, Any]:
+        """POST ``body`` as ``action`` from ``device_no``; the reply is checked to be signed and to echo the action."""
         fields: dict[str, Any] = {
             "action": action,
-            "deviceNo": "POS01",
+            "deviceNo": device_no,
             "shopNo": "CN123456",
             "brand": "663",
             "body": encode_body(body),

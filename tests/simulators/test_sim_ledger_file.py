@@ -85,13 +85,13 @@ def test_refunds_codes_members_and_the_summary_mark_survive_a_reload(tmp_path: P
     sale.refunded_amount, sale.refunded_by, sale.summarized = Decimal("10.5"), ["R1"], True
     ledger.apply_code("280123121234567890", Decimal("-1.25"))
     ledger.apply_member("M000001545", 40)
-    ledger.summary_since = "20250101120000"
+    ledger.summary_since = {"POS01": "20250101120000"}
     ledger.save()
     reloaded = Ledger.open(CARDS, path)
     assert reloaded.snapshot() == ledger.snapshot()
     assert reloaded.code_balance("280123121234567890") == Decimal("9998.75")
     assert reloaded.member_points("M000001545") == 30_040
-    assert reloaded.summary_since == "20250101120000"
+    assert reloaded.summary_since == {"POS01": "20250101120000"}
     record = reloaded.get("S1")
     assert record is not None
     assert (record.refunded_amount, record.refunded_by, record.summarized) == (Decimal("10.5"), ["R1"], True)

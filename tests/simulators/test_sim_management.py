@@ -49,6 +49,27 @@ async def test_summary_counts_since_the_last_summary() -> None:
         assert (second["settleRecord"], second["volume"], second["beginDate"]) == ([], 0, first["endDate"])
 
 
+async def test_summary_and_batch_upload_are_per_terminal() -> None:
+    """Each deviceNo has its own summary (since its own last one) and its own records to match."""
+    async with running() as client:
+        first, second = qr_sale(fresh_trace_no()), qr_sale(fresh_trace_no(), total="10")
+        await client.call("qrcodeSale", first)
+        await client.call("qrcodeSale", second, device_no="POS02")
+        two = await client.call("summary", {"traceNo": fresh_trace_no()}, device_no="POS02")
+        assert (two["volume"], two["totalAmount"]) == (1, D("10.00"))
+        one = await client.call("summary", {"traceNo": fresh_trace_no()})
+        assert (one["volume"], one["totalAmount"]) == (1, D("40.80")), "POS02's summary counted none of POS01's"
+        assert (await client.call("summary", {"traceNo": fresh_trace_no()}, device_no="POS02"))["volume"] == 0
+
+        both = upload((first["traceNo"], D("40.8")), (second["traceNo"], D("10")))
+        assert [r["status"] for r in (await client.call("batchUpload", both))["transRecord"]] == [1, 4]
+        again = {**both, "traceNo": fresh_trace_no()}
+        reply = await client.call("batchUpload", again, device_no="POS02")
+        assert [r["status"] for r in reply["transRecord"]] == [4, 1]
+        assert (await client.entry(second["traceNo"]))["deviceNo"] == "POS02"
+        assert (await client.entry(again["traceNo"]))["deviceNo"] == "POS02"
+
+
 async def test_batch_upload_statuses() -> None:
     async with running() as client:
         ok = client.card_sale(fresh_trace_no())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,10 +13,12 @@ from loguru import logger
 from misbridge.app.reconcile import write_latest
 from misbridge.core.latest_reconcile import (
     NOT_A_RECORD,
+    LaneReconcile,
     LatestReconcile,
     LatestReconcileReader,
     latest_path,
     read_latest,
+    with_lane,
 )
 
 RUN = LatestReconcile(
@@ -46,6 +48,26 @@ def test_written_then_read_back_whole(tmp_path: Path) -> None:
 def test_the_alert_names_count_date_and_report_only_when_mismatched() -> None:
     assert RUN.alert() == f"2 end-of-day mismatch(es) for 2026-05-01: see {RUN.report}"
     assert LatestReconcile(RUN.business_date, RUN.run_at, 812, 0, RUN.report).alert() is None
+
+
+def test_with_lanes_each_lanes_latest_is_kept_and_added_up(tmp_path: Path) -> None:
+    """A lane's run replaces its entry only; a one-lane file is the default lane's; a removed lane is dropped."""
+    order = ["lane1", "lane2"]
+    lane2 = LatestReconcile(RUN.business_date, RUN.run_at + timedelta(minutes=5), 7, 0, Path("/r/lane2.json"))
+    both = with_lane(RUN, LaneReconcile("lane2", lane2), order)
+    assert [lane.lane for lane in both.lanes] == order
+    assert (both.matched, both.mismatches, both.report, both.run_at) == (817, 2, RUN.report, lane2.run_at)
+    assert both.alert() == f"lane lane1: 2 end-of-day mismatch(es) for 2026-05-01: see {RUN.report}"
+    path = tmp_path / "latest.json"
+    write_latest(path, both)
+    assert read_latest(path) == both
+    assert json.loads(path.read_text())["lanes"][1] == {"lane": "lane2", **lane2.to_json()}
+
+    lane1 = LatestReconcile(date(2026, 5, 2), RUN.run_at + timedelta(days=1), 800, 0, Path("/r/lane1.json"))
+    later = with_lane(both, LaneReconcile("lane1", lane1), order)
+    assert (later.business_date, later.matched, later.mismatches, later.alert()) == (date(2026, 5, 2), 807, 0, None)
+    assert later.report == lane1.report, "no mismatches: the newest run's report"
+    assert [lane.lane for lane in with_lane(later, LaneReconcile("lane1", lane1), ["lane1"]).lanes] == ["lane1"]
 
 
 @pytest.mark.parametrize(
