@@ -297,11 +297,16 @@ class Lane:
             repeated, _ = self._choose(repeated, request, flow)  # offered options again: the POS chooses
             self._wait_settled(trace_no, SETTLE_S)
         finally:
-            status = child.stop()
-            result.exits.append(status)
-            if status != 0:
-                result.stuck.append(f"the clean daemon exited {status} after SIGTERM")
+            self._stop_clean(child, result)
         return repeated
+
+    @staticmethod
+    def _stop_clean(child: DaemonChild, result: RunResult) -> None:
+        """SIGTERM the clean daemon: anything but exit 0 is a stuck shutdown."""
+        status = child.stop()
+        result.exits.append(status)
+        if status != 0:
+            result.stuck.append(f"the clean daemon exited {status} after SIGTERM")
 
     def _check(
         self, result: RunResult, first: dict[str, Any] | None, repeated: dict[str, Any] | None, plan: Plan

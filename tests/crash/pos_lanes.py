@@ -192,10 +192,7 @@ class PosLanesBench(Lane):
             for sale in order:
                 self._wait_settled(sale.trace_no, max(0.0, deadline - time.monotonic()))
         finally:
-            status = child.stop()
-            result.exits.append(status)
-            if status != 0:
-                result.stuck.append(f"the clean daemon exited {status} after SIGTERM")
+            self._stop_clean(child, result)
         return repeated
 
     def _check_sale(

@@ -9,18 +9,15 @@ harness forks daemons, so it runs in its own process, as tests/crash/test_crash_
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.crash.checker import COLUMNS as VIOLATIONS
+from tests.crash.invoke import run_harness
 from tests.crash.pos_lanes import POS_LANES_POINTS
 
-ROOT = Path(__file__).resolve().parents[2]
 #: Where each POS lane's row must be: the default lane's (lane1) has ``lane`` NULL.
 JOURNAL_LANES = {"lane1": None, "lane2": "lane2"}
 
@@ -28,20 +25,7 @@ JOURNAL_LANES = {"lane1": None, "lane2": "lane2"}
 def run_two_lanes(
     runs: int, tmp_path: Path, timeout_s: float, capsys: pytest.CaptureFixture[str] | None = None
 ) -> None:
-    report = tmp_path / "crash.json"
-    completed = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "tests.crash.harness", "--pos-lanes", "2", "--points", "all", "--runs", str(runs),
-         "--jobs", "2", "--json", str(report), "--workdir", str(tmp_path / "work"), "--quiet"],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False,
-    )  # fmt: skip
-    if capsys is not None:
-        with capsys.disabled():  # the soak's deliverable is this table, shown even when all is well
-            sys.stdout.write("\n" + completed.stdout)
-    else:
-        sys.stdout.write(completed.stdout)
-    sys.stderr.write(completed.stderr[-20_000:])
-    assert completed.returncode == 0, completed.stdout[-20_000:] + completed.stderr[-5_000:]
-    data = json.loads(report.read_text(encoding="utf-8"))
+    data = run_harness(["--pos-lanes", "2", "--jobs", "2"], runs, tmp_path, timeout_s, capsys)
     assert data["pos_lanes"] == 2
     rows = {row["point"]: row for row in data["rows"]}
     assert list(rows) == list(POS_LANES_POINTS)
