@@ -44,7 +44,7 @@ from misbridge.host.asgi import AsgiServer
 from misbridge.host.crashpoints import crash_point
 from misbridge.journal.store import Journal
 from misbridge.telemetry.logs import quiet_loop_exception_handler
-from misbridge.telemetry.metrics import Metrics
+from misbridge.telemetry.metrics import LaneWatch, Metrics
 
 #: How long start-up waits for the PIN pad before serving anyway (requests then get MB20).
 DEVICE_WAIT_S = 5.0
@@ -131,9 +131,10 @@ def load_api_security(settings: Settings) -> ApiSecurity:
 
 @dataclass
 class _LaneParts:
-    """What one lane runs on: its pad, its backend client (the lane's deviceNo), its keys, its service."""
+    """What one lane runs on: its journal view, pad, backend client (the lane's deviceNo), keys and service."""
 
     lane: Lane
+    journal: Journal
     pinpad: PinPadDriver
     backend: BackendClient
     keys: KeyKeeper
@@ -142,6 +143,16 @@ class _LaneParts:
     def task_name(self, work: str) -> str:
         """A background task's name: the default lane's as it always was, another lane's with its name."""
         return work if self.lane.default else f"{work} ({self.lane.name})"
+
+    def metrics_watch(self, healthy_within_s: float) -> LaneWatch:
+        """Where the lane's scrape-time gauges come from: its reversal queue, pad, keys and backend."""
+        pinpad, keys = self.pinpad, self.keys
+        return LaneWatch(
+            self.lane.name, journal=self.journal, device_connected=lambda: pinpad.connected,
+            signed_in=lambda: keys.status.signed_in, pad_key_ok=lambda: keys.status.pad_key_ok,
+            backend_last_ok_s=keys.reach.last_ok_age_s,
+            backend_reachable=lambda: backend_reachable(keys.reach, healthy_within_s),
+        )  # fmt: skip
 
 
 class Daemon:
@@ -257,22 +268,23 @@ class Daemon:
     async def _start_lane(self, lane: Lane, journal: Journal, follow_up_lock: asyncio.Lock) -> _LaneParts:
         """Start ``lane``'s pad link and build its backend client, key keeper and service."""
         settings = self.settings.for_lane(lane)
+        metrics = self.metrics.for_lane(lane.name)
         pinpad = create_driver(settings.device)
-        pinpad.on_link_event = self.metrics.record_link_event
+        pinpad.on_link_event = metrics.record_link_event
         await pinpad.start()
         if not await pinpad.wait_connected(DEVICE_WAIT_S):
             logger.warning(
                 "lane {}: PIN pad at {} not connected yet; retrying in the background", lane.name, lane.device.url
             )
         backend = BackendClient(
-            settings.backend, settings.identity, self._signing_key, on_attempt=self.metrics.backend_attempt
+            settings.backend, settings.identity, self._signing_key, on_attempt=metrics.backend_attempt
         )
         keys = self._key_keeper(settings, journal, pinpad, backend)
         service = TransactionService(
-            settings, journal, pinpad, backend, metrics=self.metrics, keys=keys, follow_up_lock=follow_up_lock,
+            settings, journal, pinpad, backend, metrics=metrics, keys=keys, follow_up_lock=follow_up_lock,
             progress=self.progress, lane=lane.name,
         )  # fmt: skip
-        return _LaneParts(lane, pinpad, backend, keys, service)
+        return _LaneParts(lane, journal, pinpad, backend, keys, service)
 
     async def _open_socket_doors(self, policy: CallerPolicy) -> None:
         """The e-Buy socket door (routing by deviceNo), and each lane's own port."""
@@ -296,19 +308,14 @@ class Daemon:
             await own.start()
 
     def _watch_metrics(self) -> None:
+        """The journal-wide gauges' sources, and every lane's (labelled with the lane)."""
         assert self._journal is not None
-        default = self._lanes[0]
-        pinpad, keys = default.pinpad, default.keys
-        latest, healthy_within_s = default.service.latest_reconcile, self.settings.backend.healthy_within_s
+        latest, healthy_within_s = self._lanes[0].service.latest_reconcile, self.settings.backend.healthy_within_s
         self.metrics.watch(
             journal=self._journal,
             journal_path=Path(self.settings.journal.path),
-            device_connected=lambda: pinpad.connected,
-            signed_in=lambda: keys.status.signed_in,
-            pad_key_ok=lambda: keys.status.pad_key_ok,
-            backend_last_ok_s=keys.reach.last_ok_age_s,
-            backend_reachable=lambda: backend_reachable(keys.reach, healthy_within_s),
             reconcile_mismatches=lambda: _open_mismatches(latest),
+            lanes=[parts.metrics_watch(healthy_within_s) for parts in self._lanes],
         )
 
     def _key_keeper(
