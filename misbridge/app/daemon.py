@@ -12,7 +12,8 @@ import contextlib
 import ipaddress
 import resource
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from misbridge.config.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIA
 from misbridge.config.settings import Lane, Settings
 from misbridge.core.health import backend_reachable
 from misbridge.core.keys import KeyKeeper
-from misbridge.core.lanes import LaneRouter
+from misbridge.core.lanes import LaneRouter, lane_log_context
 from misbridge.core.latest_reconcile import LatestReconcileReader
 from misbridge.core.progress import ProgressHub
 from misbridge.core.service import TransactionService
@@ -187,6 +188,7 @@ class Daemon:
         self._http_server: AsgiServer | None = None
         #: The progress events of every lane, for the HTTP door's streams (one hub per daemon).
         self.progress = ProgressHub([lane.name for lane in settings.lane_list()])
+        self._several_lanes = len(settings.lane_list()) > 1  # only then do log lines name their lane
         self._background: set[asyncio.Task[None]] = set()
         self._previous_exception_handler: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -222,7 +224,8 @@ class Daemon:
         lanes = settings.lane_list()
         follow_up_lock = asyncio.Lock()  # one void or refund check at a time across every lane
         for lane in lanes:
-            self._lanes.append(await self._start_lane(lane, self._lane_journal(lane, len(lanes)), follow_up_lock))
+            with self._lane_logs(lane):  # the pad driver's tasks, started here, name the lane too
+                self._lanes.append(await self._start_lane(lane, self._lane_journal(lane, len(lanes)), follow_up_lock))
         self._router = LaneRouter([(parts.lane, parts.service) for parts in self._lanes])
         await self._open_socket_doors(policy)
         self._watch_metrics()
@@ -241,13 +244,15 @@ class Daemon:
         # every interrupted transaction is finished (recovery commits each step, so a crash
         # during recovery just means recovery runs again). Lanes recover side by side: one
         # lane's long recovery does not hold another's sales.
-        await asyncio.gather(*(parts.service.recover() for parts in self._lanes))
+        await self._each_lane(lambda parts: parts.service.recover())
         for parts in self._lanes:
-            self._spawn(parts.service.resolver.run_worker(), parts.task_name("reversal queue"))
+            with self._lane_logs(parts.lane):
+                self._spawn(parts.service.resolver.run_worker(), parts.task_name("reversal queue"))
         # The first sign-in before "ready", so a sale right after start-up finds the key loaded.
-        await asyncio.gather(*(parts.keys.first_round(DEVICE_WAIT_S) for parts in self._lanes))
+        await self._each_lane(lambda parts: parts.keys.first_round(DEVICE_WAIT_S))
         for parts in self._lanes:
-            self._spawn(parts.keys.run(), parts.task_name("key keeper"))
+            with self._lane_logs(parts.lane):
+                self._spawn(parts.keys.run(), parts.task_name("key keeper"))
         self._spawn(run_retention(self._journal, settings.journal.retention_days), "journal retention")
         logger.info(
             "misbridge ready: socket {}:{}, HTTP {}:{}, lane(s) {}",
@@ -264,6 +269,19 @@ class Daemon:
         if lane_count == 1:
             return self._journal  # as it always was: every row is the one lane's
         return self._journal.for_lane(lane.name, default=lane.default)
+
+    def _lane_logs(self, lane: Lane) -> AbstractContextManager[None]:
+        """Log lines made inside (and in tasks started inside) name ``lane``, when the daemon has several."""
+        return lane_log_context(lane.name, several=self._several_lanes)
+
+    async def _each_lane(self, work: Callable[[_LaneParts], Awaitable[object]]) -> None:
+        """Run ``work`` for every lane side by side, each in its lane's log context."""
+
+        async def one(parts: _LaneParts) -> None:
+            with self._lane_logs(parts.lane):
+                await work(parts)
+
+        await asyncio.gather(*(one(parts) for parts in self._lanes))
 
     async def _start_lane(self, lane: Lane, journal: Journal, follow_up_lock: asyncio.Lock) -> _LaneParts:
         """Start ``lane``'s pad link and build its backend client, key keeper and service."""
@@ -354,8 +372,8 @@ class Daemon:
             await self._http_server.stop()
         if self._lanes:
             crash_point("shutdown.drain")
-            await asyncio.gather(*(parts.service.drain() for parts in self._lanes))
-            await asyncio.gather(*(parts.service.resolver.finish() for parts in self._lanes))
+            await self._each_lane(lambda parts: parts.service.drain())
+            await self._each_lane(lambda parts: parts.service.resolver.finish())
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
