@@ -12,7 +12,8 @@ import contextlib
 import ipaddress
 import resource
 import signal
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from misbridge.config.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIA
 from misbridge.config.settings import Lane, Settings
 from misbridge.core.health import backend_reachable
 from misbridge.core.keys import KeyKeeper
-from misbridge.core.lanes import LaneRouter
+from misbridge.core.lanes import LaneRouter, lane_log_context
 from misbridge.core.latest_reconcile import LatestReconcileReader
 from misbridge.core.progress import ProgressHub
 from misbridge.core.service import TransactionService
@@ -44,7 +45,7 @@ from misbridge.host.asgi import AsgiServer
 from misbridge.host.crashpoints import crash_point
 from misbridge.journal.store import Journal
 from misbridge.telemetry.logs import quiet_loop_exception_handler
-from misbridge.telemetry.metrics import Metrics
+from misbridge.telemetry.metrics import LaneWatch, Metrics
 
 #: How long start-up waits for the PIN pad before serving anyway (requests then get MB20).
 DEVICE_WAIT_S = 5.0
@@ -131,9 +132,10 @@ def load_api_security(settings: Settings) -> ApiSecurity:
 
 @dataclass
 class _LaneParts:
-    """What one lane runs on: its pad, its backend client (the lane's deviceNo), its keys, its service."""
+    """What one lane runs on: its journal view, pad, backend client (the lane's deviceNo), keys and service."""
 
     lane: Lane
+    journal: Journal
     pinpad: PinPadDriver
     backend: BackendClient
     keys: KeyKeeper
@@ -142,6 +144,16 @@ class _LaneParts:
     def task_name(self, work: str) -> str:
         """A background task's name: the default lane's as it always was, another lane's with its name."""
         return work if self.lane.default else f"{work} ({self.lane.name})"
+
+    def metrics_watch(self, healthy_within_s: float) -> LaneWatch:
+        """Where the lane's scrape-time gauges come from: its reversal queue, pad, keys and backend."""
+        pinpad, keys = self.pinpad, self.keys
+        return LaneWatch(
+            self.lane.name, journal=self.journal, device_connected=lambda: pinpad.connected,
+            signed_in=lambda: keys.status.signed_in, pad_key_ok=lambda: keys.status.pad_key_ok,
+            backend_last_ok_s=keys.reach.last_ok_age_s,
+            backend_reachable=lambda: backend_reachable(keys.reach, healthy_within_s),
+        )  # fmt: skip
 
 
 class Daemon:
@@ -176,6 +188,7 @@ class Daemon:
         self._http_server: AsgiServer | None = None
         #: The progress events of every lane, for the HTTP door's streams (one hub per daemon).
         self.progress = ProgressHub([lane.name for lane in settings.lane_list()])
+        self._several_lanes = len(settings.lane_list()) > 1  # only then do log lines name their lane
         self._background: set[asyncio.Task[None]] = set()
         self._previous_exception_handler: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -211,7 +224,8 @@ class Daemon:
         lanes = settings.lane_list()
         follow_up_lock = asyncio.Lock()  # one void or refund check at a time across every lane
         for lane in lanes:
-            self._lanes.append(await self._start_lane(lane, self._lane_journal(lane, len(lanes)), follow_up_lock))
+            with self._lane_logs(lane):  # the pad driver's tasks, started here, name the lane too
+                self._lanes.append(await self._start_lane(lane, self._lane_journal(lane, len(lanes)), follow_up_lock))
         self._router = LaneRouter([(parts.lane, parts.service) for parts in self._lanes])
         await self._open_socket_doors(policy)
         self._watch_metrics()
@@ -231,13 +245,15 @@ class Daemon:
         # every interrupted transaction is finished (recovery commits each step, so a crash
         # during recovery just means recovery runs again). Lanes recover side by side: one
         # lane's long recovery does not hold another's sales.
-        await asyncio.gather(*(parts.service.recover() for parts in self._lanes))
+        await self._each_lane(lambda parts: parts.service.recover())
         for parts in self._lanes:
-            self._spawn(parts.service.resolver.run_worker(), parts.task_name("reversal queue"))
+            with self._lane_logs(parts.lane):
+                self._spawn(parts.service.resolver.run_worker(), parts.task_name("reversal queue"))
         # The first sign-in before "ready", so a sale right after start-up finds the key loaded.
-        await asyncio.gather(*(parts.keys.first_round(DEVICE_WAIT_S) for parts in self._lanes))
+        await self._each_lane(lambda parts: parts.keys.first_round(DEVICE_WAIT_S))
         for parts in self._lanes:
-            self._spawn(parts.keys.run(), parts.task_name("key keeper"))
+            with self._lane_logs(parts.lane):
+                self._spawn(parts.keys.run(), parts.task_name("key keeper"))
         self._spawn(run_retention(self._journal, settings.journal.retention_days), "journal retention")
         logger.info(
             "misbridge ready: socket {}:{}, HTTP {}:{}, lane(s) {}",
@@ -255,25 +271,39 @@ class Daemon:
             return self._journal  # as it always was: every row is the one lane's
         return self._journal.for_lane(lane.name, default=lane.default)
 
+    def _lane_logs(self, lane: Lane) -> AbstractContextManager[None]:
+        """Log lines made inside (and in tasks started inside) name ``lane``, when the daemon has several."""
+        return lane_log_context(lane.name, several=self._several_lanes)
+
+    async def _each_lane(self, work: Callable[[_LaneParts], Awaitable[object]]) -> None:
+        """Run ``work`` for every lane side by side, each in its lane's log context."""
+
+        async def one(parts: _LaneParts) -> None:
+            with self._lane_logs(parts.lane):
+                await work(parts)
+
+        await asyncio.gather(*(one(parts) for parts in self._lanes))
+
     async def _start_lane(self, lane: Lane, journal: Journal, follow_up_lock: asyncio.Lock) -> _LaneParts:
         """Start ``lane``'s pad link and build its backend client, key keeper and service."""
         settings = self.settings.for_lane(lane)
+        metrics = self.metrics.for_lane(lane.name)
         pinpad = create_driver(settings.device)
-        pinpad.on_link_event = self.metrics.record_link_event
+        pinpad.on_link_event = metrics.record_link_event
         await pinpad.start()
         if not await pinpad.wait_connected(DEVICE_WAIT_S):
             logger.warning(
                 "lane {}: PIN pad at {} not connected yet; retrying in the background", lane.name, lane.device.url
             )
         backend = BackendClient(
-            settings.backend, settings.identity, self._signing_key, on_attempt=self.metrics.backend_attempt
+            settings.backend, settings.identity, self._signing_key, on_attempt=metrics.backend_attempt
         )
         keys = self._key_keeper(settings, journal, pinpad, backend)
         service = TransactionService(
-            settings, journal, pinpad, backend, metrics=self.metrics, keys=keys, follow_up_lock=follow_up_lock,
+            settings, journal, pinpad, backend, metrics=metrics, keys=keys, follow_up_lock=follow_up_lock,
             progress=self.progress, lane=lane.name,
         )  # fmt: skip
-        return _LaneParts(lane, pinpad, backend, keys, service)
+        return _LaneParts(lane, journal, pinpad, backend, keys, service)
 
     async def _open_socket_doors(self, policy: CallerPolicy) -> None:
         """The e-Buy socket door (routing by deviceNo), and each lane's own port."""
@@ -297,19 +327,14 @@ class Daemon:
             await own.start()
 
     def _watch_metrics(self) -> None:
+        """The journal-wide gauges' sources, and every lane's (labelled with the lane)."""
         assert self._journal is not None
-        default = self._lanes[0]
-        pinpad, keys = default.pinpad, default.keys
-        latest, healthy_within_s = default.service.latest_reconcile, self.settings.backend.healthy_within_s
+        latest, healthy_within_s = self._lanes[0].service.latest_reconcile, self.settings.backend.healthy_within_s
         self.metrics.watch(
             journal=self._journal,
             journal_path=Path(self.settings.journal.path),
-            device_connected=lambda: pinpad.connected,
-            signed_in=lambda: keys.status.signed_in,
-            pad_key_ok=lambda: keys.status.pad_key_ok,
-            backend_last_ok_s=keys.reach.last_ok_age_s,
-            backend_reachable=lambda: backend_reachable(keys.reach, healthy_within_s),
             reconcile_mismatches=lambda: _open_mismatches(latest),
+            lanes=[parts.metrics_watch(healthy_within_s) for parts in self._lanes],
         )
 
     def _key_keeper(
@@ -348,8 +373,8 @@ class Daemon:
             await self._http_server.stop()
         if self._lanes:
             crash_point("shutdown.drain")
-            await asyncio.gather(*(parts.service.drain() for parts in self._lanes))
-            await asyncio.gather(*(parts.service.resolver.finish() for parts in self._lanes))
+            await self._each_lane(lambda parts: parts.service.drain())
+            await self._each_lane(lambda parts: parts.service.resolver.finish())
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)

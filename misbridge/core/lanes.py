@@ -14,14 +14,21 @@ request on a lane:
   every lane).
 
 A request naming no lane that exists gets MB19, and nothing is journaled.
+
+With several lanes, every log line made on behalf of a lane carries ``lane=<name>``
+(:func:`lane_log_context`); a one-lane daemon's lines stay as they were before lanes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+
+from loguru import logger
 
 from misbridge.config.settings import Lane
 from misbridge.core import answers
@@ -29,7 +36,22 @@ from misbridge.core.answers import Response
 from misbridge.core.health import needs_manual_alert
 from misbridge.errors import RequestError, ReturnCode
 
-__all__ = ["LaneDoor", "LaneRouter", "LaneService"]
+__all__ = ["LANE_LOG_FIELD", "LaneDoor", "LaneRouter", "LaneService", "lane_log_context"]
+
+#: The log field naming the lane a line was made for (only when the daemon has several lanes).
+LANE_LOG_FIELD: Final = "lane"
+
+
+def lane_log_context(name: str, *, several: bool) -> AbstractContextManager[None]:
+    """Inside the block, log lines carry ``lane=<name>`` when ``several`` lanes run; else nothing changes.
+
+    loguru keeps the field in a context variable, so the tasks created inside the block (a
+    transaction's own task, a pad driver's link tasks, a background worker) carry it too. A
+    one-lane daemon adds nothing: its lines stay exactly as they were before lanes.
+    """
+    if not several:
+        return contextlib.nullcontext()
+    return logger.contextualize(**{LANE_LOG_FIELD: name})
 
 
 class LaneService(Protocol):
@@ -65,6 +87,7 @@ class LaneRouter:
         self._lanes = {lane.name: _Served(lane, service) for lane, service in lanes}
         self._default = lanes[0][0].name
         self._by_device_no = {lane.identity.device_no: lane.name for lane, _ in lanes}
+        self._several = len(self._lanes) > 1  # only then do log lines name their lane
 
     @property
     def names(self) -> list[str]:
@@ -107,7 +130,8 @@ class LaneRouter:
 
         Checking the other lanes and starting the transaction happen without an await in
         between (the service registers a transaction before its first await), so two lanes
-        can never both start the same traceNo.
+        can never both start the same traceNo. Its log lines (and its transaction task's) name
+        the lane it runs on, when there are several.
         """
         served = self._lanes.get(lane)
         if served is None:
@@ -115,7 +139,8 @@ class LaneRouter:
         trace_no = body.get("traceNo")
         if isinstance(trace_no, str):
             served = next((other for other in self._lanes.values() if other.service.running(trace_no)), served)
-        return await served.service.handle(action, body, caller_gone=caller_gone)
+        with lane_log_context(served.lane.name, several=self._several):
+            return await served.service.handle(action, body, caller_gone=caller_gone)
 
     async def transaction(self, trace_no: str) -> dict[str, Any] | None:
         """The journal's view of ``trace_no``, whichever lane ran it (the journal is shared)."""

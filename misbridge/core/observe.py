@@ -1,4 +1,4 @@
-"""What the transaction flow reports for metrics; ``misbridge.telemetry.metrics.Metrics`` fits this shape.
+"""What the transaction flow reports for metrics; ``misbridge.telemetry.metrics.LaneMetrics`` (one lane's) fits it.
 
 core does not import the metrics module (layering): the composition root hands it in.
 """

@@ -267,23 +267,23 @@ async def test_envelope_identity_is_echoed(bench: Bench) -> None:
 
 async def test_metrics_follow_the_real_transactions(bench: Bench) -> None:
     metrics = bench.daemon.metrics
-    approved_before = metrics.value("misbridge_transactions_total", {"action": "cardRedemption", "outcome": "approved"})
+    labels = {"lane": "default", "action": "cardRedemption"}  # a daemon without [[lanes]] is the default lane
+    approved_before = metrics.value("misbridge_transactions_total", {**labels, "outcome": "approved"})
     await _socket(bench, "cardRedemption", _request())
     await bench.customer("prepaid", action="cancel-card")
     await _socket(bench, "cardRedemption", _request())
     await _socket(bench, "cardRedemption", _request(totalAmount="bad"))
-    labels = {"action": "cardRedemption"}
     assert metrics.value("misbridge_transactions_total", {**labels, "outcome": "approved"}) == approved_before + 1
     assert metrics.value("misbridge_transactions_total", {**labels, "outcome": "aborted"}) >= 1
     assert metrics.value("misbridge_transactions_total", {**labels, "outcome": "refused"}) >= 1
     for stage in ("card", "pin", "backend", "total"):
-        assert metrics.value("misbridge_stage_duration_seconds_count", {"stage": stage}) >= 1
+        assert metrics.value("misbridge_stage_duration_seconds_count", {"lane": "default", "stage": stage}) >= 1
     text = (await bench.http.get("/metrics")).text
-    assert "misbridge_device_connected 1.0" in text
-    assert "misbridge_journal_bytes" in text
+    assert 'misbridge_device_connected{lane="default"} 1.0' in text
+    assert "misbridge_journal_bytes " in text  # the journal's, no lane
     # The daemon signed in at start-up and the pad holds the key: the gauges say so.
     for gauge in ("misbridge_signed_in", "misbridge_pad_working_key_ok", "misbridge_backend_reachable"):
-        assert f"{gauge} 1.0" in text, gauge
+        assert f'{gauge}{{lane="default"}} 1.0' in text, gauge
 
 
 async def test_the_watchdog_self_check_needs_the_key_keeper(bench: Bench) -> None:

@@ -1,4 +1,4 @@
-"""misbridge.telemetry.metrics and GET /metrics: private registries, link events, scrape-time journal gauges."""
+"""misbridge.telemetry.metrics and GET /metrics: private registries, lane labels, link events, scrape-time gauges."""
 
 from __future__ import annotations
 
@@ -26,45 +26,117 @@ from misbridge.link.events import (
     PayloadAcked,
     Retransmitted,
 )
-from misbridge.telemetry.metrics import STAGES, Metrics, journal_size
+from misbridge.telemetry.metrics import STAGES, LaneWatch, Metrics, journal_size
 from tests.seeding import seed_transaction
 from tests.unit.api.test_security import FakeService
+
+DEFAULT = {"lane": "default"}
+
+
+def samples_of(body: bytes) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a scrape, by name and sorted labels."""
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
 
 
 def test_two_daemons_in_one_process_do_not_collide() -> None:
     first, second = Metrics(), Metrics()
-    first.transaction_finished("cardRedemption", "approved")
-    assert first.value("misbridge_transactions_total", {"action": "cardRedemption", "outcome": "approved"}) == 1
-    assert second.value("misbridge_transactions_total", {"action": "cardRedemption", "outcome": "approved"}) == 0
+    first.for_lane("default").transaction_finished("cardRedemption", "approved")
+    labels = {**DEFAULT, "action": "cardRedemption", "outcome": "approved"}
+    assert first.value("misbridge_transactions_total", labels) == 1
+    assert second.value("misbridge_transactions_total", labels) == 0
 
 
 def test_label_values_are_clamped_to_known_sets() -> None:
     metrics = Metrics()
-    metrics.transaction_finished("teleport", "vanished")
-    metrics.transaction_finished("cardPayment", "declined")
-    metrics.inquiry_sent("whatever")
+    lane = metrics.for_lane("default")
+    lane.transaction_finished("teleport", "vanished")
+    lane.transaction_finished("cardPayment", "declined")
+    lane.inquiry_sent("whatever")
     metrics.api_refused(999_999)
-    assert metrics.value("misbridge_transactions_total", {"action": "other", "outcome": "other"}) == 1
-    assert metrics.value("misbridge_transactions_total", {"action": "cardPayment", "outcome": "declined"}) == 1
-    assert metrics.value("misbridge_inquiries_total", {"verdict": "other"}) == 1
+    assert metrics.value("misbridge_transactions_total", {**DEFAULT, "action": "other", "outcome": "other"}) == 1
+    assert (
+        metrics.value("misbridge_transactions_total", {**DEFAULT, "action": "cardPayment", "outcome": "declined"}) == 1
+    )
+    assert metrics.value("misbridge_inquiries_total", {**DEFAULT, "verdict": "other"}) == 1
     assert metrics.value("misbridge_api_refusals_total", {"status": "other"}) == 1
 
 
 def test_stage_histograms() -> None:
     metrics = Metrics()
+    lane = metrics.for_lane("default")
     for stage in STAGES:
-        metrics.observe_stage(stage, 1.5)
-    with metrics.time_stage("backend"):
+        lane.observe_stage(stage, 1.5)
+    with lane.time_stage("backend"):
         pass
-    assert metrics.value("misbridge_stage_duration_seconds_count", {"stage": "backend"}) == 2
-    assert metrics.value("misbridge_stage_duration_seconds_bucket", {"stage": "card", "le": "2.5"}) == 1
-    assert metrics.value("misbridge_stage_duration_seconds_bucket", {"stage": "card", "le": "1.0"}) == 0
+    assert metrics.value("misbridge_stage_duration_seconds_count", {**DEFAULT, "stage": "backend"}) == 2
+    assert metrics.value("misbridge_stage_duration_seconds_bucket", {**DEFAULT, "stage": "card", "le": "2.5"}) == 1
+    assert metrics.value("misbridge_stage_duration_seconds_bucket", {**DEFAULT, "stage": "card", "le": "1.0"}) == 0
     with pytest.raises(ValueError, match="unknown stage"):
-        metrics.observe_stage("coffee", 1.0)
+        lane.observe_stage("coffee", 1.0)
+
+
+def test_each_lane_records_under_its_own_label() -> None:
+    metrics = Metrics()
+    lane1, lane2 = metrics.for_lane("lane1"), metrics.for_lane("lane2")
+    assert metrics.for_lane("lane2") is lane2
+    lane2.transaction_finished("cardRedemption", "approved")
+    lane2.transaction_finished("cardRedemption", "approved")
+    lane1.transaction_finished("cardRedemption", "declined")
+    lane2.observe_stage("total", 3.0)
+    lane2.inquiry_sent("approved")
+    lane1.backend_attempt("cardRedemption", 2)
+    lane2.record_link_event(GarbageDiscarded(4))
+    sale = {"action": "cardRedemption"}
+    assert metrics.value("misbridge_transactions_total", {"lane": "lane2", **sale, "outcome": "approved"}) == 2
+    assert metrics.value("misbridge_transactions_total", {"lane": "lane1", **sale, "outcome": "approved"}) == 0
+    assert metrics.value("misbridge_transactions_total", {"lane": "lane1", **sale, "outcome": "declined"}) == 1
+    assert metrics.value("misbridge_stage_duration_seconds_count", {"lane": "lane2", "stage": "total"}) == 1
+    assert metrics.value("misbridge_stage_duration_seconds_count", {"lane": "lane1", "stage": "total"}) == 0
+    assert metrics.value("misbridge_inquiries_total", {"lane": "lane2", "verdict": "approved"}) == 1
+    assert metrics.value("misbridge_backend_retries_total", {"lane": "lane1", **sale}) == 1
+    assert metrics.value("misbridge_backend_retries_total", {"lane": "lane2", **sale}) == 0
+    assert metrics.value("misbridge_link_resyncs_total", {"lane": "lane2"}) == 1
+    assert metrics.value("misbridge_link_resyncs_total", {"lane": "lane1"}) == 0
+
+
+async def test_the_scrape_names_each_lane_and_the_journal_wide_metrics_none() -> None:
+    metrics = Metrics()
+    metrics.for_lane("lane2").transaction_finished("cardRedemption", "approved")
+    metrics.api_refused(401)
+    metrics.watch(
+        journal=FakeJournal({"pending": 9}, 1),
+        lanes=[
+            LaneWatch("lane1", journal=FakeJournal({"pending": 1}, 0), device_connected=lambda: True),
+            LaneWatch("lane2", journal=FakeJournal({"needs_manual": 2}, 0), device_connected=lambda: False),
+        ],
+    )
+    body, _ = await metrics.render()
+    text = body.decode()
+    assert 'misbridge_transactions_total{action="cardRedemption",lane="lane2",outcome="approved"} 1.0' in text
+    samples = samples_of(body)
+    assert samples[("misbridge_device_connected", (("lane", "lane1"),))] == 1
+    assert samples[("misbridge_device_connected", (("lane", "lane2"),))] == 0
+    # Each lane's reversal queue is its own view's count, not the whole journal's.
+    assert samples[("misbridge_reversal_queue", (("lane", "lane1"), ("state", "pending")))] == 1
+    assert samples[("misbridge_reversal_queue", (("lane", "lane2"), ("state", "pending")))] == 0
+    assert samples[("misbridge_reversal_queue", (("lane", "lane2"), ("state", "needs_manual")))] == 2
+    # What is the whole daemon's has no lane.
+    assert samples[("misbridge_transactions_unresolved", ())] == 1
+    assert samples[("misbridge_api_refusals_total", (("status", "401"),))] == 1
+    journal_wide = {name for name, labels in samples if "lane" not in dict(labels)}
+    assert journal_wide >= {"misbridge_journal_bytes", "misbridge_reconcile_mismatches", "misbridge_build_info"}
+    assert not journal_wide & {"misbridge_transactions_total", "misbridge_device_connected", "misbridge_signed_in"}
+    # A lane with no source yet has never heard from the backend: NaN, not "just now".
+    assert math.isnan(samples[("misbridge_backend_last_ok_seconds", (("lane", "lane1"),))])
 
 
 def test_link_events_are_counted() -> None:
     metrics = Metrics()
+    lane = metrics.for_lane("default")
     for event in (
         FrameRejected("bad LRC"),
         FrameRejected("bad LRC", nak_sent=False),
@@ -74,20 +146,20 @@ def test_link_events_are_counted() -> None:
         DuplicateSuppressed(2),
         PayloadAcked(1),
     ):
-        metrics.record_link_event(event)
-    assert metrics.value("misbridge_link_naks_total", {"direction": "sent"}) == 1
-    assert metrics.value("misbridge_link_naks_total", {"direction": "received"}) == 1
-    assert metrics.value("misbridge_link_retransmits_total", {"cause": "nak"}) == 1
-    assert metrics.value("misbridge_link_retransmits_total", {"cause": "timeout"}) == 1
-    assert metrics.value("misbridge_link_resyncs_total") == 3
-    assert metrics.value("misbridge_link_duplicates_total") == 1
+        lane.record_link_event(event)
+    assert metrics.value("misbridge_link_naks_total", {**DEFAULT, "direction": "sent"}) == 1
+    assert metrics.value("misbridge_link_naks_total", {**DEFAULT, "direction": "received"}) == 1
+    assert metrics.value("misbridge_link_retransmits_total", {**DEFAULT, "cause": "nak"}) == 1
+    assert metrics.value("misbridge_link_retransmits_total", {**DEFAULT, "cause": "timeout"}) == 1
+    assert metrics.value("misbridge_link_resyncs_total", DEFAULT) == 3
+    assert metrics.value("misbridge_link_duplicates_total", DEFAULT) == 1
 
 
 def test_backend_retries_count_attempts_after_the_first() -> None:
     metrics = Metrics()
     for attempt in (1, 2, 3):
-        metrics.backend_attempt("cardRedemption", attempt)
-    assert metrics.value("misbridge_backend_retries_total", {"action": "cardRedemption"}) == 2
+        metrics.for_lane("default").backend_attempt("cardRedemption", attempt)
+    assert metrics.value("misbridge_backend_retries_total", {**DEFAULT, "action": "cardRedemption"}) == 2
 
 
 class FakeJournal:
@@ -112,32 +184,29 @@ async def test_scrape_time_gauges(tmp_path: Path) -> None:
     (tmp_path / "journal.db-wal").write_bytes(b"y" * 23)
     connected = [True]
     metrics = Metrics()
-    metrics.watch(journal=FakeJournal({"pending": 2, "needs_manual": 1}, 4), journal_path=db,
-                  device_connected=lambda: connected[0])  # fmt: skip
+    journal = FakeJournal({"pending": 2, "needs_manual": 1}, 4)
+    metrics.watch(journal=journal, journal_path=db,
+                  lanes=[LaneWatch("default", journal=journal, device_connected=lambda: connected[0])])  # fmt: skip
     body, content_type = await metrics.render()
     assert content_type.startswith("text/plain; version=")
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(body.decode())
-        for s in family.samples
-    }
-    assert samples[("misbridge_reversal_queue", (("state", "pending"),))] == 2
-    assert samples[("misbridge_reversal_queue", (("state", "needs_manual"),))] == 1
+    samples = samples_of(body)
+    assert samples[("misbridge_reversal_queue", (("lane", "default"), ("state", "pending")))] == 2
+    assert samples[("misbridge_reversal_queue", (("lane", "default"), ("state", "needs_manual")))] == 1
     assert samples[("misbridge_transactions_unresolved", ())] == 4
-    assert samples[("misbridge_device_connected", ())] == 1
+    assert samples[("misbridge_device_connected", (("lane", "default"),))] == 1
     assert samples[("misbridge_journal_bytes", ())] == 123
     connected[0] = False
     await metrics.refresh()
-    assert metrics.value("misbridge_device_connected") == 0
+    assert metrics.value("misbridge_device_connected", DEFAULT) == 0
 
 
 async def test_keys_and_backend_gauges_are_read_at_scrape() -> None:
     state: dict[str, Any] = {"signed_in": False, "key_ok": False, "reachable": False, "age": None}
     metrics = Metrics()
-    metrics.watch(
-        signed_in=lambda: state["signed_in"], pad_key_ok=lambda: state["key_ok"],
+    metrics.watch(lanes=[LaneWatch(
+        "default", signed_in=lambda: state["signed_in"], pad_key_ok=lambda: state["key_ok"],
         backend_reachable=lambda: state["reachable"], backend_last_ok_s=lambda: state["age"],
-    )  # fmt: skip
+    )])  # fmt: skip
     body, _ = await metrics.render()
     samples = {s.name: s.value for family in text_string_to_metric_families(body.decode()) for s in family.samples}
     assert samples["misbridge_signed_in"] == 0
@@ -146,15 +215,15 @@ async def test_keys_and_backend_gauges_are_read_at_scrape() -> None:
     assert math.isnan(samples["misbridge_backend_last_ok_seconds"])  # never answered, not "just now"
     state.update(signed_in=True, key_ok=True, reachable=True, age=12.5)
     await metrics.refresh()
-    assert metrics.value("misbridge_signed_in") == 1
-    assert metrics.value("misbridge_pad_working_key_ok") == 1
-    assert metrics.value("misbridge_backend_reachable") == 1
-    assert metrics.value("misbridge_backend_last_ok_seconds") == 12.5
+    assert metrics.value("misbridge_signed_in", DEFAULT) == 1
+    assert metrics.value("misbridge_pad_working_key_ok", DEFAULT) == 1
+    assert metrics.value("misbridge_backend_reachable", DEFAULT) == 1
+    assert metrics.value("misbridge_backend_last_ok_seconds", DEFAULT) == 12.5
     state.update(key_ok=False, age=None)
     await metrics.refresh()
-    assert metrics.value("misbridge_pad_working_key_ok") == 0
-    assert metrics.value("misbridge_signed_in") == 1
-    assert math.isnan(metrics.value("misbridge_backend_last_ok_seconds"))
+    assert metrics.value("misbridge_pad_working_key_ok", DEFAULT) == 0
+    assert metrics.value("misbridge_signed_in", DEFAULT) == 1
+    assert math.isnan(metrics.value("misbridge_backend_last_ok_seconds", DEFAULT))
 
 
 async def test_the_latest_reconcile_mismatches_are_read_at_scrape() -> None:
@@ -171,22 +240,25 @@ async def test_the_latest_reconcile_mismatches_are_read_at_scrape() -> None:
 
 async def test_an_unwatched_backend_never_reads_as_just_answered() -> None:
     metrics = Metrics()
-    metrics.watch(signed_in=lambda: True)
-    metrics.watch(device_connected=lambda: True)  # a later watch() keeps the earlier sources
+    metrics.watch(lanes=[LaneWatch("default", signed_in=lambda: True)])
+    # A later watch() keeps the earlier sources, of the lane and journal-wide alike.
+    metrics.watch(lanes=[LaneWatch("default", device_connected=lambda: True)])
     await metrics.refresh()
-    assert metrics.value("misbridge_signed_in") == 1
-    assert metrics.value("misbridge_backend_reachable") == 0
-    assert math.isnan(metrics.value("misbridge_backend_last_ok_seconds"))
+    assert metrics.value("misbridge_device_connected", DEFAULT) == 1
+    assert metrics.value("misbridge_signed_in", DEFAULT) == 1
+    assert metrics.value("misbridge_backend_reachable", DEFAULT) == 0
+    assert math.isnan(metrics.value("misbridge_backend_last_ok_seconds", DEFAULT))
 
 
 async def test_a_journal_error_at_scrape_keeps_the_last_values() -> None:
     metrics = Metrics()
-    journal = FakeJournal({"pending": 5}, 0)
-    metrics.watch(journal=journal)
+    journal = FakeJournal({"pending": 5}, 3)
+    metrics.watch(journal=journal, lanes=[LaneWatch("default", journal=journal)])
     await metrics.refresh()
     journal.fail = True
     await metrics.refresh()
-    assert metrics.value("misbridge_reversal_queue", {"state": "pending"}) == 5
+    assert metrics.value("misbridge_reversal_queue", {**DEFAULT, "state": "pending"}) == 5
+    assert metrics.value("misbridge_transactions_unresolved") == 3
 
 
 def test_journal_size_of_missing_files_is_zero(tmp_path: Path) -> None:
@@ -201,9 +273,11 @@ async def test_gauges_from_a_real_journal(tmp_path: Path) -> None:
             await seed_transaction(journal, record)
         await journal.enqueue_reversal("A", from_state="unknown", event="give_up")
         metrics = Metrics()
-        metrics.watch(journal=journal, journal_path=tmp_path / "journal.db")
+        metrics.watch(
+            journal=journal, journal_path=tmp_path / "journal.db", lanes=[LaneWatch("default", journal=journal)]
+        )
         await metrics.refresh()
-    assert metrics.value("misbridge_reversal_queue", {"state": "pending"}) == 1
+    assert metrics.value("misbridge_reversal_queue", {**DEFAULT, "state": "pending"}) == 1
     assert metrics.value("misbridge_transactions_unresolved") == 2  # voiding + inquiring
     assert metrics.value("misbridge_journal_bytes") > 0
 

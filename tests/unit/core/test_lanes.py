@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import io
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import pytest
+from loguru import logger
 
 from misbridge.config.settings import DEFAULT_LANE, Lane, Settings, load_settings
 from misbridge.core.health import needs_manual_alert
-from misbridge.core.lanes import LaneRouter
+from misbridge.core.lanes import LaneRouter, lane_log_context
 from misbridge.errors import ConfigError
+from misbridge.telemetry.logs import configure_logging
 
 
 class Recorder:
@@ -176,3 +179,65 @@ def lane(name: str, device_url: str, device_no: str, **more: Any) -> dict[str, A
 def test_lanes_that_would_collide_are_refused_naming_the_field(lanes_given: list[dict[str, Any]], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
         load_settings(lanes=lanes_given)
+
+
+class Talker(Recorder):
+    """A lane's service that logs a line itself and one from a task it starts (as a transaction runs in its own)."""
+
+    async def handle(
+        self, action: str, body: Mapping[str, Any], *, caller_gone: asyncio.Event | None = None
+    ) -> dict[str, Any]:
+        trace_no = body.get("traceNo")
+        logger.bind(traceNo=trace_no).info("{} handles", self.name)
+        await asyncio.create_task(_talk_later(f"{self.name}'s task", trace_no))
+        return await super().handle(action, body, caller_gone=caller_gone)
+
+
+async def _talk_later(who: str, trace_no: object) -> None:
+    await asyncio.sleep(0)
+    logger.bind(traceNo=trace_no).info("{} runs", who)
+
+
+@pytest.fixture
+def log() -> Iterator[io.StringIO]:
+    sink = io.StringIO()
+    configure_logging("INFO", stream=sink)
+    try:
+        yield sink
+    finally:
+        configure_logging("WARNING")
+
+
+async def test_with_several_lanes_a_requests_lines_name_the_lane_it_runs_on(log: io.StringIO) -> None:
+    one, two = Talker("one"), Talker("two")
+    router = router_of(one, two)
+    await router.handle("lane2", "cardRedemption", {"traceNo": "T1"})
+    one.busy_with.add("T2")
+    await router.handle("lane2", "cardRedemption", {"traceNo": "T2"})  # joins T2 where it runs: lane1
+    logger.info("the daemon itself")
+    lines = log.getvalue().splitlines()
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "two handles lane=lane2 traceNo=T1",
+        "two's task runs lane=lane2 traceNo=T1",
+        "one handles lane=lane1 traceNo=T2",
+        "one's task runs lane=lane1 traceNo=T2",
+        "the daemon itself",  # outside a request: no lane
+    ]
+
+
+async def test_with_one_lane_the_lines_are_as_before_lanes(log: io.StringIO) -> None:
+    router = router_of(Talker("only"))
+    await router.handle(DEFAULT_LANE, "cardRedemption", {"traceNo": "T1"})
+    assert [line.split(": ", 1)[1] for line in log.getvalue().splitlines()] == [
+        "only handles traceNo=T1",
+        "only's task runs traceNo=T1",
+    ]
+
+
+def test_the_lane_context_adds_the_field_only_for_several_lanes(log: io.StringIO) -> None:
+    with lane_log_context("lane3", several=True):
+        logger.info("inside")
+    with lane_log_context("lane3", several=False):
+        logger.info("alone")
+    logger.info("after")
+    assert [line.split(": ", 1)[1] for line in log.getvalue().splitlines()] == ["inside lane=lane3", "alone", "after"]
