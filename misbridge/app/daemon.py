@@ -222,6 +222,7 @@ class Daemon:
         Path(settings.journal.path).parent.mkdir(parents=True, exist_ok=True)
         self._journal = await Journal.open(Path(settings.journal.path))
         lanes = settings.lane_list()
+        await self._report_work_of_other_lanes(lanes)
         follow_up_lock = asyncio.Lock()  # one void or refund check at a time across every lane
         for lane in lanes:
             with self._lane_logs(lane):  # the pad driver's tasks, started here, name the lane too
@@ -263,6 +264,30 @@ class Daemon:
             self.http_port,
             ", ".join(f"{parts.lane.name} ({parts.lane.identity.device_no})" for parts in self._lanes),
         )
+
+    async def _report_work_of_other_lanes(self, lanes: list[Lane]) -> None:
+        """Say so when the journal holds unfinished transactions of a lane this configuration does not serve.
+
+        With several lanes each lane recovers and voids its own rows only, so a removed lane's
+        unfinished work would be nobody's: an ERROR with an alert field. A one-lane daemon reads
+        the whole journal and finishes them, under its own deviceNo: a warning.
+        """
+        assert self._journal is not None
+        open_work = await self._journal.open_by_lane()
+        served: set[str | None] = {None if lane.default else lane.name for lane in lanes}
+        left = {lane: count for lane, count in open_work.items() if lane not in served}
+        for lane, count in sorted(left.items(), key=lambda item: str(item[0])):
+            if len(lanes) == 1:
+                logger.warning(
+                    "{} unfinished transaction(s) of lane {} (recorded with several lanes): this one-lane misbridge "
+                    "finishes them under its own deviceNo {}", count, lane, lanes[0].identity.device_no,
+                )  # fmt: skip
+                continue
+            logger.bind(alert="LANE_NOT_CONFIGURED").error(
+                "{} unfinished transaction(s) of lane {}, which is not configured: no lane recovers or voids them; "
+                "put its [[lanes]] block back until 'misbridge journal list --lane {} --state open' lists none",
+                count, lane, lane,
+            )  # fmt: skip
 
     def _lane_journal(self, lane: Lane, lane_count: int) -> Journal:
         """The journal as ``lane`` sees it: the whole journal for a one-lane daemon, else the lane's view."""

@@ -30,7 +30,7 @@ from misbridge.journal.errors import BarredTraceNoError, DuplicateTraceNoError, 
 from misbridge.journal.lanes import LaneFilter, lane_clause
 from misbridge.journal.records import TransactionRecord, TransitionRecord, iso_utc, storable
 from misbridge.journal.rows import load_dict, response_json
-from misbridge.journal.schema import immediate_transaction
+from misbridge.journal.schema import FINAL_STATES, immediate_transaction
 
 __all__ = [
     "Change",
@@ -199,6 +199,17 @@ class TransactionTable(JournalBase):
             JournalError: the read failed.
         """
         return await self._run("count", _count)
+
+    async def open_by_lane(self) -> dict[str | None, int]:
+        """How many transactions are not final, per lane (None: the default lane), on every lane.
+
+        Start-up compares it with the configured lanes: a lane removed with work left would
+        leave that work to nobody.
+
+        Raises:
+            JournalError: the read failed.
+        """
+        return await self._run("open_by_lane", _open_by_lane)
 
     def _committed(self, change: Change, to_state: TxnState) -> None:
         """Tell the observer, if any, of ``change`` now that it is committed."""
@@ -386,6 +397,16 @@ def _select_by_states(
 
 def _count(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM transactions").fetchone()[0])
+
+
+def _open_by_lane(conn: sqlite3.Connection) -> dict[str | None, int]:
+    final = tuple(FINAL_STATES)
+    marks = ", ".join("?" for _ in final)
+    rows = conn.execute(
+        f"SELECT lane, COUNT(*) FROM transactions WHERE state NOT IN ({marks}) GROUP BY lane",  # noqa: S608
+        final,
+    ).fetchall()
+    return {lane: int(count) for lane, count in rows}
 
 
 def _select_followers(conn: sqlite3.Connection, original: str, actions: tuple[str, ...]) -> list[TransactionRecord]:

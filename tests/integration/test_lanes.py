@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
+from loguru import logger
 
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.app.cli import main
@@ -34,6 +35,7 @@ from misbridge.app.simulated import (
 from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.examples import card_redemption_request
+from misbridge.journal import Journal, TransactionRecord
 from tests.integration.conftest import new_trace_no
 
 LANES = 4
@@ -246,3 +248,21 @@ async def test_a_lane_with_a_port_of_its_own(tmp_path: Path) -> None:
         answer = await socket_request(bench.settings.api.host, own_port, envelope)
         assert answer.body["returnCode"] == "00", answer.body
         assert lanes_of(bench.settings.journal.path)[body["traceNo"]] == "lane2"
+
+
+async def test_unfinished_work_of_a_lane_no_longer_configured_is_reported(tmp_path: Path) -> None:
+    async with await Journal.open(tmp_path / "journal.db") as journal:
+        gone = journal.for_lane("lane3", default=False)
+        body = {**sale_body(), "traceNo": "LEFT-ON-LANE3"}
+        await gone.record_intent(TransactionRecord.new("LEFT-ON-LANE3", "cardRedemption", "received", body))
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="WARNING", format="{message} {extra}")
+    try:
+        async with simulated_daemon(tmp_path, card="points-cash", lanes=2):
+            pass
+    finally:
+        logger.remove(sink)
+    reported = [line for line in lines if "lane lane3" in line]
+    assert len(reported) == 1, lines
+    assert "1 unfinished transaction(s) of lane lane3, which is not configured" in reported[0]
+    assert "'alert': 'LANE_NOT_CONFIGURED'" in reported[0]
