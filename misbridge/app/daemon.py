@@ -224,9 +224,18 @@ class Daemon:
         lanes = settings.lane_list()
         await self._report_work_of_other_lanes(lanes)
         follow_up_lock = asyncio.Lock()  # one void or refund check at a time across every lane
-        for lane in lanes:
+
+        async def start_lane(lane: Lane) -> _LaneParts:
             with self._lane_logs(lane):  # the pad driver's tasks, started here, name the lane too
-                self._lanes.append(await self._start_lane(lane, self._lane_journal(lane, len(lanes)), follow_up_lock))
+                return await self._start_lane(lane, self._lane_journal(lane, len(lanes)), follow_up_lock)
+
+        # Side by side: each lane may wait DEVICE_WAIT_S for its pad, and an unplugged one must not
+        # hold the start-up of the others.
+        started = await asyncio.gather(*(start_lane(lane) for lane in lanes), return_exceptions=True)
+        self._lanes = [parts for parts in started if isinstance(parts, _LaneParts)]  # stop() closes these
+        failed = [error for error in started if isinstance(error, BaseException)]
+        if failed:
+            raise failed[0]
         self._router = LaneRouter([(parts.lane, parts.service) for parts in self._lanes])
         await self._open_socket_doors(policy)
         self._watch_metrics()
