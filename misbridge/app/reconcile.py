@@ -45,7 +45,6 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final, Literal, TextIO
 
@@ -65,6 +64,7 @@ from misbridge.core.reconcile import (
     Totals,
     by_activity,
     compare,
+    exact_amount,
     journal_totals,
     settle_lines,
 )
@@ -494,7 +494,10 @@ async def _summary(journal: Journal, backend: BackendClient) -> _Summary:
     trace_no, reply = await _call(journal, backend, "summary", {})
     body = reply.body
     try:
-        totals = Totals(int(body["volume"]), _amount(body["totalAmount"]))
+        total = exact_amount(body["totalAmount"])
+        if total is None:
+            raise ValueError(f"totalAmount {body['totalAmount']!r} is not an amount")
+        totals = Totals(int(body["volume"]), total)
         begin, end = str(body["beginDate"]), str(body["endDate"])
     except (KeyError, TypeError, ValueError, ArithmeticError) as err:
         raise ReconcileFailed(f"summary {trace_no}: the reply has no readable volume/totalAmount ({err})") from err
@@ -506,11 +509,6 @@ def _settle_lines(trace_no: str, entries: object) -> tuple[SettleLine, ...] | No
         return settle_lines(entries)
     except ValueError as err:
         raise ReconcileFailed(f"summary {trace_no}: {err}") from err
-
-
-def _amount(value: object) -> Decimal:
-    """An amount of a reply: a Decimal (:mod:`misbridge.ebuy.jsonio` reads numbers so) or a numeric string."""
-    return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
 async def _call(

@@ -58,6 +58,7 @@ __all__ = [
     "advice",
     "by_activity",
     "compare",
+    "exact_amount",
     "journal_totals",
     "meaning",
     "money",
@@ -265,7 +266,7 @@ def _settle_line(number: int, entry: object) -> SettleLine:
         if isinstance(volume, bool) or int(volume) != volume or volume < 0:
             raise ValueError(f"volume {volume!r} is not a count")
         amount = entry["totalAmount"]
-        exact = _exact_amount(amount)
+        exact = exact_amount(amount)
         if exact is None:
             raise ValueError(f"totalAmount {amount!r} is not an amount")
         return SettleLine(str(entry["activityNo"]), str(entry.get("activityName", "")), is_refund, int(volume), exact)
@@ -275,8 +276,11 @@ def _settle_line(number: int, entry: object) -> SettleLine:
         raise ValueError(f"settleRecord line {number} is unreadable: {bad}") from bad
 
 
-def _exact_amount(value: object) -> Decimal | None:
-    """``value`` (a Decimal as jsonio reads numbers, or a numeric string) exactly; None when it is no amount."""
+def exact_amount(value: object) -> Decimal | None:
+    """An amount of a backend reply exactly: a Decimal (as jsonio reads numbers), an int or a numeric string.
+
+    None for anything else: a boolean, NaN, an infinity, text that is no number.
+    """
     if isinstance(value, bool) or not isinstance(value, (Decimal, str, int)):
         return None
     try:
