@@ -23,7 +23,9 @@ help:
 	@echo "make test-browser - the browser attack test with headless Chromium (installs chromium)"
 	@echo "make test-hardware DEVICE_URL=/dev/mispos [CUSTOMER=1] [TEST_KEYS=1] - the conformance kit on a real PIN pad, with its report"
 	@echo "make serve  - run the daemon wired to both simulators on the default ports"
-	@echo "make install [DESTDIR=...] - install the service (docs/operations.md)"
+	@echo "make deb   - build the Debian packages (build/deb/), checked by lintian"
+	@echo "make test-deb - build two releases; install, upgrade mid-sale, roll back, purge in a Debian chroot"
+	@echo "make install - make deb, then install both packages here with apt-get (root)"
 	@echo "make lint-system - udevadm verify 254 on the udev rules (downloads it once)"
 	@echo "make clean  - remove .venv and caches"
 
@@ -58,7 +60,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 unit: $(STAMP)
-	$(BIN)/pytest -q -m "not soak and not browser" $(COV) $(PYTEST_ARGS)
+	$(BIN)/pytest -q -m "not soak and not browser and not deb" $(COV) $(PYTEST_ARGS)
 
 test: lint typecheck unit
 
@@ -74,88 +76,40 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
 # ---------------------------------------------------------------------------------------------
-# make install: misbridge as a service on a store's POS machine (docs/operations.md).
-#   make install                      into / (as root), then follow docs/operations.md
-#   make install DESTDIR=/tmp/tree    into a staging tree (copy it to the POS, or package it)
-# Layout: the package and its dependencies in a private venv at $(OPTDIR), launchers in
-# $(PREFIX)/bin, the unit, udev rule and sysusers entry under $(PREFIX)/lib, the commented
-# example configuration and a root-only credentials folder in /etc/misbridge.
-# INSTALL_PY is the interpreter the service runs on: Debian's own python3, which the POS has
-# too (so build the tree on the same Debian release as the POS). INSTALL_EXTRAS=sim (default)
-# adds the bench simulators (misbridge-sim, misbridge serve --simulators); set it empty to omit.
-DESTDIR ?=
-PREFIX ?= /usr
-OPTDIR ?= /opt/misbridge
-INSTALL_PY ?= /usr/bin/python3
-INSTALL_EXTRAS ?= sim
-INSTALL_BUILDDIR ?= build/install
-UNITDIR ?= $(PREFIX)/lib/systemd/system
-UDEVRULESDIR ?= $(PREFIX)/lib/udev/rules.d
-SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
-DOCDIR ?= $(PREFIX)/share/doc/misbridge
-_VENV_REL = $(shell realpath -m --relative-to=$(PREFIX)/bin $(OPTDIR))
+# make deb: the Debian packages store IT installs (packaging/build-deb.sh, docs/operations.md
+# "Install"): build/deb/misbridge_<version>-1_all.deb and misbridge-<version>_<version>-1_<arch>.deb,
+# a private venv with every wheel inside (installing needs no network). make deb-deps installs
+# Debian's build tools; make deb-lock re-pins the wheels (packaging/requirements.lock).
+# make test-deb: build two releases, lintian them, and in a Debian 12 chroot install, upgrade with
+# a sale in flight, roll back, downgrade and purge (tests/package); .ci/run runs it after make test.
+# make install: make deb, then apt-get install of both packages on this machine (as root).
+DEB_TOOLS := debhelper dh-virtualenv lintian debootstrap python3.11-venv
+.PHONY: deb deb-deps deb-lock test-deb install
+deb-deps:
+	@missing=""; for pkg in $(DEB_TOOLS); do \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "ok installed" || missing="$$missing $$pkg"; done; \
+	 if [ -n "$$missing" ]; then \
+		echo "Installing Debian's packaging tools:$$missing"; \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		else echo "Please install:$$missing (apt-get install$$missing) and re-run."; exit 1; fi; \
+	 fi
 
-.PHONY: install lint-system
-install:
-	@[ -n "$(OPTDIR)" ] && [ "$(OPTDIR)" != / ] || { echo "OPTDIR must be a dedicated folder"; exit 1; }
-	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && systemctl is-active --quiet misbridge; then \
-		echo "misbridge is running: systemctl stop misbridge first (docs/operations.md, Upgrade)"; exit 1; fi
-	@$(INSTALL_PY) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' \
-		|| { echo "INSTALL_PY=$(INSTALL_PY) must be Python >= 3.11"; exit 1; }
-	@$(INSTALL_PY) -c 'import ensurepip, venv' 2>/dev/null || $(MAKE) --no-print-directory system-venv
-	@echo "misbridge: building the wheel and a venv in $(DESTDIR)$(OPTDIR) ..."
-	rm -rf "$(DESTDIR)$(OPTDIR)" "$(INSTALL_BUILDDIR)/wheel"
-	$(INSTALL_PY) -m venv "$(DESTDIR)$(OPTDIR)"
-	"$(DESTDIR)$(OPTDIR)/bin/python" -m pip -q wheel --no-deps -w "$(INSTALL_BUILDDIR)/wheel" .
-	"$(DESTDIR)$(OPTDIR)/bin/python" -m pip -q install --no-compile --disable-pip-version-check \
-		"$$(ls "$(INSTALL_BUILDDIR)"/wheel/misbridge-*.whl)$(if $(INSTALL_EXTRAS),[$(INSTALL_EXTRAS)])"
-	@# Staged files must name their final paths: strip DESTDIR from scripts and pyvenv.cfg,
-	@# and compile the bytecode as if it lived in $(OPTDIR) (tracebacks show real paths).
-	@if [ -n "$(DESTDIR)" ]; then \
-		grep -rlI --null -F "$(DESTDIR)" "$(DESTDIR)$(OPTDIR)" | xargs -0r sed -i "s|$(DESTDIR)||g"; \
-	fi
-	"$(DESTDIR)$(OPTDIR)/bin/python" -m compileall -q -f -j0 $(if $(DESTDIR),-s "$(DESTDIR)" -p /) \
-		"$(DESTDIR)$(OPTDIR)/lib"
-	chmod -R u+rwX,go+rX,go-w "$(DESTDIR)$(OPTDIR)"
-	@# Launchers: run the venv's interpreter found relative to the launcher itself, isolated
-	@# (-I: no PYTHON* variables, no user site, no current directory on sys.path).
-	install -d -m 0755 "$(DESTDIR)$(PREFIX)/bin"
-	printf '#!/bin/sh\n# misbridge launcher (make install): runs %s from the venv %s\nexec "$$(dirname "$$(readlink -f "$$0")")/%s/bin/python" -I -m %s "$$@"\n' \
-		misbridge "$(OPTDIR)" "$(_VENV_REL)" misbridge > "$(DESTDIR)$(PREFIX)/bin/misbridge"
-	chmod 0755 "$(DESTDIR)$(PREFIX)/bin/misbridge"
-	@if [ -n "$(INSTALL_EXTRAS)" ]; then \
-		printf '#!/bin/sh\n# misbridge-sim launcher (make install): runs %s from the venv %s\nexec "$$(dirname "$$(readlink -f "$$0")")/%s/bin/python" -I -m %s "$$@"\n' \
-			misbridge-sim "$(OPTDIR)" "$(_VENV_REL)" simulators > "$(DESTDIR)$(PREFIX)/bin/misbridge-sim" \
-		&& chmod 0755 "$(DESTDIR)$(PREFIX)/bin/misbridge-sim"; \
-	fi
-	install -d -m 0755 "$(DESTDIR)$(UNITDIR)" "$(DESTDIR)$(UDEVRULESDIR)" "$(DESTDIR)$(SYSUSERSDIR)" "$(DESTDIR)$(DOCDIR)"
-	sed -e 's|^ExecStart=/usr/bin/misbridge |ExecStart=$(PREFIX)/bin/misbridge |' \
-		-e 's|^Documentation=file:/usr/share/doc/misbridge/|Documentation=file:$(DOCDIR)/|' \
-		systemd/misbridge.service > "$(DESTDIR)$(UNITDIR)/misbridge.service"
-	chmod 0644 "$(DESTDIR)$(UNITDIR)/misbridge.service"
-	sed -e 's|^ExecStart=/usr/bin/misbridge |ExecStart=$(PREFIX)/bin/misbridge |' \
-		-e 's|^Documentation=file:/usr/share/doc/misbridge/|Documentation=file:$(DOCDIR)/|' \
-		systemd/misbridge-reconcile.service > "$(DESTDIR)$(UNITDIR)/misbridge-reconcile.service"
-	chmod 0644 "$(DESTDIR)$(UNITDIR)/misbridge-reconcile.service"
-	sed -e 's|^Documentation=file:/usr/share/doc/misbridge/|Documentation=file:$(DOCDIR)/|' \
-		systemd/misbridge-reconcile.timer > "$(DESTDIR)$(UNITDIR)/misbridge-reconcile.timer"
-	chmod 0644 "$(DESTDIR)$(UNITDIR)/misbridge-reconcile.timer"
-	install -m 0644 udev/99-misbridge-pinpad.rules "$(DESTDIR)$(UDEVRULESDIR)/99-misbridge-pinpad.rules"
-	install -m 0644 packaging/sysusers.conf "$(DESTDIR)$(SYSUSERSDIR)/misbridge.conf"
-	install -m 0644 docs/operations.md "$(DESTDIR)$(DOCDIR)/operations.md"
-	@# /etc: the example is always refreshed; misbridge.toml and the credentials are never touched.
-	install -d -m 0755 "$(DESTDIR)/etc/misbridge"
-	install -d -m 0700 "$(DESTDIR)/etc/misbridge/credentials"
-	"$(DESTDIR)$(OPTDIR)/bin/python" -I packaging/gen_config_example.py > "$(INSTALL_BUILDDIR)/misbridge.toml.example"
-	install -m 0644 "$(INSTALL_BUILDDIR)/misbridge.toml.example" "$(DESTDIR)/etc/misbridge/misbridge.toml.example"
-	@if [ -z "$(DESTDIR)" ]; then \
-		echo "misbridge: creating the system user, reloading systemd and udev ..."; \
-		if command -v systemd-sysusers >/dev/null; then systemd-sysusers "$(SYSUSERSDIR)/misbridge.conf"; fi; \
-		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
-		if [ -S /run/udev/control ]; then udevadm control --reload \
-			&& udevadm trigger --action=add --subsystem-match=tty --subsystem-match=usb; fi; \
-	fi
-	@echo "misbridge installed$(if $(DESTDIR), into $(DESTDIR)). Next: docs/operations.md (configuration, credentials, systemctl enable --now misbridge misbridge-reconcile.timer)."
+deb: $(STAMP) deb-deps
+	PYTHON=$(abspath $(BIN)/python) sh packaging/build-deb.sh
+	lintian --fail-on error,warning build/deb/misbridge_$$(sed -n 's/^__version__ = "\(.*\)"$$/\1/p' misbridge/__init__.py)-1_all.deb \
+		build/deb/misbridge-$$(sed -n 's/^__version__ = "\(.*\)"$$/\1/p' misbridge/__init__.py)_*_*.deb
+
+deb-lock: $(STAMP)
+	$(BIN)/python packaging/lock_requirements.py
+
+test-deb: $(STAMP) deb-deps
+	$(BIN)/pytest -q -m deb -p no:cacheprovider tests/package $(PYTEST_ARGS)
+
+install: deb
+	@[ "$$(id -u)" = 0 ] || { echo "make install needs root (sudo make install)"; exit 1; }
+	v=$$(sed -n 's/^__version__ = "\(.*\)"$$/\1/p' misbridge/__init__.py); \
+	  apt-get install -y ./build/deb/misbridge-$${v}_$${v}-1_*.deb ./build/deb/misbridge_$${v}-1_all.deb
 
 # Offline checks of the unit and the udev rule with the real tools, installed when missing:
 # systemd-analyze (Debian's systemd), udevadm (udev) and, on Debian 12 whose udevadm 252 has no

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from misbridge import __version__
 from misbridge.core.keys import KeyStatus, Reachability
 from misbridge.core.latest_reconcile import LatestReconcile
 from misbridge.device.base import PinPadDriver
@@ -81,6 +82,8 @@ async def health_report(
         alerts.append(end_of_day_alert)
     detail: dict[str, Any] = {
         "status": "ready" if ready else "not ready",
+        # Which release answers: the package's restart checks it (misbridgectl restart).
+        "version": __version__,
         "reasons": reasons,
         "accepting": status.accepting,
         "recovering": status.recovering,

@@ -30,6 +30,7 @@ from typing import Any, Final, Protocol
 
 from loguru import logger
 
+from misbridge import __version__
 from misbridge.config.settings import Lane
 from misbridge.core import answers
 from misbridge.core.answers import Response
@@ -208,6 +209,7 @@ def _combined(
     alerts += [alert for alert in default.get("alerts", []) if alert != own]
     detail: dict[str, Any] = {
         "status": "ready" if ready else "not ready",
+        "version": __version__,
         "reasons": reasons,
         "accepting": all(d["accepting"] for _, d in reports.values()),
         "recovering": any(d["recovering"] for _, d in reports.values()),

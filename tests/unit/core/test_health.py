@@ -6,6 +6,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import misbridge
 from misbridge.app.reconcile import write_latest
 from misbridge.config.settings import JournalSettings, Settings
 from misbridge.core.latest_reconcile import LatestReconcile, latest_path
@@ -38,6 +39,7 @@ async def test_ready_once_recovered_with_every_field_in_order(
     assert ready
     assert list(detail.items()) == [
         ("status", "ready"),
+        ("version", misbridge.__version__),
         ("reasons", []),
         ("accepting", True),
         ("recovering", False),

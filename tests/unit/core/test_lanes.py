@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from loguru import logger
 
+import misbridge
 from misbridge.config.settings import DEFAULT_LANE, Lane, Settings, load_settings
 from misbridge.core.health import needs_manual_alert
 from misbridge.core.lanes import LaneRouter, lane_log_context
@@ -118,6 +119,7 @@ async def test_the_daemons_health_is_every_lanes() -> None:
     ready, detail = await router.health()
     assert not ready
     assert detail["status"] == "not ready"
+    assert detail["version"] == misbridge.__version__
     assert detail["reasons"] == ["lane lane2: the PIN pad is not connected"]
     assert detail["reversals"] == {"pending": 2, "needsManual": 3}
     assert detail["alerts"] == [needs_manual_alert(3), "end of day 2026-05-01: 1 mismatch"]
