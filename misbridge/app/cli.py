@@ -8,9 +8,10 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
 from loguru import logger
 
@@ -28,11 +29,12 @@ from misbridge.app.status import (
     health_target,
     read_health,
 )
-from misbridge.config.settings import DEFAULT_CONFIG_PATH, load_settings
+from misbridge.config.settings import DEFAULT_CONFIG_PATH, ApiSettings, load_settings
 from misbridge.ebuy import jsonio
 from misbridge.errors import ConfigError, InvalidTransition, JournalError
 from misbridge.host import systemd
 from misbridge.journal.lanes import LaneFilter
+from misbridge.journal.queries import STATE_FILTERS
 from misbridge.journal.records import KeyCallKind
 from misbridge.journal.schema import KEY_CALL_KINDS
 from misbridge.journal.store import Journal, StateConflictError
@@ -42,13 +44,65 @@ from misbridge.tools import journal as journaltool
 #: Most simulated lanes ``--lanes`` starts (each is a pad simulator process).
 MAX_SIMULATED_LANES = 32
 
+#: The commands that read no configuration: ``--config`` before them is refused, not silently ignored.
+CONFIGLESS_COMMANDS: Final = frozenset({"demo", "probe", "conformance"})
+
+#: The ports systemd/misbridge.service lets the daemon bind (its SocketBindAllow= lines; a test compares).
+UNIT_SOCKET_BIND_ALLOW: Final = ("tcp:9100", "tcp:9101", "tcp:9110-9139")
+
+_CONFIG_HELP: Final = "TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)"
+
+
+def _shared_option(flag: str, help_text: str, *, owner: bool = False) -> argparse.ArgumentParser:
+    """A ``parents=`` parser with one option that a command shares with the subcommands below it.
+
+    Each of them takes it, so it may stand before or after a subcommand (``misbridge journal list
+    --journal X`` and ``misbridge journal --journal X list``). Only the owner, the highest parser
+    that takes it, gives it a default (``None``); the others take it with ``default=SUPPRESS``:
+    argparse copies a subcommand's values, defaults included, over those parsed before it, so a
+    default below the owner would erase the value given before the subcommand.
+    """
+    holder = argparse.ArgumentParser(add_help=False)
+    default = None if owner else argparse.SUPPRESS
+    holder.add_argument(flag, type=Path, metavar="FILE", default=default, help=help_text)
+    return holder
+
+
+def _config(help_text: str = _CONFIG_HELP) -> argparse.ArgumentParser:
+    """``--config`` for a command below the top (the top parser owns it)."""
+    return _shared_option("--config", help_text)
+
+
+def _ports_help() -> str:
+    """Where the ports of ``serve`` are set, and what the unit lets it bind (``serve --help``)."""
+    fields = ApiSettings.model_fields
+    *single, lane_range = UNIT_SOCKET_BIND_ALLOW
+    return (
+        f"Ports: the e-Buy socket door listens on api.socket_port (default {fields['socket_port'].default}) "
+        f"and the HTTP door on api.http_port (default {fields['http_port'].default}), on api.host, in the TOML "
+        "configuration's [api]; a lane may have an e-Buy socket port of its own, [[lanes]] socket_port. "
+        f"As a service, the unit (systemd/misbridge.service) lets misbridge bind only {', '.join(single)} and "
+        f"{lane_range} (SocketBindAllow=): another port needs its own SocketBindAllow=tcp:PORT in a drop-in "
+        "(systemctl edit misbridge, [Service] section), or the bind is refused. An HTTP door on a Unix socket "
+        "(api.http_socket) needs none. docs/operations.md, 'Network: the backend must be allowed explicitly'."
+    )
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="misbridge", description="e-Buy cashier-side middleware")
+    top_config = _shared_option(
+        "--config",
+        f"{_CONFIG_HELP}; for every command but {', '.join(sorted(CONFIGLESS_COMMANDS))}, before or after it",
+        owner=True,
+    )
+    parser = argparse.ArgumentParser(
+        prog="misbridge", description="e-Buy cashier-side middleware", parents=[top_config]
+    )
     parser.add_argument("--version", action="version", version=f"misbridge {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the daemon")
-    serve.add_argument("--config", type=Path, help="TOML configuration file (default: $MISBRIDGE_CONFIG)")
+    serve = commands.add_parser(
+        "serve", help="run the daemon", description="Run the daemon (what the misbridge service runs).",
+        epilog=_ports_help(), parents=[_config("TOML configuration file (default: $MISBRIDGE_CONFIG)")],
+    )  # fmt: skip
     serve.add_argument(
         "--simulators", action="store_true",
         help="start the PIN-pad and backend simulators and wire the daemon to them (bench / POS development)",
@@ -72,8 +126,10 @@ def _parser() -> argparse.ArgumentParser:
         "--scenario", default="approve", choices=list(DEMO_SCENARIOS), metavar="NAME",
         help="the scenario (default: approve); every one is listed below",
     )  # fmt: skip
-    check = commands.add_parser("check-config", help="validate a configuration file and print every problem")
-    check.add_argument("--config", type=Path, required=True)
+    commands.add_parser(
+        "check-config", help="validate a configuration file and print every problem",
+        parents=[_config("the configuration file to check (required)")],
+    )  # fmt: skip
     _add_status_parser(commands)
     _add_journal_parser(commands)
     _add_reconcile_parser(commands)
@@ -97,7 +153,7 @@ def _parser() -> argparse.ArgumentParser:
         "every check cites its section of docs/device-protocol.md; exit status 1 when one fails.",
     )
     conformance_arguments(conformance)
-    pad = commands.add_parser("pad", help="PIN pad keys: provision a new or replaced pad")
+    pad = commands.add_parser("pad", help="PIN pad keys: provision a new or replaced pad", parents=[_config()])
     pad_commands = pad.add_subparsers(dest="pad_command", required=True)
     provision = pad_commands.add_parser(
         "provision",
@@ -105,9 +161,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Run at install or after a pad was replaced, with the misbridge service stopped "
         "(systemctl stop misbridge): the service owns the pad's port. Needs the rootKey credential "
         "ebuy-root-key (or keys.root_key_file). docs/operations.md, 'Keys'.",
+        parents=[_config()],
     )
-    provision.add_argument("--config", type=Path, help="TOML configuration (default: $MISBRIDGE_CONFIG, else "
-                           "/etc/misbridge/misbridge.toml if it exists)")  # fmt: skip
     provision.add_argument(
         "--lane", metavar="NAME",
         help="the [[lanes]] lane whose pad to provision, under its deviceNo and shopNo (default: the default lane; "
@@ -121,13 +176,8 @@ def _add_status_parser(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "status", help="is the running misbridge ready? the pad, its keys, the sign-in, the backend",
         description="Ask the running misbridge for its /health through its HTTP door and print it for a "
         "technician (docs/operations.md, 'misbridge status'). Exit status: 0 ready, 1 not ready, "
-        "2 misbridge not reachable.",
+        "2 misbridge not reachable.", parents=[_config()],
     )  # fmt: skip
-    command.add_argument(
-        "--config",
-        type=Path,
-        help="TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)",
-    )
     command.add_argument(
         "--url", help="ask this door instead of the configured one: http://HOST:PORT or unix:/PATH of the socket"
     )
@@ -146,7 +196,7 @@ def _add_reconcile_parser(commands: argparse._SubParsersAction[argparse.Argument
         "The report is printed and written as JSON and CSV under <journal directory>/reports/<date>/; with "
         "several [[lanes]], one per lane, each under its own deviceNo. "
         "Exit status: 0 everything matches, 3 mismatches, 1 backend unreachable or failed (run again), "
-        "2 configuration or usage error.",
+        "2 configuration or usage error.", parents=[_config()],
     )  # fmt: skip
     which = command.add_mutually_exclusive_group()
     which.add_argument(
@@ -159,11 +209,6 @@ def _add_reconcile_parser(commands: argparse._SubParsersAction[argparse.Argument
         help="every business day from DATE (YYYY-MM-DD) to the last complete one, oldest first; 'last': every "
         "day after the newest one that has a report (what the timer runs, so a day the machine was off is not "
         "skipped)",
-    )
-    command.add_argument(
-        "--config",
-        type=Path,
-        help="TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)",
     )
     command.add_argument("--json", action="store_true", help="print the report as JSON instead of a table")
     command.add_argument(
@@ -208,41 +253,47 @@ def _seconds(text: str) -> float:
     return value
 
 
+_JOURNAL_HELP: Final = "journal file (default: journal.path of the configuration)"
+
+
 def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     journal = commands.add_parser(
         "journal", help="list, show, export (masked), purge or resolve the transaction journal; list key calls",
         description="Read the journal read-only (safe while misbridge runs), purge old final transactions, "
-        "or record how a transaction left for a person (needs_manual) was resolved.",
+        "or record how a transaction left for a person (needs_manual) was resolved. --config and --journal "
+        "may stand before or after the subcommand.",
+        parents=[_config(), _shared_option("--journal", _JOURNAL_HELP, owner=True)],
     )  # fmt: skip
-    journal.add_argument(
-        "--config",
-        type=Path,
-        help="TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)",
-    )
-    journal.add_argument("--journal", type=Path, help="journal file (default: journal.path of the configuration)")
     tools = journal.add_subparsers(dest="journal_command", required=True)
+
+    def tool(name: str, help_text: str, description: str | None = None) -> argparse.ArgumentParser:
+        # Each subcommand takes the journal's options too, so they work after it (issue 17).
+        parents = [_config(), _shared_option("--journal", _JOURNAL_HELP)]
+        return tools.add_parser(name, help=help_text, description=description, parents=parents)
+
     since_help = "only transactions created since then: 7d, 12h, 30m or an ISO date/time (local time if naive)"
-    state_help = "only this state (approved, declined, aborted, voided, needs_manual, ...), or final / open"
+    states = ", ".join(state for state in STATE_FILTERS if state not in journaltool.STATE_GROUPS)
+    state_help = f"only this state: {states}; or final / open (every final / every other one)"
     lane_help = "only this POS lane's transactions; 'default' for the default lane's (default: every lane)"
-    listing = tools.add_parser("list", help="newest transactions first, as a table")
+    listing = tool("list", "newest transactions first, as a table")
     listing.add_argument("--since", help=since_help)
-    listing.add_argument("--state", help=state_help)
+    listing.add_argument("--state", choices=STATE_FILTERS, metavar="STATE", help=state_help)
     listing.add_argument("--lane", type=_lane, help=lane_help)
-    listing.add_argument("--limit", type=int, default=50, help="at most this many lines (default 50)")
-    show = tools.add_parser("show", help="one transaction: request, answer, transitions, backend calls, reversal")
+    listing.add_argument("--limit", type=_positive_count, default=50, help="at most this many lines (default 50)")
+    show = tool("show", "one transaction: request, answer, transitions, backend calls, reversal")
     show.add_argument("trace_no", metavar="TRACENO")
-    export = tools.add_parser("export", help="every matching transaction, oldest first, for reconciliation")
+    export = tool("export", "every matching transaction, oldest first, for reconciliation")
     export.add_argument("--format", choices=["csv", "json"], default="csv")
     export.add_argument("--since", help=since_help)
-    export.add_argument("--state", help=state_help)
+    export.add_argument("--state", choices=STATE_FILTERS, metavar="STATE", help=state_help)
     export.add_argument("--lane", type=_lane, help=lane_help)
     export.add_argument("--output", type=Path, help="write to this file instead of standard output")
-    _add_key_calls_parser(tools)
-    purge = tools.add_parser("purge", help="delete final transactions older than the retention (never open ones)")
+    _add_key_calls_parser(tool)
+    purge = tool("purge", "delete final transactions older than the retention (never open ones)")
     purge.add_argument("--older-than-days", type=int, help="retention in days (default: journal.retention_days)")
     purge.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
-    resolve = tools.add_parser(
-        "resolve", help="record how a needs_manual transaction was settled with e-Buy (closes its reversal)",
+    resolve = tool(
+        "resolve", "record how a needs_manual transaction was settled with e-Buy (closes its reversal)",
         description="After reconciling a needs_manual transaction with e-Buy by hand, record the outcome: a sale "
         "as voided, approved or declined (an accumulating, which cannot be voided: approved or declined), a void "
         "or refund as approved or declined. The transaction and its reversal "
@@ -261,10 +312,10 @@ def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     )
 
 
-def _add_key_calls_parser(tools: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_key_calls_parser(tool: Callable[..., argparse.ArgumentParser]) -> None:
     # Not "calls": `journal show` lists a transaction's backendCalls (inquiries, voids), another table.
-    command = tools.add_parser(
-        "key-calls", help="misbridge's own calls, newest first: key downloads, sign-ins (with the KCV), end of day",
+    command = tool(
+        "key-calls", "misbridge's own calls, newest first: key downloads, sign-ins (with the KCV), end of day",
         description="List the requests misbridge sent under a traceNo of its own, outside any transaction "
         "(the key_calls table): downloadKey, signIn (with the check value of the key it issued, never a key), "
         "and the end of day's batchUpload and summary; when each was allocated, and how it ended: answered "
@@ -315,9 +366,25 @@ def _positive_count(text: str) -> int:
     return value
 
 
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """``argv`` (default ``sys.argv[1:]``) parsed, with the checks argparse cannot make.
+
+    A usage error prints the usage and the reason and exits with status 2 (:class:`SystemExit`),
+    as argparse does: ``--config`` for a command that reads no configuration is refused rather
+    than ignored, and ``check-config`` needs one (given before or after it).
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.config is not None and args.command in CONFIGLESS_COMMANDS:
+        parser.error(f"{args.command} reads no configuration: leave out --config")
+    if args.command == "check-config" and args.config is None:
+        parser.error("check-config needs --config FILE, the configuration to check")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``misbridge`` console script."""
-    args = _parser().parse_args(argv)
+    args = parse_arguments(argv)
     try:
         if args.command == "demo":
             return _demo(args)
@@ -384,9 +451,7 @@ def _journal(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.journal_command == "list":
-            rows = journaltool.list_transactions(
-                path, since=since, state=args.state, limit=max(args.limit, 0), lane=args.lane
-            )
+            rows = journaltool.list_transactions(path, since=since, state=args.state, limit=args.limit, lane=args.lane)
             print(journaltool.format_table(rows))
         elif args.journal_command == "show":
             view = journaltool.show(path, args.trace_no)

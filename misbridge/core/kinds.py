@@ -18,6 +18,7 @@ from misbridge.errors import InvalidTransition
 
 __all__ = [
     "JOURNALED_FINAL_STATES",
+    "JOURNALED_STATES",
     "MONEY_AT_RISK_STATES",
     "PRE_SUBMIT_STATES",
     "TABLES",
@@ -66,10 +67,18 @@ class KindTable:
 TABLES: Final[dict[TransactionKind, KindTable]] = {kind: KindTable.of(machine) for kind, machine in MACHINES.items()}
 """Every kind's states, events and ``(source, event, target)`` transitions."""
 
+#: The kinds whose transactions the ``transactions`` table holds (queries and uploads have tables of their own).
+_JOURNALED_KINDS: Final = (TransactionKind.SALE, TransactionKind.VOID, TransactionKind.REFUND)
+
 JOURNALED_FINAL_STATES: Final[frozenset[TxnState]] = frozenset().union(
-    *(TABLES[kind].final_states for kind in (TransactionKind.SALE, TransactionKind.VOID, TransactionKind.REFUND))
+    *(TABLES[kind].final_states for kind in _JOURNALED_KINDS)
 )
 """Final states of the kinds the ``transactions`` table holds: its trigger refuses leaving them."""
+
+JOURNALED_STATES: Final[tuple[TxnState, ...]] = tuple(
+    state for state in TxnState if any(state in TABLES[kind].states for kind in _JOURNALED_KINDS)
+)
+"""Every state a row of the ``transactions`` table can be in, in declaration order (``misbridge journal --state``)."""
 
 _MOVES: Final[dict[tuple[TransactionKind, str, str], TxnState]] = {
     (kind, spec.source.value, spec.event): spec.target for kind, table in TABLES.items() for spec in table.transitions

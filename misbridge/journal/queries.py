@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from misbridge.core.kinds import JOURNALED_STATES
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.redaction import masked, scrub_text
 from misbridge.journal.lanes import LaneFilter
@@ -39,6 +40,7 @@ from misbridge.journal.schema import FINAL_STATES
 
 __all__ = [
     "EXPORT_COLUMNS",
+    "STATE_FILTERS",
     "STATE_GROUPS",
     "TransactionSummary",
     "http_view",
@@ -55,6 +57,9 @@ EXPORT_COLUMNS: Final = (
 )  # fmt: skip
 #: ``state`` shorthands: every final state, or every state that is not final.
 STATE_GROUPS: Final = {"final": FINAL_STATES, "open": None}
+#: Every ``state`` a filter may name: a state a transaction can be in, then the shorthands. Any other
+#: would match no row, and an empty list would read as "none of those" when the name was wrong.
+STATE_FILTERS: Final[tuple[str, ...]] = (*(str(state) for state in JOURNALED_STATES), *STATE_GROUPS)
 
 
 @dataclass(frozen=True)
@@ -151,9 +156,11 @@ def summaries(
     """Transactions created at or after ``since``, in ``state`` (or ``final``/``open``), of ``lane`` (``None``: any).
 
     Raises:
-        ValueError: ``since`` is naive or ``limit`` is negative.
+        ValueError: ``since`` is naive, ``limit`` is negative or ``state`` is none of :data:`STATE_FILTERS`.
         sqlite3.Error: the read failed.
     """
+    if state is not None and state not in STATE_FILTERS:
+        raise ValueError(f"no transaction state {state!r}: use one of {', '.join(STATE_FILTERS)}")
     clauses: list[str] = []
     params: list[Any] = []
     if lane is not None and _has_lane(conn, "transactions"):

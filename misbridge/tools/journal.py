@@ -49,7 +49,7 @@ from misbridge.errors import JournalError
 from misbridge.journal import queries
 from misbridge.journal.key_calls import DEFAULT_KEY_CALLS_LIMIT, select_key_calls
 from misbridge.journal.lanes import LaneFilter
-from misbridge.journal.queries import EXPORT_COLUMNS, STATE_GROUPS, TransactionSummary
+from misbridge.journal.queries import EXPORT_COLUMNS, STATE_FILTERS, STATE_GROUPS, TransactionSummary
 from misbridge.journal.records import KeyCallKind, KeyCallRecord, utc_now
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "EXPORT_COLUMNS",
     "KEY_CALL_COLUMNS",
     "NO_RESULT_YET",
+    "STATE_FILTERS",
     "STATE_GROUPS",
     "TransactionSummary",
     "export",
@@ -141,7 +142,7 @@ def list_transactions(
 
     Raises:
         JournalError: the journal cannot be read.
-        ValueError: ``since`` is naive or ``limit`` is negative.
+        ValueError: ``since`` is naive, ``limit`` is negative or ``state`` is unknown (:data:`STATE_FILTERS`).
     """
     with _reading(path) as conn:
         return queries.summaries(conn, since=since, state=state, limit=limit, newest_first=newest_first, lane=lane)
@@ -160,7 +161,7 @@ def export(
 
     Raises:
         JournalError: the journal cannot be read.
-        ValueError: ``fmt`` is not ``csv`` or ``json``.
+        ValueError: ``fmt`` is not ``csv`` or ``json``, or ``state`` is unknown (:data:`STATE_FILTERS`).
     """
     if fmt not in ("csv", "json"):
         raise ValueError(f"unknown export format {fmt!r}: csv or json")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from misbridge.config.settings import ApiSettings
 from misbridge.errors import ReturnCode
 from misbridge.host.crashpoints import POINTS
 
@@ -33,3 +34,21 @@ def test_every_crash_point_is_in_the_reliability_tables_in_order() -> None:
     listed = re.findall(r"^\| (\d+) \| `([^`]+)` \|", text, re.MULTILINE)
     assert [point for _, point in listed] == list(POINTS)
     assert [int(number) for number, _ in listed] == list(range(1, len(POINTS) + 1))
+
+
+def test_the_readme_says_how_to_change_the_ports() -> None:
+    """README's "Ports" paragraph: the settings, their defaults, and every port the unit lets misbridge bind."""
+    readme = (DOCS.parent / "README.md").read_text(encoding="utf-8")
+    paragraph = re.search(r"^\*\*Ports\.\*\* (.*?)\n\n", readme, re.MULTILINE | re.DOTALL)
+    assert paragraph, "README.md has no **Ports.** paragraph"
+    text = " ".join(paragraph.group(1).split())
+    api = ApiSettings()
+    assert f"`api.socket_port` ({api.socket_port})" in text
+    assert f"`api.http_port` ({api.http_port})" in text
+    assert "`socket_port` in its `[[lanes]]` entry" in text
+    unit = (DOCS.parent / "systemd" / "misbridge.service").read_text(encoding="utf-8")
+    allowed = re.findall(r"^SocketBindAllow=(\S+)$", unit, re.MULTILINE)
+    assert allowed
+    for port in allowed:
+        assert f"`{port}`" in text or f"`SocketBindAllow={port}`" in text, f"the unit allows {port}"
+    assert "drop-in" in text
