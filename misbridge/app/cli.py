@@ -20,6 +20,7 @@ from misbridge.api.policy import CallerPolicy
 from misbridge.app import retention
 from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
 from misbridge.app.demo_list import DEMO_SCENARIOS, scenario_list
+from misbridge.app.journal_file import open_journal
 from misbridge.app.status import (
     DEFAULT_TIMEOUT_S,
     EXIT_UNREACHABLE,
@@ -30,14 +31,16 @@ from misbridge.app.status import (
     read_health,
 )
 from misbridge.config.settings import DEFAULT_CONFIG_PATH, ApiSettings, load_settings
+from misbridge.config.settings import JournalSettings as JournalConfig
 from misbridge.ebuy import jsonio
 from misbridge.errors import ConfigError, InvalidTransition, JournalError
 from misbridge.host import systemd
+from misbridge.journal import SCHEMA_VERSION
 from misbridge.journal.lanes import LaneFilter
 from misbridge.journal.queries import STATE_FILTERS
 from misbridge.journal.records import KeyCallKind
 from misbridge.journal.schema import KEY_CALL_KINDS
-from misbridge.journal.store import Journal, StateConflictError
+from misbridge.journal.store import StateConflictError
 from misbridge.telemetry.logs import configure_logging
 from misbridge.tools import journal as journaltool
 
@@ -258,7 +261,8 @@ _JOURNAL_HELP: Final = "journal file (default: journal.path of the configuration
 
 def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     journal = commands.add_parser(
-        "journal", help="list, show, export (masked), purge or resolve the transaction journal; list key calls",
+        "journal", help="list, show, export (masked), purge or resolve the transaction journal; list key calls; "
+        "its schema version",
         description="Read the journal read-only (safe while misbridge runs), purge old final transactions, "
         "or record how a transaction left for a person (needs_manual) was resolved. --config and --journal "
         "may stand before or after the subcommand.",
@@ -310,6 +314,14 @@ def _add_journal_parser(commands: argparse._SubParsersAction[argparse.ArgumentPa
     resolve.add_argument(
         "--note", required=True, help="who decided and on what evidence (e.g. 'e-Buy support ticket 4711, J. Li')"
     )
+    schema = tool(
+        "schema", "the journal's schema version and the oldest misbridge that may open it (read-only)",
+        description="Print 'schema N, readable by code >= M, this misbridge knows K' without migrating or "
+        "writing anything (for package scripts: may this release, or the one rolled back to, open the "
+        "journal?). Exit 0 when this misbridge opens the journal (an older one it first upgrades, after a "
+        "backup), 1 when it refuses it or cannot read it.",
+    )  # fmt: skip
+    schema.add_argument("--json", action="store_true", help='{"schema": N, "minReader": M, "knows": K, "opens": ...}')
 
 
 def _add_key_calls_parser(tool: Callable[..., argparse.ArgumentParser]) -> None:
@@ -418,6 +430,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"misbridge: {err}", file=sys.stderr)
         return 2
+    except JournalError as err:  # e.g. serve on a journal it refuses: say why, exit non-zero, do not start
+        print(f"misbridge: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -471,10 +486,12 @@ def _journal(args: argparse.Namespace) -> int:
         elif args.journal_command == "key-calls":
             _journal_key_calls(path, args.kind, since, args.limit, as_json=args.json, lane=args.lane)
         elif args.journal_command == "resolve":
-            return _journal_resolve(path, args.trace_no, args.outcome, args.note)
+            return _journal_resolve(settings.journal, path, args.trace_no, args.outcome, args.note)
+        elif args.journal_command == "schema":
+            return _journal_schema(path, as_json=args.json)
         else:
             days = settings.journal.retention_days if args.older_than_days is None else args.older_than_days
-            return _journal_purge(path, days, args.dry_run)
+            return _journal_purge(settings.journal, path, days, args.dry_run)
     except JournalError as err:
         print(f"misbridge: {err}", file=sys.stderr)
         return 1
@@ -507,7 +524,19 @@ def _journal_key_calls(
         print(f"no calls{only} in {path} (key downloads, sign-ins, end-of-day batchUpload and summary)")
 
 
-def _journal_purge(path: Path, retention_days: int, dry_run: bool) -> int:
+def _journal_schema(path: Path, *, as_json: bool) -> int:
+    """``journal schema``: 0 this misbridge opens the journal, 1 it refuses it (newer than it may read)."""
+    compat = journaltool.schema_compat(path)
+    opens = compat.readable_by(SCHEMA_VERSION)
+    if as_json:
+        known = {"schema": compat.version, "minReader": compat.min_reader, "knows": SCHEMA_VERSION, "opens": opens}
+        print(jsonio.pretty(known))
+    else:
+        print(compat.describe())
+    return 0 if opens else 1
+
+
+def _journal_purge(config: JournalConfig, path: Path, retention_days: int, dry_run: bool) -> int:
     if retention_days < 1:
         print("misbridge: the retention must be at least 1 day", file=sys.stderr)
         return 2
@@ -521,7 +550,7 @@ def _journal_purge(path: Path, retention_days: int, dry_run: bool) -> int:
     configure_logging("INFO")
 
     async def run() -> int:
-        async with await Journal.open(path) as journal:
+        async with await open_journal(config, path) as journal:
             return await retention.purge(journal, retention_days)
 
     count = asyncio.run(run())
@@ -529,13 +558,13 @@ def _journal_purge(path: Path, retention_days: int, dry_run: bool) -> int:
     return 0
 
 
-def _journal_resolve(path: Path, trace_no: str, outcome: str, note: str) -> int:
+def _journal_resolve(config: JournalConfig, path: Path, trace_no: str, outcome: str, note: str) -> int:
     """``journal resolve``: 0 resolved, 1 unknown traceNo, not needs_manual or an outcome its kind cannot have."""
     if not path.is_file():
         raise JournalError(f"journal {path} does not exist")
 
     async def run() -> tuple[str, str | None]:
-        async with await Journal.open(path) as journal:
+        async with await open_journal(config, path) as journal:
             state = await journal.resolve(trace_no, outcome, note=note)
             reversal = await journal.reversal(trace_no)
             return state, None if reversal is None else reversal.state

@@ -28,6 +28,7 @@ from misbridge.api.policy import CallerPolicy
 from misbridge.api.security import ApiSecurity
 from misbridge.api.socket_server import Handler, PosSocketServer
 from misbridge.api.unix_socket import bind_unix_socket
+from misbridge.app.journal_file import open_journal
 from misbridge.app.retention import run_retention
 from misbridge.backend.client import BackendClient
 from misbridge.backend.keys import KeyExchange
@@ -220,7 +221,7 @@ class Daemon:
         logger.info("descriptor limit {}", raise_fd_limit())
         self._quiet_the_loop()
         Path(settings.journal.path).parent.mkdir(parents=True, exist_ok=True)
-        self._journal = await Journal.open(Path(settings.journal.path))
+        self._journal = await open_journal(settings.journal)
         lanes = settings.lane_list()
         await self._report_work_of_other_lanes(lanes)
         follow_up_lock = asyncio.Lock()  # one void or refund check at a time across every lane

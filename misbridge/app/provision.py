@@ -20,6 +20,7 @@ from typing import TextIO
 from loguru import logger
 
 from misbridge.app.daemon import load_signing_key
+from misbridge.app.journal_file import open_journal
 from misbridge.backend.client import BackendClient
 from misbridge.backend.keys import KeyExchange
 from misbridge.config.secrets import load_root_key, use_installed_credentials
@@ -27,7 +28,6 @@ from misbridge.config.settings import Settings
 from misbridge.core.keys import KeyKeeper
 from misbridge.device.base import PadInfo, create_driver
 from misbridge.errors import ConfigError, MisbridgeError
-from misbridge.journal.store import Journal
 
 #: How long provisioning waits for the pad's link.
 PAD_WAIT_S = 10.0
@@ -59,7 +59,7 @@ async def provision_pad(
     signing_key = load_signing_key(settings)  # the sign-in is signed like any request
     Path(settings.journal.path).parent.mkdir(parents=True, exist_ok=True)
     pad = create_driver(settings.device)
-    async with await Journal.open(Path(settings.journal.path)) as whole:
+    async with await open_journal(settings.journal) as whole:
         # With several lanes the daemon's keeper reads its own lane's sign-ins: journal this one as the lane's.
         journal = whole.for_lane(chosen.name, default=chosen.default) if several else whole
         backend = BackendClient(settings.backend, settings.identity, signing_key)

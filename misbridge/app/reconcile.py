@@ -51,6 +51,7 @@ from typing import Any, Final, Literal, TextIO
 from loguru import logger
 
 from misbridge.app.daemon import load_signing_key
+from misbridge.app.journal_file import open_journal
 from misbridge.backend.client import BackendClient, BackendReply
 from misbridge.config.settings import Lane, Settings
 from misbridge.core.endofday import BusinessDay, DayRecords, business_day, business_day_at, day_records
@@ -439,7 +440,7 @@ async def reconcile(
     """
     signing_key = load_signing_key(settings)
     identity = settings.identity if lane is None else lane.identity
-    async with await Journal.open(settings.journal.path) as whole:
+    async with await open_journal(settings.journal) as whole:
         journal = whole if lane is None else whole.for_lane(lane.name, default=lane.default)
         records = await day_records(journal, window)
         backend = BackendClient(settings.backend, identity, signing_key)

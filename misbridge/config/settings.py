@@ -228,6 +228,13 @@ class JournalSettings(_Section):
         description="final transactions older than this many days are purged (misbridge journal purge); "
         "unfinished ones are never purged",
     )
+    backups_kept: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="copies of the journal taken before a schema upgrade (backups/journal-v<version>-<UTC time>"
+        ".sqlite next to the journal) that are kept; older ones are deleted",
+    )
 
 
 class KeySettings(_Section):

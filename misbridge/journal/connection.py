@@ -44,7 +44,7 @@ from typing import Any, Final, Self, TypeVar
 from misbridge.errors import JournalError
 from misbridge.journal.lanes import LaneFilter, check_lane_name
 from misbridge.journal.records import iso_utc, utc_now
-from misbridge.journal.schema import migrate
+from misbridge.journal.upgrade import BackupPolicy, upgrade_schema
 
 __all__ = ["JournalBase", "JournalSettings", "iso"]
 
@@ -104,19 +104,31 @@ class JournalBase:
         self._lane_filter: LaneFilter | None = None  # None: every lane (the journal open() returns)
 
     @classmethod
-    async def open(cls, path: Path, *, clock: Callable[[], datetime] = utc_now) -> Self:
+    async def open(
+        cls, path: Path, *, clock: Callable[[], datetime] = utc_now, backups: BackupPolicy | None = None
+    ) -> Self:
         """Open (creating and migrating if needed) the journal file at ``path``.
 
+        A journal at an older schema version is first copied to ``backups/`` next to it, as
+        ``backups`` says (default :class:`~misbridge.journal.upgrade.BackupPolicy`: keep 5),
+        then migrated and checked (:func:`~misbridge.journal.upgrade.upgrade_schema`). A newer
+        one is opened without migrating when its ``min_reader`` allows this code.
+
         Raises:
-            JournalError: the file cannot be opened, WAL cannot be enabled, or the schema is
-                newer than this code.
+            JournalError: the file cannot be opened, WAL cannot be enabled, the schema is
+                newer than this code may read, there is no room for the backup or it cannot be
+                written, or the migrated database fails its integrity or foreign-key check.
         """
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="misbridge-journal")
+        opening = partial(_connect, path, backups or BackupPolicy(), clock())
         try:
-            conn = await asyncio.get_running_loop().run_in_executor(executor, _connect, path)
+            conn = await asyncio.get_running_loop().run_in_executor(executor, opening)
         except sqlite3.Error as err:
             executor.shutdown(wait=False)
             raise JournalError(f"cannot open journal {path}: {err}") from err
+        except OSError as err:  # the backup's file or folder
+            executor.shutdown(wait=False)
+            raise JournalError(f"cannot back up journal {path} before its schema upgrade: {err}") from err
         except BaseException:
             executor.shutdown(wait=False)
             raise
@@ -238,7 +250,7 @@ class JournalBase:
 # --- Everything below runs on the journal thread. ----------------------------------------
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def _connect(path: Path, backups: BackupPolicy, now: datetime) -> sqlite3.Connection:
     conn = sqlite3.connect(path, isolation_level=None, timeout=_BUSY_TIMEOUT_S)
     try:
         conn.row_factory = sqlite3.Row
@@ -251,7 +263,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         # rest. SQLite's default 2 MiB page cache only fills as the file grows, which showed as
         # daemon RSS growth over 10 000 sales (docs/performance.md).
         conn.execute(f"PRAGMA cache_size = -{_PAGE_CACHE_KIB:d}")
-        migrate(conn)
+        upgrade_schema(conn, path, backups, now)
     except BaseException:
         conn.close()
         raise

@@ -48,6 +48,14 @@ Versions:
    unanswered queries, the latest sign-in. Columns are added, no table is rebuilt, so every
    trigger stays as it was. (A later rebuild of one of these tables must carry ``lane`` and make
    its ``*_by_lane`` index again.)
+9. Expand/contract (issue 17, :mod:`misbridge.journal.upgrade`): ``schema_compat``, one row whose
+   ``min_reader`` is the oldest schema version of code allowed to open this database. A release
+   only *adds* (tables, nullable columns, indexes), which code of the version before can ignore,
+   and leaves ``min_reader`` as it was; dropping or renaming happens in a later release, which
+   raises ``min_reader`` past every version that still used the old shape. Code that finds a
+   ``user_version`` newer than its own opens the file without migrating it when
+   ``min_reader`` is at most its own version, and refuses it otherwise. ``min_reader`` starts at
+   9, not 8: the code of version 8 predates the rule and refuses any newer ``user_version``.
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Final
 
 from misbridge.errors import JournalError
@@ -63,6 +72,7 @@ from misbridge.errors import JournalError
 __all__ = [
     "CALL_KINDS",
     "CALL_STATES",
+    "COMPAT_SINCE",
     "FINAL_STATES",
     "KEY_CALL_KINDS",
     "LANE_TABLES",
@@ -72,8 +82,10 @@ __all__ = [
     "REVERSAL_STATES",
     "SCHEMA_VERSION",
     "TRACE_SERIAL",
+    "SchemaCompat",
     "immediate_transaction",
     "migrate",
+    "read_compat",
     "schema_v1",
     "schema_v2",
     "schema_v3",
@@ -82,13 +94,17 @@ __all__ = [
     "schema_v6",
     "schema_v7",
     "schema_v8",
+    "schema_v9",
 ]
 
 FINAL_STATES: Final[tuple[str, ...]] = ("approved", "declined", "aborted", "voided")
 """States no transaction may leave; enforced by the ``transactions_final_is_final`` trigger."""
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 """The ``PRAGMA user_version`` that :func:`migrate` brings a database to."""
+
+COMPAT_SINCE: Final = 9
+"""The first version with the ``schema_compat`` table (its ``min_reader``)."""
 
 TRACE_SERIAL: Final = "trace_serial"
 """The ``counters`` row that numbers the requests misbridge originates; it never goes down."""
@@ -525,6 +541,35 @@ def schema_v8(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
     ]
 
 
+def schema_v9(final_states: Sequence[str] = FINAL_STATES) -> list[str]:
+    """The statements that take version 8 to version 9: ``schema_compat``, the expand/contract record.
+
+    ``final_states`` is not used (same signature as every step). One row (``only_row = 1``):
+    ``min_reader``, the oldest schema version of code that may open the database. It only
+    grows (a contract step raises it; nothing lowers it, a rollback included) and the row is
+    never deleted, as triggers guard.
+    """
+    del final_states  # same signature as schema_v1
+    return [
+        """CREATE TABLE schema_compat (
+            only_row   INTEGER PRIMARY KEY NOT NULL CHECK (only_row = 1),
+            min_reader INTEGER NOT NULL CHECK (min_reader >= 1)
+        ) STRICT""",
+        f"INSERT INTO schema_compat (only_row, min_reader) VALUES (1, {COMPAT_SINCE:d})",  # noqa: S608 - a module constant
+        """CREATE TRIGGER schema_compat_only_grows
+            BEFORE UPDATE ON schema_compat
+            WHEN NEW.min_reader < OLD.min_reader OR NEW.only_row IS NOT OLD.only_row
+            BEGIN
+                SELECT RAISE(ABORT, 'min_reader only grows');
+            END""",
+        """CREATE TRIGGER schema_compat_is_kept
+            BEFORE DELETE ON schema_compat
+            BEGIN
+                SELECT RAISE(ABORT, 'the schema_compat row is never deleted');
+            END""",
+    ]
+
+
 _MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {
     1: schema_v1,
     2: schema_v2,
@@ -534,34 +579,106 @@ _MIGRATIONS: Final[dict[int, Callable[[Sequence[str]], list[str]]]] = {
     6: schema_v6,
     7: schema_v7,
     8: schema_v8,
+    9: schema_v9,
 }
 """Statements that take a database from version ``n - 1`` to version ``n``."""
 
 
-def migrate(conn: sqlite3.Connection, final_states: Sequence[str] = FINAL_STATES) -> int:
+@dataclass(frozen=True)
+class SchemaCompat:
+    """A database's schema version and the oldest schema version of code allowed to open it.
+
+    ``min_reader`` comes from ``schema_compat`` (version 9 on). Before version 9 there is no
+    such row and code of an older schema refused a newer ``user_version`` outright, so a file
+    of version ``n`` < 9 is readable by code of schema ``n`` or later (and migrated by it);
+    so is a newer file that lacks the row. An empty file (version 0) is readable by any code.
+    """
+
+    version: int
+    min_reader: int
+
+    def readable_by(self, known: int) -> bool:
+        """Whether code whose :data:`SCHEMA_VERSION` is ``known`` may open the database."""
+        return self.version <= known or self.min_reader <= known
+
+    def refusal(self, where: str, known: int = SCHEMA_VERSION) -> JournalError:
+        """The error of code of schema ``known`` that may not open this database (``where`` names it)."""
+        return JournalError(
+            f"{where}: this misbridge refuses to open a newer schema than it knows: the journal is at schema "
+            f"version {self.version} and needs code of schema {self.min_reader} or later, this misbridge knows "
+            f"{known}; upgrade misbridge, or roll back with the backup taken before the upgrade (the journal's "
+            "backups/ folder)"
+        )
+
+    def describe(self, known: int = SCHEMA_VERSION) -> str:
+        """One line for people and package scripts: the version, who may read it, what this code knows."""
+        return f"schema {self.version}, readable by code >= {self.min_reader}, this misbridge knows {known}"
+
+
+def read_compat(conn: sqlite3.Connection) -> SchemaCompat:
+    """The database's :class:`SchemaCompat`, read without changing anything (any connection, read-only too).
+
+    Raises:
+        sqlite3.Error: the caller translates it.
+    """
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version < COMPAT_SINCE:
+        return SchemaCompat(version, version)
+    has_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_compat'").fetchone()
+    row = conn.execute("SELECT min_reader FROM schema_compat WHERE only_row = 1").fetchone() if has_table else None
+    # A newer file without the row promises nothing to older code: it needs its own version.
+    return SchemaCompat(version, version if row is None else int(row[0]))
+
+
+def migrate(
+    conn: sqlite3.Connection,
+    final_states: Sequence[str] = FINAL_STATES,
+    *,
+    verify: Callable[[sqlite3.Connection], None] | None = None,
+) -> int:
     """Bring the database on ``conn`` to :data:`SCHEMA_VERSION`; return the version found.
 
     Each step runs in its own ``BEGIN IMMEDIATE`` transaction together with its
     ``user_version`` bump, so a crash leaves the database at a whole version.  ``conn``
     must have ``isolation_level=None``.
 
+    A database newer than :data:`SCHEMA_VERSION` is left as it is when its ``min_reader``
+    allows this code (an additive change, :class:`SchemaCompat`), and refused otherwise.
+
+    ``verify`` runs inside the last step's transaction, after its statements and before its
+    COMMIT: if it raises, that step is rolled back, so a database that fails it is never at
+    :data:`SCHEMA_VERSION` and every later start checks it again (rather than one failed start
+    followed by a start that finds nothing left to migrate).
+
     Raises:
-        JournalError: the database was written by a newer misbridge.
+        JournalError: the database was written by a newer misbridge that this one may not read,
+            or ``verify`` raised it.
         sqlite3.Error: the caller translates it.
     """
     found = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if found > SCHEMA_VERSION:
-        raise JournalError(f"journal schema version {found} is newer than this misbridge ({SCHEMA_VERSION})")
+        compat = read_compat(conn)
+        if not compat.readable_by(SCHEMA_VERSION):
+            raise compat.refusal("journal")
+        return found
     for version in range(found + 1, SCHEMA_VERSION + 1):
-        _apply(conn, version, _MIGRATIONS[version](final_states))
+        last_check = verify if version == SCHEMA_VERSION else None
+        _apply(conn, version, _MIGRATIONS[version](final_states), last_check)
     return found
 
 
-def _apply(conn: sqlite3.Connection, version: int, statements: list[str]) -> None:
+def _apply(
+    conn: sqlite3.Connection,
+    version: int,
+    statements: list[str],
+    verify: Callable[[sqlite3.Connection], None] | None = None,
+) -> None:
     with immediate_transaction(conn):
         for statement in statements:
             conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {version:d}")
+        if verify is not None:
+            verify(conn)
 
 
 @contextmanager

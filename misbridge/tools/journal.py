@@ -51,6 +51,7 @@ from misbridge.journal.key_calls import DEFAULT_KEY_CALLS_LIMIT, select_key_call
 from misbridge.journal.lanes import LaneFilter
 from misbridge.journal.queries import EXPORT_COLUMNS, STATE_FILTERS, STATE_GROUPS, TransactionSummary
 from misbridge.journal.records import KeyCallKind, KeyCallRecord, utc_now
+from misbridge.journal.schema import SchemaCompat, read_compat
 
 __all__ = [
     "DEFAULT_KEY_CALLS_LIMIT",
@@ -68,6 +69,7 @@ __all__ = [
     "open_readonly",
     "parse_since",
     "purgeable_count",
+    "schema_compat",
     "show",
 ]
 
@@ -104,6 +106,16 @@ def _reading(path: Path) -> Iterator[sqlite3.Connection]:
             yield conn
         except sqlite3.Error as err:
             raise JournalError(f"reading journal {path} failed: {err}") from err
+
+
+def schema_compat(path: Path) -> SchemaCompat:
+    """The journal's schema version and the oldest code allowed to open it; nothing is migrated or written.
+
+    Raises:
+        JournalError: the file does not exist or is not a readable SQLite journal.
+    """
+    with _reading(path) as conn:
+        return read_compat(conn)
 
 
 # --- parsing ---------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ inquiries forwarded to the backend (issue 10); v3 -> v4 the POS's queries and up
 and the request hash of a forwarded inquiry; v4 -> v5 the ``option`` kind of backend call (the
 table rebuilt with its rows and guards); v5 -> v6 misbridge's own key requests (issue 14) and the
 ``purges`` table adopted with a count of them; v6 -> v7 the end of day's own calls (the key_calls
-table rebuilt); v7 -> v8 the POS lane of a row (issue 16), every earlier row the default lane's.
+table rebuilt); v7 -> v8 the POS lane of a row (issue 16), every earlier row the default lane's; v8 -> v9
+the ``schema_compat`` row (issue 17), every earlier trigger kept.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ async def test_v1_file_is_migrated_and_keeps_its_rows(db_path: Path) -> None:
     assert not V2_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 9
         assert await journal.count() == 2
         old = await journal.get("OLD1")
         assert old is not None
@@ -236,7 +237,7 @@ async def test_v3_file_is_migrated_keeps_its_rows_and_gains_the_queries(db_path:
     assert not V4_TABLES & tables(db_path)
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 9
         assert await journal.count() == 2
         old = await journal.forwarded_inquiry("INQ0")
         assert old is not None
@@ -297,7 +298,7 @@ async def test_v4_file_is_migrated_keeps_its_calls_and_guards_and_takes_an_optio
             conn.execute(statement)
         conn.execute("PRAGMA user_version = 4")
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 9
         assert [(c.trace_no, c.kind, c.return_code) for c in await journal.calls("OLD1")] == [
             ("202604301000020000000001", "inquiry", "25")
         ]
@@ -341,14 +342,16 @@ def write_v5_file(path: Path) -> None:
             conn.execute("INSERT INTO purges (at, cutoff, transactions, transitions) VALUES (?, ?, 3, 9)", (at, at))
 
 
-#: The columns later versions added to a table: purges.key_calls (6), every lane (8).
-LATER_COLUMNS = {("purges", "key_calls"), *((table, "lane") for table in LANE_TABLES)}
+#: The columns later versions added to a table, by version: purges.key_calls (6), every lane (8).
+LATER_COLUMNS = {6: {("purges", "key_calls")}, 8: {(table, "lane") for table in LANE_TABLES}}
+#: The tables later versions added, by version: key_calls (6), schema_compat (9).
+LATER_TABLES = {6: "key_calls", 9: "schema_compat"}
 
 
 def snapshot(path: Path, *, since: int = 5) -> dict[str, list[tuple[object, ...]]]:
-    """Every row of every table of a version-``since`` file (5 or 7), in the columns that version has."""
-    later = LATER_COLUMNS if since < 6 else {(table, "lane") for table in LANE_TABLES}
-    skipped = {"sqlite_sequence", "key_calls"} if since < 6 else {"sqlite_sequence"}
+    """Every row of every table of a version-``since`` file (5, 7 or 8), in the columns that version has."""
+    later = {column for added, columns in LATER_COLUMNS.items() if added > since for column in columns}
+    skipped = {"sqlite_sequence"} | {name for added, name in LATER_TABLES.items() if added > since}
     with raw(path) as conn:
         names = sorted(str(row[0]) for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
         snap = {}
@@ -367,7 +370,7 @@ async def test_v5_file_is_migrated_keeps_every_row_and_gains_the_key_calls(db_pa
     assert all(before[name] for name in ("transactions", "backend_calls", "pos_inquiries", "pos_queries", "purges"))
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 9
         assert snapshot(db_path) == before
         assert await journal.key_calls() == []
         trace_no = await journal.allocate_key_call("signIn")
@@ -433,7 +436,7 @@ async def test_v6_file_is_migrated_keeps_its_key_calls_and_takes_the_end_of_days
                 (at, at),
             )
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 9
         [kept] = await journal.key_calls()
         assert (kept.trace_no, kept.kind, kept.key_kcv) == ("202604301000060000000003", "signIn", "ABC123")
         upload = await journal.allocate_key_call("batchUpload")
@@ -494,7 +497,7 @@ async def test_v7_file_is_migrated_keeps_every_row_and_reads_it_as_the_default_l
     assert all(before[name] for name in ("transactions", "backend_calls", "pos_inquiries", "pos_queries", "key_calls"))
 
     async with await Journal.open(db_path) as journal:
-        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 8
+        assert (await journal.settings()).schema_version == SCHEMA_VERSION == 9
         assert snapshot(db_path, since=7) == before, "no row changed"
         default, lane2 = journal.for_lane("lane1", default=True), journal.for_lane("lane2", default=False)
         old = await journal.get("OLD1")
@@ -518,7 +521,9 @@ async def test_v7_file_is_migrated_keeps_every_row_and_reads_it_as_the_default_l
             await add_transaction(lane2, "UP0", "received")
         assert await journal.integrity_check() == "ok"
 
-    assert schema_objects(db_path, "trigger") == triggers, "every trigger as it was"
+    after = schema_objects(db_path, "trigger")
+    assert {name: after[name] for name in triggers} == triggers, "every trigger as it was"
+    assert set(after) - set(triggers) == {"schema_compat_only_grows", "schema_compat_is_kept"}, "version 9's own"
     with raw(db_path) as conn:
         for table in LANE_TABLES:
             lanes = [row[0] for row in conn.execute(f"SELECT lane FROM {table} ORDER BY rowid")]  # noqa: S608 - literals

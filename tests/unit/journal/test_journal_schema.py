@@ -35,7 +35,7 @@ def _insert(conn: sqlite3.Connection, trace_no: str, state: str) -> None:
 
 def test_migrate_creates_the_latest_version_once(conn: sqlite3.Connection) -> None:
     assert migrate(conn) == 0
-    assert _version(conn) == SCHEMA_VERSION == 8
+    assert _version(conn) == SCHEMA_VERSION == 9
     assert migrate(conn) == SCHEMA_VERSION  # nothing to do the second time
     names = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
     assert {"transactions", "transitions", "transactions_final_is_final"} <= names
@@ -43,6 +43,8 @@ def test_migrate_creates_the_latest_version_once(conn: sqlite3.Connection) -> No
     assert {"pos_inquiries", "transactions_trace_no_not_barred", "pos_inquiries_are_kept"} <= names
     assert {"key_calls", "key_calls_trace_no_is_new", "key_calls_result_is_final", "purges"} <= names
     assert {"transactions_by_lane", "pos_queries_by_lane", "key_calls_by_lane"} <= names
+    assert {"schema_compat", "schema_compat_only_grows", "schema_compat_is_kept"} <= names
+    assert conn.execute("SELECT only_row, min_reader FROM schema_compat").fetchall() == [(1, 9)]
 
 
 def test_newer_database_is_refused(conn: sqlite3.Connection) -> None:

@@ -176,7 +176,7 @@ async def test_durability_settings_are_in_force(journal: Journal, db_path: Path)
     raw = sqlite3.connect(db_path)
     try:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persisted in the file
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 8
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
     finally:
         raw.close()
 
