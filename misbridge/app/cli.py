@@ -94,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
         "conformance",
         help="certify a PIN pad: every rule of the mispos-v1 protocol checked, with a report",
         description="The conformance kit for pad makers (docs/operations.md, 'Certifying a PIN pad'): "
-        "every check cites its section of docs/device-protocol.md; exit status 1 when one fails.",
+        "every check cites its section of docs/device-protocol.md; exit status 1 when one fails, 2 when nothing "
+        "was checked (the pad's port held by another program, e.g. the misbridge service).",
     )
     conformance_arguments(conformance)
     pad = commands.add_parser("pad", help="PIN pad keys: provision a new or replaced pad")
