@@ -17,6 +17,7 @@ Tree::
     │   └── LinkFailedError          retransmits exhausted
     ├── DeviceError                  the PIN pad as a device
     │   ├── DeviceNotConnected
+    │   │   └── PadInUse             another program holds the pad's port (most likely the service)
     │   ├── DeviceTimeout            (also TimeoutError)
     │   ├── CustomerCancelled
     │   ├── CardReadError
@@ -193,6 +194,24 @@ class DeviceNotConnected(DeviceError):
     """No PIN pad link is up (unplugged, never opened, or the link failed)."""
 
     default_code = ReturnCode.DEVICE_NOT_CONNECTED
+
+
+class PadInUse(DeviceNotConnected):
+    """Another program holds the pad's port locked, most likely the misbridge service.
+
+    Raised by the transport that meets the lock refusal, so every tool that opens the pad itself
+    (``misbridge probe --try``, ``pad provision``, ``conformance``) says the same sentence.
+
+    Args:
+        url: the port that could not be opened.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__(
+            f"the PIN pad at {url} is in use by another program (its port is locked), most likely the misbridge "
+            "service: stop it first (systemctl stop misbridge), or ask the running service with `misbridge status`"
+        )
+        self.url = url
 
 
 class DeviceTimeout(DeviceError, TimeoutError):

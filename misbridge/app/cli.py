@@ -7,7 +7,6 @@ import asyncio
 import math
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
@@ -19,7 +18,7 @@ from misbridge import __version__
 from misbridge.api.policy import CallerPolicy
 from misbridge.app import retention
 from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
-from misbridge.app.demo_list import DEMO_SCENARIOS, scenario_list
+from misbridge.app.demo_list import DEFAULT_DEMO_CARD, DEMO_CARDS, DEMO_SCENARIOS, scenario_list
 from misbridge.app.journal_file import open_journal
 from misbridge.app.status import (
     DEFAULT_TIMEOUT_S,
@@ -119,7 +118,10 @@ def _parser() -> argparse.ArgumentParser:
         "demo", help="run a scenario (a card sale by default) on the simulators and print it",
         epilog=scenario_list(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    demo.add_argument("--card", help="test card the simulated customer presents (default: points-cash)")
+    demo.add_argument(
+        "--card", choices=DEMO_CARDS, metavar="NAME",
+        help=f"test card the simulated customer presents: {', '.join(DEMO_CARDS)} (default: {DEFAULT_DEMO_CARD})",
+    )  # fmt: skip
     demo.add_argument(
         "--lanes", type=_lane_count, metavar="N",
         help="N lanes, each with its own simulated PIN pad, selling at the same time: one receipt per lane",
@@ -153,7 +155,8 @@ def _parser() -> argparse.ArgumentParser:
         "conformance",
         help="certify a PIN pad: every rule of the mispos-v1 protocol checked, with a report",
         description="The conformance kit for pad makers (docs/operations.md, 'Certifying a PIN pad'): "
-        "every check cites its section of docs/device-protocol.md; exit status 1 when one fails.",
+        "every check cites its section of docs/device-protocol.md; exit status 1 when one fails, 2 when nothing "
+        "was checked (the pad's port held by another program, e.g. the misbridge service).",
     )
     conformance_arguments(conformance)
     pad = commands.add_parser("pad", help="PIN pad keys: provision a new or replaced pad", parents=[_config()])
@@ -633,13 +636,13 @@ async def _serve(config: Path | None, *, simulators: bool, lanes: int | None = N
     configure_logging(settings.log_level)
     if not simulators:
         return await _run_daemon(Daemon(settings, signing_key=load_signing_key(settings)))
-    from misbridge.app.simulated import simulated_daemon
+    from misbridge.app.simulated import bench_workdir, simulated_daemon
 
     pad_count = lanes if lanes is not None else max(1, len(settings.lanes))
     if lanes is not None and settings.lanes and lanes != len(settings.lanes):
         raise ConfigError(f"--lanes {lanes}: the configuration lists {len(settings.lanes)} lanes")
-    with tempfile.TemporaryDirectory(prefix="misbridge-sim-") as tmp:
-        async with simulated_daemon(Path(tmp), settings, start=False, lanes=pad_count) as bench:
+    with bench_workdir("misbridge-sim-") as work:  # kept if the run fails: the error may name its simulators.log
+        async with simulated_daemon(work.path, settings, start=False, lanes=pad_count) as bench:
             sims = bench.sims
             pads = [(pad.device_path, pad.control_path) for pad in sims.pads] or [(sims.device_path, sims.control_path)]
             for number, (device, control) in enumerate(pads, start=1):

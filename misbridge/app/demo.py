@@ -11,7 +11,6 @@ scenario is listed, one line each, in :mod:`misbridge.app.demo_list`.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import unicodedata
 from io import StringIO
 from pathlib import Path
@@ -24,7 +23,7 @@ from misbridge.app.daemon import Daemon
 from misbridge.app.demo_book import BOOK_RUNS
 from misbridge.app.demo_eod import end_of_day_scenario
 from misbridge.app.demo_list import DEMO_SCENARIOS
-from misbridge.app.simulated import Simulators, simulated_daemon, simulated_settings
+from misbridge.app.simulated import Simulators, bench_workdir, simulated_daemon, simulated_settings
 from misbridge.config.settings import Settings
 from misbridge.ebuy import jsonio
 from misbridge.ebuy.envelope import encode_envelope, frame_message
@@ -90,30 +89,40 @@ def format_receipt(request: dict[str, Any], response: dict[str, Any]) -> str:
 
 
 async def run_demo(out: TextIO, *, card: str | None = None, scenario: str = "approve") -> int:
-    """Run the demo; returns 0 when the scenario ended as it should (approved, voided, refunded...)."""
-    with tempfile.TemporaryDirectory(prefix="misbridge-demo-") as tmp:
-        workdir = Path(tmp)
-        async with simulated_daemon(workdir, lambda sims: demo_settings(sims, workdir), card=card) as bench:
-            out.write(f"scenario            {scenario}: {DEMO_SCENARIOS[scenario]}\n")
-            out.write(f"PIN pad simulator   {bench.sims.device_path}\n")
-            out.write(f"backend simulator   {bench.sims.backend_url}\n")
-            await _print_keys(out, bench.daemon)
-            if scenario in RUNS:
-                host = bench.daemon.settings.api.host
-                out.write(
-                    f"misbridge           socket {host}:{bench.daemon.socket_port}, "
-                    f"http http://{host}:{bench.daemon.http_port}\n\n"
-                )
-                ended_well = await RUNS[scenario](out, bench.daemon)
-                out.write(f"\n{'as expected' if ended_well else 'NOT as expected'}\n")
-                return 0 if ended_well else 1
-            await _script_backend_faults(bench.sims.backend_url, SALE_FAULTS[scenario])
-            response = await _redeem(out, bench.daemon)
-            await _print_trail(out, bench.daemon, response["traceNo"], expect_void=scenario == "lost-reply-void")
-    expected = ReturnCode.VOIDED.code if scenario == "lost-reply-void" else "00"
-    ended_well = response.get("returnCode") == expected
-    out.write(f"{'as expected' if ended_well else 'NOT as expected'}\n")
+    """Run the demo; returns 0 when the scenario ended as it should (approved, voided, refunded...).
+
+    The simulators' log and the journal stay on disk when it did not (the last line says where).
+    """
+    with bench_workdir("misbridge-demo-") as work:
+        ended_well = await _run_scenario(out, work.path, card=card, scenario=scenario)
+        out.write(f"{'as expected' if ended_well else 'NOT as expected'}\n")
+        if not ended_well:
+            work.keep = True
+            out.write(f"kept for a look: {work.path} (simulators.log, journal.db)\n")
     return 0 if ended_well else 1
+
+
+async def _run_scenario(out: TextIO, workdir: Path, *, card: str | None, scenario: str) -> bool:
+    """Run ``scenario`` on simulators started in ``workdir``; True when it ended as it should."""
+    async with simulated_daemon(workdir, lambda sims: demo_settings(sims, workdir), card=card) as bench:
+        out.write(f"scenario            {scenario}: {DEMO_SCENARIOS[scenario]}\n")
+        out.write(f"PIN pad simulator   {bench.sims.device_path}\n")
+        out.write(f"backend simulator   {bench.sims.backend_url}\n")
+        await _print_keys(out, bench.daemon)
+        if scenario in RUNS:
+            host = bench.daemon.settings.api.host
+            out.write(
+                f"misbridge           socket {host}:{bench.daemon.socket_port}, "
+                f"http http://{host}:{bench.daemon.http_port}\n\n"
+            )
+            ended_well = await RUNS[scenario](out, bench.daemon)
+            out.write("\n")
+            return ended_well
+        await _script_backend_faults(bench.sims.backend_url, SALE_FAULTS[scenario])
+        response = await _redeem(out, bench.daemon)
+        await _print_trail(out, bench.daemon, response["traceNo"], expect_void=scenario == "lost-reply-void")
+    expected = ReturnCode.VOIDED.code if scenario == "lost-reply-void" else "00"
+    return bool(response.get("returnCode") == expected)
 
 
 async def _print_keys(out: TextIO, daemon: Daemon) -> None:

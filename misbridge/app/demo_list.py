@@ -1,4 +1,5 @@
-"""The scenarios of ``misbridge demo``, one line each: what ``--help`` lists and what the demo prints first.
+"""The scenarios of ``misbridge demo``, one line each: what ``--help`` lists and what the demo prints first;
+and the test cards ``--card`` accepts.
 
 Kept apart from :mod:`misbridge.app.demo` so that building the command line imports nothing heavy.
 """
@@ -19,6 +20,21 @@ DEMO_SCENARIOS: Final[dict[str, str]] = {
     "day": "a day at the till: every action of the book once or more, alternating the socket and HTTP doors",
     "end-of-day": "three card sales, the backend told to remember one with another amount, then misbridge reconcile",
 }
+
+#: The PIN-pad simulator's test cards (``simulators/cards.py``), which ``--card`` names. misbridge
+#: never imports the simulators, so the names are repeated here, where an unknown one is refused
+#: before any simulator starts; tests/unit/test_demo_list.py keeps the two lists equal.
+DEMO_CARDS: Final[tuple[str, ...]] = (
+    "points",
+    "points-cash",
+    "privilege",
+    "privilege-cash",
+    "prepaid",
+    "member",
+    "unknown",
+)
+#: The card the simulated customer presents when ``--card`` is not given (the simulator's default).
+DEFAULT_DEMO_CARD: Final = "points-cash"
 
 
 def scenario_list() -> str:

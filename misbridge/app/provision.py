@@ -26,8 +26,9 @@ from misbridge.backend.keys import KeyExchange
 from misbridge.config.secrets import load_root_key, use_installed_credentials
 from misbridge.config.settings import Settings
 from misbridge.core.keys import KeyKeeper
+from misbridge.device import ensure_port_free
 from misbridge.device.base import PadInfo, create_driver
-from misbridge.errors import ConfigError, MisbridgeError
+from misbridge.errors import ConfigError, MisbridgeError, PadInUse
 
 #: How long provisioning waits for the pad's link.
 PAD_WAIT_S = 10.0
@@ -57,6 +58,12 @@ async def provision_pad(
             "or set keys.root_key_file (docs/operations.md, 'Keys')"
         )
     signing_key = load_signing_key(settings)  # the sign-in is signed like any request
+    try:
+        await ensure_port_free(settings.device.url, baudrate=settings.device.baudrate)
+    except PadInUse as busy:
+        # Said at once: the driver would only retry the locked port until the wait below ran out.
+        print(f"misbridge: {busy.message}", file=out)
+        return 1
     Path(settings.journal.path).parent.mkdir(parents=True, exist_ok=True)
     pad = create_driver(settings.device)
     async with await open_journal(settings.journal) as whole:

@@ -18,8 +18,10 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import sys
-from collections.abc import AsyncIterator, Callable, Mapping
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -268,6 +270,34 @@ def _wired_lanes(base: Settings, sims: Simulators) -> list[LaneSettings]:
         lane.model_copy(update={"device_url": str(pad.device_path)})
         for lane, pad in zip(base.lanes, sims.pads, strict=True)
     ]
+
+
+@dataclass
+class BenchDir:
+    """A bench run's private directory (simulator logs, journal); removed at the end unless :attr:`keep` is set."""
+
+    path: Path
+    keep: bool = False
+
+
+@contextlib.contextmanager
+def bench_workdir(prefix: str) -> Iterator[BenchDir]:
+    """A temporary directory for a bench run that outlives the run when it failed.
+
+    An error raised inside keeps it (it may name ``simulators.log`` in it, as the "did not start"
+    error does: a message must never send a person to a file already deleted); so does a caller
+    that sets ``keep`` on a run that ended badly. Otherwise it is removed, as a temporary
+    directory is.
+    """
+    bench = BenchDir(Path(tempfile.mkdtemp(prefix=prefix)))
+    try:
+        yield bench
+    except Exception:
+        bench.keep = True
+        raise
+    finally:
+        if not bench.keep:
+            shutil.rmtree(bench.path, ignore_errors=True)
 
 
 def daemon_for(settings: Settings) -> Daemon:

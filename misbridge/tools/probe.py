@@ -18,9 +18,9 @@ from typing import Any
 from misbridge.config.settings import DeviceSettings
 from misbridge.device.base import PadInfo
 from misbridge.device.mispos import MisPosV1Driver
-from misbridge.errors import DeviceNotConnected, MisbridgeError
+from misbridge.errors import DeviceNotConnected, MisbridgeError, PadInUse
 from misbridge.transport.base import ByteTransport
-from misbridge.transport.registry import open_transport
+from misbridge.transport.registry import ensure_port_free, open_transport
 
 BY_ID_DIR = Path("/dev/serial/by-id")
 RULES_NAME = "99-misbridge-pinpad.rules"
@@ -30,6 +30,8 @@ RULES_PATHS = (
     Path("/usr/lib/udev/rules.d") / RULES_NAME,
     Path(__file__).resolve().parents[2] / "udev" / RULES_NAME,
 )
+#: ``misbridge probe --try``'s exit status when the pad cannot be opened or did not answer.
+EXIT_CANNOT_OPEN = 1
 _RULE_IDS = re.compile(r'ATTRS\{idVendor\}=="([0-9a-fA-F]{4})",\s*ATTRS\{idProduct\}=="([0-9a-fA-F]{4})"')
 
 
@@ -142,9 +144,11 @@ async def try_pad(url: str, *, baudrate: int = 115200, timeout: float = 5.0) -> 
     """Open ``url`` with the mispos-v1 driver and return the pad's DEVICE_INFO.
 
     Raises:
+        PadInUse: another program holds the port (said at once: waiting would not free it).
         DeviceNotConnected: the port cannot be opened, or the pad did not answer in ``timeout`` s.
         ConfigError: no transport for the URL.
     """
+    await ensure_port_free(url, baudrate=baudrate)
     failures: list[MisbridgeError] = []
 
     async def opener(target: str, rate: int) -> ByteTransport:
@@ -162,6 +166,8 @@ async def try_pad(url: str, *, baudrate: int = 115200, timeout: float = 5.0) -> 
             return await driver.device_info()
     finally:
         await driver.stop()
+    if failures and isinstance(failures[-1], PadInUse):  # taken between the check and the driver's open
+        raise failures[-1]
     if failures:
         raise DeviceNotConnected(failures[-1].message)
     raise DeviceNotConnected(f"no DEVICE_INFO reply from {url} within {timeout:g} s (wrong port or baud rate?)")
@@ -172,8 +178,10 @@ def run_probe(try_url: str | None, *, baudrate: int, timeout: float) -> tuple[in
     if try_url is not None:
         try:
             info = asyncio.run(try_pad(try_url, baudrate=baudrate, timeout=timeout))
+        except PadInUse as err:
+            return EXIT_CANNOT_OPEN, err.message  # the sentence names the port already
         except MisbridgeError as err:
-            return 1, f"{try_url}: {err.message}"
+            return EXIT_CANNOT_OPEN, f"{try_url}: {err.message}"
         return 0, (
             f"{try_url}: model {info.model}, firmware {info.firmware}, serial {info.serial_no},"
             f" protocol {info.protocol}"

@@ -7,7 +7,7 @@ round. Each transport is imported lazily, when its scheme is first opened.
 
 from __future__ import annotations
 
-from misbridge.errors import ConfigError
+from misbridge.errors import ConfigError, DeviceNotConnected, PadInUse
 from misbridge.transport.base import SERIAL_SCHEME, ByteTransport, TransportOpener, url_scheme
 
 
@@ -58,3 +58,26 @@ async def open_transport(url: str, *, baudrate: int) -> ByteTransport:
         known = ", ".join(sorted(TRANSPORTS))
         raise ConfigError(f"no transport for {scheme}:// in device URL {url!r} (known: {known})")
     return await opener(url, baudrate)
+
+
+async def ensure_port_free(url: str, *, baudrate: int) -> None:
+    """Raise :class:`~misbridge.errors.PadInUse` when another program holds the pad's serial port.
+
+    For the tools that open the pad themselves (``misbridge probe --try``, ``pad provision``,
+    ``conformance``): their drivers retry a refused open until they give up, which would hide the
+    one cause a technician can fix at once (the service still running) behind a vague timeout.
+    Only a serial device path can be locked; any other failure to open is left to the tool's own
+    open, which reports it as ever. The port is closed again at once.
+
+    Raises:
+        PadInUse: the port is locked by another process.
+    """
+    if url_scheme(url) != SERIAL_SCHEME:
+        return
+    try:
+        transport = await open_transport(url, baudrate=baudrate)
+    except PadInUse:
+        raise
+    except (DeviceNotConnected, ConfigError):
+        return
+    await transport.aclose()

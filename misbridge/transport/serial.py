@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from typing import Any
 
 import serial
 import serial_asyncio_fast
 from loguru import logger
 
-from misbridge.errors import ConfigError, DeviceNotConnected
+from misbridge.errors import ConfigError, DeviceNotConnected, PadInUse
 from misbridge.transport.base import SERIAL_SCHEME, url_scheme
 
 #: Largest chunk returned by one ``read()``; a MIS-POS frame is at most 1024 bytes.
@@ -25,6 +26,10 @@ READ_CHUNK = 4096
 CLOSE_TIMEOUT_S = 2.0
 
 _IO_ERRORS = (serial.SerialException, OSError)
+#: flock(LOCK_EX | LOCK_NB) refused: another open file holds the lock (pyserial keeps the errno).
+_LOCK_REFUSED = {errno.EAGAIN, errno.EWOULDBLOCK}
+#: The same refusal as text, for a pyserial that drops the errno.
+_LOCK_TEXTS = ("could not exclusively lock port", "resource temporarily unavailable")
 
 
 class SerialTransport:
@@ -41,7 +46,8 @@ class SerialTransport:
         """Open ``url`` 8N1 without flow control; device paths are opened exclusively.
 
         Raises:
-            DeviceNotConnected: the port does not exist, is locked by another process or refused.
+            PadInUse: another process holds the port (most likely the misbridge service).
+            DeviceNotConnected: the port does not exist or refused.
             ConfigError: pyserial rejected a setting (baud rate) or the URL itself.
         """
         kwargs: dict[str, Any] = {"url": url, "baudrate": baudrate}
@@ -51,6 +57,8 @@ class SerialTransport:
         try:
             reader, writer = await serial_asyncio_fast.open_serial_connection(loop=asyncio.get_running_loop(), **kwargs)
         except _IO_ERRORS as err:
+            if is_port_locked(err):
+                raise PadInUse(url) from err
             raise DeviceNotConnected(f"cannot open PIN pad at {url}: {err}") from err
         except ValueError as err:
             raise ConfigError(f"invalid serial settings for {url}: {err}") from err
@@ -112,3 +120,16 @@ class SerialTransport:
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
                 await self._writer.wait_closed()
         logger.debug("closed {}", self._url)
+
+
+def is_port_locked(err: BaseException) -> bool:
+    """True when opening a port failed because another process holds its exclusive lock.
+
+    pyserial reports the refused ``flock`` as ``SerialException(11, "Could not exclusively lock
+    port ...: [Errno 11] Resource temporarily unavailable")``; the errno is the sure sign, the
+    text the fallback.
+    """
+    if isinstance(err, OSError) and err.errno in _LOCK_REFUSED:
+        return True
+    text = str(err).lower()
+    return any(marker in text for marker in _LOCK_TEXTS)

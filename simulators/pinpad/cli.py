@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import date
+from pathlib import Path
 from typing import IO, Any
 
 from simulators.cards import CARDS, DEFAULT_CARD
@@ -230,7 +231,7 @@ def build_pad(
     """A pad configured from the scenario file (if any) and the flags, flags winning.
 
     Raises:
-        ValueError: an invalid ``--pin``, fault value or scenario file.
+        ValueError: an invalid ``--pin``, fault value or scenario file, or a ``--link`` in a missing folder.
     """
     scenario = load_scenario(args.scenario) if getattr(args, "scenario", None) else Scenario()
     pad_opts = {dest: scenario.pad.get(key, default) for dest, (key, default) in _PAD_OPTIONS.items()}
@@ -239,6 +240,7 @@ def build_pad(
         field: getattr(args, dest) for dest, field in _FAULT_FLAGS.items() if getattr(args, dest, None) is not None
     }
     Customer(pad_opts["card"], pad_opts["pin"], pad_opts["action"])  # validates --pin and --action
+    check_link_folder(args.link)
     if pad_opts["keys"] not in KEY_STATES:
         raise ValueError(f"keys must be one of {', '.join(sorted(KEY_STATES))}, not {pad_opts['keys']!r}")
     master_key_hex, working_key_hex = KEY_STATES[pad_opts["keys"]]()
@@ -268,6 +270,26 @@ def build_pad(
     for choice in scenario.choices:
         pad.prompts.enqueue(choice)
     return pad
+
+
+def check_link_folder(link: str | None) -> None:
+    """Refuse a ``--link`` whose folder does not exist, saying how to fix it.
+
+    Checked before the pty is made: the symlink is created inside that folder, and a technician
+    who typed ``--link /run/misbridge/pad`` on a fresh machine should read what to do, not a traceback.
+
+    Raises:
+        ValueError: the folder is missing, or is not a folder.
+    """
+    if link is None:
+        return
+    folder = Path(link).parent
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise ValueError(
+            f"--link {link}: the folder {folder} {what}; create it first (mkdir -p {folder}) "
+            "or give a path in an existing folder (e.g. /tmp/mispos-sim)"
+        )
 
 
 def _trace_sink(target: str | None) -> tuple[Callable[[str], None] | None, IO[str] | None]:
@@ -326,7 +348,15 @@ async def run(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     control = ControlServer(pad, args.control) if args.control else None
     try:
-        await pad.start()
+        try:
+            await pad.start()
+        except OSError as err:  # the folder checked above vanished, or is not writable
+            print(
+                f"misbridge-sim pinpad: cannot make the link {args.link}: {err.strerror or err}; "
+                "give a new file name in a folder you may write to (e.g. /tmp/mispos-sim)",
+                file=sys.stderr,
+            )
+            return 2
         if control is not None:
             await control.start()
         print(banner(pad, args.control), flush=True)

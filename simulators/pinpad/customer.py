@@ -49,8 +49,8 @@ class Customer:
             raise ValueError(f"unknown card {self.card!r} (known: {', '.join(CARDS)})")
         if self.action not in {a.value for a in Action}:
             raise ValueError(f"unknown action {self.action!r} (known: {', '.join(a.value for a in Action)})")
-        if self.pin is not None and not (self.pin.isdigit() and 4 <= len(self.pin) <= 12):
-            raise ValueError("a PIN is 4 to 12 digits")
+        if self.pin is not None:
+            check_pin(self.pin)
         if not 0.0 <= self.hesitate_s <= MAX_HESITATE_S:
             raise ValueError(f"hesitate_s must be between 0 and {MAX_HESITATE_S:g} seconds")
         object.__setattr__(self, "action", Action(self.action))
@@ -64,6 +64,16 @@ class Customer:
     def typed_pin(self) -> str:
         """The PIN this customer types."""
         return self.pin if self.pin is not None else self.test_card.pin
+
+
+def check_pin(pin: str) -> None:
+    """Refuse what no pad keypad would send as a PIN: ISO 9564 format 0 holds 4 to 12 digits.
+
+    Raises:
+        ValueError: ``pin`` is not 4 to 12 decimal digits.
+    """
+    if not (pin.isascii() and pin.isdigit() and 4 <= len(pin) <= 12):
+        raise ValueError("a PIN is 4 to 12 digits")
 
 
 #: The code a scripted customer shows when none is given: the book's qrcodeSale example.

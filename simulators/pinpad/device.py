@@ -73,7 +73,7 @@ from simulators.crypto import (
     key_check_value,
     unwrap_key,
 )
-from simulators.pinpad.customer import Action, Customer
+from simulators.pinpad.customer import Action, Customer, check_pin
 from simulators.pinpad.faults import TRACE_FIELDS, Faults, event_of
 from simulators.pinpad.line import FaultyLine
 from simulators.pinpad.prompts import PromptSteps, confirmation
@@ -531,6 +531,27 @@ class SimulatedPinPad:
                 return Customer(answer or self._default.card)
             prompt = f"unknown card {answer!r}; card: "
 
+    async def _ask_for_pin(self, card: TestCard) -> str | None:
+        """Interactive mode: the PIN the technician types (Enter: the card's), None for cancel.
+
+        Asked again until it is 4 to 12 digits: a PIN block cannot hold anything else, and a
+        step that died on it would leave the sale waiting for its timeout with the pad busy.
+        """
+        question = f"PIN for {card.masked_pan} (Enter: the right PIN {card.pin}; or digits, 'cancel'): "
+        while self._ask is not None:
+            answer = await self._ask(question)
+            if answer == "cancel":
+                return None
+            if not answer:
+                return card.pin
+            try:
+                check_pin(answer)
+            except ValueError as refused:
+                question = f"{refused}: PIN again (Enter: the right PIN {card.pin}; or 'cancel'): "
+                continue
+            return answer
+        return card.pin
+
     async def _read_pin(self, msg: ReadPin, card: TestCard) -> None:
         rid = msg.request_id
         self._card = None  # §5: one READ_PIN per card read, whatever its outcome
@@ -546,13 +567,11 @@ class SimulatedPinPad:
             return
         pin = self._customer.typed_pin
         if self._asked_customer and self._ask is not None:
-            question = f"PIN for {card.masked_pan} (Enter: the right PIN {card.pin}; or digits, 'cancel'): "
-            answer = await self._ask(question)
-            if answer == "cancel":
+            asked = await self._ask_for_pin(card)
+            if asked is None:
                 self._send(Result(rid, ResultCode.CUSTOMER_CANCEL, "cancelled"))
                 return
-            if answer:
-                pin = answer
+            pin = asked
         for typed in range(1, len(pin) + 1):
             await asyncio.sleep(self._pin_delay_s / len(pin))
             if action is Action.CANCEL_PIN and typed > len(pin) // 2:

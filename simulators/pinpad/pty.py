@@ -87,7 +87,11 @@ class PtyPort:
         return self._master >= 0
 
     def open(self) -> str:
-        """Create the pty in raw mode, start reading the master and return the slave path."""
+        """Create the pty in raw mode, start reading the master and return the slave path.
+
+        Raises:
+            OSError: the ``link`` symlink cannot be made (its folder is missing or not writable); the pty is closed.
+        """
         if self.is_open:
             return self._slave_path
         self._loop = asyncio.get_running_loop()
@@ -99,7 +103,11 @@ class PtyPort:
         self._slave_path = os.ttyname(self._slave)
         self._loop.add_reader(self._master, self._read_ready)
         if self._link is not None:
-            _replace_symlink(self._link, self._slave_path)
+            try:
+                _replace_symlink(self._link, self._slave_path)
+            except OSError:
+                self.close()  # no half-open pad: the pty goes with the link it could not get
+                raise
         _LOGGER.debug("pty open: %s", self._slave_path)
         return self._slave_path
 
@@ -226,7 +234,11 @@ def _replace_symlink(link: Path, target: str) -> None:
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
     tmp.symlink_to(target)
-    os.replace(tmp, link)
+    try:
+        os.replace(tmp, link)
+    except OSError:
+        tmp.unlink()  # leave the folder as it was
+        raise
 
 
 def _remove_symlink_to(link: Path, target: str) -> None:

@@ -7,13 +7,20 @@ printed only as first 6 / last 4, if at all).
 
 from __future__ import annotations
 
+import asyncio
+import re
 import subprocess
 import sys
+import tempfile
+from io import StringIO
 from pathlib import Path
 
 import pytest
 
+from misbridge.app import demo
 from misbridge.app.demo_list import DEMO_SCENARIOS
+from misbridge.app.simulated import bench_workdir
+from misbridge.errors import ConfigError
 from simulators.cards import CARDS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,3 +75,45 @@ def test_the_end_of_day_report_names_the_planted_sale_and_the_rest_match() -> No
     assert f"{planted}  cardRedemption  approved 40.80  ->  2 the backend holds more" in out, out[-3000:]
     assert "the backend charged more than the till (40.80)" in out
     assert "working key KCV" in out  # the start-up sign-in, shown before the day
+
+
+def test_an_unknown_card_is_refused_up_front_with_the_valid_names() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "misbridge", "demo", "--card", "nosuch"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 2
+    assert "Traceback" not in completed.stderr
+    [refusal] = [line for line in completed.stderr.splitlines() if "nosuch" in line]
+    assert "--card" in refusal
+    for name in CARDS:
+        assert f"'{name}'" in refusal, name
+    assert "simulators.log" not in completed.stderr  # no simulator was started, so no log to point to
+
+
+def test_a_demo_that_fails_keeps_the_log_its_error_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the demo makes its directory
+    # run_demo takes any name (the command line refuses it first): the pad simulator refuses it and exits.
+    with pytest.raises(ConfigError, match="did not start") as failed:
+        asyncio.run(demo.run_demo(StringIO(), card="nosuch"))
+    named = re.search(r"see (\S+)$", failed.value.message)
+    assert named is not None, failed.value.message
+    log = Path(named.group(1))
+    assert log.is_file(), f"the error names {log}, which the demo deleted"
+    assert "nosuch" in log.read_text(encoding="utf-8")  # the simulator's own complaint is in it
+
+
+def test_a_bench_directory_is_removed_after_a_good_run_and_kept_after_a_bad_one() -> None:
+    with bench_workdir("misbridge-test-") as good:
+        (good.path / "simulators.log").write_text("ok\n", encoding="utf-8")
+    assert not good.path.exists()
+    with bench_workdir("misbridge-test-") as flagged:
+        flagged.keep = True
+    with pytest.raises(RuntimeError), bench_workdir("misbridge-test-") as raised:
+        raise RuntimeError("the simulators did not start")
+    try:
+        assert flagged.path.is_dir()
+        assert raised.path.is_dir()
+    finally:
+        for kept in (flagged.path, raised.path):
+            kept.rmdir()

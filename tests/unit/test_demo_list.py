@@ -7,7 +7,8 @@ import argparse
 from misbridge.app import cli
 from misbridge.app.demo import RUNS, SALE_FAULTS
 from misbridge.app.demo_book import BOOK_RUNS
-from misbridge.app.demo_list import DEMO_SCENARIOS
+from misbridge.app.demo_list import DEFAULT_DEMO_CARD, DEMO_CARDS, DEMO_SCENARIOS
+from simulators.cards import CARDS, DEFAULT_CARD
 
 
 def _demo_help() -> str:
@@ -33,3 +34,10 @@ def test_every_listed_scenario_is_run_by_the_demo_and_no_other() -> None:
 def test_the_scenario_option_takes_exactly_the_listed_names() -> None:
     args = cli._parser().parse_args(["demo", "--scenario", "options"])
     assert args.scenario == "options"
+
+
+def test_the_card_option_takes_exactly_the_simulators_cards() -> None:
+    # misbridge never imports the simulators, so it repeats their card names: the two must not drift.
+    assert sorted(DEMO_CARDS) == sorted(CARDS)
+    assert DEFAULT_DEMO_CARD == DEFAULT_CARD
+    assert cli._parser().parse_args(["demo", "--card", "prepaid"]).card == "prepaid"

@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from misbridge.errors import DeviceError, MisbridgeError
+from misbridge.errors import DeviceError, MisbridgeError, PadInUse
 from misbridge.telemetry.logs import configure_logging
 from misbridge.tools.conformance.base import Check, Failed, Run, Skipped
 from misbridge.tools.conformance.command_checks import COMMAND_CHECKS
@@ -27,6 +27,7 @@ from misbridge.tools.conformance.line import RawHost
 from misbridge.tools.conformance.link_checks import LINK_CHECKS
 from misbridge.tools.conformance.people import Act, AtTheTerminal, Nobody, Person, SimulatorScript
 from misbridge.tools.conformance.report import CheckResult, Report, Status
+from misbridge.transport.registry import ensure_port_free
 
 #: The timing checks judge what every raw check before them measured, so they come last.
 _TIMING = {"timing-turnaround", "timing-reply"}
@@ -182,12 +183,18 @@ def listing() -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the kit as the options say; 0 when no check failed, 1 otherwise."""
+    """Run the kit as the options say; 0 when no check failed, 1 otherwise, 2 when nothing could be checked."""
     if args.list:
         sys.stdout.write(listing() + "\n")
         return 0
     if not args.device_url:
         sys.stderr.write("misbridge conformance: --device-url is required (the pad to check)\n")
+        return 2
+    try:
+        asyncio.run(ensure_port_free(args.device_url, baudrate=args.baudrate))
+    except PadInUse as busy:
+        # Not a verdict on the pad: without this every check would fail on a port it never had.
+        sys.stderr.write(f"misbridge conformance: {busy.message}\n")
         return 2
     person: Person
     if args.sim_control:
