@@ -434,6 +434,28 @@ def test_the_runnable_commands_work_as_written(till: Till) -> None:
     _run_all(RUN_HERE, till, till.env)
 
 
+_TOKEN = '-H "Authorization: Bearer $(sudo cat /etc/misbridge/credentials/api-token)"'
+#: Commands of the return-code rows of "Troubleshooting" (inline, ``\\|`` for ``|``) that run here too.
+TROUBLESHOOTING: dict[str, Expect] = {
+    f"curl -s {_TOKEN} 127.0.0.1:9101/openapi.json | jq '.paths | keys'": Expect('"/v1/cardRedemption"'),
+    f"curl -s {_TOKEN} 127.0.0.1:9101/openapi.json | jq '.paths | map_values(keys)'": Expect('"post"'),
+    f"curl -s -o /dev/null -w '%{{http_code}}\\n' {_TOKEN} 127.0.0.1:9101/v1/transactions/T1": Expect("404"),
+    "curl -s 127.0.0.1:9101/health | jq '.lanes | map_values(.deviceNo)'": Expect('"lane2": "POS02"'),
+    "misbridge journal list --since 1h": Expect("approved"),
+    "misbridge journal show <traceNo>": Expect('"returnCode": "00"'),
+    "misbridge --version": Expect("misbridge "),
+}
+
+
+def test_the_troubleshooting_commands_work(till: Till) -> None:
+    section = DOC.split("\n## Troubleshooting\n", 1)[1].split("\n## ", 1)[0].replace("\\|", "|")
+    missing = [command for command in TROUBLESHOOTING if f"`{command}`" not in section]
+    assert not missing, f"no longer in Troubleshooting: {missing}"
+    _run_all(
+        {command.replace("<traceNo>", DOC_TRACE_NO): want for command, want in TROUBLESHOOTING.items()}, till, till.env
+    )
+
+
 #: ``misbridge reconcile``'s arguments as the doc's table lists them, and what each run prints. The
 #: stand-in's sale is in a business day that has not ended, so every day reconciled matches (exit 0).
 RECONCILE: dict[str, Expect] = {
