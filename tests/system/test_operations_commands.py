@@ -44,7 +44,7 @@ from misbridge.ebuy.examples import card_redemption_request
 from simulators.pinpad.faults import load_scenario
 from tests.system.preloaded import launchers
 from tests.system.test_config_example import _generator
-from tests.system.tools import REPO
+from tests.system.tools import REPO, tool
 
 DOC = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
 BASH = shutil.which("bash") or "/bin/bash"
@@ -336,6 +336,8 @@ def _sell(port: int, token: str) -> str:
 
 @pytest.fixture(scope="module")
 def till(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Till]:
+    for name in ("curl", "jq"):  # the doc's commands use them; a machine without them skips
+        tool(name, package=name)
     root = tmp_path_factory.mktemp("till")
     etc, state, tmp = root / "etc/misbridge", root / "var/lib/misbridge", root / "tmp"
     for folder in (etc / "credentials", state, tmp):
