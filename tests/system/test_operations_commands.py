@@ -76,6 +76,8 @@ RUN_HERE: dict[str, Expect] = {
     'curl -s -H "Authorization: Bearer $(sudo cat /etc/misbridge/credentials/api-token)" '
     "127.0.0.1:9101/v1/lanes/lane2/health": Expect('"status":"ready"'),
     "sudo misbridge status": Expect("READY"),
+    "misbridge status": Expect("READY"),
+    "misbridge journal schema": Expect("readable by code >="),
     "misbridge journal list": Expect("approved"),
     "misbridge journal list --state open": Expect("traceNo"),
     "misbridge journal list --since 7d --state needs_manual --limit 200": Expect("traceNo"),
@@ -129,14 +131,25 @@ WITH_BENCH: dict[str, Expect] = {
 }
 
 NOT_HERE: dict[str, Where] = {
-    # Install and the copy to many machines
-    "apt-get install -y make python3 python3-venv libusb-1.0-0": Where.TILL,
-    "cd misbridge-source/": Where.TILL,
-    "make install": Where.TILL,
-    "make install DESTDIR=/tmp/misbridge-root": Where.TILL,
-    "tar -C /tmp/misbridge-root -czf misbridge-0.1.0.tar.gz .": Where.TILL,
-    "tar -C / -xzf misbridge-0.1.0.tar.gz": Where.TILL,
-    "systemd-sysusers /usr/lib/sysusers.d/misbridge.conf": Where.TILL,
+    # The Debian packages (tests/package/test_deb.py plays them in a chroot: make test-deb)
+    "apt-get install ./misbridge-0.1.0_0.1.0-1_amd64.deb ./misbridge_0.1.0-1_all.deb": Where.TILL,
+    "apt-get install ./misbridge-0.2.0_0.2.0-1_amd64.deb ./misbridge_0.2.0-1_all.deb": Where.TILL,
+    "apt-get update && apt-get install misbridge": Where.TILL,
+    "misbridgectl status": Where.TILL,
+    "misbridgectl rollback": Where.TILL,
+    "apt-get install --allow-downgrades ./misbridge_0.1.0-1_all.deb": Where.TILL,
+    "install -m 0644 store-it-archive-keyring.gpg /usr/share/keyrings/": Where.TILL,
+    "cp /usr/share/doc/misbridge/examples/misbridge-store.sources /etc/apt/sources.list.d/": Where.TILL,
+    "apt-get install unattended-upgrades": Where.TILL,
+    "cp /usr/share/doc/misbridge/examples/52unattended-upgrades-misbridge /etc/apt/apt.conf.d/": Where.TILL,
+    "mkdir -p /etc/systemd/system/apt-daily-upgrade.timer.d": Where.TILL,
+    (
+        "cp /usr/share/doc/misbridge/examples/apt-daily-upgrade-window.conf "
+        "/etc/systemd/system/apt-daily-upgrade.timer.d/misbridge-window.conf"
+    ): Where.TILL,
+    "apt-get remove misbridge": Where.TILL,
+    "apt-get purge misbridge 'misbridge-[0-9]*'": Where.TILL,
+    # The system user and udev, by hand
     "systemctl daemon-reload": Where.SYSTEMD,
     "udevadm control --reload && udevadm trigger --action=add --subsystem-match=tty --subsystem-match=usb": (
         Where.SYSTEMD
@@ -191,8 +204,6 @@ NOT_HERE: dict[str, Where] = {
     "sudo systemctl start misbridge": Where.SYSTEMD,
     "systemctl list-timers misbridge-reconcile.timer": Where.SYSTEMD,
     "systemctl start misbridge-reconcile.service": Where.SYSTEMD,
-    "systemctl disable --now misbridge misbridge-reconcile.timer": Where.SYSTEMD,
-    "systemctl daemon-reload && udevadm control --reload": Where.SYSTEMD,
     "systemd-analyze security misbridge": Where.SYSTEMD,
     # Its misbridge reconcile runs here with the credential it hands over (test_reconcile_as_its_unit_runs_it).
     "systemd-run --wait --pipe --quiet --uid=misbridge --gid=misbridge "
@@ -200,16 +211,9 @@ NOT_HERE: dict[str, Where] = {
     "misbridge reconcile --date 2026-05-01": Where.SYSTEMD,
     "journalctl -u misbridge -f": Where.SYSTEMD,
     "journalctl -u misbridge -b -p warning": Where.SYSTEMD,
-    "journalctl -u misbridge -b": Where.SYSTEMD,
     "journalctl -u misbridge | grep -E 'lane=lane2( |$)'": Where.SYSTEMD,
     "journalctl -u misbridge | grep 'traceNo=T0001234'": Where.SYSTEMD,
     "journalctl -u misbridge-reconcile": Where.SYSTEMD,
-    # Uninstall
-    "rm -rf /opt/misbridge /usr/bin/misbridge /usr/bin/misbridge-sim /usr/lib/systemd/system/misbridge.service "
-    "/usr/lib/systemd/system/misbridge-reconcile.service /usr/lib/systemd/system/misbridge-reconcile.timer "
-    "/usr/lib/udev/rules.d/99-misbridge-pinpad.rules /usr/lib/sysusers.d/misbridge.conf /usr/share/doc/misbridge": (
-        Where.TILL
-    ),
 }
 
 #: The doc's example traceNo, replaced by the stand-in's one sale.
