@@ -132,6 +132,11 @@ class PosSocketServer:
         self.guard = DoorGuard("socket", api, policy)
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        # Connections between the first byte of a message and the end of its answer: stop()
+        # lets these finish, so a sale in flight still reaches the POS (a restart between two
+        # transactions, docs/operations.md "Upgrade and rollback").
+        self._busy: set[asyncio.Task[None]] = set()
+        self._stopping = False
 
     async def start(self) -> int:
         """Listen; returns the bound port (useful when the configured port is 0)."""
@@ -148,11 +153,21 @@ class PosSocketServer:
         return port
 
     async def stop(self) -> None:
-        """Stop listening and close open connections (running transactions go on in the service)."""
+        """Stop listening, close idle connections, and let each message being served get its answer.
+
+        A connection waiting for its next message is closed at once. One whose message has
+        started arriving is served to the end: the service refuses a new transaction once it
+        stops accepting (the POS gets that answer), and a transaction already running ends
+        before its answer is written. Every wait of a message is bounded (the read deadline,
+        the transaction's own deadlines), so this returns. Each such connection closes after
+        its answer.
+        """
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for task in list(self._connections):
-            task.cancel()
+            if task not in self._busy:
+                task.cancel()
         if self._connections:
             await asyncio.gather(*self._connections, return_exceptions=True)
         if self._server is not None:
@@ -186,7 +201,8 @@ class PosSocketServer:
 
     async def _serve(self, reader: _WatchedReader, writer: asyncio.StreamWriter, ticket: Ticket) -> _Next:
         while (next_step := await self._serve_one(reader, writer, ticket)) is _Next.KEEP:
-            pass
+            if self._stopping:
+                return _Next.CLOSE
         return next_step
 
     async def _serve_one(self, reader: _WatchedReader, writer: asyncio.StreamWriter, ticket: Ticket) -> _Next:
@@ -194,6 +210,18 @@ class PosSocketServer:
         first = await self._first_byte(reader)
         if first is None:
             return _Next.CLOSE
+        task = asyncio.current_task()
+        assert task is not None
+        self._busy.add(task)
+        try:
+            return await self._answer(reader, writer, ticket, first)
+        finally:
+            self._busy.discard(task)
+
+    async def _answer(
+        self, reader: _WatchedReader, writer: asyncio.StreamWriter, ticket: Ticket, first: bytes
+    ) -> _Next:
+        """Read the rest of the message that began with ``first`` and answer it."""
         deadline_s = min(self._api.request_timeout_s, self._api.socket_read_timeout_s)
         try:
             async with asyncio.timeout(deadline_s):
