@@ -51,7 +51,7 @@ def _run(argv: list[str], *, timeout: float, cwd: Path | None = None) -> subproc
 
 
 @pytest.mark.timeout(900)
-def test_make_install_into_a_staging_root(tmp_path: Path) -> None:
+def test_make_install_into_a_staging_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     make = shutil.which("make")
     if make is None or not INSTALL_PY.exists():
         pytest.skip("needs make and Debian's /usr/bin/python3 (apt-get install make python3)")
@@ -89,6 +89,11 @@ def test_make_install_into_a_staging_root(tmp_path: Path) -> None:
     version = _run([str(launcher), "--version"], timeout=60)
     assert (version.returncode, version.stdout.strip()) == (0, f"misbridge {__version__}"), version.stderr
     example = root / "etc/misbridge/misbridge.toml.example"
+    # check-config runs serve's check: the signing key must be where the unit would provide it.
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "ebuy-signing-key").write_text("0123456789abcdef\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     checked = _run([str(launcher), "check-config", "--config", str(example)], timeout=60)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     sim = _run([str(root / "usr/bin/misbridge-sim"), "--help"], timeout=60)
