@@ -10,6 +10,7 @@ Tree::
 
     MisbridgeError
     ├── ConfigError
+    │   └── PortUnavailable          a door's port is held by another program, or not permitted
     ├── RequestError                 the POS sent something invalid (never prompts the customer)
     ├── LinkError                    PIN-pad wire protocol (misbridge.link)
     │   ├── FramingError
@@ -148,6 +149,22 @@ class MisbridgeError(Exception):
 
 class ConfigError(MisbridgeError):
     """The configuration is invalid or inconsistent."""
+
+
+class PortUnavailable(ConfigError):
+    """A configured door cannot listen: its port is held by another program, or binding it is not permitted.
+
+    Only the bind shows it, so it is raised at start-up, never by ``misbridge check-config``. It is
+    a configuration error (``misbridge serve`` exits 2) because restarting does not free the port:
+    a person must stop the holder or change the setting.
+
+    Args:
+        setting: the setting that names the port or path (``api.socket_port``, ``lanes[1].socket_port``).
+    """
+
+    def __init__(self, message: str, *, setting: str) -> None:
+        super().__init__(message)
+        self.setting = setting
 
 
 class RequestError(MisbridgeError):

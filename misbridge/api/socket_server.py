@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import Callable, Mapping
 from enum import Enum
 from typing import Any, Protocol, cast
@@ -112,6 +113,8 @@ class PosSocketServer:
         route: with several lanes, the handler of the lane the envelope's ``deviceNo`` names,
             None when it names none (answered MB19); without, every request goes to ``handler``.
         port: listen here instead of ``api.socket_port`` (a lane's own port).
+        sock: an already-bound TCP socket to listen on instead of binding ``api.host`` and the port
+            (the daemon binds every door before it starts anything else).
     """
 
     def __init__(
@@ -123,8 +126,10 @@ class PosSocketServer:
         policy: CallerPolicy | None = None,
         route: Callable[[str], Handler | None] | None = None,
         port: int | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self._handler = handler
+        self._sock = sock
         self._route = route
         self._port = api.socket_port if port is None else port
         self._api = api
@@ -145,7 +150,7 @@ class PosSocketServer:
         def protocol() -> asyncio.StreamReaderProtocol:
             return asyncio.StreamReaderProtocol(_WatchedReader(), self._on_connection)
 
-        sock = bind_tcp(self._api.host, self._port)
+        sock = self._sock if self._sock is not None else bind_tcp(self._api.host, self._port)
         self._server = await loop.create_server(protocol, sock=sock, backlog=ACCEPTS_PER_WAKEUP)
         sock.listen(LISTEN_BACKLOG)
         port = int(sock.getsockname()[1])

@@ -25,6 +25,26 @@ from misbridge.errors import ConfigError
 SOCKET_MODE = 0o660
 
 
+def check_unix_socket(path: Path, *, group: str = "") -> int:
+    """What :func:`bind_unix_socket` checks before it binds (``misbridge check-config`` runs it too).
+
+    Returns the gid of ``group``, -1 when no group is asked for.
+
+    Raises:
+        ConfigError: ``path`` exists and is not a socket, or ``group`` does not exist.
+    """
+    gid = -1
+    if group:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError as err:
+            raise ConfigError(f"api.http_socket_group: no group {group!r}") from err
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(path.lstat().st_mode):
+            raise ConfigError(f"api.http_socket: {path} exists and is not a socket; refusing to replace it")
+    return gid
+
+
 def bind_unix_socket(path: Path, *, group: str = "", mode: int = SOCKET_MODE) -> socket.socket:
     """A Unix stream socket bound at ``path`` with ``mode`` (and ``group``), not yet listening.
 
@@ -36,16 +56,9 @@ def bind_unix_socket(path: Path, *, group: str = "", mode: int = SOCKET_MODE) ->
         ConfigError: ``path`` exists and is not a socket, or ``group`` does not exist.
         OSError: the socket cannot be bound or its mode or group set.
     """
-    gid = -1
-    if group:
-        try:
-            gid = grp.getgrnam(group).gr_gid
-        except KeyError as err:
-            raise ConfigError(f"api.http_socket_group: no group {group!r}") from err
+    gid = check_unix_socket(path, group=group)
     with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISSOCK(path.lstat().st_mode):
-            raise ConfigError(f"api.http_socket: {path} exists and is not a socket; refusing to replace it")
-        path.unlink()
+        path.unlink()  # a stale socket: check_unix_socket refused anything else
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old_umask = os.umask(0o177)
     try:

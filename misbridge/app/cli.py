@@ -20,6 +20,7 @@ from misbridge.app import retention
 from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
 from misbridge.app.demo_list import DEFAULT_DEMO_CARD, DEMO_CARDS, DEMO_SCENARIOS, scenario_list
 from misbridge.app.journal_file import open_journal
+from misbridge.app.preflight import NOT_CHECKED, config_problems, require_valid
 from misbridge.app.status import (
     DEFAULT_TIMEOUT_S,
     EXIT_UNREACHABLE,
@@ -29,7 +30,8 @@ from misbridge.app.status import (
     health_target,
     read_health,
 )
-from misbridge.config.settings import DEFAULT_CONFIG_PATH, ApiSettings, load_settings
+from misbridge.config.secrets import use_installed_credentials
+from misbridge.config.settings import DEFAULT_CONFIG_PATH, ApiSettings, Settings, load_settings
 from misbridge.config.settings import JournalSettings as JournalConfig
 from misbridge.ebuy import jsonio
 from misbridge.errors import ConfigError, InvalidTransition, JournalError
@@ -132,7 +134,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the scenario (default: approve); every one is listed below",
     )  # fmt: skip
     commands.add_parser(
-        "check-config", help="validate a configuration file and print every problem",
+        "check-config", help="run the configuration check misbridge serve runs, and print every problem",
+        description="Run exactly the checks misbridge serve runs before it starts: every setting, the signing key "
+        "and API token as serve looks them up ($CREDENTIALS_DIRECTORY, else /etc/misbridge/credentials, or the "
+        "configured file), the listen address, the ports (no two doors on one), the allow-list's users and groups, "
+        "each lane's pad driver, the backend URLs and TLS files. Every problem is printed with its setting and "
+        "the fix. Not checked, because only the running daemon sees them: a port held by another program, the "
+        "PIN pad, the backend's reachability. Exit status: 0 serve would start, 2 it would refuse.",
         parents=[_config("the configuration file to check (required)")],
     )  # fmt: skip
     _add_status_parser(commands)
@@ -441,14 +449,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _check_config(config: Path) -> int:
-    """Validate ``config``, then print the allow-list of both doors as misbridge resolves it."""
-    settings = load_settings(config)
-    policy = CallerPolicy.from_settings(settings.api)
+    """Run serve's configuration check on ``config``: 0 and a summary when serve would start, 2 and every problem."""
+    configure_logging("WARNING")  # what serve would warn about (a secret file others can read) shows here too
+    credentials = use_installed_credentials()  # from a root shell: the files the unit loads
+    settings = load_settings(config)  # a bad key or value: ConfigError, every one named, exit 2
+    problems = config_problems(settings)
+    if problems:
+        print(
+            f"misbridge: {config}: misbridge serve would refuse to start, {len(problems)} problem(s):", file=sys.stderr
+        )
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
     print(f"{config}: OK")
+    for line in _config_summary(settings, credentials):
+        print(f"  {line}")
+    print("Not checked (only the running misbridge can): " + "; ".join(NOT_CHECKED))
+    policy = CallerPolicy.from_settings(settings.api)
     print("Local users allowed on both doors (docs/operations.md, 'Who may talk to misbridge'):")
     for line in policy.summary():
         print(f"  {line}")
     return 0
+
+
+def _config_summary(settings: Settings, credentials: Path | None) -> list[str]:
+    """What a checked configuration serves: lanes, doors, backend, where the credentials come from."""
+    api = settings.api
+    lines = [
+        f"lane {lane.name}: deviceNo {lane.identity.device_no}, PIN pad {lane.device.url}"
+        + (f", own e-Buy socket port {lane.socket_port}" if lane.socket_port else "")
+        for lane in settings.lane_list()
+    ]
+    http = f"unix:{api.http_socket}" if api.http_socket else f"{api.host}:{api.http_port}"
+    lines.append(f"doors: e-Buy socket {api.host}:{api.socket_port}, HTTP {http}")
+    signing = "signed" if settings.backend.signing.enabled else "unsigned (backend.signing.enabled = false)"
+    lines.append(f"backend: {settings.backend.url}, {signing}")
+    lines.append(f"credentials: {credentials or 'none ($CREDENTIALS_DIRECTORY unset, no /etc/misbridge/credentials)'}")
+    return lines
 
 
 def _config_path(config: Path | None) -> Path | None:
@@ -635,6 +672,7 @@ async def _serve(config: Path | None, *, simulators: bool, lanes: int | None = N
     settings = load_settings(config)
     configure_logging(settings.log_level)
     if not simulators:
+        require_valid(settings)  # the check misbridge check-config runs: exit 2 with every problem
         return await _run_daemon(Daemon(settings, signing_key=load_signing_key(settings)))
     from misbridge.app.simulated import bench_workdir, simulated_daemon
 
@@ -650,6 +688,7 @@ async def _serve(config: Path | None, *, simulators: bool, lanes: int | None = N
                 print(f"{lane}PIN pad simulator: {device} (customer control socket {control})")
             print(f"backend simulator: {sims.backend_url}")
             print(f"journal (temporary): {bench.settings.journal.path}", flush=True)
+            require_valid(bench.settings)
             return await _run_daemon(bench.daemon)
 
 

@@ -12,9 +12,10 @@ import contextlib
 import ipaddress
 import resource
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,13 @@ from misbridge.app.journal_file import open_journal
 from misbridge.app.retention import run_retention
 from misbridge.backend.client import BackendClient
 from misbridge.backend.keys import KeyExchange
-from misbridge.config.secrets import API_TOKEN_CREDENTIAL, SIGNING_KEY_CREDENTIAL, load_root_key, load_secret
+from misbridge.config.secrets import (
+    API_TOKEN_CREDENTIAL,
+    SIGNING_KEY_CREDENTIAL,
+    load_root_key,
+    load_secret,
+    where_looked,
+)
 from misbridge.config.settings import Lane, Settings
 from misbridge.core.health import backend_reachable
 from misbridge.core.keys import KeyKeeper
@@ -41,9 +48,10 @@ from misbridge.core.latest_reconcile import LatestReconcileReader
 from misbridge.core.progress import ProgressHub
 from misbridge.core.service import TransactionService
 from misbridge.device.base import PinPadDriver, create_driver
-from misbridge.errors import ConfigError
+from misbridge.errors import ConfigError, PortUnavailable
 from misbridge.host.asgi import AsgiServer
 from misbridge.host.crashpoints import crash_point
+from misbridge.host.net import bind_door
 from misbridge.journal.store import Journal
 from misbridge.telemetry.logs import quiet_loop_exception_handler
 from misbridge.telemetry.metrics import LaneWatch, Metrics
@@ -111,7 +119,8 @@ def load_signing_key(settings: Settings) -> SecretStr | None:
     key = load_secret(SIGNING_KEY_CREDENTIAL, signing.key_file)
     if key is None:
         raise ConfigError(
-            "backend.signing.enabled is true but no signing key was found: set backend.signing.key_file "
+            "backend.signing.enabled is true but no signing key was found "
+            f"({where_looked(SIGNING_KEY_CREDENTIAL, signing.key_file)}): set backend.signing.key_file "
             f"or provide the systemd credential {SIGNING_KEY_CREDENTIAL!r}"
         )
     return key
@@ -129,6 +138,63 @@ def load_api_security(settings: Settings) -> ApiSecurity:
             "the POS API has no token (credential {!r}): any local program may start transactions", API_TOKEN_CREDENTIAL
         )
     return ApiSecurity.from_settings(settings.api, token)
+
+
+@dataclass
+class _BoundDoors:
+    """Every front door's socket, bound before anything else starts; taken by the servers as they open."""
+
+    socket_door: socket.socket | None = None
+    lane_doors: dict[str, socket.socket] = field(default_factory=dict)
+    http_door: socket.socket | None = None
+
+    def close(self) -> None:
+        """Close the sockets no server took (start-up failed before the doors opened)."""
+        for sock in (self.socket_door, self.http_door, *self.lane_doors.values()):
+            if sock is not None:
+                sock.close()
+        self.socket_door, self.http_door, self.lane_doors = None, None, {}
+
+
+def _bind_doors(settings: Settings) -> _BoundDoors:
+    """Bind the e-Buy socket door, each lane's own port and the HTTP door (TCP or Unix socket).
+
+    First thing at start-up: a port held by another program ends the start before the journal
+    or a pad is touched, as one line naming the setting. Duplicate ports in the configuration
+    never get here (the settings refuse them).
+
+    Raises:
+        PortUnavailable: a port is in use or not permitted (the sockets bound so far are closed).
+        ConfigError: ``api.http_socket`` is not a socket file, or its group does not exist.
+    """
+    api, doors = settings.api, _BoundDoors()
+    try:
+        doors.socket_door = bind_door(api.host, api.socket_port, setting="api.socket_port")
+        for index, lane in enumerate(settings.lanes):
+            if lane.socket_port is not None:
+                setting = f"lanes[{index}].socket_port"
+                doors.lane_doors[lane.name] = bind_door(api.host, lane.socket_port, setting=setting)
+        if api.http_socket is None:
+            doors.http_door = bind_door(api.host, api.http_port, setting="api.http_port")
+        else:
+            doors.http_door = _bind_http_socket(settings)
+    except BaseException:
+        doors.close()
+        raise
+    return doors
+
+
+def _bind_http_socket(settings: Settings) -> socket.socket:
+    path = settings.api.http_socket
+    assert path is not None
+    try:
+        return bind_unix_socket(path, group=settings.api.http_socket_group)
+    except OSError as err:
+        raise PortUnavailable(
+            f"api.http_socket {path}: cannot listen there: {err.strerror or err}; check its directory exists and is "
+            "the service's (RuntimeDirectory=), or change api.http_socket",
+            setting="api.http_socket",
+        ) from err
 
 
 @dataclass
@@ -187,6 +253,7 @@ class Daemon:
         self._router: LaneRouter | None = None
         self._socket_servers: list[PosSocketServer] = []
         self._http_server: AsgiServer | None = None
+        self._doors = _BoundDoors()
         #: The progress events of every lane, for the HTTP door's streams (one hub per daemon).
         self.progress = ProgressHub([lane.name for lane in settings.lane_list()])
         self._several_lanes = len(settings.lane_list()) > 1  # only then do log lines name their lane
@@ -214,8 +281,17 @@ class Daemon:
 
     async def start(self) -> None:
         """Open the journal, start the PIN-pad link and backend client, then open the front doors."""
+        check_bind_address(self.settings)
+        # Before anything logs or opens: a port in use ends the start here, with nothing to undo.
+        self._doors = _bind_doors(self.settings)
+        try:
+            await self._start_behind_bound_doors()
+        except BaseException:
+            self._doors.close()  # the sockets no server took yet; stop() closes the servers'
+            raise
+
+    async def _start_behind_bound_doors(self) -> None:
         settings = self.settings
-        check_bind_address(settings)
         security = load_api_security(settings)
         policy = CallerPolicy.from_settings(settings.api)
         logger.info("descriptor limit {}", raise_fd_limit())
@@ -246,11 +322,8 @@ class Daemon:
             keep_alive_s=settings.api.progress_keep_alive_s,
         )  # fmt: skip
         gate = DoorGuard("http", settings.api, policy)
-        if settings.api.http_socket is not None:
-            sock = bind_unix_socket(settings.api.http_socket, group=settings.api.http_socket_group)
-            self._http_server = AsgiServer(app, sock=sock, gate=gate)
-        else:
-            self._http_server = AsgiServer(app, settings.api.host, settings.api.http_port, gate=gate)
+        sock, self._doors.http_door = self._doors.http_door, None
+        self._http_server = AsgiServer(app, sock=sock, gate=gate)
         self.http_port = await self._http_server.start()
         # The doors are open so /health and inquiries answer, but card requests get MB92 until
         # every interrupted transaction is finished (recovery commits each step, so a crash
@@ -345,8 +418,9 @@ class Daemon:
         router, settings = self.router, self.settings
         default = router.door(router.default)
         assert default is not None
+        sock, self._doors.socket_door = self._doors.socket_door, None
         main = PosSocketServer(
-            default.handle, settings.api, settings.identity, policy=policy, route=_by_device_no(router)
+            default.handle, settings.api, settings.identity, policy=policy, route=_by_device_no(router), sock=sock
         )
         self._socket_servers.append(main)
         self.socket_port = await main.start()
@@ -356,8 +430,9 @@ class Daemon:
             door = router.door(parts.lane.name)
             assert door is not None
             own = PosSocketServer(
-                door.handle, settings.api, parts.lane.identity, policy=policy, port=parts.lane.socket_port
-            )
+                door.handle, settings.api, parts.lane.identity, policy=policy, port=parts.lane.socket_port,
+                sock=self._doors.lane_doors.pop(parts.lane.name, None),
+            )  # fmt: skip
             self._socket_servers.append(own)
             await own.start()
 
@@ -402,6 +477,7 @@ class Daemon:
             parts.service.stop_accepting()
         for server in self._socket_servers:
             await server.stop()
+        self._doors.close()  # a start that failed before the doors opened leaves them bound
         # The streams end now, so the HTTP door's graceful stop does not wait for them.
         self.progress.close()
         if self._http_server is not None:

@@ -318,6 +318,21 @@ async def _after_write(response: httpx.Response) -> None:
     crash_point(f"backend.{response.request.url.path.rsplit('/', 1)[-1]}.after_write")
 
 
+def check_backend_settings(settings: BackendSettings) -> None:
+    """What :class:`BackendClient` checks of ``settings`` when it is built, without building one.
+
+    For the configuration check both ``misbridge serve`` and ``misbridge check-config`` run; it
+    loads the CA bundle and the client certificate and key, and connects to nothing.
+
+    Raises:
+        ConfigError: the URL or probe URL is not an http(s) URL, or the TLS files cannot be loaded.
+    """
+    _checked_base_url(settings.url)
+    if settings.probe_url:
+        _checked_url(settings.probe_url, "probe_url")
+    BackendClient._tls_context(settings, None)
+
+
 def _checked_base_url(url: str) -> str:
     return _checked_url(url, "url").rstrip("/")
 

@@ -95,6 +95,18 @@ def load_secret(name: str, path: Path | None = None) -> SecretStr | None:
     return SecretStr(file.read_text(encoding="utf-8").rstrip("\r\n"))
 
 
+def where_looked(name: str, path: Path | None = None) -> str:
+    """Where :func:`load_secret` looked for secret ``name`` (for a message saying it was not found)."""
+    directory = credentials_directory()
+    if directory is not None:
+        credential = f"no credential {name!r} in $CREDENTIALS_DIRECTORY ({directory})"
+    elif os.environ.get("CREDENTIALS_DIRECTORY"):
+        credential = f"$CREDENTIALS_DIRECTORY ({os.environ['CREDENTIALS_DIRECTORY']}) is not a directory"
+    else:
+        credential = f"$CREDENTIALS_DIRECTORY is not set, so no credential {name!r}"
+    return credential if path is None else f"no file {path}, and {credential}"
+
+
 def _secret_file(name: str, path: Path | None) -> Path | None:
     """The file :func:`load_secret` reads: ``path`` if present, else the credential, else None."""
     if path is not None and path.is_file():

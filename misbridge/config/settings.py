@@ -452,10 +452,11 @@ class Settings(BaseSettings):
         if self.backend.request_deadline_s <= self.backend.connect_timeout_s:
             raise ValueError("backend.request_deadline_s must exceed backend.connect_timeout_s")
         self._lanes_distinct()
+        self._ports_distinct()
         return self
 
     def _lanes_distinct(self) -> None:
-        """Two lanes never share a name, a pad, a deviceNo or a port (nor a port of [api])."""
+        """Two lanes never share a name, a pad or a deviceNo."""
         for field, what in (("name", "name"), ("device_url", "device_url"), ("device_no", "device_no")):
             seen: set[str] = set()
             for index, lane in enumerate(self.lanes):
@@ -463,14 +464,24 @@ class Settings(BaseSettings):
                 if value in seen:
                     raise ValueError(f"lanes[{index}].{what} {value!r} is already another lane's")
                 seen.add(value)
-        taken = {self.api.socket_port: "api.socket_port", self.api.http_port: "api.http_port"}
-        for index, lane in enumerate(self.lanes):
-            port = lane.socket_port
-            if port is None:
+
+    def _ports_distinct(self) -> None:
+        """No two doors on one port: api.socket_port, api.http_port (unless on a Unix socket), the lanes' ports.
+
+        Two of misbridge's own doors would not even refuse each other at bind time (both set
+        SO_REUSEADDR and neither listens yet), so this is the only place that sees it.
+        """
+        doors: list[tuple[int | None, str]] = [(self.api.socket_port, "api.socket_port")]
+        if self.api.http_socket is None:
+            doors.append((self.api.http_port, "api.http_port"))
+        doors += [(lane.socket_port, f"lanes[{index}].socket_port") for index, lane in enumerate(self.lanes)]
+        taken: dict[int, str] = {}
+        for port, setting in doors:
+            if not port:  # None: the lane has no port of its own; 0: any free port
                 continue
             if port in taken:
-                raise ValueError(f"lanes[{index}].socket_port {port} is already {taken[port]}")
-            taken[port] = f"lanes[{index}].socket_port"
+                raise ValueError(f"{setting} {port} is already {taken[port]}: give each door a port of its own")
+            taken[port] = setting
 
 
 def load_settings(config_path: Path | None = None, **overrides: object) -> Settings:
@@ -486,7 +497,10 @@ def load_settings(config_path: Path | None = None, **overrides: object) -> Setti
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as err:
         source = config_path or os.environ.get("MISBRIDGE_CONFIG") or "the environment"
-        raise ConfigError(f"invalid configuration in {source}:\n{describe_errors(err)}") from err
+        problems = describe_errors(err)
+        # One problem on the same line: `misbridge serve`'s refusal is then one line in the journal.
+        problems = " " + problems.strip() if "\n" not in problems else "\n" + problems
+        raise ConfigError(f"invalid configuration in {source}:{problems}") from err
     except ValueError as err:
         raise ConfigError(f"invalid configuration: {err}") from err
     finally:
@@ -497,10 +511,11 @@ def describe_errors(err: ValidationError) -> str:
     """One line per problem: the dotted key, the reason, and the value that was given."""
     lines = []
     for problem in err.errors(include_url=False):
-        key = ".".join(str(part) for part in problem["loc"]) or "(settings)"
+        key = ".".join(str(part) for part in problem["loc"])
         reason = str(problem["msg"]).removeprefix("Value error, ")
         given = f" (got {problem['input']!r})" if problem["type"] not in ("missing", "value_error") else ""
         if problem["type"] == "extra_forbidden":
             reason, given = "unknown setting (misspelt?)", ""
-        lines.append(f"  {key}: {reason}{given}")
+        # A check across sections (the timers, the ports) names its settings in its own message.
+        lines.append(f"  {key}: {reason}{given}" if key else f"  {reason}")
     return "\n".join(lines)

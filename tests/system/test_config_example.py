@@ -48,6 +48,15 @@ def no_misbridge_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
+@pytest.fixture
+def signing_credential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signing key as the unit provides it: check-config, like serve, refuses to pass without it."""
+    directory = tmp_path / "credentials"
+    directory.mkdir()
+    (directory / "ebuy-signing-key").write_text("0123456789abcdef\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(directory))
+
+
 def _leaf_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
@@ -86,6 +95,7 @@ def _uncommented_lanes_block(example: str) -> str:
     return "\n".join(line[1:] for line in lines) + "\n"
 
 
+@pytest.mark.usefixtures("signing_credential")
 def test_the_example_parses_with_misbridge_check_config(example: str, tmp_path: Path) -> None:
     file = tmp_path / "misbridge.toml"
     file.write_text(example, encoding="utf-8")
@@ -124,6 +134,7 @@ def test_the_lanes_block_is_commented_out_by_default(example: str, tmp_path: Pat
     assert [lane.name for lane in settings.lane_list()] == ["default"]
 
 
+@pytest.mark.usefixtures("signing_credential")
 def test_the_lanes_block_uncommented_for_two_lanes_parses(example: str, tmp_path: Path) -> None:
     first = _uncommented_lanes_block(example)
     second = (

@@ -386,7 +386,13 @@ def test_start_up_check_reads_the_real_uid_map_by_default(monkeypatch: pytest.Mo
 # --- check-config ---------------------------------------------------------------------------------------
 
 
-def test_check_config_prints_the_resolved_allow_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_config_prints_the_resolved_allow_list(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "credentials"  # check-config runs serve's check, the signing key's lookup too
+    credentials.mkdir()
+    (credentials / "ebuy-signing-key").write_text("0123456789abcdef\n", encoding="utf-8")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     other = _other_user()
     group = grp.getgrgid(other.pw_gid)
     config = tmp_path / "misbridge.toml"
