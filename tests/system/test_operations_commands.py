@@ -413,6 +413,10 @@ def _localised(command: str, till: Till) -> str:
 
 
 def _run(command: str, till: Till, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    if command.startswith("misbridge check-config"):
+        # On a till check-config reads the installed credentials, /etc/misbridge/credentials; the
+        # stand-in's are in its own tree, which CREDENTIALS_DIRECTORY names (the lookup serve uses first).
+        env = env | {"CREDENTIALS_DIRECTORY": str(till.root / "etc/misbridge/credentials")}
     # The doc's own commands, through bash on purpose (pipes, $(...)); nothing else reaches the shell.
     return subprocess.run(  # noqa: S603
         [BASH, "-c", _localised(command, till)],
