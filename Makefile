@@ -104,7 +104,7 @@ deb-lock: $(STAMP)
 	$(BIN)/python packaging/lock_requirements.py
 
 test-deb: $(STAMP) deb-deps
-	$(BIN)/pytest -q -m deb -p no:cacheprovider tests/package $(PYTEST_ARGS)
+	MISBRIDGE_REQUIRE_DEB=1 $(BIN)/pytest -q -m deb -p no:cacheprovider tests/package $(PYTEST_ARGS)
 
 install: deb
 	@[ "$$(id -u)" = 0 ] || { echo "make install needs root (sudo make install)"; exit 1; }

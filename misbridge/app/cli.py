@@ -712,6 +712,9 @@ async def _run_daemon(daemon: Daemon) -> int:
         logger.info("stop requested")
     finally:
         systemd.stopping("draining transactions in flight")
+        # A sale in flight is finished, never cut (a restart or an upgrade waits for it): ask
+        # systemd for the longest a transaction may still take, beyond TimeoutStopSec=.
+        systemd.extend_timeout(settings.api.pos_deadline_s)
         await daemon.stop()
         watchdog.cancel()  # after stop: the pings go on while running transactions drain
     return 0

@@ -96,6 +96,7 @@ def test_ready_watchdog_stopping_from_the_main_process(
         pings = [_receive(sock, deadline) for _ in range(2)]
         process.send_signal(signal.SIGTERM)
         after_term = _until(sock, "STOPPING=1", deadline)
+        extension = _until(sock, "EXTEND_TIMEOUT_USEC=", deadline)
         assert process.wait(timeout=60) == 0, log.read_text(encoding="utf-8")[-3000:]
     except TimeoutError:
         pytest.fail(f"no notification in time; misbridge said:\n{log.read_text(encoding='utf-8')[-3000:]}")
@@ -107,3 +108,5 @@ def test_ready_watchdog_stopping_from_the_main_process(
     assert {pid for pid, _ in messages} == {process.pid}, messages
     assert [m for _, m in pings] == ["WATCHDOG=1", "WATCHDOG=1"]
     assert all(m in ("WATCHDOG=1",) for _, m in after_term[:-1]), after_term
+    # The stop may wait for a sale in flight: systemd is asked for api.pos_deadline_s (300 s) more.
+    assert extension[-1] == (process.pid, "EXTEND_TIMEOUT_USEC=300000000"), extension

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from misbridge import __version__
 from misbridge.config.settings import ApiSettings
 from misbridge.errors import ReturnCode
 from misbridge.host.crashpoints import POINTS
+from misbridge.journal.schema import SCHEMA_VERSION
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -52,3 +54,11 @@ def test_the_readme_says_how_to_change_the_ports() -> None:
     for port in allowed:
         assert f"`{port}`" in text or f"`SocketBindAllow={port}`" in text, f"the unit allows {port}"
     assert "drop-in" in text
+
+
+def test_the_changelog_has_an_entry_for_this_version() -> None:
+    changelog = (DOCS / "changelog.md").read_text(encoding="utf-8")
+    entry = changelog.split(f"\n## {__version__}", 1)
+    assert len(entry) == 2, f"docs/changelog.md has no '## {__version__}' entry"
+    # Each release says which journal schema it writes (rollback needs to know).
+    assert f"Journal schema {SCHEMA_VERSION}" in entry[1].split("\n## ", 1)[0]
