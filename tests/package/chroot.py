@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Final
@@ -89,8 +90,21 @@ class Chroot:
                 env=ENV,
             )
 
+    def kill_processes(self) -> None:
+        """SIGKILL every process whose root is this copy (what the test started, and their children)."""
+        root = str(self.root.resolve())
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.readlink(entry / "root") == root:
+                    os.kill(int(entry.name), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                continue  # gone meanwhile, or not ours to read
+
     def close(self) -> None:
-        """Unmount (lazily: a straggler may still hold /dev) and remove the copy."""
+        """Stop what runs in it, unmount (lazily: a straggler may still hold /dev) and remove the copy."""
+        self.kill_processes()
         for mount in ("dev", "proc"):
             subprocess.run(["umount", "-R", "-l", str(self.root / mount)], check=False)  # noqa: S603, S607
         # Never remove a tree that still has a mount in it: through a bind of /dev that would

@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -46,9 +47,18 @@ from tests.system.tools import REPO
 V1: Final = misbridge.__version__
 V2: Final = f"{misbridge.__version__}+test2"
 REVISION: Final = "1"
-SOCKET_PORT: Final = 19300
-HTTP_PORT: Final = 19301
-BACKEND_PORT: Final = 19302
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# The chroot shares the host's network: ports nothing else holds.
+SOCKET_PORT: Final = _free_port()
+HTTP_PORT: Final = _free_port()
+BACKEND_PORT: Final = _free_port()
 CONFIG: Final = "/etc/misbridge/misbridge.toml"
 TOOLS: Final = ("debootstrap", "dpkg-buildpackage", "dh_virtualenv", "lintian", "chroot")
 
@@ -107,7 +117,6 @@ def till(tmp_path: Path, releases: tuple[Release, Release]) -> Iterator[Chroot]:
             shutil.copy(release.program, debs)
         yield root
     finally:
-        root.run("pkill -f misbridge || true", check=False)
         root.close()
 
 
@@ -270,3 +279,60 @@ async def test_install_upgrade_mid_sale_rollback_downgrade_purge(
     assert not till.path("/usr/bin/misbridge").exists()
     assert not till.path("/etc/apt/apt.conf.d/01misbridge-keep").exists()
     assert till.path("/var/lib/misbridge/journal.db").is_file()
+
+
+#: The store's repository, as docs/operations.md "Automatic updates" has store IT publish it.
+REPO_SCRIPT: Final = """
+set -e
+export GNUPGHOME=/root/gnupg
+mkdir -p -m 0700 "$GNUPGHOME"
+gpg --batch --quiet --passphrase '' --quick-gen-key 'Store IT test <it@store.invalid>' ed25519 sign never
+gpg --batch --export > /usr/share/keyrings/store-it-archive-keyring.gpg
+cd /srv/repo
+apt-ftparchive packages . > Packages
+apt-ftparchive -o APT::FTPArchive::Release::Origin='Store IT' -o APT::FTPArchive::Release::Label=misbridge \
+    -o APT::FTPArchive::Release::Suite=bookworm-store -o APT::FTPArchive::Release::Codename=bookworm-store \
+    release . > Release
+gpg --batch --yes --clearsign -o InRelease Release
+echo 'deb [signed-by=/usr/share/keyrings/store-it-archive-keyring.gpg] file:/srv/repo ./' \
+    > /etc/apt/sources.list.d/misbridge-store.list
+"""
+
+
+def _decoy(till: Chroot, version: str) -> str:
+    """A package of the store's repository that is not misbridge: unattended upgrades must leave it."""
+    folder = till.path(f"/root/decoy-{version}")
+    (folder / "DEBIAN").mkdir(parents=True)
+    (folder / "DEBIAN" / "control").write_text(
+        f"Package: store-decoy\nVersion: {version}\nArchitecture: all\nMaintainer: Store IT <it@store.invalid>\n"
+        "Description: not misbridge\n decoy for the whitelist test\n"
+    )
+    till.run(f"dpkg-deb -b /root/decoy-{version} /root/store-decoy_{version}_all.deb >/dev/null")
+    return f"/root/store-decoy_{version}_all.deb"
+
+
+def test_unattended_upgrade_from_the_store_repository(till: Chroot, releases: tuple[Release, Release]) -> None:
+    first, second = releases
+    shutil.copy("/etc/resolv.conf", till.path("/etc/resolv.conf"))  # apt in the chroot fetches Debian's packages
+    till.run("apt-get update -qq && apt-get install -y -qq --no-install-recommends unattended-upgrades apt-utils gnupg")
+    till.run(f"dpkg -i {_debs(first)} {_decoy(till, '1.0')}")
+    repo = till.path("/srv/repo")
+    repo.mkdir(parents=True)
+    for release in releases:
+        shutil.copy(release.front, repo)
+        shutil.copy(release.program, repo)
+    shutil.copy(till.path(_decoy(till, "2.0")), repo)
+    till.run(REPO_SCRIPT)
+    shutil.copy(REPO / "packaging" / "apt" / "52unattended-upgrades-misbridge", till.path("/etc/apt/apt.conf.d/"))
+    till.run("apt-get update -qq")
+
+    dry = till.run("unattended-upgrade --dry-run --debug").stdout + till.run("true").stderr
+    assert "origin=Store IT,label=misbridge,codename=bookworm-store" in dry
+    run = till.run("unattended-upgrade -v")
+    assert f"now running release {second.version}; previous: {first.version}" in run.stdout, run.stdout
+    assert (_link(till, "current"), _link(till, "previous")) == (f"releases/{V2}", f"releases/{V1}")
+    installed = till.run("dpkg-query -W -f='${Package} ${Version}\\n' 'misbridge*' store-decoy").stdout
+    # The previous release stays for rollback (the keep file), and the decoy is not touched.
+    assert f"misbridge-{V1} {V1}-{REVISION}" in installed
+    assert f"misbridge {V2}-{REVISION}" in installed
+    assert "store-decoy 1.0" in installed, installed
