@@ -63,6 +63,13 @@ def test_units_point_at_the_documentation_where_the_package_installs_it() -> Non
                 assert (REPO / installed).is_file(), f"{unit.name}: {line}"
 
 
+def test_the_tmpfiles_entries_name_the_unit_s_state_directory() -> None:
+    entries = (DEBIAN / "misbridge.tmpfiles").read_text(encoding="utf-8")
+    unit = (REPO / "systemd" / "misbridge.service").read_text(encoding="utf-8")
+    assert "StateDirectory=misbridge" in unit
+    assert "d /var/lib/misbridge 0750 misbridge misbridge -" in entries
+
+
 def test_the_maintainer_scripts_are_valid_shell() -> None:
     for script in [
         *DEBIAN.glob("misbridge.post*"),
@@ -70,3 +77,18 @@ def test_the_maintainer_scripts_are_valid_shell() -> None:
         REPO / "packaging" / "build-deb.sh",
     ]:
         subprocess.run(["sh", "-n", str(script)], check=True)  # noqa: S603, S607 - the tree's own scripts, sh from PATH
+
+
+_LINK = re.compile(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)")
+
+
+def test_the_installed_documentation_links_only_to_itself() -> None:
+    # The package installs README.md and docs/ as /usr/share/doc/misbridge/{README.md,docs/}:
+    # a relative link to anything else of the source tree would be broken on a till.
+    installed = {REPO / "README.md", *(REPO / "docs").glob("*.md")}
+    for page in sorted(installed):
+        for target in _LINK.findall(page.read_text(encoding="utf-8")):
+            resolved = (page.parent / target).resolve()
+            assert resolved in installed, (
+                f"{page.relative_to(REPO)} links to {target}, which the package does not install"
+            )
