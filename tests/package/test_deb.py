@@ -194,10 +194,8 @@ async def _sale(trace_no: str) -> dict[str, Any]:
 
 def _journal_state(till: Chroot, trace_no: str) -> str:
     shown = till.run(f"misbridge journal show {trace_no} --config {CONFIG}").stdout
-    for line in shown.splitlines():
-        if line.strip().startswith("state"):
-            return line.split()[-1]
-    raise AssertionError(shown)
+    state: str = json.loads(shown)["state"]
+    return state
 
 
 async def test_install_upgrade_mid_sale_rollback_downgrade_purge(
