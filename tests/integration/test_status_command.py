@@ -35,7 +35,7 @@ TOKEN = "tok-status-1234"
 
 READY: dict[str, Any] = {
     "status": "ready", "reasons": [], "accepting": True, "recovering": False,
-    "pad": {"connected": True, "model": "MISBRIDGE-SIM", "firmware": "2.1.0", "serialNo": "SIM0001",
+    "pad": {"connected": True, "model": "MISBRIDGE-SIM", "firmware": "1.0.0", "serialNo": "SIM0001",
             "master_key_kcv": "ABC123", "working_key_kcv": "D1E2F3", "key_ok": True},
     "backend": {"signed_in": True, "signed_in_at": "2026-12-05T03:00:02+08:00", "working_key_kcv": "D1E2F3",
                 "last_ok_s": 12.3, "reachable": True},
@@ -51,7 +51,7 @@ NOT_READY: dict[str, Any] = {
     "inFlight": 0, "reversals": {"pending": 2, "needsManual": 1}, "alerts": ["1 reversal(s) need manual resolution"],
 }  # fmt: skip
 READY_LINES = [
-    "PIN pad      connected  MISBRIDGE-SIM 2.1.0 (serial SIM0001)",
+    "PIN pad      connected  MISBRIDGE-SIM 1.0.0 (serial SIM0001)",
     "master key   KCV ABC123",
     "working key  KCV D1E2F3 (the backend's: D1E2F3) ok",
     "signed in    yes, at 2026-12-05 03:00:02",

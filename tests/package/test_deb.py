@@ -334,3 +334,55 @@ def test_unattended_upgrade_from_the_store_repository(till: Chroot, releases: tu
     assert f"misbridge-{V1} {V1}-{REVISION}" in installed
     assert f"misbridge {V2}-{REVISION}" in installed
     assert "store-decoy 1.0" in installed, installed
+
+
+def _systemd_stand_in(till: Chroot) -> None:
+    """The package scripts' view of a till with systemd: /run/systemd/system and a systemctl for misbridge."""
+    shutil.copy(Path(__file__).with_name("fake-systemctl"), till.path("/usr/local/bin/systemctl"))
+    till.path("/usr/local/bin/systemctl").chmod(0o755)
+    till.path("/run/systemd/system").mkdir(parents=True, exist_ok=True)
+    till.path("/usr/sbin/policy-rc.d").unlink()  # services may be restarted, as on a till
+
+
+async def test_the_package_restarts_misbridge_only_after_the_sale_in_flight(
+    till: Chroot, releases: tuple[Release, Release], tmp_path: Path
+) -> None:
+    first, second = releases
+    _systemd_stand_in(till)
+    installed = till.run(f"dpkg -i {_debs(first)}")
+    assert "not configured yet" in installed.stdout  # and no start was tried without a configuration
+    _configure(till)
+    _start_bench(till, tmp_path)
+    till.run("systemctl start misbridge.service")
+    trace_no = new_trace_no()
+    sale = asyncio.create_task(_sale(trace_no))
+    await asyncio.sleep(2)
+    health = _health(till)
+    assert health is not None
+    assert (health["inFlight"], health["version"]) == (1, V1)
+
+    # The upgrade's postinst waits for the sale, restarts, and checks the new process's version.
+    upgrade = asyncio.create_task(asyncio.to_thread(till.run, f"dpkg -i {_debs(second)}"))
+    answer = await asyncio.wait_for(sale, 60)
+    answered_at = time.monotonic()
+    assert answer["returnCode"] == "00", answer
+    done = await asyncio.wait_for(upgrade, 120)
+    upgraded_at = time.monotonic()
+    assert "waiting until no transaction is in flight" in done.stdout, done.stdout
+    assert f"misbridge {V2} is running" in done.stdout, done.stdout
+    assert upgraded_at > answered_at
+    health = _health(till)
+    assert health is not None
+    assert health["version"] == V2
+    assert _journal_state(till, trace_no) == "approved"
+    calls = till.path("/var/log/fake-systemctl.calls").read_text()
+    assert calls.count("restart misbridge.service") == 1, calls
+
+    # misbridgectl rollback restarts too, between two transactions, and the journal stays.
+    rollback = till.run("misbridgectl rollback")
+    assert f"misbridge {V1} is running" in rollback.stdout, rollback.stdout
+    health = _health(till)
+    assert health is not None
+    assert health["version"] == V1
+    assert _journal_state(till, trace_no) == "approved"
+    assert "previous:  " + V2 in till.run("misbridgectl status").stdout

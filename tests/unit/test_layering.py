@@ -181,6 +181,8 @@ LAYERS: tuple[Layer, ...] = (
         "core",
         "transactions: one state machine per kind, the service, inquiry, reversals, recovery, the POS's"
         " answers; only core/service.py wires device + journal, the backend comes in through protocols",
+        # /health names the release that answers (the package's restart checks it).
+        "misbridge.__version__",
         "misbridge.device",
         "misbridge.journal",
         "misbridge.ebuy",
