@@ -18,11 +18,13 @@ simulator (``POST /_sim/faults``) for that redemption only:
   command) and each frame the pad sends, resends included, has its LRC flipped with probability
   0.05 (misbridge NAKs, the pad resends), and its own daemon (``link-faults`` journal); no
   backend fault. The note gives the NAKs and bad-LRC frames the pad actually injected, from
-  the line it prints on exit. Most faults cost one round trip on the pty. Two cases cost a 1 s
-  ACK timeout, and make the tail: misbridge does not read an ACK or NAK right behind a bad
-  frame, and a second bad send of the same frame gets no NAK (the NAK hold-off).
+  the line it prints on exit. A fault costs one round trip on the pty: misbridge reads an ACK or
+  NAK right behind a frame whose LRC alone was bad, and NAKs a second bad send of the same frame
+  (docs/device-protocol.md §3 *refinements*); only a lost ACK waits the host's ACK timer, about
+  0.25 s at 115200 baud (§12). This line runs ``--link-count`` redemptions (default 200), not
+  ``--count``: its p99 is the tail of a few spoiled frames in a thousand, which 20 cannot show.
 
-Run alone: ``python -m bench.faults [--count 20]``.
+Run alone: ``python -m bench.faults [--count 20] [--link-count 200]``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 LINK_FAULTS = "5 % link frames NAKed/corrupted"
 LINK_RATE = 0.05
+#: The link-fault line's goal for its p99 (issue 18): no spoiled frame may cost an ACK timeout.
+SLOW_S = 0.25
 LINK_PAD_ARGS = ("--nak-rate", str(LINK_RATE), "--bad-lrc-rate", str(LINK_RATE), "--fault-seed", "0")
 #: The line the PIN-pad simulator prints on stderr (its log here) when it exits.
 _INJECTED_RE = re.compile(r"faults injected: (.*)$", re.MULTILINE)
@@ -69,8 +73,10 @@ async def _redeem(name: str, socket_port: int) -> float:
     return elapsed
 
 
-async def run(count: int) -> tuple[dict[str, list[float]], str]:
+async def run(count: int, link_count: int) -> tuple[dict[str, list[float]], str]:
     """Seconds per redemption for each scenario (and for no fault, as the reference).
+
+    ``count`` redemptions per backend scenario, ``link_count`` for the link-fault line.
 
     Also returns what the pad of the link-fault scenario injected (``nak a/b, bad_lrc c/d``:
     faults injected / ACKs or frames sent), or "" if its log has no such line.
@@ -104,7 +110,7 @@ async def run(count: int) -> tuple[dict[str, list[float]], str]:
                             raise RuntimeError(f"{name}: not approved: {answer.body}")
                     results[name] = times
     with tempfile.TemporaryDirectory(prefix="misbridge-bench-link-faults-") as tmp:
-        results[LINK_FAULTS], injected = await _run_link_faults(Path(tmp), count)
+        results[LINK_FAULTS], injected = await _run_link_faults(Path(tmp), link_count)
     return results, injected
 
 
@@ -142,7 +148,8 @@ def rows(results: dict[str, list[float]], injected: str = "") -> list[Row]:
             rates = f"pad --nak-rate {LINK_RATE:g} --bad-lrc-rate {LINK_RATE:g} (seed 0)"
             note += (
                 f"; {rates}; injected (faults/units sent): {injected or 'nothing reported'}"
-                "; a lone fault costs a round trip, a NAK or ACK lost behind a bad frame a 1 s ACK timeout"
+                "; a lone fault costs a round trip; slower than 250 ms: "
+                f"{sum(t > SLOW_S for t in times)} of {len(times)}"
             )
         out.append(Row(f"6. {name}", "(report)", dist, "info", note))
     return out
@@ -151,9 +158,12 @@ def rows(results: dict[str, list[float]], injected: str = "") -> list[Row]:
 def main() -> None:
     """Measure and print."""
     parser = bench_args(__doc__ or "")
-    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--count", type=int, default=20, help="redemptions per backend fault scenario")
+    parser.add_argument(
+        "--link-count", type=int, default=200, help="redemptions of the link-fault line (its p99 needs ~200)"
+    )
     args = parser.parse_args()
-    results, injected = asyncio.run(run(args.count))
+    results, injected = asyncio.run(run(args.count, args.link_count))
     emit(rows(results, injected), args.json)
 
 

@@ -23,6 +23,7 @@ def main() -> int:
     parser.add_argument("--growth", type=int, default=10000)
     parser.add_argument("--idle-s", type=float, default=60.0)
     parser.add_argument("--fault-count", type=int, default=20)
+    parser.add_argument("--link-fault-count", type=int, default=200)
     parser.add_argument("--reconcile-records", type=int, default=12_000)
     parser.add_argument("--reconcile-repeat", type=int, default=3)
     parser.add_argument("--lanes", type=int, default=8)
@@ -32,7 +33,7 @@ def main() -> int:
         ("bench.codec", []),
         ("bench.startup", ["--idle-s", str(args.idle_s)]),
         ("bench.redemptions", ["--redemptions", str(args.redemptions), "--growth", str(args.growth)]),
-        ("bench.faults", ["--count", str(args.fault_count)]),
+        ("bench.faults", ["--count", str(args.fault_count), "--link-count", str(args.link_fault_count)]),
         ("bench.reconcile", ["--records", str(args.reconcile_records), "--repeat", str(args.reconcile_repeat)]),
         ("bench.lanes", ["--lanes", str(args.lanes), "--sales", str(args.lane_sales)]),
     ]

@@ -52,6 +52,14 @@ class DeviceSettings(_Section):
 
     url: str = Field("/dev/mispos", description="serial device path or pyserial URL (socket://host:port)")
     baudrate: int = Field(115200, gt=0)
+    ack_timeout_min_s: float = Field(
+        0.25,
+        ge=0.05,
+        le=1.0,
+        description="shortest wait for the pad's ACK of a frame; the wait is the frame's wire time at baudrate "
+        "+ the pad's 0.2 s turnaround + 50 ms, at least this, at most 1 s (docs/device-protocol.md §12); "
+        "raise it for a pad that acknowledges late (a nominal baud rate on USB-CDC says nothing of its speed)",
+    )
     protocol: str = Field("mispos-v1", description="PIN-pad driver, see docs/device-protocol.md")
     card_timeout_s: int = Field(60, ge=5, le=300, description="customer time to present a card")
     pin_timeout_s: int = Field(60, ge=5, le=300, description="customer time to enter the PIN")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 
 from loguru import logger
@@ -54,6 +55,7 @@ from misbridge.link import (
     ACK_TIMEOUT_S,
     INTER_BYTE_TIMEOUT_S,
     MAX_RETRANSMITS,
+    AckTimer,
     Cancel,
     CardData,
     Choice,
@@ -100,12 +102,14 @@ _PROGRESS_STEPS: dict[str, ProgressStep] = {
 }
 
 
-def _host_session() -> LinkSession:
+def host_session(settings: DeviceSettings) -> LinkSession:
+    """The host's link session for a pad: the ACK timer from ``baudrate`` and ``ack_timeout_min_s`` (§12)."""
     return LinkSession(
         Role.HOST,
         ack_timeout=ACK_TIMEOUT_S,
         max_retransmits=MAX_RETRANSMITS,
         inter_byte_timeout=INTER_BYTE_TIMEOUT_S,
+        ack_timer=AckTimer(baudrate=settings.baudrate, floor=settings.ack_timeout_min_s),
     )
 
 
@@ -115,7 +119,8 @@ class MisPosV1Driver:
     Args:
         settings: URL, baud rate and the §7 timers.
         opener: opens the transport (tests inject an in-memory one).
-        session_factory: builds the host LinkSession (tests shorten the link timers).
+        session_factory: builds the host LinkSession (tests shorten the link timers); default
+            :func:`host_session` of ``settings``.
         backoff_initial_s, backoff_max_s: reconnect delays, doubling from the first to the cap.
         keepalive_s: idle STATUS ping period; None disables it.
 
@@ -128,7 +133,7 @@ class MisPosV1Driver:
         settings: DeviceSettings,
         *,
         opener: Opener | None = None,
-        session_factory: Callable[[], LinkSession] = _host_session,
+        session_factory: Callable[[], LinkSession] | None = None,
         backoff_initial_s: float = BACKOFF_INITIAL_S,
         backoff_max_s: float = BACKOFF_MAX_S,
         keepalive_s: float | None = KEEPALIVE_S,
@@ -140,7 +145,7 @@ class MisPosV1Driver:
         self.on_link_event: Callable[[object], None] | None = None
         self._settings = settings
         self._opener: Opener = opener or _open_by_url
-        self._session_factory = session_factory
+        self._session_factory = session_factory or functools.partial(host_session, settings)
         self._backoff = (backoff_initial_s, backoff_max_s)
         self._keepalive_s = keepalive_s
         self._link: LinkDriver | None = None

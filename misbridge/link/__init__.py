@@ -9,6 +9,7 @@ reads a clock, and only the standard library and :mod:`misbridge.errors` are imp
 - :mod:`~misbridge.link.frames`: ``STX | LEN | DATA | ETX | LRC``, ``ACK SEQ``, ``NAK`` and
   the incremental :class:`FrameDecoder`;
 - :mod:`~misbridge.link.reset`: the session start's LINK_RESET frame and its reply (§3.1);
+- :mod:`~misbridge.link.timing`: the host's ACK timer from the baud rate and the frame size;
 - :mod:`~misbridge.link.session`: :class:`LinkSession`, session start, stop-and-wait with
   retransmission and duplicate suppression, reporting :mod:`~misbridge.link.events`;
 - :mod:`~misbridge.link.tlv`, :mod:`~misbridge.link.fields`, :mod:`~misbridge.link.codes`,
@@ -20,6 +21,7 @@ reads a clock, and only the standard library and :mod:`misbridge.errors` are imp
 
 from misbridge.link.bcd import decode_bcd_length, encode_bcd_length
 from misbridge.link.constants import (
+    ACK_TIMEOUT_MIN_S,
     ACK_TIMEOUT_S,
     DEFAULT_BAUDRATE,
     INTER_BYTE_TIMEOUT_S,
@@ -98,10 +100,12 @@ from misbridge.link.messages import (
 )
 from misbridge.link.reset import LinkReset, encode_link_reset, parse_link_reset
 from misbridge.link.session import InFlight, LinkSession, Role
+from misbridge.link.timing import AckTimer, wire_time_s
 from misbridge.link.tlv import decode_tlvs, encode_tlvs
 
 # Everything in __all__ is the public API of the link layer.
 __all__ = [
+    "ACK_TIMEOUT_MIN_S",
     "ACK_TIMEOUT_S",
     "DEFAULT_BAUDRATE",
     "INTER_BYTE_TIMEOUT_S",
@@ -117,6 +121,7 @@ __all__ = [
     "SESSION_NONCE_LEN",
     "TEXT_ENCODING",
     "AckControl",
+    "AckTimer",
     "BadFrame",
     "Cancel",
     "CardData",
@@ -182,4 +187,5 @@ __all__ = [
     "lrc_ok",
     "parse_link_reset",
     "request_id_of",
+    "wire_time_s",
 ]

@@ -9,8 +9,11 @@ from __future__ import annotations
 from enum import IntEnum
 
 __all__ = [
+    "ACK_TIMEOUT_MIN_S",
     "ACK_TIMEOUT_S",
+    "ACK_TIMER_MARGIN_S",
     "ACK_TURNAROUND_S",
+    "BITS_PER_BYTE",
     "CARD_KEY_INDEX",
     "DEFAULT_BAUDRATE",
     "FRAME_OVERHEAD",
@@ -52,6 +55,8 @@ class ControlByte(IntEnum):
 
 # §1 Physical layer: 115200 baud, 8N1, no flow control.
 DEFAULT_BAUDRATE = 115200
+# §1 Physical layer: 8N1 puts 10 bits on the line per byte (start, 8 data, stop).
+BITS_PER_BYTE = 10
 # §1 Physical layer: UTF-8 for every text field; all other fields are ASCII.
 TEXT_ENCODING = "utf-8"
 
@@ -80,17 +85,23 @@ SESSION_NONCE_LEN = 4
 # §3.1 Session start: the pad answers LINK_RESET within this time (half the host's ACK_TIMEOUT_S).
 SESSION_REPLY_MAX_S = 0.5
 
-# §3 Sending rule 2: wait this long for ACK/NAK before retransmitting.
+# §3 Sending rule 2: the pad's ACK timer, and the ceiling of the host's (the host waits less
+# when the frame is short and the line fast, misbridge/link/timing.py).
 ACK_TIMEOUT_S = 1.0
 # §12 Timing: a receiver answers a frame with ACK or NAK within this long of its last byte,
-# so the sender's ACK_TIMEOUT_S covers a whole frame on the wire plus the answer with room to spare.
+# so the sender's ACK timer covers a whole frame on the wire plus the answer with room to spare.
 ACK_TURNAROUND_S = 0.2
+# §12 Timing: the host's ACK timer adds this to wire times and turnaround (scheduling, USB latency).
+ACK_TIMER_MARGIN_S = 0.05
+# §12 Timing: the host's ACK timer is never shorter than this (default of device.ack_timeout_min_s):
+# the pad's turnaround allowance plus the margin, whatever the baud rate says.
+ACK_TIMEOUT_MIN_S = ACK_TURNAROUND_S + ACK_TIMER_MARGIN_S
 # §3 Receiving rule 5: a started frame with no new byte for this long is discarded and NAKed.
 INTER_BYTE_TIMEOUT_S = 0.5
 # §3 Sending rule 5: retransmissions before the link fails (four sends in all).
 MAX_RETRANSMITS = 3
-# §3 refinements: after a NAK, hold back further NAKs this long unless a good frame arrives.
-# One ACK timeout: by then the sender has retransmitted.
+# §3 refinements: after a NAK, hold back further NAKs for bad frames inside the same wreckage
+# this long unless a good frame arrives. One (pad) ACK timeout: by then the sender has retransmitted.
 NAK_HOLDOFF_S = ACK_TIMEOUT_S
 
 # §5.1 READ_CODE: the longest CODE_TEXT, in printable ASCII characters (a payment code is 18-24

@@ -62,6 +62,8 @@ NAK_BYTES: Final = bytes([ControlByte.NAK])
 
 # STX and LEN: the part of a frame needed before its size is known.
 _HEADER_LEN: Final = 1 + LEN_FIELD_SIZE
+# The one rejection after which a bad frame's end is known: LEN led to its ETX, the LRC failed.
+_BAD_LRC: Final = "bad LRC"
 # §3 Receiving rule 1: while hunting, only these bytes end the discarding.
 _HUNT_RE: Final = re.compile(b"[" + re.escape(bytes([ControlByte.STX, ControlByte.ACK, ControlByte.NAK])) + b"]")
 
@@ -103,9 +105,15 @@ class NakControl:
 
 @dataclass(frozen=True)
 class BadFrame:
-    """A frame was started but is invalid or stalled; the receiver must answer ``NAK``."""
+    """A frame was started but is invalid or stalled; the receiver answers ``NAK``.
+
+    ``in_wreckage`` is True when the frame started inside the bytes of an earlier bad frame (the
+    resync rescans them, §3 rule 4): it is not a new sending of the peer, and the NAK of the
+    earlier frame already asked for the resend (the session's NAK hold-off may skip its NAK).
+    """
 
     reason: str
+    in_wreckage: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,15 +161,23 @@ class FrameDecoder:
     reported as :class:`BadFrame` and resynchronised by dropping only its STX and hunting
     again from the next byte, so a real frame that started inside the garbage is still found.
 
-    One rule goes beyond the document: after a bad frame, ACK and NAK bytes are not
-    recognised (only STX is hunted for) until a good frame arrives or the line pauses for
-    ``inter_byte_timeout``.  The bytes after a bad frame's STX are mostly the rest of that
-    frame, and with LEN damaged nothing tells where it ends; its bytes that equal ACK or NAK
+    One rule goes beyond the document (its §3 *refinements*): ACK and NAK bytes inside the
+    **wreckage** of a bad frame are not recognised (only STX is hunted for there).  The bytes
+    after a bad frame's STX are mostly the rest of that frame; its bytes that equal ACK or NAK
     (a TYPE, a LEN like ``01 06``, an LRC...) would otherwise be read as control sequences:
     an ``06 xx`` could acknowledge the receiver's own frame in flight although the peer never
     got it (silent loss), stray NAKs burn retransmissions, and an LRC of 0x06 would take the
-    STX of the prompt retransmission as its SEQ and lose that too.  The price: a real ACK or
-    NAK right behind a bad frame is missed and the sender's ACK timer resends.
+    STX of the prompt retransmission as its SEQ and lose that too.  Where the wreckage ends:
+
+    - a frame rejected for its LRC alone had its ETX where LEN put it, so its end is known: the
+      wreckage is its own bytes.  An ``ACK SEQ`` or ``NAK`` right behind it counts, and a frame
+      the resync starts inside it may not run past that end (it is rejected when its LEN says
+      it would), so it cannot swallow the control or the resend that follows;
+    - after any other bad frame (LEN not BCD or too large, no ETX, inter-byte timeout) nothing
+      tells where it ends: the wreckage lasts until a good frame arrives or the line pauses for
+      ``inter_byte_timeout``, and an ACK or NAK in it is missed (the sender's ACK timer resends).
+
+    Bad frames that start inside wreckage are reported with ``in_wreckage=True``.
 
     Args:
         inter_byte_timeout: a started frame with no new byte for this long is bad (§3 rule 5).
@@ -174,8 +190,12 @@ class FrameDecoder:
         # DATA length once LEN has been read and accepted.
         self._data_len: int | None = None
         self._last_byte_at = 0.0
-        # Set by a bad frame; ACK and NAK are not recognised until a good frame or a pause.
-        self._after_bad_frame = False
+        # Stream offsets (bytes fed before): of the next byte to arrive, and of _unit[0].
+        self._received = 0
+        self._unit_start = 0
+        # ACK and NAK count only at offsets from here on (a known end of wreckage); None: not
+        # until a good frame arrives or the line pauses (the end of the wreckage is unknown).
+        self._controls_from: int | None = 0
 
     @property
     def buffered(self) -> int:
@@ -196,11 +216,13 @@ class FrameDecoder:
         if data:
             if now - self._last_byte_at >= self._timeout:
                 # A pause ends whatever the bad frame was: the next bytes are a new sending.
-                self._after_bad_frame = False
+                self._controls_from = self._received
             self._last_byte_at = now
             # Scanning in slices of MAX_FRAME_LEN bounds the copy a resync makes (see _reject).
             for start in range(0, len(data), MAX_FRAME_LEN):
-                self._scan(bytes(data[start : start + MAX_FRAME_LEN]), out)
+                piece = bytes(data[start : start + MAX_FRAME_LEN])
+                self._scan(piece, self._received, out)
+                self._received += len(piece)
         return out
 
     def check_timeout(self, now: float) -> list[Decoded]:
@@ -215,25 +237,30 @@ class FrameDecoder:
                     self._unit.clear()
                     out.append(Discarded(1))
                 else:
-                    self._scan(self._reject("inter-byte timeout", out), out)
+                    rest_at = self._unit_start + 1
+                    self._scan(self._reject("inter-byte timeout", out), rest_at, out)
         return out
 
-    def _scan(self, view: bytes, out: list[Decoded]) -> None:
+    def _scan(self, view: bytes, base: int, out: list[Decoded]) -> None:
+        # view[k] is the byte at stream offset base + k: a view is always a contiguous stretch.
         i = 0
         while i < len(view):
             if not self._unit:
-                i = self._hunt(view, i, out)
+                i = self._hunt(view, i, base, out)
             elif self._unit[0] == ControlByte.ACK:
                 i = self._ack_seq(view, i, out)
             else:
+                rest_at = self._unit_start + 1
                 rest, i = self._frame_bytes(view, i, out)
                 if rest is not None:
-                    view, i = rest + view[i:], 0
+                    view, i, base = rest + view[i:], 0, rest_at
 
-    def _hunt(self, view: bytes, i: int, out: list[Decoded]) -> int:
-        if self._after_bad_frame:
-            start = view.find(ControlByte.STX, i)
-            stop = len(view) if start < 0 else start
+    def _hunt(self, view: bytes, i: int, base: int, out: list[Decoded]) -> int:
+        # Inside wreckage (view[i:wreck_end]) only STX is hunted for; ACK and NAK count after it.
+        wreck_end = len(view) if self._controls_from is None else min(len(view), self._controls_from - base)
+        if i < wreck_end:
+            start = view.find(ControlByte.STX, i, wreck_end)
+            stop = wreck_end if start < 0 else start
         else:
             match = _HUNT_RE.search(view, i)
             start = match.start() if match else -1
@@ -246,6 +273,7 @@ class FrameDecoder:
             out.append(NakControl())
         else:
             self._unit.append(view[start])
+            self._unit_start = base + start
         return start + 1
 
     def _ack_seq(self, view: bytes, i: int, out: list[Decoded]) -> int:
@@ -282,6 +310,11 @@ class FrameDecoder:
         if n < MIN_DATA_LEN:
             # §3 rule 3 would reject it after DATA anyway; rejecting now resyncs sooner.
             return f"LEN {n} leaves no room for SEQ and TYPE"
+        known_end = self._controls_from
+        if self._in_wreckage() and known_end is not None and self._unit_start + FRAME_OVERHEAD + n > known_end:
+            # Started inside a bad frame whose end is known: it cannot run past that end, and
+            # waiting for it would swallow the ACK, NAK or resend that follows.
+            return "runs past the end of a damaged frame"
         self._data_len = n
         return None
 
@@ -290,18 +323,26 @@ class FrameDecoder:
         if self._unit[-2] != ControlByte.ETX:
             return "no ETX after DATA"
         if not lrc_ok(bytes(self._unit[1:-1]), self._unit[-1]):
-            return "bad LRC"
+            return _BAD_LRC
         # SEQ 0 is a link-control frame (§3.1 session start): delivered; the session decides.
         out.append(DataFrame(bytes(self._unit[_HEADER_LEN:-2])))
-        self._after_bad_frame = False
+        self._controls_from = 0
         self._reset()
         return None
 
+    def _in_wreckage(self) -> bool:
+        """True when the frame being received started inside an earlier bad frame's bytes."""
+        return self._controls_from is None or self._unit_start < self._controls_from
+
     def _reject(self, reason: str, out: list[Decoded]) -> bytes:
         # §3 rule 4: drop only the STX and hunt again from the next byte.  The caller scans
-        # the returned bytes before the rest of its input.
-        out.append(BadFrame(reason))
-        self._after_bad_frame = True
+        # the returned bytes (at stream offset _unit_start + 1) before the rest of its input.
+        in_wreckage = self._in_wreckage()
+        out.append(BadFrame(reason, in_wreckage=in_wreckage))
+        if not in_wreckage:
+            # A new wreckage. Only a frame whose ETX sat where LEN put it has a known end.
+            known_end = reason == _BAD_LRC
+            self._controls_from = self._unit_start + len(self._unit) if known_end else None
         rest = bytes(self._unit[1:])
         self._reset()
         return rest

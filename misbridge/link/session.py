@@ -22,12 +22,21 @@ its SEQ at 1, forgets the last delivered SEQ, leaves a failed state, replies wit
 and reports :class:`SessionReset`, so that the pad also drops the command it was running.
 ``session_start=False`` makes a DEVICE session a v1 pad that knows no session start.
 
-One addition to the document: after sending a NAK, the session holds back further NAKs for
-``nak_holdoff`` seconds unless a good frame arrives first.  The resync of §3 rule 4 rescans
-a damaged frame's bytes, and every STX-looking byte inside it can start another bad frame;
-NAKing each one would make the sender burn several retransmissions on one damaged frame and
-could fail the link from a single corrupted byte.  ``nak_holdoff=0`` restores the literal
-rule (one NAK per bad frame).
+**ACK timer.** By default every send waits ``ack_timeout`` (the fixed timer of the document's
+version 1.0, which the pad keeps). The host passes an :class:`~misbridge.link.timing.AckTimer`
+instead: the wait then follows the frame's wire time at the configured baud rate plus the pad's
+turnaround allowance, doubling per retransmission of the same frame (§12). The session start's
+LINK_RESET always waits ``ack_timeout``: the pad has ``SESSION_REPLY_MAX_S`` to answer it.
+
+**NAK hold-off** (the document's §3 *refinements*): after sending a NAK, the session holds back
+the NAK of a bad frame that started inside the wreckage of an earlier one
+(:attr:`~misbridge.link.frames.BadFrame.in_wreckage`) for ``nak_holdoff`` seconds, unless a
+good frame arrives first.  The resync of §3 rule 4 rescans a damaged frame's bytes, and every
+STX-looking byte inside it can start another bad frame; NAKing each one would make the sender
+burn several retransmissions on one damaged frame and could fail the link from a single
+corrupted byte.  A bad frame that starts after the known end of the last one (the resend,
+spoiled again) is the sender's next sending and is NAKed at once.  ``nak_holdoff=0`` restores
+the literal rule (one NAK per bad frame).
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ from misbridge.link.frames import (
     encode_frame,
 )
 from misbridge.link.reset import encode_link_reset, parse_link_reset
+from misbridge.link.timing import AckTimer
 
 __all__ = ["NAK_HOLDOFF_S", "InFlight", "LinkSession", "Role"]
 
@@ -107,7 +117,10 @@ class LinkSession:
 
     Args:
         role: HOST or DEVICE; the rules are the same, the role is for the caller's logs.
-        ack_timeout: seconds to wait for ACK/NAK before retransmitting (§3 Sending rule 2).
+        ack_timeout: seconds to wait for ACK/NAK before retransmitting (§3 Sending rule 2); with
+            ``ack_timer``, only the session start's LINK_RESET waits this long.
+        ack_timer: the data frames' wait from their size and retransmission count (§12, the
+            host's timer); None: every send waits ``ack_timeout``.
         max_retransmits: retransmissions before the link fails (§3 Sending rule 5).
         inter_byte_timeout: a started frame stalled this long is bad (§3 Receiving rule 5).
         nak_holdoff: see the module docstring; 0 sends one NAK per bad frame.
@@ -127,6 +140,7 @@ class LinkSession:
         inter_byte_timeout: float = INTER_BYTE_TIMEOUT_S,
         nak_holdoff: float = NAK_HOLDOFF_S,
         session_start: bool = True,
+        ack_timer: AckTimer | None = None,
     ) -> None:
         if ack_timeout <= 0 or inter_byte_timeout <= 0:
             raise ValueError("ack_timeout and inter_byte_timeout must be positive")
@@ -134,6 +148,7 @@ class LinkSession:
             raise ValueError("max_retransmits and nak_holdoff must not be negative")
         self._role = role
         self._ack_timeout = ack_timeout
+        self._ack_timer = ack_timer
         self._max_retransmits = max_retransmits
         self._nak_holdoff = nak_holdoff
         self._decoder = FrameDecoder(inter_byte_timeout)
@@ -280,8 +295,8 @@ class LinkSession:
                         self._retry_start(now, "nak")
                     elif self._in_flight is not None:
                         self._retransmit(self._in_flight, now, "nak")
-                case BadFrame(reason=reason):
-                    self._bad_frame(reason, now)
+                case BadFrame(reason=reason, in_wreckage=in_wreckage):
+                    self._bad_frame(reason, now, may_hold=in_wreckage)
                 case Discarded(count=count):
                     self._events.append(GarbageDiscarded(count))
 
@@ -291,8 +306,9 @@ class LinkSession:
     def _control_frame(self, frame: DataFrame, now: float) -> None:
         """A good frame with SEQ 0: the session start (§3.1); never ACKed, never delivered."""
         if self._role is Role.DEVICE and not self._session_start:
-            # A v1 pad: §3 Receiving rule 3 makes SEQ 0 a bad frame.
-            self._bad_frame("SEQ 0", now)
+            # A v1 pad: §3 Receiving rule 3 makes SEQ 0 a bad frame (held off as version 1.0 did,
+            # so the host's LINK_RESETs are answered at the pace of its timer).
+            self._bad_frame("SEQ 0", now, may_hold=True)
             return
         reset = parse_link_reset(frame.data)
         if self._role is Role.DEVICE and reset is not None and not reset.reply:
@@ -360,8 +376,8 @@ class LinkSession:
         self._events.append(PayloadAcked(seq))
         self._start_next(now)
 
-    def _bad_frame(self, reason: str, now: float) -> None:
-        held = self._last_nak_at is not None and now - self._last_nak_at < self._nak_holdoff
+    def _bad_frame(self, reason: str, now: float, *, may_hold: bool) -> None:
+        held = may_hold and self._last_nak_at is not None and now - self._last_nak_at < self._nak_holdoff
         if not held:
             self._outbound += NAK_BYTES
             self._last_nak_at = now
@@ -370,7 +386,7 @@ class LinkSession:
     def _start_next(self, now: float) -> None:
         if self._in_flight is None and self._reset is None and self._queue:
             out = self._queue.popleft()
-            out.deadline = now + self._ack_timeout
+            out.deadline = now + self._wait_for(out)
             self._outbound += out.frame
             self._in_flight = out
 
@@ -379,9 +395,15 @@ class LinkSession:
             self._fail(f"frame SEQ {out.seq} unacknowledged after {out.retransmits} retransmissions ({cause})")
             return
         out.retransmits += 1
-        out.deadline = now + self._ack_timeout
+        out.deadline = now + self._wait_for(out)
         self._outbound += out.frame
         self._events.append(Retransmitted(out.seq, out.retransmits, cause))
+
+    def _wait_for(self, out: _Outgoing) -> float:
+        """The ACK timer of this send of a data frame (§3 Sending rule 2, §12)."""
+        if self._ack_timer is None:
+            return self._ack_timeout
+        return self._ack_timer.timeout(len(out.frame), out.retransmits)
 
     def _fail(self, reason: str) -> None:
         unsent = len(self._queue) + (1 if self._in_flight is not None else 0)

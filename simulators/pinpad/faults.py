@@ -39,12 +39,11 @@ misbridge/link/constants.py) retransmissions, four sends in all, then the link f
 is lost that way only if all four of its sends are spoiled: p**4, at 5 % 0.05**4 = 6.25e-6
 (about one frame in 160 000; a card redemption is about a dozen frames, 2 commands from the
 host and ~10 replies from the pad, so about 1 redemption in 13 000 would see the link fail).
-A bad-LRC frame can also cost a host frame one send: the host does not read an ACK right
-behind a bad frame (see misbridge.link.frames.FrameDecoder), so it resends that frame after
-its 1 s ACK timeout; and a frame spoiled twice in a row gets no second NAK (the host's NAK
-hold-off), so the pad resends it after its ACK timeout. The first uses up a host
-retransmission like a spoiled send, so for the host's commands the odds per send are a
-little above p.
+A bad-LRC frame leaves its end known (only the LRC is wrong), so the host reads an ACK or NAK
+right behind it and NAKs a second spoiled copy of the same frame at once (docs/device-protocol.md
+§3 *refinements*, misbridge.link.frames.FrameDecoder): each spoiled unit costs one round trip,
+and no timer runs unless an ACK is withheld (``withhold_ack``; the host resends after its ACK
+timer, about 0.25 s at 115200 baud, §12).
 
 The trace (:func:`describe_unit`) is one line per unit on the line: hex and decoded. PANs are
 masked by the pad itself; encrypted fields (tracks, PAN, IC data, PIN block, working key) are

@@ -220,17 +220,74 @@ def test_damaged_len_hides_the_controls_of_the_frame_body() -> None:
 
 
 def test_controls_count_again_after_a_good_frame() -> None:
-    damaged = raw_frame(b"\x01\x30\x31", bad_lrc=True)
+    # No ETX where LEN says: the end of the damaged frame is unknown, so the 06 05 behind it
+    # may be its content; the good frame ends the doubt.
+    damaged = raw_frame(b"\x01\x30\x31", etx=0x04)
     good = encode_frame(b"\x02\x30\x31")
     out = without_garbage(FrameDecoder().feed(damaged + b"\x06\x05" + good + b"\x06\x05\x15", 0.0))
-    assert out == [BadFrame("bad LRC"), DataFrame(b"\x02\x30\x31"), AckControl(5), NakControl()]
+    assert out == [BadFrame("no ETX after DATA"), DataFrame(b"\x02\x30\x31"), AckControl(5), NakControl()]
 
 
 def test_controls_count_again_after_a_pause() -> None:
     decoder = FrameDecoder()
-    decoder.feed(raw_frame(b"\x01\x30\x31", bad_lrc=True), 0.0)
+    decoder.feed(raw_frame(b"\x01\x30\x31", etx=0x04), 0.0)
     assert decoder.feed(b"\x06\x05", INTER_BYTE_TIMEOUT_S / 2) == [Discarded(2)]
     assert decoder.feed(b"\x06\x05", INTER_BYTE_TIMEOUT_S * 2) == [AckControl(5)]
+
+
+# --- the known end of a frame whose LRC alone was bad ------------------------------------------
+
+
+@pytest.mark.parametrize("control", [b"\x06\x05", b"\x15"])
+def test_a_control_right_behind_a_bad_lrc_frame_counts(control: bytes) -> None:
+    # ETX sat where LEN put it: the frame ended at its LRC, so what follows is a new unit.
+    out = FrameDecoder().feed(raw_frame(b"\x01\x15\x30\x06\x09", bad_lrc=True) + control, 0.0)
+    assert without_garbage(out) == [BadFrame("bad LRC"), AckControl(5) if control[0] == 0x06 else NakControl()]
+
+
+def test_a_control_right_behind_a_bad_lrc_frame_counts_in_a_later_read() -> None:
+    decoder = FrameDecoder()
+    assert without_garbage(decoder.feed(raw_frame(b"\x01\x30\x31", bad_lrc=True), 0.0)) == [BadFrame("bad LRC")]
+    assert decoder.feed(b"\x06\x05", 0.001) == [AckControl(5)]
+
+
+def test_controls_are_ignored_behind_a_bad_frame_with_an_unknown_end() -> None:
+    # LEN damaged (not BCD): the rest of the frame is still arriving and may hold 06 xx.
+    out = FrameDecoder().feed(raw_frame(b"\x01\x30\x31", length=b"\x00\x0a") + b"\x06\x05\x15", 0.0)
+    assert without_garbage(out) == [BadFrame("LEN is not BCD")]
+
+
+def test_a_frame_started_inside_a_bad_lrc_frame_may_not_run_past_its_end() -> None:
+    # The LRC is 02 and LEN 06 05 would make the stray frame swallow the real ACK behind it
+    # (and wait half a second for the rest); it is rejected at once instead, in the wreckage.
+    data = next(bytes([1, 0x06, x]) for x in range(256) if raw_frame(bytes([1, 0x06, x]), bad_lrc=True)[-1] == 0x02)
+    damaged = raw_frame(data, bad_lrc=True)
+    out = FrameDecoder().feed(damaged + b"\x06\x05", 0.0)
+    assert without_garbage(out) == [
+        BadFrame("bad LRC"),
+        BadFrame("runs past the end of a damaged frame", in_wreckage=True),
+        AckControl(5),
+    ]
+
+
+def test_a_frame_inside_a_bad_lrc_frame_is_still_found() -> None:
+    inner = encode_frame(b"\x05\x30\x31")
+    out = FrameDecoder().feed(raw_frame(b"\x01\x30" + inner, bad_lrc=True) + b"\x06\x07", 0.0)
+    assert without_garbage(out) == [BadFrame("bad LRC"), DataFrame(b"\x05\x30\x31"), AckControl(7)]
+
+
+def test_a_bad_frame_after_the_known_end_is_a_new_sending() -> None:
+    # The resend, spoiled again: not wreckage of the first, so the session NAKs it too.
+    damaged = raw_frame(b"\x01\x30\x31", bad_lrc=True)
+    decoder = FrameDecoder()
+    first = without_garbage(decoder.feed(damaged, 0.0))
+    second = without_garbage(decoder.feed(damaged, 0.001))
+    assert first == second == [BadFrame("bad LRC", in_wreckage=False)]
+
+
+def test_bad_frames_inside_wreckage_are_marked() -> None:
+    out = without_garbage(FrameDecoder().feed(b"\x02\xff\x00\x02\xff\x00", 0.0))
+    assert out == [BadFrame("LEN is not BCD"), BadFrame("LEN is not BCD", in_wreckage=True)]
 
 
 def test_ack_swallowed_by_a_stray_stx_is_not_recovered() -> None:
