@@ -9,7 +9,11 @@ and once more after an idle period as long as the sales took, so the background 
 same span (key checks, keep-alives, probes) can be told apart: "per sale" is (sales span minus
 idle span) / sales. Log lines are counted in the daemon's log file (INFO, to a file).
 
-Run: ``python -m bench.counts [--sales 200] [--https]``. Counting costs CPU; never time with it.
+``--gap S`` waits S seconds between sales, as a quiet till does: with a gap longer than the
+backend client's keep-alive expiry (httpx's default 5 s) each sale opens a new connection (a new
+TLS handshake over https); back to back they share one.
+
+Run: ``python -m bench.counts [--sales 200] [--https] [--gap S]``. Counting costs CPU; never time with it.
 """
 
 from __future__ import annotations
@@ -62,7 +66,9 @@ def per_sale(busy: Counts, idle: Counts, sales: int) -> dict[str, float]:
     return {name: (busy[name] - idle[name]) / sales for name in sorted(set(busy) | set(idle))}
 
 
-async def measure(sales: int, *, https: bool = False) -> tuple[dict[str, float], dict[str, float], float]:
+async def measure(
+    sales: int, *, https: bool = False, gap_s: float = 0.0
+) -> tuple[dict[str, float], dict[str, float], float]:
     """(per sale, idle per second, idle seconds) over ``sales`` redemptions after a warm-up."""
     with tempfile.TemporaryDirectory(prefix="misbridge-counts-") as tmp:
         workdir = Path(tmp)
@@ -80,6 +86,7 @@ async def measure(sales: int, *, https: bool = False) -> tuple[dict[str, float],
                 start = (await read_counts(proc.pid, dump)) + log_lines(log)
                 started = time.monotonic()
                 for _ in range(sales):
+                    await asyncio.sleep(gap_s)
                     await bridge_once(socket_port)
                 await asyncio.sleep(0.2)
                 span = time.monotonic() - started
@@ -112,9 +119,11 @@ def main() -> None:
     parser = bench_args(__doc__ or "")
     parser.add_argument("--sales", type=int, default=200, help="measured card sales (default 200)")
     parser.add_argument("--https", action="store_true", help="the backend simulator over https with a test CA")
+    parser.add_argument("--gap", type=float, default=0.0, help="seconds between two sales (default 0)")
     args = parser.parse_args()
-    result, idle, idle_s = asyncio.run(measure(args.sales, https=args.https))
-    emit(rows(result, idle, idle_s, "https" if args.https else "http"), args.json)
+    result, idle, idle_s = asyncio.run(measure(args.sales, https=args.https, gap_s=args.gap))
+    scheme = ("https" if args.https else "http") + (f", {args.gap:g} s apart" if args.gap else "")
+    emit(rows(result, idle, idle_s, scheme), args.json)
 
 
 if __name__ == "__main__":
