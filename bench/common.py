@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from bench.tls import write_test_pki
 from misbridge.app.simulated import launched_backend, launched_simulators, simulated_lanes, write_signing_key
 from misbridge.ebuy import jsonio
 from misbridge.journal.records import iso_utc, request_hash
@@ -223,6 +224,12 @@ class Sims:
     backend_url: str
     key_file: Path
     lanes: tuple[dict[str, object], ...] = ()
+    ca_bundle: Path | None = None
+
+    @property
+    def backend_extra(self) -> dict[str, dict[str, object]]:
+        """The daemon's settings for this backend beyond its URL: the test CA when it serves https."""
+        return {} if self.ca_bundle is None else {"backend": {"ca_bundle": str(self.ca_bundle)}}
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
@@ -252,19 +259,24 @@ async def backend_simulator(workdir: Path, key_file: Path, ledger_file: Path | N
 
 
 @contextlib.asynccontextmanager
-async def simulators(workdir: Path, *pinpad_args: str, lanes: int = 1) -> AsyncIterator[Sims]:
+async def simulators(workdir: Path, *pinpad_args: str, lanes: int = 1, tls: bool = False) -> AsyncIterator[Sims]:
     """Both simulators as subprocesses, zero customer delay; yields where they are.
+
+    ``tls``: the backend simulator serves https with a certificate of a test CA made for this
+    run (:mod:`bench.tls`); pass :attr:`Sims.backend_extra` to :func:`daemon_config`.
 
     Started by misbridge.app.simulated like every simulated bench; each logs to its own file
     (``pinpad.log``, ``backend.log``) so the pad's summary line can be read after it exits.
     ``lanes`` pads run, one per lane (every pad logs to ``pinpad.log``).
     """
+    pki = write_test_pki(workdir) if tls else None
     async with launched_simulators(
         workdir,
         pinpad_args=("--card-delay", "0", "--pin-delay", "0", *pinpad_args),
         pad_log=workdir / "pinpad.log",
         backend_log=workdir / "backend.log",
         lanes=lanes,
+        backend_args=() if pki is None else ("--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)),
     ) as sims:
         yield Sims(
             sims.device_path,
@@ -272,6 +284,7 @@ async def simulators(workdir: Path, *pinpad_args: str, lanes: int = 1) -> AsyncI
             sims.backend_url,
             sims.signing_key_file,
             tuple(simulated_lanes(sims)),
+            None if pki is None else pki.ca_cert,
         )
 
 
@@ -357,20 +370,33 @@ async def wait_health(http_port: int, process: asyncio.subprocess.Process, start
 
 
 @contextlib.asynccontextmanager
-async def daemon(config: Path, socket_port: int, http_port: int, log: Path) -> AsyncIterator[DaemonProcess]:
-    """``python -m misbridge serve --config <config>`` as a real subprocess, healthy on entry."""
+async def daemon(
+    config: Path,
+    socket_port: int,
+    http_port: int,
+    log: Path,
+    *,
+    module: str = "misbridge",
+    env: Mapping[str, str] | None = None,
+) -> AsyncIterator[DaemonProcess]:
+    """``python -m misbridge serve --config <config>`` as a real subprocess, healthy on entry.
+
+    ``module``: another entry point taking misbridge's arguments (``bench.counting_daemon``);
+    ``env``: variables added to this process's environment for it.
+    """
     with log.open("ab") as log_file:
         started = time.perf_counter()
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "misbridge",
+            module,
             "serve",
             "--config",
             str(config),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,
+            env=None if env is None else {**os.environ, **env},
         )
     try:
         ready = await wait_health(http_port, proc, started)

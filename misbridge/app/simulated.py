@@ -140,6 +140,7 @@ async def launched_simulators(
     pad_log: Path | None = None,
     backend_log: Path | None = None,
     lanes: int = 1,
+    backend_args: tuple[str, ...] = (),
 ) -> AsyncIterator[Simulators]:
     """Run both simulators for the duration of the ``async with`` block.
 
@@ -150,6 +151,8 @@ async def launched_simulators(
         pad_log, backend_log: where each simulator's stderr goes (default: both to
             ``workdir/simulators.log``).
         lanes: how many PIN pads to run, one per lane (``pinpad``, ``pinpad-2``, …).
+        backend_args: extra ``misbridge-sim backend`` options (e.g. ``--tls-cert``/``--tls-key``:
+            https, and ``backend_url`` says so).
     """
     if lanes < 1:
         raise ValueError(f"lanes must be 1 or more, not {lanes}")
@@ -157,7 +160,9 @@ async def launched_simulators(
     pads = tuple(_pad_paths(workdir, number) for number in range(1, lanes + 1))
     log_path = pad_log or workdir / "simulators.log"
     pad_processes = [await _spawn(_pad_args(pad, card, pinpad_args), log_path) for pad in pads]
-    backend = await _spawn(["backend", "--port", "0", "--key-file", str(key_file)], backend_log or log_path)
+    backend = await _spawn(
+        ["backend", "--port", "0", "--key-file", str(key_file), *backend_args], backend_log or log_path
+    )
     processes = [*pad_processes, backend]
     drains: list[asyncio.Task[None]] = []
     try:

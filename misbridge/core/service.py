@@ -31,6 +31,7 @@ import asyncio
 import re
 from collections import ChainMap
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -314,18 +315,38 @@ class TransactionService:
         presence: Presence,
     ) -> Response:
         trace_no = request.traceNo
-        existing = await self._journal.get(trace_no)
-        if existing is not None and action == QR_ACTION:
-            return await self._qr.again(existing, body, claim_deadline)  # a repeat, or the POS's choice
-        if existing is not None:
-            return answers.repeat_answer(existing, action, fingerprint)
+        if action in CARD_FOLLOW_UPS:
+            # A void or refund reads first: its repeat is answered before anything else is checked.
+            existing = await self._journal.get(trace_no)
+            if existing is not None:
+                return answers.repeat_answer(existing, action, fingerprint)
+        outcome = await self._start_on_pad(action, body, request, claim_deadline, presence)
+        if not isinstance(outcome, TransactionRecord):
+            return outcome
+        if action == QR_ACTION:
+            return await self._qr.again(outcome, body, claim_deadline)  # a repeat, or the POS's choice
+        return answers.repeat_answer(outcome, action, fingerprint)
+
+    async def _start_on_pad(
+        self, action: str, body: dict[str, Any], request: _PadRequest, claim_deadline: float, presence: Presence
+    ) -> Response | TransactionRecord:
+        """The keys' check, then the transaction under the pad lock; the journal's row if the traceNo is a repeat.
+
+        A sale's repeat is found by the intent's own journal hop (:meth:`Journal.open_intent`),
+        so a new sale reads nothing before it; when the keys refuse, the journal is read
+        for a repeat, which keeps its stored answer whatever the keys.
+        """
         if self._keys is None:
             return await self._new_pad_transaction(action, body, request, claim_deadline, presence)
+        trace_no = request.traceNo
         # A sign-in never swaps the pad's key between a card read and its PIN or its submit.
         async with self._keys.pad_lock:
             try:
                 await self._keys.check_ready(needs_keys=action != QR_ACTION)
             except MisbridgeError as err:  # nothing recorded, nobody prompted: the traceNo stays free
+                existing = None if action in CARD_FOLLOW_UPS else await self._journal.get(trace_no)
+                if existing is not None:
+                    return existing
                 _log_refusal(trace_no, action, err)
                 self._metrics.transaction_finished(action, "refused")
                 return answers.refusal(trace_no, err)
@@ -333,14 +354,13 @@ class TransactionService:
 
     async def _new_pad_transaction(
         self, action: str, body: dict[str, Any], request: _PadRequest, claim_deadline: float, presence: Presence
-    ) -> Response:
-        """A pad transaction whose traceNo the journal has not seen: intent, steps, answer."""
+    ) -> Response | TransactionRecord:
+        """A pad transaction: intent, steps, answer; the journal's row instead if it holds the traceNo."""
         trace_no = request.traceNo
-        # Pending voids go out before a new sale (the 冲正-before-next-transaction practice).
-        await self._drain_unless_gone(presence)
-        crash_point("intake.before_intent")
         try:
-            original = await self._record_intent(action, body)
+            intake = await self._intake(action, body, presence)
+            if isinstance(intake, TransactionRecord):
+                return intake
         except BarredTraceNoError as barred:
             # The backend would refuse the sale as a duplicate after the PIN: refuse it now.
             err = RequestError(f"{barred}; use a new traceNo", return_code=ReturnCode.TRACE_NO_BARRED)
@@ -353,25 +373,39 @@ class TransactionService:
             return answers.refusal(trace_no, err)
         crash_point("intake.after_intent")
         flow = Flow(self._journal, trace_no)
-        screen = follow_up_screen(action, body, original) if action in CARD_FOLLOW_UPS else None
+        screen = follow_up_screen(action, body, intake.original) if action in CARD_FOLLOW_UPS else None
         with timed(self._metrics, "total"):
             response = await self._run_steps(action, body, request, flow, claim_deadline, presence, screen)
         crash_point("outcome.after_commit")
         self._metrics.transaction_finished(action, flow.state)
         return response
 
-    async def _record_intent(self, action: str, body: dict[str, Any]) -> TransactionRecord | None:
-        """Journal the intent; a card void or refund is checked against its original first (its original returned).
+    async def _intake(self, action: str, body: dict[str, Any], presence: Presence) -> _Committed | TransactionRecord:
+        """Pending voids first, then the intent: :class:`_Committed` once it is, or the journal's row of a repeat.
+
+        Pending voids go out before a new sale (the 冲正-before-next-transaction practice). A
+        sale or QR sale asks the journal in one hop (:meth:`Journal.open_intent`): a repeat's
+        row, or voids due, or the intent committed; only when voids are due does it drain
+        them and then record the intent. A card void or refund drains, then is checked
+        against its original under the follow-ups' lock, and ``original`` is that original.
 
         Raises:
             BarredTraceNoError: the backend saw the traceNo in an inquiry.
             RequestError: the original in the journal rules the void or refund out (nothing recorded).
         """
         record = TransactionRecord.new(str(body["traceNo"]), action, TxnState.RECEIVED, body)
-        if action not in CARD_FOLLOW_UPS:
+        if action in CARD_FOLLOW_UPS:
+            await self._drain_unless_gone(presence)
+            crash_point("intake.before_intent")
+            return _Committed(await record_follow_up(self._journal, self._follow_up_lock, action, record, body))
+        crash_point("intake.before_intent")
+        intake = await self._journal.open_intent(record)
+        if intake.existing is not None:
+            return intake.existing
+        if intake.voids_due:
+            await self._drain_unless_gone(presence)
             await self._journal.record_intent(record)
-            return None
-        return await record_follow_up(self._journal, self._follow_up_lock, action, record, body)
+        return _Committed(None)
 
     async def _run_steps(
         self,
@@ -475,6 +509,13 @@ class TransactionService:
         answer = answers.backend_answer(reply.body, flow.trace_no)
         await flow.step(event, response=answer, return_code=reply.return_code)
         return answer
+
+
+@dataclass(frozen=True)
+class _Committed:
+    """A pad transaction's intent is committed; ``original`` is a card void's or refund's original (else None)."""
+
+    original: TransactionRecord | None
 
 
 def _log_refusal(trace_no: str, action: str, err: MisbridgeError) -> None:

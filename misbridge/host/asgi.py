@@ -46,6 +46,7 @@ import contextlib
 import http
 import socket
 from collections.abc import Generator
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import h11
@@ -312,6 +313,8 @@ class AsgiServer:
             cancelling them (uvicorn takes an int).
         gate: the door's caller check, connection budget and deadline (:class:`GatedH11Protocol`);
             without one, uvicorn's plain h11 protocol serves.
+        tls_cert, tls_key: PEM certificate chain and its key: serve TLS (the backend simulator
+            over https); both or neither.
     """
 
     def __init__(
@@ -324,7 +327,11 @@ class AsgiServer:
         log_level: str = "warning",
         graceful_shutdown_s: int = 5,
         gate: ConnectionGate | None = None,
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> None:
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("AsgiServer: tls_cert and tls_key go together")
         self._app = app
         self._host = host
         self._port = port
@@ -339,6 +346,8 @@ class AsgiServer:
             ws="none",
             timeout_graceful_shutdown=graceful_shutdown_s,
             backlog=ACCEPTS_PER_WAKEUP,
+            ssl_certfile=None if tls_cert is None else str(tls_cert),
+            ssl_keyfile=None if tls_key is None else str(tls_key),
         )
         self._server = _EmbeddedServer(self._config)
         self._task: asyncio.Task[None] | None = None

@@ -27,10 +27,17 @@ from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal.connection import iso
 from misbridge.journal.errors import ReversalConflictError
 from misbridge.journal.lanes import LaneFilter
-from misbridge.journal.records import ReversalRecord, ReversalState
+from misbridge.journal.records import ReversalRecord, ReversalState, TransactionRecord
 from misbridge.journal.rows import time_of
 from misbridge.journal.schema import immediate_transaction
-from misbridge.journal.transactions import Change, TransactionTable, compare_and_set_in_transaction
+from misbridge.journal.transactions import (
+    Change,
+    Intake,
+    TransactionTable,
+    compare_and_set_in_transaction,
+    insert_intent_in_transaction,
+    to_record,
+)
 
 __all__ = ["ReversalQueue"]
 
@@ -39,6 +46,24 @@ _VOIDING: Final = "voiding"
 
 class ReversalQueue(TransactionTable):
     """Queue, retry, complete and escalate the voids of transactions whose outcome stayed unknown."""
+
+    async def open_intent(self, record: TransactionRecord) -> Intake:
+        """A new sale's intake in one journal hop: the repeat check, the voids-first check and the intent.
+
+        One ``BEGIN IMMEDIATE`` transaction on the journal thread does what ``get``,
+        ``due_reversals`` and :meth:`record_intent` did in three hops, in that order: a traceNo
+        the journal holds is returned (nothing written); a void due on this journal's lane
+        stops it (nothing written: send the voids, then :meth:`record_intent`); otherwise the
+        intent is inserted and committed as :meth:`record_intent` does, with the same checks.
+        The due check and the insert are one transaction, so no void can fall due between them.
+
+        Raises:
+            BarredTraceNoError: the backend has already seen ``record.trace_no`` in another request.
+            InvalidTransition: ``record.state`` is not the initial state of its kind.
+            JournalError: ``record.lane`` is another lane's, or the read or write failed.
+        """
+        lane = self._intent_lane(record)
+        return await self._run("open_intent", _open_intent, record, lane, self._now(), self.lane_filter)
 
     async def enqueue_reversal(
         self,
@@ -292,6 +317,29 @@ _OF_LANE: Final = " AND original_trace_no IN (SELECT trace_no FROM transactions 
 
 def _lane_condition(lanes: LaneFilter | None) -> tuple[str, dict[str, str | None]]:
     return ("", {}) if lanes is None else (_OF_LANE, {"lane": lanes.value})
+
+
+def _open_intent(
+    conn: sqlite3.Connection, record: TransactionRecord, lane: str | None, now: str, lanes: LaneFilter | None
+) -> Intake:
+    with immediate_transaction(conn):
+        row = conn.execute("SELECT * FROM transactions WHERE trace_no = ?", (record.trace_no,)).fetchone()
+        if row is not None:
+            return Intake(existing=to_record(row))  # a COMMIT of nothing: no write, no sync
+        if _any_due(conn, now, lanes):
+            return Intake(voids_due=True)
+        insert_intent_in_transaction(conn, record, lane)
+    return Intake()
+
+
+def _any_due(conn: sqlite3.Connection, due_at: str, lanes: LaneFilter | None) -> bool:
+    """Whether a ``pending`` entry of ``lanes``' transactions is due at ``due_at``."""
+    of_lane, params = _lane_condition(lanes)
+    row = conn.execute(
+        f"SELECT 1 FROM reversals WHERE state = 'pending' AND next_attempt_at <= :due_at{of_lane} LIMIT 1",  # noqa: S608 - literals with named placeholders
+        {"due_at": due_at, **params},
+    ).fetchone()
+    return row is not None
 
 
 def _select_reversals(conn: sqlite3.Connection, due_at: str | None, lanes: LaneFilter | None) -> list[ReversalRecord]:

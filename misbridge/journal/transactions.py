@@ -35,6 +35,7 @@ from misbridge.journal.schema import FINAL_STATES, immediate_transaction
 __all__ = [
     "Change",
     "CommittedMove",
+    "Intake",
     "TransactionTable",
     "TransitionObserver",
     "compare_and_set_in_transaction",
@@ -77,6 +78,29 @@ class CommittedMove:
     return_code: str | None
 
 
+@dataclass(frozen=True)
+class Intake:
+    """What :meth:`~misbridge.journal.reversals.ReversalQueue.open_intent` did, in one journal hop.
+
+    At most one of ``existing`` and ``voids_due`` is set; when neither is, the intent was
+    committed (:attr:`recorded`).
+
+    Attributes:
+        existing: the journal already holds the traceNo (a repeat): this is its row; nothing
+            was written.
+        voids_due: a void is due on this journal's lane: nothing was written, the voids go
+            first (the reversal queue's drain before a new sale), then the intent.
+    """
+
+    existing: TransactionRecord | None = None
+    voids_due: bool = False
+
+    @property
+    def recorded(self) -> bool:
+        """The intent is committed (durable): neither a repeat nor voids due."""
+        return self.existing is None and not self.voids_due
+
+
 #: Told of every committed move of a transaction, on the event loop, right after its COMMIT.
 #: It must not raise and must not block: the move is durable already, and the caller waits.
 TransitionObserver = Callable[[CommittedMove], None]
@@ -108,6 +132,15 @@ class TransactionTable(JournalBase):
                 not the initial state of its kind (a transaction starts where its machine does).
             JournalError: ``record.lane`` is another lane's, or the write failed.
         """
+        await self._run("record_intent", _insert_intent, record, self._intent_lane(record))
+
+    def _intent_lane(self, record: TransactionRecord) -> str | None:
+        """The ``lane`` column of ``record``'s intent, after the checks every intent passes.
+
+        Raises:
+            InvalidTransition: ``record.state`` is not the initial state of its kind.
+            JournalError: ``record.lane`` is another lane's.
+        """
         initial = TABLES[kind_of(record.action)].initial
         if record.state != initial:
             raise InvalidTransition(f"a {record.action} starts in {initial.value!r}, not {record.state!r}")
@@ -116,7 +149,7 @@ class TransactionTable(JournalBase):
             raise JournalError(
                 f"journal record_intent {record.trace_no!r}: the record is lane {record.lane!r}'s, not {lane!r}'s"
             )
-        await self._run("record_intent", _insert_intent, record, lane)
+        return lane
 
     async def record_transition(
         self,
@@ -255,33 +288,43 @@ class TransactionTable(JournalBase):
 
 
 def _insert_intent(conn: sqlite3.Connection, record: TransactionRecord, lane: str | None) -> None:
-    created_at, updated_at = iso_utc(record.created_at), iso_utc(record.updated_at)
     with immediate_transaction(conn):
-        seen_as = barred_as(conn, record.trace_no)
-        if seen_as is not None:
-            raise BarredTraceNoError(record.trace_no, seen_as)
-        cursor = conn.execute(
-            "INSERT INTO transactions (trace_no, action, state, request_json, request_hash, masked_pan,"
-            " card_type, response_json, return_code, created_at, updated_at, lane)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trace_no) DO NOTHING",
-            (
-                record.trace_no,
-                record.action,
-                record.state,
-                jsonio.dumps(record.request),
-                record.request_hash,
-                record.masked_pan,
-                record.card_type,
-                None if record.response is None else jsonio.dumps(storable(record.response)),
-                record.return_code,
-                created_at,
-                updated_at,
-                lane,
-            ),
-        )
-        if cursor.rowcount == 0:
-            raise DuplicateTraceNoError(record.trace_no)
-        insert_transition(conn, record.trace_no, "", record.state, _INTENT_EVENT, created_at, "")
+        insert_intent_in_transaction(conn, record, lane)
+
+
+def insert_intent_in_transaction(conn: sqlite3.Connection, record: TransactionRecord, lane: str | None) -> None:
+    """Insert ``record`` and its first transitions row inside the caller's ``BEGIN IMMEDIATE`` transaction.
+
+    Raises:
+        BarredTraceNoError: the backend has seen ``record.trace_no`` in another request.
+        DuplicateTraceNoError: the journal holds ``record.trace_no`` already.
+    """
+    created_at, updated_at = iso_utc(record.created_at), iso_utc(record.updated_at)
+    seen_as = barred_as(conn, record.trace_no)
+    if seen_as is not None:
+        raise BarredTraceNoError(record.trace_no, seen_as)
+    cursor = conn.execute(
+        "INSERT INTO transactions (trace_no, action, state, request_json, request_hash, masked_pan,"
+        " card_type, response_json, return_code, created_at, updated_at, lane)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (trace_no) DO NOTHING",
+        (
+            record.trace_no,
+            record.action,
+            record.state,
+            jsonio.dumps(record.request),
+            record.request_hash,
+            record.masked_pan,
+            record.card_type,
+            None if record.response is None else jsonio.dumps(storable(record.response)),
+            record.return_code,
+            created_at,
+            updated_at,
+            lane,
+        ),
+    )
+    if cursor.rowcount == 0:
+        raise DuplicateTraceNoError(record.trace_no)
+    insert_transition(conn, record.trace_no, "", record.state, _INTENT_EVENT, created_at, "")
 
 
 def insert_transition(

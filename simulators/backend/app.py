@@ -120,8 +120,13 @@ class BackendSimulator:
         """The bound port while started, else 0."""
         return self._server.port if self._server is not None else 0
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+    async def start(
+        self, host: str = "127.0.0.1", port: int = 0, *, tls_cert: Path | None = None, tls_key: Path | None = None
+    ) -> str:
         """Listen on ``host:port`` (0 = a free port) and return the base URL for BackendSettings.url.
+
+        With ``tls_cert`` and ``tls_key`` (PEM) it serves https, as the e-Buy backend does in the
+        field; the URL then starts with ``https://``.
 
         The socket has SO_REUSEADDR, so a simulator stopped a moment ago can be started again on
         the same port at once.
@@ -132,11 +137,12 @@ class BackendSimulator:
         """
         if self._server is not None:
             raise RuntimeError("BackendSimulator already started")
-        server = AsgiServer(self.app, host, port, graceful_shutdown_s=1)
+        server = AsgiServer(self.app, host, port, graceful_shutdown_s=1, tls_cert=tls_cert, tls_key=tls_key)
         bound = await server.start()
         self._server = server
         shown_host = f"[{host}]" if ":" in host else host
-        self._url = f"http://{shown_host}:{bound}{self.prefix}"
+        scheme = "http" if tls_cert is None else "https"
+        self._url = f"{scheme}://{shown_host}:{bound}{self.prefix}"
         return self._url
 
     async def stop(self) -> None:

@@ -47,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="keep the ledger in this JSON file: read at start if present, rewritten after every change",
     )
+    parser.add_argument("--tls-cert", type=Path, default=None, metavar="PEM", help="serve https with this certificate")
+    parser.add_argument("--tls-key", type=Path, default=None, metavar="PEM", help="the key of --tls-cert")
 
 
 def signing_key(args: argparse.Namespace) -> str | None:
@@ -80,7 +82,10 @@ async def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as err:
         print(f"cannot use --ledger-file: {err}", file=sys.stderr)
         return 2
-    url = await sim.start(args.host, args.port)
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("--tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    url = await sim.start(args.host, args.port, tls_cert=args.tls_cert, tls_key=args.tls_key)
     print(f"e-Buy backend simulator listening on {url}", flush=True)
     try:
         await _wait_for_stop_signal()
