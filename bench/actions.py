@@ -24,7 +24,7 @@ p50/p99, the ratio to its floor and the daemon's CPU per operation:
 
 CPU is the daemon's utime + stime over the timed operations only (``/proc/<pid>/stat``).
 
-Run alone: ``python -m bench.actions [--count 200] [--starts 10] [--json PATH]``.
+Run alone: ``python -m bench.actions [--count 200] [--starts 10] [--quick] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -74,6 +74,8 @@ REFUND_AMOUNT = Decimal("10.80")
 QR_AMOUNT = Decimal("1.00")
 #: Voids and refunds whose link bytes are counted (the count is the same every time; a few average out the ACKs).
 LINK_SAMPLES = 3
+#: ``--quick``: a check that every line runs, in seconds; not a figure.
+QUICK_COUNT, QUICK_STARTS, QUICK_LINK_SAMPLES = 3, 1, 1
 FOLLOW_UPS = ("voidCardSale", "refundCardSale")
 
 
@@ -287,11 +289,11 @@ async def starts_phase(workdir: Path, sims: Any, client: BackendClient, starts: 
     return result
 
 
-async def measure(count: int, starts: int) -> Measured:
+async def measure(count: int, starts: int, link_samples: int = LINK_SAMPLES) -> Measured:
     """Run everything: the link counts, then the three actions on one daemon, then the starts."""
     logger.disable("misbridge")  # the BackendClient used for the floor logs each call
     result = Measured(count)
-    link = await count_follow_up_bytes()
+    link = await count_follow_up_bytes(link_samples)
     with tempfile.TemporaryDirectory(prefix="misbridge-bench-actions-") as tmp:
         workdir = Path(tmp)
         result.fsync_s = fsync_times(workdir)
@@ -401,10 +403,19 @@ def main() -> None:
     parser = bench_args(__doc__ or "")
     parser.add_argument("--count", type=int, default=200, help="voids, refunds and QR sales each (default 200)")
     parser.add_argument("--starts", type=int, default=10, help="daemon starts for the sign-in lines (default 10)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_COUNT} of each action, {QUICK_STARTS} start (overrides the two above): a check, not a figure",
+    )
     args = parser.parse_args()
     if args.count < 1 or args.starts < 1:
         parser.error("--count and --starts must be 1 or more")
-    emit(rows(asyncio.run(measure(args.count, args.starts))), args.json)
+    if args.quick:
+        measured = asyncio.run(measure(QUICK_COUNT, QUICK_STARTS, QUICK_LINK_SAMPLES))
+    else:
+        measured = asyncio.run(measure(args.count, args.starts))
+    emit(rows(measured), args.json)
 
 
 if __name__ == "__main__":
