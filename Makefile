@@ -18,7 +18,7 @@ help:
 	@echo "make test   - set up .venv, then ruff, mypy --strict and the whole test suite with its coverage"
 	@echo "make soak   - long soak and fuzz runs (not part of make test)"
 	@echo "make fuzz   - only the three fuzzers of make soak, 10^6 executions each, with their figures"
-	@echo "make bench  - the benchmark table of docs/performance.md (about 5 minutes)"
+	@echo "make bench  - the benchmark table of docs/performance.md (about 8 minutes)"
 	@echo "make profile - where the daemon spends its CPU under load (py-spy)"
 	@echo "make test-browser - the browser attack test with headless Chromium (installs chromium)"
 	@echo "make test-hardware DEVICE_URL=/dev/mispos [CUSTOMER=1] [TEST_KEYS=1] - the conformance kit on a real PIN pad, with its report"
@@ -167,7 +167,7 @@ test-browser: $(STAMP) browser-deps
 	MISBRIDGE_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q -m browser $(PYTEST_ARGS)
 
 # ---------------------------------------------------------------------------------------------
-# make bench: issue 7's benchmark suite (bench/, docs/performance.md); about 5 minutes on 2 cores.
+# make bench: the benchmark suite (bench/, docs/performance.md); about 8 minutes on 2 cores.
 # BENCH_ARGS scales it, e.g. BENCH_ARGS="--redemptions 200 --growth 400 --idle-s 10 --reconcile-repeat 1".
 BENCH_ARGS ?=
 # make profile: py-spy attached to the daemon under the same load (python -m bench.profile).
