@@ -10,17 +10,12 @@ import sys
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from loguru import logger
 
 from misbridge import __version__
-from misbridge.api.policy import CallerPolicy
-from misbridge.app import retention
-from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
 from misbridge.app.demo_list import DEFAULT_DEMO_CARD, DEMO_CARDS, DEMO_SCENARIOS, scenario_list
-from misbridge.app.journal_file import open_journal
-from misbridge.app.preflight import NOT_CHECKED, config_problems, require_valid
 from misbridge.app.status import (
     DEFAULT_TIMEOUT_S,
     EXIT_UNREACHABLE,
@@ -44,6 +39,13 @@ from misbridge.journal.schema import KEY_CALL_KINDS
 from misbridge.journal.store import StateConflictError
 from misbridge.telemetry.logs import configure_logging
 from misbridge.tools import journal as journaltool
+
+if TYPE_CHECKING:
+    from misbridge.app.daemon import Daemon
+
+# Each command imports the modules only it runs inside its own branch below (the daemon, the
+# demo, reconcile, the kit...): every command pays for what this module imports, `serve`'s
+# start-up included (docs/performance.md; tests/system/test_serve_imports.py).
 
 #: Most simulated lanes ``--lanes`` starts (each is a pad simulator process).
 MAX_SIMULATED_LANES = 32
@@ -157,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--baudrate", type=int, default=115200, help="line speed for --try (default 115200)")
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the pad (default 5)")
-    from misbridge.tools.conformance.kit import add_arguments as conformance_arguments
+    from misbridge.tools.conformance.options import add_arguments as conformance_arguments
 
     conformance = commands.add_parser(
         "conformance",
@@ -450,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_config(config: Path) -> int:
     """Run serve's configuration check on ``config``: 0 and a summary when serve would start, 2 and every problem."""
+    from misbridge.api.policy import CallerPolicy
+    from misbridge.app.preflight import NOT_CHECKED, config_problems
+
     configure_logging("WARNING")  # what serve would warn about (a secret file others can read) shows here too
     credentials = use_installed_credentials()  # from a root shell: the files the unit loads
     settings = load_settings(config)  # a bad key or value: ConfigError, every one named, exit 2
@@ -577,6 +582,9 @@ def _journal_schema(path: Path, *, as_json: bool) -> int:
 
 
 def _journal_purge(config: JournalConfig, path: Path, retention_days: int, dry_run: bool) -> int:
+    from misbridge.app import retention
+    from misbridge.app.journal_file import open_journal
+
     if retention_days < 1:
         print("misbridge: the retention must be at least 1 day", file=sys.stderr)
         return 2
@@ -600,6 +608,8 @@ def _journal_purge(config: JournalConfig, path: Path, retention_days: int, dry_r
 
 def _journal_resolve(config: JournalConfig, path: Path, trace_no: str, outcome: str, note: str) -> int:
     """``journal resolve``: 0 resolved, 1 unknown traceNo, not needs_manual or an outcome its kind cannot have."""
+    from misbridge.app.journal_file import open_journal
+
     if not path.is_file():
         raise JournalError(f"journal {path} does not exist")
 
@@ -669,6 +679,9 @@ def _status(args: argparse.Namespace) -> int:
 async def _serve(config: Path | None, *, simulators: bool, lanes: int | None = None) -> int:
     if lanes is not None and not simulators:
         raise ConfigError("--lanes needs --simulators (a real store lists its lanes in [[lanes]])")
+    from misbridge.app.daemon import Daemon, load_signing_key
+    from misbridge.app.preflight import require_valid
+
     settings = load_settings(config)
     configure_logging(settings.log_level)
     if not simulators:
@@ -693,6 +706,8 @@ async def _serve(config: Path | None, *, simulators: bool, lanes: int | None = N
 
 
 async def _run_daemon(daemon: Daemon) -> int:
+    from misbridge.app.daemon import wait_for_stop_signal
+
     settings = daemon.settings
     systemd.status("starting: journal, PIN pad link, recovery of interrupted transactions")
     await daemon.start()
