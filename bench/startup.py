@@ -58,7 +58,7 @@ DEPENDENCIES: tuple[tuple[str, str], ...] = (
     ("ssl (stdlib)", "ssl"),
     ("sqlite3 (stdlib)", "sqlite3"),
     ("loguru", "loguru"),
-    ("pydantic", "pydantic"),
+    ("pydantic", "pydantic.main"),  # `import pydantic` alone defers BaseModel's machinery
     ("pydantic-settings", "pydantic_settings"),
     ("simplejson", "simplejson"),
     ("httpx", "httpx"),
