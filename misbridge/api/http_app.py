@@ -40,7 +40,6 @@ from misbridge.api.http_guards import (
     trace_no_of,
 )
 from misbridge.api.progress_stream import KEEP_ALIVE_S, EventStream, ProgressSource, one_event
-from misbridge.api.schemas import openapi_document
 from misbridge.api.security import ApiSecurity, SecurityMiddleware
 from misbridge.config.settings import DEFAULT_LANE, LANE_NAME_PATTERN
 from misbridge.ebuy import jsonio
@@ -298,6 +297,8 @@ def create_app(
     async def get_openapi(_: Request) -> Response:
         nonlocal document
         if document is None:
+            from misbridge.api.schemas import openapi_document  # its module too: nothing else needs it
+
             document = openapi_document(
                 token_required=rules.token is not None,
                 metrics=metrics is not None,

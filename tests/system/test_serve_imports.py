@@ -45,6 +45,7 @@ MUST_NOT_IMPORT: dict[str, str] = {
     "misbridge.tools.conformance.kit": "misbridge conformance (its options alone are in the parser)",
     "misbridge.tools.conformance.base": "misbridge conformance",
     "misbridge.tools.conformance.line": "misbridge conformance",
+    "misbridge.api.schemas": "the OpenAPI document: built on the first GET /openapi.json",
     # httpx._main itself shows in the log: misbridge/__init__.py makes its import fail at once.
     "rich": "httpx's command-line client (installed in a development venv)",
     "pygments": "httpx's command-line client (installed in a development venv)",
