@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import sys
@@ -55,6 +56,9 @@ CONFIGLESS_COMMANDS: Final = frozenset({"demo", "probe", "conformance"})
 
 #: The ports systemd/misbridge.service lets the daemon bind (its SocketBindAllow= lines; a test compares).
 UNIT_SOCKET_BIND_ALLOW: Final = ("tcp:9100", "tcp:9101", "tcp:9110-9139")
+
+#: How long after ready serve resumes the garbage collector ``python -m misbridge`` paused.
+RESUME_GC_AFTER_READY_S: Final = 0.5
 
 _CONFIG_HELP: Final = "TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)"
 
@@ -407,39 +411,35 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def resume_garbage_collection() -> bool:
+    """Collect once, freeze what is left and turn the collector back on, if ``python -m misbridge`` paused it.
+
+    What is left is the modules (and serve's started daemon), there for the process's life: frozen
+    (:func:`gc.freeze`), no later collection walks it again. When the collector runs already (the
+    console script, a test calling :func:`main`) nothing is done: freezing a process's objects is
+    its owner's call. True when it resumed the collector.
+    """
+    if gc.isenabled():
+        return False
+    gc.collect()
+    gc.freeze()
+    gc.enable()
+    return True
+
+
+def _resume_garbage_collection_after_start() -> None:
+    if resume_garbage_collection():
+        logger.debug("garbage collection resumed, {} objects of start-up frozen", gc.get_freeze_count())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``misbridge`` console script."""
     args = parse_arguments(argv)
     try:
-        if args.command == "demo":
-            return _demo(args)
-        if args.command == "check-config":
-            return _check_config(args.config)
-        if args.command == "journal":
-            return _journal(args)
-        if args.command == "status":
-            return _status(args)
-        if args.command == "conformance":
-            configure_logging("CRITICAL")
-            from misbridge.tools.conformance.kit import main as conformance
-
-            return conformance(args)
-        if args.command == "pad":
-            settings = load_settings(_config_path(args.config))
-            configure_logging("WARNING")
-            from misbridge.app.provision import provision_pad
-
-            return asyncio.run(provision_pad(settings, sys.stdout, lane=args.lane))
-        if args.command == "reconcile":
-            return _reconcile(args)
-        if args.command == "probe":
-            configure_logging("CRITICAL")
-            from misbridge.tools.probe import run_probe
-
-            status, text = run_probe(args.try_url, baudrate=args.baudrate, timeout=args.timeout)
-            print(text, file=sys.stdout if status == 0 else sys.stderr)
-            return status
-        return asyncio.run(_serve(args.config, simulators=args.simulators, lanes=args.lanes))
+        if args.command == "serve":  # the collector resumes a moment after the daemon is ready (_run_daemon)
+            return asyncio.run(_serve(args.config, simulators=args.simulators, lanes=args.lanes))
+        resume_garbage_collection()
+        return _command(args)
     except ConfigError as err:
         print(f"misbridge: {err}", file=sys.stderr)
         return 2
@@ -448,6 +448,42 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _command(args: argparse.Namespace) -> int:
+    """Run every command but ``serve``; its exit status."""
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "check-config":
+        return _check_config(args.config)
+    if args.command == "journal":
+        return _journal(args)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "conformance":
+        configure_logging("CRITICAL")
+        from misbridge.tools.conformance.kit import main as conformance
+
+        return conformance(args)
+    if args.command == "pad":
+        settings = load_settings(_config_path(args.config))
+        configure_logging("WARNING")
+        from misbridge.app.provision import provision_pad
+
+        return asyncio.run(provision_pad(settings, sys.stdout, lane=args.lane))
+    if args.command == "reconcile":
+        return _reconcile(args)
+    return _probe(args)  # the parser's last command
+
+
+def _probe(args: argparse.Namespace) -> int:
+    """``misbridge probe``: list the ports and pads, or ask one pad (``--try``)."""
+    configure_logging("CRITICAL")
+    from misbridge.tools.probe import run_probe
+
+    status, text = run_probe(args.try_url, baudrate=args.baudrate, timeout=args.timeout)
+    print(text, file=sys.stdout if status == 0 else sys.stderr)
+    return status
 
 
 def _check_config(config: Path) -> int:
@@ -712,6 +748,8 @@ async def _run_daemon(daemon: Daemon) -> int:
     systemd.status("starting: journal, PIN pad link, recovery of interrupted transactions")
     await daemon.start()
     systemd.ready(f"serving: e-Buy socket {settings.api.host}:{daemon.socket_port}, HTTP port {daemon.http_port}")
+    # The one full collection (~20 ms) a moment after ready: not before the first /health 200.
+    asyncio.get_running_loop().call_later(RESUME_GC_AFTER_READY_S, _resume_garbage_collection_after_start)
     watchdog = asyncio.create_task(systemd.watchdog_loop(daemon.is_alive), name="systemd watchdog")
     http = (
         f"unix:{settings.api.http_socket}"

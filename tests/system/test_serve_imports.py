@@ -1,4 +1,4 @@
-"""`misbridge serve` loads only what its configuration needs (issue 18).
+"""`misbridge serve` loads only what its configuration needs, and collects garbage once ready (issue 18).
 
 Every module the daemon imports costs start-up time and resident memory for as long as it runs,
 so the service must not load what it never uses: the USB stack for a serial pad, the simulators
@@ -9,6 +9,9 @@ command-line client (rich, pygments).
 A real ``python -X importtime -m misbridge serve --config FILE`` runs on the simulators (a serial
 pad on a pty, an ``http://`` backend) until it serves, then stops; its import log names every
 module it imported, and every import it tried, so a module imported only to fail counts too.
+
+``python -m misbridge`` pauses the garbage collector while it loads and starts; serve must turn it
+back on once ready (else the daemon would never free a reference cycle): its DEBUG line says so.
 """
 
 from __future__ import annotations
@@ -56,12 +59,13 @@ MUST_IMPORT = ("misbridge.app.daemon", "httpx", "serial_asyncio_fast", "starlett
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+\d+ \|\s+(\S+)\s*$", re.MULTILINE)
 _SERVING = re.compile(rb"^misbridge serving: .* HTTP http://([\d.]+:\d+)")
 _STARTED_S = 60.0
+_GC_RESUMED = "garbage collection resumed"
 
 
-def _config(sims: Simulators, workdir: Path) -> Path:
+def _config(sims: Simulators, workdir: Path, log_level: str) -> Path:
     path = workdir / "misbridge.toml"
     path.write_text(
-        'log_level = "INFO"\n'
+        f'log_level = "{log_level}"\n'
         f'[device]\nurl = "{sims.device_path}"\n'
         f'[backend]\nurl = "{sims.backend_url}"\n[backend.signing]\nkey_file = "{sims.signing_key_file}"\n'
         "[api]\nsocket_port = 0\nhttp_port = 0\n"
@@ -71,15 +75,16 @@ def _config(sims: Simulators, workdir: Path) -> Path:
     return path
 
 
-async def _serve_import_log(workdir: Path) -> str:
-    """The ``-X importtime`` log of a ``misbridge serve`` that started serving and then stopped."""
+async def _serve_log(workdir: Path, *, log_level: str = "INFO", until: str | None = None) -> str:
+    """The ``-X importtime`` log of a ``misbridge serve`` that served (and logged ``until``), then stopped."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MISBRIDGE_", "WATCHDOG_", "NOTIFY_"))}
     env["PYTHONPATH"] = str(REPO)
     log = workdir / "serve.log"
     async with launched_simulators(workdir, pinpad_args=("--timeout-cap", "0.5")) as sims:
+        config = _config(sims, workdir, log_level)
         with log.open("wb") as stderr:
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-X", "importtime", "-m", "misbridge", "serve", "--config", str(_config(sims, workdir)),
+                sys.executable, "-X", "importtime", "-m", "misbridge", "serve", "--config", str(config),
                 cwd=REPO, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=stderr,
             )  # fmt: skip
         try:
@@ -90,6 +95,8 @@ async def _serve_import_log(workdir: Path) -> str:
             # An answer after the line also means the stop signals are handled (installed right after it).
             async with httpx.AsyncClient(base_url=f"http://{serving[1].decode()}") as client:
                 assert (await client.get("/health")).status_code == 200
+            if until is not None:
+                await _logged(log, until)
             process.terminate()
             assert await asyncio.wait_for(process.wait(), _STARTED_S) == 0
         finally:
@@ -97,6 +104,16 @@ async def _serve_import_log(workdir: Path) -> str:
                 process.kill()
                 await process.wait()
     return log.read_text(encoding="utf-8")
+
+
+async def _logged(log: Path, text: str) -> None:
+    """Return once ``log`` holds ``text``; fail after a while."""
+    for _ in range(200):
+        written = await asyncio.to_thread(log.read_text, encoding="utf-8")
+        if text in written:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"never logged {text!r}: {written[-3000:]}")
 
 
 def forbidden_imports(imported: set[str]) -> dict[str, str]:
@@ -116,6 +133,14 @@ def test_forbidden_imports_matches_packages_not_prefixes() -> None:
 
 @pytest.mark.timeout(180)
 async def test_serve_imports_only_what_its_configuration_needs(tmp_path: Path) -> None:
-    imported = set(_IMPORT_LINE.findall(await _serve_import_log(tmp_path)))
+    imported = set(_IMPORT_LINE.findall(await _serve_log(tmp_path)))
     assert set(MUST_IMPORT) <= imported, f"the import log was not read: {sorted(imported)[:20]}"
     assert forbidden_imports(imported) == {}
+
+
+@pytest.mark.timeout(180)
+async def test_serve_resumes_garbage_collection_once_ready(tmp_path: Path) -> None:
+    log = await _serve_log(tmp_path, log_level="DEBUG", until=_GC_RESUMED)
+    assert log.count(_GC_RESUMED) == 1
+    # Resumed after ready, not before: the pause covers the whole start.
+    assert log.index("misbridge ready:") < log.index(_GC_RESUMED)
