@@ -2,7 +2,7 @@
 
 import gc
 
-# No garbage collection while misbridge loads and starts: importing its modules builds ~100 000
+# No garbage collection while misbridge loads and starts: importing its modules builds ~60 000
 # objects that live as long as the process and next to no garbage, yet the collector would walk
 # them ~150 times (~40 ms, a tenth of serve's time to ready). The command line collects once and
 # turns it back on a moment after serve is ready, or before any other command runs
