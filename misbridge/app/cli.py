@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import math
 import os
 import sys
 from collections.abc import Callable
 from datetime import date, datetime
 from pathlib import Path
-from typing import Final, Literal
+from typing import TYPE_CHECKING, Final, Literal
 
 from loguru import logger
 
 from misbridge import __version__
-from misbridge.api.policy import CallerPolicy
-from misbridge.app import retention
-from misbridge.app.daemon import Daemon, load_signing_key, wait_for_stop_signal
 from misbridge.app.demo_list import DEFAULT_DEMO_CARD, DEMO_CARDS, DEMO_SCENARIOS, scenario_list
-from misbridge.app.journal_file import open_journal
-from misbridge.app.preflight import NOT_CHECKED, config_problems, require_valid
 from misbridge.app.status import (
     DEFAULT_TIMEOUT_S,
     EXIT_UNREACHABLE,
@@ -45,6 +41,13 @@ from misbridge.journal.store import StateConflictError
 from misbridge.telemetry.logs import configure_logging
 from misbridge.tools import journal as journaltool
 
+if TYPE_CHECKING:
+    from misbridge.app.daemon import Daemon
+
+# Each command imports the modules only it runs inside its own branch below (the daemon, the
+# demo, reconcile, the kit...): every command pays for what this module imports, `serve`'s
+# start-up included (docs/performance.md; tests/system/test_serve_imports.py).
+
 #: Most simulated lanes ``--lanes`` starts (each is a pad simulator process).
 MAX_SIMULATED_LANES = 32
 
@@ -53,6 +56,9 @@ CONFIGLESS_COMMANDS: Final = frozenset({"demo", "probe", "conformance"})
 
 #: The ports systemd/misbridge.service lets the daemon bind (its SocketBindAllow= lines; a test compares).
 UNIT_SOCKET_BIND_ALLOW: Final = ("tcp:9100", "tcp:9101", "tcp:9110-9139")
+
+#: How long after ready serve resumes the garbage collector ``python -m misbridge`` paused.
+RESUME_GC_AFTER_READY_S: Final = 0.5
 
 _CONFIG_HELP: Final = "TOML configuration (default: $MISBRIDGE_CONFIG, else /etc/misbridge/misbridge.toml if it exists)"
 
@@ -157,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--baudrate", type=int, default=115200, help="line speed for --try (default 115200)")
     probe.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the pad (default 5)")
-    from misbridge.tools.conformance.kit import add_arguments as conformance_arguments
+    from misbridge.tools.conformance.options import add_arguments as conformance_arguments
 
     conformance = commands.add_parser(
         "conformance",
@@ -405,39 +411,35 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def resume_garbage_collection() -> bool:
+    """Collect once, freeze what is left and turn the collector back on, if ``python -m misbridge`` paused it.
+
+    What is left is the modules (and serve's started daemon), there for the process's life: frozen
+    (:func:`gc.freeze`), no later collection walks it again. When the collector runs already (the
+    console script, a test calling :func:`main`) nothing is done: freezing a process's objects is
+    its owner's call. True when it resumed the collector.
+    """
+    if gc.isenabled():
+        return False
+    gc.collect()
+    gc.freeze()
+    gc.enable()
+    return True
+
+
+def _resume_garbage_collection_after_start() -> None:
+    if resume_garbage_collection():
+        logger.debug("garbage collection resumed, {} objects of start-up frozen", gc.get_freeze_count())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``misbridge`` console script."""
     args = parse_arguments(argv)
     try:
-        if args.command == "demo":
-            return _demo(args)
-        if args.command == "check-config":
-            return _check_config(args.config)
-        if args.command == "journal":
-            return _journal(args)
-        if args.command == "status":
-            return _status(args)
-        if args.command == "conformance":
-            configure_logging("CRITICAL")
-            from misbridge.tools.conformance.kit import main as conformance
-
-            return conformance(args)
-        if args.command == "pad":
-            settings = load_settings(_config_path(args.config))
-            configure_logging("WARNING")
-            from misbridge.app.provision import provision_pad
-
-            return asyncio.run(provision_pad(settings, sys.stdout, lane=args.lane))
-        if args.command == "reconcile":
-            return _reconcile(args)
-        if args.command == "probe":
-            configure_logging("CRITICAL")
-            from misbridge.tools.probe import run_probe
-
-            status, text = run_probe(args.try_url, baudrate=args.baudrate, timeout=args.timeout)
-            print(text, file=sys.stdout if status == 0 else sys.stderr)
-            return status
-        return asyncio.run(_serve(args.config, simulators=args.simulators, lanes=args.lanes))
+        if args.command == "serve":  # the collector resumes a moment after the daemon is ready (_run_daemon)
+            return asyncio.run(_serve(args.config, simulators=args.simulators, lanes=args.lanes))
+        resume_garbage_collection()
+        return _command(args)
     except ConfigError as err:
         print(f"misbridge: {err}", file=sys.stderr)
         return 2
@@ -448,8 +450,47 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _command(args: argparse.Namespace) -> int:
+    """Run every command but ``serve``; its exit status."""
+    if args.command == "demo":
+        return _demo(args)
+    if args.command == "check-config":
+        return _check_config(args.config)
+    if args.command == "journal":
+        return _journal(args)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "conformance":
+        configure_logging("CRITICAL")
+        from misbridge.tools.conformance.kit import main as conformance
+
+        return conformance(args)
+    if args.command == "pad":
+        settings = load_settings(_config_path(args.config))
+        configure_logging("WARNING")
+        from misbridge.app.provision import provision_pad
+
+        return asyncio.run(provision_pad(settings, sys.stdout, lane=args.lane))
+    if args.command == "reconcile":
+        return _reconcile(args)
+    return _probe(args)  # the parser's last command
+
+
+def _probe(args: argparse.Namespace) -> int:
+    """``misbridge probe``: list the ports and pads, or ask one pad (``--try``)."""
+    configure_logging("CRITICAL")
+    from misbridge.tools.probe import run_probe
+
+    status, text = run_probe(args.try_url, baudrate=args.baudrate, timeout=args.timeout)
+    print(text, file=sys.stdout if status == 0 else sys.stderr)
+    return status
+
+
 def _check_config(config: Path) -> int:
     """Run serve's configuration check on ``config``: 0 and a summary when serve would start, 2 and every problem."""
+    from misbridge.api.policy import CallerPolicy
+    from misbridge.app.preflight import NOT_CHECKED, config_problems
+
     configure_logging("WARNING")  # what serve would warn about (a secret file others can read) shows here too
     credentials = use_installed_credentials()  # from a root shell: the files the unit loads
     settings = load_settings(config)  # a bad key or value: ConfigError, every one named, exit 2
@@ -577,6 +618,9 @@ def _journal_schema(path: Path, *, as_json: bool) -> int:
 
 
 def _journal_purge(config: JournalConfig, path: Path, retention_days: int, dry_run: bool) -> int:
+    from misbridge.app import retention
+    from misbridge.app.journal_file import open_journal
+
     if retention_days < 1:
         print("misbridge: the retention must be at least 1 day", file=sys.stderr)
         return 2
@@ -600,6 +644,8 @@ def _journal_purge(config: JournalConfig, path: Path, retention_days: int, dry_r
 
 def _journal_resolve(config: JournalConfig, path: Path, trace_no: str, outcome: str, note: str) -> int:
     """``journal resolve``: 0 resolved, 1 unknown traceNo, not needs_manual or an outcome its kind cannot have."""
+    from misbridge.app.journal_file import open_journal
+
     if not path.is_file():
         raise JournalError(f"journal {path} does not exist")
 
@@ -669,6 +715,9 @@ def _status(args: argparse.Namespace) -> int:
 async def _serve(config: Path | None, *, simulators: bool, lanes: int | None = None) -> int:
     if lanes is not None and not simulators:
         raise ConfigError("--lanes needs --simulators (a real store lists its lanes in [[lanes]])")
+    from misbridge.app.daemon import Daemon, load_signing_key
+    from misbridge.app.preflight import require_valid
+
     settings = load_settings(config)
     configure_logging(settings.log_level)
     if not simulators:
@@ -693,10 +742,14 @@ async def _serve(config: Path | None, *, simulators: bool, lanes: int | None = N
 
 
 async def _run_daemon(daemon: Daemon) -> int:
+    from misbridge.app.daemon import wait_for_stop_signal
+
     settings = daemon.settings
     systemd.status("starting: journal, PIN pad link, recovery of interrupted transactions")
     await daemon.start()
     systemd.ready(f"serving: e-Buy socket {settings.api.host}:{daemon.socket_port}, HTTP port {daemon.http_port}")
+    # The one full collection (~20 ms) a moment after ready: not before the first /health 200.
+    asyncio.get_running_loop().call_later(RESUME_GC_AFTER_READY_S, _resume_garbage_collection_after_start)
     watchdog = asyncio.create_task(systemd.watchdog_loop(daemon.is_alive), name="systemd watchdog")
     http = (
         f"unix:{settings.api.http_socket}"

@@ -23,7 +23,9 @@ from misbridge.ebuy.requests.fields import Count, EarnedPoints, Points, Price, Q
 class Lenient(BaseModel):
     """A book object: its fields checked, any other field allowed and kept."""
 
-    model_config = ConfigDict(extra="allow", strict=False)
+    # Each model's validator is built when it first validates, not at import: the daemon's start
+    # would build every request model's (~10 ms), and a day's sales use a few of them (issue 18).
+    model_config = ConfigDict(extra="allow", strict=False, defer_build=True)
 
 
 class GoodsDetail(Lenient):

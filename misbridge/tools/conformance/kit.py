@@ -15,7 +15,6 @@ import asyncio
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
 from misbridge.errors import DeviceError, MisbridgeError, PadInUse
 from misbridge.telemetry.logs import configure_logging
@@ -25,6 +24,7 @@ from misbridge.tools.conformance.driver_checks import CONNECT_S, DRIVER_CHECKS, 
 from misbridge.tools.conformance.key_checks import KEY_CHECKS
 from misbridge.tools.conformance.line import RawHost
 from misbridge.tools.conformance.link_checks import LINK_CHECKS
+from misbridge.tools.conformance.options import add_arguments
 from misbridge.tools.conformance.people import Act, AtTheTerminal, Nobody, Person, SimulatorScript
 from misbridge.tools.conformance.report import CheckResult, Report, Status
 from misbridge.transport.registry import ensure_port_free
@@ -133,44 +133,6 @@ async def run_kit(
             await run.host.aclose()
     report.duration_s = time.monotonic() - began
     return report
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``misbridge conformance``."""
-    parser.add_argument(
-        "--device-url",
-        metavar="URL",
-        help="the pad: /dev/mispos, /dev/ttyACM0, socket://host:port, usb://VID:PID (needed except with --list)",
-    )
-    parser.add_argument("--baudrate", type=int, default=115200, help="line speed (default 115200)")
-    parser.add_argument(
-        "--customer",
-        action="store_true",
-        help="someone is at the pad: run the card, PIN, code, choice and cable checks, with instructions on screen",
-    )
-    parser.add_argument(
-        "--sim-control",
-        metavar="PATH",
-        help="misbridge-sim pinpad's control socket: the kit scripts the simulated customer",
-    )
-    parser.add_argument(
-        "--test-keys",
-        action="store_true",
-        help="the pad holds the test keys of docs/device-protocol.md §11 (transport key 3131...31, master key"
-        " CA5D...E9): run the key checks, which load keys and put back the ones found when they are test keys",
-    )
-    parser.add_argument(
-        "--report",
-        type=Path,
-        default=Path("conformance-report.json"),
-        metavar="FILE",
-        help="the JSON report (default conformance-report.json)",
-    )
-    parser.add_argument("--text", type=Path, metavar="FILE", help="also write the readable report to FILE")
-    parser.add_argument(
-        "--only", action="append", metavar="CHECK", help="run only this check (repeatable); ids in the report"
-    )
-    parser.add_argument("--list", action="store_true", help="list the checks with their sections and exit")
 
 
 def listing() -> str:
