@@ -18,6 +18,17 @@ from pathlib import Path
 
 from bench.common import Row, format_table, load_rows, machine_facts
 
+#: The card-sale run against a backend simulator serving https (a test CA): the field's case.
+HTTPS_RUN = "bench.redemptions https"
+
+
+def _https_rows(rows: list[Row]) -> list[Row]:
+    """Of the https run, only what TLS may change: the CPU per sale and the added latency."""
+    kept = [row for row in rows if row.name.startswith(("1b.", "2."))]
+    return [
+        Row(row.name.replace("1b.", "1b. (https)", 1), row.goal, row.measured, row.verdict, row.note) for row in kept
+    ]
+
 
 def main() -> int:
     """Run the scripts; 0 when all of them ran (a missed goal is a result, not a failure)."""
@@ -34,11 +45,19 @@ def main() -> int:
     parser.add_argument("--lanes", type=int, default=8)
     # 100, not bench.lanes' own 200: its two paced phases last sales x 0.5 s each, and make bench stays ~8 minutes.
     parser.add_argument("--lane-sales", type=int, default=100, help="sales per lane in each phase (bench.lanes)")
+    parser.add_argument(
+        "--https-redemptions", type=int, default=300, help="redemptions against an https backend (0: skip that run)"
+    )
     args = parser.parse_args()
     scripts: list[tuple[str, list[str]]] = [
         ("bench.codec", []),
         ("bench.startup", ["--idle-s", str(args.idle_s)]),
         ("bench.redemptions", ["--redemptions", str(args.redemptions), "--growth", str(args.growth)]),
+        *(
+            [(HTTPS_RUN, ["--redemptions", str(args.https_redemptions), "--growth", "0", "--https"])]
+            if args.https_redemptions > 0
+            else []
+        ),
         ("bench.faults", ["--count", str(args.fault_count), "--link-count", str(args.link_fault_count)]),
         ("bench.actions", ["--count", str(args.actions), "--starts", str(args.starts)]),
         ("bench.reconcile", ["--records", str(args.reconcile_records), "--repeat", str(args.reconcile_repeat)]),
@@ -46,6 +65,7 @@ def main() -> int:
     ]
     order = [
         "bench.redemptions",
+        HTTPS_RUN,
         "bench.startup",
         "bench.codec",
         "bench.faults",
@@ -59,16 +79,19 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="misbridge-bench-rows-") as tmp:
         for module, extra in scripts:
             out = Path(tmp) / f"{module}.json"
-            print(f"== {module} {' '.join(extra)}", flush=True)
-            done = subprocess.run([sys.executable, "-m", module, "--json", str(out), *extra], check=False)  # noqa: S603
+            runnable = module.split()[0]  # "bench.redemptions https" runs bench.redemptions
+            print(f"== {runnable} {' '.join(extra)}", flush=True)
+            done = subprocess.run([sys.executable, "-m", runnable, "--json", str(out), *extra], check=False)  # noqa: S603
             if done.returncode != 0 or not out.exists():
                 failed.append(module)
                 rows[module] = [Row(module, "", f"FAILED (exit {done.returncode})", "n/a")]
             else:
                 rows[module] = load_rows(out)
+                if module == HTTPS_RUN:
+                    rows[module] = _https_rows(rows[module])
             print(flush=True)
     facts = machine_facts()
-    print("== misbridge benchmark (issue 7)")
+    print("== misbridge benchmark")
     print(format_table([row for module in order for row in rows.get(module, [])]))
     print(
         f"\nmachine: nproc {facts['nproc']}, {facts['cpu']}, Python {facts['python']}; "
