@@ -58,6 +58,10 @@ from misbridge.telemetry.metrics import LaneWatch, Metrics
 
 #: How long start-up waits for the PIN pad before serving anyway (requests then get MB20).
 DEVICE_WAIT_S = 5.0
+#: How long the first sign-in may take before "ready" on a lane whose pad did not come within
+#: DEVICE_WAIT_S: the backend call is quick, and the key is loaded in the background once the pad
+#: is there (waiting DEVICE_WAIT_S again for the same absent pad only delayed the start).
+PADLESS_SIGN_IN_WAIT_S = 1.0
 #: The soft descriptor limit asked for when the hard limit is unlimited.
 _FD_LIMIT_WHEN_UNLIMITED = 1 << 19
 
@@ -334,7 +338,9 @@ class Daemon:
             with self._lane_logs(parts.lane):
                 self._spawn(parts.service.resolver.run_worker(), parts.task_name("reversal queue"))
         # The first sign-in before "ready", so a sale right after start-up finds the key loaded.
-        await self._each_lane(lambda parts: parts.keys.first_round(DEVICE_WAIT_S))
+        await self._each_lane(
+            lambda parts: parts.keys.first_round(DEVICE_WAIT_S if parts.pinpad.connected else PADLESS_SIGN_IN_WAIT_S)
+        )
         for parts in self._lanes:
             with self._lane_logs(parts.lane):
                 self._spawn(parts.keys.run(), parts.task_name("key keeper"))
