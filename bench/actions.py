@@ -46,7 +46,6 @@ from pydantic import SecretStr
 from bench.common import (
     Row,
     Sims,
-    backend_simulator,
     bench_args,
     cpu_seconds,
     daemon,
@@ -57,18 +56,16 @@ from bench.common import (
     percentile,
     simulators,
     verdict,
-    write_key,
 )
 from bench.redemptions import card_info, journal_commits, signed_in_key
 
-# _count: the same byte counter bench/wire.py puts on its pad, so a void's bytes are counted as a sale's.
-from bench.wire import LinkBytes, _count, new_trace_no, wire_seconds
+# counting_bench: the pad bench/wire.py counts a sale's bytes on, so a void's are counted the same way.
+from bench.wire import counting_bench, new_trace_no, wire_seconds
 from misbridge.api.pos_client import envelope_for, socket_request
 from misbridge.backend.client import BackendClient
 from misbridge.backend.keys import sign_in
 from misbridge.config.settings import BackendSettings, IdentitySettings, KeySettings
 from misbridge.ebuy.examples import book_request, card_redemption_request
-from simulators.pinpad.device import SimulatedPinPad
 
 WARMUP = 5
 #: What each refund gives back of the 40.80 sale: a partial refund, as a cashier's most common one.
@@ -168,29 +165,17 @@ async def count_follow_up_bytes(samples: int = LINK_SAMPLES) -> dict[str, int]:
 
     As :func:`bench.wire.count_link_bytes` counts a sale's: the sale each follows is not counted.
     """
-    with tempfile.TemporaryDirectory(prefix="misbridge-bench-actions-wire-") as tmp:
-        workdir = Path(tmp)
-        key_file = write_key(workdir)
-        pad = SimulatedPinPad(link=str(workdir / "pinpad"), timeout_cap_s=5.0)
-        counts = LinkBytes()
-        _count(pad, counts)
-        await pad.start()
-        totals = dict.fromkeys(FOLLOW_UPS, 0)
-        try:
-            async with backend_simulator(workdir, key_file) as url:
-                config, socket_port, http_port = daemon_config(workdir, workdir / "pinpad", url, key_file)
-                async with daemon(config, socket_port, http_port, workdir / "daemon.log"):
-                    for _ in range(samples):
-                        for action in FOLLOW_UPS:
-                            sale = sale_body()
-                            await through_bridge(socket_port, "cardRedemption", sale)
-                            await asyncio.sleep(0.05)  # the final ACK of the sale's last frame
-                            before = counts.total
-                            await through_bridge(socket_port, action, follow_up_body(action, sale["traceNo"]))
-                            await asyncio.sleep(0.05)
-                            totals[action] += counts.total - before
-        finally:
-            await pad.stop()
+    totals = dict.fromkeys(FOLLOW_UPS, 0)
+    async with counting_bench("misbridge-bench-actions-wire-") as (counts, socket_port):
+        for _ in range(samples):
+            for action in FOLLOW_UPS:
+                sale = sale_body()
+                await through_bridge(socket_port, "cardRedemption", sale)
+                await asyncio.sleep(0.05)  # the final ACK of the sale's last frame
+                before = counts.total
+                await through_bridge(socket_port, action, follow_up_body(action, sale["traceNo"]))
+                await asyncio.sleep(0.05)
+                totals[action] += counts.total - before
     return {action: round(total / samples) for action, total in totals.items()}
 
 

@@ -12,9 +12,10 @@ Run alone: ``python -m bench.wire [--redemptions N]``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,9 +76,14 @@ def _count(pad: SimulatedPinPad, counts: LinkBytes) -> None:
     port.read = counting_read  # type: ignore[method-assign]
 
 
-async def count_link_bytes(redemptions: int = 20) -> LinkBytes:
-    """Average link bytes per redemption (each way) over ``redemptions`` approved redemptions."""
-    with tempfile.TemporaryDirectory(prefix="misbridge-bench-wire-") as tmp:
+@contextlib.asynccontextmanager
+async def counting_bench(prefix: str) -> AsyncIterator[tuple[LinkBytes, int]]:
+    """A daemon wired to an in-process pad that counts every link byte: ``(counts, socket port)``.
+
+    The pad simulator runs in this process so its reads and writes can be counted; the backend
+    simulator and the daemon run as processes, as on every bench line.
+    """
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         workdir = Path(tmp)
         key_file = write_key(workdir)
         pad = SimulatedPinPad(link=str(workdir / "pinpad"), timeout_cap_s=5.0)
@@ -88,20 +94,26 @@ async def count_link_bytes(redemptions: int = 20) -> LinkBytes:
             async with backend_simulator(workdir, key_file) as url:
                 config, socket_port, http_port = daemon_config(workdir, workdir / "pinpad", url, key_file)
                 async with daemon(config, socket_port, http_port, workdir / "daemon.log"):
-                    total = LinkBytes()
-                    for _ in range(redemptions):
-                        body = card_redemption_request()
-                        body["traceNo"] = new_trace_no()
-                        before = LinkBytes(counts.to_pad, counts.to_host)
-                        answer = await socket_request("127.0.0.1", socket_port, envelope_for("cardRedemption", body))
-                        code = answer.body.get("returnCode")
-                        if code != "00":
-                            raise RuntimeError(f"redemption not approved: returnCode {code}")
-                        await asyncio.sleep(0.05)  # the final ACK of the last frame
-                        total.to_pad += counts.to_pad - before.to_pad
-                        total.to_host += counts.to_host - before.to_host
+                    yield counts, socket_port
         finally:
             await pad.stop()
+
+
+async def count_link_bytes(redemptions: int = 20) -> LinkBytes:
+    """Average link bytes per redemption (each way) over ``redemptions`` approved redemptions."""
+    async with counting_bench("misbridge-bench-wire-") as (counts, socket_port):
+        total = LinkBytes()
+        for _ in range(redemptions):
+            body = card_redemption_request()
+            body["traceNo"] = new_trace_no()
+            before = LinkBytes(counts.to_pad, counts.to_host)
+            answer = await socket_request("127.0.0.1", socket_port, envelope_for("cardRedemption", body))
+            code = answer.body.get("returnCode")
+            if code != "00":
+                raise RuntimeError(f"redemption not approved: returnCode {code}")
+            await asyncio.sleep(0.05)  # the final ACK of the last frame
+            total.to_pad += counts.to_pad - before.to_pad
+            total.to_host += counts.to_host - before.to_host
     return LinkBytes(round(total.to_pad / redemptions), round(total.to_host / redemptions))
 
 
