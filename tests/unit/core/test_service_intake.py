@@ -7,36 +7,17 @@ hops: the intent and its four moves, each one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from misbridge.core.service import TransactionService
 from misbridge.ebuy.examples import card_redemption_request
 from misbridge.journal import TransactionRecord
 from misbridge.journal.store import Journal
+from tests.journal_hops import journal_hops
 from tests.seeding import seed_transaction
 from tests.unit.core.fakes import APPROVED, ScriptedBackend
 
 SALE = "cardRedemption"
-
-
-@contextmanager
-def journal_hops(journal: Journal) -> Iterator[list[str]]:
-    """The names of the functions sent to the journal thread meanwhile (the real executor runs them)."""
-    executor = journal._executor
-    submit = executor.submit
-    sent: list[str] = []
-
-    def counted(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        sent.append(getattr(getattr(fn, "func", fn), "__name__", repr(fn)))
-        return submit(fn, *args, **kwargs)
-
-    executor.submit = counted  # type: ignore[method-assign]
-    try:
-        yield sent
-    finally:
-        executor.submit = submit  # type: ignore[method-assign]
 
 
 def sale(trace_no: str) -> dict[str, Any]:

@@ -9,18 +9,17 @@ journal thread, nothing written for a repeat or while a void is due, and the sam
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from misbridge.errors import InvalidTransition, JournalError
 from misbridge.journal import Journal, TransactionRecord
 from misbridge.journal.transactions import Intake
+from tests.journal_hops import journal_hops
 from tests.unit.journal.helpers import T0, FakeClock, add_transaction, raw
 
 LANE2 = "lane2"
@@ -47,24 +46,6 @@ async def void_due_in(journal: Journal, trace_no: str, seconds: float) -> None:
     await journal.enqueue_reversal(
         trace_no, from_state="unknown", event="give_up", first_attempt_at=T0 + timedelta(seconds=seconds)
     )
-
-
-@contextmanager
-def journal_hops(journal: Journal) -> Iterator[list[str]]:
-    """The names of the functions sent to the journal thread meanwhile (the real executor runs them)."""
-    executor = journal._executor
-    submit = executor.submit
-    sent: list[str] = []
-
-    def counted(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        sent.append(getattr(getattr(fn, "func", fn), "__name__", repr(fn)))
-        return submit(fn, *args, **kwargs)
-
-    executor.submit = counted  # type: ignore[method-assign]
-    try:
-        yield sent
-    finally:
-        executor.submit = submit  # type: ignore[method-assign]
 
 
 async def traced_statements(journal: Journal) -> list[str]:
